@@ -1,0 +1,18 @@
+"""Provider adapters and the registry from provider name to adapter.
+
+Each adapter module holds one provider's translation from its SDK's stream to our
+`StreamChunk`; `types`, `errors`, `settings` and `base` are shared by all of them.
+"""
+
+from __future__ import annotations
+
+from providers.base import Adapter
+from providers.echo import EchoAdapter
+from providers.settings import Settings
+
+
+def build_adapters(settings: Settings) -> dict[str, Adapter]:
+    """One adapter per provider of the contract's table, each with its long-lived client."""
+    return {
+        "echo": EchoAdapter(settings.echo_delay_ms),
+    }

@@ -1,0 +1,112 @@
+"""The contract's error table as exceptions: each knows its HTTP status and `type`.
+
+Raise one before the upstream has accepted a request and the client gets that status;
+raise one after the `200` and the stream ends with an error frame of that type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error a client may see. `message` is written for a person."""
+
+    status: int = 502
+    type: str = "upstream_error"
+    #: Worth another try before the first token (429, 5xx, connection failures).
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        """The `{"error": {...}}` object of the contract."""
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.provider is not None:
+            error["provider"] = self.provider
+        return {"error": error}
+
+
+class InvalidJSONError(GatewayError):
+    status, type = 400, "invalid_json"
+
+
+class UnauthorizedError(GatewayError):
+    status, type = 401, "unauthorized"
+
+
+class ProviderAuthError(GatewayError):
+    status, type = 401, "provider_auth_error"
+
+
+class BodyTooLargeError(GatewayError):
+    status, type = 413, "body_too_large"
+
+
+class InvalidRequestError(GatewayError):
+    status, type = 422, "invalid_request"
+
+
+class UnknownProviderError(GatewayError):
+    status, type = 422, "unknown_provider"
+
+
+class ModelNotSupportedError(GatewayError):
+    status, type = 422, "model_not_supported"
+
+
+class RateLimitedError(GatewayError):
+    status, type, retryable = 429, "rate_limited", True
+
+
+class UpstreamError(GatewayError):
+    """Upstream 5xx, malformed upstream data, connection failure (502) or a passed-on 4xx."""
+
+    status, type = 502, "upstream_error"
+
+
+class UpstreamTimeoutError(GatewayError):
+    status, type, retryable = 504, "upstream_timeout", True
+
+
+class StreamError(GatewayError):
+    """A failure after the stream started whose `type` is not one of the above,
+    e.g. a Gemini safety block (`content_filter`)."""
+
+    def __init__(self, message: str, *, type: str, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.type = type
+
+
+def error_from_status(
+    status: int, message: str, *, provider: str, key_env: str, retry_after: str | None = None
+) -> GatewayError:
+    """Map an upstream HTTP error status to the contract's error (shared by all adapters)."""
+    if status == 401:
+        return ProviderAuthError(
+            f"{provider} rejected the API key; check {key_env}", provider=provider
+        )
+    if status == 429:
+        return RateLimitedError(
+            f"{provider} rate limit: {message}", provider=provider, retry_after=retry_after
+        )
+    if status in (408, 504):
+        return UpstreamTimeoutError(f"{provider} timed out: {message}", provider=provider)
+    if 400 <= status < 500:
+        return UpstreamError(f"{provider} refused the request: {message}", provider=provider, status=status)
+    error = UpstreamError(f"{provider} failed with HTTP {status}: {message}", provider=provider)
+    error.retryable = True
+    return error

@@ -1,0 +1,461 @@
+"""streamgate's HTTP app: one chat request in, one unified SSE stream out.
+
+The request path reads top to bottom:
+decode (`read_chat_request`) → pick adapter (`pick_adapter`) → open upstream
+(`adapter.stream_chat`) → frame (`NativeFrames`) → send (`stream_chunks`).
+
+Run it with `python server.py` (uvloop, httptools, graceful SIGTERM) or `uvicorn server:app`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import sse
+from providers import build_adapters
+from providers.base import Adapter, ChunkStream
+from providers.errors import (
+    BodyTooLargeError,
+    GatewayError,
+    InvalidJSONError,
+    InvalidRequestError,
+    UnauthorizedError,
+    UnknownProviderError,
+    UpstreamError,
+)
+from providers.settings import Settings
+from providers.types import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    StreamChunk,
+    Usage,
+    chat_request_decoder,
+    json_encoder,
+)
+
+log = logging.getLogger("streamgate")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+# --- decode ---------------------------------------------------------------------------
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was read."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """Read the request body, refusing (413) as soon as it passes `limit` bytes."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise BodyTooLargeError(f"the request body is over MAX_BODY_BYTES ({limit} bytes)")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise BodyTooLargeError(f"the request body is over MAX_BODY_BYTES ({limit} bytes)")
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """Decode `body` with `decoder`; a failure names the field at fault (`$.messages[0].role`)."""
+    if not body.strip():
+        raise InvalidJSONError("the request body is empty; send a JSON object")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise InvalidRequestError(validation_message(str(error))) from None
+    except msgspec.DecodeError as error:
+        raise InvalidJSONError(f"the request body is not valid JSON: {error}") from None
+
+
+def validation_message(text: str) -> str:
+    """Turn msgspec's wording into `<path>: <problem>`, with the path always present."""
+    problem, _, where = text.partition(" - at `")
+    path = where.rstrip("`") or "$"
+    missing = "Object missing required field `"
+    if problem.startswith(missing):
+        field = problem[len(missing) :].rstrip("`")
+        return f"{path}.{field}: required field is missing"
+    return f"{path}: {problem}"
+
+
+def check_messages(request: ChatRequest) -> None:
+    if all(message.role == "system" for message in request.messages):
+        raise InvalidRequestError("$.messages: at least one message must be user or assistant")
+
+
+# --- pick adapter ---------------------------------------------------------------------
+
+
+def pick_adapter(adapters: Mapping[str, Adapter], provider: str) -> Adapter:
+    adapter = adapters.get(provider)
+    if adapter is None:
+        valid = ", ".join(adapters)
+        raise UnknownProviderError(f"$.provider: unknown provider {provider!r}; valid: {valid}")
+    return adapter
+
+
+# --- frame ----------------------------------------------------------------------------
+
+
+class Frames(Protocol):
+    """One output dialect: how chunks, the end and a failure become bytes on the wire."""
+
+    def content(self, chunk: StreamChunk) -> bytes: ...
+
+    def final(self, chunk: StreamChunk) -> bytes: ...
+
+    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes: ...
+
+    def done(self) -> bytes: ...
+
+
+class NativeFrames:
+    """The `/api/v1/chat/stream` dialect: `id`, `event: message`, StreamChunk JSON."""
+
+    __slots__ = ("last_id", "model", "provider")
+
+    def __init__(self, model: str, provider: str) -> None:
+        self.last_id = 0
+        self.model = model
+        self.provider = provider
+
+    def content(self, chunk: StreamChunk) -> bytes:
+        self.last_id += 1
+        return sse.message_frame(self.last_id, json_encoder.encode(chunk))
+
+    final = content
+
+    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
+        """The final `error` frame (unless one was sent), then the `event: error` frame."""
+        frames = b""
+        if not final_sent:
+            frames = self.content(StreamChunk("", FinishReason.ERROR, self.model, self.provider, usage))
+        self.last_id += 1
+        data = json_encoder.encode(error.body()).decode()
+        return frames + sse.encode_event(data, event="error", event_id=self.last_id) + sse.DONE
+
+    def done(self) -> bytes:
+        return sse.DONE
+
+
+# --- send -----------------------------------------------------------------------------
+
+
+class StreamProgress:
+    """What the watcher and the pump of one stream share (and metrics read at its end)."""
+
+    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming")
+
+    def __init__(self) -> None:
+        self.started_at = self.last_sent_at = time.monotonic()
+        self.first_token_at: float | None = None
+        self.frames_sent = 0
+        self.streaming = False
+
+
+async def watch_client(
+    receive: Receive,
+    send: Send,
+    progress: StreamProgress,
+    heartbeat_s: float,
+    cancel_scope: anyio.CancelScope,
+) -> None:
+    """Cancel the request's work as soon as the client disconnects (also while the upstream
+    is silent), and send `: keep-alive` after `heartbeat_s` without a frame."""
+    while True:
+        wait_s = progress.last_sent_at + heartbeat_s - time.monotonic()
+        with anyio.move_on_after(wait_s):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                cancel_scope.cancel()
+                return
+            continue
+        if progress.streaming and time.monotonic() - progress.last_sent_at >= heartbeat_s:
+            await send({"type": "http.response.body", "body": sse.KEEP_ALIVE, "more_body": True})
+            progress.last_sent_at = time.monotonic()
+        elif not progress.streaming:
+            progress.last_sent_at = time.monotonic()
+
+
+async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress) -> None:
+    """Send every chunk as a frame, then `[DONE]`; a failure ends with the error frames.
+
+    Empty non-final chunks are dropped; the one chunk with a `finish_reason` is the final
+    frame and carries the last usage the upstream reported.
+    """
+    final_sent = False
+    usage: Usage | None = None
+    tail = frames.done()
+    try:
+        async for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.finish_reason is None:
+                if not chunk.content:
+                    continue
+                data = frames.content(chunk)
+                if progress.first_token_at is None:
+                    progress.first_token_at = time.monotonic()
+            elif final_sent:
+                continue
+            else:
+                if chunk.usage is None and usage is not None:
+                    chunk.usage = usage
+                data = frames.final(chunk)
+                final_sent = True
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+            progress.frames_sent += 1
+            progress.last_sent_at = time.monotonic()
+        if not final_sent:
+            raise UpstreamError("the upstream ended the stream without a finish reason")
+    except GatewayError as error:
+        tail = frames.failure(error, final_sent, usage)
+    except Exception:  # noqa: BLE001 - a bug or an SDK surprise must still end the stream cleanly
+        log.exception("stream failed")
+        tail = frames.failure(UpstreamError("the gateway failed while streaming"), final_sent, usage)
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": (headers or JSON_HEADERS)})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: GatewayError) -> None:
+    headers = list(JSON_HEADERS)
+    if error.retry_after:
+        headers.append((b"retry-after", error.retry_after.encode()))
+    await send_json(send, error.status, json_encoder.encode(error.body()), headers)
+
+
+# --- the endpoints --------------------------------------------------------------------
+
+
+class ChatEndpoint:
+    """`POST /api/v1/chat/stream` (`streaming`) or `POST /api/v1/chat`, as a plain ASGI app."""
+
+    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], *, streaming: bool) -> None:
+        self.settings = settings
+        self.adapters = adapters
+        self.streaming = streaming
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await read_body(scope, receive, self.settings.max_body_bytes)
+            request: ChatRequest = decode_json(body, chat_request_decoder)
+            check_messages(request)
+            adapter = pick_adapter(self.adapters, request.provider)
+        except ClientGone:
+            return
+        except GatewayError as error:
+            await send_error(send, error)
+            return
+        model = request.model or adapter.default_model
+        await run_chat(
+            adapter, request, NativeFrames(model, adapter.name), receive, send,
+            self.settings.sse_heartbeat_s, streaming=self.streaming,
+            send_error=send_error, send_answer=send_native_answer,
+        )
+
+
+SendError = Callable[[Send, GatewayError], Awaitable[None]]
+SendAnswer = Callable[[Send, str, StreamChunk], Awaitable[None]]
+
+
+async def send_native_answer(send: Send, content: str, final: StreamChunk) -> None:
+    answer = ChatResponse(content, final.finish_reason or FinishReason.STOP, final.model, final.provider, final.usage)
+    await send_json(send, 200, json_encoder.encode(answer))
+
+
+async def run_chat(
+    adapter: Adapter,
+    request: ChatRequest,
+    frames: Frames,
+    receive: Receive,
+    send: Send,
+    heartbeat_s: float,
+    *,
+    streaming: bool,
+    send_error: SendError,
+    send_answer: SendAnswer,
+) -> None:
+    """Open the upstream and answer: as an SSE stream, or (not `streaming`) as one JSON
+    object. Shared by every dialect; the client leaving cancels it at once and the
+    upstream connection is released."""
+    progress = StreamProgress()
+    stream: ChunkStream | None = None
+    try:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(watch_client, receive, send, progress, heartbeat_s, task_group.cancel_scope)
+            try:
+                stream = await adapter.stream_chat(request)
+            except GatewayError as error:
+                await send_error(send, error)
+            else:
+                if streaming:
+                    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                    progress.last_sent_at = time.monotonic()
+                    progress.streaming = True
+                    await stream_chunks(stream, frames, send, progress)
+                else:
+                    try:
+                        content, final = await collect(stream)
+                    except GatewayError as error:
+                        await send_error(send, error)
+                    else:
+                        await send_answer(send, content, final)
+            task_group.cancel_scope.cancel()
+    finally:
+        if stream is not None:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+async def collect(stream: ChunkStream) -> tuple[str, StreamChunk]:
+    """The whole answer of a stream: its text and its final chunk (with the last usage)."""
+    parts: list[str] = []
+    usage: Usage | None = None
+    try:
+        async for chunk in stream:
+            parts.append(chunk.content)
+            usage = chunk.usage or usage
+            if chunk.finish_reason is not None:
+                chunk.usage = usage
+                final = chunk
+                break
+        else:
+            raise UpstreamError("the upstream ended the stream without a finish reason")
+        async for _ in stream:  # drain: a failure after the final chunk (a safety block) counts
+            pass
+    except GatewayError:
+        raise
+    except Exception:  # noqa: BLE001
+        log.exception("upstream failed")
+        raise UpstreamError("the gateway failed while reading the upstream") from None
+    return "".join(parts), final
+
+
+async def health(request: Request) -> JSONResponse:
+    adapters: Mapping[str, Adapter] = request.app.state.adapters
+    providers = {
+        name: {"configured": adapter.configured, "default_model": adapter.default_model, "models": list(adapter.models)}
+        for name, adapter in adapters.items()
+    }
+    return JSONResponse({"status": "ok", "providers": providers})
+
+
+# --- middleware -----------------------------------------------------------------------
+
+
+class BearerAuth:
+    """Plain ASGI middleware: with `GATEWAY_API_KEY` set, `/api/*` and `/v1/*` need
+    `Authorization: Bearer <key>` (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.expected is not None
+            and scope["type"] == "http"
+            and scope["path"].startswith(("/api/", "/v1/"))
+            and not hmac.compare_digest(self._authorization(scope), self.expected)
+        ):
+            error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")
+            await send_error(send, error)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _authorization(scope: Scope) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return value
+        return b""
+
+
+# --- the app --------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None) -> Starlette:
+    """The ASGI app. `adapters` defaults to one per provider, built from `settings`."""
+    settings = settings or Settings.from_env()
+    adapters = adapters if adapters is not None else build_adapters(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        yield
+        for adapter in adapters.values():
+            await adapter.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/api/v1/chat/stream", ChatEndpoint(settings, adapters, streaming=True), methods=["POST"]),
+            Route("/api/v1/chat", ChatEndpoint(settings, adapters, streaming=False), methods=["POST"]),
+            Route("/api/v1/chat/stream/health", health, methods=["GET"]),
+        ],
+        middleware=[
+            Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                       allow_headers=["authorization", "content-type"]),
+            Middleware(BearerAuth, api_key=settings.gateway_api_key),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.adapters = adapters
+    return app
+
+
+app = create_app()
+
+
+def main() -> None:
+    import uvicorn
+
+    settings: Settings = app.state.settings
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Server-Sent Events framing, sans-I/O: values in, bytes out (and, for tests and
+clients, bytes in, events out).
+
+Framing follows the WHATWG HTML standard, section 9.2 "Server-sent events":
+https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+Lines end with LF; a blank line ends an event. A value holding a newline is sent as
+several `data:` lines, so no raw CR or LF ever reaches a field.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+DONE = b"data: [DONE]\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def message_frame(event_id: int, data_json: bytes) -> bytes:
+    """The hot-path frame: `id`, `event: message` and one `data` line of JSON.
+
+    JSON from msgspec never holds a raw CR or LF (they are escaped), so it is one line.
+    """
+    return b"id: %d\nevent: message\ndata: %b\n\n" % (event_id, data_json)
+
+
+def data_frame(data_json: bytes) -> bytes:
+    """A frame of one `data` line only (the OpenAI dialect's chunks)."""
+    return b"data: %b\n\n" % data_json
+
+
+def encode_event(
+    data: str | None = None,
+    *,
+    event: str | None = None,
+    event_id: str | int | None = None,
+    retry_ms: int | None = None,
+) -> bytes:
+    """Encode one event. `data` may hold any newlines: each line becomes a `data:` line."""
+    parts: list[str] = []
+    if event_id is not None:
+        parts.append(f"id: {_single_line('id', str(event_id))}\n")
+    if event is not None:
+        parts.append(f"event: {_single_line('event', event)}\n")
+    if retry_ms is not None:
+        if retry_ms < 0:
+            raise ValueError("retry must be a non-negative number of milliseconds")
+        parts.append(f"retry: {int(retry_ms)}\n")
+    if data is not None:
+        parts.extend(f"data: {line}\n" for line in _NEWLINE.split(data))
+    parts.append("\n")
+    return "".join(parts).encode()
+
+
+def encode_comment(text: str) -> bytes:
+    """A comment, ignored by clients; one `:` line per line of `text`."""
+    return ("".join(f": {line}\n" for line in _NEWLINE.split(text)) + "\n").encode()
+
+
+def _single_line(field: str, value: str) -> str:
+    if "\r" in value or "\n" in value or (field == "id" and "\0" in value):
+        raise ValueError(f"SSE field {field!r} cannot hold CR, LF (or NUL in an id)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    data: str
+    event: str = "message"
+    id: str = ""
+    retry: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    text: str
+
+
+class Decoder:
+    """An incremental WHATWG event-stream parser: `feed(bytes)` returns what completed.
+
+    UTF-8 is decoded incrementally (a character split across two reads stays whole) and
+    lines split only on CRLF, CR or LF (never on U+2028 or U+0085, unlike splitlines).
+    """
+
+    def __init__(self) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._first = True
+        self._pending_cr = False
+        self._data: list[str] = []
+        self._event = ""
+        self._last_id = ""
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[Event | Comment]:
+        text = self._utf8.decode(chunk)
+        if not text:
+            return []
+        if self._first and text:
+            self._first = False
+            text = text.removeprefix("\ufeff")
+        if self._pending_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF split across two reads
+        self._pending_cr = False
+        self._buffer += text
+        out: list[Event | Comment] = []
+        lines = _NEWLINE.split(self._buffer)
+        self._buffer = lines.pop()
+        if lines and self._buffer == "" and text.endswith("\r"):
+            self._pending_cr = True
+        for line in lines:
+            self._line(line, out)
+        return out
+
+    def _line(self, line: str, out: list[Event | Comment]) -> None:
+        if line == "":
+            if self._data:
+                out.append(Event("\n".join(self._data), self._event or "message", self._last_id, self._retry))
+            self._data, self._event, self._retry = [], "", None
+            return
+        if line.startswith(":"):
+            out.append(Comment(line[1:].removeprefix(" ")))
+            return
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        elif field == "id" and "\0" not in value:
+            self._last_id = value
+        elif field == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
