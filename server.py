@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -48,6 +49,11 @@ from providers.types import (
     chat_request_decoder,
     json_encoder,
 )
+
+if __name__ == "__main__":
+    # `python server.py`: modules that `import server` (openai_compat) get this module,
+    # not a second copy with its own app, adapters and metrics.
+    sys.modules.setdefault("server", sys.modules[__name__])
 
 log = logging.getLogger("streamgate")
 
@@ -252,11 +258,16 @@ async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[by
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, error: GatewayError) -> None:
+def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
+    """JSON, and the upstream's `Retry-After` when it sent one."""
     headers = list(JSON_HEADERS)
     if error.retry_after:
         headers.append((b"retry-after", error.retry_after.encode()))
-    await send_json(send, error.status, json_encoder.encode(error.body()), headers)
+    return headers
+
+
+async def send_error(send: Send, error: GatewayError) -> None:
+    await send_json(send, error.status, json_encoder.encode(error.body()), error_headers(error))
 
 
 # --- the endpoints --------------------------------------------------------------------
@@ -380,11 +391,13 @@ async def health(request: Request) -> JSONResponse:
 
 class BearerAuth:
     """Plain ASGI middleware: with `GATEWAY_API_KEY` set, `/api/*` and `/v1/*` need
-    `Authorization: Bearer <key>` (compared in constant time)."""
+    `Authorization: Bearer <key>` (compared in constant time). A `/v1/*` 401 is sent by
+    `send_v1_error`, in that dialect's error shape."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, send_v1_error: SendError = send_error) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.send_v1_error = send_v1_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -394,7 +407,7 @@ class BearerAuth:
             and not hmac.compare_digest(self._authorization(scope), self.expected)
         ):
             error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")
-            await send_error(send, error)
+            await (self.send_v1_error if scope["path"].startswith("/v1/") else send_error)(send, error)
             return
         await self.app(scope, receive, send)
 
@@ -411,6 +424,8 @@ class BearerAuth:
 
 def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None) -> Starlette:
     """The ASGI app. `adapters` defaults to one per provider, built from `settings`."""
+    from openai_compat import openai_routes, send_openai_error  # it builds on this module
+
     settings = settings or Settings.from_env()
     adapters = adapters if adapters is not None else build_adapters(settings)
 
@@ -425,11 +440,12 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
             Route("/api/v1/chat/stream", ChatEndpoint(settings, adapters, streaming=True), methods=["POST"]),
             Route("/api/v1/chat", ChatEndpoint(settings, adapters, streaming=False), methods=["POST"]),
             Route("/api/v1/chat/stream/health", health, methods=["GET"]),
+            *openai_routes(settings, adapters),
         ],
         middleware=[
             Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                        allow_headers=["authorization", "content-type"]),
-            Middleware(BearerAuth, api_key=settings.gateway_api_key),
+            Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error),
         ],
         lifespan=lifespan,
     )

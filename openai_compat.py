@@ -1,0 +1,375 @@
+"""The OpenAI-compatible dialect: `POST /v1/chat/completions` and `GET /v1/models`.
+
+An OpenAI client's request is translated to our `ChatRequest` and goes through the same
+pipeline as `/api/v1/chat/stream` (`server.run_chat`); only the framing differs:
+`OpenAIFrames` writes `chat.completion.chunk` objects, `send_answer` a `chat.completion`,
+`send_openai_error` OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+
+`model` is `"<provider>/<model>"`, split at the first `/` when the prefix names a
+provider; any other name (`gpt-4o`, `org/some-model`) goes to `openai` unchanged.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+import sse
+from providers.base import Adapter
+from providers.errors import GatewayError, InvalidRequestError, UnknownProviderError
+from providers.settings import Settings
+from providers.types import ChatMessage, ChatRequest, StreamChunk, Usage, json_encoder
+
+#: The contract's providers: a `model` prefix naming one of these (or any registered
+#: adapter) selects it.
+PROVIDERS = frozenset({"openai", "anthropic", "gemini", "llama4", "echo"})
+
+#: Our contract's error `type` → the `type` OpenAI clients expect; our type goes in `code`.
+OPENAI_ERROR_TYPES = {
+    "invalid_json": "invalid_request_error",
+    "invalid_request": "invalid_request_error",
+    "unsupported_parameter": "invalid_request_error",
+    "unknown_provider": "invalid_request_error",
+    "model_not_supported": "invalid_request_error",
+    "body_too_large": "invalid_request_error",
+    "unauthorized": "authentication_error",
+    "provider_auth_error": "authentication_error",
+    "rate_limited": "rate_limit_error",
+}
+
+#: Request fields that change what an answer is; refused (400) unless their value is one
+#: that asks for nothing we cannot do.
+UNSUPPORTED_FIELDS = ("tools", "functions", "tool_choice", "function_call", "n", "logprobs",
+                      "top_logprobs", "response_format", "stop", "audio", "modalities")
+_HARMLESS: dict[str, tuple[Any, ...]] = {
+    "tool_choice": (None, "none", "auto"),
+    "function_call": (None, "none", "auto"),
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "response_format": (None, {"type": "text"}),
+    "modalities": (None, ["text"]),
+}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+# --- the request ----------------------------------------------------------------------
+
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
+
+
+class CompletionMessage(msgspec.Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+    tool_calls: Any = None
+    function_call: Any = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class CompletionRequest(msgspec.Struct):
+    """The fields of OpenAI's chat completion request we read; unknown fields are ignored."""
+
+    messages: Annotated[list[CompletionMessage], msgspec.Meta(min_length=1)]
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    tools: Any = None
+    functions: Any = None
+    tool_choice: Any = None
+    function_call: Any = None
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: Any = None
+    stop: Any = None
+    audio: Any = None
+    modalities: Any = None
+
+
+completion_request_decoder = msgspec.json.Decoder(CompletionRequest)
+
+
+class UnsupportedParameterError(GatewayError):
+    """A field OpenAI defines that streamgate cannot honour: refused, never dropped."""
+
+    status, type = 400, "unsupported_parameter"
+
+
+def check_supported(request: CompletionRequest) -> None:
+    for field in UNSUPPORTED_FIELDS:
+        value = getattr(request, field)
+        if value and value not in _HARMLESS.get(field, (None,)):
+            raise UnsupportedParameterError(
+                f"$.{field}: {field}{'' if isinstance(value, (list, dict)) else f'={value!r}'} is not "
+                f"supported by streamgate (one text answer per request); omit it"
+            )
+
+
+def route_model(model: str, providers: frozenset[str]) -> tuple[str, str]:
+    """`"anthropic/claude-x"` → `("anthropic", "claude-x")`; a name without a provider
+    prefix → `("openai", model)`."""
+    provider, slash, name = model.partition("/")
+    if slash and provider in providers:
+        return provider, name
+    return "openai", model
+
+
+def message_text(message: CompletionMessage, index: int) -> str:
+    """The text of `messages[index]`: a string, or its text parts joined by newlines."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    if content is None:
+        if message.role == "assistant":
+            return ""
+        raise InvalidRequestError(f"$.messages[{index}].content: required for role {message.role!r}")
+    texts: list[str] = []
+    for part_index, part in enumerate(content):
+        where = f"$.messages[{index}].content[{part_index}]"
+        if part.type != "text":
+            raise UnsupportedParameterError(
+                f"{where}.type: content parts of type {part.type!r} are not supported; send text parts"
+            )
+        if part.text is None:
+            raise InvalidRequestError(f"{where}.text: required field is missing")
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def chat_message(message: CompletionMessage, index: int) -> ChatMessage:
+    role = _ROLES.get(message.role)
+    if role is None:
+        if message.role in ("tool", "function"):
+            raise UnsupportedParameterError(
+                f"$.messages[{index}].role: role {message.role!r} is not supported (no tool calling)"
+            )
+        raise InvalidRequestError(
+            f"$.messages[{index}].role: {message.role!r} is not one of system, developer, user, assistant"
+        )
+    for field in ("tool_calls", "function_call"):
+        if getattr(message, field):
+            raise UnsupportedParameterError(f"$.messages[{index}].{field}: tool calls are not supported")
+    return ChatMessage(role, message_text(message, index))  # type: ignore[arg-type]
+
+
+def to_chat_request(request: CompletionRequest, provider: str, model: str) -> ChatRequest:
+    """Our request for an OpenAI one (`max_completion_tokens` wins over `max_tokens`)."""
+    max_tokens = request.max_completion_tokens or request.max_tokens or 1024
+    temperature = 0.7 if request.temperature is None else request.temperature
+    messages = [chat_message(message, index) for index, message in enumerate(request.messages)]
+    return ChatRequest(messages, provider, model, temperature, max_tokens)
+
+
+def pick_routed_adapter(adapters: Mapping[str, Adapter], model: str) -> tuple[Adapter, str]:
+    """The adapter and the provider's model name for `"<provider>/<model>"`."""
+    provider, name = route_model(model, PROVIDERS | adapters.keys())
+    if not name:
+        raise InvalidRequestError(f"$.model: {model!r} names no model; write it as <provider>/<model>")
+    try:
+        return pick_adapter(adapters, provider), name
+    except UnknownProviderError:
+        valid = ", ".join(adapters)
+        raise UnknownProviderError(
+            f"$.model: {model!r} routes to provider {provider!r}, which this gateway does not serve; "
+            f"write the model as <provider>/<model> with a provider of: {valid}"
+        ) from None
+
+
+# --- the answer -----------------------------------------------------------------------
+
+
+class AssistantMessage(msgspec.Struct):
+    content: str
+    role: str = "assistant"
+
+
+class CompletionChoice(msgspec.Struct):
+    index: int
+    message: AssistantMessage
+    finish_reason: str
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None
+
+
+class ErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+def error_body(error: GatewayError) -> bytes:
+    """OpenAI's error shape; `code` is our contract's type, `param` the field at fault."""
+    status_type = "invalid_request_error" if error.status < 500 else "api_error"
+    kind = OPENAI_ERROR_TYPES.get(error.type, status_type)
+    param = None
+    if error.message.startswith("$."):
+        param = error.message[2:].partition(":")[0]
+    return json_encoder.encode(ErrorBody(ErrorDetail(error.message, kind, param, error.type)))
+
+
+async def send_openai_error(send: Send, error: GatewayError) -> None:
+    await send_json(send, error.status, error_body(error), error_headers(error))
+
+
+class OpenAIFrames:
+    """One completion as `chat.completion.chunk` frames (the `server.Frames` protocol).
+
+    Every chunk's bytes up to the delta's text are built once, so a frame costs one JSON
+    string encode and a concatenation. The first delta carries `role`, the final chunk
+    `finish_reason`, and with `include_usage` one more chunk with empty `choices` carries
+    `usage`. A failure is one `data: {"error": ...}` line and the end of the stream (no
+    `[DONE]`): the OpenAI SDK raises `APIError` on it.
+    """
+
+    __slots__ = ("completion_id", "created", "model", "include_usage", "head", "_content_head",
+                 "_choices_head", "_usage_head")
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        self.completion_id = completion_id
+        self.created = created
+        self.model = model
+        self.include_usage = include_usage
+        base = b'data: {"id":%b,"object":"chat.completion.chunk","created":%d,"model":%b,"choices":[' % (
+            json_encoder.encode(completion_id), created, json_encoder.encode(model))
+        self._choices_head = base + b'{"index":0,"delta":'
+        self._content_head = self._choices_head + b'{"content":'
+        self._usage_head = base + b'],"usage":'
+        #: The head of the next content frame: the first one also carries the role.
+        self.head = self._choices_head + b'{"role":"assistant","content":'
+
+    def content(self, chunk: StreamChunk) -> bytes:
+        head, self.head = self.head, self._content_head
+        return head + json_encoder.encode(chunk.content) + b'},"finish_reason":null}]}\n\n'
+
+    def final(self, chunk: StreamChunk) -> bytes:
+        delta = b"{}" if self.head is self._content_head else b'{"role":"assistant","content":""}'
+        frame = b"%b%b,\"finish_reason\":%b}]}\n\n" % (
+            self._choices_head, delta, json_encoder.encode(chunk.finish_reason))
+        if self.include_usage:
+            frame += b"%b%b}\n\n" % (self._usage_head, json_encoder.encode(chunk.usage))
+        return frame
+
+    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
+        return sse.data_frame(error_body(error))
+
+    def done(self) -> bytes:
+        return sse.DONE
+
+    async def send_answer(self, send: Send, content: str, final: StreamChunk) -> None:
+        """The same completion, not streamed: one `chat.completion` object."""
+        choice = CompletionChoice(0, AssistantMessage(content), final.finish_reason or "stop")
+        answer = ChatCompletion(id=self.completion_id, created=self.created, model=self.model,
+                                choices=[choice], usage=final.usage)
+        await send_json(send, 200, json_encoder.encode(answer))
+
+
+# --- the endpoints --------------------------------------------------------------------
+
+
+class ChatCompletionsEndpoint:
+    """`POST /v1/chat/completions`, as a plain ASGI app over `server.run_chat`."""
+
+    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter]) -> None:
+        self.settings = settings
+        self.adapters = adapters
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await read_body(scope, receive, self.settings.max_body_bytes)
+            completion: CompletionRequest = decode_json(body, completion_request_decoder)
+            check_supported(completion)
+            adapter, model = pick_routed_adapter(self.adapters, completion.model)
+            request = to_chat_request(completion, adapter.name, model)
+            check_messages(request)
+        except ClientGone:
+            return
+        except GatewayError as error:
+            await send_openai_error(send, error)
+            return
+        options = completion.stream_options
+        include_usage = bool(options and options.include_usage)
+        frames = OpenAIFrames(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model,
+                              include_usage)
+        await run_chat(
+            adapter, request, frames, receive, send, self.settings.sse_heartbeat_s,
+            streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer,
+        )
+
+
+class ModelCard(msgspec.Struct):
+    id: str
+    created: int
+    owned_by: str
+    object: str = "model"
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+class ModelsEndpoint:
+    """`GET /v1/models`: `<provider>/<model>` for every model of each configured provider.
+
+    Built once: which providers are configured is fixed at start-up."""
+
+    def __init__(self, adapters: Mapping[str, Adapter]) -> None:
+        created = int(time.time())
+        cards = [
+            ModelCard(f"{name}/{model}", created, name)
+            for name, adapter in adapters.items()
+            if adapter.configured
+            for model in adapter.models
+        ]
+        self.body = json_encoder.encode(ModelList(cards))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, self.body)
+
+
+def openai_routes(settings: Settings, adapters: Mapping[str, Adapter]) -> list[Route]:
+    return [
+        Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters), methods=["POST"]),
+        Route("/v1/models", ModelsEndpoint(adapters), methods=["GET"]),
+    ]
+
+
+# Imported last: `server.create_app` imports this module while `server` is still loading,
+# and every name below is used only at call time.
+from server import (  # noqa: E402
+    ClientGone,
+    check_messages,
+    decode_json,
+    error_headers,
+    pick_adapter,
+    read_body,
+    run_chat,
+    send_json,
+)
