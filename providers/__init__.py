@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from providers.base import Adapter
 from providers.echo import EchoAdapter
+from providers.llama4_stream import Llama4StreamAdapter
+from providers.openai_stream import OpenAIStreamAdapter
 from providers.settings import Settings
 
 
 def build_adapters(settings: Settings) -> dict[str, Adapter]:
     """One adapter per provider of the contract's table, each with its long-lived client."""
     return {
+        "openai": OpenAIStreamAdapter(settings),
+        "llama4": Llama4StreamAdapter(settings),
         "echo": EchoAdapter(settings.echo_delay_ms),
     }

@@ -1,0 +1,225 @@
+"""The `openai` provider: Chat Completions streaming through `openai.AsyncOpenAI`.
+
+The SDK does what it is good at — configuration, auth, building and sending the request,
+turning an error status into an exception. The hot path skips its per-chunk pydantic
+objects: `with_streaming_response` hands back the raw response once its status was
+checked, and its bytes go through `sse.Decoder` and one msgspec decoder of a minimal
+chunk Struct. Llama 4 on Together speaks the same wire and reuses all of this
+(`providers/llama4_stream.py`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from functools import partial
+from typing import Any
+
+import httpx2
+import msgspec
+import openai
+
+import sse
+from providers.base import ChunkStream, open_with_retries
+from providers.errors import GatewayError, ProviderAuthError, UpstreamError
+from providers.settings import Settings
+from providers.stainless import map_sdk_error, map_transport_error
+from providers.types import ChatRequest, FinishReason, StreamChunk, Usage
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini")
+
+#: Upstream finish reasons → ours. OpenAI's pass through; Together ends with `eos`.
+FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "eos": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+}
+
+#: Sent as the key when none is configured, so the SDK can be built once at start-up;
+#: `stream_chat` refuses before any request, so it never reaches the network.
+_NO_KEY = "unset"
+
+
+# --- the wire: a `chat.completion.chunk`, only the fields we read ------------------------
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _WireUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int | None = None
+
+
+class _WireError(msgspec.Struct):
+    message: str = ""
+
+
+class _WireChunk(msgspec.Struct):
+    """One `data:` payload. `model` and `id` are not read: frames carry the requested
+    model (as the contract's example and the error frames do), and skipping unknown
+    fields is cheaper than decoding them."""
+
+    choices: list[_Choice] = []
+    usage: _WireUsage | None = None
+    error: _WireError | str | None = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_WireChunk)
+
+
+# --- the adapter ------------------------------------------------------------------------
+
+
+class OpenAIStreamAdapter:
+    """One long-lived `AsyncOpenAI`; `stream_chat` opens one Chat Completions stream.
+
+    Each upstream call carries an `X-Request-Id` (fresh per stream, the same across its
+    retries) as a per-request `extra_headers` entry: the SDK's `default_headers` are
+    fixed when the client is built, and a client per request (`with_options`) is what
+    we must not do.
+    """
+
+    name = "openai"
+    key_env = "OPENAI_API_KEY"
+    default_model = "gpt-4o"
+    models: tuple[str, ...] = OPENAI_MODELS
+
+    def __init__(self, settings: Settings, *, http_client: httpx2.AsyncClient | None = None) -> None:
+        api_key, base_url = self._key_and_base_url(settings)
+        self.configured = api_key is not None
+        self._max_retries = settings.upstream_max_retries
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or _NO_KEY,
+            base_url=base_url,
+            timeout=httpx2.Timeout(settings.upstream_timeout_s),
+            max_retries=0,  # ours: `open_with_retries`, the same policy for every provider
+            http_client=http_client,
+        )
+        self._create = self._client.chat.completions.with_streaming_response.create
+
+    @staticmethod
+    def _key_and_base_url(settings: Settings) -> tuple[str | None, str]:
+        return settings.openai_api_key, settings.openai_base_url or OPENAI_BASE_URL
+
+    def check_model(self, model: str) -> None:
+        """Refuse a model before any network call (OpenAI: any name goes upstream)."""
+
+    async def stream_chat(self, request: ChatRequest) -> ChunkStream:
+        model = request.model or self.default_model
+        self.check_model(model)
+        if not self.configured:
+            raise ProviderAuthError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
+        messages = msgspec.to_builtins(request.messages)
+        headers = {"X-Request-Id": uuid.uuid4().hex}
+
+        async def open_once() -> Any:
+            opening = self._create(
+                model=model,
+                messages=messages,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=headers,
+            )
+            try:
+                response = await opening.__aenter__()
+            except (openai.APIStatusError, openai.APIConnectionError) as error:
+                raise self._gateway_error(error) from None
+            return opening, response
+
+        opening, response = await open_with_retries(open_once, max_retries=self._max_retries)
+        release = partial(opening.__aexit__, None, None, None)
+        return ChunkStream(self._chunks(response.http_response, model), release)
+
+    def _gateway_error(self, error: Exception) -> GatewayError:
+        return map_sdk_error(
+            error,
+            provider=self.name,
+            key_env=self.key_env,
+            status_error=openai.APIStatusError,
+            timeout_error=openai.APITimeoutError,
+            connection_error=openai.APIConnectionError,
+        )
+
+    async def _chunks(self, response: httpx2.Response, model: str) -> AsyncGenerator[StreamChunk, None]:
+        """Content chunks as they arrive, then ONE final chunk with the finish reason and
+        the usage (OpenAI sends the usage in a later chunk with empty `choices`).
+
+        After `data: [DONE]` the rest of the body is read to its end, so the connection
+        goes back to the pool instead of being dropped (a new TLS handshake next time).
+        """
+        provider = self.name
+        finish_reason: FinishReason | None = None
+        usage: Usage | None = None
+        decoder = sse.Decoder()
+        byte_chunks = response.aiter_bytes()
+        done = False
+        try:
+            async for raw in byte_chunks:
+                for event in decoder.feed(raw):
+                    if type(event) is not sse.Event:
+                        continue  # a comment
+                    if event.data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = _chunk_decoder.decode(event.data)
+                    except msgspec.DecodeError:
+                        raise UpstreamError(f"malformed upstream data from {provider}", provider=provider) from None
+                    if chunk.error is not None:
+                        raise _stream_error(chunk.error, provider)
+                    if chunk.choices:
+                        choice = chunk.choices[0]
+                        if choice.delta is not None and choice.delta.content:
+                            yield StreamChunk(choice.delta.content, None, model, provider)
+                        if choice.finish_reason is not None:
+                            finish_reason = FINISH_REASONS.get(choice.finish_reason, FinishReason.STOP)
+                    if chunk.usage is not None:
+                        usage = _usage(chunk.usage)
+                if done:
+                    break
+        except httpx2.TransportError as error:
+            raise map_transport_error(error, provider=provider) from None
+        if finish_reason is None:
+            raise UpstreamError(f"{provider} ended the stream without a finish reason", provider=provider)
+        yield StreamChunk("", finish_reason, model, provider, usage)
+        if done:
+            await _drain(byte_chunks)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _usage(wire: _WireUsage) -> Usage:
+    total = wire.total_tokens
+    if total is None:
+        total = wire.prompt_tokens + wire.completion_tokens
+    return Usage(wire.prompt_tokens, wire.completion_tokens, total)
+
+
+def _stream_error(error: _WireError | str, provider: str) -> UpstreamError:
+    message = error if isinstance(error, str) else error.message
+    return UpstreamError(f"{provider} failed mid-stream: {message or 'unknown error'}", provider=provider)
+
+
+async def _drain(byte_chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body); a failure there costs
+    only the connection's reuse, never the finished answer."""
+    try:
+        async for _ in byte_chunks:
+            pass
+    except httpx2.HTTPError:
+        pass
