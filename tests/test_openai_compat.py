@@ -1,0 +1,328 @@
+"""`/v1/chat/completions` and `/v1/models`, driven by the official `openai` SDK as the
+client against the app on a real loopback server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+
+import httpx2
+import msgspec
+import openai
+import pytest
+
+import server
+from openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
+from providers.base import ChunkStream
+from providers.echo import EchoAdapter
+from providers.errors import GatewayError, RateLimitedError, UpstreamError
+from providers.types import ChatRequest, StreamChunk
+from support import serve, settings
+
+TEXT = "Héllo there,\nstreaming wörld 🌍"
+USER = [{"role": "user", "content": TEXT}]
+
+
+class BrokenAdapter:
+    """A real adapter of the `Adapter` protocol whose upstream fails: before it accepts
+    the request (`fail_before`), or after the first chunk of text."""
+
+    name = "broken"
+    default_model = "m1"
+    configured = True
+    models = ("m1", "m2")
+
+    def __init__(self, fail_before: GatewayError | None = None) -> None:
+        self.fail_before = fail_before
+
+    async def stream_chat(self, request: ChatRequest) -> ChunkStream:
+        if self.fail_before is not None:
+            raise self.fail_before
+        return ChunkStream(self._chunks(request.model or self.default_model))
+
+    async def _chunks(self, model: str) -> AsyncGenerator[StreamChunk, None]:
+        yield StreamChunk("Hello ", None, model, self.name)
+        raise UpstreamError("the upstream reset the connection", provider=self.name)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class UnconfiguredAdapter(BrokenAdapter):
+    name = "off"
+    configured = False
+
+
+def echo_app(**overrides: object):  # type: ignore[no-untyped-def]
+    adapters = {"echo": EchoAdapter(0), "broken": BrokenAdapter(), "off": UnconfiguredAdapter()}
+    return server.create_app(settings(**overrides), adapters)
+
+
+@contextmanager
+def sdk_client(app, api_key: str = "sk-anything") -> Iterator[openai.OpenAI]:  # type: ignore[no-untyped-def]
+    with serve(app) as url, openai.OpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[openai.OpenAI]:
+    with sdk_client(echo_app()) as sdk:
+        yield sdk
+
+
+# --- streaming ------------------------------------------------------------------------
+
+
+def test_stream_without_include_usage(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model="echo/echo", messages=USER, stream=True))
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == TEXT
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+    assert len({c.created for c in chunks}) == 1
+    assert {(c.object, c.model) for c in chunks} == {("chat.completion.chunk", "echo/echo")}
+    assert [c.choices[0].delta.role for c in chunks] == ["assistant"] + [None] * (len(chunks) - 1)
+    assert [c.choices[0].finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]
+    assert all(len(c.choices) == 1 and c.usage is None for c in chunks)  # no usage chunk unasked
+
+
+def test_stream_with_include_usage(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(
+        model="echo/echo", messages=USER, stream=True, stream_options={"include_usage": True}))
+
+    *choice_chunks, usage_chunk = chunks
+    assert usage_chunk.choices == []
+    assert usage_chunk.usage is not None
+    assert usage_chunk.usage.model_dump(exclude_none=True) == {
+        "prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+    assert usage_chunk.id == choice_chunks[0].id
+    assert all(c.usage is None and len(c.choices) == 1 for c in choice_chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in choice_chunks) == TEXT
+    assert choice_chunks[-1].choices[0].finish_reason == "stop"
+    assert choice_chunks[-1].choices[0].delta.content is None
+
+
+def test_stream_wire_bytes(client: openai.OpenAI) -> None:
+    """The exact frames: `data:` lines only, the role in the first delta, `[DONE]` last."""
+    response = client.chat.completions.with_raw_response.create(
+        model="echo/echo", messages=[{"role": "user", "content": "Hi you"}], stream=True,
+        stream_options={"include_usage": True})
+    body = response.http_response.read()
+    assert response.http_response.headers["content-type"].startswith("text/event-stream")
+    frames = body.split(b"\n\n")
+    assert frames[-2:] == [b"data: [DONE]", b""]
+    first = msgspec.json.decode(frames[0].removeprefix(b"data: "))
+    head = b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":"echo/echo","choices":[' % (
+        first["id"].encode(), first["created"])
+    assert frames[:-2] == [
+        head + b'{"index":0,"delta":{"role":"assistant","content":"Hi "},"finish_reason":null}]}',
+        head + b'{"index":0,"delta":{"content":"you"},"finish_reason":null}]}',
+        head + b'{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        head + b'],"usage":{"prompt_tokens":2,"completion_tokens":2,"total_tokens":4}}',
+    ]
+
+
+# --- not streaming --------------------------------------------------------------------
+
+
+def test_not_streaming(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="echo/echo", messages=USER)
+
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == "echo/echo"
+    [choice] = completion.choices
+    assert (choice.index, choice.message.role, choice.message.content, choice.finish_reason) == (
+        0, "assistant", TEXT, "stop")
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens,
+            completion.usage.total_tokens) == (5, 5, 10)
+
+
+def test_text_parts_developer_role_and_ignored_fields(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="echo/echo",
+        messages=[{"role": "developer", "content": "Be brief."},
+                  {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}],
+        n=1, top_p=0.5, seed=7, user="u-1", tool_choice="none", response_format={"type": "text"},
+        extra_body={"some_future_field": {"x": 1}},
+    )
+    assert completion.choices[0].message.content == "one\ntwo"
+
+
+# --- errors before the upstream accepted ----------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"n": 2}, "n"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"logprobs": True}, "logprobs"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"stop": ["\n"]}, "stop"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
+     "messages[0].content[1].type"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42", "tool_call_id": "c1"}]},
+     "messages[1].role"),
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_unsupported_field_is_refused(client: openai.OpenAI, fields: dict, param: str, stream: bool) -> None:
+    request = {"model": "echo/echo", "messages": USER, "stream": stream, **fields}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**request)
+    error = caught.value
+    assert error.status_code == 400
+    assert isinstance(error.body, dict) and error.body.keys() == {"message", "type", "param", "code"}
+    assert error.body["message"].startswith(f"$.{param}: ")
+    assert (error.param, error.code, error.type) == (param, "unsupported_parameter", "invalid_request_error")
+
+
+@pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4-20250514", "gpt-4o"])
+def test_unknown_provider(client: openai.OpenAI, model: str) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.chat.completions.create(model=model, messages=USER, stream=True)
+    error = caught.value
+    assert (error.status_code, error.code, error.type, error.param) == (
+        422, "unknown_provider", "invalid_request_error", "model")
+    assert model in error.body["message"] and "echo, broken, off" in error.body["message"]  # type: ignore[index]
+
+
+def test_model_not_supported_passes_through(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.chat.completions.create(model="echo/other", messages=USER)
+    assert (caught.value.code, caught.value.type) == ("model_not_supported", "invalid_request_error")
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"temperature": 2.5}, "temperature"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "system", "content": "only a system message"}]}, "messages"),
+    ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role"),
+    ({"model": "echo/"}, "model"),
+])
+def test_invalid_request(client: openai.OpenAI, fields: dict, param: str) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.chat.completions.create(**{"model": "echo/echo", "messages": USER, **fields})
+    assert (caught.value.code, caught.value.type, caught.value.param) == (
+        "invalid_request", "invalid_request_error", param)
+
+
+def test_invalid_json_is_400_in_openai_shape(client: openai.OpenAI) -> None:
+    response = httpx2.post(f"{client.base_url}chat/completions", content=b"{not json",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_json", None)
+
+
+def test_rate_limit_before_first_token() -> None:
+    adapters = {"broken": BrokenAdapter(fail_before=RateLimitedError("broken rate limit: slow down", retry_after="7"))}
+    with sdk_client(server.create_app(settings(), adapters)) as sdk:
+        for stream in (True, False):
+            with pytest.raises(openai.RateLimitError) as caught:
+                sdk.chat.completions.create(model="broken/m1", messages=USER, stream=stream)
+            error = caught.value
+            assert (error.status_code, error.code, error.type) == (429, "rate_limited", "rate_limit_error")
+            assert error.response.headers["retry-after"] == "7"
+            assert error.body == {"message": "broken rate limit: slow down", "type": "rate_limit_error",
+                                  "param": None, "code": "rate_limited"}
+
+
+# --- errors after the first token -----------------------------------------------------
+
+
+def test_error_after_first_token_raises_while_iterating(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model="broken/m1", messages=USER, stream=True,
+                                            stream_options={"include_usage": True})
+    received: list[str] = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    assert received == ["Hello "]
+    error = caught.value
+    assert not isinstance(error, openai.APIStatusError)  # raised from the stream, after the 200
+    assert error.message == "the upstream reset the connection"
+    assert (error.code, error.type) == ("upstream_error", "api_error")
+
+
+def test_error_after_first_token_wire_bytes(client: openai.OpenAI) -> None:
+    """One `data: {"error": ...}` line and the end: no `[DONE]` that could hide it."""
+    response = httpx2.post(f"{client.base_url}chat/completions",
+                           json={"model": "broken/m1", "messages": USER, "stream": True})
+    assert response.status_code == 200
+    frames = response.content.split(b"\n\n")
+    assert frames[-2:] == [
+        b'data: {"error":{"message":"the upstream reset the connection","type":"api_error",'
+        b'"param":null,"code":"upstream_error"}}', b""]
+    assert len(frames) == 3 and b"[DONE]" not in response.content
+
+
+def test_error_after_first_token_not_streaming(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="broken/m1", messages=USER)
+    assert (caught.value.status_code, caught.value.code, caught.value.type) == (502, "upstream_error", "api_error")
+
+
+# --- models and auth ------------------------------------------------------------------
+
+
+def test_models_list(client: openai.OpenAI) -> None:
+    models = client.models.list()
+    assert [m.id for m in models] == ["echo/echo", "broken/m1", "broken/m2"]  # `off` is not configured
+    assert {(m.object, m.owned_by) for m in models} == {("model", "echo"), ("model", "broken")}
+
+
+def test_gateway_api_key() -> None:
+    with sdk_client(echo_app(gateway_api_key="gw-secret"), api_key="wrong") as sdk:
+        for call in (sdk.models.list,
+                     lambda: sdk.chat.completions.create(model="echo/echo", messages=USER, stream=True)):
+            with pytest.raises(openai.AuthenticationError) as caught:
+                call()
+            assert (caught.value.status_code, caught.value.code, caught.value.type) == (
+                401, "unauthorized", "authentication_error")
+        native = httpx2.post(f"{sdk.base_url}".replace("/v1/", "/api/v1/chat"), json={})
+        assert native.status_code == 401 and native.json()["error"]["type"] == "unauthorized"
+        good = sdk.with_options(api_key="gw-secret")
+        assert [m.id for m in good.models.list()][0] == "echo/echo"
+        completion = good.chat.completions.create(model="echo/echo", messages=USER)
+        assert completion.choices[0].message.content == TEXT
+
+
+# --- translation (pure functions) -----------------------------------------------------
+
+
+KNOWN = frozenset({"openai", "anthropic", "llama4", "echo"})
+
+
+@pytest.mark.parametrize(("model", "routed"), [
+    ("anthropic/claude-sonnet-4-20250514", ("anthropic", "claude-sonnet-4-20250514")),
+    ("llama4/meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8",
+     ("llama4", "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8")),
+    ("gpt-4o", ("openai", "gpt-4o")),
+    ("openai/gpt-4o", ("openai", "gpt-4o")),
+    ("meta-llama/Llama-3-8b", ("openai", "meta-llama/Llama-3-8b")),
+    ("echo/echo", ("echo", "echo")),
+])
+def test_route_model(model: str, routed: tuple[str, str]) -> None:
+    assert route_model(model, KNOWN) == routed
+
+
+def test_to_chat_request() -> None:
+    body = (b'{"model":"x","messages":[{"role":"developer","content":"d"},{"role":"user","content":"u"},'
+            b'{"role":"assistant","content":null,"name":"bot"}],"max_tokens":10,"max_completion_tokens":20,'
+            b'"temperature":0,"unknown":[1]}')
+    request: CompletionRequest = completion_request_decoder.decode(body)
+    chat = to_chat_request(request, "anthropic", "claude-x")
+    assert msgspec.to_builtins(chat) == {
+        "messages": [{"role": "system", "content": "d"}, {"role": "user", "content": "u"},
+                     {"role": "assistant", "content": ""}],
+        "provider": "anthropic", "model": "claude-x", "temperature": 0.0, "max_tokens": 20,
+        "thinking_enabled": False,
+    }
+    one = b'{"model":"x","messages":[{"role":"user","content":"u"}]'
+    defaults = to_chat_request(completion_request_decoder.decode(one + b"}"), "echo", "echo")
+    assert (defaults.temperature, defaults.max_tokens) == (0.7, 1024)
+    only_max_tokens = completion_request_decoder.decode(one + b',"max_tokens":5}')
+    assert to_chat_request(only_max_tokens, "echo", "echo").max_tokens == 5
