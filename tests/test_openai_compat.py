@@ -15,9 +15,11 @@ import server
 from openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
 from providers.base import ChunkStream
 from providers.echo import EchoAdapter
+from providers.openai_stream import OpenAIStreamAdapter
 from providers.errors import GatewayError, RateLimitedError, UpstreamError
 from providers.types import ChatRequest, StreamChunk
 from support import serve, settings
+from wire_openai import MockUpstream, Reply, chunk, completion, split, sse_body
 
 TEXT = "Héllo there,\nstreaming wörld 🌍"
 USER = [{"role": "user", "content": TEXT}]
@@ -326,3 +328,65 @@ def test_to_chat_request() -> None:
     assert (defaults.temperature, defaults.max_tokens) == (0.7, 1024)
     only_max_tokens = completion_request_decoder.decode(one + b',"max_tokens":5}')
     assert to_chat_request(only_max_tokens, "echo", "echo").max_tokens == 5
+
+
+# --- openai-routed: the `openai` adapter over OpenAI's wire bytes ---------------------
+
+OPENAI_PIECES = ["Hel", "lo, ", "世界", " 🙂\nbye"]
+
+
+@contextmanager
+def openai_routed(*replies: Reply) -> Iterator[tuple[openai.OpenAI, MockUpstream]]:
+    upstream = MockUpstream(*replies)
+    config = settings(openai_api_key="sk-upstream", openai_base_url="https://openai.upstream.test/v1",
+                      upstream_max_retries=0)
+    adapters = {"openai": OpenAIStreamAdapter(config, http_client=upstream.client())}
+    with sdk_client(server.create_app(config, adapters)) as sdk:
+        yield sdk, upstream
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "openai/gpt-4o"])
+def test_openai_routed_stream_with_usage(model: str) -> None:
+    with openai_routed(Reply(200, split(completion(OPENAI_PIECES, usage=(9, 12)), 7))) as (sdk, upstream):
+        chunks = list(sdk.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hi"}], stream=True, max_completion_tokens=50,
+            temperature=0.2, stream_options={"include_usage": True}))
+    *choice_chunks, usage_chunk = chunks
+    assert "".join(c.choices[0].delta.content or "" for c in choice_chunks) == "".join(OPENAI_PIECES)
+    assert {c.model for c in chunks} == {model} and len({c.id for c in chunks}) == 1
+    assert choice_chunks[-1].choices[0].finish_reason == "stop"
+    assert usage_chunk.choices == [] and usage_chunk.usage is not None
+    assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens) == (9, 12)
+    [seen] = upstream.seen
+    assert seen.json["model"] == "gpt-4o" and seen.json["max_tokens"] == 50 and seen.json["temperature"] == 0.2
+    assert seen.json["messages"] == [{"role": "user", "content": "Hi"}]
+
+
+def test_openai_routed_stream_without_usage_and_not_streamed() -> None:
+    replies = [Reply(200, [completion(OPENAI_PIECES, finish_reason="length")]) for _ in range(2)]
+    with openai_routed(*replies) as (sdk, _):
+        chunks = list(sdk.chat.completions.create(model="gpt-4o", messages=USER, stream=True))
+        answer = sdk.chat.completions.create(model="gpt-4o", messages=USER)
+    assert all(c.usage is None and len(c.choices) == 1 for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "".join(OPENAI_PIECES)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert answer.choices[0].message.content == "".join(OPENAI_PIECES)
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage is not None and answer.usage.total_tokens == 21
+
+
+def test_openai_routed_errors_before_and_after_the_first_token() -> None:
+    truncated = Reply(200, [sse_body([chunk(role="assistant"), chunk("Hel")], done=False)])
+    limited = Reply.error(429, "Rate limit reached", {"retry-after": "3"})
+    with openai_routed(limited, truncated) as (sdk, _):
+        with pytest.raises(openai.RateLimitError) as before:
+            sdk.chat.completions.create(model="gpt-4o", messages=USER, stream=True)
+        stream = sdk.chat.completions.create(model="gpt-4o", messages=USER, stream=True)
+        received = []
+        with pytest.raises(openai.APIError) as after:
+            for chunk_ in stream:
+                received.append(chunk_.choices[0].delta.content)
+    assert (before.value.status_code, before.value.code) == (429, "rate_limited")
+    assert before.value.response.headers["retry-after"] == "3"
+    assert received == ["Hel"]
+    assert after.value.code == "upstream_error" and "without a finish reason" in after.value.message
