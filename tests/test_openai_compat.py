@@ -3,8 +3,10 @@ client against the app on a real loopback server."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx2
 import msgspec
@@ -390,3 +392,13 @@ def test_openai_routed_errors_before_and_after_the_first_token() -> None:
     assert before.value.response.headers["retry-after"] == "3"
     assert received == ["Hel"]
     assert after.value.code == "upstream_error" and "without a finish reason" in after.value.message
+
+
+def test_readme_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Use it from the OpenAI SDK"):]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    with serve(server.create_app(settings(), {"echo": EchoAdapter(0)})) as url:
+        exec(compile(match.group(1).replace("http://127.0.0.1:8000", url), "README.md", "exec"), {})  # noqa: S102
+    assert capsys.readouterr().out == "Hello there, streaming world\n8 tokens\nHi\n['echo/echo']\n"
