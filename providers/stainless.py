@@ -62,10 +62,14 @@ def connection_failed(provider: str) -> UpstreamError:
 
 
 def _upstream_message(exc: Any) -> str:
-    """`error.message` of the upstream's JSON body (the SDKs unwrap `{"error": ...}` into
-    `.body`), else the SDK's own message (`Error code: 500`)."""
+    """`error.message` of the upstream's JSON body, else the SDK's own message
+    (`Error code: 500`). openai keeps only the inner `error` object in `.body`, anthropic
+    the whole `{"type": "error", "error": {...}}`."""
     body = exc.body
     if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            body = inner
         message = body.get("message")
         if isinstance(message, str) and message:
             return message

@@ -1,0 +1,96 @@
+"""`providers.stainless`: the exceptions the real openai and anthropic SDKs raise (over
+an `httpx2.MockTransport` upstream) mapped to the contract's errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+
+from providers.errors import GatewayError
+from providers.stainless import map_sdk_error, map_transport_error
+
+KEY = "sk-secret-0123456789"
+Handler = Callable[[httpx2.Request], httpx2.Response]
+
+
+def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Handler:
+    body = json.dumps({"type": "error", "error": {"type": "some_error", "message": message}})
+    return lambda request: httpx2.Response(status, headers=headers, content=body)
+
+
+def failing(exc: type[httpx2.TransportError]) -> Handler:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise exc("boom", request=request)
+    return handler
+
+
+async def sdk_error(sdk: str, handler: Handler) -> GatewayError:
+    """Call the real SDK against `handler` and map what it raises."""
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    module: Any = openai if sdk == "openai" else anthropic
+    try:
+        if sdk == "openai":
+            async with openai.AsyncOpenAI(api_key=KEY, max_retries=0, http_client=http_client) as client:
+                await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        else:
+            async with anthropic.AsyncAnthropic(api_key=KEY, max_retries=0, http_client=http_client) as client:
+                await client.messages.create(model="claude-sonnet-5", max_tokens=5,
+                                             messages=[{"role": "user", "content": "x"}])
+    except Exception as exc:  # noqa: BLE001 - the point is what the SDK raised
+        return map_sdk_error(exc, provider=sdk, key_env=f"{sdk.upper()}_API_KEY", status_error=module.APIStatusError,
+                             timeout_error=module.APITimeoutError, connection_error=module.APIConnectionError)
+    raise AssertionError("the SDK did not raise")
+
+
+SDKS = pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+
+
+@SDKS
+@pytest.mark.anyio
+async def test_401_names_the_key_variable_never_the_key(sdk: str) -> None:
+    error = await sdk_error(sdk, error_reply(401, f"invalid x-api-key {KEY}"))
+    assert (error.status, error.type, error.provider) == (401, "provider_auth_error", sdk)
+    assert f"{sdk.upper()}_API_KEY" in error.message and KEY not in error.message
+
+
+@SDKS
+@pytest.mark.anyio
+async def test_429_keeps_retry_after_and_the_upstream_message(sdk: str) -> None:
+    error = await sdk_error(sdk, error_reply(429, "Number of requests exceeded", {"retry-after": "12"}))
+    assert (error.status, error.type, error.retryable, error.retry_after) == (429, "rate_limited", True, "12")
+    assert error.message == f"{sdk} rate limit: Number of requests exceeded"
+
+
+@SDKS
+@pytest.mark.anyio
+async def test_5xx_is_a_retryable_502_and_4xx_passes_through(sdk: str) -> None:
+    server = await sdk_error(sdk, error_reply(529, "Overloaded"))
+    assert (server.status, server.type, server.retryable) == (502, "upstream_error", True)
+    assert server.message == f"{sdk} failed with HTTP 529: Overloaded"
+    client = await sdk_error(sdk, error_reply(400, "max_tokens: too large"))
+    assert (client.status, client.type, client.retryable) == (400, "upstream_error", False)
+
+
+@SDKS
+@pytest.mark.anyio
+async def test_timeout_and_connection_failure(sdk: str) -> None:
+    timeout = await sdk_error(sdk, failing(httpx2.ConnectTimeout))
+    assert (timeout.status, timeout.type, timeout.retryable) == (504, "upstream_timeout", True)
+    refused = await sdk_error(sdk, failing(httpx2.ConnectError))
+    assert (refused.status, refused.type, refused.retryable) == (502, "upstream_error", True)
+    assert refused.message == f"could not connect to {sdk}"
+
+
+def test_transport_errors_mid_stream() -> None:
+    request = httpx2.Request("POST", "https://upstream.test/v1")
+    stalled = map_transport_error(httpx2.ReadTimeout("slow", request=request), provider="openai")
+    assert (stalled.status, stalled.type) == (504, "upstream_timeout")
+    reset = map_transport_error(httpx2.ReadError("reset", request=request), provider="openai")
+    assert (reset.status, reset.type, reset.message) == (502, "upstream_error",
+                                                        "openai connection failed mid-stream: ReadError")
