@@ -1,0 +1,470 @@
+"""One command: start the mock, streamgate and the tutorial gateway, measure, stop them.
+
+    python -m bench [--quick] [--provider openai,anthropic,gemini]
+
+Everything runs on 127.0.0.1; the server under test is pinned to core 0 (`taskset -c 0`),
+the mock and this load client to core 1. Each phase runs for every target in the same
+round, in rotating order, so the machine's drift hits all of them alike; the figures that
+matter are the ratios within one run. The table is printed, the figures written to
+`bench/results/<time>.json`, and every process started here is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.client import DIALECTS, HeldStreams, Outcome, Target, get_json, run_streams
+from bench.mock_upstream import new_event_loop
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SERVER_CORE, CLIENT_CORE = "0", "1"
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each phase to run (counts per target and round)."""
+
+    rounds: int
+    ttft: dict[int, int]  # concurrency -> streams per round
+    single_tokens: int
+    many_streams: int
+    many_tokens: int
+    short_requests: int
+    held_streams: int
+
+
+FULL = Plan(rounds=4, ttft={1: 60, 16: 320, 128: 512}, single_tokens=20_000, many_streams=64,
+            many_tokens=2_000, short_requests=600, held_streams=1_000)
+QUICK = Plan(rounds=2, ttft={1: 15, 16: 64, 128: 128}, single_tokens=4_000, many_streams=64,
+             many_tokens=200, short_requests=160, held_streams=200)
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def raise_open_files_limit() -> None:
+    """1,000 held streams need ~2,000 descriptors here and in the mock (children inherit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class Processes:
+    """Every process this run started, stopped by PID at the end."""
+
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], core: str) -> subprocess.Popen[bytes]:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - the child holds it
+        process = subprocess.Popen(["taskset", "-c", core, *argv], cwd=ROOT, env={**os.environ, **env},
+                                   stdout=subprocess.PIPE if name == "mock" else log, stderr=log)
+        self.started.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            self.stop(process)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def idle_cpu_seconds(pid: int | None, timeout_s: float = 5.0) -> float:
+    """The server's CPU once it has gone idle (three equal reads 50 ms apart)."""
+    if pid is None:
+        return 0.0
+    deadline = time.monotonic() + timeout_s
+    last, same = cpu_seconds(pid), 0
+    while same < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        now = cpu_seconds(pid)
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+
+
+async def wait_ready(host: str, port: int, path: str, process: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            await get_json(host, port, path)
+            return
+        except (OSError, RuntimeError, asyncio.IncompleteReadError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; see bench/results/{name}.log") from None
+            await asyncio.sleep(0.1)
+
+
+# --- figures ----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class Tally:
+    """What one target gathered in one phase over all rounds."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def failed(self) -> int:
+        return len(self.outcomes) - len(self.ok)
+
+    def failures(self) -> dict[str, int]:
+        reasons: dict[str, int] = {}
+        for outcome in self.outcomes:
+            if outcome.failure:
+                reasons[outcome.failure] = reasons.get(outcome.failure, 0) + 1
+        return reasons
+
+
+# --- the phases -------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, plan: Plan, targets: list[Target], mock: tuple[str, int]) -> None:
+        self.plan = plan
+        self.targets = targets
+        self.mock = mock
+        self.tallies: dict[str, dict[str, Tally]] = {}
+        self.memory: dict[str, dict[str, float | int | None]] = {}
+
+    def tally(self, phase: str, target: Target) -> Tally:
+        return self.tallies.setdefault(phase, {}).setdefault(target.name, Tally())
+
+    def rotations(self) -> Iterator[tuple[int, list[Target]]]:
+        for round_index in range(self.plan.rounds):
+            shift = round_index % len(self.targets)
+            yield round_index, self.targets[shift:] + self.targets[:shift]
+
+    async def measure(self, phase: str, target: Target, load: Callable[[], object], cpu: bool) -> None:
+        tally = self.tally(phase, target)
+        before = await idle_cpu_seconds(target.pid) if cpu else 0.0
+        started = time.perf_counter()
+        outcomes = await load()  # type: ignore[misc]
+        tally.wall_s += time.perf_counter() - started
+        tally.outcomes.extend(outcomes)
+        if cpu:
+            tally.cpu_s += await idle_cpu_seconds(target.pid) - before
+
+    async def warm_up(self, target: Target) -> None:
+        await run_streams(target, count=64, concurrency=16, tokens=8, delay_ms=0, timeout_s=30)
+        await run_streams(target, count=2, concurrency=2, tokens=500, delay_ms=0, timeout_s=30)
+
+    async def run_rounds(self) -> None:
+        plan = self.plan
+        for round_index, order in self.rotations():
+            print(f"  round {round_index + 1}/{plan.rounds}", file=sys.stderr, flush=True)
+            for concurrency, count in plan.ttft.items():
+                for target in order:
+                    await self.measure(f"ttft_c{concurrency}", target, lambda t=target, c=concurrency, n=count:
+                                       run_streams(t, count=n, concurrency=c, tokens=16, delay_ms=5,
+                                                   timeout_s=30), cpu=False)
+            for target in order:
+                await self.measure("single_stream", target, lambda t=target: run_streams(
+                    t, count=1, concurrency=1, tokens=plan.single_tokens, delay_ms=0, timeout_s=120), cpu=True)
+            for target in order:
+                await self.measure("many_streams", target, lambda t=target: run_streams(
+                    t, count=plan.many_streams, concurrency=plan.many_streams, tokens=plan.many_tokens,
+                    delay_ms=0, timeout_s=180), cpu=True)
+            for target in order:
+                await self.measure("short_requests", target, lambda t=target: run_streams(
+                    t, count=plan.short_requests, concurrency=16, tokens=8, delay_ms=0, timeout_s=30), cpu=True)
+
+    async def held_streams(self, target: Target) -> None:
+        """Memory per open stream, then how fast the upstream is let go after a mass abort."""
+        count = self.plan.held_streams
+        await get_json(*self.mock, "/_bench/reset", method="POST")
+        baseline = await self._settled_rss(target.pid)
+        held = HeldStreams(target, tokens=10_000, delay_ms=500)
+        opened = await held.open(count, concurrency=100, timeout_s=60)
+        await asyncio.sleep(1.0)
+        loaded = await self._settled_rss(target.pid)
+        aborted_at = held.abort_all()
+        await asyncio.sleep(1.5)
+        stats = await get_json(*self.mock, "/_bench/stats")
+        closed_in_1s = sum(1 for t in stats["aborted_at"] if t - aborted_at <= 1.0)  # type: ignore[index]
+        self.memory[target.name] = {
+            "streams": count, "open": opened, "failed": count - opened,
+            "rss_baseline_kib": baseline, "rss_loaded_kib": loaded,
+            "kib_per_stream": (loaded - baseline) / opened if opened and target.pid else None,
+            "upstream_closed_within_1s": closed_in_1s, "upstream_still_open_after_1_5s": stats["open"],
+        }
+        await idle_cpu_seconds(target.pid)
+
+    @staticmethod
+    async def _settled_rss(pid: int | None) -> int:
+        if pid is None:
+            return 0
+        await idle_cpu_seconds(pid)
+        return rss_kib(pid)
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def summarize(bench: Bench) -> dict[str, dict[str, float | int | None]]:
+    """Figure name -> target name -> value."""
+    figures: dict[str, dict[str, float | int | None]] = {}
+
+    def put(name: str, target: str, value: float | int | None) -> None:
+        figures.setdefault(name, {})[target] = value
+
+    for target in bench.targets:
+        name = target.name
+        for concurrency in bench.plan.ttft:
+            ttfts = [o.ttft * 1e3 for o in bench.tally(f"ttft_c{concurrency}", target).ok]
+            for q in (50, 90, 99):
+                put(f"ttft_c{concurrency}_p{q}_ms", name, percentile(ttfts, q))
+        single = bench.tally("single_stream", target).ok
+        rates = [o.frames / (o.ended_at - o.started_at) for o in single]
+        put("single_stream_frames_per_s", name, percentile(rates, 50))
+        many = bench.tally("many_streams", target)
+        many_frames = sum(o.frames for o in many.ok)
+        put("many_streams_frames_per_s", name, many_frames / many.wall_s if many.wall_s else None)
+        short = bench.tally("short_requests", target)
+        if target.pid is not None:
+            put("cpu_us_per_frame", name, many.cpu_s / many_frames * 1e6 if many_frames else None)
+            put("cpu_ms_per_short_request", name, short.cpu_s / len(short.ok) * 1e3 if short.ok else None)
+        memory = bench.memory.get(name, {})
+        if memory:
+            put("kib_per_open_stream", name, memory["kib_per_stream"])
+            put("upstream_closed_within_1s", name, memory["upstream_closed_within_1s"])
+        failed = sum(t.failed for phase in bench.tallies.values() for n, t in phase.items() if n == name)
+        put("failed_streams", name, failed + (int(memory.get("failed") or 0)))
+    for name in ("streamgate", "tutorial"):
+        if name in figures["ttft_c1_p50_ms"] and figures["ttft_c1_p50_ms"].get("upstream") is not None:
+            value = figures["ttft_c1_p50_ms"][name]
+            put("added_ttft_c1_p50_ms", name,
+                None if value is None else value - figures["ttft_c1_p50_ms"]["upstream"])  # type: ignore[operator]
+    return figures
+
+
+# figure, how it is judged against the tutorial (ratio bound, "max"/"min"), or an absolute bound
+TARGETS: dict[str, tuple[str, float]] = {
+    "cpu_us_per_frame": ("ratio<=", 1 / 10),
+    "cpu_ms_per_short_request": ("ratio<=", 1 / 5),
+    "added_ttft_c1_p50_ms": ("ratio<=", 1 / 3),
+    "ttft_c128_p50_ms": ("ratio<=", 1 / 5),
+    "single_stream_frames_per_s": ("ratio>=", 20),
+    "kib_per_open_stream": ("<=", 24),
+    "upstream_closed_within_1s": ("all", 0),
+    "failed_streams": ("==", 0),
+}
+
+
+def verdict(figure: str, values: dict[str, float | int | None], held: int) -> tuple[str, str]:
+    """(the target in words, "yes"/"NO"/"") for streamgate's value of `figure`."""
+    if figure not in TARGETS:
+        return "", ""
+    kind, bound = TARGETS[figure]
+    ours, theirs = values.get("streamgate"), values.get("tutorial")
+    if ours is None:
+        return _target_words(kind, bound, held), ""
+    if kind.startswith("ratio"):
+        if theirs is None or theirs == 0:
+            return _target_words(kind, bound, held), ""
+        ratio = ours / theirs
+        met = ratio <= bound if kind == "ratio<=" else ratio >= bound
+    elif kind == "<=":
+        met = ours <= bound
+    elif kind == "all":
+        met = ours == held
+    else:
+        met = ours == bound
+    return _target_words(kind, bound, held), "yes" if met else "NO"
+
+
+def _target_words(kind: str, bound: float, held: int) -> str:
+    if kind == "ratio<=":
+        return f"<= 1/{round(1 / bound)} tut"
+    if kind == "ratio>=":
+        return f">= {bound:g}x tut"
+    if kind == "all":
+        return f"{held} of {held}"
+    return f"{'<=' if kind == '<=' else '=='} {bound:g}"
+
+
+def table(figures: dict[str, dict[str, float | int | None]], held: int) -> str:
+    names = ("upstream", "streamgate", "tutorial")
+    header = ["figure", *names, "sg/tut", "sg/up", "target", "met"]
+    rows = [header]
+    for figure, values in figures.items():
+        ours, theirs, limit = (values.get(n) for n in names[1:] + names[:1])
+        target, met = verdict(figure, values, held)
+        rows.append([figure, *(_fmt(values.get(n)) for n in names), _ratio(ours, theirs), _ratio(ours, limit),
+                     target, met])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _ratio(a: float | int | None, b: float | int | None) -> str:
+    if a is None or b is None or b == 0 or isinstance(a, int) and isinstance(b, int):
+        return ""
+    return f"{a / b:.3f}" if a / b < 10 else f"{a / b:.1f}"
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def provider_env(mock_port: int) -> dict[str, str]:
+    mock = f"http://127.0.0.1:{mock_port}"
+    return {
+        "OPENAI_BASE_URL": f"{mock}/v1", "OPENAI_API_KEY": "bench",
+        "TOGETHER_BASE_URL": f"{mock}/v1", "TOGETHER_API_KEY": "bench",
+        "ANTHROPIC_BASE_URL": mock, "ANTHROPIC_API_KEY": "bench",
+        "GEMINI_BASE_URL": mock, "GEMINI_API_KEY": "bench",
+        "UPSTREAM_MAX_RETRIES": "0", "SHUTDOWN_GRACE_S": "1", "PYTHONUNBUFFERED": "1",
+    }
+
+
+async def bench_provider(provider: str, plan: Plan, processes: Processes, only: list[str]) -> dict[str, object]:
+    host = "127.0.0.1"
+    mock_process = processes.start("mock", [sys.executable, "-m", "bench.mock_upstream"], {}, CLIENT_CORE)
+    mock_port = int(mock_process.stdout.readline().split()[1])  # type: ignore[union-attr]
+    env = provider_env(mock_port)
+    targets = [Target("upstream", host, mock_port, DIALECTS[provider], provider)]
+    servers = {
+        "streamgate": ([sys.executable, "server.py"], "/api/v1/chat/stream/health"),
+        "tutorial": ([sys.executable, "-m", "uvicorn", "bench.tutorial_app:app", "--host", host, "--port", "{port}",
+                      "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+                     "/health"),
+    }
+    for name, (argv, health) in servers.items():
+        if name not in only:
+            continue
+        port = free_port()
+        process = processes.start(name, [a.replace("{port}", str(port)) for a in argv],
+                                  {**env, "HOST": host, "PORT": str(port)}, SERVER_CORE)
+        await wait_ready(host, port, health, process, name)
+        targets.append(Target(name, host, port, DIALECTS["native"], provider, process.pid))
+    bench = Bench(plan, targets, (host, mock_port))
+    for target in targets:
+        print(f"  {target.name}: warm-up, {plan.held_streams} held streams", file=sys.stderr, flush=True)
+        await bench.warm_up(target)
+        await bench.held_streams(target)
+    await bench.run_rounds()
+    figures = summarize(bench)
+    failures = {phase: {name: tally.failures() for name, tally in tallies.items() if tally.failed}
+                for phase, tallies in bench.tallies.items()}
+    return {"figures": figures, "memory": bench.memory, "failures": {k: v for k, v in failures.items() if v},
+            "table": table(figures, plan.held_streams)}
+
+
+def machine() -> dict[str, object]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    import anthropic
+    import google.genai
+    import openai
+
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "openai": openai.__version__, "anthropic": anthropic.__version__, "google-genai": google.genai.__version__}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    plan = QUICK if args.quick else FULL
+    processes = Processes()
+    results: dict[str, object] = {}
+    try:
+        for provider in args.provider.split(","):
+            print(f"{provider}:", file=sys.stderr, flush=True)
+            results[provider] = await bench_provider(provider, plan, processes, args.targets.split(","))
+            processes.stop_all()
+            processes.started.clear()
+    finally:
+        processes.stop_all()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="streamgate vs upstream vs tutorial")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument("--provider", default="openai", help="comma-separated: openai,anthropic,gemini")
+    parser.add_argument("--targets", default="streamgate,tutorial", help="servers to measure besides the upstream")
+    args = parser.parse_args(argv)
+    raise_open_files_limit()
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    started = time.time()
+    with asyncio.Runner(loop_factory=new_event_loop()) as runner:
+        results = runner.run(main_async(args))
+    report = {"command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "duration_s": round(time.time() - started, 1), "machine": machine(), "results": results}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime(started))
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    for provider, result in results.items():
+        print(f"\n{provider} — {report['command']} — {report['date']} — {report['machine']['cpu']}")  # type: ignore[index]
+        print(result["table"])  # type: ignore[index]
+        if result["failures"]:  # type: ignore[index]
+            print("failures:", json.dumps(result["failures"], ensure_ascii=False))  # type: ignore[index]
+    print(f"\nfigures: {path.relative_to(ROOT)}  ({report['duration_s']} s)")
+
