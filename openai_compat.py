@@ -228,7 +228,7 @@ def error_body(error: GatewayError) -> bytes:
     """OpenAI's error shape; `code` is our contract's type, `param` the field at fault."""
     status_type = "invalid_request_error" if error.status < 500 else "api_error"
     kind = OPENAI_ERROR_TYPES.get(error.type, status_type)
-    param = None
+    param = "model" if error.type == "model_not_supported" else None
     if error.message.startswith("$."):
         param = error.message[2:].partition(":")[0]
     return json_encoder.encode(ErrorBody(ErrorDetail(error.message, kind, param, error.type)))

@@ -195,7 +195,8 @@ def test_unknown_provider(client: openai.OpenAI, model: str) -> None:
 def test_model_not_supported_passes_through(client: openai.OpenAI) -> None:
     with pytest.raises(openai.UnprocessableEntityError) as caught:
         client.chat.completions.create(model="echo/other", messages=USER)
-    assert (caught.value.code, caught.value.type) == ("model_not_supported", "invalid_request_error")
+    assert (caught.value.code, caught.value.type, caught.value.param) == (
+        "model_not_supported", "invalid_request_error", "model")
 
 
 @pytest.mark.parametrize(("fields", "param"), [
