@@ -27,7 +27,8 @@ from providers.stainless import map_sdk_error, map_transport_error
 from providers.types import ChatRequest, FinishReason, StreamChunk, Usage
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o4-mini")
+#: Chat models that take `temperature` and `max_tokens` as sent (the o-series take neither).
+OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano")
 
 #: Upstream finish reasons → ours. OpenAI's pass through; Together ends with `eos`.
 FINISH_REASONS = {

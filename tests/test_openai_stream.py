@@ -314,3 +314,21 @@ def test_client_disconnect_closes_the_upstream_connection_within_a_second() -> N
     assert upstream.closed_at, "the upstream connection was never closed"
     assert upstream.closed_at[0] - left_at < 1.0
     assert b'"content":"a"' in received
+
+
+def test_connection_is_reused_after_done() -> None:
+    """After `[DONE]` the adapter reads the body to its end (here the last chunk of the
+    chunked body comes 20 ms later), so the next request reuses the connection."""
+
+    async def complete(writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + http_chunk(completion(TEXT)))
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(b"0\r\n\r\n")
+
+    with LoopbackUpstream(complete).running() as upstream:
+        with gateway(openai_base_url=upstream.url) as url:
+            answers = [post(url), post(url, path="/api/v1/chat")]
+    assert answers[0].text == "".join(TEXT) and answers[0].messages[-1]["usage"] == USAGE
+    assert answers[1].json()["content"] == "".join(TEXT)
+    assert len(upstream.requests) == 2 and upstream.connections == 1

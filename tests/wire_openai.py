@@ -154,13 +154,14 @@ def reset(writer: asyncio.StreamWriter) -> None:
 
 
 class LoopbackUpstream:
-    """A tiny HTTP/1.1 server in its own thread. For each connection it reads one request,
-    runs `behaviour(writer)`, then waits for the client to close and records when."""
+    """A tiny HTTP/1.1 server in its own thread: for each request it runs `behaviour(writer)`
+    to answer; it counts connections and records when each was closed."""
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.requests: list[bytes] = []
         self.closed_at: list[float] = []
+        self.connections = 0
         self.url = ""
 
     @contextmanager
@@ -187,14 +188,15 @@ class LoopbackUpstream:
         await asyncio.gather(*connections, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve requests on one kept-alive connection until the client closes it."""
+        self.connections += 1
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            self.requests.append(head + await reader.readexactly(length))
-            await self.behaviour(writer)
-            while await reader.read(65536):
-                pass
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                self.requests.append(head + await reader.readexactly(length))
+                await self.behaviour(writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
