@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from providers.base import Adapter
 from providers.echo import EchoAdapter
+from providers.gemini_stream import GeminiStreamAdapter
 from providers.llama4_stream import Llama4StreamAdapter
 from providers.openai_stream import OpenAIStreamAdapter
 from providers.settings import Settings
@@ -18,5 +19,6 @@ def build_adapters(settings: Settings) -> dict[str, Adapter]:
     return {
         "openai": OpenAIStreamAdapter(settings),
         "llama4": Llama4StreamAdapter(settings),
+        "gemini": GeminiStreamAdapter(settings),
         "echo": EchoAdapter(settings.echo_delay_ms),
     }

@@ -1,0 +1,513 @@
+"""The `gemini` adapter end to end: our HTTP API → the real `google-genai` client → real
+HTTP bytes from an upstream speaking Gemini's `streamGenerateContent?alt=sse` wire
+(`httpx2.MockTransport`, or a loopback server where sockets matter)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import pytest
+
+import sse
+from providers import build_adapters
+from providers.gemini_stream import GeminiStreamAdapter
+from server import create_app
+from support import serve, settings
+from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, reset, split
+
+KEY = "AIzaSyTest-0123456789abcdefghijklmnopqr"
+BASE_URL = "https://gemini.upstream.test"
+PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+HELLO = {"provider": "gemini", "messages": [{"role": "user", "content": "Hello"}]}
+TEXT = ["Hello", ", ", "世界", " 🙂🚀", "\nnew line"]
+USAGE = {"prompt_tokens": 9, "completion_tokens": 12 + 27, "total_tokens": 48}
+
+
+# --- Gemini's wire, as the API sends it ---------------------------------------------------
+
+
+def usage_metadata(prompt: int = 9, candidates: int | None = 12, thoughts: int | None = 27) -> dict[str, Any]:
+    usage: dict[str, Any] = {"promptTokenCount": prompt}
+    if candidates is not None:
+        usage["candidatesTokenCount"] = candidates
+    usage["totalTokenCount"] = prompt + (candidates or 0) + (thoughts or 0)
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    if thoughts is not None:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
+
+
+def frame(*parts: dict[str, Any], finish_reason: str | None = None, usage: dict[str, Any] | None = None,
+          **extra: Any) -> dict[str, Any]:
+    """One `GenerateContentResponse` of the stream: candidate 0 with `parts`."""
+    candidate: dict[str, Any] = {}
+    if parts:
+        candidate["content"] = {"parts": list(parts), "role": "model"}
+    if finish_reason is not None:
+        candidate["finishReason"] = finish_reason
+    candidate["index"] = 0
+    body: dict[str, Any] = {"candidates": [candidate]}
+    body["usageMetadata"] = usage or usage_metadata(candidates=None, thoughts=None)
+    body.update(modelVersion="gemini-2.5-flash", responseId="mW0jaNXcLsWgz7IPpcCbmQo", **extra)
+    return body
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"text": value}
+
+
+def thought(value: str) -> dict[str, Any]:
+    return {"text": value, "thought": True}
+
+
+def sse_body(*frames: dict[str, Any] | bytes) -> bytes:
+    """`data: <json>` events ended by CRLF CRLF, as Gemini's `alt=sse` sends them."""
+    return b"".join(f if isinstance(f, bytes) else b"data: " + json.dumps(f, ensure_ascii=False).encode() + b"\r\n\r\n"
+                    for f in frames)
+
+
+def answer_of(pieces: list[str], finish_reason: str = "STOP") -> bytes:
+    """A streamed answer: a thought summary first, the pieces, the finish reason with usage."""
+    return sse_body(frame(thought("**Planning** the greeting")),
+                    *(frame(text(p)) for p in pieces),
+                    frame(text(""), finish_reason=finish_reason, usage=usage_metadata()))
+
+
+def google_error(status: int, message: str, status_name: str, *details: dict[str, Any],
+                 headers: dict[str, str] | None = None) -> Reply:
+    body: dict[str, Any] = {"error": {"code": status, "message": message, "status": status_name}}
+    if details:
+        body["error"]["details"] = list(details)
+    return Reply(status, [json.dumps(body, indent=2).encode()], {"content-type": "application/json; charset=UTF-8",
+                                                                  **(headers or {})})
+
+
+API_KEY_INVALID = google_error(
+    400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT",
+    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+     "metadata": {"service": "generativelanguage.googleapis.com"}},
+    {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+     "message": "API key not valid. Please pass a valid API key."},
+)
+
+
+def server_error(status: int = 500) -> Reply:
+    return google_error(status, "An internal error has occurred. Please retry or report in "
+                        "https://developers.generativeai.google/guide/troubleshooting", "INTERNAL")
+
+
+# --- our side ---------------------------------------------------------------------------
+
+
+class Answer:
+    """What our client received: status, headers, the SSE events (or the JSON body)."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self.status = response.status_code
+        self.headers = response.headers
+        self.raw = response.content
+        self.events = [e for e in sse.Decoder().feed(self.raw) if isinstance(e, sse.Event)]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(e.data) for e in self.events if e.event == "message" and e.data != "[DONE]"]
+
+    @property
+    def text(self) -> str:
+        return "".join(m["content"] for m in self.messages)
+
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+
+@contextmanager
+def gateway(upstream: MockUpstream | None = None, **overrides: Any) -> Iterator[str]:
+    """Our app serving the `gemini` adapter (over `upstream`'s transport) on 127.0.0.1."""
+    config = settings(**{"gemini_api_key": KEY, "gemini_base_url": BASE_URL, "upstream_max_retries": 2, **overrides})
+    adapter = GeminiStreamAdapter(config, http_client=upstream.client() if upstream else None)
+    with serve(create_app(config, adapters={"gemini": adapter})) as url:
+        yield url
+
+
+Shared = tuple[str, MockUpstream]
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Shared]:
+    """One gateway with the default settings for the tests that need no others (starting
+    a server per test costs CPU the machine does not have); `script` resets it."""
+    upstream = MockUpstream()
+    with gateway(upstream) as url:
+        yield url, upstream
+
+
+def script(shared: Shared, *replies: Reply) -> Shared:
+    url, upstream = shared
+    upstream.replies, upstream.seen = list(replies), []
+    return url, upstream
+
+
+client = httpx2.Client(timeout=10)
+
+
+def post(url: str, body: dict[str, Any] = HELLO, path: str = "/api/v1/chat/stream") -> Answer:
+    return Answer(client.post(url + path, json=body))
+
+
+def error_tail(answer: Answer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The end of a failed stream — final `message` frame, `event: error`, `[DONE]` — as
+    (final chunk, error object); the ids run on without a gap."""
+    *_, final, error, done = answer.events
+    assert final.event == "message" and error.event == "error" and int(error.id) == int(final.id) + 1
+    assert done.data == "[DONE]" and done.event == "message"
+    return json.loads(final.data), json.loads(error.data)["error"]
+
+
+# --- the happy path ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("piece_size", [1, 7, 100_000])
+def test_text_arrives_exactly_without_thoughts_with_usage_in_the_final_frame(piece_size: int, shared: Shared) -> None:
+    """Emoji and CJK split mid-character (and CRLF split) across reads arrive intact; the
+    thought part never enters `content`; thinking tokens count as completion tokens."""
+    url, upstream = script(shared, Reply(200, split(answer_of(TEXT), piece_size)))
+    answer = post(url)
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    messages = answer.messages
+    assert [m["content"] for m in messages] == [*TEXT, ""]
+    assert [int(e.id) for e in answer.events[:-1]] == list(range(1, len(TEXT) + 2))
+    assert all(m["finish_reason"] is None and m["usage"] is None for m in messages[:-1])
+    assert messages[-1] == {"content": "", "finish_reason": "stop", "model": "gemini-2.5-flash",
+                            "provider": "gemini", "usage": USAGE}
+    assert answer.events[-1].data == "[DONE]"
+
+
+def test_every_non_thought_part_of_a_frame_is_text_and_the_final_frame_may_carry_text(shared: Shared) -> None:
+    body = sse_body(frame(thought("Let me think."), text("Bonjour"), text(" à tous")),
+                    frame(text(" !"), finish_reason="STOP", usage=usage_metadata(5, 4, None)))
+    url, _ = script(shared, Reply(200, [body]))
+    messages = post(url).messages
+    assert [m["content"] for m in messages] == ["Bonjour", " à tous", " !", ""]
+    assert messages[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+
+
+@pytest.mark.parametrize(("thinking_enabled", "budget"), [(True, 1024), (False, 0)])
+def test_what_is_sent_upstream(thinking_enabled: bool, budget: int, shared: Shared) -> None:
+    url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
+    body = {"provider": "gemini", "temperature": 0.2, "max_tokens": 50, "thinking_enabled": thinking_enabled,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                         {"role": "assistant", "content": "Hello!"}, {"role": "system", "content": "Use French."},
+                         {"role": "user", "content": "Again"}]}
+    assert post(url, body).text == "ok"
+    (seen,) = upstream.seen
+    assert (seen.method, seen.url) == ("POST", BASE_URL + PATH)
+    assert seen.headers["x-goog-api-key"] == KEY
+    assert seen.headers["content-type"] == "application/json"
+    assert "x-server-timeout" not in seen.headers
+    assert seen.json == {
+        "contents": [{"parts": [{"text": "Hi"}], "role": "user"},
+                     {"parts": [{"text": "Hello!"}], "role": "model"},
+                     {"parts": [{"text": "Again"}], "role": "user"}],
+        "generationConfig": {"temperature": 0.2, "maxOutputTokens": 50, "thinkingConfig": {"thinkingBudget": budget}},
+        "systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Use French."}]},
+    }
+
+
+def test_a_requested_model_is_in_the_url_and_the_frames(shared: Shared) -> None:
+    url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
+    messages = post(url, {**HELLO, "model": "gemini-2.5-pro"}).messages
+    assert upstream.seen[0].url == BASE_URL + "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    assert {m["model"] for m in messages} == {"gemini-2.5-pro"}
+
+
+@pytest.mark.parametrize(("upstream_reason", "ours"), [("STOP", "stop"), ("MAX_TOKENS", "length")])
+def test_finish_reasons_are_mapped(upstream_reason: str, ours: str, shared: Shared) -> None:
+    url, upstream = script(shared, Reply(200, [answer_of(["a"], finish_reason=upstream_reason)]))
+    answer = post(url)
+    assert answer.messages[-1]["finish_reason"] == ours
+    assert [e.event for e in answer.events] == ["message"] * 3
+
+
+def test_non_streaming_chat_collects_the_answer(shared: Shared) -> None:
+    url, upstream = script(shared, Reply(200, split(answer_of(TEXT, finish_reason="MAX_TOKENS"), 3)))
+    answer = post(url, path="/api/v1/chat")
+    assert answer.status == 200
+    assert answer.json() == {"content": "".join(TEXT), "finish_reason": "length", "model": "gemini-2.5-flash",
+                             "provider": "gemini", "usage": USAGE}
+
+
+def test_registered_as_gemini_and_configured_only_with_a_key(shared: Shared) -> None:
+    assert isinstance(build_adapters(settings(gemini_api_key=KEY))["gemini"], GeminiStreamAdapter)
+    url, _ = script(shared)
+    health = httpx2.get(url + "/api/v1/chat/stream/health").json()["providers"]["gemini"]
+    assert health == {"configured": True, "default_model": "gemini-2.5-flash",
+                      "models": ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"]}
+
+
+# --- safety blocks --------------------------------------------------------------------------
+
+
+SAFETY_RATINGS = [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH", "blocked": True},
+                  {"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE"}]
+
+
+@pytest.mark.parametrize("reason", ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"])
+def test_a_safety_stop_is_content_filter_then_an_error_event(reason: str, shared: Shared) -> None:
+    body = sse_body(frame(text("Sure, here")),
+                    {"candidates": [{"finishReason": reason, "index": 0, "safetyRatings": SAFETY_RATINGS}],
+                     "usageMetadata": usage_metadata(9, 3, 0), "modelVersion": "gemini-2.5-flash"})
+    url, _ = script(shared, Reply(200, [body]))
+    answer = post(url)
+    assert answer.status == 200 and answer.text == "Sure, here"
+    final, error = error_tail(answer)
+    assert final == {"content": "", "finish_reason": "content_filter", "model": "gemini-2.5-flash",
+                     "provider": "gemini", "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
+    assert error == {"type": "content_filter", "message": f"gemini stopped the answer ({reason})",
+                     "provider": "gemini"}
+    assert sum(1 for m in answer.messages if m["finish_reason"] is not None) == 1
+
+
+def test_a_blocked_prompt_without_candidates_is_content_filter(shared: Shared) -> None:
+    body = sse_body({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+                     "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8},
+                     "modelVersion": "gemini-2.5-flash", "responseId": "x1"})
+    url, _ = script(shared, Reply(200, [body]))
+    answer = post(url)
+    assert answer.status == 200
+    final, error = error_tail(answer)
+    assert (final["finish_reason"], final["content"]) == ("content_filter", "")
+    assert final["usage"] == {"prompt_tokens": 8, "completion_tokens": 0, "total_tokens": 8}
+    assert error["type"] == "content_filter" and "PROHIBITED_CONTENT" in error["message"]
+
+
+def test_another_finish_reason_ends_with_error_frames_keeping_usage(shared: Shared) -> None:
+    url, _ = script(shared, Reply(200, [answer_of(["par"], finish_reason="OTHER")]))
+    answer = post(url)
+    assert answer.text == "par"
+    final, error = error_tail(answer)
+    assert final["finish_reason"] == "error" and final["usage"] == USAGE
+    assert error == {"type": "upstream_error", "message": "gemini stopped the answer with finish reason OTHER",
+                     "provider": "gemini"}
+
+
+# --- before the 200: errors with real statuses -------------------------------------------
+
+
+def test_missing_key_is_401_naming_the_variable_without_an_upstream_call() -> None:
+    upstream = MockUpstream()
+    with gateway(upstream, gemini_api_key=None) as url:
+        answer = post(url)
+        health = httpx2.get(url + "/api/v1/chat/stream/health").json()
+    assert answer.status == 401
+    assert answer.json()["error"] == {"type": "provider_auth_error", "provider": "gemini",
+                                      "message": "gemini is not configured; set GEMINI_API_KEY"}
+    assert upstream.seen == []
+    assert health["providers"]["gemini"]["configured"] is False
+
+
+@pytest.mark.parametrize("reply", [
+    API_KEY_INVALID,
+    google_error(403, "Method doesn't allow unregistered callers.", "PERMISSION_DENIED"),
+    google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED"),
+], ids=["400-API_KEY_INVALID", "403", "401"])
+def test_a_rejected_key_is_401_provider_auth_error_not_retried(reply: Reply, shared: Shared) -> None:
+    url, upstream = script(shared, reply)
+    answer = post(url)
+    assert answer.status == 401
+    assert answer.json()["error"] == {"type": "provider_auth_error", "provider": "gemini",
+                                      "message": "gemini rejected the API key; check GEMINI_API_KEY"}
+    assert KEY not in answer.raw.decode()
+    assert len(upstream.seen) == 1
+
+
+def test_another_400_passes_through(shared: Shared) -> None:
+    url, upstream = script(shared, google_error(400, "* GenerateContentRequest.generation_config.max_output_tokens: "
+                                         "must be positive", "INVALID_ARGUMENT"))
+    answer = post(url)
+    assert answer.status == 400
+    assert answer.json()["error"]["type"] == "upstream_error"
+    assert "max_output_tokens" in answer.json()["error"]["message"] and len(upstream.seen) == 1
+
+
+def test_unknown_model_404_passes_through(shared: Shared) -> None:
+    url, upstream = script(shared, google_error(404, "models/gemini-9 is not found for API version v1beta, or is not "
+                                         "supported for generateContent.", "NOT_FOUND"))
+    answer = post(url, {**HELLO, "model": "gemini-9"})
+    assert answer.status == 404
+    assert answer.json()["error"]["type"] == "upstream_error" and "gemini-9" in answer.json()["error"]["message"]
+
+
+def test_a_model_name_that_is_not_one_is_422_without_an_upstream_call(shared: Shared) -> None:
+    url, upstream = script(shared)
+    answer = post(url, {**HELLO, "model": "../../files"})
+    assert answer.status == 422
+    assert answer.json()["error"]["type"] == "invalid_request" and "$.model" in answer.json()["error"]["message"]
+    assert upstream.seen == []
+
+
+QUOTA = "You exceeded your current quota, please check your plan and billing details."
+
+
+def test_429_is_retried_then_passed_on_with_retry_after(shared: Shared) -> None:
+    url, upstream = script(shared, *(google_error(429, QUOTA, "RESOURCE_EXHAUSTED", headers={"retry-after": "0"})
+                              for _ in range(2)),
+                            google_error(429, QUOTA, "RESOURCE_EXHAUSTED", headers={"retry-after": "7"}))
+    answer = post(url)
+    assert answer.status == 429
+    assert answer.headers["retry-after"] == "7"
+    assert answer.json()["error"] == {"type": "rate_limited", "message": f"gemini rate limit: {QUOTA}",
+                                      "provider": "gemini"}
+    assert len(upstream.seen) == 3
+
+
+def test_429_retry_info_in_the_body_becomes_retry_after() -> None:
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "6.2s"}
+    upstream = MockUpstream(google_error(429, QUOTA, "RESOURCE_EXHAUSTED", retry_info))
+    with gateway(upstream, upstream_max_retries=0) as url:
+        answer = post(url)
+    assert answer.status == 429 and answer.headers["retry-after"] == "7"
+
+
+def test_500_then_success_is_retried_with_the_same_request(shared: Shared) -> None:
+    url, upstream = script(shared, server_error(500), Reply(200, [answer_of(TEXT)]))
+    answer = post(url)
+    assert answer.status == 200 and answer.text == "".join(TEXT)
+    first, second = upstream.seen
+    assert (first.url, first.json) == (second.url, second.json)
+
+
+def test_persistent_5xx_is_502() -> None:
+    upstream = MockUpstream(server_error(500), google_error(503, "The model is overloaded. Please try again later.",
+                                                            "UNAVAILABLE"))
+    with gateway(upstream, upstream_max_retries=1) as url:
+        answer = post(url)
+    assert answer.status == 502
+    assert answer.json()["error"] == {"type": "upstream_error", "provider": "gemini",
+                                      "message": "gemini failed with HTTP 503: The model is overloaded. "
+                                                 "Please try again later."}
+    assert len(upstream.seen) == 2
+
+
+def test_unreachable_upstream_is_502() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with gateway(gemini_base_url=f"http://127.0.0.1:{port}", upstream_max_retries=0) as url:
+        answer = post(url)
+    assert answer.status == 502
+    assert answer.json()["error"] == {"type": "upstream_error", "message": "could not connect to gemini",
+                                      "provider": "gemini"}
+
+
+# --- after the 200: the error frames -------------------------------------------------------
+
+
+def test_malformed_frame_mid_stream_ends_with_error_frames(shared: Shared) -> None:
+    body = sse_body(frame(text("Hel")), frame(text("lo")), b'data: {"candidates": [{"content": \r\n\r\n')
+    url, _ = script(shared, Reply(200, [body]))
+    answer = post(url)
+    assert answer.status == 200 and answer.text == "Hello"
+    final, error = error_tail(answer)
+    assert final["finish_reason"] == "error" and final["usage"] is None
+    assert error["type"] == "upstream_error" and error["message"].startswith("gemini sent malformed data")
+
+
+def test_error_object_mid_stream_ends_with_error_frames(shared: Shared) -> None:
+    body = sse_body(frame(text("Hel")), {"error": {"code": 503, "message": "The model is overloaded.",
+                                                   "status": "UNAVAILABLE"}})
+    url, _ = script(shared, Reply(200, [body]))
+    answer = post(url)
+    assert answer.text == "Hel"
+    _, error = error_tail(answer)
+    assert error == {"type": "upstream_error", "message": "gemini failed with HTTP 503: The model is overloaded.",
+                     "provider": "gemini"}
+
+
+def test_stream_ending_without_finish_reason_is_an_error(shared: Shared) -> None:
+    url, _ = script(shared, Reply(200, [sse_body(frame(text("Hel")))]))
+    answer = post(url)
+    assert answer.text == "Hel"
+    _, error = error_tail(answer)
+    assert error["type"] == "upstream_error" and "without a finish reason" in error["message"]
+
+
+def _frames_then(after: str) -> Any:
+    """A loopback behaviour: the SSE head and three text frames, then `after`."""
+
+    async def behaviour(writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEAD + http_chunk(sse_body(frame(text("a")), frame(text("b")), frame(text("c")))))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        if after == "reset":
+            reset(writer)
+        elif after == "trickle":
+            for _ in range(100):  # a long answer: a frame every 20 ms until the reader leaves
+                writer.write(http_chunk(sse_body(frame(text("x")))))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+    return behaviour
+
+
+def host_root(upstream: LoopbackUpstream) -> str:
+    return upstream.url.removesuffix("/v1")  # Gemini's base URL is the host root
+
+
+def test_connection_reset_mid_stream_ends_with_error_frames() -> None:
+    with LoopbackUpstream(_frames_then("reset")).running() as upstream:
+        with gateway(gemini_base_url=host_root(upstream)) as url:
+            answer = post(url)
+    assert answer.status == 200 and answer.text == "abc"
+    _, error = error_tail(answer)
+    assert error["type"] == "upstream_error" and "connection failed mid-stream" in error["message"]
+    assert upstream.requests[0].startswith(b"POST " + PATH.encode() + b" HTTP/1.1\r\n")
+
+
+def test_upstream_that_stalls_mid_stream_times_out() -> None:
+    with LoopbackUpstream(_frames_then("stall")).running() as upstream:
+        with gateway(gemini_base_url=host_root(upstream), upstream_timeout_s=0.3) as url:
+            started = time.monotonic()
+            answer = post(url)
+    assert answer.text == "abc"
+    _, error = error_tail(answer)
+    assert error["type"] == "upstream_timeout"
+    assert time.monotonic() - started < 3
+
+
+def test_upstream_that_never_answers_is_504_after_retries() -> None:
+    async def silent(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    with LoopbackUpstream(silent).running() as upstream:
+        with gateway(gemini_base_url=host_root(upstream), upstream_timeout_s=0.2, upstream_max_retries=1) as url:
+            answer = post(url)
+    assert answer.status == 504
+    assert answer.json()["error"] == {"type": "upstream_timeout", "message": "gemini did not answer in time",
+                                      "provider": "gemini"}
+    assert len(upstream.requests) == 2
+
+
+def test_client_disconnect_closes_the_upstream_connection_within_a_second() -> None:
+    with LoopbackUpstream(_frames_then("trickle")).running() as upstream:
+        with gateway(gemini_base_url=host_root(upstream)) as url:
+            with httpx2.Client(timeout=10) as client, client.stream("POST", url + "/api/v1/chat/stream",
+                                                                    json=HELLO) as response:
+                received = b""
+                for piece in response.iter_bytes():
+                    received += piece
+                    if b'"content":"x"' in received:
+                        break
+                left_at = time.monotonic()
+            while not upstream.closed_at and time.monotonic() - left_at < 2:
+                time.sleep(0.01)
+    assert upstream.closed_at, "the upstream connection was never closed"
+    assert upstream.closed_at[0] - left_at < 1.0
+    assert b'"content":"a"' in received
