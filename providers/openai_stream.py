@@ -31,6 +31,7 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano")
 
 #: Upstream finish reasons → ours. OpenAI's pass through; Together ends with `eos`.
+#: A reason not listed here ends the stream as `stop` (the contract allows no others).
 FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "eos": FinishReason.STOP,
@@ -192,7 +193,7 @@ class OpenAIStreamAdapter:
                         usage = _usage(chunk.usage)
                 if done:
                     break
-        except httpx2.TransportError as error:
+        except httpx2.RequestError as error:  # a reset, a read timeout, a broken gzip body
             raise map_transport_error(error, provider=provider) from None
         if finish_reason is None:
             raise UpstreamError(f"{provider} ended the stream without a finish reason", provider=provider)
@@ -217,8 +218,8 @@ def _stream_error(error: _WireError | str, provider: str) -> UpstreamError:
 
 
 async def _drain(byte_chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows `[DONE]` (the end of the chunked body); a failure there costs
-    only the connection's reuse, never the finished answer."""
+    """Read what follows `[DONE]` (the end of the chunked body, bounded by the read
+    timeout); a failure there costs only the connection's reuse, never the answer."""
     try:
         async for _ in byte_chunks:
             pass

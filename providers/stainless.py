@@ -47,7 +47,7 @@ def map_sdk_error(
     return UpstreamError(f"{provider} call failed: {type(exc).__name__}", provider=provider)
 
 
-def map_transport_error(exc: httpx2.TransportError, *, provider: str) -> GatewayError:
+def map_transport_error(exc: httpx2.RequestError, *, provider: str) -> GatewayError:
     """The contract's error for an `httpx2` failure while reading a stream's bytes."""
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeoutError(f"{provider} stopped sending data (timed out)", provider=provider)
