@@ -31,7 +31,6 @@ from wire_openai import (
     reset,
     split,
     sse_body,
-    usage_chunk,
 )
 
 KEY = "sk-test-0123456789abcdef"
