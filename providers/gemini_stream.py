@@ -2,9 +2,9 @@
 
 What the SDK does, and what it does not (google-genai 3.4, measured, see the report):
 
-- The official `client.aio.models.generate_content_stream` costs ~165 µs per chunk (the
+- The official `client.aio.models.generate_content_stream` costs ~200 µs per chunk (the
   SDK's SSE lines → `json.loads` → `json.dumps` → `json.loads` → converter → pydantic
-  `GenerateContentResponse` → continuation bookkeeping), against ~5 µs here: the raw
+  `GenerateContentResponse` → continuation bookkeeping), against ~8 µs here: the raw
   `alt=sse` bytes go through our `sse.Decoder` into msgspec Structs. Building the
   request with `GenerateContentConfig` + the SDK's converter costs ~1.8 ms per request
   (and sends `thinkingConfig.thinking_budget` in snake_case); our msgspec request Struct
@@ -239,19 +239,10 @@ class GeminiStreamAdapter:
             raise UpstreamError(f"gemini sent malformed data: {error}", provider=PROVIDER) from None
         if finish_reason is None and block_reason is None:
             return  # the server reports a stream that ended without a finish reason
-        final_usage = usage_of(usage)
-        if finish_reason is None:
-            yield StreamChunk("", FinishReason.CONTENT_FILTER, model, PROVIDER, final_usage)
-            raise StreamError(f"gemini blocked the prompt ({block_reason})", type="content_filter",
-                              provider=PROVIDER)
-        reason = FINISH_REASONS.get(finish_reason, FinishReason.ERROR)
-        yield StreamChunk("", reason, model, PROVIDER, final_usage)
-        if reason is FinishReason.CONTENT_FILTER:
-            raise StreamError(f"gemini stopped the answer ({finish_reason})", type="content_filter",
-                              provider=PROVIDER)
-        if reason is FinishReason.ERROR:
-            raise UpstreamError(f"gemini stopped the answer with finish reason {finish_reason}",
-                                provider=PROVIDER)
+        reason, failure = ending(finish_reason, block_reason)
+        yield StreamChunk("", reason, model, PROVIDER, usage_of(usage))
+        if failure is not None:
+            raise failure  # after the final frame: the server adds the `event: error` frame
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -270,6 +261,22 @@ def request_body(request: ChatRequest) -> _GenerateContentRequest:
     budget = THINKING_BUDGET if request.thinking_enabled else 0
     config = _GenerationConfig(request.temperature, request.max_tokens, _ThinkingConfig(budget))
     return _GenerateContentRequest(contents, config, _Content(system) if system else None)
+
+
+def ending(finish_reason: str | None, block_reason: str | None) -> tuple[FinishReason, GatewayError | None]:
+    """Our finish reason for Gemini's, and the failure to report after the final frame:
+    a safety stop or a blocked prompt is `content_filter`, an unknown reason an `error`."""
+    if finish_reason is None:
+        return FinishReason.CONTENT_FILTER, StreamError(
+            f"gemini blocked the prompt ({block_reason})", type="content_filter", provider=PROVIDER)
+    reason = FINISH_REASONS.get(finish_reason, FinishReason.ERROR)
+    if reason is FinishReason.CONTENT_FILTER:
+        return reason, StreamError(f"gemini stopped the answer ({finish_reason})", type="content_filter",
+                                   provider=PROVIDER)
+    if reason is FinishReason.ERROR:
+        return reason, UpstreamError(f"gemini stopped the answer with finish reason {finish_reason}",
+                                     provider=PROVIDER)
+    return reason, None
 
 
 def usage_of(metadata: _UsageMetadata | None) -> Usage | None:
