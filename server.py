@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -23,10 +24,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import metrics
 import sse
 from providers import build_adapters
 from providers.base import Adapter, ChunkStream
@@ -181,13 +184,14 @@ class NativeFrames:
 class StreamProgress:
     """What the watcher and the pump of one stream share (and metrics read at its end)."""
 
-    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming")
+    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming", "error_type")
 
     def __init__(self) -> None:
         self.started_at = self.last_sent_at = time.monotonic()
         self.first_token_at: float | None = None
         self.frames_sent = 0
         self.streaming = False
+        self.error_type: str | None = None  # the `type` of the error the client got, if any
 
 
 async def watch_client(
@@ -246,9 +250,11 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         if not final_sent:
             raise UpstreamError("the upstream ended the stream without a finish reason")
     except GatewayError as error:
+        progress.error_type = error.type
         tail = frames.failure(error, final_sent, usage)
     except Exception:  # noqa: BLE001 - a bug or an SDK surprise must still end the stream cleanly
         log.exception("stream failed")
+        progress.error_type = UpstreamError.type
         tail = frames.failure(UpstreamError("the gateway failed while streaming"), final_sent, usage)
     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
@@ -290,6 +296,7 @@ class ChatEndpoint:
         except ClientGone:
             return
         except GatewayError as error:
+            metrics.record_rejected(error.type, error.provider)
             await send_error(send, error)
             return
         model = request.model or adapter.default_model
@@ -326,12 +333,14 @@ async def run_chat(
     upstream connection is released."""
     progress = StreamProgress()
     stream: ChunkStream | None = None
+    metrics.stream_started(adapter.name)
     try:
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(watch_client, receive, send, progress, heartbeat_s, task_group.cancel_scope)
             try:
                 stream = await adapter.stream_chat(request)
             except GatewayError as error:
+                progress.error_type = error.type
                 await send_error(send, error)
             else:
                 if streaming:
@@ -343,6 +352,7 @@ async def run_chat(
                     try:
                         content, final = await collect(stream)
                     except GatewayError as error:
+                        progress.error_type = error.type
                         await send_error(send, error)
                     else:
                         await send_answer(send, content, final)
@@ -351,6 +361,7 @@ async def run_chat(
         if stream is not None:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
+        metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
 
 
 async def collect(stream: ChunkStream) -> tuple[str, StreamChunk]:
@@ -384,6 +395,14 @@ async def health(request: Request) -> JSONResponse:
         for name, adapter in adapters.items()
     }
     return JSONResponse({"status": "ok", "providers": providers})
+
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+async def chat_page(request: Request) -> FileResponse:
+    """`GET /`: the chat page (`static/`: plain HTML, CSS and JS, nothing fetched from outside)."""
+    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
 
 # --- middleware -----------------------------------------------------------------------
@@ -441,6 +460,9 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
             Route("/api/v1/chat", ChatEndpoint(settings, adapters, streaming=False), methods=["POST"]),
             Route("/api/v1/chat/stream/health", health, methods=["GET"]),
             *openai_routes(settings, adapters),
+            Route("/", chat_page, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            Route("/metrics", metrics.scrape, methods=["GET"]),
         ],
         middleware=[
             Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],

@@ -15,6 +15,7 @@ import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
+import metrics
 from providers.errors import GatewayError
 from providers.types import ChatRequest, StreamChunk
 
@@ -76,12 +77,15 @@ class Adapter(Protocol):
         ...
 
 
-async def open_with_retries(open_once: Callable[[], Awaitable[T]], *, max_retries: int) -> T:
+async def open_with_retries(
+    open_once: Callable[[], Awaitable[T]], *, max_retries: int, provider: str | None = None
+) -> T:
     """Call `open_once` until it succeeds, retrying retryable `GatewayError`s.
 
     Only the opening of a stream is retried, never a stream that has yielded text
     (that would duplicate it). `Retry-After` (seconds) is honoured, else exponential
-    backoff with jitter.
+    backoff with jitter. Each retry is counted in `metrics` under `provider` (else the
+    error's own `provider`).
     """
     attempt = 0
     while True:
@@ -90,6 +94,7 @@ async def open_with_retries(open_once: Callable[[], Awaitable[T]], *, max_retrie
         except GatewayError as error:
             if not error.retryable or attempt >= max_retries:
                 raise
+            metrics.record_retry(provider or error.provider)
             await asyncio.sleep(retry_delay(error.retry_after, attempt))
             attempt += 1
 

@@ -1,0 +1,97 @@
+"""Prometheus metrics: what an operator scrapes from `GET /metrics`.
+
+Everything is recorded per request or per stream, never per frame: the pipeline counts
+its frames in `server.StreamProgress` and `record_stream` adds them once at the end.
+
+The metrics live in prometheus-client's default registry: one process serves one app,
+the process collectors (CPU, memory, open files, GC) come with it for free, and the
+places that record — `server.run_chat` and the adapters' shared retry loop
+(`providers.base.open_with_retries`) — are module-level functions with no app at hand.
+Tests compare two scrapes, so other tests' traffic in the same process does not matter.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import prometheus_client
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from starlette.requests import Request
+from starlette.responses import Response
+
+prometheus_client.disable_created_metrics()  # no `*_created` series: half the scrape, no use here
+
+#: The `provider` label of a request rejected before a provider was picked (bad JSON, …).
+NO_PROVIDER = "unknown"
+
+REQUESTS = Counter("streamgate_requests", "Chat requests received (both dialects, streamed or not).", ["provider"])
+ERRORS = Counter(
+    "streamgate_errors",
+    "Chat requests answered with an error: an HTTP error status, or an error frame mid-stream.",
+    ["provider", "type"],
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "streamgate_time_to_first_token_seconds",
+    "From the request reaching the pipeline to the first content frame sent.",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 60.0),
+)
+STREAM_DURATION = Histogram(
+    "streamgate_stream_duration_seconds",
+    "From the request reaching the pipeline to the end of its upstream stream (opened streams only).",
+    ["provider"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
+)
+FRAMES_SENT = Counter("streamgate_frames_sent", "SSE message frames sent to clients.", ["provider"])
+STREAMS_IN_FLIGHT = Gauge("streamgate_streams_in_flight", "Chat requests being answered right now.", ["provider"])
+UPSTREAM_RETRIES = Counter(
+    "streamgate_upstream_retries", "Retries of an upstream call before its first token.", ["provider"]
+)
+
+
+class StreamStats(Protocol):
+    """What `record_stream` reads of one stream (`server.StreamProgress`)."""
+
+    started_at: float
+    first_token_at: float | None
+    frames_sent: int
+    error_type: str | None
+
+
+def stream_started(provider: str) -> None:
+    REQUESTS.labels(provider).inc()
+    STREAMS_IN_FLIGHT.labels(provider).inc()
+
+
+def record_stream(provider: str, stats: StreamStats, *, upstream_opened: bool) -> None:
+    """Record one finished (or abandoned) stream, once, at its end."""
+    ended_at = time.monotonic()
+    STREAMS_IN_FLIGHT.labels(provider).dec()
+    if stats.error_type is not None:
+        ERRORS.labels(provider, stats.error_type).inc()
+    if stats.frames_sent:
+        FRAMES_SENT.labels(provider).inc(stats.frames_sent)
+    if stats.first_token_at is not None:
+        TIME_TO_FIRST_TOKEN.labels(provider).observe(stats.first_token_at - stats.started_at)
+    if upstream_opened:
+        STREAM_DURATION.labels(provider).observe(ended_at - stats.started_at)
+
+
+def record_rejected(error_type: str, provider: str | None = None) -> None:
+    """A chat request refused before it reached the pipeline (bad JSON, unknown provider, …)."""
+    provider = provider or NO_PROVIDER
+    REQUESTS.labels(provider).inc()
+    ERRORS.labels(provider, error_type).inc()
+
+
+def record_retry(provider: str | None) -> None:
+    UPSTREAM_RETRIES.labels(provider or NO_PROVIDER).inc()
+
+
+async def scrape(request: Request) -> Response:
+    """`GET /metrics`: Prometheus text format 0.0.4, or what the scraper's `Accept` asks
+    for (OpenMetrics, text 1.0.0)."""
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(REGISTRY), headers={"content-type": content_type})
