@@ -20,6 +20,7 @@ import msgspec
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+import metrics
 import sse
 from providers.base import Adapter
 from providers.errors import GatewayError, InvalidRequestError, UnknownProviderError
@@ -311,6 +312,7 @@ class ChatCompletionsEndpoint:
         except ClientGone:
             return
         except GatewayError as error:
+            metrics.record_rejected(error.type, error.provider)
             await send_openai_error(send, error)
             return
         options = completion.stream_options
