@@ -44,7 +44,11 @@ STREAM_DURATION = Histogram(
     ["provider"],
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
 )
-FRAMES_SENT = Counter("streamgate_frames_sent", "SSE message frames sent to clients.", ["provider"])
+FRAMES_SENT = Counter(
+    "streamgate_frames_sent",
+    "Chunk frames relayed to clients: content frames and the final one (not error frames, keep-alives, [DONE]).",
+    ["provider"],
+)
 STREAMS_IN_FLIGHT = Gauge("streamgate_streams_in_flight", "Chat requests being answered right now.", ["provider"])
 UPSTREAM_RETRIES = Counter(
     "streamgate_upstream_retries", "Retries of an upstream call before its first token.", ["provider"]

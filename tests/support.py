@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 
 import uvicorn
 
+from providers.base import ChunkStream, open_with_retries
+from providers.errors import UpstreamError, error_from_status
 from providers.settings import Settings
+from providers.types import ChatRequest, StreamChunk
 
 
 @contextmanager
@@ -36,3 +39,34 @@ def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
 def settings(**overrides: object) -> Settings:
     """Settings with test defaults (no `.env`, no keys) and the given overrides."""
     return Settings(**{"echo_delay_ms": 0.0, **overrides})  # type: ignore[arg-type]
+
+
+class BrokenAdapter:
+    """A test provider that fails mid-stream: it answers `open_failures` times with a
+    retryable 503 first (through the shared retry loop), then streams `text` and raises
+    `UpstreamError` instead of finishing."""
+
+    name = "broken"
+    default_model = "broken-1"
+    configured = True
+    models = ("broken-1",)
+
+    def __init__(self, text: str = "partial ", open_failures: int = 0) -> None:
+        self.text = text
+        self.open_failures = open_failures
+
+    async def stream_chat(self, request: ChatRequest) -> ChunkStream:
+        async def open_once() -> None:
+            if self.open_failures:
+                self.open_failures -= 1
+                raise error_from_status(503, "overloaded", provider=self.name, key_env="-", retry_after="0")
+
+        await open_with_retries(open_once, max_retries=2, provider=self.name)
+        return ChunkStream(self._chunks())
+
+    async def _chunks(self) -> AsyncGenerator[StreamChunk, None]:
+        yield StreamChunk(self.text, None, self.default_model, self.name)
+        raise UpstreamError("the upstream broke off mid-stream", provider=self.name)
+
+    async def aclose(self) -> None:
+        return None

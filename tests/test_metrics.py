@@ -1,0 +1,115 @@
+"""`GET /metrics` over real HTTP, parsed with prometheus-client's own parser.
+
+The metrics live in the process-wide registry, so each test compares two scrapes and
+asserts exact differences.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from support import BrokenAdapter, serve, settings
+
+from providers.echo import EchoAdapter
+from server import create_app
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    response = httpx.get(f"{url}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name.startswith("streamgate_")
+    }
+
+
+def delta(before: Samples, after: Samples) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """What changed between two scrapes (bucket lines left out: counts and sums say enough)."""
+    return {
+        key: after[key] - before.get(key, 0.0)
+        for key in after
+        if after[key] != before.get(key, 0.0) and not key[0].endswith(("_bucket", "_sum"))
+    }
+
+
+def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
+def chat(url: str, provider: str, text: str = "one two three", path: str = "/api/v1/chat/stream", **extra: object):
+    body = {"provider": provider, "messages": [{"role": "user", "content": text}], **extra}
+    return httpx.post(f"{url}{path}", json=body, timeout=10)
+
+
+def test_a_few_streams_and_failures_show_exact_counts() -> None:
+    adapters = {"echo": EchoAdapter(0), "broken": BrokenAdapter("partial ", open_failures=1)}
+    with serve(create_app(settings(), adapters)) as url:
+        before = scrape(url)
+        for _ in range(3):
+            assert chat(url, "echo").text.endswith("data: [DONE]\n\n")
+        assert chat(url, "echo", path="/api/v1/chat").json()["content"] == "one two three"
+        assert chat(url, "nope").json()["error"]["type"] == "unknown_provider"
+        assert chat(url, "echo", model="gpt-4o").json()["error"]["type"] == "model_not_supported"
+        broken = chat(url, "broken")
+        assert broken.status_code == 200 and "event: error" in broken.text
+        after = scrape(url)
+
+    assert delta(before, after) == {
+        key("streamgate_requests_total", provider="echo"): 5,
+        key("streamgate_requests_total", provider="broken"): 1,
+        key("streamgate_requests_total", provider="unknown"): 1,
+        key("streamgate_errors_total", provider="unknown", type="unknown_provider"): 1,
+        key("streamgate_errors_total", provider="echo", type="model_not_supported"): 1,
+        key("streamgate_errors_total", provider="broken", type="upstream_error"): 1,
+        key("streamgate_frames_sent_total", provider="echo"): 12,  # 3 streams × (3 words + final)
+        key("streamgate_frames_sent_total", provider="broken"): 1,
+        key("streamgate_time_to_first_token_seconds_count", provider="echo"): 3,
+        key("streamgate_time_to_first_token_seconds_count", provider="broken"): 1,
+        key("streamgate_stream_duration_seconds_count", provider="echo"): 4,  # the 422 never opened one
+        key("streamgate_stream_duration_seconds_count", provider="broken"): 1,
+        key("streamgate_upstream_retries_total", provider="broken"): 1,
+    }
+    assert after[key("streamgate_streams_in_flight", provider="echo")] == 0
+    assert after[key("streamgate_streams_in_flight", provider="broken")] == 0
+    ttft_sum = after[key("streamgate_time_to_first_token_seconds_sum", provider="echo")]
+    assert ttft_sum > before.get(key("streamgate_time_to_first_token_seconds_sum", provider="echo"), 0.0)
+
+
+def test_a_client_leaving_mid_stream_leaves_nothing_in_flight() -> None:
+    words = " ".join(f"w{i}" for i in range(100))
+    with serve(create_app(settings(), {"echo": EchoAdapter(delay_ms=50)})) as url:
+        before = scrape(url)
+        body = {"provider": "echo", "messages": [{"role": "user", "content": words}]}
+        with httpx.stream("POST", f"{url}/api/v1/chat/stream", json=body, timeout=10) as response:
+            lines = response.iter_lines()
+            assert next(lines) == "id: 1"
+            assert scrape(url)[key("streamgate_streams_in_flight", provider="echo")] == 1
+        deadline = time.monotonic() + 2
+        while scrape(url)[key("streamgate_streams_in_flight", provider="echo")] != 0:
+            assert time.monotonic() < deadline, "the stream is still in flight after its client left"
+            time.sleep(0.02)
+        changed = delta(before, scrape(url))
+    assert changed[key("streamgate_requests_total", provider="echo")] == 1
+    assert changed[key("streamgate_stream_duration_seconds_count", provider="echo")] == 1
+    assert key("streamgate_errors_total", provider="echo", type="upstream_error") not in changed
+
+
+def test_metrics_and_the_page_are_open_when_the_api_needs_a_key() -> None:
+    with serve(create_app(settings(gateway_api_key="sekret"), {"echo": EchoAdapter(0)})) as url:
+        assert httpx.get(f"{url}/metrics").status_code == 200
+        assert httpx.get(f"{url}/").status_code == 200
+        assert httpx.get(f"{url}/api/v1/chat/stream/health").status_code == 401
+
+
+def test_openmetrics_when_the_scraper_asks_for_it() -> None:
+    with serve(create_app(settings(), {"echo": EchoAdapter(0)})) as url:
+        response = httpx.get(f"{url}/metrics", headers={"accept": "application/openmetrics-text"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
