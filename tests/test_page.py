@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support import BrokenAdapter, serve, settings
 
 from providers import build_adapters
@@ -145,11 +146,17 @@ def test_stop_aborts_a_slow_stream_and_the_server_lets_go(page, base_url: str) -
     assert "stopped" in reply.query_selector(".meta").inner_text()
     assert page.is_visible("#send") and not page.is_visible("#stop")
     deadline = time.monotonic() + 2
-    while "streamgate_streams_in_flight{provider=\"echo\"} 0.0" not in httpx.get(f"{base_url}/metrics").text:
+    while echo_streams_in_flight(base_url) != 0:
         assert time.monotonic() < deadline, "the server still streams after Stop"
         time.sleep(0.05)
     time.sleep(3 * ECHO_DELAY_MS / 1000)
     assert text_of(reply, ".text") == shown
+
+
+def echo_streams_in_flight(base_url: str) -> float:
+    families = text_string_to_metric_families(httpx.get(f"{base_url}/metrics").text)
+    gauge = next(family for family in families if family.name == "streamgate_streams_in_flight")
+    return next(sample.value for sample in gauge.samples if sample.labels == {"provider": "echo"})
 
 
 def test_a_request_the_server_rejects_is_shown_in_the_conversation(page) -> None:  # type: ignore[no-untyped-def]
