@@ -13,6 +13,7 @@ Tests compare two scrapes, so other tests' traffic in the same process does not 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Protocol
 
 import prometheus_client
@@ -62,6 +63,14 @@ class StreamStats(Protocol):
     first_token_at: float | None
     frames_sent: int
     error_type: str | None
+
+
+def declare(providers: Iterable[str]) -> None:
+    """Show every provider's series from the first scrape, at zero (so that `rate()` sees
+    the first request too)."""
+    for provider in providers:
+        for metric in (REQUESTS, TIME_TO_FIRST_TOKEN, STREAM_DURATION, FRAMES_SENT, STREAMS_IN_FLIGHT, UPSTREAM_RETRIES):
+            metric.labels(provider)
 
 
 def stream_started(provider: str) -> None:

@@ -473,6 +473,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     )
     app.state.settings = settings
     app.state.adapters = adapters
+    metrics.declare(adapters)
     return app
 
 
