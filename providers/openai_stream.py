@@ -22,6 +22,7 @@ import openai
 import sse
 from providers.base import ChunkStream, open_with_retries
 from providers.errors import GatewayError, ProviderAuthError, UpstreamError
+from providers.http_client import sdk_http_client
 from providers.settings import Settings
 from providers.stainless import map_sdk_error, map_transport_error
 from providers.types import ChatRequest, FinishReason, StreamChunk, Usage
@@ -107,7 +108,7 @@ class OpenAIStreamAdapter:
             base_url=base_url,
             timeout=httpx2.Timeout(settings.upstream_timeout_s),
             max_retries=0,  # ours: `open_with_retries`, the same policy for every provider
-            http_client=http_client,
+            http_client=http_client or sdk_http_client(settings),
         )
         self._create = self._client.chat.completions.with_streaming_response.create
 
