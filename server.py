@@ -485,6 +485,7 @@ def main() -> None:
 
     settings: Settings = app.state.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # it logs every upstream request at INFO
     uvicorn.run(
         app,
         host=settings.host,
