@@ -12,6 +12,7 @@ const ui = {
 const history = []; // the turns sent with the next request: {role, content}
 let providers = {}; // from the health endpoint: name → {configured, default_model, models}
 let controller = null; // aborts the stream in flight
+let conversation = 0; // "New chat" counts up: a late answer never joins the next history
 
 // --- SSE: the WHATWG "event stream interpretation", on text decoded with {stream: true} ---
 
@@ -74,13 +75,16 @@ function follow(update) {
   if (atBottom) ui.log.scrollTop = ui.log.scrollHeight;
 }
 
-function addMessage(role, label) {
+/** A new message, scrolled into view. */
+function addMessage(role, label, text = "") {
   ui.empty.hidden = true;
   const article = document.createElement("article");
   article.className = `msg ${role}`;
   article.innerHTML = '<div class="who"></div><div class="text"></div><div class="meta"></div>';
   article.querySelector(".who").textContent = label;
-  follow(() => ui.log.append(article));
+  article.querySelector(".text").textContent = text;
+  ui.log.append(article);
+  ui.log.scrollTop = ui.log.scrollHeight;
   return article;
 }
 
@@ -167,15 +171,16 @@ async function send(prompt) {
   const provider = ui.provider.value;
   const model = ui.model.value.trim();
   const turn = { role: "user", content: prompt };
-  addMessage("user", "you").querySelector(".text").textContent = prompt;
+  addMessage("user", "you", prompt);
   const reply = addReply(`${provider} · ${model || ui.model.placeholder}`);
   const system = ui.system.value.trim();
   const request = {
     provider,
     messages: [...(system ? [{ role: "system", content: system }] : []), ...history, turn],
-    temperature: Number(ui.temperature.value),
   };
   if (model) request.model = model;
+  if (ui.temperature.value !== "") request.temperature = Number(ui.temperature.value);
+  const sentIn = conversation;
 
   controller = new AbortController();
   setBusy(true);
@@ -206,7 +211,7 @@ async function send(prompt) {
     controller = null;
     setBusy(false);
     // A turn that produced no text stays on screen but is not sent again.
-    if (reply.content) history.push(turn, { role: "assistant", content: reply.content });
+    if (reply.content && sentIn === conversation) history.push(turn, { role: "assistant", content: reply.content });
   }
 }
 
@@ -266,6 +271,7 @@ ui.prompt.addEventListener("keydown", (event) => {
 ui.stop.addEventListener("click", () => controller && controller.abort());
 ui.newChat.addEventListener("click", () => {
   if (controller) controller.abort();
+  conversation += 1;
   history.length = 0;
   ui.log.replaceChildren(ui.empty);
   ui.empty.hidden = false;

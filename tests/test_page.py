@@ -134,10 +134,17 @@ def test_a_reply_grows_token_by_token_and_the_history_is_sent(page, base_url: st
 
 
 def test_stop_aborts_a_slow_stream_and_the_server_lets_go(page, base_url: str) -> None:  # type: ignore[no-untyped-def]
-    long_message = " ".join(f"word{i}" for i in range(200))
+    """Also: while the reply outgrows the window, its newest line stays in view."""
+    page.set_viewport_size({"width": 1100, "height": 500})
+    long_message = "\n".join(f"line {i}" for i in range(200))
     page.fill("#prompt", long_message)
     page.click("#send")
-    last_reply(page, "streaming")
+    page.wait_for_function(
+        "document.querySelector('.msg.assistant:last-of-type .text').textContent.includes('line 15')"
+    )
+    log_gap = "(log => log.scrollHeight - log.clientHeight - log.scrollTop)(document.getElementById('log'))"
+    assert page.evaluate("document.getElementById('log').scrollTop") > 0
+    assert page.evaluate(log_gap) < 2
     page.click("#stop")
     reply = last_reply(page, "stopped")
 
