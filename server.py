@@ -13,7 +13,8 @@ import hmac
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -218,17 +219,37 @@ async def watch_client(
             progress.last_sent_at = time.monotonic()
 
 
+#: Most frames joined into one `send` (frames wait only while the next chunk is ready).
+MAX_FRAMES_PER_SEND = 64
+
+
 async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress) -> None:
     """Send every chunk as a frame, then `[DONE]`; a failure ends with the error frames.
 
     Empty non-final chunks are dropped; the one chunk with a `finish_reason` is the final
-    frame and carries the last usage the upstream reported.
+    frame and carries the last usage the upstream reported. Frames of chunks that were
+    already read (one upstream read often holds many) go out together in one `send`; a
+    frame never waits for the upstream (see `next_or_flush`).
     """
     final_sent = False
     usage: Usage | None = None
     tail = frames.done()
+    pending: list[bytes] = []
+
+    async def flush() -> None:
+        body = b"".join(pending)
+        progress.frames_sent += len(pending)
+        pending.clear()
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        progress.last_sent_at = time.monotonic()
+
+    chunks = aiter(stream)
     try:
-        async for chunk in stream:
+        while True:
+            try:
+                chunk = await next_or_flush(chunks, flush if pending else None)
+            except StopAsyncIteration:
+                break
             if chunk.usage is not None:
                 usage = chunk.usage
             if chunk.finish_reason is None:
@@ -244,9 +265,9 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                     chunk.usage = usage
                 data = frames.final(chunk)
                 final_sent = True
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-            progress.frames_sent += 1
-            progress.last_sent_at = time.monotonic()
+            pending.append(data)
+            if len(pending) >= MAX_FRAMES_PER_SEND:
+                await flush()
         if not final_sent:
             raise UpstreamError("the upstream ended the stream without a finish reason")
     except GatewayError as error:
@@ -256,7 +277,54 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         log.exception("stream failed")
         progress.error_type = UpstreamError.type
         tail = frames.failure(UpstreamError("the gateway failed while streaming"), final_sent, usage)
-    await send({"type": "http.response.body", "body": tail, "more_body": False})
+    progress.frames_sent += len(pending)
+    await send({"type": "http.response.body", "body": b"".join(pending) + tail, "more_body": False})
+
+
+async def next_or_flush(chunks: AsyncIterator[StreamChunk], flush: Callable[[], Awaitable[None]] | None) -> StreamChunk:
+    """The next chunk; but if it is not ready yet, run `flush()` first, then wait for it.
+
+    `chunks.__anext__()` is driven by hand for one step: completing without suspending
+    means the chunk came from bytes already read, so its frame may join the pending ones;
+    suspending means the upstream must be waited for, so the pending frames go out now,
+    before the wait. Batching therefore never delays a frame. Raises StopAsyncIteration
+    at the end, like `anext`.
+    """
+    step = chunks.__anext__().__await__()
+    try:
+        suspended_on = step.send(None)
+    except StopIteration as ready:
+        return ready.value  # type: ignore[no-any-return]
+    if flush is not None:
+        try:
+            await flush()
+        except BaseException as error:  # cancelled while flushing: the adapter sees it too
+            step.throw(error)
+            raise
+    return await _resume(step, suspended_on)  # type: ignore[no-any-return]
+
+
+@types.coroutine
+def _resume(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of a step that already suspended once on `suspended_on` (what
+    `yield from step` would do had it not been started by hand; PEP 380)."""
+    signal = suspended_on
+    while True:
+        try:
+            sent = yield signal
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as error:  # noqa: BLE001 - passed on to the step, as `yield from` does
+            try:
+                signal = step.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                signal = step.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
