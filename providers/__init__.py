@@ -6,6 +6,7 @@ Each adapter module holds one provider's translation from its SDK's stream to ou
 
 from __future__ import annotations
 
+from providers.anthropic_stream import AnthropicStreamAdapter
 from providers.base import Adapter
 from providers.echo import EchoAdapter
 from providers.gemini_stream import GeminiStreamAdapter
@@ -19,6 +20,7 @@ def build_adapters(settings: Settings) -> dict[str, Adapter]:
     return {
         "openai": OpenAIStreamAdapter(settings),
         "llama4": Llama4StreamAdapter(settings),
+        "anthropic": AnthropicStreamAdapter(settings),
         "gemini": GeminiStreamAdapter(settings),
         "echo": EchoAdapter(settings.echo_delay_ms),
     }

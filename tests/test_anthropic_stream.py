@@ -1,0 +1,498 @@
+"""The `anthropic` adapter end to end: our HTTP API → the real `anthropic` SDK → an
+upstream that sends Anthropic's wire bytes (an `httpx2.MockTransport` whose body we
+control read by read, or a loopback server on 127.0.0.1 where sockets matter)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import pytest
+
+import sse
+from providers.anthropic_stream import AnthropicStreamAdapter
+from server import create_app
+from support import serve, settings
+
+# The contract's default model is past the end-of-life date anthropic 2.12 knows for it.
+pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-20250514' is deprecated")
+
+KEY = "sk-ant-test-key"
+DEFAULT_MODEL = "claude-sonnet-4-20250514"
+HELLO = {"provider": "anthropic", "messages": [{"role": "user", "content": "Hello"}]}
+TEXT_PIECES = ["Hello", ", 世界", " 🎉🚀 ", "naïve\nnext line", " 日本語です。"]
+
+
+# --- Anthropic's wire ---------------------------------------------------------------------
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def message_start(input_tokens: int = 25, **cache: int) -> bytes:
+    usage = {"input_tokens": input_tokens, "output_tokens": 1, **cache}
+    return event("message_start", {"type": "message_start", "message": {
+        "id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant",
+        "content": [], "model": DEFAULT_MODEL, "stop_reason": None, "stop_sequence": None, "usage": usage}})
+
+
+def text_delta(text: str, index: int = 0) -> bytes:
+    return event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                         "delta": {"type": "text_delta", "text": text}})
+
+
+def message_delta(stop_reason: str = "end_turn", output_tokens: int = 15) -> bytes:
+    return event("message_delta", {"type": "message_delta",
+                                   "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                   "usage": {"output_tokens": output_tokens}})
+
+
+BLOCK_START = event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": {"type": "text", "text": ""}})
+PING = event("ping", {"type": "ping"})
+BLOCK_STOP = event("content_block_stop", {"type": "content_block_stop", "index": 0})
+MESSAGE_STOP = event("message_stop", {"type": "message_stop"})
+OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
+def answer(pieces: list[str] = TEXT_PIECES, stop_reason: str = "end_turn") -> list[bytes]:
+    """A whole stream, event by event, as the Messages API documents it."""
+    return [message_start(), BLOCK_START, PING, *map(text_delta, pieces), BLOCK_STOP,
+            message_delta(stop_reason), MESSAGE_STOP]
+
+
+def split_every(data: bytes, size: int) -> list[bytes]:
+    """Network reads of `size` bytes: they split UTF-8 characters, lines and events."""
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+# --- an upstream behind httpx2.MockTransport -------------------------------------------
+
+
+class Upstream:
+    """Answers each request with the next scripted reply; records what was sent."""
+
+    def __init__(self, *replies: httpx2.Response | list[bytes]) -> None:
+        self.replies = list(replies)
+        self.requests: list[httpx2.Request] = []
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, httpx2.Response):
+            return reply
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body_of(reply))
+
+
+async def body_of(reads: list[bytes]) -> AsyncIterator[bytes]:
+    for read in reads:
+        await asyncio.sleep(0)
+        yield read
+
+
+def error_reply(status: int, error_type: str, message: str, **headers: str) -> httpx2.Response:
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return httpx2.Response(status, json=body, headers=headers)
+
+
+@contextmanager
+def gateway(upstream: Callable[[httpx2.Request], Awaitable[httpx2.Response]] | None = None,
+            **overrides: Any) -> Iterator[str]:
+    """Our app on loopback with an `anthropic` adapter whose SDK talks to `upstream`
+    (through `httpx2.MockTransport`) or, without one, to `ANTHROPIC_BASE_URL`."""
+    config = settings(**{"anthropic_api_key": KEY, "upstream_max_retries": 0, **overrides})
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream)) if upstream else None
+    adapter = AnthropicStreamAdapter(config, http_client=http_client)
+    with serve(create_app(config, adapters={"anthropic": adapter})) as base_url:
+        yield base_url
+
+
+def post(base_url: str, body: dict[str, Any] = HELLO, path: str = "/api/v1/chat/stream") -> httpx2.Response:
+    return httpx2.post(base_url + path, json=body, timeout=10)
+
+
+def message_frames(raw: bytes) -> list[dict[str, Any]]:
+    """The data of every `message` frame, after checking the stream ends with `[DONE]`."""
+    events = [e for e in sse.Decoder().feed(raw) if isinstance(e, sse.Event)]
+    assert events[-1].data == "[DONE]" and raw.endswith(b"data: [DONE]\n\n")
+    messages = [e for e in events if e.event == "message" and e.data != "[DONE]"]
+    assert [int(e.id) for e in messages] == list(range(1, len(messages) + 1))
+    return [json.loads(e.data) for e in messages]
+
+
+def error_frame(raw: bytes) -> dict[str, Any]:
+    """The one `event: error` frame, which comes right before `[DONE]`."""
+    events = [e for e in sse.Decoder().feed(raw) if isinstance(e, sse.Event)]
+    assert [e.event for e in events[-2:]] == ["error", "message"] and events[-1].data == "[DONE]"
+    assert sum(e.event == "error" for e in events) == 1
+    return json.loads(events[-2].data)
+
+
+def chunk(content: str, finish_reason: str | None = None, usage: dict[str, int] | None = None) -> dict[str, Any]:
+    return {"content": content, "finish_reason": finish_reason, "model": DEFAULT_MODEL,
+            "provider": "anthropic", "usage": usage}
+
+
+USAGE = {"prompt_tokens": 25, "completion_tokens": 15, "total_tokens": 40}
+
+
+# --- the stream ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("read_size", [1, 7, 4096])
+def test_named_events_become_exact_frames(read_size: int) -> None:
+    upstream = Upstream(split_every(b"".join(answer()), read_size))
+    with gateway(upstream) as base_url:
+        response = post(base_url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert message_frames(response.content) == [*map(chunk, TEXT_PIECES), chunk("", "stop", USAGE)]
+    assert "".join(TEXT_PIECES) == "Hello, 世界 🎉🚀 naïve\nnext line 日本語です。"
+
+
+def test_what_is_sent_upstream() -> None:
+    upstream = Upstream(answer())
+    body = {"provider": "anthropic", "temperature": 0.2, "max_tokens": 77, "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "How are you? 🎉"},
+    ]}
+    with gateway(upstream, anthropic_base_url="http://anthropic.test") as base_url:
+        assert post(base_url, body).status_code == 200
+    [request] = upstream.requests
+    assert (request.method, str(request.url)) == ("POST", "http://anthropic.test/v1/messages")
+    assert json.loads(request.content) == {
+        "model": DEFAULT_MODEL,
+        "max_tokens": 77,
+        "system": "Be brief.\n\nAnswer in French.",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                     {"role": "user", "content": "How are you? 🎉"}],
+        "stream": True,
+    }  # no `temperature`: anthropic 2.12's `messages.create` takes none
+    # anthropic 2.12 sends the key as a bearer token (no `x-api-key`) and API version 2026-10-21.
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert "x-api-key" not in request.headers
+    assert request.headers["anthropic-version"] == "2026-10-21"
+    assert request.headers["x-stainless-retry-count"] == "0"
+
+
+def test_no_system_parameter_without_system_messages_and_model_chosen() -> None:
+    upstream = Upstream(answer(["ok"]))
+    body = {**HELLO, "model": "claude-haiku-5-5"}
+    with gateway(upstream) as base_url:
+        frames = message_frames(post(base_url, body).content)
+    sent = json.loads(upstream.requests[0].content)
+    assert "system" not in sent and sent["model"] == "claude-haiku-5-5" and sent["max_tokens"] == 1024
+    assert frames[0]["model"] == "claude-haiku-5-5"
+
+
+@pytest.mark.parametrize(("stop_reason", "finish_reason"), [
+    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
+    ("refusal", "content_filter"), ("pause_turn", "length"), ("model_context_window_exceeded", "length"),
+    ("some_future_reason", "stop"),
+])
+def test_stop_reasons_are_mapped(stop_reason: str, finish_reason: str) -> None:
+    with gateway(Upstream(answer(["Hi"], stop_reason))) as base_url:
+        response = post(base_url, path="/api/v1/chat")
+    assert response.status_code == 200
+    assert response.json() == chunk("Hi", finish_reason, USAGE)
+
+
+def test_only_text_deltas_become_content() -> None:
+    def delta(kind: str, **fields: str) -> bytes:
+        return event("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                             "delta": {"type": kind, **fields}})
+    reads = [
+        message_start(), event("content_block_start", {"type": "content_block_start", "index": 0,
+                                                       "content_block": {"type": "thinking", "thinking": ""}}),
+        delta("thinking_delta", thinking="Let me think"), delta("signature_delta", signature="EqQB"),
+        BLOCK_STOP, BLOCK_START, text_delta("Checking the weather."), BLOCK_STOP,
+        event("content_block_start", {"type": "content_block_start", "index": 2, "content_block": {
+            "type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}),
+        delta("input_json_delta", partial_json='{"location": "Par'), delta("input_json_delta", partial_json='is"}'),
+        event("content_block_stop", {"type": "content_block_stop", "index": 2}),
+        event("some_new_event", {"type": "some_new_event"}), message_delta("tool_use", 89), MESSAGE_STOP,
+    ]
+    with gateway(Upstream(reads)) as base_url:
+        frames = message_frames(post(base_url).content)
+    assert frames == [chunk("Checking the weather."),
+                      chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 89, "total_tokens": 114})]
+
+
+def test_prompt_tokens_include_cache_tokens_and_later_usage_wins() -> None:
+    reads = [message_start(10, cache_creation_input_tokens=200, cache_read_input_tokens=3000),
+             text_delta("cached"), event("message_delta", {
+                 "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                 "usage": {"input_tokens": 12, "cache_read_input_tokens": None, "output_tokens": 6}}),
+             MESSAGE_STOP]
+    with gateway(Upstream(reads)) as base_url:
+        frames = message_frames(post(base_url).content)
+    assert frames[-1] == chunk("", "stop", {"prompt_tokens": 3212, "completion_tokens": 6, "total_tokens": 3218})
+
+
+def test_whole_answer_at_once() -> None:
+    with gateway(Upstream(split_every(b"".join(answer()), 5))) as base_url:
+        response = post(base_url, path="/api/v1/chat")
+    assert response.status_code == 200
+    assert response.json() == chunk("".join(TEXT_PIECES), "stop", USAGE)
+
+
+# --- before the 200 -----------------------------------------------------------------------
+
+
+def test_missing_key_refuses_without_calling_upstream() -> None:
+    upstream = Upstream(answer())
+    with gateway(upstream, anthropic_api_key=None) as base_url:
+        response = post(base_url)
+        health = httpx2.get(base_url + "/api/v1/chat/stream/health").json()
+    assert response.status_code == 401
+    assert response.json() == {"error": {"type": "provider_auth_error", "provider": "anthropic",
+                                         "message": "anthropic is not configured; set ANTHROPIC_API_KEY"}}
+    assert upstream.requests == []
+    assert health["providers"]["anthropic"]["configured"] is False
+    assert health["providers"]["anthropic"]["models"][0] == DEFAULT_MODEL
+
+
+def test_rejected_key_is_provider_auth_error() -> None:
+    upstream = Upstream(error_reply(401, "authentication_error", "invalid x-api-key"))
+    with gateway(upstream, upstream_max_retries=2) as base_url:
+        response = post(base_url)
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["type"] == "provider_auth_error" and "ANTHROPIC_API_KEY" in error["message"]
+    assert KEY not in response.text
+    assert len(upstream.requests) == 1, "a rejected key is not retried"
+
+
+def test_rate_limit_passes_retry_after_on() -> None:
+    upstream = Upstream(error_reply(429, "rate_limit_error", "Number of request tokens has exceeded your limit",
+                                    **{"retry-after": "17"}))
+    with gateway(upstream) as base_url:
+        response = post(base_url)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "17"
+    assert response.json()["error"]["type"] == "rate_limited"
+    assert "Number of request tokens has exceeded your limit" in response.json()["error"]["message"]
+
+
+def test_upstream_4xx_passes_through_with_its_message() -> None:
+    upstream = Upstream(error_reply(400, "invalid_request_error", "max_tokens: 100000 > 64000"))
+    with gateway(upstream, upstream_max_retries=2) as base_url:
+        response = post(base_url)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "upstream_error"
+    assert "max_tokens: 100000 > 64000" in response.json()["error"]["message"]
+    assert len(upstream.requests) == 1
+
+
+def test_server_error_then_success_is_retried() -> None:
+    upstream = Upstream(error_reply(500, "api_error", "Internal server error"), answer())
+    with gateway(upstream, upstream_max_retries=2) as base_url:
+        response = post(base_url)
+    assert response.status_code == 200
+    assert "".join(f["content"] for f in message_frames(response.content)) == "".join(TEXT_PIECES)
+    assert [r.headers["x-stainless-retry-count"] for r in upstream.requests] == ["0", "0"]
+    assert len(upstream.requests) == 2
+
+
+@pytest.mark.parametrize(("status", "error_type", "message"), [
+    (500, "api_error", "Internal server error"), (529, "overloaded_error", "Overloaded"),
+])
+def test_persistent_server_error_is_502(status: int, error_type: str, message: str) -> None:
+    upstream = Upstream(error_reply(status, error_type, message))
+    with gateway(upstream, upstream_max_retries=1) as base_url:
+        response = post(base_url)
+    assert response.status_code == 502
+    assert response.json() == {"error": {"type": "upstream_error", "provider": "anthropic",
+                                         "message": f"anthropic failed with HTTP {status}: {message}"}}
+    assert len(upstream.requests) == 2
+
+
+# --- after the 200 ------------------------------------------------------------------------
+
+
+def test_mid_stream_error_event_ends_with_error_frames() -> None:
+    reads = [message_start(), BLOCK_START, text_delta("Hel"), text_delta("lo"), event("error", OVERLOADED)]
+    with gateway(Upstream(reads)) as base_url:
+        response = post(base_url)
+    assert response.status_code == 200
+    assert message_frames(response.content) == [chunk("Hel"), chunk("lo"), chunk("", "error")]
+    assert error_frame(response.content) == {"error": {
+        "type": "upstream_error", "provider": "anthropic",
+        "message": "anthropic failed mid-stream: Overloaded (overloaded_error)"}}
+
+
+@pytest.mark.parametrize("bad_data", [b"{not json", b'{"type": "content_block_delta", "delta": "x"}'])
+def test_malformed_frame_is_upstream_error(bad_data: bytes) -> None:
+    reads = [message_start(), text_delta("Hi"), b"event: content_block_delta\ndata: " + bad_data + b"\n\n",
+             text_delta("never sent")]
+    with gateway(Upstream(reads)) as base_url:
+        response = post(base_url)
+    assert message_frames(response.content) == [chunk("Hi"), chunk("", "error")]
+    assert error_frame(response.content)["error"]["message"] == "anthropic sent malformed stream data"
+
+
+def test_stream_without_message_stop_is_upstream_error() -> None:
+    reads = [message_start(), text_delta("Hi"), message_delta()]
+    with gateway(Upstream(reads)) as base_url:
+        response = post(base_url)
+    assert message_frames(response.content) == [chunk("Hi"), chunk("", "error")]
+    assert error_frame(response.content)["error"] == {
+        "type": "upstream_error", "provider": "anthropic",
+        "message": "anthropic ended the stream before message_stop"}
+
+
+# --- a loopback upstream: real sockets for resets, stalls and disconnects -------------------
+
+
+Script = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+class LoopbackUpstream:
+    """An HTTP/1.1 server on 127.0.0.1 (in its own thread) that runs `script` for each
+    request and records when the client closed each connection."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.closed_at: list[float] = []
+        self.requests = self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self.handle, "127.0.0.1", 0), self.loop).result(5)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def __exit__(self, *exc_info: object) -> None:
+        async def stop() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve requests on one connection (keep-alive) until the client closes it."""
+        self.connections += 1
+        scripts: list[asyncio.Future[None]] = []
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                self.requests += 1
+                scripts.append(asyncio.ensure_future(self.script(writer)))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_at.append(time.monotonic())
+        finally:
+            for script in scripts:
+                script.cancel()
+            writer.close()
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+async def send_events(writer: asyncio.StreamWriter, *events: bytes) -> None:
+    writer.write(b"".join(map(http_chunk, events)))
+    await writer.drain()
+
+
+def test_loopback_stream_completes_and_connection_is_reused() -> None:
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD)
+        await send_events(writer, *answer())
+        writer.write(b"0\r\n\r\n")
+
+    upstream = LoopbackUpstream(script)
+    with upstream as upstream_url, gateway(anthropic_base_url=upstream_url) as base_url:
+        first, second = post(base_url), post(base_url)
+    for response in (first, second):
+        assert message_frames(response.content) == [*map(chunk, TEXT_PIECES), chunk("", "stop", USAGE)]
+    assert (upstream.connections, upstream.requests) == (1, 2), "the body was read to its end, so kept alive"
+
+
+def test_connection_reset_mid_stream_is_upstream_error() -> None:
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD)
+        await send_events(writer, message_start(), text_delta("Hel"), text_delta("lo"))
+        await asyncio.sleep(0.05)
+        writer.transport.abort()  # gone without the chunked body's end
+
+    with LoopbackUpstream(script) as upstream_url, gateway(anthropic_base_url=upstream_url) as base_url:
+        response = post(base_url)
+    assert message_frames(response.content) == [chunk("Hel"), chunk("lo"), chunk("", "error")]
+    error = error_frame(response.content)["error"]
+    assert error["type"] == "upstream_error" and "connection failed mid-stream" in error["message"]
+
+
+def test_stalled_stream_is_upstream_timeout() -> None:
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD)
+        await send_events(writer, message_start(), text_delta("Hi"))
+        await asyncio.sleep(30)
+
+    with LoopbackUpstream(script) as upstream_url, \
+            gateway(anthropic_base_url=upstream_url, upstream_timeout_s=0.3) as base_url:
+        started = time.monotonic()
+        response = post(base_url)
+        elapsed = time.monotonic() - started
+    assert message_frames(response.content) == [chunk("Hi"), chunk("", "error")]
+    assert error_frame(response.content)["error"]["type"] == "upstream_timeout"
+    assert 0.3 <= elapsed < 2
+
+
+def test_upstream_silent_before_its_status_is_504() -> None:
+    async def script(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    with LoopbackUpstream(script) as upstream_url, \
+            gateway(anthropic_base_url=upstream_url, upstream_timeout_s=0.3, upstream_max_retries=1) as base_url:
+        response = post(base_url)
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "upstream_timeout"
+    assert len(response.json()["error"]["message"]) > 0
+
+
+def test_client_disconnect_closes_the_upstream_connection() -> None:
+    async def script(writer: asyncio.StreamWriter) -> None:
+        writer.write(HEAD)
+        await send_events(writer, message_start(), BLOCK_START)
+        while True:  # tokens forever, until the gateway hangs up
+            await send_events(writer, text_delta("token "))
+            await asyncio.sleep(0.02)
+
+    upstream = LoopbackUpstream(script)
+    with upstream as upstream_url, gateway(anthropic_base_url=upstream_url) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        body = json.dumps(HELLO).encode()
+        with socket.create_connection((host, int(port)), timeout=5) as client:
+            client.sendall(b"POST /api/v1/chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                           b"content-length: %d\r\n\r\n%b" % (len(body), body))
+            received = b""
+            while received.count(b"event: message") < 3:
+                received += client.recv(65536)
+        left_at = time.monotonic()
+        deadline = left_at + 2
+        while not upstream.closed_at and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert b"HTTP/1.1 200 OK" in received and b'"content":"token "' in received
+    assert upstream.closed_at, "the upstream connection was never closed"
+    assert upstream.closed_at[0] - left_at < 1.0
