@@ -15,10 +15,11 @@ import pytest
 
 import server
 from openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
+from providers.anthropic_stream import AnthropicStreamAdapter
 from providers.base import ChunkStream
 from providers.echo import EchoAdapter
-from providers.openai_stream import OpenAIStreamAdapter
 from providers.errors import GatewayError, RateLimitedError, UpstreamError
+from providers.openai_stream import OpenAIStreamAdapter
 from providers.types import ChatRequest, StreamChunk
 from support import serve, settings
 from wire_openai import MockUpstream, Reply, chunk, completion, split, sse_body
@@ -403,3 +404,91 @@ def test_readme_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> N
     with serve(server.create_app(settings(), {"echo": EchoAdapter(0)})) as url:
         exec(compile(match.group(1).replace("http://127.0.0.1:8000", url), "README.md", "exec"), {})  # noqa: S102
     assert capsys.readouterr().out == "Hello there, streaming world\n8 tokens\nHi\n['echo/echo']\n"
+
+
+# --- anthropic-routed: the `anthropic` adapter over Anthropic's wire bytes ------------
+
+
+def anthropic_event(name: str, data: dict) -> bytes:
+    return b"event: %b\ndata: %b\n\n" % (name.encode(), msgspec.json.encode({"type": name, **data}))
+
+
+def anthropic_stream(pieces: list[str], stop_reason: str = "end_turn", *, fail: bool = False) -> bytes:
+    """A Messages API stream as Anthropic sends it (or, with `fail`, one cut by an
+    `overloaded_error` after the first text delta)."""
+    message = {"id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "content": [],
+               "model": "claude-sonnet-4-20250514", "stop_reason": None, "stop_sequence": None,
+               "usage": {"input_tokens": 25, "output_tokens": 1}}
+    deltas = [anthropic_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+              for piece in pieces]
+    head = [anthropic_event("message_start", {"message": message}),
+            anthropic_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+            anthropic_event("ping", {})]
+    if fail:
+        error = anthropic_event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+        return b"".join([*head, deltas[0], error])
+    tail = [anthropic_event("content_block_stop", {"index": 0}),
+            anthropic_event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                              "usage": {"output_tokens": 15}}),
+            anthropic_event("message_stop", {})]
+    return b"".join([*head, *deltas, *tail])
+
+
+@contextmanager
+def anthropic_routed(*bodies: bytes) -> Iterator[tuple[openai.OpenAI, list[dict]]]:
+    replies = list(bodies)
+    seen: list[dict] = []
+
+    async def upstream(request: httpx2.Request) -> httpx2.Response:
+        seen.append(msgspec.json.decode(request.content))
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=replies.pop(0))
+
+    config = settings(anthropic_api_key="sk-ant-upstream", upstream_max_retries=0)
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream))
+    adapters = {"anthropic": AnthropicStreamAdapter(config, http_client=http_client)}
+    with sdk_client(server.create_app(config, adapters)) as sdk:
+        yield sdk, seen
+
+
+ANTHROPIC_PIECES = ["Bonjour", ", 世界", " 🎉\nfin"]
+CLAUDE = "anthropic/claude-sonnet-4-20250514"
+
+
+@pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-20250514' is deprecated")
+def test_anthropic_routed_stream_and_not_streamed() -> None:
+    bodies = [anthropic_stream(ANTHROPIC_PIECES), anthropic_stream(ANTHROPIC_PIECES, "max_tokens"),
+              anthropic_stream(ANTHROPIC_PIECES)]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    with anthropic_routed(*bodies) as (sdk, seen):
+        with_usage = list(sdk.chat.completions.create(model=CLAUDE, messages=messages, stream=True,
+                                                      max_tokens=64, stream_options={"include_usage": True}))
+        without_usage = list(sdk.chat.completions.create(model=CLAUDE, messages=messages, stream=True))
+        answer = sdk.chat.completions.create(model=CLAUDE, messages=messages)
+
+    *choice_chunks, usage_chunk = with_usage
+    assert "".join(c.choices[0].delta.content or "" for c in choice_chunks) == "".join(ANTHROPIC_PIECES)
+    assert choice_chunks[0].choices[0].delta.role == "assistant"
+    assert choice_chunks[-1].choices[0].finish_reason == "stop"
+    assert {c.model for c in with_usage} == {CLAUDE} and len({c.id for c in with_usage}) == 1
+    assert usage_chunk.choices == [] and usage_chunk.usage is not None
+    assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens,
+            usage_chunk.usage.total_tokens) == (25, 15, 40)
+    assert all(c.usage is None and len(c.choices) == 1 for c in without_usage)
+    assert without_usage[-1].choices[0].finish_reason == "length"
+    assert answer.choices[0].message.content == "".join(ANTHROPIC_PIECES)
+    assert answer.usage is not None and answer.usage.total_tokens == 40
+    assert seen[0]["model"] == "claude-sonnet-4-20250514" and seen[0]["max_tokens"] == 64
+    assert seen[0]["system"] == "Be brief." and seen[0]["messages"] == [{"role": "user", "content": "Hi"}]
+
+
+@pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-20250514' is deprecated")
+def test_anthropic_routed_error_after_the_first_token() -> None:
+    with anthropic_routed(anthropic_stream(ANTHROPIC_PIECES, fail=True)) as (sdk, _):
+        stream = sdk.chat.completions.create(model=CLAUDE, messages=USER, stream=True)
+        received = []
+        with pytest.raises(openai.APIError) as caught:
+            for chunk_ in stream:
+                received.append(chunk_.choices[0].delta.content)
+    assert received == ["Bonjour"]
+    assert not isinstance(caught.value, openai.APIStatusError)
+    assert caught.value.code == "upstream_error" and "Overloaded" in caught.value.message
