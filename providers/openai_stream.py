@@ -1,10 +1,11 @@
 """The `openai` provider: Chat Completions streaming through `openai.AsyncOpenAI`.
 
 The SDK does what it is good at — configuration, auth, building and sending the request,
-turning an error status into an exception. The hot path skips its per-chunk pydantic
-objects: `with_streaming_response` hands back the raw response once its status was
-checked, and its bytes go through `sse.Decoder` and one msgspec decoder of a minimal
-chunk Struct. Llama 4 on Together speaks the same wire and reuses all of this
+turning an error status into an exception. We skip what costs CPU per request and per
+chunk: the body is a msgspec-encoded Struct handed to the SDK's own `post` (no typed
+transform), which returns the raw `httpx2.Response` once its status was checked
+(`stream=True`, nothing read yet); its bytes go through `sse.Decoder` and one msgspec
+decoder of a minimal chunk Struct. Llama 4 on Together speaks the same wire and reuses all of this
 (`providers/llama4_stream.py`).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from functools import partial
 from typing import Any
 
 import httpx2
@@ -25,7 +25,7 @@ from providers.errors import GatewayError, ProviderAuthError, UpstreamError
 from providers.http_client import sdk_http_client
 from providers.settings import Settings
 from providers.stainless import map_sdk_error, map_transport_error
-from providers.types import ChatRequest, FinishReason, StreamChunk, Usage
+from providers.types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 #: Chat models that take `temperature` and `max_tokens` as sent (the o-series take neither).
@@ -47,7 +47,26 @@ FINISH_REASONS = {
 _NO_KEY = "unset"
 
 
-# --- the wire: a `chat.completion.chunk`, only the fields we read ------------------------
+# --- the wire: the request we send, and a `chat.completion.chunk` (only what we read) -----
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool = True
+
+
+class _WireRequest(msgspec.Struct):
+    """The Chat Completions body, encoded by msgspec and handed to the SDK's own `post`
+    (the SDK still builds, authenticates and sends the request and raises its status
+    errors); `chat.completions.create` would first walk it through the SDK's typed
+    transform, which cost more CPU than the rest of the request (see `bench/`)."""
+
+    model: str
+    messages: list[ChatMessage]
+    temperature: float
+    max_tokens: int
+    stream: bool = True
+    stream_options: _StreamOptions = msgspec.field(default_factory=_StreamOptions)
+
 
 
 class _Delta(msgspec.Struct):
@@ -89,7 +108,7 @@ class OpenAIStreamAdapter:
     """One long-lived `AsyncOpenAI`; `stream_chat` opens one Chat Completions stream.
 
     Each upstream call carries an `X-Request-Id` (fresh per stream, the same across its
-    retries) as a per-request `extra_headers` entry: the SDK's `default_headers` are
+    retries) as a per-request header option: the SDK's `default_headers` are
     fixed when the client is built, and a client per request (`with_options`) is what
     we must not do.
     """
@@ -110,7 +129,7 @@ class OpenAIStreamAdapter:
             max_retries=0,  # ours: `open_with_retries`, the same policy for every provider
             http_client=http_client or sdk_http_client(settings),
         )
-        self._create = self._client.chat.completions.with_streaming_response.create
+        self._post = self._client.post
 
     @staticmethod
     def _key_and_base_url(settings: Settings) -> tuple[str | None, str]:
@@ -124,28 +143,21 @@ class OpenAIStreamAdapter:
         self.check_model(model)
         if not self.configured:
             raise ProviderAuthError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
-        messages = msgspec.to_builtins(request.messages)
-        headers = {"X-Request-Id": uuid.uuid4().hex}
+        body = json_encoder.encode(_WireRequest(
+            model, request.messages, request.temperature, request.max_tokens
+        ))
+        options: Any = {"headers": {"X-Request-Id": uuid.uuid4().hex}}
 
-        async def open_once() -> Any:
-            opening = self._create(
-                model=model,
-                messages=messages,
-                temperature=request.temperature,
-                max_tokens=request.max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-                extra_headers=headers,
-            )
+        async def open_once() -> httpx2.Response:
             try:
-                response = await opening.__aenter__()
+                return await self._post(
+                    "/chat/completions", cast_to=httpx2.Response, content=body, options=options, stream=True
+                )
             except (openai.APIStatusError, openai.APIConnectionError) as error:
                 raise self._gateway_error(error) from None
-            return opening, response
 
-        opening, response = await open_with_retries(open_once, max_retries=self._max_retries)
-        release = partial(opening.__aexit__, None, None, None)
-        return ChunkStream(self._chunks(response.http_response, model), release)
+        response = await open_with_retries(open_once, max_retries=self._max_retries)
+        return ChunkStream(self._chunks(response, model), response.aclose)
 
     def _gateway_error(self, error: Exception) -> GatewayError:
         return map_sdk_error(
