@@ -65,31 +65,56 @@ class StreamStats(Protocol):
     error_type: str | None
 
 
+class ProviderSeries:
+    """One provider's labelled series, looked up once: a `labels()` call costs ~2 µs."""
+
+    __slots__ = ("requests", "in_flight", "frames_sent", "time_to_first_token", "stream_duration")
+
+    def __init__(self, provider: str) -> None:
+        self.requests = REQUESTS.labels(provider)
+        self.in_flight = STREAMS_IN_FLIGHT.labels(provider)
+        self.frames_sent = FRAMES_SENT.labels(provider)
+        self.time_to_first_token = TIME_TO_FIRST_TOKEN.labels(provider)
+        self.stream_duration = STREAM_DURATION.labels(provider)
+
+
+_series_by_provider: dict[str, ProviderSeries] = {}
+
+
+def series(provider: str) -> ProviderSeries:
+    found = _series_by_provider.get(provider)
+    if found is None:
+        found = _series_by_provider[provider] = ProviderSeries(provider)
+    return found
+
+
 def declare(providers: Iterable[str]) -> None:
     """Show every provider's series from the first scrape, at zero (so that `rate()` sees
     the first request too)."""
     for provider in providers:
-        for metric in (REQUESTS, TIME_TO_FIRST_TOKEN, STREAM_DURATION, FRAMES_SENT, STREAMS_IN_FLIGHT, UPSTREAM_RETRIES):
-            metric.labels(provider)
+        series(provider)
+        UPSTREAM_RETRIES.labels(provider)
 
 
 def stream_started(provider: str) -> None:
-    REQUESTS.labels(provider).inc()
-    STREAMS_IN_FLIGHT.labels(provider).inc()
+    provider_series = series(provider)
+    provider_series.requests.inc()
+    provider_series.in_flight.inc()
 
 
 def record_stream(provider: str, stats: StreamStats, *, upstream_opened: bool) -> None:
     """Record one finished (or abandoned) stream, once, at its end."""
     ended_at = time.monotonic()
-    STREAMS_IN_FLIGHT.labels(provider).dec()
+    provider_series = series(provider)
+    provider_series.in_flight.dec()
     if stats.error_type is not None:
         ERRORS.labels(provider, stats.error_type).inc()
     if stats.frames_sent:
-        FRAMES_SENT.labels(provider).inc(stats.frames_sent)
+        provider_series.frames_sent.inc(stats.frames_sent)
     if stats.first_token_at is not None:
-        TIME_TO_FIRST_TOKEN.labels(provider).observe(stats.first_token_at - stats.started_at)
+        provider_series.time_to_first_token.observe(stats.first_token_at - stats.started_at)
     if upstream_opened:
-        STREAM_DURATION.labels(provider).observe(ended_at - stats.started_at)
+        provider_series.stream_duration.observe(ended_at - stats.started_at)
 
 
 def record_rejected(error_type: str, provider: str | None = None) -> None:
