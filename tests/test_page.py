@@ -219,3 +219,19 @@ def test_the_sse_reader_survives_any_split_of_the_bytes(page) -> None:  # type: 
         ["error", '{"x":1}'],
         ["message", "[DONE]"],
     ]]
+
+
+def test_with_a_gateway_key_the_page_asks_for_it(browser) -> None:  # type: ignore[no-untyped-def]
+    with serve(create_app(settings(gateway_api_key="sekret"))) as url:
+        page = browser.new_page()
+        page.set_default_timeout(10_000)
+        page.goto(f"{url}/")
+        reply = last_reply(page, "error")
+        assert text_of(reply, ".error").startswith("unauthorized (HTTP 401): ")
+        page.fill("#key", "sekret")
+        page.press("#key", "Tab")  # `change` reloads the pickers with the key
+        page.wait_for_selector("#provider option[value=echo]", state="attached")
+        page.fill("#prompt", "Hello with a key")
+        page.press("#prompt", "Enter")
+        assert text_of(last_reply(page, "done"), ".text") == "Hello with a key"
+        page.close()
