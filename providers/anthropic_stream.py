@@ -2,9 +2,12 @@
 
 The SDK does what it is good at: configuration, auth headers, the request, and the
 status errors of the opening (`max_retries=0`: `open_with_retries` is our one retry
-policy). The stream itself is read as raw SSE bytes, not through `messages.stream(...)`:
-that helper builds a pydantic event per SSE event and accumulates a full message
-snapshot (`content.text += delta` on every `text_delta`, O(n²) in the answer's length).
+policy), over the shared aiohttp-backed `sdk_http_client` (tests inject an
+`httpx2.AsyncClient`). The stream itself is read as raw SSE bytes, not through
+`messages.stream(...)`: that helper builds a pydantic event per SSE event and accumulates
+a full message snapshot (`content.text += delta` on every `text_delta`, O(n²) in the
+answer's length; measured 43 µs per delta at 2,000 deltas, 67 µs at 60,000, against a
+flat ~3 µs here).
 We need neither: `messages.with_streaming_response.create(..., stream=True)` hands us the
 `httpx2` response, `sse.Decoder` splits it into events, and one msgspec decoder per event
 name reads only the fields we use. Event names not listed here (`ping`,
@@ -37,6 +40,7 @@ import msgspec
 import sse
 from providers.base import ChunkStream, open_with_retries
 from providers.errors import ProviderAuthError, UpstreamError
+from providers.http_client import sdk_http_client
 from providers.settings import Settings
 from providers.stainless import map_sdk_error, map_transport_error
 from providers.types import ChatRequest, FinishReason, StreamChunk, Usage
@@ -154,7 +158,7 @@ class AnthropicStreamAdapter:
             base_url=settings.anthropic_base_url or PUBLIC_BASE_URL,
             timeout=httpx2.Timeout(settings.upstream_timeout_s),
             max_retries=0,
-            http_client=http_client,
+            http_client=http_client or sdk_http_client(settings),
         )
 
     async def stream_chat(self, request: ChatRequest) -> ChunkStream:
