@@ -419,6 +419,7 @@ def test_loopback_stream_completes_and_connection_is_reused() -> None:
     async def script(writer: asyncio.StreamWriter) -> None:
         writer.write(HEAD)
         await send_events(writer, *answer())
+        await asyncio.sleep(0.05)  # the chunked body's end comes a moment after message_stop
         writer.write(b"0\r\n\r\n")
 
     upstream = LoopbackUpstream(script)
