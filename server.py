@@ -277,6 +277,7 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         log.exception("stream failed")
         progress.error_type = UpstreamError.type
         tail = frames.failure(UpstreamError("the gateway failed while streaming"), final_sent, usage)
+    progress.streaming = False  # no keep-alive may follow the end of the response
     progress.frames_sent += len(pending)
     await send({"type": "http.response.body", "body": b"".join(pending) + tail, "more_body": False})
 
@@ -406,7 +407,7 @@ async def run_chat(
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(watch_client, receive, send, progress, heartbeat_s, task_group.cancel_scope)
             try:
-                stream = await adapter.stream_chat(request)
+                stream = await open_stream(adapter, request)
             except GatewayError as error:
                 progress.error_type = error.type
                 await send_error(send, error)
@@ -432,6 +433,18 @@ async def run_chat(
         metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
 
 
+async def open_stream(adapter: Adapter, request: ChatRequest) -> ChunkStream:
+    """`adapter.stream_chat`, with any exception outside the contract (a bug, an SDK
+    surprise) answered as a 502 `upstream_error` rather than a bare 500."""
+    try:
+        return await adapter.stream_chat(request)
+    except GatewayError:
+        raise
+    except Exception:  # noqa: BLE001
+        log.exception("opening the %s upstream failed", adapter.name)
+        raise UpstreamError("the gateway failed while opening the upstream", provider=adapter.name) from None
+
+
 async def collect(stream: ChunkStream) -> tuple[str, StreamChunk]:
     """The whole answer of a stream: its text and its final chunk (with the last usage)."""
     parts: list[str] = []
@@ -446,14 +459,26 @@ async def collect(stream: ChunkStream) -> tuple[str, StreamChunk]:
                 break
         else:
             raise UpstreamError("the upstream ended the stream without a finish reason")
-        async for _ in stream:  # drain: a failure after the final chunk (a safety block) counts
-            pass
+        await drain(stream, final)
     except GatewayError:
         raise
     except Exception:  # noqa: BLE001
         log.exception("upstream failed")
         raise UpstreamError("the gateway failed while reading the upstream") from None
     return "".join(parts), final
+
+
+async def drain(stream: ChunkStream, final: StreamChunk) -> None:
+    """Read a stream past its final chunk (so its connection can be reused). A failure
+    there is the answer only when the final chunk says the answer failed; otherwise the
+    final chunk already tells how it ended — a safety block is a `200` with
+    `finish_reason: "content_filter"`, as OpenAI answers it."""
+    try:
+        async for _ in stream:
+            pass
+    except GatewayError:
+        if final.finish_reason is FinishReason.ERROR:
+            raise
 
 
 async def health(request: Request) -> JSONResponse:

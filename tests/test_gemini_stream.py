@@ -275,6 +275,18 @@ def test_a_safety_stop_is_content_filter_then_an_error_event(reason: str, shared
     assert sum(1 for m in answer.messages if m["finish_reason"] is not None) == 1
 
 
+def test_a_safety_stop_without_streaming_is_a_200_with_content_filter(shared: Shared) -> None:
+    body = sse_body(frame(text("Sure, here")),
+                    {"candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": SAFETY_RATINGS}],
+                     "usageMetadata": usage_metadata(9, 3, 0), "modelVersion": "gemini-2.5-flash"})
+    url, _ = script(shared, Reply(200, [body]))
+    answer = post(url, path="/api/v1/chat")
+    assert answer.status == 200
+    assert answer.json() == {"content": "Sure, here", "finish_reason": "content_filter", "model": "gemini-2.5-flash",
+                             "provider": "gemini",
+                             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
+
+
 def test_a_blocked_prompt_without_candidates_is_content_filter(shared: Shared) -> None:
     body = sse_body({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
                      "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8},
@@ -296,6 +308,8 @@ def test_another_finish_reason_ends_with_error_frames_keeping_usage(shared: Shar
     assert final["finish_reason"] == "error" and final["usage"] == USAGE
     assert error == {"type": "upstream_error", "message": "gemini stopped the answer with finish reason OTHER",
                      "provider": "gemini"}
+    whole = post(url, path="/api/v1/chat")
+    assert (whole.status, whole.json()["error"]["type"]) == (502, "upstream_error")
 
 
 # --- before the 200: errors with real statuses -------------------------------------------
