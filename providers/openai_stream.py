@@ -22,7 +22,7 @@ import openai
 import sse
 from providers.base import ChunkStream, open_with_retries
 from providers.errors import GatewayError, ProviderAuthError, UpstreamError
-from providers.http_client import sdk_http_client
+from providers.http_client import body_chunks, sdk_http_client
 from providers.settings import Settings
 from providers.stainless import map_sdk_error, map_transport_error
 from providers.types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
@@ -180,7 +180,7 @@ class OpenAIStreamAdapter:
         finish_reason: FinishReason | None = None
         usage: Usage | None = None
         decoder = sse.Decoder()
-        byte_chunks = response.aiter_bytes()
+        byte_chunks = body_chunks(response)
         done = False
         try:
             async for raw in byte_chunks:
