@@ -1,11 +1,11 @@
 """Prometheus metrics: what an operator scrapes from `GET /metrics`.
 
 Everything is recorded per request or per stream, never per frame: the pipeline counts
-its frames in `server.StreamProgress` and `record_stream` adds them once at the end.
+its frames in `pipeline.StreamProgress` and `record_stream` adds them once at the end.
 
 The metrics live in prometheus-client's default registry: one process serves one app,
 the process collectors (CPU, memory, open files, GC) come with it for free, and the
-places that record — `server.run_chat` and the adapters' shared retry loop
+places that record — `pipeline.run_chat` and the adapters' shared retry loop
 (`providers.base.open_with_retries`) — are module-level functions with no app at hand.
 Tests compare two scrapes, so other tests' traffic in the same process does not matter.
 """
@@ -57,7 +57,7 @@ UPSTREAM_RETRIES = Counter(
 
 
 class StreamStats(Protocol):
-    """What `record_stream` reads of one stream (`server.StreamProgress`)."""
+    """What `record_stream` reads of one stream (`pipeline.StreamProgress`)."""
 
     started_at: float
     first_token_at: float | None

@@ -1,7 +1,7 @@
 """The OpenAI-compatible dialect: `POST /v1/chat/completions` and `GET /v1/models`.
 
 An OpenAI client's request is translated to our `ChatRequest` and goes through the same
-pipeline as `/api/v1/chat/stream` (`server.run_chat`); only the framing differs:
+pipeline as `/api/v1/chat/stream` (`pipeline.run_chat`); only the framing differs:
 `OpenAIFrames` writes `chat.completion.chunk` objects, `send_answer` a `chat.completion`,
 `send_openai_error` OpenAI's `{"error": {"message", "type", "param", "code"}}`.
 
@@ -22,6 +22,16 @@ from starlette.types import Receive, Scope, Send
 
 import metrics
 import sse
+from pipeline import (
+    ClientGone,
+    check_messages,
+    decode_json,
+    error_headers,
+    pick_adapter,
+    read_body,
+    run_chat,
+    send_json,
+)
 from providers.base import Adapter
 from providers.errors import GatewayError, InvalidRequestError, UnknownProviderError
 from providers.settings import Settings
@@ -240,7 +250,7 @@ async def send_openai_error(send: Send, error: GatewayError) -> None:
 
 
 class OpenAIFrames:
-    """One completion as `chat.completion.chunk` frames (the `server.Frames` protocol).
+    """One completion as `chat.completion.chunk` frames (the `pipeline.Frames` protocol).
 
     Every chunk's bytes up to the delta's text are built once, so a frame costs one JSON
     string encode and a concatenation. The first delta carries `role`, the final chunk
@@ -295,7 +305,7 @@ class OpenAIFrames:
 
 
 class ChatCompletionsEndpoint:
-    """`POST /v1/chat/completions`, as a plain ASGI app over `server.run_chat`."""
+    """`POST /v1/chat/completions`, as a plain ASGI app over `pipeline.run_chat`."""
 
     def __init__(self, settings: Settings, adapters: Mapping[str, Adapter]) -> None:
         self.settings = settings
@@ -361,17 +371,3 @@ def openai_routes(settings: Settings, adapters: Mapping[str, Adapter]) -> list[R
         Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters), methods=["POST"]),
         Route("/v1/models", ModelsEndpoint(adapters), methods=["GET"]),
     ]
-
-
-# Imported last: `server.create_app` imports this module while `server` is still loading,
-# and every name below is used only at call time.
-from server import (  # noqa: E402
-    ClientGone,
-    check_messages,
-    decode_json,
-    error_headers,
-    pick_adapter,
-    read_body,
-    run_chat,
-    send_json,
-)

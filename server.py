@@ -1,8 +1,9 @@
 """streamgate's HTTP app: one chat request in, one unified SSE stream out.
 
-The request path reads top to bottom:
-decode (`read_chat_request`) → pick adapter (`pick_adapter`) → open upstream
-(`adapter.stream_chat`) → frame (`NativeFrames`) → send (`stream_chunks`).
+A request reads top to bottom through `ChatEndpoint.__call__`: decode (`read_body`,
+`decode_json`) → pick adapter (`pick_adapter`) → open upstream (`adapter.stream_chat`) →
+frame (`NativeFrames`) → send (`pipeline.stream_chunks`). The steps shared with the
+OpenAI-compatible dialect (`openai_compat.py`) live in `pipeline.py`.
 
 Run it with `python server.py` (uvloop, httptools, graceful SIGTERM) or `uvicorn server:app`.
 """
@@ -11,16 +12,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sys
-import time
-import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
 
-import anyio
-import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -32,17 +27,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import metrics
 import sse
-from providers import build_adapters
-from providers.base import Adapter, ChunkStream
-from providers.errors import (
-    BodyTooLargeError,
-    GatewayError,
-    InvalidJSONError,
-    InvalidRequestError,
-    UnauthorizedError,
-    UnknownProviderError,
-    UpstreamError,
+from openai_compat import openai_routes, send_openai_error
+from pipeline import (
+    ClientGone,
+    SendError,
+    check_messages,
+    decode_json,
+    pick_adapter,
+    read_body,
+    run_chat,
+    send_error,
+    send_json,
 )
+from providers import build_adapters
+from providers.base import Adapter
+from providers.errors import GatewayError, UnauthorizedError
 from providers.settings import Settings
 from providers.types import (
     ChatRequest,
@@ -54,100 +53,7 @@ from providers.types import (
     json_encoder,
 )
 
-if __name__ == "__main__":
-    # `python server.py`: modules that `import server` (openai_compat) get this module,
-    # not a second copy with its own app, adapters and metrics.
-    sys.modules.setdefault("server", sys.modules[__name__])
-
-log = logging.getLogger("streamgate")
-
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-# --- decode ---------------------------------------------------------------------------
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body was read."""
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """Read the request body, refusing (413) as soon as it passes `limit` bytes."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise BodyTooLargeError(f"the request body is over MAX_BODY_BYTES ({limit} bytes)")
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        part = message.get("body", b"")
-        size += len(part)
-        if size > limit:
-            raise BodyTooLargeError(f"the request body is over MAX_BODY_BYTES ({limit} bytes)")
-        parts.append(part)
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
-    """Decode `body` with `decoder`; a failure names the field at fault (`$.messages[0].role`)."""
-    if not body.strip():
-        raise InvalidJSONError("the request body is empty; send a JSON object")
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as error:
-        raise InvalidRequestError(validation_message(str(error))) from None
-    except msgspec.DecodeError as error:
-        raise InvalidJSONError(f"the request body is not valid JSON: {error}") from None
-
-
-def validation_message(text: str) -> str:
-    """Turn msgspec's wording into `<path>: <problem>`, with the path always present."""
-    problem, _, where = text.partition(" - at `")
-    path = where.rstrip("`") or "$"
-    missing = "Object missing required field `"
-    if problem.startswith(missing):
-        field = problem[len(missing) :].rstrip("`")
-        return f"{path}.{field}: required field is missing"
-    return f"{path}: {problem}"
-
-
-def check_messages(request: ChatRequest) -> None:
-    if all(message.role == "system" for message in request.messages):
-        raise InvalidRequestError("$.messages: at least one message must be user or assistant")
-
-
-# --- pick adapter ---------------------------------------------------------------------
-
-
-def pick_adapter(adapters: Mapping[str, Adapter], provider: str) -> Adapter:
-    adapter = adapters.get(provider)
-    if adapter is None:
-        valid = ", ".join(adapters)
-        raise UnknownProviderError(f"$.provider: unknown provider {provider!r}; valid: {valid}")
-    return adapter
-
-
 # --- frame ----------------------------------------------------------------------------
-
-
-class Frames(Protocol):
-    """One output dialect: how chunks, the end and a failure become bytes on the wire."""
-
-    def content(self, chunk: StreamChunk) -> bytes: ...
-
-    def final(self, chunk: StreamChunk) -> bytes: ...
-
-    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes: ...
-
-    def done(self) -> bytes: ...
 
 
 class NativeFrames:
@@ -177,172 +83,6 @@ class NativeFrames:
 
     def done(self) -> bytes:
         return sse.DONE
-
-
-# --- send -----------------------------------------------------------------------------
-
-
-class StreamProgress:
-    """What the watcher and the pump of one stream share (and metrics read at its end)."""
-
-    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming", "error_type")
-
-    def __init__(self) -> None:
-        self.started_at = self.last_sent_at = time.monotonic()
-        self.first_token_at: float | None = None
-        self.frames_sent = 0
-        self.streaming = False
-        self.error_type: str | None = None  # the `type` of the error the client got, if any
-
-
-async def watch_client(
-    receive: Receive,
-    send: Send,
-    progress: StreamProgress,
-    heartbeat_s: float,
-    cancel_scope: anyio.CancelScope,
-) -> None:
-    """Cancel the request's work as soon as the client disconnects (also while the upstream
-    is silent), and send `: keep-alive` after `heartbeat_s` without a frame."""
-    while True:
-        wait_s = progress.last_sent_at + heartbeat_s - time.monotonic()
-        with anyio.move_on_after(wait_s):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                cancel_scope.cancel()
-                return
-            continue
-        if progress.streaming and time.monotonic() - progress.last_sent_at >= heartbeat_s:
-            await send({"type": "http.response.body", "body": sse.KEEP_ALIVE, "more_body": True})
-            progress.last_sent_at = time.monotonic()
-        elif not progress.streaming:
-            progress.last_sent_at = time.monotonic()
-
-
-#: Most frames joined into one `send` (frames wait only while the next chunk is ready).
-MAX_FRAMES_PER_SEND = 64
-
-
-async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress) -> None:
-    """Send every chunk as a frame, then `[DONE]`; a failure ends with the error frames.
-
-    Empty non-final chunks are dropped; the one chunk with a `finish_reason` is the final
-    frame and carries the last usage the upstream reported. Frames of chunks that were
-    already read (one upstream read often holds many) go out together in one `send`; a
-    frame never waits for the upstream (see `next_or_flush`).
-    """
-    final_sent = False
-    usage: Usage | None = None
-    tail = frames.done()
-    pending: list[bytes] = []
-
-    async def flush() -> None:
-        body = b"".join(pending)
-        progress.frames_sent += len(pending)
-        pending.clear()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        progress.last_sent_at = time.monotonic()
-
-    chunks = aiter(stream)
-    try:
-        while True:
-            try:
-                chunk = await next_or_flush(chunks, flush if pending else None)
-            except StopAsyncIteration:
-                break
-            if chunk.usage is not None:
-                usage = chunk.usage
-            if chunk.finish_reason is None:
-                if not chunk.content:
-                    continue
-                data = frames.content(chunk)
-                if progress.first_token_at is None:
-                    progress.first_token_at = time.monotonic()
-            elif final_sent:
-                continue
-            else:
-                if chunk.usage is None and usage is not None:
-                    chunk.usage = usage
-                data = frames.final(chunk)
-                final_sent = True
-            pending.append(data)
-            if len(pending) >= MAX_FRAMES_PER_SEND:
-                await flush()
-        if not final_sent:
-            raise UpstreamError("the upstream ended the stream without a finish reason")
-    except GatewayError as error:
-        progress.error_type = error.type
-        tail = frames.failure(error, final_sent, usage)
-    except Exception:  # noqa: BLE001 - a bug or an SDK surprise must still end the stream cleanly
-        log.exception("stream failed")
-        progress.error_type = UpstreamError.type
-        tail = frames.failure(UpstreamError("the gateway failed while streaming"), final_sent, usage)
-    progress.streaming = False  # no keep-alive may follow the end of the response
-    progress.frames_sent += len(pending)
-    await send({"type": "http.response.body", "body": b"".join(pending) + tail, "more_body": False})
-
-
-async def next_or_flush(chunks: AsyncIterator[StreamChunk], flush: Callable[[], Awaitable[None]] | None) -> StreamChunk:
-    """The next chunk; but if it is not ready yet, run `flush()` first, then wait for it.
-
-    `chunks.__anext__()` is driven by hand for one step: completing without suspending
-    means the chunk came from bytes already read, so its frame may join the pending ones;
-    suspending means the upstream must be waited for, so the pending frames go out now,
-    before the wait. Batching therefore never delays a frame. Raises StopAsyncIteration
-    at the end, like `anext`.
-    """
-    step = chunks.__anext__().__await__()
-    try:
-        suspended_on = step.send(None)
-    except StopIteration as ready:
-        return ready.value  # type: ignore[no-any-return]
-    if flush is not None:
-        try:
-            await flush()
-        except BaseException as error:  # cancelled while flushing: the adapter sees it too
-            step.throw(error)
-            raise
-    return await _resume(step, suspended_on)  # type: ignore[no-any-return]
-
-
-@types.coroutine
-def _resume(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any, Any, Any]:
-    """Await the rest of a step that already suspended once on `suspended_on` (what
-    `yield from step` would do had it not been started by hand; PEP 380)."""
-    signal = suspended_on
-    while True:
-        try:
-            sent = yield signal
-        except GeneratorExit:
-            step.close()
-            raise
-        except BaseException as error:  # noqa: BLE001 - passed on to the step, as `yield from` does
-            try:
-                signal = step.throw(error)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                signal = step.send(sent)
-            except StopIteration as done:
-                return done.value
-
-
-async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": (headers or JSON_HEADERS)})
-    await send({"type": "http.response.body", "body": body})
-
-
-def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
-    """JSON, and the upstream's `Retry-After` when it sent one."""
-    headers = list(JSON_HEADERS)
-    if error.retry_after:
-        headers.append((b"retry-after", error.retry_after.encode()))
-    return headers
-
-
-async def send_error(send: Send, error: GatewayError) -> None:
-    await send_json(send, error.status, json_encoder.encode(error.body()), error_headers(error))
 
 
 # --- the endpoints --------------------------------------------------------------------
@@ -376,109 +116,9 @@ class ChatEndpoint:
         )
 
 
-SendError = Callable[[Send, GatewayError], Awaitable[None]]
-SendAnswer = Callable[[Send, str, StreamChunk], Awaitable[None]]
-
-
 async def send_native_answer(send: Send, content: str, final: StreamChunk) -> None:
     answer = ChatResponse(content, final.finish_reason or FinishReason.STOP, final.model, final.provider, final.usage)
     await send_json(send, 200, json_encoder.encode(answer))
-
-
-async def run_chat(
-    adapter: Adapter,
-    request: ChatRequest,
-    frames: Frames,
-    receive: Receive,
-    send: Send,
-    heartbeat_s: float,
-    *,
-    streaming: bool,
-    send_error: SendError,
-    send_answer: SendAnswer,
-) -> None:
-    """Open the upstream and answer: as an SSE stream, or (not `streaming`) as one JSON
-    object. Shared by every dialect; the client leaving cancels it at once and the
-    upstream connection is released."""
-    progress = StreamProgress()
-    stream: ChunkStream | None = None
-    metrics.stream_started(adapter.name)
-    try:
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(watch_client, receive, send, progress, heartbeat_s, task_group.cancel_scope)
-            try:
-                stream = await open_stream(adapter, request)
-            except GatewayError as error:
-                progress.error_type = error.type
-                await send_error(send, error)
-            else:
-                if streaming:
-                    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-                    progress.last_sent_at = time.monotonic()
-                    progress.streaming = True
-                    await stream_chunks(stream, frames, send, progress)
-                else:
-                    try:
-                        content, final = await collect(stream)
-                    except GatewayError as error:
-                        progress.error_type = error.type
-                        await send_error(send, error)
-                    else:
-                        await send_answer(send, content, final)
-            task_group.cancel_scope.cancel()
-    finally:
-        if stream is not None:
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-        metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
-
-
-async def open_stream(adapter: Adapter, request: ChatRequest) -> ChunkStream:
-    """`adapter.stream_chat`, with any exception outside the contract (a bug, an SDK
-    surprise) answered as a 502 `upstream_error` rather than a bare 500."""
-    try:
-        return await adapter.stream_chat(request)
-    except GatewayError:
-        raise
-    except Exception:  # noqa: BLE001
-        log.exception("opening the %s upstream failed", adapter.name)
-        raise UpstreamError("the gateway failed while opening the upstream", provider=adapter.name) from None
-
-
-async def collect(stream: ChunkStream) -> tuple[str, StreamChunk]:
-    """The whole answer of a stream: its text and its final chunk (with the last usage)."""
-    parts: list[str] = []
-    usage: Usage | None = None
-    try:
-        async for chunk in stream:
-            parts.append(chunk.content)
-            usage = chunk.usage or usage
-            if chunk.finish_reason is not None:
-                chunk.usage = usage
-                final = chunk
-                break
-        else:
-            raise UpstreamError("the upstream ended the stream without a finish reason")
-        await drain(stream, final)
-    except GatewayError:
-        raise
-    except Exception:  # noqa: BLE001
-        log.exception("upstream failed")
-        raise UpstreamError("the gateway failed while reading the upstream") from None
-    return "".join(parts), final
-
-
-async def drain(stream: ChunkStream, final: StreamChunk) -> None:
-    """Read a stream past its final chunk (so its connection can be reused). A failure
-    there is the answer only when the final chunk says the answer failed; otherwise the
-    final chunk already tells how it ended — a safety block is a `200` with
-    `finish_reason: "content_filter"`, as OpenAI answers it."""
-    try:
-        async for _ in stream:
-            pass
-    except GatewayError:
-        if final.finish_reason is FinishReason.ERROR:
-            raise
 
 
 async def health(request: Request) -> JSONResponse:
@@ -536,8 +176,6 @@ class BearerAuth:
 
 def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None) -> Starlette:
     """The ASGI app. `adapters` defaults to one per provider, built from `settings`."""
-    from openai_compat import openai_routes, send_openai_error  # it builds on this module
-
     settings = settings or Settings.from_env()
     adapters = adapters if adapters is not None else build_adapters(settings)
 
