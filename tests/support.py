@@ -1,13 +1,19 @@
-"""Test helpers: a real loopback HTTP server running any ASGI app, and test settings."""
+"""Test helpers: a real loopback HTTP server running any ASGI app, test settings, and
+what a client received from it."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import httpx2
 import uvicorn
+
+import sse
 
 from providers.base import ChunkStream, open_with_retries
 from providers.errors import UpstreamError, error_from_status
@@ -70,3 +76,24 @@ class BrokenAdapter:
 
     async def aclose(self) -> None:
         return None
+
+
+class Answer:
+    """What our client received: status, headers, the SSE events (or the JSON body)."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self.status = response.status_code
+        self.headers = response.headers
+        self.raw = response.content
+        self.events = [e for e in sse.Decoder().feed(self.raw) if isinstance(e, sse.Event)]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(e.data) for e in self.events if e.event == "message" and e.data != "[DONE]"]
+
+    @property
+    def text(self) -> str:
+        return "".join(m["content"] for m in self.messages)
+
+    def json(self) -> Any:
+        return json.loads(self.raw)

@@ -15,11 +15,10 @@ from typing import Any
 import httpx2
 import pytest
 
-import sse
 from providers import build_adapters
 from providers.gemini_stream import GeminiStreamAdapter
 from server import create_app
-from support import serve, settings
+from support import Answer, serve, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, reset, split
 
 KEY = "AIzaSyTest-0123456789abcdefghijklmnopqr"
@@ -104,27 +103,6 @@ def server_error(status: int = 500) -> Reply:
 
 
 # --- our side ---------------------------------------------------------------------------
-
-
-class Answer:
-    """What our client received: status, headers, the SSE events (or the JSON body)."""
-
-    def __init__(self, response: httpx2.Response) -> None:
-        self.status = response.status_code
-        self.headers = response.headers
-        self.raw = response.content
-        self.events = [e for e in sse.Decoder().feed(self.raw) if isinstance(e, sse.Event)]
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        return [json.loads(e.data) for e in self.events if e.event == "message" and e.data != "[DONE]"]
-
-    @property
-    def text(self) -> str:
-        return "".join(m["content"] for m in self.messages)
-
-    def json(self) -> Any:
-        return json.loads(self.raw)
 
 
 @contextmanager

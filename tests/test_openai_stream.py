@@ -16,10 +16,9 @@ from typing import Any
 import httpx2
 import pytest
 
-import sse
 from providers.openai_stream import OpenAIStreamAdapter
 from server import create_app
-from support import serve, settings
+from support import Answer, serve, settings
 from wire_openai import (
     SSE_HEAD,
     LoopbackUpstream,
@@ -38,27 +37,6 @@ BASE_URL = "https://openai.upstream.test/v1"
 HELLO = {"provider": "openai", "messages": [{"role": "user", "content": "Hello"}]}
 TEXT = ["Hello", ", ", "世界", " 🙂🚀", "\nnew line"]
 USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
-
-
-class Answer:
-    """What our client received: status, headers, the SSE events (or the JSON body)."""
-
-    def __init__(self, response: httpx2.Response) -> None:
-        self.status = response.status_code
-        self.headers = response.headers
-        self.raw = response.content
-        self.events = [e for e in sse.Decoder().feed(self.raw) if isinstance(e, sse.Event)]
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        return [json.loads(e.data) for e in self.events if e.event == "message" and e.data != "[DONE]"]
-
-    @property
-    def text(self) -> str:
-        return "".join(m["content"] for m in self.messages)
-
-    def json(self) -> Any:
-        return json.loads(self.raw)
 
 
 @contextmanager
