@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         ],
         middleware=[
             Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                       allow_headers=["authorization", "content-type"]),
+                       allow_headers=["*"]),  # the OpenAI JS SDK sends x-stainless-* headers
             Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error),
         ],
         lifespan=lifespan,

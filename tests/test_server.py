@@ -188,7 +188,8 @@ def test_bearer_auth_guards_the_api_in_constant_time() -> None:
 def test_cors_allows_the_configured_origins_only() -> None:
     app = create_app(settings(cors_origins=("https://app.example",)), adapters={"echo": EchoAdapter(0)})
     with serve(app) as url:
-        preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+        preflight = {"access-control-request-method": "POST",
+                     "access-control-request-headers": "authorization, content-type, x-stainless-os"}
         allowed = httpx.options(url + "/api/v1/chat/stream", headers={"origin": "https://app.example", **preflight})
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
