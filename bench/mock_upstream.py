@@ -11,7 +11,7 @@ Routes:
 - `POST /v1/chat/completions`: OpenAI / Together `chat.completion.chunk` SSE (role-only
   first delta, one chunk per token, the finish chunk, the usage chunk, `[DONE]`);
 - `POST /v1/messages`: Anthropic's named events (`message_start` … `message_stop`);
-- `POST /v1beta/models/<model>:streamGenerateContent?alt=sse`: Gemini's CRLF `data:` frames;
+- `POST /v1[beta]/models/<model>:streamGenerateContent?alt=sse`: Gemini's CRLF `data:` frames;
 - `GET /_bench/stats`, `POST /_bench/reset`: streams completed, open, and the monotonic
   times at which a peer closed a stream before its end (`aborted_at`).
 
@@ -50,7 +50,7 @@ def expected_text(tokens: int) -> str:
 
 MODEL = re.compile(r"bench-(\d+)-(\d+)(?:-(drop|garble)(\d+))?")
 BODY_MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
-GEMINI_PATH = re.compile(r"/v1beta/models/([^/:]+):streamGenerateContent")
+GEMINI_PATH = re.compile(r"/v1(?:beta|alpha)?/models/([^/:]+):streamGenerateContent")
 
 
 def model_name(tokens: int, delay_ms: float, fault: str = "") -> str:
