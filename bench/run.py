@@ -415,7 +415,9 @@ async def bench_provider(provider: str, plan: Plan, processes: Processes, only: 
     figures = summarize(bench)
     failures = {phase: {name: tally.failures() for name, tally in tallies.items() if tally.failed}
                 for phase, tallies in bench.tallies.items()}
-    return {"figures": figures, "memory": bench.memory, "failures": {k: v for k, v in failures.items() if v},
+    samples = {phase: {name: len(tally.ok) for name, tally in tallies.items()} for phase, tallies in bench.tallies.items()}
+    return {"figures": figures, "samples": samples, "memory": bench.memory,
+            "failures": {k: v for k, v in failures.items() if v},
             "table": table(figures, plan.held_streams, judged=provider == "openai")}
 
 
