@@ -18,6 +18,7 @@ from typing import Any
 import httpx2
 import msgspec
 import openai
+from openai._models import FinalRequestOptions
 
 import sse
 from providers.base import ChunkStream, open_with_retries
@@ -129,7 +130,13 @@ class OpenAIStreamAdapter:
             max_retries=0,  # ours: `open_with_retries`, the same policy for every provider
             http_client=http_client or sdk_http_client(settings),
         )
-        self._post = self._client.post
+        self._request = self._client.request
+        # One request template, copied per call: `post()` would build it with pydantic's
+        # `model_construct` (defaults resolved each time) and re-parse the relative URL
+        # against `base_url`; an absolute URL is parsed once.
+        self._options = FinalRequestOptions.construct(
+            method="post", url=str(self._client.base_url).rstrip("/") + "/chat/completions"
+        )
 
     @staticmethod
     def _key_and_base_url(settings: Settings) -> tuple[str | None, str]:
@@ -146,13 +153,11 @@ class OpenAIStreamAdapter:
         body = json_encoder.encode(_WireRequest(
             model, request.messages, request.temperature, request.max_tokens
         ))
-        options: Any = {"headers": {"X-Request-Id": uuid.uuid4().hex}}
+        options = self._options.model_copy(update={"content": body, "headers": {"X-Request-Id": uuid.uuid4().hex}})
 
         async def open_once() -> httpx2.Response:
             try:
-                return await self._post(
-                    "/chat/completions", cast_to=httpx2.Response, content=body, options=options, stream=True
-                )
+                return await self._request(httpx2.Response, options, stream=True)
             except (openai.APIStatusError, openai.APIConnectionError) as error:
                 raise self._gateway_error(error) from None
 
