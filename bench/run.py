@@ -49,7 +49,7 @@ class Plan:
 
 
 FULL = Plan(rounds=4, ttft={1: 60, 16: 320, 128: 512}, single_tokens=20_000, many_streams=64,
-            many_tokens=2_000, short_requests=600, held_streams=1_000)
+            many_tokens=2_000, short_requests=1_000, held_streams=1_000)
 QUICK = Plan(rounds=2, ttft={1: 15, 16: 64, 128: 384}, single_tokens=4_000, many_streams=64,
              many_tokens=200, short_requests=160, held_streams=200)
 
