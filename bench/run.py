@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from bench.client import DIALECTS, HeldStreams, Outcome, Target, get_json, run_streams
 from bench.mock_upstream import new_event_loop
@@ -74,10 +75,12 @@ class Processes:
     """Every process this run started, stopped by PID at the end."""
 
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[IO[bytes]] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], env: dict[str, str], core: str) -> subprocess.Popen[bytes]:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - the child holds it
+        log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed in `stop_all`
+        self.logs.append(log)
         process = subprocess.Popen(["taskset", "-c", core, *argv], cwd=ROOT, env={**os.environ, **env},
                                    stdout=subprocess.PIPE if name == "mock" else log, stderr=log)
         self.started.append(process)
@@ -95,6 +98,10 @@ class Processes:
     def stop_all(self) -> None:
         for process in reversed(self.started):
             self.stop(process)
+        self.started.clear()
+        for log in self.logs:
+            log.close()
+        self.logs.clear()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -441,7 +448,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             print(f"{provider}:", file=sys.stderr, flush=True)
             results[provider] = await bench_provider(provider, plan, processes, args.targets.split(","))
             processes.stop_all()
-            processes.started.clear()
     finally:
         processes.stop_all()
     return results

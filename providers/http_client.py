@@ -41,6 +41,10 @@ def _is_timeout(error: BaseException | None) -> bool:
     return isinstance(error, asyncio.TimeoutError | TimeoutError)
 
 
+#: Where our transport leaves the aiohttp body stream, in the `httpx2.Response`'s extensions.
+_RAW_STREAM = "streamgate.raw_stream"
+
+
 def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
     """The body's bytes as they arrive.
 
@@ -54,9 +58,6 @@ def body_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
     if stream is not None and "content-encoding" not in response.headers:
         return stream.__aiter__()  # type: ignore[no-any-return]
     return response.aiter_bytes()
-
-
-_RAW_STREAM = "streamgate.raw_stream"
 
 
 class _Stream(AiohttpResponseStream):
