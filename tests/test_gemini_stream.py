@@ -19,7 +19,7 @@ from providers import build_adapters
 from providers.gemini_stream import GeminiStreamAdapter
 from server import create_app
 from support import Answer, serve, settings
-from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, reset, split
+from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, leave_mid_stream, reset, split
 
 KEY = "AIzaSyTest-0123456789abcdefghijklmnopqr"
 BASE_URL = "https://gemini.upstream.test"
@@ -490,16 +490,7 @@ def test_upstream_that_never_answers_is_504_after_retries() -> None:
 def test_client_disconnect_closes_the_upstream_connection_within_a_second() -> None:
     with LoopbackUpstream(_frames_then("trickle")).running() as upstream:
         with gateway(gemini_base_url=host_root(upstream)) as url:
-            with httpx2.Client(timeout=10) as client, client.stream("POST", url + "/api/v1/chat/stream",
-                                                                    json=HELLO) as response:
-                received = b""
-                for piece in response.iter_bytes():
-                    received += piece
-                    if b'"content":"x"' in received:
-                        break
-                left_at = time.monotonic()
-            while not upstream.closed_at and time.monotonic() - left_at < 2:
-                time.sleep(0.01)
-    assert upstream.closed_at, "the upstream connection was never closed"
-    assert upstream.closed_at[0] - left_at < 1.0
+            received, left_at = leave_mid_stream(url + "/api/v1/chat/stream", HELLO, until=b'"content":"x"')
+            closed_after = upstream.seconds_to_close(left_at)
+    assert closed_after is not None and closed_after < 1.0, "the upstream connection was not closed in 1 s"
     assert b'"content":"a"' in received

@@ -179,6 +179,13 @@ class LoopbackUpstream:
             thread.join(5)
             loop.close()
 
+    def seconds_to_close(self, since: float, wait_s: float = 2.0) -> float | None:
+        """Seconds from `since` until the first connection closed (waiting up to `wait_s`)."""
+        deadline = since + wait_s
+        while not self.closed_at and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.closed_at[0] - since if self.closed_at else None
+
     @staticmethod
     async def _shutdown(server: asyncio.Server) -> None:
         server.close()
@@ -202,3 +209,15 @@ class LoopbackUpstream:
         finally:
             self.closed_at.append(time.monotonic())
             writer.transport.abort()
+
+
+def leave_mid_stream(url: str, body: dict[str, Any], until: bytes) -> tuple[bytes, float]:
+    """POST `body` as a stream, read until `until` arrives, then hang up; return what was
+    received and when the client left."""
+    received = b""
+    with httpx2.Client(timeout=10) as client, client.stream("POST", url, json=body) as response:
+        for piece in response.iter_bytes():
+            received += piece
+            if until in received:
+                break
+    return received, time.monotonic()
