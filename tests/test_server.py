@@ -233,15 +233,16 @@ class ThinkingAdapter:
 
 
 def test_keep_alive_before_the_first_token_and_between_tokens() -> None:
-    adapter = ThinkingAdapter(think_s=0.75)
+    adapter = ThinkingAdapter(think_s=1.0)
     with serve(create_app(settings(sse_heartbeat_s=0.3), adapters={"thinking": adapter})) as url:
         response = post(url, {"provider": "thinking", "messages": [{"role": "user", "content": "?"}]})
     events = frames_of(response.content)
     kinds = ["ka" if isinstance(e, sse.Comment) else json.loads(e.data)["content"] if e.data != "[DONE]" else "done"
              for e in events]
     first_word = kinds.index("a ")
-    assert kinds[:first_word].count("ka") == 2, kinds  # 0.3 s and 0.6 s into a 0.75 s silence
-    assert kinds[first_word + 1 : kinds.index("b")].count("ka") == 2, kinds
+    # 0.3, 0.6 and 0.9 s into each 1 s silence; a late timer on a loaded machine may miss the last
+    assert 2 <= kinds[:first_word].count("ka") <= 3, kinds
+    assert 2 <= kinds[first_word + 1 : kinds.index("b")].count("ka") <= 3, kinds
     assert all(isinstance(e, sse.Comment) and e.text == "keep-alive" for e in events if isinstance(e, sse.Comment))
     check_invariants(response.content)
 
