@@ -24,7 +24,7 @@ from providers.base import ChunkStream, open_with_retries
 from providers.errors import GatewayError, ProviderAuthError, UpstreamError
 from providers.http_client import body_chunks, sdk_http_client
 from providers.settings import Settings
-from providers.stainless import map_sdk_error, map_transport_error
+from providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
 from providers.types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -129,12 +129,8 @@ class OpenAIStreamAdapter:
             max_retries=0,  # ours: `open_with_retries`, the same policy for every provider
             http_client=http_client or sdk_http_client(settings),
         )
-        self._request = self._client.request
-        # One request template, copied per call: `post()` would build it with pydantic's
-        # `model_construct` (defaults resolved each time) and re-parse the relative URL
-        # against `base_url`; an absolute URL is parsed once.
-        self._options = FinalRequestOptions.construct(
-            method="post", url=str(self._client.base_url).rstrip("/") + "/chat/completions"
+        self._chat = PreparedRequest(
+            self._client, FinalRequestOptions.construct(method="post", url="/chat/completions", content=b"")
         )
 
     @staticmethod
@@ -152,12 +148,12 @@ class OpenAIStreamAdapter:
         body = json_encoder.encode(_WireRequest(
             model, request.messages, request.temperature, request.max_tokens
         ))
-        options = self._options.model_copy(update={"content": body, "headers": {"X-Request-Id": uuid.uuid4().hex}})
+        headers = ((b"x-request-id", uuid.uuid4().hex.encode()),)
 
         async def open_once() -> httpx2.Response:
             try:
-                return await self._request(httpx2.Response, options, stream=True)
-            except (openai.APIStatusError, openai.APIConnectionError) as error:
+                return await self._chat.send(body, headers)
+            except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
                 raise self._gateway_error(error) from None
 
         response = await open_with_retries(open_once, max_retries=self._max_retries)
