@@ -175,6 +175,21 @@ class BearerAuth:
 # --- the app --------------------------------------------------------------------------
 
 
+class ChatCORS(CORSMiddleware):
+    """Starlette's CORS for the chat POSTs, skipped when a request carries no `Origin`
+    (curl, the SDKs, other servers): for those it would only wrap `send` — a call per
+    frame, a `Headers` and a wrapper held per open stream — to add `Vary: Origin` to a
+    POST answer no cache keeps. A browser's request (it always sends `Origin` on a
+    cross-origin POST) still gets every CORS header."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        for name, _ in scope["headers"]:
+            if name == b"origin":
+                await super().__call__(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class GatewayApp(Starlette):
     """Starlette, with a direct path for the chat endpoints: a `POST` to one of them goes
     to its own CORS → bearer-auth → endpoint chain, past Starlette's router and its
@@ -226,7 +241,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         if isinstance(route, Route) and route.methods == {"POST"} and route.app is route.endpoint:
             chain: ASGIApp = route.endpoint  # a plain ASGI endpoint (not a request function)
             for cls, args, kwargs in reversed(middleware):
-                chain = cls(chain, *args, **kwargs)
+                chain = (ChatCORS if cls is CORSMiddleware else cls)(chain, *args, **kwargs)
             direct[route.path] = chain
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan, direct=direct)
     app.state.settings = settings

@@ -22,7 +22,7 @@ from openai._models import FinalRequestOptions
 import sse
 from providers.base import ChunkStream, open_with_retries
 from providers.errors import GatewayError, ProviderAuthError, UpstreamError
-from providers.http_client import body_chunks, sdk_http_client
+from providers.http_client import response_body, sdk_http_client
 from providers.settings import Settings
 from providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
 from providers.types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
@@ -156,8 +156,8 @@ class OpenAIStreamAdapter:
             except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
                 raise self._gateway_error(error) from None
 
-        response = await open_with_retries(open_once, max_retries=self._max_retries)
-        return ChunkStream(self._chunks(response, model), response.aclose)
+        body, release = response_body(await open_with_retries(open_once, max_retries=self._max_retries))
+        return ChunkStream(self._chunks(body, model), release)
 
     def _gateway_error(self, error: Exception) -> GatewayError:
         return map_sdk_error(
@@ -169,7 +169,7 @@ class OpenAIStreamAdapter:
             connection_error=openai.APIConnectionError,
         )
 
-    async def _chunks(self, response: httpx2.Response, model: str) -> AsyncGenerator[StreamChunk, None]:
+    async def _chunks(self, byte_chunks: AsyncIterator[bytes], model: str) -> AsyncGenerator[StreamChunk, None]:
         """Content chunks as they arrive, then ONE final chunk with the finish reason and
         the usage (OpenAI sends the usage in a later chunk with empty `choices`).
 
@@ -180,7 +180,6 @@ class OpenAIStreamAdapter:
         finish_reason: FinishReason | None = None
         usage: Usage | None = None
         decoder = sse.Decoder()
-        byte_chunks = body_chunks(response)
         done = False
         try:
             async for raw in byte_chunks:
