@@ -2,8 +2,7 @@
 
 The SDK does what it is good at: configuration, auth headers, the request, and the
 status errors of the opening (`max_retries=0`: `open_with_retries` is our one retry
-policy), over the shared aiohttp-backed `sdk_http_client` (tests inject an
-`httpx2.AsyncClient`). The stream itself is read as raw SSE bytes, not through
+policy), over the shared `sdk_http_client` (tests inject an `httpx2.AsyncClient`). The stream itself is read as raw SSE bytes, not through
 `messages.stream(...)`: that helper builds a pydantic event per SSE event and accumulates
 a full message snapshot (`content.text += delta` on every `text_delta`, O(n²) in the
 answer's length; measured 43 µs per delta at 2,000 deltas, 67 µs at 60,000, against a
@@ -40,7 +39,7 @@ import msgspec
 import sse
 from providers.base import ChunkStream, open_with_retries
 from providers.errors import ProviderAuthError, UpstreamError
-from providers.http_client import sdk_http_client
+from providers.http_client import response_body, sdk_http_client
 from providers.settings import Settings
 from providers.stainless import map_sdk_error, map_transport_error
 from providers.types import ChatRequest, FinishReason, StreamChunk, Usage
@@ -167,8 +166,8 @@ class AnthropicStreamAdapter:
         model = request.model or self.default_model
         params = request_params(request, model)
         response = await open_with_retries(lambda: self._open(params), max_retries=self.max_retries)
-        http_response: httpx2.Response = response.http_response
-        return ChunkStream(read_chunks(http_response.aiter_bytes(), model), response.close)
+        body, release = response_body(response.http_response)  # the SDK's wrappers can go
+        return ChunkStream(read_chunks(body, model), release)
 
     async def _open(self, params: dict[str, Any]) -> Any:
         """One attempt: the response once Anthropic answered with its success status.

@@ -14,10 +14,10 @@ What the SDK does, and what it does not (google-genai 3.4, measured, see the rep
   headers, all through `client._api_client._build_request` (the one private call; the
   tests run the real SDK, so a change there fails them). Error statuses are parsed by
   the SDK's public `errors.APIError.raise_for_async_response`.
-- Its HTTP client is ours: an `httpx2.AsyncClient` handed over as
+- Its HTTP client is ours: the shared `sdk_http_client` handed over as
   `HttpOptions(httpx_async_client=...)` (tests pass one over an `httpx2.MockTransport`),
-  so the SDK never switches to aiohttp (installed here; its timeout is a total one), and
-  we hold the response: `aclose()` closes the upstream connection at once.
+  so the SDK never switches to aiohttp (its timeout is a total one), and we hold the
+  response: `aclose()` closes the upstream connection at once.
 - Timeouts: `HttpOptions.timeout` (ms) becomes a per-request `httpx2.Timeout` (per read,
   good) but also an `X-Server-Timeout` header, a *total* deadline at Google that would
   cut long answers; and left unset, the SDK passes `timeout=None`, switching the
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx2
@@ -50,6 +50,7 @@ from providers.errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
+from providers.http_client import response_body, sdk_http_client
 from providers.settings import Settings
 from providers.stainless import connection_failed, map_transport_error
 from providers.types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
@@ -151,10 +152,7 @@ class GeminiStreamAdapter:
     def __init__(self, settings: Settings, *, http_client: httpx2.AsyncClient | None = None) -> None:
         """Build the one SDK client (only when a key is set). `http_client` is for tests."""
         self.max_retries = settings.upstream_max_retries
-        self._http = http_client or httpx2.AsyncClient(
-            timeout=httpx2.Timeout(settings.upstream_timeout_s),
-            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=20),
-        )
+        self._http = http_client or sdk_http_client(settings)
         self._client: genai.Client | None = None
         if settings.gemini_api_key:
             self._client = genai.Client(
@@ -185,7 +183,8 @@ class GeminiStreamAdapter:
             "POST", sdk_request.url, content=json_encoder.encode(request_body(request)), headers=sdk_request.headers
         )
         response = await open_with_retries(lambda: self._open(upstream_request), max_retries=self.max_retries)
-        return ChunkStream(self._chunks(response, model), response.aclose)
+        body, release = response_body(response)
+        return ChunkStream(self._chunks(body, model), release)
 
     async def _open(self, upstream_request: httpx2.Request) -> httpx2.Response:
         """Send the request; return the response once Gemini answered 200."""
@@ -206,14 +205,14 @@ class GeminiStreamAdapter:
                 await response.aclose()
         return response
 
-    async def _chunks(self, response: httpx2.Response, model: str) -> AsyncGenerator[StreamChunk, None]:
+    async def _chunks(self, body: AsyncIterator[bytes], model: str) -> AsyncGenerator[StreamChunk, None]:
         """Every non-thought text part as a chunk; after the stream ends, the final one."""
         decoder = Decoder()
         finish_reason: str | None = None
         block_reason: str | None = None
         usage: _UsageMetadata | None = None
         try:
-            async for data in response.aiter_bytes():
+            async for data in body:
                 for event in decoder.feed(data):
                     if type(event) is not Event:
                         continue
