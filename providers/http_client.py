@@ -46,7 +46,7 @@ Origin = tuple[bytes, str, int]
 def sdk_http_client(settings: Settings) -> httpx2.AsyncClient:
     """One long-lived client for one SDK client (create it at start-up, never per request)."""
     timeout = httpx2.Timeout(settings.upstream_timeout_s)
-    if urllib.request.getproxies():
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):  # "no" is NO_PROXY, not a proxy
         return httpx2.AsyncClient(timeout=timeout)  # httpx2 speaks to the proxy
     return httpx2.AsyncClient(timeout=timeout, transport=UpstreamTransport())
 
@@ -175,7 +175,8 @@ class _Connection(asyncio.Protocol):
     """One upstream connection: its socket, its parser and the response being read."""
 
     __slots__ = ("_open", "transport", "parser", "status", "headers", "chunks", "buffered", "complete", "error",
-                 "closed", "paused", "busy", "idle_since", "read_timeout", "_waiter", "_head_done", "_keep_alive")
+                 "closed", "paused", "busy", "idle_since", "read_timeout", "_waiter", "_head_done", "_keep_alive",
+                 "_until_eof")
 
     def __init__(self, open_connections: set[_Connection]) -> None:
         self._open = open_connections
@@ -198,6 +199,7 @@ class _Connection(asyncio.Protocol):
         self.read_timeout: float | None = None
         self._head_done = False
         self._keep_alive = False
+        self._until_eof = False
 
     @property
     def reusable(self) -> bool:
@@ -273,6 +275,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
+        if self._until_eof and self.busy:
+            self.on_message_complete()  # a body with no length ends with the connection (RFC 9112 §6.3)
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -290,6 +294,7 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self._keep_alive = self.parser.should_keep_alive()
+        self._until_eof = not self._keep_alive and _delimited_by_close(self.headers)  # never kept alive
         self._head_done = True
 
     def on_body(self, body: bytes) -> None:
@@ -299,6 +304,15 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.complete = True
         self.busy = False
+
+
+def _delimited_by_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a response's body has neither a content-length nor chunked framing."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+            return False
+    return True
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:

@@ -1,0 +1,449 @@
+"""`providers.http_client.UpstreamTransport` over real sockets on 127.0.0.1.
+
+Every test talks to `Upstream`, a small HTTP/1.1 server in the test's own event loop that
+records the exact bytes of each request, the connections it accepted and the ones the
+client closed. Covered: the request bytes we send and the chunked / content-length /
+close-delimited responses we read; keep-alive (reuse after a body read to its end, no reuse
+after an early close, `Connection: close` or a connection the server dropped while idle);
+failures as the `httpx2` exceptions the SDKs map (`ConnectError`, `ReadTimeout`,
+`ReadError`, `RemoteProtocolError`); reading paused for a slow reader; `aclose`; the real
+`openai.AsyncOpenAI` over `sdk_http_client`; and when `sdk_http_client` leaves the
+environment's proxies to `httpx2`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from providers.http_client import HIGH_WATER, UpstreamTransport, sdk_http_client
+from support import settings
+from wire_openai import SSE_HEAD, completion, http_chunk, split
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-test-0123456789abcdef"
+#: A 3 s budget whose read timeout (the longest wait for the next bytes) is 0.2 s.
+READ_TIMEOUT_0_2 = httpx2.Timeout(3.0, read=0.2)
+#: Headers that replace httpx2's defaults, so the request bytes are the same everywhere.
+CLIENT_HEADERS = {"accept-encoding": "identity", "user-agent": "streamgate-test"}
+#: The most asyncio's socket transport reads at once: how far past `HIGH_WATER` one read goes.
+ONE_SOCKET_READ = 256 * 1024
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+# --- the upstream -------------------------------------------------------------------------
+
+#: Answers one request (its exact bytes) on `writer`; returns whether to keep the connection.
+Respond = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]
+
+
+class Upstream:
+    """An HTTP/1.1 server on 127.0.0.1 in the test's event loop: `respond` answers each
+    request; `requests` holds their bytes, `accepts` counts connections and `eofs` the
+    ones the client closed."""
+
+    def __init__(self, respond: Respond) -> None:
+        self.respond = respond
+        self.requests: list[bytes] = []
+        self.accepts = 0
+        self.eofs = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Upstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepts += 1
+        self._tasks.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while True:
+                try:
+                    request = await read_request(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    self.eofs += 1  # the client closed this connection
+                    return
+                self.requests.append(request)
+                if not await self.respond(request, writer):
+                    return
+        except asyncio.CancelledError:
+            pass  # the test is over (a cancelled callback task would be logged as an error)
+        finally:
+            writer.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head and its `content-length` body, exactly as received."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return head + await reader.readexactly(length)
+
+
+def answer(*replies: bytes, close: bool = False) -> Respond:
+    """Send `replies[n]` for the n-th request (the last one again after that); then close
+    the connection if `close`, else wait for the next request on it."""
+    count = itertools.count()
+
+    async def respond(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(replies[min(next(count), len(replies) - 1)])
+        await writer.drain()
+        return not close
+
+    return respond
+
+
+async def silent(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    """Never answer (and keep the connection open)."""
+    return True
+
+
+async def hang_up(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    """Close the connection without a byte of response."""
+    return False
+
+
+def sized(body: bytes, status: bytes = b"200 OK", headers: bytes = b"") -> bytes:
+    """A whole `content-length` response."""
+    return b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        status, len(body), headers, body)
+
+
+def chunked(*pieces: bytes, end: bool = True) -> bytes:
+    """A `transfer-encoding: chunked` SSE response of `pieces` (without its last chunk if not `end`)."""
+    return SSE_HEAD + b"".join(http_chunk(p) for p in pieces) + (b"0\r\n\r\n" if end else b"")
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx2 would send 127.0.0.1 through a proxy from the environment (and
+    `sdk_http_client` would not use our transport)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[UpstreamTransport]:
+    transport = UpstreamTransport()
+    yield transport
+    await transport.aclose()
+
+
+@pytest.fixture
+async def http(transport: UpstreamTransport) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS, timeout=3.0) as client:
+        yield client
+
+
+async def eventually(condition: Callable[[], bool], within: float = 1.0) -> None:
+    """Wait until `condition()` holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {within} s")
+        await asyncio.sleep(0.01)
+
+
+@contextmanager
+def raises_exactly(kind: type[Exception]) -> Iterator[pytest.ExceptionInfo[Exception]]:
+    """`pytest.raises` that also fails on a subclass of `kind`: the SDKs map each type differently."""
+    with pytest.raises(kind) as caught:
+        yield caught
+    assert caught.type is kind, repr(caught.value)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- requests and responses -------------------------------------------------------------------
+
+
+async def streamed(data: bytes) -> AsyncIterator[bytes]:
+    for piece in split(data, 3):
+        yield piece
+
+
+@pytest.mark.parametrize("content", [bytes, streamed], ids=["bytes", "streamed"])
+async def test_chunked_response_and_the_exact_request_bytes(http: httpx2.AsyncClient, content: Any) -> None:
+    body = b'{"model": "gpt-4o", "q": "\xc3\xa9"}'
+    pieces = [b"data: 1\n\n", b"data: {\"a\": \"\xe4\xb8\x96\"}\n\n", b"data: [DONE]\n\n"]
+    async with Upstream(answer(chunked(*pieces))) as upstream:
+        request = http.build_request("POST", upstream.url + "/v1/chat/completions?api-version=2024-10-21&q=a%20b",
+                                     content=content(body))
+        response = await http.send(request, stream=True)
+        received = [piece async for piece in response.aiter_raw()]
+        await response.aclose()
+
+    assert upstream.requests == [
+        b"POST /v1/chat/completions?api-version=2024-10-21&q=a%%20b HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:%d\r\nAccept: */*\r\nConnection: keep-alive\r\n"
+        b"accept-encoding: identity\r\nuser-agent: streamgate-test\r\n"
+        b"content-length: %d\r\n\r\n%s" % (upstream.port, len(body), body)
+    ]  # a streamed body is sent whole with its length, never `transfer-encoding: chunked`
+    assert response.status_code == 200 and response.http_version == "HTTP/1.1"
+    assert response.headers.raw == [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked")]
+    assert b"".join(received) == b"".join(pieces)
+
+
+async def test_content_length_response_to_a_get(http: httpx2.AsyncClient) -> None:
+    body = b'{"error": {"message": "slow down"}}'
+    async with Upstream(answer(sized(body, b"429 Too Many Requests", b"retry-after: 2\r\n"))) as upstream:
+        response = await http.get(upstream.url + "/v1/models/gpt-4o?x=1")
+
+    assert upstream.requests == [
+        b"GET /v1/models/gpt-4o?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: */*\r\nConnection: keep-alive\r\n"
+        b"accept-encoding: identity\r\nuser-agent: streamgate-test\r\n\r\n" % upstream.port
+    ]  # no body, no content-length
+    assert response.status_code == 429
+    assert response.headers.raw == [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                                    (b"retry-after", b"2")]
+    assert response.content == body
+
+
+async def test_body_delimited_by_the_connection_closing_arrives_whole(http: httpx2.AsyncClient) -> None:
+    """Neither a length nor chunked framing: the body ends when the connection does (RFC 9112 §6.3)."""
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nthe whole body"
+    async with Upstream(answer(reply, close=True)) as upstream:
+        first = await http.get(upstream.url)
+        second = await http.get(upstream.url)
+
+    assert (first.status_code, first.content, second.content) == (200, b"the whole body", b"the whole body")
+    assert upstream.accepts == 2
+
+
+# --- keep-alive ---------------------------------------------------------------------------
+
+
+async def test_responses_read_to_their_end_share_one_connection(http: httpx2.AsyncClient) -> None:
+    async with Upstream(answer(chunked(b"data: 1\n\n"), sized(b"{}"))) as upstream:
+        first = await http.post(upstream.url + "/a", content=b"1")
+        second = await http.post(upstream.url + "/b", content=b"2")
+        third = await http.post(upstream.url + "/c", content=b"3")
+
+    assert (first.content, second.content, third.content) == (b"data: 1\n\n", b"{}", b"{}")
+    assert [r.split(b" ")[1] for r in upstream.requests] == [b"/a", b"/b", b"/c"]
+    assert upstream.accepts == 1
+
+
+async def test_response_closed_before_its_end_closes_its_connection(http: httpx2.AsyncClient) -> None:
+    async with Upstream(answer(chunked(b"data: 1\n\n", end=False), sized(b"{}"))) as upstream:
+        async with http.stream("GET", upstream.url) as response:
+            async for piece in response.aiter_raw():
+                assert piece == b"data: 1\n\n"
+                break
+        await eventually(lambda: upstream.eofs == 1)  # at once, not when the pool is closed
+
+        assert (await http.get(upstream.url)).content == b"{}"
+        assert upstream.accepts == 2
+
+
+async def test_connection_close_from_the_server_is_not_reused(http: httpx2.AsyncClient) -> None:
+    # the server keeps the connection open: only our side can decide not to reuse it
+    async with Upstream(answer(sized(b"{}", headers=b"connection: close\r\n"))) as upstream:
+        assert (await http.get(upstream.url)).content == b"{}"
+        await eventually(lambda: upstream.eofs == 1)
+        assert (await http.get(upstream.url)).content == b"{}"
+        assert (upstream.accepts, len(upstream.requests)) == (2, 2)
+
+
+async def test_idle_connection_the_server_closed_is_not_reused(
+        http: httpx2.AsyncClient, transport: UpstreamTransport) -> None:
+    async with Upstream(answer(sized(b"{}"), close=True)) as upstream:  # closed after each response
+        assert (await http.get(upstream.url)).content == b"{}"
+        await eventually(lambda: not transport._open)  # our side noticed the EOF
+        assert (await http.get(upstream.url)).content == b"{}"
+        assert upstream.accepts == 2
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+async def test_connection_refused_is_connect_error(http: httpx2.AsyncClient) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    with raises_exactly(httpx2.ConnectError) as caught:
+        await http.get(url)
+    assert caught.value.request.url == url
+
+
+async def test_no_answer_within_the_read_timeout_is_read_timeout(http: httpx2.AsyncClient) -> None:
+    async with Upstream(silent) as upstream:
+        started = time.monotonic()
+        with raises_exactly(httpx2.ReadTimeout):
+            await http.get(upstream.url, timeout=READ_TIMEOUT_0_2)
+        assert 0.2 <= time.monotonic() - started < 1.0
+        await eventually(lambda: upstream.eofs == 1)  # the connection was closed, not pooled
+
+
+async def test_stall_mid_body_is_read_timeout(http: httpx2.AsyncClient) -> None:
+    async with Upstream(answer(chunked(b"data: 1\n\n", end=False))) as upstream:
+        received: list[bytes] = []
+        async with http.stream("GET", upstream.url, timeout=READ_TIMEOUT_0_2) as response:
+            with raises_exactly(httpx2.ReadTimeout):
+                async for piece in response.aiter_raw():
+                    received.append(piece)
+        assert received == [b"data: 1\n\n"]
+        await eventually(lambda: upstream.eofs == 1)
+
+
+@pytest.mark.parametrize("partial", [
+    chunked(b"data: 1\n\n", end=False),
+    sized(b'{"a": 1}')[:-3],
+    sized(b'{"a": 1}', headers=b"connection: close\r\n")[:-3],  # not read as a body that ends at the close
+], ids=["chunked", "content-length", "content-length-connection-close"])
+async def test_close_mid_body_is_read_error(http: httpx2.AsyncClient, partial: bytes) -> None:
+    async with Upstream(answer(partial, close=True)) as upstream:
+        async with http.stream("GET", upstream.url) as response:
+            with raises_exactly(httpx2.ReadError):
+                await response.aread()
+        assert len(upstream.requests) == 1
+
+
+async def test_close_before_any_response_is_read_error(http: httpx2.AsyncClient) -> None:
+    async with Upstream(hang_up) as upstream:
+        with raises_exactly(httpx2.ReadError):
+            await http.get(upstream.url)
+        assert len(upstream.requests) == 1
+
+
+async def test_garbage_instead_of_http_is_remote_protocol_error(http: httpx2.AsyncClient) -> None:
+    # the server keeps the connection open: the error must come from the parser, not a close
+    async with Upstream(answer(b"SSH-2.0-OpenSSH_9.6\r\n")) as upstream:
+        with raises_exactly(httpx2.RemoteProtocolError):
+            await http.get(upstream.url)
+        await eventually(lambda: upstream.eofs == 1)
+
+
+# --- flow control and closing ---------------------------------------------------------------
+
+
+async def test_slow_reader_pauses_the_socket_and_gets_the_whole_body(
+        http: httpx2.AsyncClient, transport: UpstreamTransport) -> None:
+    body = random.Random(7).randbytes(4 * 1024 * 1024)
+
+    async def fast(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
+        for piece in split(body, 64 * 1024):
+            writer.write(piece)
+            await writer.drain()
+        return True
+
+    async with Upstream(fast) as upstream:
+        async with http.stream("GET", upstream.url) as response:
+            await asyncio.sleep(0.5)  # a reader that does not read
+            (connection,) = transport._open
+            assert connection.paused
+            assert HIGH_WATER < connection.buffered <= HIGH_WATER + ONE_SOCKET_READ
+            pieces = [piece async for piece in response.aiter_raw()]  # as the transport yields them
+
+    assert b"".join(pieces) == body
+    assert max(map(len, pieces)) <= HIGH_WATER + ONE_SOCKET_READ
+    assert upstream.accepts == 1
+
+
+async def test_aclose_closes_idle_pooled_connections(http: httpx2.AsyncClient, transport: UpstreamTransport) -> None:
+    async with Upstream(answer(sized(b"{}"))) as upstream:
+        assert (await http.get(upstream.url)).content == b"{}"
+        assert len(transport._open) == 1 and upstream.eofs == 0  # kept for the next request
+
+        await transport.aclose()
+        await eventually(lambda: upstream.eofs == 1)
+        assert not transport._open
+
+
+# --- through the openai SDK -------------------------------------------------------------------
+
+
+TEXT = ["Hello", ", ", "世界", " 🙂🚀"]
+MESSAGES = [{"role": "user", "content": "Hello"}]
+
+
+def openai_client(url: str) -> openai.AsyncOpenAI:
+    """Built as `providers/openai_stream.py` builds it, over `sdk_http_client`."""
+    config = settings(upstream_timeout_s=3.0)
+    return openai.AsyncOpenAI(api_key=KEY, base_url=url + "/v1", max_retries=0, http_client=sdk_http_client(config))
+
+
+async def test_openai_sdk_streams_over_one_kept_alive_connection() -> None:
+    reply = chunked(*split(completion(TEXT), 7))  # UTF-8 characters straddle the pieces
+    async with Upstream(answer(reply)) as upstream, openai_client(upstream.url) as client:
+        assert type(client._client._transport) is UpstreamTransport
+        for _ in range(2):
+            stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                                          stream_options={"include_usage": True})
+            chunks = [chunk async for chunk in stream]
+            assert [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content] == TEXT
+            assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 21
+
+    assert upstream.accepts == 1  # the SDK drains the body after [DONE], so the connection is reused
+    head, body = upstream.requests[0].split(b"\r\n\r\n", 1)
+    request_line, *header_lines = head.split(b"\r\n")
+    headers = {name.lower(): value for name, value in (line.split(b": ", 1) for line in header_lines)}
+    assert request_line == b"POST /v1/chat/completions HTTP/1.1"
+    assert headers[b"host"] == b"127.0.0.1:%d" % upstream.port
+    assert headers[b"authorization"] == b"Bearer " + KEY.encode()
+    assert headers[b"content-length"] == b"%d" % len(body) and b"transfer-encoding" not in headers
+    assert json.loads(body) == {"model": "gpt-4o", "messages": MESSAGES, "stream": True,
+                                "stream_options": {"include_usage": True}}
+
+
+async def test_openai_sdk_maps_a_status_and_a_refused_connection() -> None:
+    error = json.dumps({"error": {"message": "Rate limit reached", "type": "requests", "code": None}}).encode()
+    async with Upstream(answer(sized(error, b"429 Too Many Requests"), sized(b'{"object": "list", "data": []}'))
+                        ) as upstream, openai_client(upstream.url) as client:
+        with raises_exactly(openai.RateLimitError) as caught:
+            await client.models.list()
+        assert caught.value.status_code == 429 and caught.value.message.endswith("Rate limit reached")
+        assert (await client.models.list()).data == []
+        assert upstream.accepts == 1  # the error body was read to its end: the connection was kept
+
+    async with openai_client(f"http://127.0.0.1:{closed_port()}") as client:
+        with raises_exactly(openai.APIConnectionError) as refused:
+            await client.models.list()
+    assert type(refused.value.__cause__) is httpx2.ConnectError
+
+
+# --- sdk_http_client ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variable", "ours"), [(None, True), ("NO_PROXY", True), ("HTTPS_PROXY", False),
+                                                ("https_proxy", False), ("ALL_PROXY", False)])
+async def test_sdk_http_client_leaves_proxies_to_httpx2(
+        monkeypatch: pytest.MonkeyPatch, variable: str | None, ours: bool) -> None:
+    if variable is not None:
+        monkeypatch.setenv(variable, "localhost" if variable == "NO_PROXY" else "http://127.0.0.1:3128")
+    async with sdk_http_client(settings(upstream_timeout_s=7.0)) as client:
+        expected = UpstreamTransport if ours else httpx2.AsyncHTTPTransport
+        assert type(client._transport) is expected
+        assert client.timeout == httpx2.Timeout(7.0)
