@@ -26,10 +26,12 @@ class PreparedRequest:
     platform headers), the timeout — and costs ~0.2 ms of CPU per call warm, more than
     half a millisecond cold (the code it walks: option models, `httpx2.Headers` merges,
     three URL parses). Per call we only copy its headers with the new body into a fresh
-    `httpx2.Request` and hand that to the SDK's own send path (`_send_request`: its auth
-    hook, then its `httpx2` client and transport), and an error status still becomes the
-    SDK's own exception (`_make_status_error_from_response`), as `client.request` does.
-    Both are internals every Stainless SDK has; `pyproject.toml` pins the major versions.
+    `httpx2.Request` and hand that to the SDK's own send path — openai's `_send_request`
+    (its workload-identity auth, then its `httpx2` client); for anthropic its
+    `_prepare_request` hook (where a client signs requests) and its `httpx2` client with its
+    `custom_auth` — and an error status still becomes the SDK's own exception
+    (`_make_status_error_from_response`), as `client.request` does. These are internals of
+    the SDKs' current majors, which `pyproject.toml` pins; the tests run the real SDKs.
     """
 
     __slots__ = ("_client", "_url", "_headers", "_extensions")
@@ -48,7 +50,7 @@ class PreparedRequest:
         request = httpx2.Request(
             "POST", self._url, headers=[*self._headers, *headers], content=body, extensions=dict(self._extensions)
         )
-        response: httpx2.Response = await self._client._send_request(request, stream=True)
+        response = await self._send(request)
         if response.status_code >= 400:
             try:
                 await response.aread()
@@ -56,6 +58,14 @@ class PreparedRequest:
                 await response.aclose()
             raise self._client._make_status_error_from_response(response)
         return response
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        client = self._client
+        if hasattr(client, "_send_request"):  # openai
+            return await client._send_request(request, stream=True)  # type: ignore[no-any-return]
+        await client._prepare_request(request)  # anthropic
+        auth = {} if client.custom_auth is None else {"auth": client.custom_auth}
+        return await client._client.send(request, stream=True, **auth)  # type: ignore[no-any-return]
 
 
 def map_sdk_error(
