@@ -132,10 +132,16 @@ class OpenAIStreamAdapter:
         self._chat = PreparedRequest(
             self._client, FinalRequestOptions.construct(method="post", url="/chat/completions", content=b"")
         )
+        self._chat.headers = self._upstream_headers(self._chat.headers, api_key or _NO_KEY)
 
     @staticmethod
     def _key_and_base_url(settings: Settings) -> tuple[str | None, str]:
         return settings.openai_api_key, settings.openai_base_url or OPENAI_BASE_URL
+
+    @staticmethod
+    def _upstream_headers(headers: list[tuple[bytes, bytes]], api_key: str) -> list[tuple[bytes, bytes]]:
+        """The SDK's headers as this upstream gets them (OpenAI: all of them)."""
+        return headers
 
     def check_model(self, model: str) -> None:
         """Refuse a model before any network call (OpenAI: any name goes upstream)."""

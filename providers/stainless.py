@@ -34,21 +34,22 @@ class PreparedRequest:
     the SDKs' current majors, which `pyproject.toml` pins; the tests run the real SDKs.
     """
 
-    __slots__ = ("_client", "_url", "_headers", "_extensions")
+    __slots__ = ("_client", "_url", "headers", "_extensions")
 
     def __init__(self, client: Any, options: Any) -> None:
         """`options`: the SDK's `FinalRequestOptions` for the call, with any body."""
         template: httpx2.Request = client._build_request(options)
         self._client = client
         self._url = template.url
-        self._headers = [(name, value) for name, value in template.headers.raw if name.lower() != b"content-length"]
+        #: The headers every call sends (an adapter may filter them once, at start-up).
+        self.headers = [(name, value) for name, value in template.headers.raw if name.lower() != b"content-length"]
         self._extensions = template.extensions
 
     async def send(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> httpx2.Response:
         """Send `body` (plus `headers`); the response once its status is a success, its
         body unread. Raises the SDK's status error, or `httpx2.RequestError`."""
         request = httpx2.Request(
-            "POST", self._url, headers=[*self._headers, *headers], content=body, extensions=dict(self._extensions)
+            "POST", self._url, headers=[*self.headers, *headers], content=body, extensions=dict(self._extensions)
         )
         response = await self._send(request)
         if response.status_code >= 400:

@@ -85,6 +85,22 @@ def test_what_is_sent_to_together() -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", seen.headers["x-request-id"])
 
 
+def test_openai_environment_never_reaches_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The openai SDK reads these for every client it builds; Together must get none."""
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-secretorg")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_secretproject")
+    monkeypatch.setenv("OPENAI_CUSTOM_HEADERS", "Authorization: Bearer sk-openai-secret\nX-Internal-Team: core")
+    upstream = MockUpstream(Reply(200, [together_completion(["hi"])]))
+    with gateway(upstream) as url:
+        assert post(url).status_code == 200
+    (seen,) = upstream.seen
+    assert seen.headers.get_list("authorization") == [f"Bearer {KEY}"]
+    sent = "\n".join(f"{name}: {value}" for name, value in seen.headers.multi_items())
+    for leaked in ("org-secretorg", "proj_secretproject", "sk-openai-secret", "X-Internal-Team"):
+        assert leaked.lower() not in sent.lower()
+    assert {"user-agent", "x-stainless-lang", "x-stainless-retry-count", "content-type"} <= set(seen.headers.keys())
+
+
 def test_together_base_url_overrides() -> None:
     upstream = MockUpstream(Reply(200, [together_completion(["hi"])]))
     with gateway(upstream, together_base_url="http://together.internal:9000/v1") as url:
