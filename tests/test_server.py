@@ -197,7 +197,12 @@ def test_cors_allows_the_configured_origins_only() -> None:
         assert refused.status_code == 400
         streamed = post(url, HELLO, headers={"origin": "https://app.example"})
         assert streamed.headers["access-control-allow-origin"] == "https://app.example"
+        assert streamed.headers["vary"] == "Origin"
         check_invariants(streamed.content)
+        plain = post(url, HELLO)  # no Origin: curl, an SDK — no CORS headers, nothing to vary on
+        assert "access-control-allow-origin" not in plain.headers and "vary" not in plain.headers
+        check_invariants(plain.content)
+        assert httpx.get(url + "/api/v1/chat/stream/health").headers["vary"] == "Origin"
 
 
 # --- heartbeats and disconnect --------------------------------------------------------
