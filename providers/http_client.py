@@ -133,12 +133,19 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         return connection
 
     def release(self, connection: _Connection, origin: Origin) -> None:
-        """Keep a connection whose response was read to its end, else close it."""
+        """Keep a connection whose response was read to its end, else close it. The
+        origin's connections idle past `keepalive_expiry` (the oldest, at the front: a
+        burst's leftovers) are closed now rather than when a checkout reaches them."""
+        idle = self._idle.setdefault(origin, [])
+        now = time.monotonic()
+        while idle and (idle[0].closed or now - idle[0].idle_since >= self._keepalive_expiry):
+            idle.pop(0).close()
+            self._idle_count -= 1
         if not connection.reusable or self._idle_count >= self._max_idle:
             connection.close()
             return
-        connection.idle_since = time.monotonic()
-        self._idle.setdefault(origin, []).append(connection)
+        connection.idle_since = now
+        idle.append(connection)
         self._idle_count += 1
 
     async def aclose(self) -> None:

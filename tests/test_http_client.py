@@ -287,6 +287,30 @@ async def test_idle_connection_the_server_closed_is_not_reused(
         assert upstream.accepts == 2
 
 
+async def test_a_bursts_leftover_connections_close_once_idle_past_the_expiry() -> None:
+    transport = UpstreamTransport(keepalive_expiry=0.5)
+    async with httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS) as http, \
+            Upstream(answer(chunked(b"data: 1\n\n"))) as upstream:
+        await asyncio.gather(http.get(upstream.url), http.get(upstream.url))  # two idle now
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:  # then one request at a time: the newest is reused
+            assert (await http.get(upstream.url)).content == b"data: 1\n\n"
+            await asyncio.sleep(0.05)
+        # the other one idled past the expiry: a release closed it, no checkout had to
+        assert (upstream.accepts, upstream.eofs, len(transport._open)) == (2, 1, 1)
+
+
+async def test_expired_idle_connections_are_not_reused() -> None:
+    transport = UpstreamTransport(keepalive_expiry=0.2)
+    async with httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS) as http, \
+            Upstream(answer(chunked(b"data: 1\n\n"))) as upstream:
+        assert (await http.get(upstream.url)).content == b"data: 1\n\n"
+        await asyncio.sleep(0.3)
+        assert (await http.get(upstream.url)).content == b"data: 1\n\n"
+        assert upstream.accepts == 2
+        await eventually(lambda: upstream.eofs == 1)
+
+
 # --- failures -----------------------------------------------------------------------------
 
 
