@@ -4,6 +4,7 @@ what a client received from it."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -19,6 +20,13 @@ from providers.base import ChunkStream, open_with_retries
 from providers.errors import UpstreamError, error_from_status
 from providers.settings import Settings
 from providers.types import ChatRequest, StreamChunk
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (for an unreachable upstream)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # type: ignore[no-any-return]
 
 
 @contextmanager

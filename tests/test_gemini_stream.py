@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ import pytest
 from providers import build_adapters
 from providers.gemini_stream import GeminiStreamAdapter
 from server import create_app
-from support import Answer, serve, settings
+from support import Answer, closed_port, serve, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, leave_mid_stream, reset, split
 
 KEY = "AIzaSyTest-0123456789abcdefghijklmnopqr"
@@ -389,10 +388,7 @@ def test_persistent_5xx_is_502() -> None:
 
 
 def test_unreachable_upstream_is_502() -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    with gateway(gemini_base_url=f"http://127.0.0.1:{port}", upstream_max_retries=0) as url:
+    with gateway(gemini_base_url=f"http://127.0.0.1:{closed_port()}", upstream_max_retries=0) as url:
         answer = post(url)
     assert answer.status == 502
     assert answer.json()["error"] == {"type": "upstream_error", "message": "could not connect to gemini",

@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import json
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ import openai
 import pytest
 
 from providers.http_client import HIGH_WATER, UpstreamTransport, sdk_http_client
-from support import settings
+from support import closed_port, settings
 from wire_openai import SSE_HEAD, completion, http_chunk, split
 
 pytestmark = pytest.mark.anyio
@@ -178,13 +177,6 @@ def raises_exactly(kind: type[Exception]) -> Iterator[pytest.ExceptionInfo[Excep
     with pytest.raises(kind) as caught:
         yield caught
     assert caught.type is kind, repr(caught.value)
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- requests and responses -------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ import pytest
 
 from providers.openai_stream import OpenAIStreamAdapter
 from server import create_app
-from support import Answer, serve, settings
+from support import Answer, closed_port, serve, settings
 from wire_openai import (
     SSE_HEAD,
     LoopbackUpstream,
@@ -189,10 +188,7 @@ def test_upstream_4xx_passes_through() -> None:
 
 
 def test_unreachable_upstream_is_502() -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    with gateway(openai_base_url=f"http://127.0.0.1:{port}/v1", upstream_max_retries=0) as url:
+    with gateway(openai_base_url=f"http://127.0.0.1:{closed_port()}/v1", upstream_max_retries=0) as url:
         answer = post(url)
     assert answer.status == 502
     assert answer.json()["error"] == {"type": "upstream_error", "message": "could not connect to openai",
