@@ -24,6 +24,7 @@ Proxies from the environment (`HTTPS_PROXY`, …) are not spoken here: when one 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -79,7 +80,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         self._idle_count = 0
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
-        self._ssl = None
+        self._ssl: ssl.SSLContext | None = None  # made at the first https connection
         self._open: set[_Connection] = set()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -115,17 +116,17 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
 
     async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        ssl = None
+        context = None
         if scheme == b"https":
             if self._ssl is None:
                 self._ssl = httpx2.create_ssl_context()
-            ssl = self._ssl
+            context = self._ssl
         loop = asyncio.get_running_loop()
         connection = _Connection(self._open)
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: connection, host, port, ssl=ssl,
-                                             server_hostname=host if ssl else None)
+                await loop.create_connection(lambda: connection, host, port, ssl=context,
+                                             server_hostname=host if context else None)
         except TimeoutError as error:
             raise httpx2.ConnectTimeout(f"connecting to {host}:{port} timed out") from error
         except OSError as error:

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+import trustme
 
 from providers.http_client import HIGH_WATER, UpstreamTransport, sdk_http_client
 from support import closed_port, settings
@@ -53,17 +55,18 @@ class Upstream:
     request; `requests` holds their bytes, `accepts` counts connections and `eofs` the
     ones the client closed."""
 
-    def __init__(self, respond: Respond) -> None:
+    def __init__(self, respond: Respond, tls: ssl.SSLContext | None = None) -> None:
         self.respond = respond
+        self.tls = tls
         self.requests: list[bytes] = []
         self.accepts = 0
         self.eofs = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Upstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -301,6 +304,47 @@ async def test_expired_idle_connections_are_not_reused() -> None:
         assert (await http.get(upstream.url)).content == b"data: 1\n\n"
         assert upstream.accepts == 2
         await eventually(lambda: upstream.eofs == 1)
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certificate_authority(tmp_path: Any) -> tuple[trustme.CA, str]:
+    """A CA of our own, and its certificate as a file (for `SSL_CERT_FILE`)."""
+    authority = trustme.CA()
+    path = str(tmp_path / "ca.pem")
+    authority.cert_pem.write_to_path(path)
+    return authority, path
+
+
+def server_tls(authority: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+async def test_https_verifies_the_upstream_and_keeps_the_connection(
+        certificate_authority: tuple[trustme.CA, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    authority, ca_file = certificate_authority
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # what httpx2.create_ssl_context() trusts
+    async with httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS) as http, \
+            Upstream(answer(chunked(b"data: 1\n\n")), tls=server_tls(authority)) as upstream:
+        first = await http.post(upstream.url + "/v1/chat/completions", content=b"{}")
+        second = await http.post(upstream.url + "/v1/chat/completions", content=b"{}")
+    assert (first.status_code, first.content, second.content) == (200, b"data: 1\n\n", b"data: 1\n\n")
+    assert upstream.accepts == 1  # one TLS handshake for both
+
+
+async def test_https_to_an_untrusted_certificate_is_connect_error(
+        certificate_authority: tuple[trustme.CA, str]) -> None:
+    authority, _ = certificate_authority  # its CA is not trusted here
+    async with httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS) as http, \
+            Upstream(answer(sized(b"{}")), tls=server_tls(authority)) as upstream:
+        with raises_exactly(httpx2.ConnectError) as caught:
+            await http.get(upstream.url)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    assert upstream.requests == []
 
 
 # --- failures -----------------------------------------------------------------------------
