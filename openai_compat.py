@@ -1,4 +1,5 @@
-"""The OpenAI-compatible dialect: `POST /v1/chat/completions` and `GET /v1/models`.
+"""The OpenAI-compatible dialect: `POST /v1/chat/completions`, `GET /v1/models` and
+`GET /v1/models/{model}`.
 
 An OpenAI client's request is translated to our `ChatRequest` and goes through the same
 pipeline as `/api/v1/chat/stream` (`pipeline.run_chat`); only the framing differs:
@@ -121,6 +122,13 @@ class UnsupportedParameterError(GatewayError):
     status, type = 400, "unsupported_parameter"
 
 
+class ModelNotFoundError(GatewayError):
+    """`GET /v1/models/{model}` for an id `/v1/models` does not list: OpenAI's own 404, so
+    the SDK raises `openai.NotFoundError`."""
+
+    status, type = 404, "model_not_found"
+
+
 def check_supported(request: CompletionRequest) -> None:
     for field in UNSUPPORTED_FIELDS:
         value = getattr(request, field)
@@ -239,7 +247,7 @@ def error_body(error: GatewayError) -> bytes:
     """OpenAI's error shape; `code` is our contract's type, `param` the field at fault."""
     status_type = "invalid_request_error" if error.status < 500 else "api_error"
     kind = OPENAI_ERROR_TYPES.get(error.type, status_type)
-    param = "model" if error.type == "model_not_supported" else None
+    param = "model" if error.type in ("model_not_supported", "model_not_found") else None
     if error.message.startswith("$."):
         param = error.message[2:].partition(":")[0]
     return json_encoder.encode(ErrorBody(ErrorDetail(error.message, kind, param, error.type)))
@@ -354,20 +362,40 @@ class ModelsEndpoint:
 
     def __init__(self, adapters: Mapping[str, Adapter]) -> None:
         created = int(time.time())
-        cards = [
+        self.cards = [
             ModelCard(f"{name}/{model}", created, name)
             for name, adapter in adapters.items()
             if adapter.configured
             for model in adapter.models
         ]
-        self.body = json_encoder.encode(ModelList(cards))
+        self.body = json_encoder.encode(ModelList(self.cards))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, self.body)
 
 
+class ModelEndpoint:
+    """`GET /v1/models/{model:path}` (the SDK's `models.retrieve`): the card `/v1/models`
+    lists for that id, or a 404 `model_not_found`. The id may hold `/`s
+    (`llama4/meta-llama/…`); the SDK sends them as `%2F`, which the server decodes."""
+
+    def __init__(self, cards: list[ModelCard]) -> None:
+        self.bodies = {card.id: json_encoder.encode(card) for card in cards}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model: str = scope["path_params"]["model"]
+        body = self.bodies.get(model)
+        if body is None:
+            await send_openai_error(send, ModelNotFoundError(
+                f"the model {model!r} does not exist on this gateway; GET /v1/models lists the ids it serves"))
+            return
+        await send_json(send, 200, body)
+
+
 def openai_routes(settings: Settings, adapters: Mapping[str, Adapter]) -> list[Route]:
+    models = ModelsEndpoint(adapters)
     return [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters), methods=["POST"]),
-        Route("/v1/models", ModelsEndpoint(adapters), methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", ModelEndpoint(models.cards), methods=["GET"]),
     ]

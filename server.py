@@ -145,12 +145,16 @@ async def chat_page(request: Request) -> FileResponse:
 class BearerAuth:
     """Plain ASGI middleware: with `GATEWAY_API_KEY` set, `/api/*` and `/v1/*` need
     `Authorization: Bearer <key>` (compared in constant time). A `/v1/*` 401 is sent by
-    `send_v1_error`, in that dialect's error shape."""
+    `send_v1_error`, in that dialect's error shape. A refused `POST` to one of `chat_paths`
+    is a chat request and counted as one (`metrics.record_rejected`), like every other
+    refusal; other routes' 401s are not, so the metrics stay "chat requests"."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, send_v1_error: SendError = send_error) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, send_v1_error: SendError = send_error,
+                 chat_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode() if api_key else None
         self.send_v1_error = send_v1_error
+        self.chat_paths = chat_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -160,6 +164,8 @@ class BearerAuth:
             and not hmac.compare_digest(self._authorization(scope), self.expected)
         ):
             error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")
+            if scope["method"] == "POST" and scope["path"] in self.chat_paths:
+                metrics.record_rejected(error.type)
             await (self.send_v1_error if scope["path"].startswith("/v1/") else send_error)(send, error)
             return
         await self.app(scope, receive, send)
@@ -231,18 +237,21 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/metrics", metrics.scrape, methods=["GET"]),
     ]
+    # The chat endpoints: the POST routes, each a plain ASGI endpoint (not a request function).
+    chat_routes = [route for route in routes
+                   if isinstance(route, Route) and route.methods == {"POST"} and route.app is route.endpoint]
     middleware = [
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                    allow_headers=["*"]),  # the OpenAI JS SDK sends x-stainless-* headers
-        Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error),
+        Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error,
+                   chat_paths=frozenset(route.path for route in chat_routes)),
     ]
     direct: dict[str, ASGIApp] = {}
-    for route in routes:
-        if isinstance(route, Route) and route.methods == {"POST"} and route.app is route.endpoint:
-            chain: ASGIApp = route.endpoint  # a plain ASGI endpoint (not a request function)
-            for cls, args, kwargs in reversed(middleware):
-                chain = (ChatCORS if cls is CORSMiddleware else cls)(chain, *args, **kwargs)
-            direct[route.path] = chain
+    for route in chat_routes:
+        chain: ASGIApp = route.endpoint
+        for cls, args, kwargs in reversed(middleware):
+            chain = (ChatCORS if cls is CORSMiddleware else cls)(chain, *args, **kwargs)
+        direct[route.path] = chain
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan, direct=direct)
     app.state.settings = settings
     app.state.adapters = adapters

@@ -101,6 +101,27 @@ def test_a_client_leaving_mid_stream_leaves_nothing_in_flight() -> None:
     assert key("streamgate_errors_total", provider="echo", type="upstream_error") not in changed
 
 
+def test_a_chat_request_refused_for_its_bearer_token_is_counted_as_unauthorized() -> None:
+    """Only a chat request's 401 (a POST to a chat endpoint) is counted: a GET, to any
+    route or to a chat path, is not a chat request."""
+    with serve(create_app(settings(gateway_api_key="sekret"), {"echo": EchoAdapter(0)})) as url:
+        before = scrape(url)
+        assert chat(url, "echo").status_code == 401
+        assert chat(url, "echo", path="/api/v1/chat").status_code == 401
+        completions = httpx.post(f"{url}/v1/chat/completions", headers={"authorization": "Bearer wrong"},
+                                 json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]})
+        assert completions.status_code == 401
+        assert completions.json()["error"]["code"] == "unauthorized"
+        for path in ("/v1/models", "/v1/models/echo/echo", "/api/v1/chat/stream/health", "/api/v1/chat/stream"):
+            assert httpx.get(f"{url}{path}").status_code == 401
+        after = scrape(url)
+
+    assert delta(before, after) == {
+        key("streamgate_requests_total", provider="unknown"): 3,
+        key("streamgate_errors_total", provider="unknown", type="unauthorized"): 3,
+    }
+
+
 def test_metrics_and_the_page_are_open_when_the_api_needs_a_key() -> None:
     with serve(create_app(settings(gateway_api_key="sekret"), {"echo": EchoAdapter(0)})) as url:
         assert httpx.get(f"{url}/metrics").status_code == 200

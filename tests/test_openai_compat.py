@@ -1,5 +1,5 @@
-"""`/v1/chat/completions` and `/v1/models`, driven by the official `openai` SDK as the
-client against the app on a real loopback server."""
+"""`/v1/chat/completions`, `/v1/models` and `/v1/models/{model}`, driven by the official
+`openai` SDK as the client against the app on a real loopback server."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 import server
 from openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
+from providers import build_adapters
 from providers.anthropic_stream import AnthropicStreamAdapter
 from providers.base import ChunkStream
 from providers.echo import EchoAdapter
@@ -280,9 +281,44 @@ def test_models_list(client: openai.OpenAI) -> None:
     assert {(m.object, m.owned_by) for m in models} == {("model", "echo"), ("model", "broken")}
 
 
+def test_models_retrieve_a_listed_model(client: openai.OpenAI) -> None:
+    listed = {m.id: m for m in client.models.list()}
+    for model_id in ("echo/echo", "broken/m2"):
+        model = client.models.retrieve(model_id)
+        assert model.model_dump(exclude_none=True) == {
+            "id": model_id, "object": "model", "created": listed[model_id].created,
+            "owned_by": model_id.partition("/")[0]}
+
+
+LLAMA = "llama4/meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8"
+
+
+def test_models_retrieve_an_id_with_slashes() -> None:
+    """The SDK sends the id's `/`s as `%2F`; a raw `/` reaches the same model."""
+    llama = settings(together_api_key="tg-upstream")
+    with sdk_client(server.create_app(llama, build_adapters(llama))) as sdk:
+        model = sdk.models.retrieve(LLAMA)
+        raw = httpx2.get(f"{sdk.base_url}models/{LLAMA}")
+    assert (model.id, model.object, model.owned_by) == (LLAMA, "model", "llama4")
+    assert raw.status_code == 200
+    assert raw.json() == {"id": LLAMA, "created": model.created, "owned_by": "llama4", "object": "model"}
+
+
+@pytest.mark.parametrize("model_id", ["gpt-4o", "off/m1", "echo/echo/extra"])
+def test_models_retrieve_an_unknown_id(client: openai.OpenAI, model_id: str) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve(model_id)
+    error = caught.value
+    assert error.status_code == 404
+    assert error.body == {
+        "message": f"the model {model_id!r} does not exist on this gateway; GET /v1/models lists the ids it serves",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+    assert (error.code, error.type, error.param) == ("model_not_found", "invalid_request_error", "model")
+
+
 def test_gateway_api_key() -> None:
     with sdk_client(echo_app(gateway_api_key="gw-secret"), api_key="wrong") as sdk:
-        for call in (sdk.models.list,
+        for call in (sdk.models.list, lambda: sdk.models.retrieve("echo/echo"),
                      lambda: sdk.chat.completions.create(model="echo/echo", messages=USER, stream=True)):
             with pytest.raises(openai.AuthenticationError) as caught:
                 call()
@@ -292,6 +328,7 @@ def test_gateway_api_key() -> None:
         assert native.status_code == 401 and native.json()["error"]["type"] == "unauthorized"
         good = sdk.with_options(api_key="gw-secret")
         assert [m.id for m in good.models.list()][0] == "echo/echo"
+        assert good.models.retrieve("echo/echo").id == "echo/echo"
         completion = good.chat.completions.create(model="echo/echo", messages=USER)
         assert completion.choices[0].message.content == TEXT
 
@@ -403,7 +440,7 @@ def test_readme_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> N
     assert match is not None
     with serve(server.create_app(settings(), {"echo": EchoAdapter(0)})) as url:
         exec(compile(match.group(1).replace("http://127.0.0.1:8000", url), "README.md", "exec"), {})  # noqa: S102
-    assert capsys.readouterr().out == "Hello there, streaming world\n8 tokens\nHi\n['echo/echo']\n"
+    assert capsys.readouterr().out == "Hello there, streaming world\n8 tokens\nHi\n['echo/echo']\necho\n"
 
 
 # --- anthropic-routed: the `anthropic` adapter over Anthropic's wire bytes ------------
