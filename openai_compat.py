@@ -21,9 +21,9 @@ import msgspec
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-import metrics
-import sse
-from pipeline import (
+from streamgate import metrics
+from streamgate import sse
+from streamgate.pipeline import (
     ClientGone,
     check_messages,
     decode_json,
@@ -33,10 +33,10 @@ from pipeline import (
     run_chat,
     send_json,
 )
-from providers.base import Adapter
-from providers.errors import GatewayError, InvalidRequestError, UnknownProviderError
-from providers.settings import Settings
-from providers.types import ChatMessage, ChatRequest, StreamChunk, Usage, json_encoder
+from streamgate.providers.base import Adapter
+from streamgate.errors import GatewayError, InvalidRequestError, UnknownProviderError
+from streamgate.settings import Settings
+from streamgate.chat_types import ChatMessage, ChatRequest, StreamChunk, Usage, json_encoder
 
 #: The contract's providers: a `model` prefix naming one of these (or any registered
 #: adapter) selects it.

@@ -21,10 +21,10 @@ import anyio
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-import metrics
-import sse
-from providers.base import Adapter, ChunkStream
-from providers.errors import (
+from streamgate import metrics
+from streamgate import sse
+from streamgate.providers.base import Adapter, ChunkStream
+from streamgate.errors import (
     BodyTooLargeError,
     GatewayError,
     InvalidJSONError,
@@ -32,7 +32,7 @@ from providers.errors import (
     UnknownProviderError,
     UpstreamError,
 )
-from providers.types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
+from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
 
 log = logging.getLogger("streamgate")
 

@@ -26,10 +26,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import metrics
-import sse
-from openai_compat import openai_routes, send_openai_error
-from pipeline import (
+from streamgate import metrics
+from streamgate import sse
+from streamgate.openai_compat import openai_routes, send_openai_error
+from streamgate.pipeline import (
     ClientGone,
     SendError,
     check_messages,
@@ -40,11 +40,11 @@ from pipeline import (
     send_error,
     send_json,
 )
-from providers import build_adapters
-from providers.base import Adapter
-from providers.errors import GatewayError, UnauthorizedError
-from providers.settings import Settings
-from providers.types import (
+from streamgate.providers import build_adapters
+from streamgate.providers.base import Adapter
+from streamgate.errors import GatewayError, UnauthorizedError
+from streamgate.settings import Settings
+from streamgate.chat_types import (
     ChatRequest,
     ChatResponse,
     FinishReason,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httptools
 import msgspec
 
-import sse
+from streamgate import sse
 from bench.mock_upstream import expected_text, model_name
 
 # --- reading one frame of each dialect --------------------------------------------------

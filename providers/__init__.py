@@ -6,13 +6,13 @@ Each adapter module holds one provider's translation from its SDK's stream to ou
 
 from __future__ import annotations
 
-from providers.anthropic_stream import AnthropicStreamAdapter
-from providers.base import Adapter
-from providers.echo import EchoAdapter
-from providers.gemini_stream import GeminiStreamAdapter
-from providers.llama4_stream import Llama4StreamAdapter
-from providers.openai_stream import OpenAIStreamAdapter
-from providers.settings import Settings
+from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
+from streamgate.providers.base import Adapter
+from streamgate.providers.echo import EchoAdapter
+from streamgate.providers.gemini_stream import GeminiStreamAdapter
+from streamgate.providers.llama4_stream import Llama4StreamAdapter
+from streamgate.providers.openai_stream import OpenAIStreamAdapter
+from streamgate.settings import Settings
 
 
 def build_adapters(settings: Settings) -> dict[str, Adapter]:

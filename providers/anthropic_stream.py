@@ -38,13 +38,13 @@ import httpx2
 import msgspec
 from anthropic._models import FinalRequestOptions
 
-import sse
-from providers.base import ChunkStream, open_with_retries
-from providers.errors import ProviderAuthError, UpstreamError
-from providers.http_client import response_body, sdk_http_client
-from providers.settings import Settings
-from providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
-from providers.types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
+from streamgate import sse
+from streamgate.providers.base import ChunkStream, open_with_retries
+from streamgate.errors import ProviderAuthError, UpstreamError
+from streamgate.http_client import response_body, sdk_http_client
+from streamgate.settings import Settings
+from streamgate.providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
+from streamgate.chat_types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
 
 PROVIDER = "anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"

@@ -15,9 +15,9 @@ import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import metrics
-from providers.errors import GatewayError
-from providers.types import ChatRequest, StreamChunk
+from streamgate import metrics
+from streamgate.errors import GatewayError
+from streamgate.chat_types import ChatRequest, StreamChunk
 
 T = TypeVar("T")
 

@@ -10,9 +10,9 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator
 
-from providers.base import ChunkStream
-from providers.errors import ModelNotSupportedError
-from providers.types import ChatRequest, FinishReason, StreamChunk, Usage
+from streamgate.providers.base import ChunkStream
+from streamgate.errors import ModelNotSupportedError
+from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage
 
 _WORD = re.compile(r"\s*\S+\s*|\s+")
 

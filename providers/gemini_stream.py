@@ -40,8 +40,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from providers.base import ChunkStream, open_with_retries
-from providers.errors import (
+from streamgate.providers.base import ChunkStream, open_with_retries
+from streamgate.errors import (
     GatewayError,
     InvalidRequestError,
     ProviderAuthError,
@@ -50,11 +50,11 @@ from providers.errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from providers.http_client import response_body, sdk_http_client
-from providers.settings import Settings
-from providers.stainless import connection_failed, map_transport_error
-from providers.types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
-from sse import Decoder, Event
+from streamgate.http_client import response_body, sdk_http_client
+from streamgate.settings import Settings
+from streamgate.providers.stainless import connection_failed, map_transport_error
+from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
+from streamgate.sse import Decoder, Event
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"

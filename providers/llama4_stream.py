@@ -13,9 +13,9 @@ protocol, SDK-identification and `x-stainless-*` headers, with Together's own ke
 
 from __future__ import annotations
 
-from providers.errors import ModelNotSupportedError
-from providers.openai_stream import OpenAIStreamAdapter
-from providers.settings import Settings
+from streamgate.errors import ModelNotSupportedError
+from streamgate.providers.openai_stream import OpenAIStreamAdapter
+from streamgate.settings import Settings
 
 TOGETHER_BASE_URL = "https://api.together.xyz/v1"
 #: Request headers a Together call keeps from the SDK's (besides `x-stainless-*`).

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx2
 
-from providers.errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
+from streamgate.errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
 
 
 class PreparedRequest:

@@ -14,12 +14,12 @@ from typing import Any
 import httpx2
 import uvicorn
 
-import sse
+from streamgate import sse
 
-from providers.base import ChunkStream, open_with_retries
-from providers.errors import UpstreamError, error_from_status
-from providers.settings import Settings
-from providers.types import ChatRequest, StreamChunk
+from streamgate.providers.base import ChunkStream, open_with_retries
+from streamgate.errors import UpstreamError, error_from_status
+from streamgate.settings import Settings
+from streamgate.chat_types import ChatRequest, StreamChunk
 
 
 def closed_port() -> int:

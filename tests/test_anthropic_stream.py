@@ -16,9 +16,9 @@ from typing import Any
 import httpx2
 import pytest
 
-import sse
-from providers.anthropic_stream import AnthropicStreamAdapter
-from server import create_app
+from streamgate import sse
+from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
+from streamgate.server import create_app
 from support import serve, settings
 
 # The contract's default model is past the end-of-life date anthropic 2.12 knows for it.

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-import sse
+from streamgate import sse
 from bench.client import DIALECTS, StreamCheck, Target, run_streams
 from bench.mock_upstream import expected_text, model_name, script, token_text
 from bench.run import percentile

@@ -14,9 +14,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from providers import build_adapters
-from providers.gemini_stream import GeminiStreamAdapter
-from server import create_app
+from streamgate.providers import build_adapters
+from streamgate.providers.gemini_stream import GeminiStreamAdapter
+from streamgate.server import create_app
 from support import Answer, closed_port, serve, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, leave_mid_stream, reset, split
 

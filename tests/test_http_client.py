@@ -28,7 +28,7 @@ import openai
 import pytest
 import trustme
 
-from providers.http_client import HIGH_WATER, UpstreamTransport, sdk_http_client
+from streamgate.http_client import HIGH_WATER, UpstreamTransport, sdk_http_client
 from support import closed_port, settings
 from wire_openai import SSE_HEAD, completion, http_chunk, split
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx2
 import pytest
 
-import sse
-from providers.llama4_stream import SUPPORTED_LLAMA_MODELS, Llama4StreamAdapter
-from server import create_app
+from streamgate import sse
+from streamgate.providers.llama4_stream import SUPPORTED_LLAMA_MODELS, Llama4StreamAdapter
+from streamgate.server import create_app
 from support import serve, settings
 from wire_openai import MockUpstream, Reply, split, sse_body
 

@@ -12,8 +12,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from support import BrokenAdapter, serve, settings
 
-from providers.echo import EchoAdapter
-from server import create_app
+from streamgate.providers.echo import EchoAdapter
+from streamgate.server import create_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

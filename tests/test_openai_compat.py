@@ -13,15 +13,15 @@ import msgspec
 import openai
 import pytest
 
-import server
-from openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
-from providers import build_adapters
-from providers.anthropic_stream import AnthropicStreamAdapter
-from providers.base import ChunkStream
-from providers.echo import EchoAdapter
-from providers.errors import GatewayError, RateLimitedError, UpstreamError
-from providers.openai_stream import OpenAIStreamAdapter
-from providers.types import ChatRequest, StreamChunk
+from streamgate import server
+from streamgate.openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
+from streamgate.providers import build_adapters
+from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
+from streamgate.providers.base import ChunkStream
+from streamgate.providers.echo import EchoAdapter
+from streamgate.errors import GatewayError, RateLimitedError, UpstreamError
+from streamgate.providers.openai_stream import OpenAIStreamAdapter
+from streamgate.chat_types import ChatRequest, StreamChunk
 from support import serve, settings
 from wire_openai import MockUpstream, Reply, chunk, completion, split, sse_body
 

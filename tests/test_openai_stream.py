@@ -15,8 +15,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from providers.openai_stream import OpenAIStreamAdapter
-from server import create_app
+from streamgate.providers.openai_stream import OpenAIStreamAdapter
+from streamgate.server import create_app
 from support import Answer, closed_port, serve, settings
 from wire_openai import (
     SSE_HEAD,

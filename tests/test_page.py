@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import BrokenAdapter, serve, settings
 
-from providers import build_adapters
-from server import create_app
+from streamgate.providers import build_adapters
+from streamgate.server import create_app
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 

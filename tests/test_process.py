@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-import sse
+from streamgate import sse
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "GATEWAY_API_KEY")
@@ -32,7 +32,7 @@ def server_process(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Pope
     """`python server.py` from a directory without `.env`, with no provider keys."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k not in KEYS}
-    environment.update({"PORT": str(port), "PYTHONPATH": str(ROOT), **env})
+    environment.update({"PORT": str(port), **env})
     process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -91,7 +91,7 @@ def test_sigterm_lets_the_streams_in_flight_finish(tmp_path: Path) -> None:
 
 def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in KEYS}
-    environment.update({"MAX_BODY_BYTES": "lots", "PYTHONPATH": str(ROOT)})
+    environment.update({"MAX_BODY_BYTES": "lots"})
     result = subprocess.run([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
                             capture_output=True, timeout=30)
     assert result.returncode != 0

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-import sse
-from providers.base import ChunkStream
-from providers.echo import EchoAdapter
-from providers.errors import UpstreamTimeoutError
-from providers.types import ChatRequest, FinishReason, StreamChunk
-from server import create_app
+from streamgate import sse
+from streamgate.providers.base import ChunkStream
+from streamgate.providers.echo import EchoAdapter
+from streamgate.errors import UpstreamTimeoutError
+from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk
+from streamgate.server import create_app
 from support import serve, settings
 
 HELLO = {"provider": "echo", "messages": [{"role": "user", "content": "Hello there"}]}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-import sse
-from sse import Comment, Decoder, Event
+from streamgate import sse
+from streamgate.sse import Comment, Decoder, Event
 
 
 def decode_bytewise(raw: bytes) -> list[Event | Comment]:

@@ -12,8 +12,8 @@ import httpx2
 import openai
 import pytest
 
-from providers.errors import GatewayError
-from providers.stainless import map_sdk_error, map_transport_error
+from streamgate.errors import GatewayError
+from streamgate.providers.stainless import map_sdk_error, map_transport_error
 
 KEY = "sk-secret-0123456789"
 Handler = Callable[[httpx2.Request], httpx2.Response]

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httptools
 import httpx2
 
-from providers.settings import Settings
+from streamgate.settings import Settings
 
 #: Idle keep-alive connections kept per SDK client, and how long one may stay idle.
 MAX_IDLE_CONNECTIONS = 1_000
