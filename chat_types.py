@@ -1,17 +1,26 @@
 """The request and stream types every adapter speaks, with one reused codec per type.
 
-Field order in `StreamChunk` is the order of keys on the wire (the contract lists them
-alphabetically), so do not reorder fields.
+Request shapes follow OpenAI's (the lingua franca the contract adopts): content parts,
+`tools`, `tool_choice`, assistant `tool_calls`, `tool` messages, `response_format`.
+Field order in the chunk Structs is the order of keys on the wire, so do not reorder
+fields.
+
+An adapter's stream yields three kinds of chunk, each its own frame type:
+`StreamChunk` (`event: message`: text, and the one final chunk with `finish_reason`),
+`ReasoningChunk` (`event: reasoning`, only when the request has `include_reasoning`)
+and `ToolCallChunk` (`event: tool_call`).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+ToolName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class FinishReason(str, enum.Enum):
@@ -24,30 +33,138 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"
 
 
-class ChatMessage(msgspec.Struct, frozen=True):
+# --- the request ------------------------------------------------------------------------
+
+
+class ImageURL(msgspec.Struct, frozen=True, omit_defaults=True):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class TextPart(msgspec.Struct, frozen=True, tag="text", tag_field="type"):
+    text: str
+
+
+class ImagePart(msgspec.Struct, frozen=True, tag="image_url", tag_field="type"):
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+class FunctionCall(msgspec.Struct, frozen=True):
+    name: str
+    arguments: str  # the JSON text of the arguments, as the model produced it
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """One call in an assistant message (and in a non-streaming answer)."""
+
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
+class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One message. Unset fields are omitted on the wire, so a plain text message
+    encodes as `{"role", "content"}`, as OpenAI takes it."""
+
     role: Role
-    content: str
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text: the string, or its text parts joined by newlines."""
+        content = self.content
+        if content is None:
+            return ""
+        if type(content) is str:
+            return content
+        return "\n".join(part.text for part in content if type(part) is TextPart)  # type: ignore[union-attr]
+
+
+class FunctionDefinition(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: ToolName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, frozen=True):
+    function: FunctionDefinition
+    type: Literal["function"] = "function"
+
+
+class NamedFunction(msgspec.Struct, frozen=True):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, frozen=True):
+    function: NamedFunction
+    type: Literal["function"] = "function"
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
+
+
+class JSONSchemaFormat(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class ResponseFormat(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+StopSequence = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class ChatRequest(msgspec.Struct, frozen=True):
-    """The body of `POST /api/v1/chat/stream` and `POST /api/v1/chat`."""
+    """The body of `POST /api/v1/chat/stream` and `POST /api/v1/chat` (and what
+    `/v1/chat/completions` is translated to). `None` means "not asked for": nothing is
+    sent upstream for it."""
 
     messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
     provider: str
     model: Annotated[str, msgspec.Meta(min_length=1)] | None = None
-    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] = 0.7
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     thinking_enabled: bool = False
+    reasoning_effort: ReasoningEffort | None = None
+    include_reasoning: bool = False
+    stop: StopSequence | Annotated[list[StopSequence], msgspec.Meta(min_length=1, max_length=4)] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    resumable: bool = False
+
+    @property
+    def stop_sequences(self) -> list[str] | None:
+        """`stop` as a list (a single string is one sequence)."""
+        stop = self.stop
+        return [stop] if isinstance(stop, str) else stop
 
 
-class Usage(msgspec.Struct, frozen=True):
+# --- the stream -------------------------------------------------------------------------
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
+    """Token counts; `reasoning_tokens` (included in `completion_tokens`) only when the
+    upstream reports it."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    reasoning_tokens: int | None = None
 
     @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
-        return cls(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+    def of(cls, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None) -> Usage:
+        return cls(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens, reasoning_tokens)
 
 
 class StreamChunk(msgspec.Struct):
@@ -60,6 +177,28 @@ class StreamChunk(msgspec.Struct):
     usage: Usage | None = None
 
 
+class ReasoningChunk(msgspec.Struct):
+    """One `reasoning` frame: a non-empty piece of the model's reasoning text."""
+
+    reasoning: str
+    model: str
+    provider: str
+
+
+class ToolCallChunk(msgspec.Struct, omit_defaults=True):
+    """One `tool_call` frame. A call's first chunk carries `index` (0, 1, … in the order
+    the calls began), `id` and `name`; later chunks `index` and the next `arguments`
+    fragment."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+Chunk = StreamChunk | ReasoningChunk | ToolCallChunk
+
+
 class ChatResponse(msgspec.Struct):
     """The body of `POST /api/v1/chat`: the whole answer at once."""
 
@@ -68,6 +207,13 @@ class ChatResponse(msgspec.Struct):
     model: str
     provider: str
     usage: Usage | None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatResponseWithReasoning(ChatResponse):
+    """`ChatResponse` for a request with `include_reasoning`: `reasoning` too."""
+
+    reasoning: str | None = None
 
 
 chat_request_decoder = msgspec.json.Decoder(ChatRequest)

@@ -25,6 +25,7 @@ from streamgate import metrics
 from streamgate import sse
 from streamgate.pipeline import (
     ClientGone,
+    CollectedAnswer,
     check_messages,
     decode_json,
     error_headers,
@@ -36,7 +37,16 @@ from streamgate.pipeline import (
 from streamgate.providers.base import Adapter
 from streamgate.errors import GatewayError, InvalidRequestError, UnknownProviderError
 from streamgate.settings import Settings
-from streamgate.chat_types import ChatMessage, ChatRequest, StreamChunk, Usage, json_encoder
+from streamgate.chat_types import (
+    ChatMessage,
+    ChatRequest,
+    ReasoningChunk,
+    StreamChunk,
+    ToolCall,
+    ToolCallChunk,
+    Usage,
+    json_encoder,
+)
 
 #: The contract's providers: a `model` prefix naming one of these (or any registered
 #: adapter) selects it.
@@ -188,10 +198,9 @@ def chat_message(message: CompletionMessage, index: int) -> ChatMessage:
 
 def to_chat_request(request: CompletionRequest, provider: str, model: str) -> ChatRequest:
     """Our request for an OpenAI one (`max_completion_tokens` wins over `max_tokens`)."""
-    max_tokens = request.max_completion_tokens or request.max_tokens or 1024
-    temperature = 0.7 if request.temperature is None else request.temperature
+    max_tokens = request.max_completion_tokens or request.max_tokens
     messages = [chat_message(message, index) for index, message in enumerate(request.messages)]
-    return ChatRequest(messages, provider, model, temperature, max_tokens)
+    return ChatRequest(messages, provider, model, request.temperature, max_tokens)
 
 
 def pick_routed_adapter(adapters: Mapping[str, Adapter], model: str) -> tuple[Adapter, str]:
@@ -212,9 +221,31 @@ def pick_routed_adapter(adapters: Mapping[str, Adapter], model: str) -> tuple[Ad
 # --- the answer -----------------------------------------------------------------------
 
 
-class AssistantMessage(msgspec.Struct):
-    content: str
-    role: str = "assistant"
+class AssistantMessage(msgspec.Struct, omit_defaults=True):
+    role: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: str | None = None
+
+
+class CompletionTokensDetails(msgspec.Struct):
+    reasoning_tokens: int
+
+
+class CompletionUsage(msgspec.Struct, omit_defaults=True):
+    """OpenAI's `usage`: the reasoning count goes in `completion_tokens_details`."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
+
+    @classmethod
+    def of(cls, usage: Usage | None) -> CompletionUsage | None:
+        if usage is None:
+            return None
+        details = None if usage.reasoning_tokens is None else CompletionTokensDetails(usage.reasoning_tokens)
+        return cls(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, details)
 
 
 class CompletionChoice(msgspec.Struct):
@@ -229,7 +260,7 @@ class ChatCompletion(msgspec.Struct, kw_only=True):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None
+    usage: CompletionUsage | None
 
 
 class ErrorDetail(msgspec.Struct):
@@ -255,6 +286,21 @@ def error_body(error: GatewayError) -> bytes:
 
 async def send_openai_error(send: Send, error: GatewayError) -> None:
     await send_json(send, error.status, error_body(error), error_headers(error))
+
+
+class ToolCallFunctionDelta(msgspec.Struct, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, omit_defaults=True):
+    """One entry of `delta.tool_calls`: `id`, `type` and `function.name` on a call's
+    first delta, `function.arguments` fragments after."""
+
+    index: int
+    function: ToolCallFunctionDelta
+    id: str | None = None
+    type: str | None = None
 
 
 class OpenAIFrames:
@@ -287,12 +333,26 @@ class OpenAIFrames:
         head, self.head = self.head, self._content_head
         return head + json_encoder.encode(chunk.content) + b'},"finish_reason":null}]}\n\n'
 
+    def reasoning(self, chunk: ReasoningChunk) -> bytes:
+        return self._delta(b'"reasoning_content":%b' % json_encoder.encode(chunk.reasoning))
+
+    def tool_call(self, chunk: ToolCallChunk) -> bytes:
+        delta = ToolCallDelta(chunk.index, ToolCallFunctionDelta(chunk.name, chunk.arguments), chunk.id,
+                              None if chunk.id is None else "function")
+        return self._delta(b'"tool_calls":[%b]' % json_encoder.encode(delta))
+
+    def _delta(self, fields: bytes) -> bytes:
+        """A chunk whose delta holds `fields` (and `role` on the completion's first delta)."""
+        role = b'"role":"assistant",' if self.head is not self._content_head else b""
+        self.head = self._content_head
+        return b'%b{%b%b},"finish_reason":null}]}\n\n' % (self._choices_head, role, fields)
+
     def final(self, chunk: StreamChunk) -> bytes:
         delta = b"{}" if self.head is self._content_head else b'{"role":"assistant","content":""}'
         frame = b"%b%b,\"finish_reason\":%b}]}\n\n" % (
             self._choices_head, delta, json_encoder.encode(chunk.finish_reason))
         if self.include_usage:
-            frame += b"%b%b}\n\n" % (self._usage_head, json_encoder.encode(chunk.usage))
+            frame += b"%b%b}\n\n" % (self._usage_head, json_encoder.encode(CompletionUsage.of(chunk.usage)))
         return frame
 
     def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
@@ -301,12 +361,15 @@ class OpenAIFrames:
     def done(self) -> bytes:
         return sse.DONE
 
-    async def send_answer(self, send: Send, content: str, final: StreamChunk) -> None:
+    async def send_answer(self, send: Send, answer: CollectedAnswer) -> None:
         """The same completion, not streamed: one `chat.completion` object."""
-        choice = CompletionChoice(0, AssistantMessage(content), final.finish_reason or "stop")
-        answer = ChatCompletion(id=self.completion_id, created=self.created, model=self.model,
-                                choices=[choice], usage=final.usage)
-        await send_json(send, 200, json_encoder.encode(answer))
+        final = answer.final
+        content = answer.content if answer.content or not answer.tool_calls else None
+        message = AssistantMessage("assistant", content, tool_calls=answer.tool_calls, reasoning_content=answer.reasoning)
+        choice = CompletionChoice(0, message, final.finish_reason or "stop")
+        completion = ChatCompletion(id=self.completion_id, created=self.created, model=self.model,
+                                    choices=[choice], usage=CompletionUsage.of(final.usage))
+        await send_json(send, 200, json_encoder.encode(completion))
 
 
 # --- the endpoints --------------------------------------------------------------------

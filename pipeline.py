@@ -32,7 +32,18 @@ from streamgate.errors import (
     UnknownProviderError,
     UpstreamError,
 )
-from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
+from streamgate.chat_types import (
+    ChatRequest,
+    Chunk,
+    FinishReason,
+    FunctionCall,
+    ReasoningChunk,
+    StreamChunk,
+    ToolCall,
+    ToolCallChunk,
+    Usage,
+    json_encoder,
+)
 
 log = logging.getLogger("streamgate")
 
@@ -97,6 +108,9 @@ def validation_message(text: str) -> str:
 def check_messages(request: ChatRequest) -> None:
     if all(message.role == "system" for message in request.messages):
         raise InvalidRequestError("$.messages: at least one message must be user or assistant")
+    for index, message in enumerate(request.messages):
+        if message.content is None and not (message.role == "assistant" and message.tool_calls):
+            raise InvalidRequestError(f"$.messages[{index}].content: required field is missing")
 
 
 # --- pick adapter ---------------------------------------------------------------------
@@ -117,6 +131,10 @@ class Frames(Protocol):
     """One output dialect: how chunks, the end and a failure become bytes on the wire."""
 
     def content(self, chunk: StreamChunk) -> bytes: ...
+
+    def reasoning(self, chunk: ReasoningChunk) -> bytes: ...
+
+    def tool_call(self, chunk: ToolCallChunk) -> bytes: ...
 
     def final(self, chunk: StreamChunk) -> bytes: ...
 
@@ -224,21 +242,28 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                 chunk = await next_or_flush(chunks, flush if pending else None)
             except StopAsyncIteration:
                 break
-            if chunk.usage is not None:
-                usage = chunk.usage
-            if chunk.finish_reason is None:
-                if not chunk.content:
+            if type(chunk) is StreamChunk:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.finish_reason is None:
+                    if not chunk.content:
+                        continue
+                    data = frames.content(chunk)
+                    if progress.first_token_at is None:
+                        progress.first_token_at = time.monotonic()
+                elif final_sent:
                     continue
-                data = frames.content(chunk)
-                if progress.first_token_at is None:
-                    progress.first_token_at = time.monotonic()
+                else:
+                    if chunk.usage is None and usage is not None:
+                        chunk.usage = usage
+                    data = frames.final(chunk)
+                    final_sent = True
             elif final_sent:
                 continue
-            else:
-                if chunk.usage is None and usage is not None:
-                    chunk.usage = usage
-                data = frames.final(chunk)
-                final_sent = True
+            else:  # a reasoning or tool-call piece
+                data = frames.reasoning(chunk) if type(chunk) is ReasoningChunk else frames.tool_call(chunk)
+                if progress.first_token_at is None:
+                    progress.first_token_at = time.monotonic()
             pending.append(data)
             if len(pending) >= MAX_FRAMES_PER_SEND:
                 await flush()
@@ -256,7 +281,7 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
     await send({"type": "http.response.body", "body": b"".join(pending) + tail, "more_body": False})
 
 
-async def next_or_flush(chunks: AsyncIterator[StreamChunk], flush: Callable[[], Awaitable[None]] | None) -> StreamChunk:
+async def next_or_flush(chunks: AsyncIterator[Chunk], flush: Callable[[], Awaitable[None]] | None) -> Chunk:
     """The next chunk; but if it is not ready yet, run `flush()` first, then wait for it.
 
     `chunks.__anext__()` is driven by hand for one step: completing without suspending
@@ -320,7 +345,7 @@ async def send_error(send: Send, error: GatewayError) -> None:
 
 
 SendError = Callable[[Send, GatewayError], Awaitable[None]]
-SendAnswer = Callable[[Send, str, StreamChunk], Awaitable[None]]
+SendAnswer = Callable[[Send, "CollectedAnswer"], Awaitable[None]]
 
 
 async def run_chat(
@@ -356,12 +381,12 @@ async def run_chat(
                     await stream_chunks(stream, frames, send, progress)
                 else:
                     try:
-                        content, final = await collect(stream)
+                        answer = await collect(stream)
                     except GatewayError as error:
                         progress.error_type = error.type
                         await send_error(send, error)
                     else:
-                        await send_answer(send, content, final)
+                        await send_answer(send, answer)
     finally:
         if stream is not None:
             with anyio.CancelScope(shield=True):
@@ -381,12 +406,36 @@ async def open_stream(adapter: Adapter, request: ChatRequest) -> ChunkStream:
         raise UpstreamError("the gateway failed while opening the upstream", provider=adapter.name) from None
 
 
-async def collect(stream: ChunkStream) -> tuple[str, StreamChunk]:
-    """The whole answer of a stream: its text and its final chunk (with the last usage)."""
+class CollectedAnswer:
+    """A whole answer read from a stream: its text, reasoning, tool calls and final chunk."""
+
+    __slots__ = ("content", "reasoning", "tool_calls", "final")
+
+    def __init__(self, content: str, reasoning: str | None, tool_calls: list[ToolCall] | None,
+                 final: StreamChunk) -> None:
+        self.content = content
+        self.reasoning = reasoning
+        self.tool_calls = tool_calls
+        self.final = final
+
+
+async def collect(stream: ChunkStream) -> CollectedAnswer:
+    """The whole answer of a stream, its final chunk carrying the last usage. Tool-call
+    pieces are joined per call `index` (id and name from the first, arguments in order)."""
     parts: list[str] = []
+    reasoning: list[str] = []
+    calls: dict[int, tuple[str, str, list[str]]] = {}
     usage: Usage | None = None
     try:
         async for chunk in stream:
+            if type(chunk) is ReasoningChunk:
+                reasoning.append(chunk.reasoning)
+                continue
+            if type(chunk) is ToolCallChunk:
+                call = calls.setdefault(chunk.index, (chunk.id or "", chunk.name or "", []))
+                if chunk.arguments:
+                    call[2].append(chunk.arguments)
+                continue
             parts.append(chunk.content)
             usage = chunk.usage or usage
             if chunk.finish_reason is not None:
@@ -401,7 +450,9 @@ async def collect(stream: ChunkStream) -> tuple[str, StreamChunk]:
     except Exception:  # noqa: BLE001
         log.exception("upstream failed")
         raise UpstreamError("the gateway failed while reading the upstream") from None
-    return "".join(parts), final
+    tool_calls = [ToolCall(call_id, FunctionCall(name, "".join(arguments)))
+                  for _, (call_id, name, arguments) in sorted(calls.items())] or None
+    return CollectedAnswer("".join(parts), "".join(reasoning) if reasoning else None, tool_calls, final)
 
 
 async def drain(stream: ChunkStream, final: StreamChunk) -> None:

@@ -31,6 +31,7 @@ from streamgate import sse
 from streamgate.openai_compat import openai_routes, send_openai_error
 from streamgate.pipeline import (
     ClientGone,
+    CollectedAnswer,
     SendError,
     check_messages,
     decode_json,
@@ -47,8 +48,11 @@ from streamgate.settings import Settings
 from streamgate.chat_types import (
     ChatRequest,
     ChatResponse,
+    ChatResponseWithReasoning,
     FinishReason,
+    ReasoningChunk,
     StreamChunk,
+    ToolCallChunk,
     Usage,
     chat_request_decoder,
     json_encoder,
@@ -72,6 +76,14 @@ class NativeFrames:
         return sse.message_frame(self.last_id, json_encoder.encode(chunk))
 
     final = content
+
+    def reasoning(self, chunk: ReasoningChunk) -> bytes:
+        self.last_id += 1
+        return sse.event_frame(self.last_id, b"reasoning", json_encoder.encode(chunk))
+
+    def tool_call(self, chunk: ToolCallChunk) -> bytes:
+        self.last_id += 1
+        return sse.event_frame(self.last_id, b"tool_call", json_encoder.encode(chunk))
 
     def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
         """The final `error` frame (unless one was sent), then the `event: error` frame."""
@@ -117,9 +129,16 @@ class ChatEndpoint:
         )
 
 
-async def send_native_answer(send: Send, content: str, final: StreamChunk) -> None:
-    answer = ChatResponse(content, final.finish_reason or FinishReason.STOP, final.model, final.provider, final.usage)
-    await send_json(send, 200, json_encoder.encode(answer))
+async def send_native_answer(send: Send, answer: CollectedAnswer, include_reasoning: bool = False) -> None:
+    final = answer.final
+    fields = (answer.content, final.finish_reason or FinishReason.STOP, final.model, final.provider, final.usage,
+              answer.tool_calls)
+    body = ChatResponseWithReasoning(*fields, answer.reasoning) if include_reasoning else ChatResponse(*fields)
+    await send_json(send, 200, json_encoder.encode(body))
+
+
+async def send_native_answer_with_reasoning(send: Send, answer: CollectedAnswer) -> None:
+    await send_native_answer(send, answer, include_reasoning=True)
 
 
 async def health(request: Request) -> JSONResponse:

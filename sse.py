@@ -26,6 +26,11 @@ def message_frame(event_id: int, data_json: bytes) -> bytes:
     return b"id: %d\nevent: message\ndata: %b\n\n" % (event_id, data_json)
 
 
+def event_frame(event_id: int, event: bytes, data_json: bytes) -> bytes:
+    """`message_frame` with another event type (`reasoning`, `tool_call`, `error`)."""
+    return b"id: %d\nevent: %b\ndata: %b\n\n" % (event_id, event, data_json)
+
+
 def data_frame(data_json: bytes) -> bytes:
     """A frame of one `data` line only (the OpenAI dialect's chunks)."""
     return b"data: %b\n\n" % data_json

@@ -61,6 +61,11 @@ STOP_REASONS: dict[str | None, FinishReason] = {
 }
 
 
+#: `max_tokens` when a request names none: the Messages API requires one, and it must
+#: leave room for extended thinking plus the answer.
+DEFAULT_MAX_TOKENS = 16384
+
+
 # --- the request we send, and the events we read (only the fields we use) ----------------
 
 
@@ -76,8 +81,8 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
     @classmethod
     def of(cls, request: ChatRequest, model: str) -> WireRequest:
         turns = [m for m in request.messages if m.role != "system"]
-        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        return cls(model, request.max_tokens, turns, True, system or None)
+        system = "\n\n".join(m.text for m in request.messages if m.role == "system")
+        return cls(model, request.max_tokens or DEFAULT_MAX_TOKENS, turns, True, system or None)
 
 
 # --- the events we read (only the fields we use; msgspec skips the rest) -----------------

@@ -32,8 +32,8 @@ class EchoAdapter:
             raise ModelNotSupportedError(
                 f"model {model!r} is not supported by echo; supported: echo", provider=self.name
             )
-        text = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        prompt_words = sum(len(m.content.split()) for m in request.messages)
+        text = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+        prompt_words = sum(len(m.text.split()) for m in request.messages)
         return ChunkStream(self._words(text, model, prompt_words))
 
     async def _words(self, text: str, model: str, prompt_words: int) -> AsyncGenerator[StreamChunk, None]:

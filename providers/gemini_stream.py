@@ -89,10 +89,10 @@ class _ThinkingConfig(msgspec.Struct, rename="camel"):
     thinking_budget: int
 
 
-class _GenerationConfig(msgspec.Struct, rename="camel"):
-    temperature: float
-    max_output_tokens: int
+class _GenerationConfig(msgspec.Struct, rename="camel", omit_defaults=True):
     thinking_config: _ThinkingConfig
+    temperature: float | None = None
+    max_output_tokens: int | None = None
 
 
 class _GenerateContentRequest(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -251,14 +251,14 @@ class GeminiStreamAdapter:
 
 def request_body(request: ChatRequest) -> _GenerateContentRequest:
     """Our request as Gemini's: `assistant` → `model`, system messages → `systemInstruction`."""
-    system = [_Part(m.content) for m in request.messages if m.role == "system"]
+    system = [_Part(m.text) for m in request.messages if m.role == "system"]
     contents = [
-        _Content([_Part(m.content)], "model" if m.role == "assistant" else "user")
+        _Content([_Part(m.text)], "model" if m.role == "assistant" else "user")
         for m in request.messages
         if m.role != "system"
     ]
     budget = THINKING_BUDGET if request.thinking_enabled else 0
-    config = _GenerationConfig(request.temperature, request.max_tokens, _ThinkingConfig(budget))
+    config = _GenerationConfig(_ThinkingConfig(budget), request.temperature, request.max_tokens)
     return _GenerateContentRequest(contents, config, _Content(system) if system else None)
 
 

@@ -54,7 +54,7 @@ class _StreamOptions(msgspec.Struct):
     include_usage: bool = True
 
 
-class _WireRequest(msgspec.Struct):
+class _WireRequest(msgspec.Struct, omit_defaults=True):
     """The Chat Completions body, encoded by msgspec and handed to the SDK's own `post`
     (the SDK still builds, authenticates and sends the request and raises its status
     errors); `chat.completions.create` would first walk it through the SDK's typed
@@ -62,10 +62,10 @@ class _WireRequest(msgspec.Struct):
 
     model: str
     messages: list[ChatMessage]
-    temperature: float
-    max_tokens: int
-    stream: bool = True
-    stream_options: _StreamOptions = msgspec.field(default_factory=_StreamOptions)
+    stream: bool
+    stream_options: _StreamOptions
+    temperature: float | None = None
+    max_tokens: int | None = None
 
 
 
@@ -99,6 +99,7 @@ class _WireChunk(msgspec.Struct):
 
 
 _chunk_decoder = msgspec.json.Decoder(_WireChunk)
+_STREAM_OPTIONS = _StreamOptions()
 
 
 # --- the adapter ------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class OpenAIStreamAdapter:
         if not self.configured:
             raise ProviderAuthError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
         body = json_encoder.encode(_WireRequest(
-            model, request.messages, request.temperature, request.max_tokens
+            model, request.messages, True, _STREAM_OPTIONS, request.temperature, request.max_tokens
         ))
         headers = ((b"x-request-id", uuid.uuid4().hex.encode()),)
 

@@ -192,7 +192,7 @@ def test_no_system_parameter_without_system_messages_and_model_chosen() -> None:
     with gateway(upstream) as base_url:
         frames = message_frames(post(base_url, body).content)
     sent = json.loads(upstream.requests[0].content)
-    assert "system" not in sent and sent["model"] == "claude-haiku-5-5" and sent["max_tokens"] == 1024
+    assert "system" not in sent and sent["model"] == "claude-haiku-5-5" and sent["max_tokens"] == 16384
     assert frames[0]["model"] == "claude-haiku-5-5"
 
 
@@ -205,7 +205,7 @@ def test_stop_reasons_are_mapped(stop_reason: str, finish_reason: str) -> None:
     with gateway(Upstream(answer(["Hi"], stop_reason))) as base_url:
         response = post(base_url, path="/api/v1/chat")
     assert response.status_code == 200
-    assert response.json() == chunk("Hi", finish_reason, USAGE)
+    assert response.json() == {**chunk("Hi", finish_reason, USAGE), "tool_calls": None}
 
 
 def test_only_text_deltas_become_content() -> None:
@@ -244,7 +244,7 @@ def test_whole_answer_at_once() -> None:
     with gateway(Upstream(split_every(b"".join(answer()), 5))) as base_url:
         response = post(base_url, path="/api/v1/chat")
     assert response.status_code == 200
-    assert response.json() == chunk("".join(TEXT_PIECES), "stop", USAGE)
+    assert response.json() == {**chunk("".join(TEXT_PIECES), "stop", USAGE), "tool_calls": None}
 
 
 # --- before the 200 -----------------------------------------------------------------------

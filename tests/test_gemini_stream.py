@@ -218,7 +218,7 @@ def test_non_streaming_chat_collects_the_answer(shared: Shared) -> None:
     answer = post(url, path="/api/v1/chat")
     assert answer.status == 200
     assert answer.json() == {"content": "".join(TEXT), "finish_reason": "length", "model": "gemini-2.5-flash",
-                             "provider": "gemini", "usage": USAGE}
+                             "provider": "gemini", "usage": USAGE, "tool_calls": None}
 
 
 def test_registered_as_gemini_and_configured_only_with_a_key(shared: Shared) -> None:
@@ -261,7 +261,7 @@ def test_a_safety_stop_without_streaming_is_a_200_with_content_filter(shared: Sh
     assert answer.status == 200
     assert answer.json() == {"content": "Sure, here", "finish_reason": "content_filter", "model": "gemini-2.5-flash",
                              "provider": "gemini",
-                             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
+                             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}, "tool_calls": None}
 
 
 def test_a_blocked_prompt_without_candidates_is_content_filter(shared: Shared) -> None:

@@ -362,11 +362,12 @@ def test_to_chat_request() -> None:
         "messages": [{"role": "system", "content": "d"}, {"role": "user", "content": "u"},
                      {"role": "assistant", "content": ""}],
         "provider": "anthropic", "model": "claude-x", "temperature": 0.0, "max_tokens": 20,
-        "thinking_enabled": False,
+        "thinking_enabled": False, "reasoning_effort": None, "include_reasoning": False, "stop": None,
+        "response_format": None, "tools": None, "tool_choice": None, "resumable": False,
     }
     one = b'{"model":"x","messages":[{"role":"user","content":"u"}]'
     defaults = to_chat_request(completion_request_decoder.decode(one + b"}"), "echo", "echo")
-    assert (defaults.temperature, defaults.max_tokens) == (0.7, 1024)
+    assert (defaults.temperature, defaults.max_tokens) == (None, None)  # not asked for: none sent
     only_max_tokens = completion_request_decoder.decode(one + b',"max_tokens":5}')
     assert to_chat_request(only_max_tokens, "echo", "echo").max_tokens == 5
 

@@ -117,7 +117,7 @@ def test_non_streaming_chat_collects_the_answer() -> None:
         answer = post(url, path="/api/v1/chat")
     assert answer.status == 200
     assert answer.json() == {"content": "".join(TEXT), "finish_reason": "length", "model": "gpt-4o",
-                             "provider": "openai", "usage": USAGE}
+                             "provider": "openai", "usage": USAGE, "tool_calls": None}
 
 
 # --- before the 200: errors with real statuses -------------------------------------------

@@ -87,7 +87,8 @@ def test_non_streaming_answer(base_url: str) -> None:
     response = post(base_url, HELLO, path="/api/v1/chat")
     assert response.status_code == 200
     assert response.json() == {"content": "Hello there", "finish_reason": "stop", "model": "echo", "provider": "echo",
-                               "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}}
+                               "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
+                               "tool_calls": None}
 
 
 def test_health_lists_every_adapter_without_keys(base_url: str) -> None:
@@ -109,7 +110,7 @@ ERROR_CASES = [
     ({"provider": "echo", "messages": []}, 422, "invalid_request", "$.messages"),
     ({"provider": "echo", "messages": [{"role": "robot", "content": "x"}]}, 422, "invalid_request",
      "$.messages[0].role"),
-    ({"provider": "echo", "messages": [{"role": "user"}]}, 422, "invalid_request", "$.messages[0].content: required"),
+    ({"provider": "echo", "messages": [{"role": "user"}]}, 422, "invalid_request", "$.messages[0].content: required field is missing"),
     ({"provider": "echo", "messages": [{"role": "user", "content": 5}]}, 422, "invalid_request",
      "$.messages[0].content"),
     ({"provider": "echo", "messages": [{"role": "system", "content": "x"}]}, 422, "invalid_request",
