@@ -52,6 +52,23 @@ class ProviderAuthError(GatewayError):
     status, type = 401, "provider_auth_error"
 
 
+class ProviderNotConfiguredError(ProviderAuthError):
+    """The provider's key is not set: a 401 `provider_auth_error` on the native endpoint,
+    a 400 `provider_not_configured` on `/v1` (where a 401 means the gateway's own key)."""
+
+
+class InvalidHostError(GatewayError):
+    status, type = 400, "invalid_host"
+
+
+class ForbiddenOriginError(GatewayError):
+    status, type = 403, "forbidden_origin"
+
+
+class StreamNotFoundError(GatewayError):
+    status, type = 404, "stream_not_found"
+
+
 class BodyTooLargeError(GatewayError):
     status, type = 413, "body_too_large"
 
@@ -80,6 +97,18 @@ class UpstreamError(GatewayError):
 
 class UpstreamTimeoutError(GatewayError):
     status, type, retryable = 504, "upstream_timeout", True
+
+
+class ShuttingDownError(GatewayError):
+    """A stream cut because the server is shutting down (the grace ran out)."""
+
+    status, type = 503, "shutting_down"
+
+
+class CancelledError(GatewayError):
+    """A resumable stream stopped by `DELETE`."""
+
+    status, type = 499, "cancelled"
 
 
 class StreamError(GatewayError):

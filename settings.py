@@ -12,6 +12,12 @@ import msgspec
 from starlette.config import Config
 
 
+#: `HOST` values that serve only this machine, and the `Host` names they are reached by
+#: (any port): the default `ALLOWED_HOSTS` for them.
+LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -23,14 +29,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     anthropic_base_url: str | None = None
     gemini_base_url: str | None = None
     together_base_url: str | None = None
+    openai_default_model: str | None = None
+    anthropic_default_model: str | None = None
+    gemini_default_model: str | None = None
+    together_default_model: str | None = None
     gateway_api_key: str | None = None
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = ()
+    #: `Host` values accepted; empty: any. `from_env` fills the loopback names when `HOST`
+    #: is a loopback address and `ALLOWED_HOSTS` is unset.
+    allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
     upstream_timeout_s: float = 60.0
     upstream_max_retries: int = 2
     sse_heartbeat_s: float = 15.0
     echo_delay_ms: float = 20.0
     shutdown_grace_s: float = 30.0
+    workers: int = 1
+    redis_url: str | None = None
+    resume_ttl_s: float = 600.0
+    access_log: bool = True
 
     @classmethod
     def from_env(cls, env_file: str | Path = ".env") -> Settings:
@@ -45,9 +62,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"{name} must be >= {minimum}, got {value}")
             return value
 
-        origins = config("CORS_ORIGINS", default="*")
+        origins = config("CORS_ORIGINS", default="")
+        host = config("HOST", default="127.0.0.1")
+        hosts = config("ALLOWED_HOSTS", default="")
+        allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip()) or (
+            LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ())
         return cls(
-            host=config("HOST", default="127.0.0.1"),
+            host=host,
             port=int(number("PORT", int, 8000, 0)),
             openai_api_key=text("OPENAI_API_KEY"),
             anthropic_api_key=text("ANTHROPIC_API_KEY"),
@@ -57,12 +78,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             anthropic_base_url=text("ANTHROPIC_BASE_URL"),
             gemini_base_url=text("GEMINI_BASE_URL"),
             together_base_url=text("TOGETHER_BASE_URL"),
+            openai_default_model=text("OPENAI_DEFAULT_MODEL"),
+            anthropic_default_model=text("ANTHROPIC_DEFAULT_MODEL"),
+            gemini_default_model=text("GEMINI_DEFAULT_MODEL"),
+            together_default_model=text("TOGETHER_DEFAULT_MODEL"),
             gateway_api_key=text("GATEWAY_API_KEY"),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            allowed_hosts=allowed_hosts,
             max_body_bytes=int(number("MAX_BODY_BYTES", int, 1_048_576, 1)),
             upstream_timeout_s=number("UPSTREAM_TIMEOUT_S", float, 60.0, 0.001),
             upstream_max_retries=int(number("UPSTREAM_MAX_RETRIES", int, 2, 0)),
             sse_heartbeat_s=number("SSE_HEARTBEAT_S", float, 15.0, 0.001),
             echo_delay_ms=number("ECHO_DELAY_MS", float, 20.0, 0),
             shutdown_grace_s=number("SHUTDOWN_GRACE_S", float, 30.0, 0),
+            workers=int(number("WORKERS", int, 1, 1)),
+            redis_url=text("REDIS_URL"),
+            resume_ttl_s=number("RESUME_TTL_S", float, 600.0, 1),
+            access_log=config("ACCESS_LOG", cast=bool, default=True),
         )

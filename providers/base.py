@@ -72,6 +72,12 @@ class Adapter(Protocol):
         """Open the upstream; raise a `GatewayError` if it does not accept the request."""
         ...
 
+    async def list_models(self) -> list[str]:
+        """The model ids the provider's own list-models endpoint names (through its SDK),
+        for the catalog; called in the background, never on a request's path. Raises on
+        any failure (the catalog then keeps the list it had)."""
+        ...
+
     async def aclose(self) -> None:
         """Close the long-lived SDK client (at shutdown)."""
         ...

@@ -45,5 +45,8 @@ class EchoAdapter:
         usage = Usage.of(prompt_words, len(text.split()))
         yield StreamChunk("", FinishReason.STOP, model, self.name, usage)
 
+    async def list_models(self) -> list[str]:
+        return list(self.models)
+
     async def aclose(self) -> None:
         return None
