@@ -25,7 +25,7 @@ BASE_URL = "https://gemini.upstream.test"
 PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 HELLO = {"provider": "gemini", "messages": [{"role": "user", "content": "Hello"}]}
 TEXT = ["Hello", ", ", "世界", " 🙂🚀", "\nnew line"]
-USAGE = {"prompt_tokens": 9, "completion_tokens": 12 + 27, "total_tokens": 48}
+USAGE = {"prompt_tokens": 9, "completion_tokens": 12 + 27, "total_tokens": 48, "reasoning_tokens": 27}
 
 
 # --- Gemini's wire, as the API sends it ---------------------------------------------------
@@ -226,7 +226,8 @@ def test_registered_as_gemini_and_configured_only_with_a_key(shared: Shared) -> 
     url, _ = script(shared)
     health = httpx2.get(url + "/api/v1/chat/stream/health").json()["providers"]["gemini"]
     assert health == {"configured": True, "default_model": "gemini-2.5-flash",
-                      "models": ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"]}
+                      "models": ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3.8-flash",
+                                 "gemini-3.5-flash-lite", "gemini-3.1-pro-preview"]}
 
 
 # --- safety blocks --------------------------------------------------------------------------
