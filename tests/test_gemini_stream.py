@@ -5,7 +5,9 @@ HTTP bytes from an upstream speaking Gemini's `streamGenerateContent?alt=sse` wi
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +15,15 @@ from typing import Any
 
 import httpx2
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
+from streamgate.chat_types import chat_request_decoder
+from streamgate.errors import ProviderAuthError
+from streamgate.pipeline import CollectedAnswer, collect
 from streamgate.providers import build_adapters
-from streamgate.providers.gemini_stream import GeminiStreamAdapter
+from streamgate.providers.gemini_stream import FOREIGN_SIGNATURE, THINKING_LEVELS, GeminiStreamAdapter
 from streamgate.server import create_app
 from support import Answer, closed_port, serve, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, leave_mid_stream, reset, split
@@ -491,3 +499,160 @@ def test_client_disconnect_closes_the_upstream_connection_within_a_second() -> N
             closed_after = upstream.seconds_to_close(left_at)
     assert closed_after is not None and closed_after < 1.0, "the upstream connection was not closed in 1 s"
     assert b'"content":"a"' in received
+
+
+# --- the official SDK reads the same bytes ---------------------------------------------------
+
+
+def sdk_stream(body: bytes) -> list[genai_types.GenerateContentResponse]:
+    """What `google-genai`'s own `generate_content_stream` makes of a scripted `alt=sse` body."""
+
+    async def read() -> list[genai_types.GenerateContentResponse]:
+        transport = httpx2.MockTransport(lambda _: httpx2.Response(
+            200, headers={"content-type": "text/event-stream"}, content=body))
+        async with httpx2.AsyncClient(transport=transport) as http:
+            client = genai.Client(api_key=KEY, vertexai=False, http_options=genai_types.HttpOptions(
+                base_url=BASE_URL, api_version="v1beta", httpx_async_client=http))
+            stream = await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="Hi")
+            return [response async for response in stream]
+
+    return asyncio.run(read())
+
+
+def sdk_request(body: dict[str, Any]) -> dict[str, Any]:
+    """The request body we sent, read into the SDK's own types from its JSON (unknown or
+    misspelled fields fail: the types forbid extras; bytes fields are base64-decoded)."""
+    types = {"contents": genai_types.Content, "systemInstruction": genai_types.Content,
+             "tools": genai_types.Tool, "toolConfig": genai_types.ToolConfig,
+             "generationConfig": genai_types.GenerationConfig}
+    assert set(body) <= set(types)
+    return {key: [types[key].model_validate_json(json.dumps(item)) for item in value] if isinstance(value, list)
+            else types[key].model_validate_json(json.dumps(value)) for key, value in body.items()}
+
+
+def function_call(name: str, args: dict[str, Any] | None, signature: str | None = None) -> dict[str, Any]:
+    part: dict[str, Any] = {"functionCall": {"name": name, **({"args": args} if args is not None else {})}}
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    return part
+
+
+# A real signature is opaque standard base64 of a few hundred bytes; this one has `+`, `/`
+# and padding, which the URL-safe form in a call id must turn back exactly.
+SIGNATURE = base64.b64encode(bytes(range(250, 256)) + b"\x00\x10\x83\xff sig" * 40 + b"\xfe").decode()
+ARGS = {"city": "Zürich", "note": 'a "quoted" \\ back\\slash 🙂', "days": 3, "metric": True}
+CALLS_BODY = sse_body(
+    frame(thought("I need the weather for both cities.")),
+    frame(text("Let me check.")),
+    frame(function_call("get_weather", ARGS, SIGNATURE), function_call("get_time", None)),
+    frame(function_call("get_weather", {}), finish_reason="STOP", usage=usage_metadata(40, 25, 61)),
+)
+CALL_ID = re.compile(r"call_[0-9a-f]{24}")
+
+
+def test_the_sdk_reads_the_scripted_streams_as_we_do() -> None:
+    """Thought parts, text, whole function calls with their signature, usage: the bytes the
+    tests script are what the official SDK parses."""
+    first, second, third, last = sdk_stream(CALLS_BODY)
+    assert first.candidates[0].content.parts[0].thought is True
+    assert second.text == "Let me check."
+    weather, clock = third.candidates[0].content.parts
+    assert (weather.function_call.name, weather.function_call.args) == ("get_weather", ARGS)
+    assert weather.thought_signature == base64.b64decode(SIGNATURE)
+    assert (clock.function_call.name, clock.function_call.args, clock.thought_signature) == ("get_time", None, None)
+    assert last.candidates[0].finish_reason == genai_types.FinishReason.STOP
+    assert last.function_calls[0].args == {}
+    assert (last.usage_metadata.candidates_token_count, last.usage_metadata.thoughts_token_count) == (25, 61)
+    texts = [r.text for r in sdk_stream(answer_of(TEXT))]
+    assert texts[1:-1] == TEXT and texts[-1] in ("", None)
+
+
+# --- thinking: budget (2.5), level (3+), nothing (models that cannot think) ----------------
+
+
+@pytest.mark.parametrize(("model", "fields", "thinking"), [
+    ("gemini-2.5-flash", {"thinking_enabled": True}, {"thinkingBudget": 1024}),
+    ("gemini-2.5-flash", {}, {"thinkingBudget": 0}),
+    ("gemini-2.5-flash", {"reasoning_effort": "none", "thinking_enabled": True}, {"thinkingBudget": 0}),
+    ("gemini-2.5-flash", {"reasoning_effort": "minimal"}, {"thinkingBudget": 512}),
+    ("gemini-2.5-flash", {"reasoning_effort": "low"}, {"thinkingBudget": 1024}),
+    ("gemini-2.5-flash", {"reasoning_effort": "medium"}, {"thinkingBudget": 8192}),
+    ("gemini-2.5-flash-lite", {"reasoning_effort": "high"}, {"thinkingBudget": 24576}),
+    ("gemini-2.5-flash", {"thinking_enabled": True, "include_reasoning": True},
+     {"thinkingBudget": 1024, "includeThoughts": True}),
+    ("gemini-2.5-pro", {}, {"thinkingBudget": 128}),
+    ("gemini-2.5-pro", {"reasoning_effort": "none", "include_reasoning": True},
+     {"thinkingBudget": 128, "includeThoughts": True}),
+    ("gemini-2.5-pro", {"reasoning_effort": "high"}, {"thinkingBudget": 24576}),
+    ("gemini-3.8-flash", {}, {"thinkingLevel": "LOW"}),
+    ("gemini-3.8-flash", {"thinking_enabled": True}, {"thinkingLevel": "HIGH"}),
+    ("gemini-3.8-flash", {"reasoning_effort": "none"}, {"thinkingLevel": "MINIMAL"}),
+    ("gemini-3.8-flash", {"reasoning_effort": "minimal"}, {"thinkingLevel": "MINIMAL"}),
+    ("gemini-3.8-flash", {"reasoning_effort": "low", "include_reasoning": True},
+     {"thinkingLevel": "LOW", "includeThoughts": True}),
+    ("gemini-3.5-flash-lite", {"reasoning_effort": "medium"}, {"thinkingLevel": "MEDIUM"}),
+    ("gemini-3.1-pro-preview", {"reasoning_effort": "high"}, {"thinkingLevel": "HIGH"}),
+    ("gemini-4-argon", {"reasoning_effort": "low"}, {"thinkingLevel": "LOW"}),
+    ("gemini-flash-latest", {"thinking_enabled": True}, {"thinkingLevel": "HIGH"}),
+    ("gemini-2.0-flash", {"reasoning_effort": "high", "include_reasoning": True, "thinking_enabled": True}, None),
+    ("gemma-4-31b-it", {"thinking_enabled": True}, None),
+])
+def test_the_thinking_config_sent_per_model_and_request(model: str, fields: dict[str, Any],
+                                                        thinking: dict[str, Any] | None, shared: Shared) -> None:
+    url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
+    assert post(url, {**HELLO, "model": model, **fields}).status == 200
+    sent = upstream.seen[0].json
+    assert sent["generationConfig"] == ({"thinkingConfig": thinking} if thinking else {})
+    if thinking:
+        config = sdk_request(sent)["generationConfig"].thinking_config
+        assert config.thinking_budget == thinking.get("thinkingBudget")
+        assert config.thinking_level == thinking.get("thinkingLevel")
+        assert config.include_thoughts == thinking.get("includeThoughts")
+
+
+def test_every_thinking_level_sent_is_one_the_sdk_lists() -> None:
+    assert set(THINKING_LEVELS.values()) | {"LOW", "HIGH"} <= {level.value for level in genai_types.ThinkingLevel}
+
+
+def test_gemini_3_streams_reasoning_frames_and_reasoning_tokens(shared: Shared) -> None:
+    body = sse_body(frame(thought("**Greeting** the user, ")), frame(thought("briefly.")),
+                    frame(text("Hi"), text(" there")),
+                    frame(text("!"), finish_reason="STOP", usage=usage_metadata(7, 3, 52)))
+    url, upstream = script(shared, Reply(200, split(body, 5)))
+    answer = post(url, {**HELLO, "model": "gemini-3.8-flash", "reasoning_effort": "low", "include_reasoning": True})
+    assert upstream.seen[0].json["generationConfig"] == {"thinkingConfig": {"thinkingLevel": "LOW",
+                                                                            "includeThoughts": True}}
+    events = [(e.event, json.loads(e.data)) for e in answer.events[:-1]]
+    assert [int(e.id) for e in answer.events[:-1]] == list(range(1, 7))
+    assert events[:2] == [
+        ("reasoning", {"reasoning": "**Greeting** the user, ", "model": "gemini-3.8-flash", "provider": "gemini"}),
+        ("reasoning", {"reasoning": "briefly.", "model": "gemini-3.8-flash", "provider": "gemini"})]
+    assert answer.text == "Hi there!"
+    assert answer.messages[-1]["finish_reason"] == "stop"
+    assert answer.messages[-1]["usage"] == {"prompt_tokens": 7, "completion_tokens": 55, "total_tokens": 62,
+                                            "reasoning_tokens": 52}
+    whole = collected(body, {**HELLO, "model": "gemini-3.8-flash", "include_reasoning": True})
+    assert (whole.reasoning, whole.content) == ("**Greeting** the user, briefly.", "Hi there!")
+
+
+def collected(body: bytes, request: dict[str, Any]) -> CollectedAnswer:
+    """The adapter's stream of `body` joined by the pipeline's collector (what `/api/v1/chat`
+    answers)."""
+
+    async def run() -> CollectedAnswer:
+        adapter = GeminiStreamAdapter(settings(gemini_api_key=KEY, gemini_base_url=BASE_URL),
+                                      http_client=MockUpstream(Reply(200, split(body, 3))).client())
+        stream = await adapter.stream_chat(chat_request_decoder.decode(json.dumps(request)))
+        try:
+            return await collect(stream)
+        finally:
+            await stream.aclose()
+            await adapter.aclose()
+
+    return asyncio.run(run())
+
+
+def test_thought_parts_are_dropped_without_include_reasoning(shared: Shared) -> None:
+    url, _ = script(shared, Reply(200, [answer_of(["ok"])]))
+    answer = post(url, {**HELLO, "reasoning_effort": "high"})
+    assert [e.event for e in answer.events] == ["message"] * 3 and answer.text == "ok"
