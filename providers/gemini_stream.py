@@ -227,7 +227,7 @@ _PRO_BUDGET_OFF = _ThinkingConfig(PRO_MIN_BUDGET)
 
 class _ResponseFunctionCall(msgspec.Struct):
     name: str = ""
-    args: msgspec.Raw | None = None
+    args: msgspec.Raw = msgspec.Raw(b"{}")  # Gemini leaves out the arguments of a call with none
 
 
 class _ResponsePart(msgspec.Struct, rename="camel"):
@@ -411,8 +411,7 @@ def tool_call_chunk(index: int, call: _ResponseFunctionCall, signature: str | No
     call_id = "call_" + secrets.token_hex(12)
     if signature:
         call_id += "." + signature.translate(_TO_URL_SAFE)
-    arguments = msgspec.json.format(call.args, indent=-1).decode() if call.args is not None else "{}"
-    return ToolCallChunk(index, call_id, call.name, arguments)
+    return ToolCallChunk(index, call_id, call.name, msgspec.json.format(call.args, indent=-1).decode())
 
 
 def signature_of(call_id: str) -> str | None:
