@@ -430,9 +430,8 @@ def signature_of(call_id: str) -> str | None:
 def request_body(request: ChatRequest, model: str) -> _GenerateContentRequest:
     """Our request as Gemini's: `assistant` → `model`, system messages → `systemInstruction`,
     tool calls and results → `functionCall` / `functionResponse` parts."""
-    levels = _LEVEL_MODEL.match(model) is not None
-    contents, system = contents_of(request.messages, levels)
-    config = _GenerationConfig(thinking_of(request, model, levels), request.temperature, request.max_tokens,
+    contents, system = contents_of(request.messages, model)
+    config = _GenerationConfig(thinking_of(request, model), request.temperature, request.max_tokens,
                                request.stop_sequences)
     response_format = request.response_format
     if response_format is not None and response_format.type != "text":
@@ -448,7 +447,7 @@ def request_body(request: ChatRequest, model: str) -> _GenerateContentRequest:
     return body
 
 
-def thinking_of(request: ChatRequest, model: str, levels: bool) -> _ThinkingConfig | None:
+def thinking_of(request: ChatRequest, model: str) -> _ThinkingConfig | None:
     """Gemini 2.5: a thinking budget; Gemini 3+: a thinking level; any other model (one
     that cannot think, as far as we know): none. `reasoning_effort` wins over
     `thinking_enabled`; `includeThoughts` when the request wants the reasoning."""
@@ -460,10 +459,16 @@ def thinking_of(request: ChatRequest, model: str, levels: bool) -> _ThinkingConf
             if request.thinking_enabled:
                 return _BUDGET_ON
             return _PRO_BUDGET_OFF if pro else _BUDGET_OFF
-        budget = THINKING_BUDGETS[effort] if effort is not None else THINKING_BUDGET if request.thinking_enabled else 0
+        if effort is not None:
+            budget = THINKING_BUDGETS[effort]
+        else:
+            budget = THINKING_BUDGET if request.thinking_enabled else 0
         return _ThinkingConfig(max(budget, PRO_MIN_BUDGET) if pro else budget, include_thoughts=include)
-    if levels:
-        level = THINKING_LEVELS[effort] if effort is not None else "HIGH" if request.thinking_enabled else "LOW"
+    if _LEVEL_MODEL.match(model):
+        if effort is not None:
+            level = THINKING_LEVELS[effort]
+        else:
+            level = "HIGH" if request.thinking_enabled else "LOW"
         return _ThinkingConfig(thinking_level=level, include_thoughts=include)
     return None
 
@@ -476,7 +481,7 @@ def tool_config_of(choice: ToolChoice) -> _ToolConfig:
     return _ToolConfig(_FunctionCallingConfig(TOOL_MODES[choice]))  # type: ignore[index]
 
 
-def contents_of(messages: list[ChatMessage], levels: bool) -> tuple[list[_Content], _Content | None]:
+def contents_of(messages: list[ChatMessage], model: str) -> tuple[list[_Content], _Content | None]:
     """The conversation as Gemini's `contents` and `systemInstruction`. Consecutive tool
     results become one `user` turn of `functionResponse` parts, each named after the call
     it answers (Gemini matches results to calls by name)."""
@@ -501,11 +506,11 @@ def contents_of(messages: list[ChatMessage], levels: bool) -> tuple[list[_Conten
         if type(content) is str and message.tool_calls is None:
             contents.append(_Content([_Part(content)], gemini_role))
         else:
-            contents.append(_Content(parts_of(message, index, call_names, levels), gemini_role))
+            contents.append(_Content(parts_of(message, index, call_names, model), gemini_role))
     return contents, (_Content(system) if system else None)
 
 
-def parts_of(message: ChatMessage, index: int, call_names: dict[str, str], levels: bool) -> list[_AnyPart]:
+def parts_of(message: ChatMessage, index: int, call_names: dict[str, str], model: str) -> list[_AnyPart]:
     """A message with content parts or tool calls as Gemini parts (text, images, calls)."""
     parts: list[_AnyPart] = []
     content = message.content
@@ -521,7 +526,7 @@ def parts_of(message: ChatMessage, index: int, call_names: dict[str, str], level
     for number, call in enumerate(message.tool_calls or ()):
         call_names[call.id] = call.function.name
         # Gemini 3 checks the signature of the first call of every step of the current turn.
-        foreign = FOREIGN_SIGNATURE if levels and number == 0 else None
+        foreign = FOREIGN_SIGNATURE if number == 0 and _LEVEL_MODEL.match(model) else None
         parts.append(function_call_part(call, f"$.messages[{index}].tool_calls[{number}]", foreign))
     return parts
 
@@ -566,10 +571,10 @@ def function_response_part(message: ChatMessage, index: int, call_names: dict[st
                                   "assistant message", provider=PROVIDER)
     text = message.text
     try:
-        response = _arguments_decoder.decode(text) if text.startswith("{") else None
+        response = _arguments_decoder.decode(text)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        response = None
-    return _FunctionResponsePart(_FunctionResponse(name, response if response is not None else {"output": text}))
+        response = {"output": text}
+    return _FunctionResponsePart(_FunctionResponse(name, response))
 
 
 def ending(finish_reason: str | None, block_reason: str | None) -> tuple[FinishReason, GatewayError | None]:

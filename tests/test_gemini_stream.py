@@ -774,7 +774,6 @@ def test_a_second_turn_returns_calls_with_their_signature_and_results_by_name(sh
 def test_gemini_3_gets_the_documented_stand_in_for_calls_it_did_not_sign(shared: Shared) -> None:
     """Calls made elsewhere (another provider's ids): the first call of each step carries
     the signature Google documents for foreign history; a signed call keeps its own."""
-    url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
     own = streamed_call_ids(shared)[0]
     url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
     assert post(url, second_turn(["toolu_01A", "toolu_01B", own], model="gemini-3.8-flash")).status == 200
