@@ -25,6 +25,10 @@ What the SDK does, and what it does not (google-genai 3.4, measured, see the rep
   its connect / write / pool / between-reads timeout and no `X-Server-Timeout` is sent.
 - Retries: the SDK's are off (`HttpRetryOptions(attempts=1)`); opening is retried by
   `open_with_retries`, never a stream that has yielded text.
+- `list_models` is the SDK's own `models.list` (a background call: its cost does not matter).
+
+Tool calls carry no state in the gateway: Gemini's `thoughtSignature` of a call travels to
+the client inside the call id the gateway makes, and comes back in it on the next turn.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx2
+import msgspec
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
@@ -23,7 +24,14 @@ from streamgate.chat_types import chat_request_decoder
 from streamgate.errors import ProviderAuthError
 from streamgate.pipeline import CollectedAnswer, collect
 from streamgate.providers import build_adapters
-from streamgate.providers.gemini_stream import FOREIGN_SIGNATURE, THINKING_LEVELS, GeminiStreamAdapter
+from streamgate.providers.gemini_stream import (
+    FOREIGN_SIGNATURE,
+    THINKING_LEVELS,
+    GeminiStreamAdapter,
+    _ResponseFunctionCall,
+    signature_of,
+    tool_call_chunk,
+)
 from streamgate.server import create_app
 from support import Answer, closed_port, serve, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, leave_mid_stream, reset, split
@@ -923,3 +931,16 @@ def test_the_default_model_comes_from_the_settings() -> None:
     assert {m["model"] for m in answer.messages} == {"gemini-3.8-flash"}
     assert health["default_model"] == "gemini-3.8-flash" and health["models"][:2] == ["gemini-3.8-flash",
                                                                                      "gemini-2.5-flash"]
+
+
+@pytest.mark.parametrize("size", range(1, 9))
+def test_a_call_id_gives_back_the_signature_it_was_made_with(size: int) -> None:
+    """Every padding length, and `+` / `/` in the base64, survive the URL-safe id."""
+    signature = base64.b64encode(bytes([0xFB, 0xFF, 0xBF] * 3)[:size]).decode()
+    call = _ResponseFunctionCall("f", msgspec.Raw(b'{"a": [1, 2.50]}'))
+    chunk = tool_call_chunk(4, call, signature)
+    assert (chunk.index, chunk.name, chunk.arguments) == (4, "f", '{"a":[1,2.50]}')
+    assert re.fullmatch(CALL_ID.pattern + r"\.[A-Za-z0-9_-]+", chunk.id or "")
+    assert signature_of(chunk.id or "") == signature
+    assert signature_of(tool_call_chunk(0, call, None).id or "") is None
+    assert signature_of("call_" + "0" * 24 + ".abc/") is None and signature_of("toolu_01.abc") is None
