@@ -1,4 +1,4 @@
-"""The `gemini` provider: Gemini 2.5 Flash over one long-lived `google.genai.Client`.
+"""The `gemini` provider: Gemini 2.5 and Gemini 3+ over one long-lived `google.genai.Client`.
 
 What the SDK does, and what it does not (google-genai 3.4, measured, see the report):
 
@@ -25,14 +25,20 @@ What the SDK does, and what it does not (google-genai 3.4, measured, see the rep
   its connect / write / pool / between-reads timeout and no `X-Server-Timeout` is sent.
 - Retries: the SDK's are off (`HttpRetryOptions(attempts=1)`); opening is retried by
   `open_with_retries`, never a stream that has yielded text.
+- `list_models` is the SDK's own `models.list` (a background call: its cost does not matter).
+
+Tool calls carry no state in the gateway: Gemini's `thoughtSignature` of a call travels to
+the client inside the call id the gateway makes, and comes back in it on the next turn.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import msgspec
@@ -45,6 +51,7 @@ from streamgate.errors import (
     GatewayError,
     InvalidRequestError,
     ProviderAuthError,
+    ProviderNotConfiguredError,
     StreamError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -53,12 +60,30 @@ from streamgate.errors import (
 from streamgate.http_client import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import connection_failed, map_transport_error
-from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
+from streamgate.chat_types import (
+    ChatMessage,
+    ChatRequest,
+    Chunk,
+    FinishReason,
+    ImagePart,
+    NamedToolChoice,
+    ReasoningChunk,
+    StreamChunk,
+    TextPart,
+    ToolCall,
+    ToolCallChunk,
+    ToolChoice,
+    Usage,
+    json_encoder,
+)
 from streamgate.sse import Decoder, Event
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"
-THINKING_BUDGET = 1024
+DEFAULT_MODEL = "gemini-2.5-flash"
+#: The built-in model list (the catalog replaces it with `list_models()`), default first.
+MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3.8-flash",
+          "gemini-3.5-flash-lite", "gemini-3.1-pro-preview")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 # Gemini's finishReason → ours. Any reason not listed ends the stream with `error`.
@@ -72,6 +97,35 @@ FINISH_REASONS = {
     ),
 }
 
+# --- thinking: Gemini 2.5 takes a token budget, Gemini 3 and later a level ---------------
+
+THINKING_BUDGET = 1024  # the seeds' `thinking_enabled: true`
+#: `reasoning_effort` → Gemini 2.5 `thinkingBudget`.
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+#: Gemini 2.5 Pro cannot switch thinking off: its smallest budget stands in for 0.
+PRO_MIN_BUDGET = 128
+#: `reasoning_effort` → Gemini 3+ `thinkingLevel` (the SDK's `ThinkingLevel` values);
+#: these models cannot switch thinking off, so `none` is the least there is.
+THINKING_LEVELS = {"none": "MINIMAL", "minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
+#: Gemini 3 and later, and the `-latest` aliases (which name them today).
+_LEVEL_MODEL = re.compile(r"gemini-(?:[3-9]|[1-9][0-9])|gemini-(?:flash|flash-lite|pro)-latest$")
+
+# --- tools ----------------------------------------------------------------------------------
+
+TOOL_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+#: What Google documents for a function call the model did not make itself (history from
+#: another model or a client that lost the signature): Gemini 3 refuses a step whose first
+#: call carries no signature at all.
+FOREIGN_SIGNATURE = "skip_thought_signature_validator"
+#: A gateway-made call id: `call_<hex>`, then `.` and the call's `thoughtSignature` in
+#: URL-safe base64 without padding when Gemini sent one (so the next turn can return it).
+_CALL_ID = re.compile(r"call_[0-9a-f]{24}\.([A-Za-z0-9_-]+)")
+_TO_URL_SAFE = str.maketrans("+/", "-_", "=")
+_FROM_URL_SAFE = str.maketrans("-_", "+/")
+
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+               "webp": "image/webp"}
+
 
 # --- the request we send (the REST shape of `models.streamGenerateContent`) -----------
 
@@ -80,33 +134,111 @@ class _Part(msgspec.Struct):
     text: str
 
 
+class _Blob(msgspec.Struct, rename="camel"):
+    mime_type: str
+    data: str  # base64, as the data: URL carries it
+
+
+class _InlineDataPart(msgspec.Struct, rename="camel"):
+    inline_data: _Blob
+
+
+class _FileData(msgspec.Struct, rename="camel", omit_defaults=True):
+    file_uri: str
+    mime_type: str | None = None
+
+
+class _FileDataPart(msgspec.Struct, rename="camel"):
+    file_data: _FileData
+
+
+class _FunctionCall(msgspec.Struct):
+    name: str
+    args: dict[str, Any]
+
+
+class _FunctionCallPart(msgspec.Struct, rename="camel", omit_defaults=True):
+    function_call: _FunctionCall
+    thought_signature: str | None = None
+
+
+class _FunctionResponse(msgspec.Struct):
+    name: str
+    response: dict[str, Any]
+
+
+class _FunctionResponsePart(msgspec.Struct, rename="camel"):
+    function_response: _FunctionResponse
+
+
+_AnyPart = _Part | _InlineDataPart | _FileDataPart | _FunctionCallPart | _FunctionResponsePart
+
+
 class _Content(msgspec.Struct, omit_defaults=True):
-    parts: list[_Part]
+    parts: list[_AnyPart]
     role: str | None = None
 
 
-class _ThinkingConfig(msgspec.Struct, rename="camel"):
-    thinking_budget: int
+class _ThinkingConfig(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
+    thinking_budget: int | None = None
+    thinking_level: str | None = None
+    include_thoughts: bool | None = None
 
 
 class _GenerationConfig(msgspec.Struct, rename="camel", omit_defaults=True):
-    thinking_config: _ThinkingConfig
+    thinking_config: _ThinkingConfig | None = None
     temperature: float | None = None
     max_output_tokens: int | None = None
+    stop_sequences: list[str] | None = None
+    response_mime_type: str | None = None
+    response_json_schema: dict[str, Any] | None = None
+
+
+class _FunctionDeclaration(msgspec.Struct, rename="camel", omit_defaults=True):
+    name: str
+    description: str | None = None
+    parameters_json_schema: dict[str, Any] | None = None
+
+
+class _Tool(msgspec.Struct, rename="camel"):
+    function_declarations: list[_FunctionDeclaration]
+
+
+class _FunctionCallingConfig(msgspec.Struct, rename="camel", omit_defaults=True):
+    mode: str
+    allowed_function_names: list[str] | None = None
+
+
+class _ToolConfig(msgspec.Struct, rename="camel"):
+    function_calling_config: _FunctionCallingConfig
 
 
 class _GenerateContentRequest(msgspec.Struct, rename="camel", omit_defaults=True):
     contents: list[_Content]
     generation_config: _GenerationConfig
     system_instruction: _Content | None = None
+    tools: list[_Tool] | None = None
+    tool_config: _ToolConfig | None = None
+
+
+_BUDGET_ON = _ThinkingConfig(THINKING_BUDGET)
+_BUDGET_OFF = _ThinkingConfig(0)
+_PRO_BUDGET_OFF = _ThinkingConfig(PRO_MIN_BUDGET)
 
 
 # --- the frames we read (only the fields we use; the rest is skipped unparsed) --------
 
 
-class _ResponsePart(msgspec.Struct):
+class _ResponseFunctionCall(msgspec.Struct):
+    name: str = ""
+    args: msgspec.Raw = msgspec.Raw(b"{}")  # Gemini leaves out the arguments of a call with none
+
+
+class _ResponsePart(msgspec.Struct, rename="camel"):
     text: str = ""
     thought: bool = False
+    function_call: _ResponseFunctionCall | None = None
+    thought_signature: str | None = None
 
 
 class _ResponseContent(msgspec.Struct):
@@ -142,16 +274,21 @@ class _Frame(msgspec.Struct, rename="camel"):
 
 
 _frame_decoder = msgspec.json.Decoder(_Frame)
+_arguments_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class GeminiStreamAdapter:
     name = PROVIDER
-    default_model = "gemini-2.5-flash"
-    models = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite")
+    default_model = DEFAULT_MODEL
+    models = MODELS
 
     def __init__(self, settings: Settings, *, http_client: httpx2.AsyncClient | None = None) -> None:
         """Build the one SDK client (only when a key is set). `http_client` is for tests."""
         self.max_retries = settings.upstream_max_retries
+        self.timeout_s = settings.upstream_timeout_s
+        if settings.gemini_default_model:
+            self.default_model = settings.gemini_default_model
+            self.models = (self.default_model, *(m for m in MODELS if m != self.default_model))
         self._http = http_client or sdk_http_client(settings)
         self._client: genai.Client | None = None
         if settings.gemini_api_key:
@@ -170,21 +307,32 @@ class GeminiStreamAdapter:
     def configured(self) -> bool:
         return self._client is not None
 
-    async def stream_chat(self, request: ChatRequest) -> ChunkStream:
+    def _sdk_client(self) -> genai.Client:
         if self._client is None:
-            raise ProviderAuthError(f"gemini is not configured; set {KEY_ENV}", provider=PROVIDER)
+            raise ProviderNotConfiguredError(f"gemini is not configured; set {KEY_ENV}", provider=PROVIDER)
+        return self._client
+
+    async def stream_chat(self, request: ChatRequest) -> ChunkStream:
+        client = self._sdk_client()
         model = request.model or self.default_model
         if not _MODEL_NAME.fullmatch(model):
             raise InvalidRequestError(f"$.model: {model!r} is not a Gemini model name", provider=PROVIDER)
-        sdk_request = self._client._api_client._build_request(
-            "post", f"models/{model}:streamGenerateContent?alt=sse", {}
-        )
-        upstream_request = self._http.build_request(
-            "POST", sdk_request.url, content=json_encoder.encode(request_body(request)), headers=sdk_request.headers
-        )
+        content = json_encoder.encode(request_body(request, model))
+        sdk_request = client._api_client._build_request("post", f"models/{model}:streamGenerateContent?alt=sse", {})
+        upstream_request = self._http.build_request("POST", sdk_request.url, content=content,
+                                                    headers=sdk_request.headers)
         response = await open_with_retries(lambda: self._open(upstream_request), max_retries=self.max_retries)
         body, release = response_body(response)
-        return ChunkStream(self._chunks(body, model), release)
+        return ChunkStream(self._chunks(body, model, request.include_reasoning), release)
+
+    async def list_models(self) -> list[str]:
+        """`models.list` through the SDK (every page): the ids, without `models/`, of the
+        models that take `generateContent`. The SDK's own timeout (per read) applies."""
+        config = genai_types.ListModelsConfig(
+            page_size=1000, http_options=genai_types.HttpOptions(timeout=int(self.timeout_s * 1000)))
+        pager = await self._sdk_client().aio.models.list(config=config)
+        return [model.name.removeprefix("models/") async for model in pager
+                if model.name and "generateContent" in (model.supported_actions or ())]
 
     async def _open(self, upstream_request: httpx2.Request) -> httpx2.Response:
         """Send the request; return the response once Gemini answered 200."""
@@ -205,12 +353,16 @@ class GeminiStreamAdapter:
                 await response.aclose()
         return response
 
-    async def _chunks(self, body: AsyncIterator[bytes], model: str) -> AsyncGenerator[StreamChunk, None]:
-        """Every non-thought text part as a chunk; after the stream ends, the final one."""
+    async def _chunks(self, body: AsyncIterator[bytes], model: str,
+                      include_reasoning: bool) -> AsyncGenerator[Chunk, None]:
+        """Every non-thought text part as a chunk, thought parts as reasoning (when asked),
+        each `functionCall` part as one whole tool call; after the stream ends, the final
+        chunk."""
         decoder = Decoder()
         finish_reason: str | None = None
         block_reason: str | None = None
         usage: _UsageMetadata | None = None
+        calls = 0
         try:
             async for data in body:
                 for event in decoder.feed(data):
@@ -228,8 +380,14 @@ class GeminiStreamAdapter:
                         candidate = frame.candidates[0]
                         if candidate.content is not None:
                             for part in candidate.content.parts:
-                                if part.text and not part.thought:
-                                    yield StreamChunk(part.text, None, model, PROVIDER)
+                                if part.text:
+                                    if not part.thought:
+                                        yield StreamChunk(part.text, None, model, PROVIDER)
+                                    elif include_reasoning:
+                                        yield ReasoningChunk(part.text, model, PROVIDER)
+                                elif part.function_call is not None:
+                                    yield tool_call_chunk(calls, part.function_call, part.thought_signature)
+                                    calls += 1
                         if candidate.finish_reason:
                             finish_reason = candidate.finish_reason
         except httpx2.TransportError as error:
@@ -239,6 +397,8 @@ class GeminiStreamAdapter:
         if finish_reason is None and block_reason is None:
             return  # the server reports a stream that ended without a finish reason
         reason, failure = ending(finish_reason, block_reason)
+        if calls and reason is FinishReason.STOP:
+            reason = FinishReason.TOOL_CALLS
         yield StreamChunk("", reason, model, PROVIDER, usage_of(usage))
         if failure is not None:
             raise failure  # after the final frame: the server adds the `event: error` frame
@@ -249,17 +409,176 @@ class GeminiStreamAdapter:
         await self._http.aclose()
 
 
-def request_body(request: ChatRequest) -> _GenerateContentRequest:
-    """Our request as Gemini's: `assistant` → `model`, system messages → `systemInstruction`."""
-    system = [_Part(m.text) for m in request.messages if m.role == "system"]
-    contents = [
-        _Content([_Part(m.text)], "model" if m.role == "assistant" else "user")
-        for m in request.messages
-        if m.role != "system"
-    ]
-    budget = THINKING_BUDGET if request.thinking_enabled else 0
-    config = _GenerationConfig(_ThinkingConfig(budget), request.temperature, request.max_tokens)
-    return _GenerateContentRequest(contents, config, _Content(system) if system else None)
+def tool_call_chunk(index: int, call: _ResponseFunctionCall, signature: str | None) -> ToolCallChunk:
+    """A whole `functionCall` as one chunk: a gateway-made id (carrying the call's thought
+    signature), the name, and the arguments as compact JSON text (`{}` when none came)."""
+    call_id = "call_" + secrets.token_hex(12)
+    if signature:
+        call_id += "." + signature.translate(_TO_URL_SAFE)
+    return ToolCallChunk(index, call_id, call.name, msgspec.json.format(call.args, indent=-1).decode())
+
+
+def signature_of(call_id: str) -> str | None:
+    """The thought signature a gateway-made call id carries, as Gemini sent it (standard
+    base64), else None."""
+    match = _CALL_ID.fullmatch(call_id)
+    if match is None:
+        return None
+    signature = match.group(1).translate(_FROM_URL_SAFE)
+    return signature + "=" * (-len(signature) % 4)
+
+
+# --- our request as Gemini's -------------------------------------------------------------
+
+
+def request_body(request: ChatRequest, model: str) -> _GenerateContentRequest:
+    """Our request as Gemini's: `assistant` → `model`, system messages → `systemInstruction`,
+    tool calls and results → `functionCall` / `functionResponse` parts."""
+    contents, system = contents_of(request.messages, model)
+    config = _GenerationConfig(thinking_of(request, model), request.temperature, request.max_tokens,
+                               request.stop_sequences)
+    response_format = request.response_format
+    if response_format is not None and response_format.type != "text":
+        config.response_mime_type = "application/json"
+        if response_format.json_schema is not None:
+            config.response_json_schema = response_format.json_schema.schema
+    body = _GenerateContentRequest(contents, config, system)
+    if request.tools:
+        body.tools = [_Tool([_FunctionDeclaration(tool.function.name, tool.function.description,
+                                                  tool.function.parameters) for tool in request.tools])]
+        if request.tool_choice is not None:
+            body.tool_config = tool_config_of(request.tool_choice)
+    return body
+
+
+def thinking_of(request: ChatRequest, model: str) -> _ThinkingConfig | None:
+    """Gemini 2.5: a thinking budget; Gemini 3+: a thinking level; any other model (one
+    that cannot think, as far as we know): none. `reasoning_effort` wins over
+    `thinking_enabled`; `includeThoughts` when the request wants the reasoning."""
+    effort = request.reasoning_effort
+    include = True if request.include_reasoning else None
+    if model.startswith("gemini-2.5"):
+        pro = model.startswith("gemini-2.5-pro")
+        if effort is None and include is None:
+            if request.thinking_enabled:
+                return _BUDGET_ON
+            return _PRO_BUDGET_OFF if pro else _BUDGET_OFF
+        if effort is not None:
+            budget = THINKING_BUDGETS[effort]
+        else:
+            budget = THINKING_BUDGET if request.thinking_enabled else 0
+        return _ThinkingConfig(max(budget, PRO_MIN_BUDGET) if pro else budget, include_thoughts=include)
+    if _LEVEL_MODEL.match(model):
+        if effort is not None:
+            level = THINKING_LEVELS[effort]
+        else:
+            level = "HIGH" if request.thinking_enabled else "LOW"
+        return _ThinkingConfig(thinking_level=level, include_thoughts=include)
+    return None
+
+
+def tool_config_of(choice: ToolChoice) -> _ToolConfig:
+    """`tool_choice` as Gemini's function-calling mode: a named function is `ANY` limited
+    to that name."""
+    if type(choice) is NamedToolChoice:
+        return _ToolConfig(_FunctionCallingConfig("ANY", [choice.function.name]))
+    return _ToolConfig(_FunctionCallingConfig(TOOL_MODES[choice]))  # type: ignore[index]
+
+
+def contents_of(messages: list[ChatMessage], model: str) -> tuple[list[_Content], _Content | None]:
+    """The conversation as Gemini's `contents` and `systemInstruction`. Consecutive tool
+    results become one `user` turn of `functionResponse` parts, each named after the call
+    it answers (Gemini matches results to calls by name)."""
+    system: list[_AnyPart] = []
+    contents: list[_Content] = []
+    call_names: dict[str, str] = {}
+    results: _Content | None = None  # the `user` turn collecting consecutive tool results
+    for index, message in enumerate(messages):
+        role = message.role
+        if role == "system":
+            system.append(_Part(message.text))
+            continue
+        if role == "tool":
+            if results is None:
+                results = _Content([], "user")
+                contents.append(results)
+            results.parts.append(function_response_part(message, index, call_names))
+            continue
+        results = None
+        content = message.content
+        gemini_role = "model" if role == "assistant" else "user"
+        if type(content) is str and message.tool_calls is None:
+            contents.append(_Content([_Part(content)], gemini_role))
+        else:
+            contents.append(_Content(parts_of(message, index, call_names, model), gemini_role))
+    return contents, (_Content(system) if system else None)
+
+
+def parts_of(message: ChatMessage, index: int, call_names: dict[str, str], model: str) -> list[_AnyPart]:
+    """A message with content parts or tool calls as Gemini parts (text, images, calls)."""
+    parts: list[_AnyPart] = []
+    content = message.content
+    if type(content) is str:
+        if content:
+            parts.append(_Part(content))
+    elif content is not None:
+        for number, part in enumerate(content):  # type: ignore[arg-type]
+            if type(part) is TextPart:
+                parts.append(_Part(part.text))
+            else:
+                parts.append(image_part(part, f"$.messages[{index}].content[{number}].image_url.url"))
+    for number, call in enumerate(message.tool_calls or ()):
+        call_names[call.id] = call.function.name
+        # Gemini 3 checks the signature of the first call of every step of the current turn.
+        foreign = FOREIGN_SIGNATURE if number == 0 and _LEVEL_MODEL.match(model) else None
+        parts.append(function_call_part(call, f"$.messages[{index}].tool_calls[{number}]", foreign))
+    return parts
+
+
+def image_part(part: ImagePart, path: str) -> _InlineDataPart | _FileDataPart:
+    """A `data:` URL as inline data (its base64 passed through); an `https:` URL as file
+    data, which Gemini fetches itself (the media type from the file name's extension,
+    when it has one of the contract's)."""
+    url = part.image_url.url
+    if url.startswith("data:"):
+        header, comma, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not comma or not media_type or encoding != "base64":
+            raise InvalidRequestError(f"{path}: a data: URL must be data:<media type>;base64,<data>",
+                                      provider=PROVIDER)
+        return _InlineDataPart(_Blob(media_type, data))
+    if url.startswith("https://"):
+        extension = urlsplit(url).path.rpartition(".")[2].lower()
+        return _FileDataPart(_FileData(url, IMAGE_TYPES.get(extension)))
+    raise InvalidRequestError(f"{path}: gemini takes a data: or https: image URL", provider=PROVIDER)
+
+
+def function_call_part(call: ToolCall, path: str, foreign_signature: str | None) -> _FunctionCallPart:
+    """An assistant's tool call as a `functionCall` part, with the thought signature its
+    id carries (else `foreign_signature`)."""
+    arguments = call.function.arguments
+    try:
+        args = _arguments_decoder.decode(arguments) if arguments.strip() else {}
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidRequestError(f"{path}.function.arguments: not the JSON text of an object",
+                                  provider=PROVIDER) from None
+    return _FunctionCallPart(_FunctionCall(call.function.name, args), signature_of(call.id) or foreign_signature)
+
+
+def function_response_part(message: ChatMessage, index: int, call_names: dict[str, str]) -> _FunctionResponsePart:
+    """A tool result as a `functionResponse`: named after the call it answers; `response`
+    is the result when it is a JSON object, else `{"output": <the text>}` (the key
+    Gemini reads as the function's output)."""
+    name = call_names.get(message.tool_call_id or "")
+    if name is None:
+        raise InvalidRequestError(f"$.messages[{index}].tool_call_id: answers no tool call of an earlier "
+                                  "assistant message", provider=PROVIDER)
+    text = message.text
+    try:
+        response = _arguments_decoder.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        response = {"output": text}
+    return _FunctionResponsePart(_FunctionResponse(name, response))
 
 
 def ending(finish_reason: str | None, block_reason: str | None) -> tuple[FinishReason, GatewayError | None]:
@@ -280,13 +599,15 @@ def ending(finish_reason: str | None, block_reason: str | None) -> tuple[FinishR
 
 def usage_of(metadata: _UsageMetadata | None) -> Usage | None:
     """Gemini's usage as ours. Thinking tokens are billed as output, so `completion_tokens`
-    counts them with the answer's (`candidates` + `thoughts`)."""
+    counts them with the answer's (`candidates` + `thoughts`), and `reasoning_tokens` is
+    `thoughts` when Gemini reported any."""
     if metadata is None:
         return None
     prompt = metadata.prompt_token_count
-    completion = metadata.candidates_token_count + metadata.thoughts_token_count
+    thoughts = metadata.thoughts_token_count
+    completion = metadata.candidates_token_count + thoughts
     total = metadata.total_token_count
-    return Usage(prompt, completion, total if total is not None else prompt + completion)
+    return Usage(prompt, completion, total if total is not None else prompt + completion, thoughts or None)
 
 
 def error_from_api(error: genai_errors.APIError) -> GatewayError:
