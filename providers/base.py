@@ -4,7 +4,7 @@ stream handle and the retry policy for opening it.
 The request path calls `await adapter.stream_chat(request)`: that call returns once the
 upstream has answered with its success status (or raises a `GatewayError` from the
 contract's table), so the server knows before the first frame whether to send a `200`.
-The returned `ChunkStream` is then iterated for `StreamChunk`s and always `aclose()`d,
+The returned `ChunkStream` is then iterated for chunks (`StreamChunk`, `ReasoningChunk`, `ToolCallChunk`) and always `aclose()`d,
 which releases the upstream connection even if iteration never started.
 """
 
@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from streamgate import metrics
 from streamgate.errors import GatewayError
-from streamgate.chat_types import ChatRequest, StreamChunk
+from streamgate.chat_types import ChatRequest, Chunk
 
 T = TypeVar("T")
 
@@ -33,13 +33,13 @@ class ChunkStream:
 
     def __init__(
         self,
-        chunks: AsyncGenerator[StreamChunk, None],
+        chunks: AsyncGenerator[Chunk, None],
         release: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._chunks = chunks
         self._release = release
 
-    def __aiter__(self) -> AsyncGenerator[StreamChunk, None]:
+    def __aiter__(self) -> AsyncGenerator[Chunk, None]:
         return self._chunks
 
     async def aclose(self) -> None:
