@@ -10,13 +10,15 @@ agent loop, can be seen without a key (the README's "echo" section):
   starts with `/tool` is a call: `/tool NAME ARGS` calls `NAME` (a tool of the request)
   with `ARGS` (the text up to the next `/tool` line, stripped; `{}` when empty) as its
   arguments; without a NAME of the request's tools, the call goes to the tool
-  `tool_choice` names, else the first tool. The text before the first `/tool` line is the
-  answer's text; the stream ends with `finish_reason: "tool_calls"`. `tool_choice`
+  `tool_choice` names, else the first tool. The text before the first `/tool` line
+  (trailing whitespace stripped) is the answer's text; the stream ends with
+  `finish_reason: "tool_calls"`. `tool_choice`
   `"required"` or a named tool, with no `/tool` line, is one call with `{}`.
 - when the last message is a `tool` message, the answer is each trailing tool result as
   `NAME returned: CONTENT`, one per line.
-- with `include_reasoning` and reasoning asked for (`reasoning_effort` other than
-  `"none"`, or `thinking_enabled`), a short scripted reasoning streams first.
+- asked to reason (`reasoning_effort` other than `"none"`, or `thinking_enabled`), it
+  "thinks" a short scripted sentence: counted in `usage.reasoning_tokens`, and streamed
+  first as reasoning when the request has `include_reasoning`.
 """
 
 from __future__ import annotations
@@ -85,10 +87,10 @@ class EchoAdapter:
             if request.tools and request.tool_choice != "none":
                 text, calls = plan_calls(text, request.tools, request.tool_choice)
         thinks = request.thinking_enabled or request.reasoning_effort not in (None, "none")
-        reasoning = REASONING if request.include_reasoning and thinks else ""
-        if not calls and not reasoning:
+        if not calls and not thinks:
             return ChunkStream(self._words(text, model, prompt_words))
-        return ChunkStream(self._answer(text, calls, reasoning, model, prompt_words))
+        reasoning = REASONING if thinks else ""
+        return ChunkStream(self._answer(text, calls, reasoning, request.include_reasoning, model, prompt_words))
 
     async def _words(self, text: str, model: str, prompt_words: int) -> AsyncGenerator[StreamChunk, None]:
         words = _WORD.findall(text)
@@ -99,10 +101,13 @@ class EchoAdapter:
         usage = Usage.of(prompt_words, len(text.split()))
         yield StreamChunk("", FinishReason.STOP, model, self.name, usage)
 
-    async def _answer(self, text: str, calls: list[EchoCall], reasoning: str, model: str,
+    async def _answer(self, text: str, calls: list[EchoCall], reasoning: str, show_reasoning: bool, model: str,
                       prompt_words: int) -> AsyncGenerator[Chunk, None]:
-        """Reasoning, then text, then the calls: each piece `delay_s` after the one before."""
-        pieces: list[Chunk] = [ReasoningChunk(word, model, self.name) for word in _WORD.findall(reasoning)]
+        """Reasoning (when shown), then text, then the calls: each piece `delay_s` after
+        the one before. The usage counts the reasoning, shown or not."""
+        pieces: list[Chunk] = []
+        if show_reasoning:
+            pieces += [ReasoningChunk(word, model, self.name) for word in _WORD.findall(reasoning)]
         pieces += [StreamChunk(word, None, model, self.name) for word in _WORD.findall(text)]
         for index, call in enumerate(calls):
             pieces.append(ToolCallChunk(index, call.id, call.name, ""))
@@ -144,7 +149,7 @@ def plan_calls(text: str, tools: Sequence[Tool], tool_choice: object) -> tuple[s
         if word is not None and word.group(1) in names:
             name, rest = word.group(1), rest[word.end():]
         calls.append(EchoCall(name, rest.strip() or "{}"))
-    return text[:starts[0]], calls
+    return text[:starts[0]].rstrip(), calls
 
 
 def tool_results(messages: Sequence[ChatMessage]) -> str:
