@@ -29,9 +29,11 @@ LIST_TIMEOUT_S = 30.0
 
 class Catalog:
     """Every provider's models (`models[name]`, the default first), kept fresh by one
-    background task between `start()` and `stop()`."""
+    background task between `start()` and `stop()`. With `refresh_s=None` no provider is
+    ever asked and the built-in lists stay (for an upstream that serves chats only, as a
+    scripted test upstream does)."""
 
-    def __init__(self, adapters: Mapping[str, Adapter], *, refresh_s: float = REFRESH_S,
+    def __init__(self, adapters: Mapping[str, Adapter], *, refresh_s: float | None = REFRESH_S,
                  retry_s: float = RETRY_S, timeout_s: float = LIST_TIMEOUT_S) -> None:
         self.adapters = adapters
         self.refresh_s = refresh_s
@@ -45,7 +47,8 @@ class Catalog:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="model catalog")
+        if self.refresh_s is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run(self.refresh_s), name="model catalog")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -54,10 +57,10 @@ class Catalog:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _run(self) -> None:
+    async def _run(self, refresh_s: float) -> None:
         while True:
             answered = await self.refresh()
-            await asyncio.sleep(self.refresh_s if answered else self.retry_s)
+            await asyncio.sleep(refresh_s if answered else self.retry_s)
 
     async def refresh(self) -> bool:
         """Ask each configured provider once (all at once); True when every one answered."""

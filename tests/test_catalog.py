@@ -175,6 +175,16 @@ async def test_stop_ends_the_task() -> None:
     await catalog.stop()  # idempotent
 
 
+def test_a_catalog_without_refresh_never_asks() -> None:
+    upstream = Upstream(["m-a"])
+    with serve(upstream.app) as upstream_url:
+        adapters = {"listing": ListingAdapter("listing", upstream_url)}
+        catalog = Catalog(adapters, refresh_s=None)
+        with serve(server.create_app(settings(), adapters, catalog=catalog)) as url:
+            assert health(url) == {"listing": ["m-default", "m-built-in"]}
+    assert upstream.requests == 0
+
+
 def test_with_default() -> None:
     assert with_default("b", ["a", "b", "c", "a"]) == ("b", "a", "c")
     assert with_default("d", []) == ("d",)

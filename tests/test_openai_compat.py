@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from streamgate import server
+from streamgate.catalog import Catalog
 from streamgate.openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
 from streamgate.providers import build_adapters
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
@@ -427,7 +428,7 @@ def openai_routed(*replies: Reply) -> Iterator[tuple[openai.OpenAI, MockUpstream
     config = settings(openai_api_key="sk-upstream", openai_base_url="https://openai.upstream.test/v1",
                       upstream_max_retries=0)
     adapters = {"openai": OpenAIStreamAdapter(config, http_client=upstream.client())}
-    with sdk_client(server.create_app(config, adapters)) as sdk:
+    with sdk_client(server.create_app(config, adapters, catalog=Catalog(adapters, refresh_s=None))) as sdk:
         yield sdk, upstream
 
 
@@ -528,7 +529,7 @@ def anthropic_routed(*bodies: bytes) -> Iterator[tuple[openai.OpenAI, list[dict]
     config = settings(anthropic_api_key="sk-ant-upstream", upstream_max_retries=0)
     http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream))
     adapters = {"anthropic": AnthropicStreamAdapter(config, http_client=http_client)}
-    with sdk_client(server.create_app(config, adapters)) as sdk:
+    with sdk_client(server.create_app(config, adapters, catalog=Catalog(adapters, refresh_s=None))) as sdk:
         yield sdk, seen
 
 
