@@ -384,7 +384,8 @@ AGENT_TURN = {
                                      {"type": "image_url", "image_url": {"url": "https://x.test/a.png",
                                                                          "detail": "low"}}]},
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "21 °C"},
     ],
     "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather.",

@@ -133,7 +133,8 @@ def test_images_and_developer_role(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(model="echo/echo", messages=[
         {"role": "developer", "content": "Describe images."},
         {"role": "user", "content": [{"type": "text", "text": "What is in"},
-                                     {"type": "image_url", "image_url": {"url": "https://x.test/cat.png", "detail": "low"}},
+                                     {"type": "image_url",
+                                      "image_url": {"url": "https://x.test/cat.png", "detail": "low"}},
                                      {"type": "text", "text": "this picture?"}]}])
     assert completion.choices[0].message.content == "What is in\nthis picture?"
 
@@ -189,7 +190,8 @@ def test_agent_loop_on_the_native_endpoint(url: str) -> None:
     ]
     final = httpx2.post(url + "/api/v1/chat", json=request).json()
     assert final == {
-        "content": 'get_weather returned: {"city": "Paris – \\"été\\" 🌞", "celsius": 21}', "finish_reason": "stop",
+        "content": 'get_weather returned: {"city": "Paris – \\"été\\" 🌞", "celsius": 21}',
+        "finish_reason": "stop",
         "model": "echo", "provider": "echo", "tool_calls": None,
         "usage": {"prompt_tokens": 24, "completion_tokens": 9, "total_tokens": 33}}  # words, echo's tokens
 
@@ -218,3 +220,17 @@ def test_native_reasoning(url: str) -> None:
     assert (answer["content"], answer["reasoning"]) == ("Hi there", REASONING)
     unasked = httpx2.post(url + "/api/v1/chat", json={**request, "include_reasoning": False}).json()
     assert "reasoning" not in unasked and unasked["usage"]["reasoning_tokens"] == words
+
+
+def test_tool_lines_without_tools_are_text(url: str) -> None:
+    text = "/tool get_weather {}\nplain"
+    answer = httpx2.post(url + "/api/v1/chat", json={"provider": "echo", "messages": user(text)}).json()
+    assert (answer["content"], answer["tool_calls"], answer["finish_reason"]) == (text, None, "stop")
+
+
+def test_arguments_may_span_lines(url: str) -> None:
+    ask = '/tool get_weather {\n  "city": "Rome"\n}\n/tool get_time'
+    answer = httpx2.post(url + "/api/v1/chat", json={
+        "provider": "echo", "messages": user(ask), "tools": [WEATHER, TIME]}).json()
+    assert [c["function"] for c in answer["tool_calls"]] == [
+        {"name": "get_weather", "arguments": '{\n  "city": "Rome"\n}'}, {"name": "get_time", "arguments": "{}"}]
