@@ -79,18 +79,19 @@ class EchoAdapter:
                 f"model {model!r} is not supported by echo; supported: echo", provider=self.name
             )
         prompt_words = sum(len(m.text.split()) for m in request.messages)
+        calls: list[EchoCall] = []
         if request.messages[-1].role == "tool":
-            text, calls = tool_results(request.messages), []
+            text = tool_results(request.messages)
         else:
             text = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
-            calls = []
             if request.tools and request.tool_choice != "none":
                 text, calls = plan_calls(text, request.tools, request.tool_choice)
         thinks = request.thinking_enabled or request.reasoning_effort not in (None, "none")
         if not calls and not thinks:
             return ChunkStream(self._words(text, model, prompt_words))
         reasoning = REASONING if thinks else ""
-        return ChunkStream(self._answer(text, calls, reasoning, request.include_reasoning, model, prompt_words))
+        answer = self._answer(text, calls, reasoning, request.include_reasoning, model, prompt_words)
+        return ChunkStream(answer)  # type: ignore[arg-type]  # every chunk kind, as the pipeline takes
 
     async def _words(self, text: str, model: str, prompt_words: int) -> AsyncGenerator[StreamChunk, None]:
         words = _WORD.findall(text)
