@@ -94,7 +94,7 @@ def test_what_is_sent_upstream() -> None:
     (seen,) = upstream.seen
     assert (seen.method, seen.url) == ("POST", BASE_URL + "/chat/completions")
     assert seen.json == {"model": "gpt-4o-mini", "messages": body["messages"], "temperature": 0.2,
-                         "max_tokens": 50, "stream": True, "stream_options": {"include_usage": True}}
+                         "max_completion_tokens": 50, "stream": True, "stream_options": {"include_usage": True}}
     assert seen.headers["authorization"] == f"Bearer {KEY}"
     assert re.fullmatch(r"[0-9a-f]{32}", seen.headers["x-request-id"])
     assert seen.headers["accept"] == "application/json"
