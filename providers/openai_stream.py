@@ -62,10 +62,11 @@ OPENAI_MODELS = (
 #: Models that reason (and take `reasoning_effort`): the o-series and GPT-5 onwards, also
 #: fine-tuned (`ft:o4-mini:…`); not the `*-chat-latest` aliases, which take no effort.
 REASONING_MODEL = re.compile(r"(?:ft:)?(?!.*-chat-latest$)(?:o[1-9]|gpt-(?:[5-9]|[1-9][0-9]))(?:[.:-]|$)")
-#: `GET /models` ids Chat Completions serves: GPT and o-series text models, not the audio,
-#: realtime, speech, transcription, image, embedding, completions-only or Responses-only ones.
+#: `GET /models` ids Chat Completions serves: GPT and o-series text models (also
+#: fine-tuned), not the audio, realtime, speech, transcription, image, embedding,
+#: completions-only or Responses-only ones.
 CHAT_MODEL = re.compile(
-    r"(?:gpt-|o[1-9]|chatgpt-)(?!.*(?:audio|realtime|transcribe|tts|image|embedding|instruct|codex|-pro\b))"
+    r"(?:ft:)?(?:gpt-|o[1-9]|chatgpt-)(?!.*(?:audio|realtime|transcribe|tts|image|embedding|instruct|codex|-pro\b))"
 )
 #: `reasoning_effort` for `thinking_enabled: true` without an explicit effort (every
 #: reasoning model takes it; some default to `none`).
