@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx2
 import msgspec
@@ -347,8 +347,10 @@ class OpenAIStreamAdapter:
                             if delta.tool_calls:
                                 if calls is None:
                                     calls = _ToolCalls()
-                                for piece in calls.pieces(delta.tool_calls):
-                                    yield piece
+                                for call in delta.tool_calls:
+                                    piece = calls.piece(call)
+                                    if piece is not None:
+                                        yield piece
                         if choice.finish_reason is not None:
                             finish_reason = FINISH_REASONS.get(choice.finish_reason, FinishReason.STOP)
                     if chunk.usage is not None:
@@ -380,20 +382,21 @@ class _ToolCalls:
         self._ours: dict[int, tuple[int, str]] = {}  # upstream index → (our index, call id)
         self._began = 0
 
-    def pieces(self, deltas: list[_ToolCallDelta]) -> Iterator[ToolCallChunk]:
-        for delta in deltas:
-            function = delta.function
-            arguments = function.arguments if function is not None else None
-            known = self._ours.get(delta.index)
-            if known is None or (delta.id is not None and delta.id != known[1]):
-                call_id = delta.id or "call_" + uuid.uuid4().hex[:24]
-                index = self._began
-                self._began += 1
-                self._ours[delta.index] = (index, call_id)
-                name = function.name if function is not None else None
-                yield ToolCallChunk(index, call_id, name or "", arguments or "")
-            elif arguments:
-                yield ToolCallChunk(known[0], arguments=arguments)
+    def piece(self, delta: _ToolCallDelta) -> ToolCallChunk | None:
+        """The chunk for one `delta.tool_calls` entry (`None`: nothing new in it)."""
+        function = delta.function
+        arguments = function.arguments if function is not None else None
+        known = self._ours.get(delta.index)
+        if known is None or (delta.id is not None and delta.id != known[1]):
+            call_id = delta.id or "call_" + uuid.uuid4().hex[:24]
+            index = self._began
+            self._began += 1
+            self._ours[delta.index] = (index, call_id)
+            name = function.name if function is not None else None
+            return ToolCallChunk(index, call_id, name or "", arguments or "")
+        if arguments:
+            return ToolCallChunk(known[0], None, None, arguments)
+        return None
 
 
 def _usage(wire: _WireUsage) -> Usage:
