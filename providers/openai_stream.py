@@ -30,7 +30,7 @@ from openai._types import Headers, RequestOptions
 
 from streamgate import sse
 from streamgate.providers.base import ChunkStream, open_with_retries
-from streamgate.errors import GatewayError, ProviderAuthError, UpstreamError
+from streamgate.errors import GatewayError, ProviderNotConfiguredError, UpstreamError
 from streamgate.http_client import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
@@ -261,7 +261,7 @@ class OpenAIStreamAdapter:
         model = request.model or self.default_model
         self.check_model(model)
         if not self.configured:
-            raise ProviderAuthError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
+            raise ProviderNotConfiguredError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
         body = json_encoder.encode(self._request_type(
             model, request.messages, True, _STREAM_OPTIONS, request.temperature, request.max_tokens,
             self.reasoning_effort(request, model), request.stop, request.response_format, request.tools,

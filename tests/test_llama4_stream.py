@@ -239,8 +239,8 @@ def test_default_model_from_settings_must_be_supported() -> None:
 def together_card(model_id: str, kind: str = "chat") -> dict[str, Any]:
     """One entry of Together's `GET /v1/models`: a bare JSON array of these."""
     return {"id": model_id, "object": "model", "created": 1743877200, "type": kind, "running": False,
-            "display_name": model_id.split("/")[-1], "organization": "Meta", "link": f"https://huggingface.co/{model_id}",
-            "license": "Llama 4 Community License Agreement", "context_length": 1048576,
+            "display_name": model_id.split("/")[-1], "organization": "Meta",
+            "link": f"https://huggingface.co/{model_id}", "license": "Llama 4 Community License Agreement", "context_length": 1048576,
             "config": {"chat_template": None, "stop": ["<|eot|>"], "bos_token": None, "eos_token": None},
             "pricing": {"hourly": 0, "input": 0.18, "output": 0.59, "base": 0, "finetune": 0}}
 

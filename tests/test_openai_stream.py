@@ -22,7 +22,6 @@ from streamgate.server import create_app
 from support import Answer, closed_port, serve, settings
 from wire_openai import (
     SSE_HEAD,
-    UPSTREAM_MODEL,
     LoopbackUpstream,
     MockUpstream,
     Reply,
