@@ -31,6 +31,7 @@ from wire_openai import (
     completion,
     http_chunk,
     leave_mid_stream,
+    openai_like,
     openai_refusal,
     reset,
     sdk_chunks,
@@ -334,6 +335,24 @@ def test_reasoning_model_streams_with_no_temperature_or_max_tokens_sent() -> Non
                                              "reasoning_tokens": 128}}
     assert upstream.seen[0].json == {"model": "gpt-5.5", "messages": HELLO["messages"], **STREAMED}
     assert sdk_chunks(body)[-1].usage.completion_tokens_details.reasoning_tokens == 128  # type: ignore[union-attr]
+
+
+def test_gpt_55_and_gpt_4o_against_a_loopback_openai() -> None:
+    """Over real sockets: `gpt-5.5` with nothing but the messages streams; `gpt-4o` with a
+    temperature and a length limit streams as before; `gpt-5.5` with a temperature gets
+    OpenAI's 400."""
+    with openai_like(reasoning_completion(TEXT)).running() as upstream:
+        with gateway(openai_base_url=upstream.url) as url:
+            reasoning = post(url, {**HELLO, "model": "gpt-5.5"})
+            plain = post(url, {**HELLO, "temperature": 0.7, "max_tokens": 64})
+            refused = post(url, {**HELLO, "model": "gpt-5.5", "temperature": 0.7})
+    assert reasoning.text == plain.text == "".join(TEXT)
+    assert reasoning.messages[-1]["usage"]["reasoning_tokens"] == 128
+    assert refused.status == 400 and "'temperature' does not support 0.7" in refused.json()["error"]["message"]
+    sent = [json.loads(request.split(b"\r\n\r\n", 1)[1]) for request in upstream.requests]
+    assert sent[:2] == [{"model": "gpt-5.5", "messages": HELLO["messages"], **STREAMED},
+                        {"model": "gpt-4o", "messages": HELLO["messages"], "temperature": 0.7,
+                         "max_completion_tokens": 64, **STREAMED}]
 
 
 def test_what_reasoning_and_other_models_are_sent() -> None:

@@ -274,6 +274,25 @@ class LoopbackUpstream:
             writer.transport.abort()
 
 
+def openai_like(body: bytes) -> LoopbackUpstream:
+    """A loopback upstream answering as today's OpenAI: `openai_refusal`'s 400 for a body
+    it refuses, else `body` streamed (chunked, one piece)."""
+    upstream: LoopbackUpstream
+
+    async def behaviour(writer: asyncio.StreamWriter) -> None:
+        refusal = openai_refusal(json.loads(upstream.requests[-1].split(b"\r\n\r\n", 1)[1]))
+        if refusal is None:
+            writer.write(SSE_HEAD + http_chunk(body) + b"0\r\n\r\n")
+        else:
+            error = b"".join(refusal.pieces)
+            writer.write(b"HTTP/1.1 %d Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                         % (refusal.status, len(error), error))
+        await writer.drain()
+
+    upstream = LoopbackUpstream(behaviour)
+    return upstream
+
+
 def leave_mid_stream(url: str, body: dict[str, Any], until: bytes) -> tuple[bytes, float]:
     """POST `body` as a stream, read until `until` arrives, then hang up; return what was
     received and when the client left."""
