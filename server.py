@@ -246,7 +246,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     `catalog` to one over them, refreshed while the app runs."""
     settings = settings or Settings.from_env()
     adapters = adapters if adapters is not None else build_adapters(settings)
-    catalog = catalog or Catalog(adapters)
+    catalog = catalog or Catalog(adapters, refresh_s=settings.model_catalog_refresh_s or None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]

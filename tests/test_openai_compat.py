@@ -446,7 +446,7 @@ def test_openai_routed_stream_with_usage(model: str) -> None:
     assert usage_chunk.choices == [] and usage_chunk.usage is not None
     assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens) == (9, 12)
     [seen] = upstream.seen
-    assert seen.json["model"] == "gpt-4o" and seen.json["max_tokens"] == 50 and seen.json["temperature"] == 0.2
+    assert seen.json["model"] == "gpt-4o" and seen.json["max_completion_tokens"] == 50 and seen.json["temperature"] == 0.2
     assert seen.json["messages"] == [{"role": "user", "content": "Hi"}]
 
 
