@@ -21,11 +21,8 @@ from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
 from streamgate.server import create_app
 from support import serve, settings
 
-# The contract's default model is past the end-of-life date anthropic 2.12 knows for it.
-pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-20250514' is deprecated")
-
 KEY = "sk-ant-test-key"
-DEFAULT_MODEL = "claude-sonnet-4-20250514"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 HELLO = {"provider": "anthropic", "messages": [{"role": "user", "content": "Hello"}]}
 TEXT_PIECES = ["Hello", ", 世界", " 🎉🚀 ", "naïve\nnext line", " 日本語です。"]
 
@@ -178,8 +175,8 @@ def test_what_is_sent_upstream() -> None:
         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                      {"role": "user", "content": "How are you? 🎉"}],
         "stream": True,
-    }  # no `temperature`: anthropic 2.12's `messages.create` takes none
-    # anthropic 2.12 sends the key as a bearer token (no `x-api-key`) and API version 2026-10-21.
+    }  # no `temperature`: the pinned SDK's `messages.create` takes none
+    # the pinned SDK sends the key as a bearer token (no `x-api-key`) and API version 2026-10-21.
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert "x-api-key" not in request.headers
     assert request.headers["anthropic-version"] == "2026-10-21"
