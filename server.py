@@ -125,7 +125,8 @@ class ChatEndpoint:
         await run_chat(
             adapter, request, NativeFrames(model, adapter.name), receive, send,
             self.settings.sse_heartbeat_s, streaming=self.streaming,
-            send_error=send_error, send_answer=send_native_answer,
+            send_error=send_error,
+            send_answer=send_native_answer_with_reasoning if request.include_reasoning else send_native_answer,
         )
 
 
