@@ -275,9 +275,11 @@ async def read_chunks(
                         if delta.text:
                             yield StreamChunk(delta.text, None, model, PROVIDER)
                     elif kind == "input_json_delta":
-                        if delta.partial_json and block_delta.index in calls:
-                            no_arguments.discard(block_delta.index)
-                            yield ToolCallChunk(calls[block_delta.index], arguments=delta.partial_json)
+                        call = calls.get(block_delta.index)
+                        if delta.partial_json and call is not None:
+                            if no_arguments:
+                                no_arguments.discard(block_delta.index)
+                            yield ToolCallChunk(call, None, None, delta.partial_json)
                     elif kind == "thinking_delta":
                         if include_reasoning and delta.thinking:
                             yield ReasoningChunk(delta.thinking, model, PROVIDER)
