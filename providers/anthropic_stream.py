@@ -225,8 +225,10 @@ class AnthropicStreamAdapter:
         return ChunkStream(read_chunks(chunks, model, request.include_reasoning), release)
 
     async def list_models(self) -> list[str]:
-        """The ids `GET /v1/models` names, every page of them."""
-        return [model.id async for model in self._client.models.list(limit=1000)]
+        """The ids `GET /v1/models` names, every page of them, but retired ones (the API keeps
+        those in its catalogue as a record; a request naming one fails)."""
+        return [model.id async for model in self._client.models.list(limit=1000)
+                if getattr(model, "lifecycle", None) != "retired"]
 
     async def _open(self, body: bytes) -> httpx2.Response:
         """One attempt: the response once Anthropic answered with its success status."""

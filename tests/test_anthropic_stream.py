@@ -305,6 +305,13 @@ def sdk_message(reads: list[bytes]) -> Message:
     return asyncio.run(accumulate())
 
 
+@pytest.mark.parametrize("stop_reason", ["end_turn", "max_tokens", "tool_use", "refusal", "pause_turn"])
+def test_the_scripted_text_stream_is_what_the_sdk_reads(stop_reason: str) -> None:
+    message = sdk_message(answer(stop_reason=stop_reason))
+    assert [b.text for b in message.content] == ["".join(TEXT_PIECES)]  # type: ignore[union-attr]
+    assert (message.stop_reason, message.usage.input_tokens, message.usage.output_tokens) == (stop_reason, 25, 15)
+
+
 def frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     """Every frame (kind, data) before `[DONE]`, after checking ids run 1, 2, 3, …."""
     events = [e for e in sse.Decoder().feed(raw) if isinstance(e, sse.Event)]
@@ -539,18 +546,20 @@ def test_default_model_from_settings() -> None:
 # --- list_models ---------------------------------------------------------------------------
 
 
-def model_info(model_id: str, display_name: str) -> dict[str, Any]:
-    return {"type": "model", "id": model_id, "display_name": display_name, "created_at": "2026-09-30T00:00:00Z",
-            "lifecycle": "active", "deprecated_at": None, "retires_at": None, "max_input_tokens": 1000000,
-            "max_tokens": 128000}
+def model_info(model_id: str, display_name: str, lifecycle: str = "active") -> dict[str, Any]:
+    retired = lifecycle == "retired"
+    return {"type": "model", "id": model_id, "display_name": display_name, "created_at": "2025-05-14T00:00:00Z",
+            "lifecycle": lifecycle, "deprecated_at": "2026-01-05T00:00:00Z" if retired else None,
+            "retires_at": None, "max_input_tokens": 1000000, "max_tokens": 128000}
 
 
-def test_list_models_reads_every_page_through_the_sdk() -> None:
+def test_list_models_reads_every_page_through_the_sdk_and_leaves_retired_ones_out() -> None:
     pages = [{"data": [model_info("claude-sonnet-5-5", "Claude Sonnet 5.5"),
                        model_info("claude-opus-5-5", "Claude Opus 5.5")],
               "has_more": True, "first_id": "claude-sonnet-5-5", "last_id": "claude-opus-5-5"},
-             {"data": [model_info("claude-haiku-4-5-20251001", "Claude Haiku 4.5")],
-              "has_more": False, "first_id": "claude-haiku-4-5-20251001", "last_id": "claude-haiku-4-5-20251001"}]
+             {"data": [model_info("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
+                       model_info("claude-sonnet-4-20250514", "Claude Sonnet 4", "retired")],
+              "has_more": False, "first_id": "claude-haiku-4-5-20251001", "last_id": "claude-sonnet-4-20250514"}]
     for page in pages:
         for card in page["data"]:
             ModelInfo.model_validate(card)
