@@ -132,8 +132,11 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
         messages = request.messages
         system = "\n\n".join(m.text for m in messages if m.role == "system") or None
         turns: list[ChatMessage] | list[WireMessage] = [m for m in messages if m.role != "system"]
-        if not all(map(is_plain, turns)):  # type: ignore[arg-type]
-            turns = wire_turns(messages)
+        for message in turns:  # a plain request's messages go as they are: `{"role", "content"}`
+            if (type(message.content) is not str or message.role == "tool"  # type: ignore[union-attr]
+                    or message.tool_calls is not None or message.tool_call_id is not None):  # type: ignore[union-attr]
+                turns = wire_turns(messages)
+                break
         wire = cls(model, request.max_tokens or DEFAULT_MAX_TOKENS, turns, True, system)
         if request.stop is not None:
             wire.stop_sequences = request.stop_sequences
@@ -150,16 +153,10 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
                     "use tool_choice auto or none, or reasoning_effort none",
                     provider=PROVIDER,
                 )
-        output_format = output_format_of(request.response_format)
+        output_format = output_format_of(request.response_format) if request.response_format is not None else None
         if effort is not None or output_format is not None:
             wire.output_config = OutputConfig(effort, output_format)
         return wire
-
-
-def is_plain(message: ChatMessage) -> bool:
-    """Whether a (non-system) message goes upstream as it is: `{"role", "content"}`."""
-    return (type(message.content) is str and message.role != "tool"
-            and message.tool_calls is None and message.tool_call_id is None)
 
 
 # --- messages -----------------------------------------------------------------------------
@@ -201,7 +198,8 @@ def assistant_content(message: ChatMessage, index: int) -> str | list[Block]:
         return text
     blocks: list[Block] = [TextBlock(text)] if text else []
     for number, call in enumerate(message.tool_calls):
-        arguments = tool_arguments(call.function.arguments, f"$.messages[{index}].tool_calls[{number}].function.arguments")
+        path = f"$.messages[{index}].tool_calls[{number}].function.arguments"
+        arguments = tool_arguments(call.function.arguments, path)
         blocks.append(ToolUseBlock(call.id, call.function.name, arguments))
     return blocks
 
@@ -240,7 +238,8 @@ def content_blocks(content: str | list[ContentPart] | None, index: int) -> list[
             if part.text:
                 blocks.append(TextBlock(part.text))
         else:
-            blocks.append(image_block(part, f"$.messages[{index}].content[{number}].image_url.url"))  # type: ignore[arg-type]
+            path = f"$.messages[{index}].content[{number}].image_url.url"
+            blocks.append(image_block(part, path))  # type: ignore[arg-type]
     return blocks
 
 
@@ -253,7 +252,9 @@ def image_block(part: ImagePart, path: str) -> ImageBlock:
     head, comma, data = url.partition(",")
     if url.startswith("data:") and comma and head.endswith(";base64"):
         return ImageBlock(Base64Source(head[5:-7], data))
-    raise InvalidRequestError(f"{path}: anthropic takes a data:image/…;base64 URL or an https:// URL", provider=PROVIDER)
+    raise InvalidRequestError(
+        f"{path}: anthropic takes a data:image/…;base64 URL or an https:// URL", provider=PROVIDER
+    )
 
 
 # --- tools and output format ----------------------------------------------------------------
