@@ -12,7 +12,7 @@ naming the field (`InvalidRequestError`).
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import anthropic
 import msgspec
@@ -99,7 +99,7 @@ class WireToolChoice(msgspec.Struct, omit_defaults=True):
 
 
 class Thinking(msgspec.Struct, omit_defaults=True):
-    type: Literal["enabled", "adaptive", "disabled"]
+    type: Literal["enabled", "adaptive", "disabled", "between_tools"]
     budget_tokens: int | None = None
     display: Literal["summarized"] | None = None
 
@@ -143,13 +143,13 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
         if request.tools:
             wire.tools = wire_tools(request.tools)
             if request.tool_choice is not None:
-                wire.tool_choice = wire_tool_choice(request.tool_choice)
+                wire.tool_choice = wire_tool_choice(request.tool_choice, model)
         effort: str | None = None
-        if request.reasoning_effort is not None or request.thinking_enabled:
+        if request.reasoning_effort is not None or request.thinking_enabled or request.include_reasoning:
             wire.thinking, effort = thinking_of(request, model, wire.max_tokens)
-            if wire.thinking is not None and wire.thinking.type != "disabled" and forces_tool(wire.tool_choice):
+            if wire.thinking is not None and wire.thinking.type == "enabled" and forces_tool(wire.tool_choice):
                 raise InvalidRequestError(
-                    "$.tool_choice: anthropic cannot force a tool call while thinking; "
+                    "$.tool_choice: anthropic cannot force a tool call with manual extended thinking; "
                     "use tool_choice auto or none, or reasoning_effort none",
                     provider=PROVIDER,
                 )
@@ -275,10 +275,17 @@ def wire_tools(tools: list[Tool]) -> list[WireTool]:
     return wire
 
 
-def wire_tool_choice(choice: ToolChoice) -> WireToolChoice:
+def wire_tool_choice(choice: ToolChoice, model: str) -> WireToolChoice:
     if type(choice) is NamedToolChoice:
-        return WireToolChoice("tool", choice.function.name)
-    return WireToolChoice("any" if choice == "required" else choice)  # type: ignore[arg-type]
+        wire = WireToolChoice("tool", choice.function.name)
+    else:
+        wire = WireToolChoice("any" if choice == "required" else choice)  # type: ignore[arg-type]
+    if forces_tool(wire) and refuses_forced_tools(model):
+        raise InvalidRequestError(
+            f"$.tool_choice: {model} cannot be made to call a tool (required or a named tool); use auto",
+            provider=PROVIDER,
+        )
+    return wire
 
 
 def forces_tool(choice: WireToolChoice | None) -> bool:
@@ -307,25 +314,50 @@ def strict_schema(schema: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 class ThinkingForm(enum.Enum):
-    """How a model takes thinking: not at all, a `budget_tokens`, or adaptive + effort."""
+    """How a model takes thinking."""
 
-    NONE = "none"
-    BUDGET = "budget"
-    ADAPTIVE = "adaptive"
+    NONE = "none"  # it cannot think (before Claude 3.7)
+    BUDGET = "budget"  # manual extended thinking, `budget_tokens`; off unless asked (3.7 – 4.5)
+    ADAPTIVE = "adaptive"  # adaptive thinking, depth set by `output_config.effort` (4.6 on)
 
 
-def thinking_form(model: str) -> ThinkingForm:
-    """Claude before 3.7 cannot think; 3.7 up to 4.5 take a budget; 4.6 on (and a name
-    without a version, e.g. `claude-mythos-preview`) take adaptive thinking — the SDK
-    warns that a budget is deprecated from 4.6, and Claude 5 refuses one."""
-    version = model_version(model)
+class ThinkingOff(enum.Enum):
+    """How a model with adaptive thinking runs without up-front thinking."""
+
+    UNSENT = "unsent"  # `thinking` left out: off unless asked (Claude 4.6)
+    DISABLED = "disabled"  # `{"type": "disabled"}` (Sonnet 5, Opus 5, Haiku 5.5: on by default)
+    BETWEEN_TOOLS = "between_tools"  # Sonnet 5.5's lowest setting (it refuses `disabled`)
+    LOW_EFFORT = "low_effort"  # always on (Opus 4.7 on, Opus 5.5, Fable, Mythos): effort `low` instead
+
+
+class ModelThinking(NamedTuple):
+    form: ThinkingForm
+    off: ThinkingOff
+
+
+def model_thinking(model: str) -> ModelThinking:
+    """What the Claude docs say each model generation takes; a name without a version
+    (`claude-mythos-preview`) or one newer than this table counts as always thinking,
+    the setting no current model refuses."""
+    family, version = model_family(model), model_version(model)
     if version is None:
-        return ThinkingForm.ADAPTIVE
+        return ModelThinking(ThinkingForm.ADAPTIVE, ThinkingOff.LOW_EFFORT)
     if version < (3, 7):
-        return ThinkingForm.NONE
+        return ModelThinking(ThinkingForm.NONE, ThinkingOff.UNSENT)
     if version < (4, 6):
-        return ThinkingForm.BUDGET
-    return ThinkingForm.ADAPTIVE
+        return ModelThinking(ThinkingForm.BUDGET, ThinkingOff.UNSENT)
+    if version == (4, 6):
+        return ModelThinking(ThinkingForm.ADAPTIVE, ThinkingOff.UNSENT)
+    if (family == "haiku" and version[0] == 5) or (family in ("sonnet", "opus") and version == (5, 0)):
+        return ModelThinking(ThinkingForm.ADAPTIVE, ThinkingOff.DISABLED)
+    if family == "sonnet" and version == (5, 5):
+        return ModelThinking(ThinkingForm.ADAPTIVE, ThinkingOff.BETWEEN_TOOLS)
+    return ModelThinking(ThinkingForm.ADAPTIVE, ThinkingOff.LOW_EFFORT)
+
+
+def model_family(model: str) -> str:
+    """`claude-sonnet-4-5` and `claude-3-7-sonnet-20250219` → `sonnet`."""
+    return next((part for part in model.split("-") if part.isalpha() and part != "claude"), "")
 
 
 def model_version(model: str) -> tuple[int, int] | None:
@@ -337,27 +369,49 @@ def model_version(model: str) -> tuple[int, int] | None:
     return numbers[0], numbers[1] if len(numbers) > 1 else 0
 
 
-def thinking_of(request: ChatRequest, model: str, max_tokens: int) -> tuple[Thinking | None, str | None]:
-    """`thinking` and `output_config.effort` for a request that asked about reasoning.
+def refuses_forced_tools(model: str) -> bool:
+    """Opus and Sonnet from 5.5, Fable and Mythos from 5.1 take no `tool_choice` `any`/`tool`."""
+    family, version = model_family(model), model_version(model)
+    if version is None:
+        return False
+    return (family in ("opus", "sonnet") and version >= (5, 5)) or (family in ("fable", "mythos") and version >= (5, 1))
 
-    Thinking is off for `reasoning_effort: "none"`, and for a request that continues a
-    tool-use turn (its last assistant message has tool calls): the API then wants that
-    turn's signed thinking blocks back, which the OpenAI shape cannot carry and we keep
-    no state for; the API's own advice is to disable thinking. Off is said explicitly
-    (`disabled`) only to adaptive models, where leaving `thinking` out may mean on.
+
+_OFF: dict[ThinkingOff, tuple[Thinking | None, str | None]] = {
+    ThinkingOff.UNSENT: (None, None),
+    ThinkingOff.DISABLED: (Thinking("disabled"), None),
+    ThinkingOff.BETWEEN_TOOLS: (Thinking("between_tools"), None),
+    ThinkingOff.LOW_EFFORT: (None, "low"),
+}
+
+
+def thinking_of(request: ChatRequest, model: str, max_tokens: int) -> tuple[Thinking | None, str | None]:
+    """`thinking` and `output_config.effort` for a request that mentions reasoning.
+
+    A manual-thinking request that continues a tool-use turn (its last assistant message
+    has tool calls) gets no thinking: the API then wants that turn's signed thinking
+    blocks back first, which the OpenAI shape cannot carry and we keep no state for; the
+    API's own advice is to disable thinking. Adaptive thinking takes such turns as they
+    are (the model may always have skipped thinking), so nothing changes there.
     """
-    form = thinking_form(model)
+    form, off = model_thinking(model)
+    effort = request.reasoning_effort
+    asked = effort is not None or request.thinking_enabled
     if form is ThinkingForm.NONE:
         return None, None
-    effort = request.reasoning_effort
-    off = effort == "none" or continues_tool_use(request.messages)
     if form is ThinkingForm.BUDGET:
-        budget = min(THINKING_BUDGETS[effort or "medium"], max_tokens - 1) if not off else 0
+        if not asked or effort == "none" or continues_tool_use(request.messages):
+            return None, None
+        budget = min(THINKING_BUDGETS[effort or "medium"], max_tokens - 1)
         return (Thinking("enabled", budget) if budget >= MIN_THINKING_BUDGET else None), None
-    if off:
-        return Thinking("disabled"), None
-    display = "summarized" if request.include_reasoning else None
-    return Thinking("adaptive", display=display), EFFORTS.get(effort or "")
+    if effort == "none":
+        return _OFF[off]
+    display: Literal["summarized"] | None = "summarized" if request.include_reasoning else None
+    if asked:
+        return Thinking("adaptive", display=display), EFFORTS.get(effort or "")
+    if display is not None and off is not ThinkingOff.UNSENT:  # thinking runs by default: show it
+        return Thinking("adaptive", display=display), None
+    return None, None
 
 
 def continues_tool_use(messages: list[ChatMessage]) -> bool:

@@ -16,7 +16,14 @@ from anthropic.types.message_create_params import MessageCreateParamsStreaming
 
 from streamgate.chat_types import ChatRequest, chat_request_decoder, json_encoder
 from streamgate.errors import InvalidRequestError
-from streamgate.providers.anthropic_request import ThinkingForm, WireRequest, model_version, thinking_form
+from streamgate.providers.anthropic_request import (
+    ThinkingForm,
+    ThinkingOff,
+    WireRequest,
+    model_family,
+    model_thinking,
+    model_version,
+)
 
 SDK_BODY = pydantic.TypeAdapter(MessageCreateParamsStreaming)
 SDK_MESSAGES = pydantic.TypeAdapter(list[MessageParam])  # `Iterable`s in SDK_BODY are checked lazily
@@ -46,20 +53,26 @@ def refusal(model: str = "claude-sonnet-5-5", **fields: Any) -> str:
     return str(caught.value)
 
 
-@pytest.mark.parametrize(("model", "version", "form"), [
-    ("claude-sonnet-5-5", (5, 5), ThinkingForm.ADAPTIVE),
-    ("claude-sonnet-5", (5, 0), ThinkingForm.ADAPTIVE),
-    ("claude-opus-4-6", (4, 6), ThinkingForm.ADAPTIVE),
-    ("claude-haiku-4-5-20251001", (4, 5), ThinkingForm.BUDGET),
-    ("claude-sonnet-4-20250514", (4, 0), ThinkingForm.BUDGET),
-    ("claude-3-7-sonnet-20250219", (3, 7), ThinkingForm.BUDGET),
-    ("claude-3-5-haiku-20241022", (3, 5), ThinkingForm.NONE),
-    ("claude-3-haiku-20240307", (3, 0), ThinkingForm.NONE),
-    ("claude-mythos-preview", None, ThinkingForm.ADAPTIVE),
+@pytest.mark.parametrize(("model", "family", "version", "form", "off"), [
+    ("claude-sonnet-5-5", "sonnet", (5, 5), ThinkingForm.ADAPTIVE, ThinkingOff.BETWEEN_TOOLS),
+    ("claude-sonnet-5", "sonnet", (5, 0), ThinkingForm.ADAPTIVE, ThinkingOff.DISABLED),
+    ("claude-opus-5", "opus", (5, 0), ThinkingForm.ADAPTIVE, ThinkingOff.DISABLED),
+    ("claude-haiku-5-5", "haiku", (5, 5), ThinkingForm.ADAPTIVE, ThinkingOff.DISABLED),
+    ("claude-opus-5-5", "opus", (5, 5), ThinkingForm.ADAPTIVE, ThinkingOff.LOW_EFFORT),
+    ("claude-fable-5-2", "fable", (5, 2), ThinkingForm.ADAPTIVE, ThinkingOff.LOW_EFFORT),
+    ("claude-opus-4-8", "opus", (4, 8), ThinkingForm.ADAPTIVE, ThinkingOff.LOW_EFFORT),
+    ("claude-mythos-preview", "mythos", None, ThinkingForm.ADAPTIVE, ThinkingOff.LOW_EFFORT),
+    ("claude-opus-4-6", "opus", (4, 6), ThinkingForm.ADAPTIVE, ThinkingOff.UNSENT),
+    ("claude-haiku-4-5-20251001", "haiku", (4, 5), ThinkingForm.BUDGET, ThinkingOff.UNSENT),
+    ("claude-sonnet-4-20250514", "sonnet", (4, 0), ThinkingForm.BUDGET, ThinkingOff.UNSENT),
+    ("claude-3-7-sonnet-20250219", "sonnet", (3, 7), ThinkingForm.BUDGET, ThinkingOff.UNSENT),
+    ("claude-3-5-haiku-20241022", "haiku", (3, 5), ThinkingForm.NONE, ThinkingOff.UNSENT),
+    ("claude-3-haiku-20240307", "haiku", (3, 0), ThinkingForm.NONE, ThinkingOff.UNSENT),
 ])
-def test_thinking_form_by_model_version(model: str, version: tuple[int, int] | None, form: ThinkingForm) -> None:
-    assert model_version(model) == version
-    assert thinking_form(model) is form
+def test_thinking_by_model_generation(model: str, family: str, version: tuple[int, int] | None,
+                                      form: ThinkingForm, off: ThinkingOff) -> None:
+    assert (model_family(model), model_version(model)) == (family, version)
+    assert model_thinking(model) == (form, off)
 
 
 @pytest.mark.parametrize(("model", "fields", "thinking", "output_config"), [
@@ -69,7 +82,14 @@ def test_thinking_form_by_model_version(model: str, version: tuple[int, int] | N
     ("claude-opus-4-6", {"reasoning_effort": "low"}, {"type": "adaptive"}, {"effort": "low"}),
     ("claude-sonnet-5-5", {"reasoning_effort": "minimal"}, {"type": "adaptive"}, {"effort": "low"}),
     ("claude-sonnet-5-5", {"thinking_enabled": True}, {"type": "adaptive"}, None),
-    ("claude-sonnet-5-5", {"reasoning_effort": "none", "thinking_enabled": True}, {"type": "disabled"}, None),
+    ("claude-sonnet-5-5", {"include_reasoning": True}, {"type": "adaptive", "display": "summarized"}, None),
+    ("claude-opus-4-6", {"include_reasoning": True}, None, None),
+    ("claude-sonnet-5-5", {"reasoning_effort": "none", "thinking_enabled": True}, {"type": "between_tools"}, None),
+    ("claude-sonnet-5", {"reasoning_effort": "none"}, {"type": "disabled"}, None),
+    ("claude-haiku-5-5", {"reasoning_effort": "none", "include_reasoning": True}, {"type": "disabled"}, None),
+    ("claude-opus-5-5", {"reasoning_effort": "none"}, None, {"effort": "low"}),
+    ("claude-mythos-preview", {"reasoning_effort": "none"}, None, {"effort": "low"}),
+    ("claude-opus-4-6", {"reasoning_effort": "none"}, None, None),
     ("claude-haiku-4-5", {"reasoning_effort": "high"}, {"type": "enabled", "budget_tokens": 12288}, None),
     ("claude-haiku-4-5", {"reasoning_effort": "minimal"}, {"type": "enabled", "budget_tokens": 1024}, None),
     ("claude-3-7-sonnet-20250219", {"thinking_enabled": True}, {"type": "enabled", "budget_tokens": 8192}, None),
@@ -77,8 +97,8 @@ def test_thinking_form_by_model_version(model: str, version: tuple[int, int] | N
      {"type": "enabled", "budget_tokens": 2999}, None),
     ("claude-haiku-4-5", {"reasoning_effort": "high", "max_tokens": 1024}, None, None),
     ("claude-haiku-4-5", {"reasoning_effort": "none"}, None, None),
+    ("claude-haiku-4-5", {"include_reasoning": True}, None, None),
     ("claude-3-haiku-20240307", {"reasoning_effort": "high", "include_reasoning": True}, None, None),
-    ("claude-sonnet-5-5", {"include_reasoning": True}, None, None),
 ])
 def test_reasoning_maps_to_each_models_thinking(model: str, fields: dict[str, Any], thinking: dict[str, Any] | None,
                                                 output_config: dict[str, Any] | None) -> None:
@@ -93,19 +113,20 @@ def test_plain_request_sends_only_what_it_did_before() -> None:
                                      "messages": [{"role": "user", "content": "Hi"}]}
 
 
-def test_a_tool_use_continuation_turns_thinking_off() -> None:
+def test_a_tool_use_continuation_turns_manual_thinking_off() -> None:
     messages = [{"role": "user", "content": "Weather in Paris?"},
                 {"role": "assistant", "tool_calls": [{"id": "toolu_1", "type": "function",
                                                       "function": {"name": "get_weather", "arguments": "{}"}}]},
                 {"role": "tool", "tool_call_id": "toolu_1", "content": "18°C"}]
     tools = [{"type": "function", "function": {"name": "get_weather"}}]
-    adaptive = body(messages=messages, tools=tools, reasoning_effort="high", include_reasoning=True)
     budget = body("claude-haiku-4-5", messages=messages, tools=tools, reasoning_effort="high")
-    assert adaptive["thinking"] == {"type": "disabled"} and "output_config" not in adaptive
+    adaptive = body(messages=messages, tools=tools, reasoning_effort="high", include_reasoning=True)
     assert "thinking" not in budget
+    assert adaptive["thinking"] == {"type": "adaptive", "display": "summarized"}, "adaptive thinking takes the turn"
     messages.append({"role": "assistant", "content": "It is 18°C."})
     messages.append({"role": "user", "content": "And tomorrow?"})
-    assert body(messages=messages, tools=tools, reasoning_effort="high")["thinking"] == {"type": "adaptive"}
+    assert body("claude-haiku-4-5", messages=messages, tools=tools, reasoning_effort="high")["thinking"] == {
+        "type": "enabled", "budget_tokens": 12288}
 
 
 @pytest.mark.parametrize(("choice", "sent"), [
@@ -115,7 +136,7 @@ def test_a_tool_use_continuation_turns_thinking_off() -> None:
 def test_tool_choice(choice: Any, sent: dict[str, Any]) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
                                                "parameters": {"type": "object", "properties": {}}}}]
-    assert body(tools=tools, tool_choice=choice)["tool_choice"] == sent
+    assert body("claude-haiku-5-5", tools=tools, tool_choice=choice)["tool_choice"] == sent
 
 
 def test_tools_without_parameters_and_strict_tools() -> None:
@@ -132,12 +153,24 @@ def test_tools_without_parameters_and_strict_tools() -> None:
     ]
 
 
-def test_forced_tool_with_thinking_is_refused() -> None:
+@pytest.mark.parametrize("model", ["claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1"])
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_tool_on_a_model_that_refuses_it_is_422(model: str, choice: Any) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather"}}]
-    message = refusal(messages=[{"role": "user", "content": "Hi"}], tools=tools, tool_choice="required",
-                      reasoning_effort="low")
-    assert message.startswith("$.tool_choice: anthropic cannot force a tool call while thinking")
-    assert body(tools=tools, tool_choice="required", reasoning_effort="none")["tool_choice"] == {"type": "any"}
+    assert refusal(model, messages=[{"role": "user", "content": "Hi"}], tools=tools, tool_choice=choice) == (
+        f"$.tool_choice: {model} cannot be made to call a tool (required or a named tool); use auto")
+    assert body(model, tools=tools, tool_choice="auto")["tool_choice"] == {"type": "auto"}
+
+
+def test_forced_tool_with_manual_thinking_is_refused() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather"}}]
+    message = refusal("claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}], tools=tools,
+                      tool_choice="required", reasoning_effort="low")
+    assert message.startswith("$.tool_choice: anthropic cannot force a tool call with manual extended thinking")
+    assert body("claude-haiku-4-5", tools=tools, tool_choice="required", reasoning_effort="none")["tool_choice"] == {
+        "type": "any"}
+    forced = body("claude-sonnet-5", tools=tools, tool_choice="required", reasoning_effort="high")
+    assert (forced["tool_choice"], forced["thinking"]) == ({"type": "any"}, {"type": "adaptive"})
 
 
 @pytest.mark.parametrize(("response_format", "output_config"), [

@@ -426,13 +426,13 @@ def test_whole_answer_carries_the_tool_calls() -> None:
 def test_call_without_arguments_has_arguments_braces(fragments: list[str]) -> None:
     reads = whole_stream(tool_block(0, "toolu_01N", "now", fragments), stop_reason="tool_use", output_tokens=12)
     assert [(b.name, b.input) for b in sdk_message(reads).content] == [("now", {})]  # type: ignore[union-attr]
-    body = {**HELLO, "tools": [{"type": "function", "function": {"name": "now"}}], "tool_choice": "required"}
+    body = {**HELLO, "tools": [{"type": "function", "function": {"name": "now"}}], "tool_choice": "none"}
     upstream = Upstream(reads)
     with gateway(upstream) as base_url:
         response = post(base_url, body)
     sent = json.loads(upstream.requests[0].content)
     assert (sent["tools"], sent["tool_choice"]) == ([{"name": "now", "input_schema": {"type": "object"}}],
-                                                    {"type": "any"})
+                                                    {"type": "none"})
     assert frames(response.content) == [
         tool_call(0, id="toolu_01N", name="now", arguments=""), tool_call(0, arguments="{}"),
         ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 12, "total_tokens": 37}))]
@@ -458,8 +458,8 @@ def test_two_turn_request_sends_tool_use_and_tool_result_blocks() -> None:
     assert b'"input":{"city":  "Z\xc3\xbcrich"}' in raw, "arguments pass through as the client wrote them"
     sent = sdk_checked(json.loads(raw))
     assert sent["system"] == "Be brief."
-    assert sent["thinking"] == {"type": "disabled"}, "the signed thinking blocks of the tool-use turn are gone"
-    assert "output_config" not in sent
+    assert (sent["thinking"], sent["output_config"]) == ({"type": "adaptive", "display": "summarized"},
+                                                         {"effort": "high"}), "adaptive thinking takes the turn as is"
     assert sent["messages"] == [
         {"role": "user", "content": "Weather in Paris and Zürich?"},
         {"role": "assistant", "content": [
