@@ -438,6 +438,24 @@ def test_call_without_arguments_has_arguments_braces(fragments: list[str]) -> No
         ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 12, "total_tokens": 37}))]
 
 
+def test_server_tool_blocks_and_citations_are_not_calls_or_content() -> None:
+    citation = {"type": "web_search_result_location", "cited_text": "Paris: 18°C", "encrypted_index": "Eo8BCioI",
+                "title": "Weather", "url": "https://weather.example/paris"}
+    reads = whole_stream(
+        [block_start(0, {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}}),
+         block_delta(0, {"type": "input_json_delta", "partial_json": '{"query": "weather Paris"}'}), block_stop(0)],
+        [block_start(1, {"type": "text", "text": ""}),
+         block_delta(1, {"type": "citations_delta", "citation": citation}), text_delta("It is 18°C.", 1), block_stop(1)],
+        tool_block(2, "toolu_01C", "get_weather", ['{"city": "Lyon"}']), stop_reason="tool_use")
+    assert [b.type for b in sdk_message(reads).content] == ["server_tool_use", "text", "tool_use"]
+    with gateway(Upstream(reads)) as base_url:
+        response = post(base_url, {**HELLO, "tools": [WEATHER_TOOL]})
+    assert frames(response.content) == [
+        ("message", chunk("It is 18°C.")), tool_call(0, id="toolu_01C", name="get_weather", arguments=""),
+        tool_call(0, arguments='{"city": "Lyon"}'),
+        ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}))]
+
+
 def test_two_turn_request_sends_tool_use_and_tool_result_blocks() -> None:
     upstream = Upstream(answer(["Paris is warmer."]))
     calls = [{"id": "toolu_01A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
