@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from starlette.routing import Route
@@ -47,6 +47,9 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
+
+if TYPE_CHECKING:
+    from streamgate.resume import Streams
 
 #: The contract's providers: a `model` prefix naming one of these (or any registered
 #: adapter) selects it.
@@ -121,6 +124,7 @@ class CompletionRequest(msgspec.Struct):
     stop: Any = None
     audio: Any = None
     modalities: Any = None
+    resumable: bool = False
 
 
 completion_request_decoder = msgspec.json.Decoder(CompletionRequest)
@@ -200,7 +204,7 @@ def to_chat_request(request: CompletionRequest, provider: str, model: str) -> Ch
     """Our request for an OpenAI one (`max_completion_tokens` wins over `max_tokens`)."""
     max_tokens = request.max_completion_tokens or request.max_tokens
     messages = [chat_message(message, index) for index, message in enumerate(request.messages)]
-    return ChatRequest(messages, provider, model, request.temperature, max_tokens)
+    return ChatRequest(messages, provider, model, request.temperature, max_tokens, resumable=request.resumable)
 
 
 def pick_routed_adapter(adapters: Mapping[str, Adapter], model: str) -> tuple[Adapter, str]:
@@ -372,15 +376,60 @@ class OpenAIFrames:
         await send_json(send, 200, json_encoder.encode(completion))
 
 
+class NumberedOpenAIFrames(OpenAIFrames):
+    """The chunks of a resumable completion: each frame also carries an `id:` line (1, 2,
+    3, …, as on the native stream) so that a resume can name where it left off."""
+
+    __slots__ = ("last_id", "final_sent")
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        super().__init__(completion_id, created, model, include_usage)
+        self.last_id = 0
+        self.final_sent = False
+
+    def content(self, chunk: StreamChunk) -> bytes:
+        return self.numbered(super().content(chunk))
+
+    def reasoning(self, chunk: ReasoningChunk) -> bytes:
+        return self.numbered(super().reasoning(chunk))
+
+    def tool_call(self, chunk: ToolCallChunk) -> bytes:
+        return self.numbered(super().tool_call(chunk))
+
+    def final(self, chunk: StreamChunk) -> bytes:
+        self.final_sent = True
+        return self.numbered(super().final(chunk))
+
+    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
+        return self.numbered(super().failure(error, final_sent, usage))
+
+    def numbered(self, frames: bytes) -> bytes:
+        """`frames` (each ending in a blank line, none holding one) with an `id:` line each."""
+        numbered = []
+        for frame in frames.split(b"\n\n")[:-1]:
+            self.last_id += 1
+            numbered.append(b"id: %d\n%b\n\n" % (self.last_id, frame))
+        return b"".join(numbered)
+
+    def meta(self) -> dict[str, Any]:
+        return {"dialect": "openai", "completion_id": self.completion_id, "created": self.created,
+                "model": self.model, "include_usage": self.include_usage}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any]) -> NumberedOpenAIFrames:
+        return cls(meta["completion_id"], meta["created"], meta["model"], meta["include_usage"])
+
+
 # --- the endpoints --------------------------------------------------------------------
 
 
 class ChatCompletionsEndpoint:
     """`POST /v1/chat/completions`, as a plain ASGI app over `pipeline.run_chat`."""
 
-    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter]) -> None:
+    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], streams: Streams | None = None) -> None:
         self.settings = settings
         self.adapters = adapters
+        self.streams = streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -398,11 +447,11 @@ class ChatCompletionsEndpoint:
             return
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
-        frames = OpenAIFrames(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model,
+        frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model,
                               include_usage)
         await run_chat(
             adapter, request, frames, receive, send, self.settings.sse_heartbeat_s,
-            streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer,
+            streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer, streams=self.streams,
         )
 
 
@@ -455,10 +504,10 @@ class ModelEndpoint:
         await send_json(send, 200, body)
 
 
-def openai_routes(settings: Settings, adapters: Mapping[str, Adapter]) -> list[Route]:
+def openai_routes(settings: Settings, adapters: Mapping[str, Adapter], streams: Streams | None = None) -> list[Route]:
     models = ModelsEndpoint(adapters)
     return [
-        Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters), methods=["POST"]),
+        Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters, streams), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", ModelEndpoint(models.cards), methods=["GET"]),
     ]
