@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamgate import metrics
 from streamgate import sse
+from streamgate import workers
 from streamgate.openai_compat import NumberedOpenAIFrames, openai_routes, send_openai_error
 from streamgate.pipeline import (
     ClientGone,
@@ -314,13 +315,12 @@ app = create_app()
 
 
 def main() -> None:
-    import uvicorn
-
     settings: Settings = app.state.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # it logs every upstream request at INFO
-    uvicorn.run(
+    workers.run(
         app,
+        settings,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
