@@ -307,6 +307,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan, direct=direct)
     app.state.settings = settings
     app.state.adapters = adapters
+    app.state.streams = streams
     metrics.declare(adapters)
     return app
 
