@@ -4,12 +4,12 @@ A stream's log is a list of batches, one per `send` of its producer: the frames'
 the id of the last frame in them (so a reader after `Last-Event-ID: N` can skip and cut
 exactly), whether the final `message` frame has gone out yet, and whether the batch is
 the end. The producer's `append` never waits: the live client gets its bytes first, and
-the store catches up in order. The first entry holds the stream's `meta` (what a reader
+the store catches up in order (batches queued while a write is under way are joined). The first entry holds the stream's `meta` (what a reader
 needs to write an error end in the stream's dialect).
 
 `MemoryStore` keeps the batches in a list and wakes its readers with one future; the
 log is dropped `RESUME_TTL_S` after the end. `RedisStore` keeps them in a Redis Stream
-(`XADD`, pipelined, one entry per batch; readers `XREAD BLOCK`), with a producer lease
+(`XADD`, one writer per process pipelining every stream's batches; readers `XREAD BLOCK`), with a producer lease
 (a key the producing process refreshes every `SSE_HEARTBEAT_S / 2`, expiring after
 `SSE_HEARTBEAT_S`): a reader that finds the lease gone and no end knows the producer
 died. `DELETE` reaches a producer in another process over pub/sub. Only commands that
@@ -203,51 +203,25 @@ def batch_of(fields: dict[bytes, bytes]) -> Batch:
 
 
 class RedisLog:
-    """Batches go to a queue; one writer task sends what queued up as one pipeline of
-    XADDs, so Redis's latency never holds back the producer and order is kept."""
+    """A stream's handle on the store's shared writer (`RedisStore.write`)."""
 
     def __init__(self, store: RedisStore, stream_id: str, on_cancel: Callable[[], None]) -> None:
         self.store = store
         self.stream_id = stream_id
-        self.key = log_key(stream_id)
         self.on_cancel = on_cancel
-        self.queue: list[Batch] = []
-        self.wake = asyncio.Event()
         self.failed: BaseException | None = None
-        self.writer = asyncio.get_running_loop().create_task(self.write())
+        self.written = asyncio.get_running_loop().create_future()  # done once the end is stored
 
     def append(self, batch: Batch) -> None:
         if self.failed is None:
-            self.queue.append(batch)
-            self.wake.set()
-
-    async def write(self) -> None:
-        try:
-            while True:
-                await self.wake.wait()
-                self.wake.clear()
-                batches, self.queue = self.queue, []
-                pipe = self.store.redis.pipeline(transaction=False)
-                for batch in batches:
-                    pipe.xadd(self.key, batch_fields(batch))
-                end = batches[-1].end
-                if end:
-                    pipe.pexpire(self.key, self.store.ttl_ms)
-                    pipe.delete(lease_key(self.stream_id))
-                await pipe.execute()
-                if end:
-                    return
-        except Exception as error:  # noqa: BLE001 - any store failure fails this stream, not the server
-            log.warning("the stream store failed for stream %s: %s", self.stream_id, error)
-            self.failed = error
-        finally:
-            self.store.live.pop(self.stream_id, None)
+            self.store.queue(self, batch)
 
     async def close(self) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(self.writer), self.store.lease_ms / 1000)
+            await asyncio.wait_for(asyncio.shield(self.written), self.store.lease_ms / 1000)
         except TimeoutError:
-            self.writer.cancel()
+            self.failed = TimeoutError("the stream's end was not stored in time")
+        self.store.live.pop(self.stream_id, None)
 
 
 class RedisReader:
@@ -296,14 +270,18 @@ class RedisStore:
         self.redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=5)
         self.ttl_ms = int(ttl_s * 1000)
         self.lease_ms = max(2, int(heartbeat_s * 1000))
-        #: The streams this process is producing, by id: their cancel callbacks.
+        #: The streams this process is producing, by id.
         self.live: dict[str, RedisLog] = {}
+        #: Batches not yet sent to Redis, per stream, in order.
+        self.pending: dict[RedisLog, list[Batch]] = {}
+        self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.redis.ping()
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self.keep_leases()), loop.create_task(self.listen_for_cancels())]
+        self.tasks = [loop.create_task(self.write()), loop.create_task(self.keep_leases()),
+                      loop.create_task(self.listen_for_cancels())]
 
     async def create(self, stream_id: str, meta: bytes, on_cancel: Callable[[], None]) -> RedisLog:
         key = log_key(stream_id)
@@ -331,6 +309,48 @@ class RedisStore:
             local.on_cancel()
         else:
             await self.redis.publish(CANCEL_CHANNEL, stream_id.encode())
+
+    def queue(self, stream_log: RedisLog, batch: Batch) -> None:
+        batches = self.pending.get(stream_log)
+        if batches is None:
+            self.pending[stream_log] = [batch]
+            self.wake.set()
+        else:
+            batches.append(batch)
+
+    async def write(self) -> None:
+        """The one writer: what queued up while the last write was under way goes as one
+        pipeline, one XADD per stream (the batches a stream queued meanwhile joined in
+        order), so Redis's latency never holds back a producer and order is kept."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            pending, self.pending = self.pending, {}
+            pipe = self.redis.pipeline(transaction=False)
+            for stream_log, batches in pending.items():
+                last = batches[-1]
+                data = last.data if len(batches) == 1 else b"".join(batch.data for batch in batches)
+                key = log_key(stream_log.stream_id)
+                pipe.xadd(key, batch_fields(last._replace(data=data)))
+                if last.end:
+                    pipe.pexpire(key, self.ttl_ms)
+                    pipe.delete(lease_key(stream_log.stream_id))
+            try:
+                await pipe.execute()
+            except Exception as error:  # noqa: BLE001 - a store failure fails these streams, not the server
+                log.warning("the stream store failed: %s", error)
+                for stream_log in pending:
+                    stream_log.failed = error
+                    self.settle(stream_log)
+                continue
+            for stream_log, batches in pending.items():
+                if batches[-1].end:
+                    self.settle(stream_log)
+
+    @staticmethod
+    def settle(stream_log: RedisLog) -> None:
+        if not stream_log.written.done():
+            stream_log.written.set_result(None)
 
     async def keep_leases(self) -> None:
         """Refresh the lease of every stream this process produces, every half lease."""
