@@ -243,3 +243,17 @@ def test_bytes_after_cuts_a_batch_at_a_frame_end() -> None:
     assert resume.bytes_after(batch, 2, 3) == b"id: 4\nevent: error\ndata: {}\n\ndata: [DONE]\n\n"
     assert resume.bytes_after(batch, 2, 4) == b"data: [DONE]\n\n"
     assert resume.bytes_after(batch, 2, 5) == b""
+
+
+def test_at_shutdown_a_detached_producer_gets_the_grace_then_ends_with_shutting_down() -> None:
+    app = create_app(settings(shutdown_grace_s=0.3), adapters={"echo": EchoAdapter(100)})
+    with serve(app) as base_url:
+        short_id, _ = start(base_url, 1, body("a b"))
+        long_id, _ = start(base_url, 1, body(" ".join(["word"] * 50)))
+    logs = app.state.streams.store.logs
+    assert text_of(b"".join(batch.data for batch in logs[short_id].batches)) == "a b"  # finished within the grace
+    cut = b"".join(batch.data for batch in logs[long_id].batches)
+    end = events(cut)[-3:]
+    assert json.loads(end[0].data)["finish_reason"] == "error"
+    assert json.loads(end[1].data) == {"error": {"type": "shutting_down", "message": "the server is shutting down"}}
+    assert end[2].data == "[DONE]" and app.state.streams.producers == set()
