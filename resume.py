@@ -202,11 +202,13 @@ class Streams:
                         generation.client_send = None
                     raise
         except asyncio.CancelledError:  # not the client leaving (that ends the block quietly): shutdown
-            if generation is not None and generation.task is not None and not generation.task.done():
+            if generation is None or generation.task is None:
+                raise
+            if not generation.task.done():  # the client gets the stream's end in words
                 generation.client_send = send
                 generation.stop(ShuttingDownError("the server is shutting down"))
                 await asyncio.wait([generation.task], timeout=5)
-            raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             if generation is not None:
                 generation.client_send = None

@@ -6,6 +6,7 @@ openai SDK, and auth."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from streamgate import resume, sse
 from streamgate.providers.echo import EchoAdapter
 from streamgate.server import create_app
 from streamgate.stream_store import Batch
+from processes import gateways
 from support import serve, settings
 
 WORDS = " ".join(f"w{i}" for i in range(12))
@@ -257,3 +259,18 @@ def test_at_shutdown_a_detached_producer_gets_the_grace_then_ends_with_shutting_
     assert json.loads(end[0].data)["finish_reason"] == "error"
     assert json.loads(end[1].data) == {"error": {"type": "shutting_down", "message": "the server is shutting down"}}
     assert end[2].data == "[DONE]" and app.state.streams.producers == set()
+
+
+def test_sigterm_ends_an_attached_resumable_stream_in_words_after_the_grace(tmp_path: Any) -> None:
+    with gateways(tmp_path, 1, SHUTDOWN_GRACE_S="1", ECHO_DELAY_MS="200") as [(process, base_url)]:
+        with httpx.stream("POST", base_url + "/api/v1/chat/stream", json=body(" ".join(["word"] * 50)),
+                          timeout=20) as response:
+            chunks = response.iter_bytes()
+            received = next(chunks)
+            process.send_signal(signal.SIGTERM)
+            received += b"".join(chunks)
+        end = events(received)[-3:]
+        assert json.loads(end[0].data)["finish_reason"] == "error"
+        assert json.loads(end[1].data)["error"]["type"] == "shutting_down"
+        assert end[2].data == "[DONE]"
+        assert process.wait(20) in (0, -signal.SIGTERM)
