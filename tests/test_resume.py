@@ -19,8 +19,11 @@ from openai._streaming import SSEDecoder
 from openai.types.chat import ChatCompletionChunk
 
 from streamgate import resume, sse
+from streamgate.chat_types import FinishReason, StreamChunk
+from streamgate.errors import UpstreamError
+from streamgate.openai_compat import NumberedOpenAIFrames
 from streamgate.providers.echo import EchoAdapter
-from streamgate.server import create_app
+from streamgate.server import ResumableNativeFrames, create_app
 from streamgate.stream_store import Batch
 from processes import gateways
 from support import serve, settings
@@ -274,3 +277,16 @@ def test_sigterm_ends_an_attached_resumable_stream_in_words_after_the_grace(tmp_
         assert json.loads(end[1].data)["error"]["type"] == "shutting_down"
         assert end[2].data == "[DONE]"
         assert process.wait(20) in (0, -signal.SIGTERM)
+
+
+def test_each_dialect_s_frames_are_restored_from_their_meta_for_an_error_end() -> None:
+    lost = UpstreamError("the stream's generator was lost")
+    for frames in (ResumableNativeFrames("echo", "echo"), NumberedOpenAIFrames("chatcmpl-1", 7, "echo/echo", True)):
+        frames.content(StreamChunk("Hi", None, "echo", "echo"))
+        restored = type(frames).restore(json.loads(json.dumps(frames.meta())))
+        restored.last_id = frames.last_id
+        assert restored.failure(lost, False, None) == frames.failure(lost, False, None)
+    openai_frames = NumberedOpenAIFrames("chatcmpl-1", 7, "echo/echo", True)
+    final = openai_frames.final(StreamChunk("", FinishReason.STOP, "echo", "echo"))
+    assert [line for line in final.split(b"\n") if line.startswith(b"id: ")] == [b"id: 1", b"id: 2"]
+    assert openai_frames.failure(lost, True, None).startswith(b'id: 3\ndata: {"error":')
