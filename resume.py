@@ -65,8 +65,9 @@ Restorers = Mapping[str, Callable[[dict[str, Any]], ResumableFrames]]
 
 def store_for(settings: Settings) -> StreamStore:
     if settings.redis_url:
-        from streamgate.stream_store import RedisStore
+        from streamgate.stream_store import RedisStore, require_redis
 
+        require_redis(settings.redis_url)
         return RedisStore(settings.redis_url, settings.resume_ttl_s, settings.sse_heartbeat_s)
     return MemoryStore(settings.resume_ttl_s)
 

@@ -13,15 +13,18 @@ log is dropped `RESUME_TTL_S` after the end. `RedisStore` keeps them in a Redis 
 (a key the producing process refreshes every `SSE_HEARTBEAT_S / 2`, expiring after
 `SSE_HEARTBEAT_S`): a reader that finds the lease gone and no end knows the producer
 died. `DELETE` reaches a producer in another process over pub/sub. Only commands that
-Redis 5+ and Valkey share are used.
+Redis 5+ and Valkey share are used. `require_redis` refuses to start without the Redis
+that `REDIS_URL` names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from streamgate.errors import StreamNotFoundError
 
@@ -391,3 +394,26 @@ class RedisStore:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.redis.aclose()
+
+
+def require_redis(url: str) -> None:
+    """Ping Redis once at start-up; if that fails, say so in one line and exit with status 2
+    (the app is built at import, so `python server.py`, `streamgate` and `uvicorn
+    streamgate.server:app` all stop here)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except Exception as error:  # noqa: BLE001 - any failure: the server must not start
+        print(f"REDIS_URL={redacted(url)} cannot be reached ({error}); start Redis or unset REDIS_URL",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def redacted(url: str) -> str:
+    """`url` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -3,18 +3,15 @@
 With several workers, `/metrics` must add them all up: prometheus-client's multiprocess
 mode, switched on by `PROMETHEUS_MULTIPROC_DIR` (a fresh temporary directory, set here
 before the workers start, removed when they are gone). Each worker imports the app by
-its import string (`streamgate.server:app`). A `REDIS_URL` that cannot be reached stops
-the start here, with one line naming it.
+its import string (`streamgate.server:app`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from streamgate.settings import Settings
 
@@ -27,11 +24,9 @@ WORKER_HEALTHCHECK_S = 60
 
 
 def run(app: Any, settings: Settings, **uvicorn_options: Any) -> None:
-    """`uvicorn.run` the app (`settings.workers` processes); exit 2 if Redis is unreachable."""
+    """`uvicorn.run` the app (`settings.workers` processes)."""
     import uvicorn
 
-    if settings.redis_url:
-        check_redis(settings.redis_url)
     if settings.workers == 1:
         uvicorn.run(app, **uvicorn_options)
         return
@@ -42,24 +37,3 @@ def run(app: Any, settings: Settings, **uvicorn_options: Any) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         uvicorn.run(APP_IMPORT_STRING, workers=settings.workers, timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
                     **uvicorn_options)
-
-
-def check_redis(url: str) -> None:
-    """Ping Redis once; if that fails, say so in one line and exit with status 2."""
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
-    except Exception as error:  # noqa: BLE001 - any failure: the server must not start
-        print(f"REDIS_URL={redacted(url)} cannot be reached ({error}); start Redis or unset REDIS_URL",
-              file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def redacted(url: str) -> str:
-    """`url` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

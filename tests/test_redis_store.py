@@ -209,10 +209,12 @@ def test_redis_restarting_mid_stream_fails_the_stream_and_the_server_stays_up(tm
             assert resume_from(url, again.headers["x-stream-id"]).content == again.content
 
 
-def test_an_unreachable_redis_url_stops_the_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [[str(ROOT / "server.py")], ["-m", "uvicorn", "streamgate.server:app"]],
+                         ids=["server.py", "uvicorn"])
+def test_an_unreachable_redis_url_stops_the_start(tmp_path: Path, command: list[str]) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in KEYS}
     environment["REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    result = subprocess.run([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
+    result = subprocess.run([sys.executable, *command], cwd=tmp_path, env=environment,
                             capture_output=True, timeout=90)
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
