@@ -350,8 +350,9 @@ class RedisStore:
                 if batches[-1].end:
                     self.settle(stream_log)
 
-    @staticmethod
-    def settle(stream_log: RedisLog) -> None:
+    def settle(self, stream_log: RedisLog) -> None:
+        """The stream's end is stored (or its writes failed): no more lease to keep."""
+        self.live.pop(stream_log.stream_id, None)
         if not stream_log.written.done():
             stream_log.written.set_result(None)
 
