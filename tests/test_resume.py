@@ -6,10 +6,12 @@ openai SDK, and auth."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -290,3 +292,33 @@ def test_each_dialect_s_frames_are_restored_from_their_meta_for_an_error_end() -
     final = openai_frames.final(StreamChunk("", FinishReason.STOP, "echo", "echo"))
     assert [line for line in final.split(b"\n") if line.startswith(b"id: ")] == [b"id: 1", b"id: 2"]
     assert openai_frames.failure(lost, True, None).startswith(b'id: 3\ndata: {"error":')
+
+
+def test_a_browser_eventsource_on_the_resume_url_reads_each_frame_once_and_reconnects_with_last_event_id(
+        url: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip("Chromium is not installed")
+    stream_id, _ = start(url, 2)
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        resumes: list[str | None] = []
+        page.on("request", lambda request: resumes.append(request.all_headers().get("last-event-id"))
+                if stream_id in request.url else None)
+        page.goto(url + "/api/v1/chat/stream/health")
+        seen = page.evaluate("""(path) => new Promise((resolve) => {
+            const seen = [];
+            const source = new EventSource(path);
+            source.onmessage = (event) => {
+                seen.push([event.lastEventId, event.data]);
+                if (seen.filter(([, data]) => data === "[DONE]").length === 2) { source.close(); resolve(seen); }
+            };
+        })""", f"/api/v1/chat/stream/{stream_id}")
+        browser.close()
+    texts = [json.loads(data)["content"] for _, data in seen if data != "[DONE]"]
+    assert "".join(texts) == WORDS  # every frame once: the reconnect asked for what came after the last id
+    assert [event_id for event_id, data in seen if data != "[DONE]"] == [str(i) for i in range(1, 14)]
+    assert [data for _, data in seen][-2:] == ["[DONE]", "[DONE]"] and seen[-1][0] == "13"
+    assert resumes == [None, "13"]
