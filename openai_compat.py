@@ -447,11 +447,12 @@ class ChatCompletionsEndpoint:
             return
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
-        frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model,
-                              include_usage)
+        frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(
+            f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage)
         await run_chat(
             adapter, request, frames, receive, send, self.settings.sse_heartbeat_s,
-            streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer, streams=self.streams,
+            streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer,
+            streams=self.streams,
         )
 
 
