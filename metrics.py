@@ -8,16 +8,23 @@ the process collectors (CPU, memory, open files, GC) come with it for free, and 
 places that record — `pipeline.run_chat` and the adapters' shared retry loop
 (`providers.base.open_with_retries`) — are module-level functions with no app at hand.
 Tests compare two scrapes, so other tests' traffic in the same process does not matter.
+
+With several worker processes (`WORKERS`, see `workers.py`) `PROMETHEUS_MULTIPROC_DIR`
+is set before they start: each process writes its values there and a scrape, whichever
+worker answers it, adds up every process's (prometheus-client's multiprocess mode; the
+process collectors have no meaning summed, so they are left out there).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from typing import Protocol
 
 import prometheus_client
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
@@ -50,7 +57,8 @@ FRAMES_SENT = Counter(
     "Chunk frames relayed to clients: content frames and the final one (not error frames, keep-alives, [DONE]).",
     ["provider"],
 )
-STREAMS_IN_FLIGHT = Gauge("streamgate_streams_in_flight", "Chat requests being answered right now.", ["provider"])
+STREAMS_IN_FLIGHT = Gauge("streamgate_streams_in_flight", "Chat requests being answered right now.", ["provider"],
+                          multiprocess_mode="livesum")
 UPSTREAM_RETRIES = Counter(
     "streamgate_upstream_retries", "Retries of an upstream call before its first token.", ["provider"]
 )
@@ -128,8 +136,21 @@ def record_retry(provider: str | None) -> None:
     UPSTREAM_RETRIES.labels(provider or NO_PROVIDER).inc()
 
 
+def scraped_registry() -> CollectorRegistry:
+    """This process's registry, or with `PROMETHEUS_MULTIPROC_DIR` one that reads every
+    worker's values."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
+
+
+SCRAPED = scraped_registry()
+
+
 async def scrape(request: Request) -> Response:
     """`GET /metrics`: Prometheus text format 0.0.4, or what the scraper's `Accept` asks
     for (OpenMetrics, text 1.0.0)."""
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(REGISTRY), headers={"content-type": content_type})
+    return Response(encode(SCRAPED), headers={"content-type": content_type})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from starlette.routing import Route
@@ -55,6 +55,9 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
+
+if TYPE_CHECKING:
+    from streamgate.resume import Streams
 
 #: The contract's providers: a `model` prefix naming one of these (or any registered
 #: adapter) selects it.
@@ -395,15 +398,60 @@ class OpenAIFrames:
         await send_json(send, 200, json_encoder.encode(completion))
 
 
+class NumberedOpenAIFrames(OpenAIFrames):
+    """The chunks of a resumable completion: each frame also carries an `id:` line (1, 2,
+    3, …, as on the native stream) so that a resume can name where it left off."""
+
+    __slots__ = ("last_id", "final_sent")
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        super().__init__(completion_id, created, model, include_usage)
+        self.last_id = 0
+        self.final_sent = False
+
+    def content(self, chunk: StreamChunk) -> bytes:
+        return self.numbered(super().content(chunk))
+
+    def reasoning(self, chunk: ReasoningChunk) -> bytes:
+        return self.numbered(super().reasoning(chunk))
+
+    def tool_call(self, chunk: ToolCallChunk) -> bytes:
+        return self.numbered(super().tool_call(chunk))
+
+    def final(self, chunk: StreamChunk) -> bytes:
+        self.final_sent = True
+        return self.numbered(super().final(chunk))
+
+    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
+        return self.numbered(super().failure(error, final_sent, usage))
+
+    def numbered(self, frames: bytes) -> bytes:
+        """`frames` (each ending in a blank line, none holding one) with an `id:` line each."""
+        numbered = []
+        for frame in frames.split(b"\n\n")[:-1]:
+            self.last_id += 1
+            numbered.append(b"id: %d\n%b\n\n" % (self.last_id, frame))
+        return b"".join(numbered)
+
+    def meta(self) -> dict[str, Any]:
+        return {"dialect": "openai", "completion_id": self.completion_id, "created": self.created,
+                "model": self.model, "include_usage": self.include_usage}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any]) -> NumberedOpenAIFrames:
+        return cls(meta["completion_id"], meta["created"], meta["model"], meta["include_usage"])
+
+
 # --- the endpoints --------------------------------------------------------------------
 
 
 class ChatCompletionsEndpoint:
     """`POST /v1/chat/completions`, as a plain ASGI app over `pipeline.run_chat`."""
 
-    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter]) -> None:
+    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], streams: Streams | None = None) -> None:
         self.settings = settings
         self.adapters = adapters
+        self.streams = streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -421,11 +469,12 @@ class ChatCompletionsEndpoint:
             return
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
-        frames = OpenAIFrames(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model,
-                              include_usage)
+        frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(
+            f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage)
         await run_chat(
             adapter, request, frames, receive, send, self.settings.sse_heartbeat_s,
             streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer,
+            streams=self.streams,
         )
 
 
@@ -494,10 +543,11 @@ class ModelEndpoint:
         await send_json(send, 200, body)
 
 
-def openai_routes(settings: Settings, adapters: Mapping[str, Adapter], catalog: Catalog) -> list[Route]:
+def openai_routes(settings: Settings, adapters: Mapping[str, Adapter], catalog: Catalog,
+                  streams: Streams | None = None) -> list[Route]:
     cards = ModelCards(catalog)
     return [
-        Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters), methods=["POST"]),
+        Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters, streams), methods=["POST"]),
         Route("/v1/models", ModelsEndpoint(cards), methods=["GET"]),
         Route("/v1/models/{model:path}", ModelEndpoint(cards), methods=["GET"]),
     ]

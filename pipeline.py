@@ -15,7 +15,7 @@ import logging
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import msgspec
@@ -44,6 +44,9 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
+
+if TYPE_CHECKING:
+    from streamgate.resume import Streams
 
 log = logging.getLogger("streamgate")
 
@@ -351,10 +354,15 @@ async def run_chat(
     streaming: bool,
     send_error: SendError,
     send_answer: SendAnswer,
+    streams: Streams | None = None,
 ) -> None:
     """Open the upstream and answer: as an SSE stream, or (not `streaming`) as one JSON
     object. Shared by every dialect; the client leaving cancels it at once and the
-    upstream connection is released."""
+    upstream connection is released. A resumable stream goes to `streams` instead
+    (`resume.py`): its generation outlives its client."""
+    if request.resumable and streaming and streams is not None:
+        await streams.run(adapter, request, frames, receive, send, send_error=send_error)  # type: ignore[arg-type]
+        return
     progress = StreamProgress()
     stream: ChunkStream | None = None
     metrics.stream_started(adapter.name)

@@ -29,7 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from streamgate import metrics
 from streamgate.catalog import Catalog
 from streamgate import sse
-from streamgate.openai_compat import openai_routes, send_openai_error
+from streamgate import workers
+from streamgate.openai_compat import NumberedOpenAIFrames, openai_routes, send_openai_error
 from streamgate.pipeline import (
     ClientGone,
     CollectedAnswer,
@@ -43,6 +44,7 @@ from streamgate.pipeline import (
 )
 from streamgate.providers import build_adapters
 from streamgate.request_checks import check_request
+from streamgate.resume import Streams, resume_routes, store_for
 from streamgate.providers.base import Adapter
 from streamgate.errors import GatewayError, UnauthorizedError
 from streamgate.settings import Settings
@@ -99,16 +101,40 @@ class NativeFrames:
         return sse.DONE
 
 
+class ResumableNativeFrames(NativeFrames):
+    """`NativeFrames` of a resumable stream (`resume.ResumableFrames`): they note the final
+    frame and describe themselves, so a reader can write the stream's error end."""
+
+    __slots__ = ("final_sent",)
+
+    def __init__(self, model: str, provider: str) -> None:
+        super().__init__(model, provider)
+        self.final_sent = False
+
+    def final(self, chunk: StreamChunk) -> bytes:
+        self.final_sent = True
+        return self.content(chunk)
+
+    def meta(self) -> dict[str, Any]:
+        return {"dialect": "native", "model": self.model, "provider": self.provider}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any]) -> ResumableNativeFrames:
+        return cls(meta["model"], meta["provider"])
+
+
 # --- the endpoints --------------------------------------------------------------------
 
 
 class ChatEndpoint:
     """`POST /api/v1/chat/stream` (`streaming`) or `POST /api/v1/chat`, as a plain ASGI app."""
 
-    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], *, streaming: bool) -> None:
+    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], *, streaming: bool,
+                 streams: Streams | None = None) -> None:
         self.settings = settings
         self.adapters = adapters
         self.streaming = streaming
+        self.streams = streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -123,10 +149,11 @@ class ChatEndpoint:
             await send_error(send, error)
             return
         model = request.model or adapter.default_model
+        frames = (ResumableNativeFrames if request.resumable else NativeFrames)(model, adapter.name)
         await run_chat(
-            adapter, request, NativeFrames(model, adapter.name), receive, send,
+            adapter, request, frames, receive, send,
             self.settings.sse_heartbeat_s, streaming=self.streaming,
-            send_error=send_error,
+            send_error=send_error, streams=self.streams,
             send_answer=send_native_answer_with_reasoning if request.include_reasoning else send_native_answer,
         )
 
@@ -247,20 +274,26 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     settings = settings or Settings.from_env()
     adapters = adapters if adapters is not None else build_adapters(settings)
     catalog = catalog or Catalog(adapters, refresh_s=settings.model_catalog_refresh_s or None)
+    streams = Streams(settings, store_for(settings),
+                      {"native": ResumableNativeFrames.restore, "openai": NumberedOpenAIFrames.restore})
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         catalog.start()
+        await streams.start()
         yield
+        await streams.aclose()
         await catalog.stop()
         for adapter in adapters.values():
             await adapter.aclose()
 
     routes = [
-        Route("/api/v1/chat/stream", ChatEndpoint(settings, adapters, streaming=True), methods=["POST"]),
+        Route("/api/v1/chat/stream", ChatEndpoint(settings, adapters, streaming=True, streams=streams),
+              methods=["POST"]),
         Route("/api/v1/chat", ChatEndpoint(settings, adapters, streaming=False), methods=["POST"]),
         Route("/api/v1/chat/stream/health", health, methods=["GET"]),
-        *openai_routes(settings, adapters, catalog),
+        *resume_routes(streams, send_error, send_openai_error),
+        *openai_routes(settings, adapters, catalog, streams),
         Route("/", chat_page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/metrics", metrics.scrape, methods=["GET"]),
@@ -269,8 +302,8 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     chat_routes = [route for route in routes
                    if isinstance(route, Route) and route.methods == {"POST"} and route.app is route.endpoint]
     middleware = [
-        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                   allow_headers=["*"]),  # the OpenAI JS SDK sends x-stainless-* headers
+        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"],
+                   allow_headers=["*"], expose_headers=["X-Stream-Id"]),  # the OpenAI JS SDK sends x-stainless-* headers
         Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error,
                    chat_paths=frozenset(route.path for route in chat_routes)),
     ]
@@ -284,6 +317,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     app.state.settings = settings
     app.state.adapters = adapters
     app.state.catalog = catalog
+    app.state.streams = streams
     metrics.declare(adapters)
     return app
 
@@ -292,13 +326,12 @@ app = create_app()
 
 
 def main() -> None:
-    import uvicorn
-
     settings: Settings = app.state.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # it logs every upstream request at INFO
-    uvicorn.run(
+    workers.run(
         app,
+        settings,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

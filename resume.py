@@ -1,0 +1,363 @@
+"""Resumable streams (`"resumable": true`): the producer that outlives its first client,
+and the routes that resume (`GET`) and stop (`DELETE`) a stream by its id.
+
+`pipeline.run_chat` hands a resumable request to `Streams.run`: the upstream is opened as
+for any stream, the `200` carries `X-Stream-Id`, and a producer task (`Generation`) runs
+the ordinary pump (`pipeline.stream_chunks`) with a `send` that appends each batch of
+frames to the stream's log (`stream_store`) and then passes it to the first client while
+that client is there. When the client leaves, the producer goes on to the end.
+
+A reader after `Last-Event-ID: N` gets the log's bytes from the end of frame N on:
+exactly what the first connection carried after N. The dialect's `Frames` of a resumable
+stream count their frames (`last_id`), note the final frame (`final_sent`) and describe
+themselves (`meta`), so a reader can write the error end in the stream's own dialect when
+the producer is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
+
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from streamgate import metrics
+from streamgate.chat_types import ChatRequest
+from streamgate.errors import (
+    CancelledError,
+    GatewayError,
+    InvalidRequestError,
+    ShuttingDownError,
+    UpstreamError,
+)
+from streamgate.pipeline import SSE_HEADERS, ClientWatch, Frames, SendError, StreamProgress, open_stream, stream_chunks
+from streamgate.providers.base import Adapter, ChunkStream
+from streamgate.settings import Settings
+from streamgate.stream_store import MAX_LOG_BYTES, Batch, MemoryStore, StreamLog, StreamLost, StreamReader, StreamStore, not_found
+
+log = logging.getLogger("streamgate")
+
+#: What `secrets.token_urlsafe` makes; any other id is unknown without asking the store.
+STREAM_ID = re.compile(r"[A-Za-z0-9_-]{16,86}")
+
+
+class ResumableFrames(Frames, Protocol):
+    """A dialect's frames for a resumable stream."""
+
+    last_id: int  # the id of the last frame made
+    final_sent: bool  # the final `message` frame has been made
+
+    def meta(self) -> dict[str, Any]:
+        """What `restore` needs to make this stream's frames again; `dialect` names it."""
+        ...
+
+
+#: Per dialect name: frames like the producer's, rebuilt from `meta()` (for an error end).
+Restorers = Mapping[str, Callable[[dict[str, Any]], ResumableFrames]]
+
+
+def store_for(settings: Settings) -> StreamStore:
+    if settings.redis_url:
+        from streamgate.stream_store import RedisStore, require_redis
+
+        require_redis(settings.redis_url)
+        return RedisStore(settings.redis_url, settings.resume_ttl_s, settings.sse_heartbeat_s)
+    return MemoryStore(settings.resume_ttl_s)
+
+
+class Generation:
+    """The producer of one resumable stream: its task runs the pump into the log (and to
+    the first client while attached). `stop(error)` ends it with `error`'s frames."""
+
+    def __init__(self, streams: Streams, adapter: Adapter, stream: ChunkStream, frames: ResumableFrames,
+                 progress: StreamProgress, client_send: Send) -> None:
+        self.streams = streams
+        self.adapter = adapter
+        self.stream = stream
+        self.frames = frames
+        self.progress = progress
+        self.client_send: Send | None = client_send
+        self.stream_log: StreamLog | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stop_error: GatewayError | None = None
+        self.size = 0
+        self.ended = False
+
+    def start(self, stream_log: StreamLog) -> None:
+        self.stream_log = stream_log
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def stop(self, error: GatewayError) -> None:
+        if self.stop_error is None and not self.ended:
+            self.stop_error = error
+            if self.task is not None:
+                self.task.cancel()
+
+    def cancel(self) -> None:
+        """A `DELETE` named this stream."""
+        self.stop(CancelledError("the stream was stopped by DELETE"))
+
+    async def send(self, message: Any) -> None:
+        """Append the batch to the log, then give it to the first client (if still there)."""
+        body: bytes = message["body"]
+        more: bool = message.get("more_body", False)
+        frames = self.frames
+        self.stream_log.append(Batch(frames.last_id, body, frames.final_sent, not more))  # type: ignore[union-attr]
+        self.ended = not more
+        client_send = self.client_send
+        if client_send is not None:
+            await client_send(message)
+        if more:
+            self.size += len(body)
+            if self.stream_log.failed is not None:  # type: ignore[union-attr]
+                raise UpstreamError("the stream store (REDIS_URL) failed; the stream cannot go on resumable")
+            if self.size > MAX_LOG_BYTES:
+                raise UpstreamError(f"the answer passed {MAX_LOG_BYTES} bytes of frames, the most a resumable "
+                                    "stream keeps")
+
+    async def run(self) -> None:
+        try:
+            if self.stop_error is not None:  # stopped before it began
+                raise asyncio.CancelledError
+            await stream_chunks(self.stream, self.frames, self.send, self.progress)
+        except asyncio.CancelledError:
+            error = self.stop_error or ShuttingDownError("the server is shutting down")
+            self.progress.error_type = error.type
+            if not self.ended:
+                tail = self.frames.failure(error, self.frames.final_sent, None)
+                await self.send({"type": "http.response.body", "body": tail, "more_body": False})
+        finally:
+            self.progress.streaming = False
+            await asyncio.shield(self.finish())
+
+    async def finish(self) -> None:
+        try:
+            await self.stream.aclose()
+            await self.stream_log.close()  # type: ignore[union-attr]
+        finally:
+            metrics.record_stream(self.adapter.name, self.progress, upstream_opened=True)
+            self.streams.producers.discard(self)
+
+
+class Streams:
+    """The resumable streams of one app: the store, the producers running here."""
+
+    def __init__(self, settings: Settings, store: StreamStore, restorers: Restorers) -> None:
+        self.heartbeat_s = settings.sse_heartbeat_s
+        self.grace_s = settings.shutdown_grace_s
+        self.store = store
+        self.restorers = restorers
+        self.producers: set[Generation] = set()
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def aclose(self) -> None:
+        """At shutdown: the producers get the grace to finish, then end with `shutting_down`."""
+        tasks = [g.task for g in self.producers if g.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.grace_s)
+        for generation in list(self.producers):
+            generation.stop(ShuttingDownError("the server is shutting down"))
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        await self.store.aclose()
+
+    async def run(self, adapter: Adapter, request: ChatRequest, frames: ResumableFrames, receive: Receive,
+                  send: Send, *, send_error: SendError) -> None:
+        """`run_chat` for a resumable stream: open the upstream, start the producer, follow it
+        while the client stays."""
+        progress = StreamProgress()
+        metrics.stream_started(adapter.name)
+        stream: ChunkStream | None = None
+        generation: Generation | None = None
+        try:
+            async with ClientWatch(receive, send, progress, self.heartbeat_s):
+                try:
+                    stream = await open_stream(adapter, request)
+                    generation = Generation(self, adapter, stream, frames, progress, send)
+                    stream_id = secrets.token_urlsafe(16)
+                    stream_log = await self.create(stream_id, frames, generation)
+                except GatewayError as error:
+                    generation = None
+                    progress.error_type = error.type
+                    await send_error(send, error)
+                    return
+                headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                progress.last_sent_at = time.monotonic()
+                progress.streaming = True
+                self.producers.add(generation)
+                generation.start(stream_log)
+                try:
+                    await asyncio.shield(generation.task)  # type: ignore[arg-type]
+                except asyncio.CancelledError:
+                    if not generation.task.done():  # type: ignore[union-attr]
+                        generation.client_send = None
+                    raise
+        except asyncio.CancelledError:  # not the client leaving (that ends the block quietly): shutdown
+            if generation is None or generation.task is None:
+                raise
+            if not generation.task.done():  # the client gets the stream's end in words
+                generation.client_send = send
+                generation.stop(ShuttingDownError("the server is shutting down"))
+                await asyncio.wait([generation.task], timeout=5)
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        finally:
+            if generation is not None:
+                generation.client_send = None
+            if generation is None or generation.task is None:
+                if stream is not None:
+                    await asyncio.shield(stream.aclose())
+                metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
+
+    async def create(self, stream_id: str, frames: ResumableFrames, generation: Generation) -> StreamLog:
+        meta = json.dumps(frames.meta()).encode()
+        try:
+            return await self.store.create(stream_id, meta, generation.cancel)
+        except Exception as error:  # noqa: BLE001 - the store down is the gateway's failure
+            log.warning("the stream store failed creating a stream: %s", error)
+            raise UpstreamError("the stream store (REDIS_URL) is unreachable; a resumable stream cannot start") from None
+
+    async def replay(self, reader: StreamReader, after: int) -> AsyncIterator[bytes]:
+        """The stream's bytes after frame `after`, live to the end; an error end if lost."""
+        last_id, final_sent = 0, False
+        try:
+            async for batch in reader.batches():
+                if batch.end and after > batch.last_id:
+                    after = batch.last_id  # past the last frame: still the end
+                data = bytes_after(batch, last_id, after)
+                last_id, final_sent = batch.last_id, batch.final_sent
+                if data:
+                    yield data
+        except StreamLost as lost:
+            meta = json.loads(reader.meta)
+            frames = self.restorers[meta["dialect"]](meta)
+            frames.last_id = max(last_id, after)
+            yield frames.failure(UpstreamError(str(lost)), final_sent, None)
+
+
+def bytes_after(batch: Batch, previous_last_id: int, after: int) -> bytes:
+    """The part of `batch` after the end of frame `after` (frames start with `id: N`; a
+    frame never holds a blank line). `previous_last_id`: the last id before this batch."""
+    if after <= previous_last_id:
+        return batch.data
+    if after > batch.last_id:
+        return b""
+    data = batch.data
+    start = (b"\n\n" + data).find(b"\n\nid: %d\n" % after)
+    return data[data.find(b"\n\n", start) + 2 :]
+
+
+def last_event_id(scope: Scope) -> int:
+    """`Last-Event-ID` (what an `EventSource` sends when it reconnects), else
+    `?last_event_id=`, else 0."""
+    value: bytes | None = None
+    for name, header in scope["headers"]:
+        if name == b"last-event-id":
+            value = header
+    if value is None:
+        for pair in scope.get("query_string", b"").split(b"&"):
+            name, _, query_value = pair.partition(b"=")
+            if name == b"last_event_id":
+                value = query_value
+    if value is None or value == b"":
+        return 0
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidRequestError("Last-Event-ID: must be a frame id, a non-negative integer")
+    return int(value)
+
+
+class ResumeEndpoint:
+    """`GET /api/v1/chat/stream/{stream_id}` (and the `/v1` twin): the stream after
+    `Last-Event-ID`, live to its end."""
+
+    def __init__(self, streams: Streams, send_error: SendError) -> None:
+        self.streams = streams
+        self.send_error = send_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream_id: str = scope["path_params"]["stream_id"]
+        try:
+            after = last_event_id(scope)
+            reader = await open_reader(self.streams.store, stream_id)
+        except GatewayError as error:
+            await self.send_error(send, error)
+            return
+        progress = StreamProgress()
+        async with ClientWatch(receive, send, progress, self.streams.heartbeat_s):
+            headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            progress.last_sent_at = time.monotonic()
+            progress.streaming = True
+            async for data in self.streams.replay(reader, after):
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                progress.last_sent_at = time.monotonic()
+            progress.streaming = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class CancelEndpoint:
+    """`DELETE /api/v1/chat/stream/{stream_id}` (and the `/v1` twin): stop the generation;
+    `204` once its readers have the `cancelled` end (or after `2 × SSE_HEARTBEAT_S`)."""
+
+    def __init__(self, streams: Streams, send_error: SendError) -> None:
+        self.streams = streams
+        self.send_error = send_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream_id: str = scope["path_params"]["stream_id"]
+        store = self.streams.store
+        try:
+            if not STREAM_ID.fullmatch(stream_id):
+                raise not_found(stream_id)
+            try:
+                await store.cancel(stream_id)
+            except GatewayError:
+                raise
+            except Exception as error:  # noqa: BLE001
+                raise store_failed(error) from None
+            reader = await open_reader(store, stream_id)
+        except GatewayError as error:
+            await self.send_error(send, error)
+            return
+        try:
+            async with asyncio.timeout(2 * self.streams.heartbeat_s):
+                async for _ in reader.batches():
+                    pass
+        except (TimeoutError, StreamLost):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def open_reader(store: StreamStore, stream_id: str) -> StreamReader:
+    if not STREAM_ID.fullmatch(stream_id):
+        raise not_found(stream_id)
+    try:
+        return await store.open(stream_id)
+    except GatewayError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise store_failed(error) from None
+
+
+def store_failed(error: Exception) -> UpstreamError:
+    log.warning("the stream store failed: %s", error)
+    return UpstreamError("the stream store (REDIS_URL) is unreachable")
+
+
+def resume_routes(streams: Streams, send_native_error: SendError, send_v1_error: SendError) -> list[Route]:
+    return [
+        Route("/api/v1/chat/stream/{stream_id}", ResumeEndpoint(streams, send_native_error), methods=["GET"]),
+        Route("/api/v1/chat/stream/{stream_id}", CancelEndpoint(streams, send_native_error), methods=["DELETE"]),
+        Route("/v1/chat/completions/{stream_id}/stream", ResumeEndpoint(streams, send_v1_error), methods=["GET"]),
+        Route("/v1/chat/completions/{stream_id}/stream", CancelEndpoint(streams, send_v1_error), methods=["DELETE"]),
+    ]
