@@ -484,14 +484,15 @@ def test_a_reload_mid_answer_continues_the_same_answer(page, base_url: str) -> N
     assert page.eval_on_selector_all(".msg.user .text", "texts => texts.map(t => t.textContent)") == [MESSAGE]
     states = page.evaluate("window.states")
     assert all(later.startswith(earlier) for earlier, later in zip(states, states[1:]))
-    posts = [r for r in requests if r.method == "POST"]
-    resumes = [r for r in requests if r.method == "GET" and r.url == f"{base_url}/api/v1/chat/stream/{stream_id}"]
-    assert len(posts) == 1 and len(resumes) == 1  # the question is not sent again
-    assert int(resumes[0].headers["last-event-id"]) >= 4
+    def resumes() -> list[Any]:
+        return [r for r in requests if r.method == "GET" and r.url == f"{base_url}/api/v1/chat/stream/{stream_id}"]
+
+    assert len([r for r in requests if r.method == "POST"]) == 1  # the question is not sent again
+    assert len(resumes()) == 1 and int(resumes()[0].headers["last-event-id"]) >= 4
 
     page.reload()  # a finished answer stays on screen, and is not resumed again
     assert text_of(last_reply(page, "done"), ".text") == MESSAGE
-    assert len([r for r in requests if r.method == "GET" and "/stream/" in r.url]) == 1
+    assert len(resumes()) == 1
 
 
 @pytest.mark.resume
@@ -510,3 +511,38 @@ def test_stop_cancels_the_generation(page, base_url: str) -> None:  # type: igno
     while echo_streams_in_flight(base_url) != 0:
         assert time.monotonic() < deadline, "the generation goes on after Stop"
         time.sleep(0.05)
+
+
+CUT_AFTER_FOUR_READS = """() => {  // the network drops the POST's answer after four reads
+    const realFetch = window.fetch;
+    window.fetch = async (url, init) => {
+        const response = await realFetch(url, init);
+        if (!init || init.method !== "POST") return response;
+        const reader = response.body.getReader();
+        let reads = 0;
+        const body = new ReadableStream({async pull(controller) {
+            if (++reads > 4) {
+                reader.cancel();
+                controller.error(new TypeError("network error"));
+                return;
+            }
+            const {value, done} = await reader.read();
+            if (done) controller.close(); else controller.enqueue(value);
+        }});
+        return new Response(body, {status: response.status, headers: response.headers});
+    };
+}"""
+
+
+@pytest.mark.resume
+def test_a_dropped_connection_resumes_from_the_last_frame_shown(page, base_url: str) -> None:  # type: ignore[no-untyped-def]
+    page.evaluate(CUT_AFTER_FOUR_READS)
+    record_reply_states(page)
+    with page.expect_request(lambda r: r.method == "GET" and "/api/v1/chat/stream/" in r.url) as resumed:
+        page.fill("#prompt", MESSAGE)
+        page.press("#prompt", "Enter")
+    reply = last_reply(page, "done")
+    assert text_of(reply, ".text") == MESSAGE
+    states = page.evaluate("window.states")
+    assert all(later.startswith(earlier) for earlier, later in zip(states, states[1:]))
+    assert int(resumed.value.headers["last-event-id"]) >= 1
