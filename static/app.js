@@ -208,7 +208,7 @@ function addReply(label, saved = {}) {
 
   function renderCalls() {
     const done = article.dataset.state !== "waiting" && article.dataset.state !== "streaming";
-    calls.replaceChildren(...reply.calls.map((call) => {
+    calls.replaceChildren(...reply.calls.filter(Boolean).map((call) => {
       const box = document.createElement("div");
       box.className = "tool-call";
       const name = document.createElement("div");
@@ -233,7 +233,8 @@ function addReply(label, saved = {}) {
     think(reasoning) { reply.reasoning += reasoning; arrived(); },
     call(frame) {
       if (frame.id !== undefined) reply.calls[frame.index] = { id: frame.id, name: frame.name, arguments: "" };
-      reply.calls[frame.index].arguments += frame.arguments || "";
+      const call = reply.calls[frame.index];
+      if (call) call.arguments += frame.arguments || "";
       arrived();
     },
     finish(chunk) {
@@ -465,7 +466,10 @@ function stop() {
 
 /** A promise that rejects with the signal's `AbortError` when it aborts. */
 function aborted(signal) {
-  return new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
 }
 
 function sleep(ms, signal) {
@@ -520,6 +524,18 @@ function takeContent() {
   showAttached();
   if (!images.length) return text;
   return [...(text ? [{ type: "text", text }] : []), ...images];
+}
+
+/** The clipboard API where the page is a secure context (https, localhost), else the old way. */
+async function copyText(text) {
+  if (navigator.clipboard) return navigator.clipboard.writeText(text);
+  const area = document.createElement("textarea");
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  const copied = document.execCommand("copy");
+  area.remove();
+  if (!copied) throw new Error("the browser refused to copy");
 }
 
 // --- pickers, from the health endpoint ---
@@ -580,7 +596,7 @@ ui.image.addEventListener("change", () => { attach(ui.image.files); ui.image.val
 ui.log.addEventListener("click", (event) => {
   const copy = event.target.closest(".copy");
   if (!copy) return;
-  navigator.clipboard.writeText(copy.parentElement.querySelector("code").textContent)
+  copyText(copy.parentElement.querySelector("code").textContent)
     .then(() => { copy.textContent = "Copied"; }, () => { copy.textContent = "Copy failed"; });
 });
 ui.stop.addEventListener("click", stop);
