@@ -19,6 +19,7 @@ let inFlight = null; // the answer streaming now: {abort: AbortController, reply
 let conversation = 0; // "New chat" counts up: a late answer never joins the next history
 let attached = []; // data URLs of the images going with the next message
 let reading = Promise.resolve(); // the images still being read
+let leaving = false; // the tab is unloading: the answer in flight stays saved, to resume
 
 // --- SSE: the WHATWG "event stream interpretation", on text decoded with {stream: true} ---
 
@@ -171,7 +172,8 @@ function addReply(label, saved = {}) {
   article.querySelector(".meta").insertAdjacentHTML("beforebegin", '<div class="calls"></div>');
   const [text, thinking, calls, meta] = [".text", ".thinking", ".calls", ".meta"].map((s) => article.querySelector(s));
   const startedAt = performance.now();
-  let firstAt = saved.content || saved.reasoning ? -1 : null; // -1: resumed, no TTFT to show
+  const restored = "content" in saved;
+  let firstAt = restored ? -1 : null; // -1: from before a reload, no TTFT to show
   let frames = 0, usage = null, dirty = false;
   const reply = {
     label: saved.label || label, content: saved.content || "", reasoning: saved.reasoning || "",
@@ -187,6 +189,7 @@ function addReply(label, saved = {}) {
       if (seconds > 0.05 && tokens > 1) parts.push(`${(tokens / seconds).toFixed(1)} tok/s`);
     }
     if (usage) parts.push(`${usage.prompt_tokens} in · ${usage.completion_tokens} out · ${usage.total_tokens} tokens`);
+    if (article.dataset.state === "stopped") parts.push("stopped");
     meta.textContent = parts.join("  ·  ");
   }
 
@@ -225,7 +228,7 @@ function addReply(label, saved = {}) {
     if (firstAt === null) firstAt = performance.now();
     article.dataset.state = "streaming";
     frames += 1;
-    if (!dirty) { dirty = true; requestAnimationFrame(render); }
+    if (!dirty) { dirty = true; requestAnimationFrame(() => dirty && render()); }
   }
 
   Object.assign(reply, {
@@ -261,7 +264,7 @@ function addReply(label, saved = {}) {
     stopped() {
       article.dataset.state = "stopped";
       render();
-      meta.append(meta.textContent ? "  ·  stopped" : "stopped");
+      showStats();
     },
     end() {
       if (article.dataset.state === "waiting" || article.dataset.state === "streaming") {
@@ -280,7 +283,7 @@ function addReply(label, saved = {}) {
     },
   });
 
-  if (saved.content || saved.reasoning || saved.calls) render();
+  if (restored) render();
   if (saved.meta) meta.textContent = saved.meta;
   if (saved.reason) meta.dataset.reason = saved.reason;
   if (saved.error) reply.fail(saved.error, saved.error.status);
@@ -300,7 +303,7 @@ function saveTurns() {
 
 /** The answer in flight, with the id of the last frame it shows: a reload resumes there. */
 function saveLive(reply) {
-  if (inFlight && inFlight.reply === reply && reply.streamId) store("live", reply.snapshot());
+  if (inFlight && inFlight.reply === reply && reply.streamId && !leaving) store("live", reply.snapshot());
 }
 
 function store(key, value) {
@@ -393,6 +396,7 @@ async function streamAnswer(reply, request) {
     if (error.name === "AbortError") reply.stopped();
     else reply.fail({ type: "network_error", message: error.message });
   } finally {
+    if (leaving) return; // the next page load resumes it
     inFlight = null;
     setBusy(false);
     reply.end();
@@ -610,7 +614,11 @@ ui.newChat.addEventListener("click", () => {
   ui.empty.hidden = false;
   ui.prompt.focus();
 });
-addEventListener("pagehide", () => inFlight && saveLive(inFlight.reply));
+addEventListener("pagehide", () => {
+  if (inFlight) saveLive(inFlight.reply);
+  leaving = true;
+});
+addEventListener("pageshow", () => { leaving = false; });
 ui.key.value = sessionStorage.getItem("key") || "";
 ui.key.addEventListener("change", () => { sessionStorage.setItem("key", ui.key.value); loadProviders(); });
 ui.theme.addEventListener("click", () => {
