@@ -304,6 +304,19 @@ HOSTILE = (
 def test_html_in_an_answer_never_runs(page) -> None:  # type: ignore[no-untyped-def]
     """Sanitised on every render, also while a tag is only half streamed; nothing loads
     from elsewhere (the fixture fails on any foreign request, such as the tracking pixel)."""
+    page.evaluate("""() => {  // every element ever inserted into the conversation that could run or load
+        window.inserted = [];
+        new MutationObserver((records) => {
+            for (const record of records) for (const node of record.addedNodes) {
+                if (node.nodeType !== 1) continue;
+                for (const element of [node, ...node.querySelectorAll("*")]) {
+                    const risky = ["IMG", "SCRIPT", "SVG", "IFRAME"].includes(element.tagName.toUpperCase())
+                        || [...element.attributes].some(a => a.name.startsWith("on") || a.name === "style");
+                    if (risky) window.inserted.push(element.outerHTML);
+                }
+            }
+        }).observe(document.getElementById("log"), {subtree: true, childList: true});
+    }""")
     page.fill("#prompt", HOSTILE)
     page.click("#send")
     reply = last_reply(page, "done")
@@ -316,6 +329,7 @@ def test_html_in_an_answer_never_runs(page) -> None:  # type: ignore[no-untyped-
     assert page.eval_on_selector_all(
         "#log img, #log script, #log svg, #log iframe, #log [onerror], #log [onload], #log [style]", "found => found.length"
     ) == 0
+    assert page.evaluate("window.inserted") == []  # not even for a moment, while a tag was half streamed
     assert reply.query_selector(".text p.error") is None  # no page classes from an answer
     assert text_of(page, ".msg.user .text") == HOSTILE
 
