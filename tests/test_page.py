@@ -4,6 +4,7 @@ sending those APIs' own wire bytes). Screenshots land in `tests/artifacts/`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -11,7 +12,7 @@ import struct
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -476,6 +477,52 @@ def test_reasoning_shows_in_a_collapsed_block_and_tool_calls_as_such(browser, up
 
     (seen,) = upstreams.gemini.seen
     assert seen.json["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1024, "includeThoughts": True}
+
+
+class SlowReply(Reply):
+    """A `Reply` whose pieces arrive `delay_s` apart, as a model's tokens do."""
+
+    def __init__(self, pieces: list[bytes], delay_s: float = 0.06) -> None:
+        super().__init__(200, pieces)
+        self.delay_s = delay_s
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            await asyncio.sleep(self.delay_s)
+            yield piece
+
+
+THOUGHTS = ["The user ", "asks for ", "a haiku; ", "five, seven, ", "five ", "syllables."]
+
+
+def test_the_thinking_block_grows_while_it_streams(browser, upstreams: Upstreams) -> None:  # type: ignore[no-untyped-def]
+    frames = [*(frame(thought(t)) for t in THOUGHTS), frame(text("Autumn moonlight")),
+              frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, 9))]
+    upstreams.gemini.replies[:] = [SlowReply([gemini_sse_body(f) for f in frames])]
+    with opened(browser, upstreams.url) as page:
+        page.select_option("#provider", "gemini")
+        page.check("#show-reasoning")
+        page.evaluate("""() => {
+            window.thinking = [];
+            new MutationObserver(() => {
+                const block = document.querySelector(".msg.assistant .thinking");
+                if (block && !block.hidden) {
+                    window.thinking.push([block.querySelector("summary").textContent,
+                                          block.querySelector(".md").textContent, block.open]);
+                }
+            }).observe(document.getElementById("log"), {subtree: true, childList: true, characterData: true});
+        }""")
+        page.fill("#prompt", "A haiku, please.")
+        page.press("#prompt", "Enter")
+        reply = last_reply(page, "done")
+        assert text_of(reply, ".text") == "Autumn moonlight"
+        states = page.evaluate("window.thinking")
+
+    texts = list(dict.fromkeys(state[1] for state in states))
+    assert texts[-1] == "".join(THOUGHTS).strip() and len(texts) >= 4, texts
+    assert all(later.startswith(earlier.strip()) for earlier, later in zip(texts, texts[1:]))
+    assert ("Thinking…", "The user asks for a haiku; ", False) in {tuple(state) for state in states}
+    assert states[-1] == ["Thinking", "".join(THOUGHTS).strip(), False]  # collapsed all along
 
 
 # --- resumable streams (needs the server's GET/DELETE /api/v1/chat/stream/{id}) ------------
