@@ -628,6 +628,10 @@ ui.theme.addEventListener("click", () => {
   localStorage.setItem("theme", document.documentElement.dataset.theme);
 });
 if (localStorage.getItem("theme")) document.documentElement.dataset.theme = localStorage.getItem("theme");
+ui.effort.value = localStorage.getItem("effort") || "";
+ui.showReasoning.checked = localStorage.getItem("show-reasoning") === "true";
+ui.effort.addEventListener("change", () => localStorage.setItem("effort", ui.effort.value));
+ui.showReasoning.addEventListener("change", () => localStorage.setItem("show-reasoning", ui.showReasoning.checked));
 
 restore();
 loadProviders().catch((error) => addReply("streamgate").fail({ type: "network_error", message: error.message }));

@@ -66,7 +66,9 @@ def browser() -> Iterator[object]:
 def opened(browser, base_url: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """The page, loaded, its pickers filled; fails the test on any script error or any
     request that leaves our server."""
-    context = browser.new_context(viewport={"width": 1100, "height": 760}, color_scheme="light")
+    # `bypass_csp`: Playwright's `wait_for_function` evaluates strings, which the page's CSP
+    # forbids; the tests here check the sanitiser alone (`test_the_csp_...` the CSP alone).
+    context = browser.new_context(viewport={"width": 1100, "height": 760}, color_scheme="light", bypass_csp=True)
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors: list[str] = []
@@ -333,6 +335,26 @@ def test_html_in_an_answer_never_runs(page) -> None:  # type: ignore[no-untyped-
     assert page.evaluate("window.inserted") == []  # not even for a moment, while a tag was half streamed
     assert reply.query_selector(".text p.error") is None  # no page classes from an answer
     assert text_of(page, ".msg.user .text") == HOSTILE
+
+
+def test_the_csp_stops_inline_script_and_foreign_loads_even_past_the_sanitiser(browser, base_url: str) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(f"{base_url}/")
+    page.wait_for_selector("#provider option[value=echo]", state="attached")
+    page.evaluate("""() => new Promise((resolve) => {
+        window.violations = [];
+        document.addEventListener("securitypolicyviolation", (event) => {
+            window.violations.push(event.effectiveDirective);
+            if (window.violations.length === 3) resolve();
+        });
+        document.getElementById("log").insertAdjacentHTML("beforeend",
+            '<img src="https://tracker.example/pixel.png" onerror="window.__pwned=1">' +
+            '<img src="data:," onerror="window.__pwned=1">');
+    })""")
+    # the foreign image is not fetched; neither image's `onerror` runs
+    assert sorted(page.evaluate("window.violations")) == ["img-src", "script-src-attr", "script-src-attr"]
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.close()
 
 
 # --- upstream-backed providers: images, reasoning, tool calls ----------------------------
