@@ -15,18 +15,18 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from streamgate import metrics
+from streamgate.catalog import Catalog
 from streamgate import sse
 from streamgate.pipeline import (
     ClientGone,
     CollectedAnswer,
-    check_messages,
     decode_json,
     error_headers,
     pick_adapter,
@@ -35,15 +35,23 @@ from streamgate.pipeline import (
     send_json,
 )
 from streamgate.providers.base import Adapter
+from streamgate.request_checks import check_request
 from streamgate.errors import GatewayError, InvalidRequestError, UnknownProviderError
 from streamgate.settings import Settings
 from streamgate.chat_types import (
     ChatMessage,
     ChatRequest,
+    ImagePart,
     ReasoningChunk,
+    ReasoningEffort,
+    ResponseFormat,
+    StopSequence,
     StreamChunk,
+    TextPart,
+    Tool,
     ToolCall,
     ToolCallChunk,
+    ToolChoice,
     Usage,
     json_encoder,
 )
@@ -65,35 +73,40 @@ OPENAI_ERROR_TYPES = {
     "rate_limited": "rate_limit_error",
 }
 
-#: Request fields that change what an answer is; refused (400) unless their value is one
-#: that asks for nothing we cannot do.
-UNSUPPORTED_FIELDS = ("tools", "functions", "tool_choice", "function_call", "n", "logprobs",
-                      "top_logprobs", "response_format", "stop", "audio", "modalities")
+#: OpenAI request fields streamgate cannot honour: refused (400) unless their value is one
+#: that asks for nothing we cannot do. The legacy `functions` / `function_call` are
+#: refused too: `tools` / `tool_choice` say the same.
+UNSUPPORTED_FIELDS = ("functions", "function_call", "n", "logprobs", "top_logprobs", "audio", "modalities")
 _HARMLESS: dict[str, tuple[Any, ...]] = {
-    "tool_choice": (None, "none", "auto"),
     "function_call": (None, "none", "auto"),
     "n": (None, 1),
     "logprobs": (None, False),
     "top_logprobs": (None, 0),
-    "response_format": (None, {"type": "text"}),
     "modalities": (None, ["text"]),
 }
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+#: The roles our `ChatMessage` has, whose string content needs no translation.
+_NATIVE_ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
 # --- the request ----------------------------------------------------------------------
 
 
-class ContentPart(msgspec.Struct):
-    type: str
-    text: str | None = None
+class AudioPart(msgspec.Struct, frozen=True, tag="input_audio", tag_field="type"):
+    """An audio input part: decoded only to be refused by name."""
 
 
-class CompletionMessage(msgspec.Struct):
-    role: str
-    content: str | list[ContentPart] | None = None
-    tool_calls: Any = None
-    function_call: Any = None
+class FilePart(msgspec.Struct, frozen=True, tag="file", tag_field="type"):
+    """A file input part: decoded only to be refused by name."""
+
+
+class CompletionMessage(ChatMessage, frozen=True):
+    """An OpenAI message. It is a `ChatMessage` (same fields, same wire shape), so a
+    decoded message goes into our `ChatRequest` as it is, with no copy; only OpenAI's
+    wider role set and its non-text input parts are translated or refused
+    (`translate_message`)."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart | ImagePart | AudioPart | FilePart] | None = None
 
 
 class StreamOptions(msgspec.Struct):
@@ -101,7 +114,13 @@ class StreamOptions(msgspec.Struct):
 
 
 class CompletionRequest(msgspec.Struct):
-    """The fields of OpenAI's chat completion request we read; unknown fields are ignored."""
+    """The fields of OpenAI's chat completion request we read, decoded straight into our
+    own types where the shapes are OpenAI's; unknown fields are ignored.
+
+    Two extra body fields: `resumable` (as on the native endpoint) and
+    `include_reasoning`, on by default here: reasoning text, when the upstream exposes
+    it, streams as `delta.reasoning_content` (clients that do not know the field skip it).
+    """
 
     messages: Annotated[list[CompletionMessage], msgspec.Meta(min_length=1)]
     model: Annotated[str, msgspec.Meta(min_length=1)]
@@ -110,15 +129,18 @@ class CompletionRequest(msgspec.Struct):
     max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    tools: Any = None
+    reasoning_effort: ReasoningEffort | None = None
+    include_reasoning: bool = True
+    stop: StopSequence | Annotated[list[StopSequence], msgspec.Meta(min_length=1, max_length=4)] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    resumable: bool = False
     functions: Any = None
-    tool_choice: Any = None
     function_call: Any = None
     n: int | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    response_format: Any = None
-    stop: Any = None
     audio: Any = None
     modalities: Any = None
 
@@ -145,7 +167,7 @@ def check_supported(request: CompletionRequest) -> None:
         if value and value not in _HARMLESS.get(field, (None,)):
             raise UnsupportedParameterError(
                 f"$.{field}: {field}{'' if isinstance(value, (list, dict)) else f'={value!r}'} is not "
-                f"supported by streamgate (one text answer per request); omit it"
+                f"supported by streamgate{' (use tools and tool_choice)' if 'function' in field else ''}; omit it"
             )
 
 
@@ -158,49 +180,50 @@ def route_model(model: str, providers: frozenset[str]) -> tuple[str, str]:
     return "openai", model
 
 
-def message_text(message: CompletionMessage, index: int) -> str:
-    """The text of `messages[index]`: a string, or its text parts joined by newlines."""
+def translate_message(message: CompletionMessage, index: int) -> CompletionMessage:
+    """`developer` → `system`; an assistant's missing content → `""` (unless it carries
+    calls); the legacy `function` role and audio or file parts refused by name."""
+    if message.role == "function":
+        raise UnsupportedParameterError(
+            f"$.messages[{index}].role: the legacy role 'function' is not supported; "
+            f"answer a tool call with a 'tool' message")
     content = message.content
-    if isinstance(content, str):
-        return content
-    if content is None:
-        if message.role == "assistant":
-            return ""
-        raise InvalidRequestError(f"$.messages[{index}].content: required for role {message.role!r}")
-    texts: list[str] = []
-    for part_index, part in enumerate(content):
-        where = f"$.messages[{index}].content[{part_index}]"
-        if part.type != "text":
-            raise UnsupportedParameterError(
-                f"{where}.type: content parts of type {part.type!r} are not supported; send text parts"
-            )
-        if part.text is None:
-            raise InvalidRequestError(f"{where}.text: required field is missing")
-        texts.append(part.text)
-    return "\n".join(texts)
-
-
-def chat_message(message: CompletionMessage, index: int) -> ChatMessage:
-    role = _ROLES.get(message.role)
-    if role is None:
-        if message.role in ("tool", "function"):
-            raise UnsupportedParameterError(
-                f"$.messages[{index}].role: role {message.role!r} is not supported (no tool calling)"
-            )
-        raise InvalidRequestError(
-            f"$.messages[{index}].role: {message.role!r} is not one of system, developer, user, assistant"
-        )
-    for field in ("tool_calls", "function_call"):
-        if getattr(message, field):
-            raise UnsupportedParameterError(f"$.messages[{index}].{field}: tool calls are not supported")
-    return ChatMessage(role, message_text(message, index))  # type: ignore[arg-type]
+    if type(content) is list:
+        for part_index, part in enumerate(content):
+            if type(part) is AudioPart or type(part) is FilePart:
+                raise UnsupportedParameterError(
+                    f"$.messages[{index}].content[{part_index}].type: {part.__struct_config__.tag!r} parts "
+                    f"are not supported; send text and image_url parts")
+    if message.role == "developer":
+        return msgspec.structs.replace(message, role="system")
+    if content is None and message.role == "assistant" and not message.tool_calls:
+        return msgspec.structs.replace(message, content="")
+    return message
 
 
 def to_chat_request(request: CompletionRequest, provider: str, model: str) -> ChatRequest:
-    """Our request for an OpenAI one (`max_completion_tokens` wins over `max_tokens`)."""
-    max_tokens = request.max_completion_tokens or request.max_tokens
-    messages = [chat_message(message, index) for index, message in enumerate(request.messages)]
-    return ChatRequest(messages, provider, model, request.temperature, max_tokens)
+    """Our request for an OpenAI one (`max_completion_tokens` wins over `max_tokens`).
+    The decoded messages are ours already; only those `translate_message` changes are
+    replaced."""
+    messages = request.messages
+    for index, message in enumerate(messages):
+        if message.role not in _NATIVE_ROLES or type(message.content) is not str:
+            messages[index] = translate_message(message, index)
+    return ChatRequest(
+        messages,  # type: ignore[arg-type]  # a CompletionMessage is a ChatMessage
+        provider,
+        model,
+        request.temperature,
+        request.max_completion_tokens or request.max_tokens,
+        False,
+        request.reasoning_effort,
+        request.include_reasoning,
+        request.stop,
+        request.response_format,
+        request.tools,
+        request.tool_choice,
+        request.resumable,
+    )
 
 
 def pick_routed_adapter(adapters: Mapping[str, Adapter], model: str) -> tuple[Adapter, str]:
@@ -389,7 +412,7 @@ class ChatCompletionsEndpoint:
             check_supported(completion)
             adapter, model = pick_routed_adapter(self.adapters, completion.model)
             request = to_chat_request(completion, adapter.name, model)
-            check_messages(request)
+            check_request(request)
         except ClientGone:
             return
         except GatewayError as error:
@@ -418,23 +441,39 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
+class ModelCards:
+    """The `/v1/models` list and each model's card, encoded once per catalog version:
+    `<provider>/<model>` for every model of each configured provider."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.version = -1
+        self.list_body = b""
+        self.card_bodies: dict[str, bytes] = {}
+
+    def current(self) -> ModelCards:
+        catalog = self.catalog
+        if self.version != catalog.version:
+            cards = [
+                ModelCard(f"{name}/{model}", catalog.created, name)
+                for name, adapter in catalog.adapters.items()
+                if adapter.configured
+                for model in catalog.models[name]
+            ]
+            self.list_body = json_encoder.encode(ModelList(cards))
+            self.card_bodies = {card.id: json_encoder.encode(card) for card in cards}
+            self.version = catalog.version
+        return self
+
+
 class ModelsEndpoint:
-    """`GET /v1/models`: `<provider>/<model>` for every model of each configured provider.
+    """`GET /v1/models`: the catalog's models of each configured provider."""
 
-    Built once: which providers are configured is fixed at start-up."""
-
-    def __init__(self, adapters: Mapping[str, Adapter]) -> None:
-        created = int(time.time())
-        self.cards = [
-            ModelCard(f"{name}/{model}", created, name)
-            for name, adapter in adapters.items()
-            if adapter.configured
-            for model in adapter.models
-        ]
-        self.body = json_encoder.encode(ModelList(self.cards))
+    def __init__(self, cards: ModelCards) -> None:
+        self.cards = cards
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json(send, 200, self.body)
+        await send_json(send, 200, self.cards.current().list_body)
 
 
 class ModelEndpoint:
@@ -442,12 +481,12 @@ class ModelEndpoint:
     lists for that id, or a 404 `model_not_found`. The id may hold `/`s
     (`llama4/meta-llama/…`); the SDK sends them as `%2F`, which the server decodes."""
 
-    def __init__(self, cards: list[ModelCard]) -> None:
-        self.bodies = {card.id: json_encoder.encode(card) for card in cards}
+    def __init__(self, cards: ModelCards) -> None:
+        self.cards = cards
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model: str = scope["path_params"]["model"]
-        body = self.bodies.get(model)
+        body = self.cards.current().card_bodies.get(model)
         if body is None:
             await send_openai_error(send, ModelNotFoundError(
                 f"the model {model!r} does not exist on this gateway; GET /v1/models lists the ids it serves"))
@@ -455,10 +494,10 @@ class ModelEndpoint:
         await send_json(send, 200, body)
 
 
-def openai_routes(settings: Settings, adapters: Mapping[str, Adapter]) -> list[Route]:
-    models = ModelsEndpoint(adapters)
+def openai_routes(settings: Settings, adapters: Mapping[str, Adapter], catalog: Catalog) -> list[Route]:
+    cards = ModelCards(catalog)
     return [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters), methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/models/{model:path}", ModelEndpoint(models.cards), methods=["GET"]),
+        Route("/v1/models", ModelsEndpoint(cards), methods=["GET"]),
+        Route("/v1/models/{model:path}", ModelEndpoint(cards), methods=["GET"]),
     ]

@@ -105,14 +105,6 @@ def validation_message(text: str) -> str:
     return f"{path}: {problem}"
 
 
-def check_messages(request: ChatRequest) -> None:
-    if all(message.role == "system" for message in request.messages):
-        raise InvalidRequestError("$.messages: at least one message must be user or assistant")
-    for index, message in enumerate(request.messages):
-        if message.content is None and not (message.role == "assistant" and message.tool_calls):
-            raise InvalidRequestError(f"$.messages[{index}].content: required field is missing")
-
-
 # --- pick adapter ---------------------------------------------------------------------
 
 

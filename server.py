@@ -27,13 +27,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamgate import metrics
+from streamgate.catalog import Catalog
 from streamgate import sse
 from streamgate.openai_compat import openai_routes, send_openai_error
 from streamgate.pipeline import (
     ClientGone,
     CollectedAnswer,
     SendError,
-    check_messages,
     decode_json,
     pick_adapter,
     read_body,
@@ -42,6 +42,7 @@ from streamgate.pipeline import (
     send_json,
 )
 from streamgate.providers import build_adapters
+from streamgate.request_checks import check_request
 from streamgate.providers.base import Adapter
 from streamgate.errors import GatewayError, UnauthorizedError
 from streamgate.settings import Settings
@@ -113,7 +114,7 @@ class ChatEndpoint:
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             request: ChatRequest = decode_json(body, chat_request_decoder)
-            check_messages(request)
+            check_request(request)
             adapter = pick_adapter(self.adapters, request.provider)
         except ClientGone:
             return
@@ -143,10 +144,12 @@ async def send_native_answer_with_reasoning(send: Send, answer: CollectedAnswer)
 
 
 async def health(request: Request) -> JSONResponse:
-    adapters: Mapping[str, Adapter] = request.app.state.adapters
+    """Each provider: configured or not, its default model and the catalog's models."""
+    catalog: Catalog = request.app.state.catalog
     providers = {
-        name: {"configured": adapter.configured, "default_model": adapter.default_model, "models": list(adapter.models)}
-        for name, adapter in adapters.items()
+        name: {"configured": adapter.configured, "default_model": adapter.default_model,
+               "models": list(catalog.models[name])}
+        for name, adapter in catalog.adapters.items()
     }
     return JSONResponse({"status": "ok", "providers": providers})
 
@@ -237,14 +240,19 @@ class GatewayApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None) -> Starlette:
-    """The ASGI app. `adapters` defaults to one per provider, built from `settings`."""
+def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None, *,
+               catalog: Catalog | None = None) -> Starlette:
+    """The ASGI app. `adapters` defaults to one per provider, built from `settings`;
+    `catalog` to one over them, refreshed while the app runs."""
     settings = settings or Settings.from_env()
     adapters = adapters if adapters is not None else build_adapters(settings)
+    catalog = catalog or Catalog(adapters, refresh_s=settings.model_catalog_refresh_s or None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        catalog.start()
         yield
+        await catalog.stop()
         for adapter in adapters.values():
             await adapter.aclose()
 
@@ -252,7 +260,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         Route("/api/v1/chat/stream", ChatEndpoint(settings, adapters, streaming=True), methods=["POST"]),
         Route("/api/v1/chat", ChatEndpoint(settings, adapters, streaming=False), methods=["POST"]),
         Route("/api/v1/chat/stream/health", health, methods=["GET"]),
-        *openai_routes(settings, adapters),
+        *openai_routes(settings, adapters, catalog),
         Route("/", chat_page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Route("/metrics", metrics.scrape, methods=["GET"]),
@@ -275,6 +283,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan, direct=direct)
     app.state.settings = settings
     app.state.adapters = adapters
+    app.state.catalog = catalog
     metrics.declare(adapters)
     return app
 

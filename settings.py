@@ -48,6 +48,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     resume_ttl_s: float = 600.0
     access_log: bool = True
+    #: Seconds between asks of the providers' list-models endpoints; 0: never ask (the
+    #: built-in lists stay).
+    model_catalog_refresh_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env_file: str | Path = ".env") -> Settings:
@@ -95,4 +98,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redis_url=text("REDIS_URL"),
             resume_ttl_s=number("RESUME_TTL_S", float, 600.0, 1),
             access_log=config("ACCESS_LOG", cast=bool, default=True),
+            model_catalog_refresh_s=number("MODEL_CATALOG_REFRESH_S", float, 3600.0, 0),
         )

@@ -11,20 +11,21 @@ pydantic event per SSE event and accumulates a full message snapshot
 (`content.text += delta` on every `text_delta`, O(n²) in the answer's length; measured
 43 µs per delta at 2,000 deltas, 67 µs at 60,000, against a flat ~3 µs here).
 `sse.Decoder` splits the body into events, and one msgspec decoder per event
-name reads only the fields we use. Event names not listed here (`ping`,
-`content_block_start`, `content_block_stop`, any added later) are skipped, as Anthropic's
-versioning policy asks; deltas other than `text_delta` (tool JSON, thinking, signatures,
-citations) never enter `content`.
+name reads only the fields we use. Event names not listed here (`ping`, any added later)
+are skipped, as Anthropic's versioning policy asks. The request body is built in
+`anthropic_request`.
 
 Wire details the contract leaves open:
-- `temperature` is validated but not forwarded: `messages.create` of anthropic 2.12
-  takes no `temperature` (nor `top_p`/`top_k`). `thinking_enabled` is not forwarded.
+- `temperature` is validated but not forwarded: `messages.create` of the pinned SDK
+  takes no `temperature` (nor `top_p`/`top_k`).
 - Stop reasons: `end_turn`, `stop_sequence` → `stop`; `max_tokens`,
   `model_context_window_exceeded`, `pause_turn` (an unfinished turn) → `length`;
   `tool_use` → `tool_calls`; `refusal` → `content_filter`; anything else → `stop`.
 - `prompt_tokens` counts every input token: `input_tokens` plus the cache reads and
   writes (Anthropic bills all three as input); `completion_tokens` is the cumulative
-  `output_tokens` of the last `message_delta`.
+  `output_tokens` of the last `message_delta`; `reasoning_tokens` its
+  `output_tokens_details.thinking_tokens`, when sent.
+- A `tool_use` block that streams no arguments is a call with arguments `{}`.
 - A mid-stream `event: error` (e.g. `overloaded_error`) ends the stream with an
   `upstream_error` carrying Anthropic's message.
 """
@@ -44,9 +45,18 @@ from streamgate.errors import ProviderAuthError, UpstreamError
 from streamgate.http_client import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
-from streamgate.chat_types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
+from streamgate.chat_types import (
+    ChatRequest,
+    Chunk,
+    FinishReason,
+    ReasoningChunk,
+    StreamChunk,
+    ToolCallChunk,
+    Usage,
+    json_encoder,
+)
+from streamgate.providers.anthropic_request import PROVIDER, WireRequest
 
-PROVIDER = "anthropic"
 KEY_ENV = "ANTHROPIC_API_KEY"
 PUBLIC_BASE_URL = "https://api.anthropic.com"
 
@@ -61,30 +71,6 @@ STOP_REASONS: dict[str | None, FinishReason] = {
 }
 
 
-#: `max_tokens` when a request names none: the Messages API requires one, and it must
-#: leave room for extended thinking plus the answer.
-DEFAULT_MAX_TOKENS = 16384
-
-
-# --- the request we send, and the events we read (only the fields we use) ----------------
-
-
-class WireRequest(msgspec.Struct, omit_defaults=True):
-    """The Messages API body: system messages joined into the top-level `system`."""
-
-    model: str
-    max_tokens: int
-    messages: list[ChatMessage]
-    stream: bool
-    system: str | None = None
-
-    @classmethod
-    def of(cls, request: ChatRequest, model: str) -> WireRequest:
-        turns = [m for m in request.messages if m.role != "system"]
-        system = "\n\n".join(m.text for m in request.messages if m.role == "system")
-        return cls(model, request.max_tokens or DEFAULT_MAX_TOKENS, turns, True, system or None)
-
-
 # --- the events we read (only the fields we use; msgspec skips the rest) -----------------
 
 
@@ -96,15 +82,21 @@ class InputUsage(msgspec.Struct):
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     output_tokens: int | None = None
+    output_tokens_details: OutputDetails | None = None
+
+
+class OutputDetails(msgspec.Struct):
+    thinking_tokens: int | None = None  # part of `output_tokens`
 
 
 class TokenCounts:
     """The latest value of each count one stream reported (per stream, not per event)."""
 
-    __slots__ = ("input", "cache_creation", "cache_read", "output")
+    __slots__ = ("input", "cache_creation", "cache_read", "output", "thinking")
 
     def __init__(self) -> None:
         self.input = self.cache_creation = self.cache_read = self.output = 0
+        self.thinking: int | None = None
 
     def update(self, usage: InputUsage) -> None:
         if usage.input_tokens is not None:
@@ -115,10 +107,13 @@ class TokenCounts:
             self.cache_read = usage.cache_read_input_tokens
         if usage.output_tokens is not None:
             self.output = usage.output_tokens
+        details = usage.output_tokens_details
+        if details is not None and details.thinking_tokens is not None:
+            self.thinking = details.thinking_tokens
 
     def total(self) -> Usage:
         """Prompt tokens count the cache writes and reads too (all are billed input)."""
-        return Usage.of(self.input + self.cache_creation + self.cache_read, self.output)
+        return Usage.of(self.input + self.cache_creation + self.cache_read, self.output, self.thinking)
 
 
 class StartedMessage(msgspec.Struct):
@@ -131,11 +126,29 @@ class MessageStart(msgspec.Struct):
 
 class Delta(msgspec.Struct):
     type: str
-    text: str = ""
+    text: str = ""  # text_delta
+    thinking: str = ""  # thinking_delta
+    partial_json: str = ""  # input_json_delta
 
 
 class ContentBlockDelta(msgspec.Struct):
     delta: Delta
+    index: int = 0
+
+
+class ContentBlock(msgspec.Struct):
+    type: str
+    id: str = ""  # tool_use
+    name: str = ""  # tool_use
+
+
+class ContentBlockStart(msgspec.Struct):
+    index: int
+    content_block: ContentBlock
+
+
+class ContentBlockStop(msgspec.Struct):
+    index: int
 
 
 class StopDelta(msgspec.Struct):
@@ -158,24 +171,37 @@ class ErrorEvent(msgspec.Struct):
 
 _delta_decoder = msgspec.json.Decoder(ContentBlockDelta)
 _start_decoder = msgspec.json.Decoder(MessageStart)
+_block_start_decoder = msgspec.json.Decoder(ContentBlockStart)
+_block_stop_decoder = msgspec.json.Decoder(ContentBlockStop)
 _message_delta_decoder = msgspec.json.Decoder(MessageDelta)
 _error_decoder = msgspec.json.Decoder(ErrorEvent)
 
 
+#: The contract's default: the newest Sonnet the pinned SDK's model literal lists and its
+#: `DEPRECATED_MODELS` does not name.
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
+#: Today's models of the SDK's `Model` literal, newest line first, deprecated ones left out.
+MODELS = (
+    DEFAULT_MODEL,
+    "claude-opus-5-5",
+    "claude-haiku-5-5",
+    "claude-fable-5-2",
+    "claude-mythos-5-2",
+    "claude-opus-4-8",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+)
+
+
 class AnthropicStreamAdapter:
     name = PROVIDER
-    default_model = "claude-sonnet-4-20250514"
-    models = (
-        default_model,
-        "claude-sonnet-5-5",
-        "claude-opus-5-5",
-        "claude-haiku-5-5",
-        "claude-sonnet-4-6",
-    )
 
     def __init__(self, settings: Settings, http_client: httpx2.AsyncClient | None = None) -> None:
         self.max_retries = settings.upstream_max_retries
         self.configured = settings.anthropic_api_key is not None
+        self.default_model = settings.anthropic_default_model or DEFAULT_MODEL
+        self.models = (self.default_model, *(m for m in MODELS if m != self.default_model))
         # The key and base URL are passed explicitly (an empty key when unset, never used:
         # `stream_chat` refuses first), so the SDK does not look for credentials elsewhere.
         self._client = anthropic.AsyncAnthropic(
@@ -196,7 +222,13 @@ class AnthropicStreamAdapter:
         body = json_encoder.encode(WireRequest.of(request, model))
         response = await open_with_retries(lambda: self._open(body), max_retries=self.max_retries)
         chunks, release = response_body(response)
-        return ChunkStream(read_chunks(chunks, model), release)
+        return ChunkStream(read_chunks(chunks, model, request.include_reasoning), release)
+
+    async def list_models(self) -> list[str]:
+        """The ids `GET /v1/models` names, every page of them, but retired ones (the API keeps
+        those in its catalogue as a record; a request naming one fails)."""
+        return [model.id async for model in self._client.models.list(limit=1000)
+                if getattr(model, "lifecycle", None) != "retired"]
 
     async def _open(self, body: bytes) -> httpx2.Response:
         """One attempt: the response once Anthropic answered with its success status."""
@@ -216,11 +248,21 @@ class AnthropicStreamAdapter:
         await self._client.close()
 
 
-async def read_chunks(body: AsyncIterator[bytes], model: str) -> AsyncGenerator[StreamChunk, None]:
-    """Anthropic's named SSE events → `StreamChunk`s; the final one after `message_stop`."""
+async def read_chunks(
+    body: AsyncIterator[bytes], model: str, include_reasoning: bool = False
+) -> AsyncGenerator[Chunk, None]:
+    """Anthropic's named SSE events → chunks; the final one after `message_stop`.
+
+    Text deltas are content; thinking deltas are reasoning (when asked for); a `tool_use`
+    block is a call, numbered 0, 1, … in the order the calls begin (not by block index,
+    which counts text and thinking blocks too), its `input_json_delta` fragments the
+    arguments. Signatures, redacted thinking and citations are dropped.
+    """
     decoder = sse.Decoder()
     usage = TokenCounts()
     stop_reason: str | None = None
+    calls: dict[int, int] = {}  # a tool_use block's index → its call index
+    no_arguments: set[int] = set()  # tool_use blocks that sent no arguments yet
     try:
         async for data in body:
             for event in decoder.feed(data):
@@ -228,9 +270,34 @@ async def read_chunks(body: AsyncIterator[bytes], model: str) -> AsyncGenerator[
                     continue  # a comment
                 name = event.event
                 if name == "content_block_delta":
-                    delta = _delta_decoder.decode(event.data).delta
-                    if delta.type == "text_delta" and delta.text:
-                        yield StreamChunk(delta.text, None, model, PROVIDER)
+                    block_delta = _delta_decoder.decode(event.data)
+                    delta = block_delta.delta
+                    kind = delta.type
+                    if kind == "text_delta":
+                        if delta.text:
+                            yield StreamChunk(delta.text, None, model, PROVIDER)
+                    elif kind == "input_json_delta":
+                        call = calls.get(block_delta.index)
+                        if delta.partial_json and call is not None:
+                            if no_arguments:
+                                no_arguments.discard(block_delta.index)
+                            yield ToolCallChunk(call, None, None, delta.partial_json)
+                    elif kind == "thinking_delta":
+                        if include_reasoning and delta.thinking:
+                            yield ReasoningChunk(delta.thinking, model, PROVIDER)
+                elif name == "content_block_start":
+                    start = _block_start_decoder.decode(event.data)
+                    block = start.content_block
+                    if block.type == "tool_use":
+                        calls[start.index] = len(calls)
+                        no_arguments.add(start.index)
+                        yield ToolCallChunk(calls[start.index], block.id, block.name, "")
+                elif name == "content_block_stop":
+                    if no_arguments:
+                        index = _block_stop_decoder.decode(event.data).index
+                        if index in no_arguments:  # a call without arguments: its input is `{}`
+                            no_arguments.discard(index)
+                            yield ToolCallChunk(calls[index], arguments="{}")
                 elif name == "message_delta":
                     message_delta = _message_delta_decoder.decode(event.data)
                     stop_reason = message_delta.delta.stop_reason or stop_reason

@@ -51,8 +51,9 @@ def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 
 def settings(**overrides: object) -> Settings:
-    """Settings with test defaults (no `.env`, no keys) and the given overrides."""
-    return Settings(**{"echo_delay_ms": 0.0, **overrides})  # type: ignore[arg-type]
+    """Settings with test defaults (no `.env`, no keys, no model catalog asking the
+    scripted upstreams for their models) and the given overrides."""
+    return Settings(**{"echo_delay_ms": 0.0, "model_catalog_refresh_s": 0.0, **overrides})  # type: ignore[arg-type]
 
 
 class BrokenAdapter:

@@ -13,19 +13,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anthropic
 import httpx2
+import pydantic
 import pytest
+from anthropic.types import Message, ModelInfo, RawMessageStreamEvent
 
 from streamgate import sse
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
 from streamgate.server import create_app
 from support import serve, settings
-
-# The contract's default model is past the end-of-life date anthropic 2.12 knows for it.
-pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-20250514' is deprecated")
+from test_anthropic_request import sdk_checked
 
 KEY = "sk-ant-test-key"
-DEFAULT_MODEL = "claude-sonnet-4-20250514"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 HELLO = {"provider": "anthropic", "messages": [{"role": "user", "content": "Hello"}]}
 TEXT_PIECES = ["Hello", ", 世界", " 🎉🚀 ", "naïve\nnext line", " 日本語です。"]
 
@@ -178,8 +179,8 @@ def test_what_is_sent_upstream() -> None:
         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                      {"role": "user", "content": "How are you? 🎉"}],
         "stream": True,
-    }  # no `temperature`: anthropic 2.12's `messages.create` takes none
-    # anthropic 2.12 sends the key as a bearer token (no `x-api-key`) and API version 2026-10-21.
+    }  # no `temperature`: the pinned SDK's `messages.create` takes none
+    # the pinned SDK sends the key as a bearer token (no `x-api-key`) and API version 2026-10-21.
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert "x-api-key" not in request.headers
     assert request.headers["anthropic-version"] == "2026-10-21"
@@ -208,27 +209,6 @@ def test_stop_reasons_are_mapped(stop_reason: str, finish_reason: str) -> None:
     assert response.json() == {**chunk("Hi", finish_reason, USAGE), "tool_calls": None}
 
 
-def test_only_text_deltas_become_content() -> None:
-    def delta(kind: str, **fields: str) -> bytes:
-        return event("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                             "delta": {"type": kind, **fields}})
-    reads = [
-        message_start(), event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                       "content_block": {"type": "thinking", "thinking": ""}}),
-        delta("thinking_delta", thinking="Let me think"), delta("signature_delta", signature="EqQB"),
-        BLOCK_STOP, BLOCK_START, text_delta("Checking the weather."), BLOCK_STOP,
-        event("content_block_start", {"type": "content_block_start", "index": 2, "content_block": {
-            "type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}),
-        delta("input_json_delta", partial_json='{"location": "Par'), delta("input_json_delta", partial_json='is"}'),
-        event("content_block_stop", {"type": "content_block_stop", "index": 2}),
-        event("some_new_event", {"type": "some_new_event"}), message_delta("tool_use", 89), MESSAGE_STOP,
-    ]
-    with gateway(Upstream(reads)) as base_url:
-        frames = message_frames(post(base_url).content)
-    assert frames == [chunk("Checking the weather."),
-                      chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 89, "total_tokens": 114})]
-
-
 def test_prompt_tokens_include_cache_tokens_and_later_usage_wins() -> None:
     reads = [message_start(10, cache_creation_input_tokens=200, cache_read_input_tokens=3000),
              text_delta("cached"), event("message_delta", {
@@ -245,6 +225,377 @@ def test_whole_answer_at_once() -> None:
         response = post(base_url, path="/api/v1/chat")
     assert response.status_code == 200
     assert response.json() == {**chunk("".join(TEXT_PIECES), "stop", USAGE), "tool_calls": None}
+
+
+# --- thinking, tools, images, structured output ----------------------------------------------
+
+
+SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
+THOUGHTS = ["The user greets me; ", "a short, warm reply — ", "日本語 fits. 🎉"]
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather now in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+SENT_WEATHER_TOOL = {"name": "get_weather", "description": "The weather now in a city",
+                     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                                      "required": ["city"]}}
+
+
+def block_start(index: int, block: dict[str, Any]) -> bytes:
+    return event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> bytes:
+    return event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+
+def block_stop(index: int) -> bytes:
+    return event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def thinking_block(index: int, pieces: list[str]) -> list[bytes]:
+    return [block_start(index, {"type": "thinking", "thinking": "", "signature": ""}),
+            *(block_delta(index, {"type": "thinking_delta", "thinking": p}) for p in pieces),
+            block_delta(index, {"type": "signature_delta", "signature": SIGNATURE}), block_stop(index)]
+
+
+def redacted_thinking_block(index: int) -> list[bytes]:
+    return [block_start(index, {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIw"}),
+            block_stop(index)]
+
+
+def text_block(index: int, pieces: list[str]) -> list[bytes]:
+    return [block_start(index, {"type": "text", "text": ""}), *(text_delta(p, index) for p in pieces), block_stop(index)]
+
+
+def tool_block(index: int, call_id: str, name: str, fragments: list[str]) -> list[bytes]:
+    """A `tool_use` block as the API streams it: `input: {}` at the start, then its JSON
+    in `input_json_delta` fragments (the first is often empty)."""
+    return [block_start(index, {"type": "tool_use", "id": call_id, "name": name, "input": {}}),
+            *(block_delta(index, {"type": "input_json_delta", "partial_json": f}) for f in fragments),
+            block_stop(index)]
+
+
+def whole_stream(*blocks: list[bytes], stop_reason: str = "end_turn", output_tokens: int = 90,
+                 thinking_tokens: int | None = None) -> list[bytes]:
+    usage: dict[str, Any] = {"output_tokens": output_tokens}
+    if thinking_tokens is not None:
+        usage["output_tokens_details"] = {"thinking_tokens": thinking_tokens}
+    end = event("message_delta", {"type": "message_delta", "usage": usage,
+                                  "delta": {"stop_reason": stop_reason, "stop_sequence": None}})
+    return [message_start(), *(read for block in blocks for read in block), end, MESSAGE_STOP]
+
+
+_events = pydantic.TypeAdapter(RawMessageStreamEvent)
+
+
+def sdk_message(reads: list[bytes]) -> Message:
+    """The official SDK reading the same bytes: every event validated against its stream
+    event types, then `messages.stream` accumulating them into the final `Message`."""
+    for item in sse.Decoder().feed(b"".join(reads)):
+        if isinstance(item, sse.Event) and item.event != "ping":
+            _events.validate_json(item.data)
+
+    async def accumulate() -> Message:
+        http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(Upstream(reads)))
+        async with anthropic.AsyncAnthropic(api_key=KEY, http_client=http_client, max_retries=0) as client:
+            async with client.messages.stream(model=DEFAULT_MODEL, max_tokens=1024,
+                                              messages=[{"role": "user", "content": "Hi"}]) as stream:
+                return await stream.get_final_message()
+
+    return asyncio.run(accumulate())
+
+
+@pytest.mark.parametrize("stop_reason", ["end_turn", "max_tokens", "tool_use", "refusal", "pause_turn"])
+def test_the_scripted_text_stream_is_what_the_sdk_reads(stop_reason: str) -> None:
+    message = sdk_message(answer(stop_reason=stop_reason))
+    assert [b.text for b in message.content] == ["".join(TEXT_PIECES)]  # type: ignore[union-attr]
+    assert (message.stop_reason, message.usage.input_tokens, message.usage.output_tokens) == (stop_reason, 25, 15)
+
+
+def frames(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """Every frame (kind, data) before `[DONE]`, after checking ids run 1, 2, 3, …."""
+    events = [e for e in sse.Decoder().feed(raw) if isinstance(e, sse.Event)]
+    assert events[-1].data == "[DONE]" and raw.endswith(b"data: [DONE]\n\n")
+    assert [int(e.id) for e in events[:-1]] == list(range(1, len(events)))
+    return [(e.event, json.loads(e.data)) for e in events[:-1]]
+
+
+def reasoning(text: str) -> tuple[str, dict[str, Any]]:
+    return "reasoning", {"reasoning": text, "model": DEFAULT_MODEL, "provider": "anthropic"}
+
+
+def tool_call(index: int, **fields: str) -> tuple[str, dict[str, Any]]:
+    return "tool_call", {"index": index, **fields}
+
+
+REASONING_ASKED = {**HELLO, "model": "claude-sonnet-5-5", "reasoning_effort": "high", "include_reasoning": True}
+
+
+@pytest.mark.parametrize("read_size", [1, 4096])
+def test_thinking_streams_as_reasoning_frames_when_asked(read_size: int) -> None:
+    reads = whole_stream(thinking_block(0, THOUGHTS), text_block(1, TEXT_PIECES), thinking_tokens=40)
+    message = sdk_message(reads)
+    assert [(b.type, getattr(b, "thinking", None)) for b in message.content] == [
+        ("thinking", "".join(THOUGHTS)), ("text", None)]
+    assert message.content[0].signature == SIGNATURE  # type: ignore[union-attr]
+    assert message.usage.output_tokens_details.thinking_tokens == 40  # type: ignore[union-attr]
+    upstream = Upstream(split_every(b"".join(reads), read_size))
+    with gateway(upstream) as base_url:
+        response = post(base_url, REASONING_ASKED)
+    assert sdk_checked(json.loads(upstream.requests[0].content)) == {
+        "model": "claude-sonnet-5-5", "max_tokens": 16384, "stream": True,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "thinking": {"type": "adaptive", "display": "summarized"}, "output_config": {"effort": "high"}}
+    usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115, "reasoning_tokens": 40}
+    assert frames(response.content) == [*map(reasoning, THOUGHTS), *(("message", chunk(p)) for p in TEXT_PIECES),
+                                        ("message", chunk("", "stop", usage))]
+
+
+def test_thinking_without_include_reasoning_never_reaches_the_client() -> None:
+    reads = whole_stream(thinking_block(0, THOUGHTS), redacted_thinking_block(1), text_block(2, ["Hi there!"]))
+    assert [b.type for b in sdk_message(reads).content] == ["thinking", "redacted_thinking", "text"]
+    upstream = Upstream(reads)
+    with gateway(upstream) as base_url:
+        streamed = post(base_url, {**HELLO, "reasoning_effort": "medium"})
+        whole = post(base_url, {**HELLO, "reasoning_effort": "medium"}, path="/api/v1/chat")
+    sent = json.loads(upstream.requests[0].content)
+    assert (sent["thinking"], sent["output_config"]) == ({"type": "adaptive"}, {"effort": "medium"})
+    usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}
+    assert frames(streamed.content) == [("message", chunk("Hi there!")), ("message", chunk("", "stop", usage))]
+    assert whole.json() == {**chunk("Hi there!", "stop", usage), "tool_calls": None}
+
+
+def test_whole_answer_carries_the_reasoning_when_asked() -> None:
+    reads = whole_stream(thinking_block(0, THOUGHTS), redacted_thinking_block(1), text_block(2, TEXT_PIECES))
+    with gateway(Upstream(reads)) as base_url:
+        response = post(base_url, REASONING_ASKED, path="/api/v1/chat")
+    usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}
+    assert response.json() == {**chunk("".join(TEXT_PIECES), "stop", usage), "tool_calls": None,
+                               "reasoning": "".join(THOUGHTS)}
+
+
+#: A call's JSON split mid-escape (a fragment ends in the backslash of `\"`); read one byte
+#: at a time it is also split inside `日本` and `ü`.
+PARIS_FRAGMENTS = ["", '{"city": "Par', 'is", "note": "say \\', '"hi\\" — 日本', '"}']
+ZURICH_FRAGMENTS = ['{"city":', ' "Zürich"}']
+
+
+def parallel_calls() -> list[bytes]:
+    """Thinking (block 0), text (block 1), then two calls (blocks 2 and 3)."""
+    return whole_stream(thinking_block(0, THOUGHTS), text_block(1, ["Let me check both cities."]),
+                        tool_block(2, "toolu_01A", "get_weather", PARIS_FRAGMENTS),
+                        tool_block(3, "toolu_01B", "get_weather", ZURICH_FRAGMENTS), stop_reason="tool_use")
+
+
+@pytest.mark.parametrize("read_size", [1, 3, 4096])
+def test_parallel_tool_calls_after_text(read_size: int) -> None:
+    reads = parallel_calls()
+    calls = [b for b in sdk_message(reads).content if b.type == "tool_use"]
+    assert [(c.id, c.input) for c in calls] == [  # type: ignore[union-attr]
+        ("toolu_01A", {"city": "Paris", "note": 'say "hi" — 日本'}), ("toolu_01B", {"city": "Zürich"})]
+    upstream = Upstream(split_every(b"".join(reads), read_size))
+    body = {**HELLO, "tools": [WEATHER_TOOL], "tool_choice": "auto"}
+    with gateway(upstream) as base_url:
+        response = post(base_url, body)
+    sent = sdk_checked(json.loads(upstream.requests[0].content))
+    assert (sent["tools"], sent["tool_choice"]) == ([SENT_WEATHER_TOOL], {"type": "auto"})
+    usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}
+    assert frames(response.content) == [
+        ("message", chunk("Let me check both cities.")),
+        tool_call(0, id="toolu_01A", name="get_weather", arguments=""),
+        *(tool_call(0, arguments=f) for f in PARIS_FRAGMENTS if f),
+        tool_call(1, id="toolu_01B", name="get_weather", arguments=""),
+        *(tool_call(1, arguments=f) for f in ZURICH_FRAGMENTS),
+        ("message", chunk("", "tool_calls", usage)),
+    ]
+
+
+def test_whole_answer_carries_the_tool_calls() -> None:
+    with gateway(Upstream(split_every(b"".join(parallel_calls()), 2))) as base_url:
+        response = post(base_url, {**HELLO, "tools": [WEATHER_TOOL]}, path="/api/v1/chat")
+    usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}
+    assert response.json() == {**chunk("Let me check both cities.", "tool_calls", usage), "tool_calls": [
+        {"id": "toolu_01A", "type": "function",
+         "function": {"name": "get_weather", "arguments": "".join(PARIS_FRAGMENTS)}},
+        {"id": "toolu_01B", "type": "function",
+         "function": {"name": "get_weather", "arguments": "".join(ZURICH_FRAGMENTS)}}]}
+    assert json.loads(response.json()["tool_calls"][0]["function"]["arguments"])["note"] == 'say "hi" — 日本'
+
+
+@pytest.mark.parametrize("fragments", [[""], []], ids=["empty-fragment", "no-fragment"])
+def test_call_without_arguments_has_arguments_braces(fragments: list[str]) -> None:
+    reads = whole_stream(tool_block(0, "toolu_01N", "now", fragments), stop_reason="tool_use", output_tokens=12)
+    assert [(b.name, b.input) for b in sdk_message(reads).content] == [("now", {})]  # type: ignore[union-attr]
+    body = {**HELLO, "tools": [{"type": "function", "function": {"name": "now"}}], "tool_choice": "none"}
+    upstream = Upstream(reads)
+    with gateway(upstream) as base_url:
+        response = post(base_url, body)
+    sent = json.loads(upstream.requests[0].content)
+    assert (sent["tools"], sent["tool_choice"]) == ([{"name": "now", "input_schema": {"type": "object"}}],
+                                                    {"type": "none"})
+    assert frames(response.content) == [
+        tool_call(0, id="toolu_01N", name="now", arguments=""), tool_call(0, arguments="{}"),
+        ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 12, "total_tokens": 37}))]
+
+
+def test_server_tool_blocks_and_citations_are_not_calls_or_content() -> None:
+    citation = {"type": "web_search_result_location", "cited_text": "Paris: 18°C", "encrypted_index": "Eo8BCioI",
+                "title": "Weather", "url": "https://weather.example/paris"}
+    reads = whole_stream(
+        [block_start(0, {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}}),
+         block_delta(0, {"type": "input_json_delta", "partial_json": '{"query": "weather Paris"}'}), block_stop(0)],
+        [block_start(1, {"type": "text", "text": ""}),
+         block_delta(1, {"type": "citations_delta", "citation": citation}), text_delta("It is 18°C.", 1), block_stop(1)],
+        tool_block(2, "toolu_01C", "get_weather", ['{"city": "Lyon"}']), stop_reason="tool_use")
+    assert [b.type for b in sdk_message(reads).content] == ["server_tool_use", "text", "tool_use"]
+    with gateway(Upstream(reads)) as base_url:
+        response = post(base_url, {**HELLO, "tools": [WEATHER_TOOL]})
+    assert frames(response.content) == [
+        ("message", chunk("It is 18°C.")), tool_call(0, id="toolu_01C", name="get_weather", arguments=""),
+        tool_call(0, arguments='{"city": "Lyon"}'),
+        ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}))]
+
+
+def test_two_turn_request_sends_tool_use_and_tool_result_blocks() -> None:
+    upstream = Upstream(answer(["Paris is warmer."]))
+    calls = [{"id": "toolu_01A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+             {"id": "toolu_01B", "type": "function", "function": {"name": "get_weather",
+                                                                  "arguments": '{"city":  "Zürich"}'}}]
+    body = {**REASONING_ASKED, "tools": [WEATHER_TOOL], "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris and Zürich?"},
+        {"role": "assistant", "content": "Checking both.", "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "toolu_01A", "content": "18°C, sunny"},
+        {"role": "tool", "tool_call_id": "toolu_01B", "content": [{"type": "text", "text": "12°C"}]},
+        {"role": "user", "content": "Which is warmer?"},
+    ]}
+    with gateway(upstream) as base_url:
+        response = post(base_url, body)
+    assert message_frames(response.content)[0] == chunk("Paris is warmer.")
+    raw = upstream.requests[0].content
+    assert b'"input":{"city":  "Z\xc3\xbcrich"}' in raw, "arguments pass through as the client wrote them"
+    sent = sdk_checked(json.loads(raw))
+    assert sent["system"] == "Be brief."
+    assert (sent["thinking"], sent["output_config"]) == ({"type": "adaptive", "display": "summarized"},
+                                                         {"effort": "high"}), "adaptive thinking takes the turn as is"
+    assert sent["messages"] == [
+        {"role": "user", "content": "Weather in Paris and Zürich?"},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Checking both."},
+            {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_01B", "name": "get_weather", "input": {"city": "Zürich"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "18°C, sunny"},
+            {"type": "tool_result", "tool_use_id": "toolu_01B", "content": [{"type": "text", "text": "12°C"}]},
+            {"type": "text", "text": "Which is warmer?"}]},
+    ]
+
+
+def test_invalid_call_arguments_are_422_before_any_upstream_call() -> None:
+    upstream = Upstream(answer())
+    calls = [{"id": "toolu_01A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": '}}]
+    body = {**HELLO, "messages": [{"role": "user", "content": "Weather?"},
+                                  {"role": "assistant", "tool_calls": calls},
+                                  {"role": "tool", "tool_call_id": "toolu_01A", "content": "18°C"}]}
+    with gateway(upstream) as base_url:
+        response = post(base_url, body)
+    assert response.status_code == 422
+    assert response.json() == {"error": {"type": "invalid_request", "provider": "anthropic",
+                                         "message": "$.messages[1].tool_calls[0].function.arguments: not a JSON object"}}
+    assert upstream.requests == []
+
+
+PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def test_image_parts_become_image_blocks_in_order() -> None:
+    upstream = Upstream(answer(["A red dot and a cat."]))
+    content = [{"type": "text", "text": "What are these?"},
+               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_BASE64}"}},
+               {"type": "image_url", "image_url": {"url": "https://upload.wikimedia.org/cat.jpg", "detail": "low"}}]
+    with gateway(upstream) as base_url:
+        response = post(base_url, {**HELLO, "messages": [{"role": "user", "content": content}]})
+    assert message_frames(response.content)[0] == chunk("A red dot and a cat.")
+    assert sdk_checked(json.loads(upstream.requests[0].content))["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "What are these?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_BASE64}},
+        {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/cat.jpg"}}]}]
+
+
+def test_structured_output_and_stop_sequences() -> None:
+    pieces = ['{"city": ', '"Paris", "temp', '": 18}']
+    reads = whole_stream(text_block(0, pieces), stop_reason="stop_sequence", output_tokens=9)
+    assert sdk_message(reads).content[0].text == '{"city": "Paris", "temp": 18}'  # type: ignore[union-attr]
+    upstream = Upstream(reads)
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}}
+    body = {**HELLO, "stop": ["\n\nEND"], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "weather", "schema": schema, "strict": True}}}
+    with gateway(upstream) as base_url:
+        response = post(base_url, body, path="/api/v1/chat")
+    sent = sdk_checked(json.loads(upstream.requests[0].content))
+    assert sent["stop_sequences"] == ["\n\nEND"]
+    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}}}}
+    assert response.json() == {**chunk('{"city": "Paris", "temp": 18}', "stop",
+                                       {"prompt_tokens": 25, "completion_tokens": 9, "total_tokens": 34}),
+                               "tool_calls": None}
+
+
+def test_json_object_is_an_object_schema() -> None:
+    upstream = Upstream(answer(['{"ok": true}']))
+    with gateway(upstream) as base_url:
+        post(base_url, {**HELLO, "response_format": {"type": "json_object"}})
+    assert json.loads(upstream.requests[0].content)["output_config"] == {
+        "format": {"type": "json_schema", "schema": {"type": "object"}}}
+
+
+def test_default_model_from_settings() -> None:
+    upstream = Upstream(answer(["ok"]))
+    with gateway(upstream, anthropic_default_model="claude-opus-4-8") as base_url:
+        post(base_url)
+        health = httpx2.get(base_url + "/api/v1/chat/stream/health").json()["providers"]["anthropic"]
+    assert json.loads(upstream.requests[0].content)["model"] == "claude-opus-4-8"
+    assert health["default_model"] == "claude-opus-4-8"
+    assert health["models"][:2] == ["claude-opus-4-8", "claude-sonnet-5-5"]
+    assert health["models"].count("claude-opus-4-8") == 1
+
+
+# --- list_models ---------------------------------------------------------------------------
+
+
+def model_info(model_id: str, display_name: str, lifecycle: str = "active") -> dict[str, Any]:
+    retired = lifecycle == "retired"
+    return {"type": "model", "id": model_id, "display_name": display_name, "created_at": "2025-05-14T00:00:00Z",
+            "lifecycle": lifecycle, "deprecated_at": "2026-01-05T00:00:00Z" if retired else None,
+            "retires_at": None, "max_input_tokens": 1000000, "max_tokens": 128000}
+
+
+def test_list_models_reads_every_page_through_the_sdk_and_leaves_retired_ones_out() -> None:
+    pages = [{"data": [model_info("claude-sonnet-5-5", "Claude Sonnet 5.5"),
+                       model_info("claude-opus-5-5", "Claude Opus 5.5")],
+              "has_more": True, "first_id": "claude-sonnet-5-5", "last_id": "claude-opus-5-5"},
+             {"data": [model_info("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
+                       model_info("claude-sonnet-4-20250514", "Claude Sonnet 4", "retired")],
+              "has_more": False, "first_id": "claude-haiku-4-5-20251001", "last_id": "claude-sonnet-4-20250514"}]
+    for page in pages:
+        for card in page["data"]:
+            ModelInfo.model_validate(card)
+    upstream = Upstream(*(httpx2.Response(200, json=page) for page in pages))
+    config = settings(anthropic_api_key=KEY, anthropic_base_url="http://anthropic.test")
+    adapter = AnthropicStreamAdapter(config, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(upstream)))
+    assert asyncio.run(adapter.list_models()) == ["claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5-20251001"]
+    assert [(r.method, str(r.url)) for r in upstream.requests] == [
+        ("GET", "http://anthropic.test/v1/models?limit=1000"),
+        ("GET", "http://anthropic.test/v1/models?limit=1000&after_id=claude-opus-5-5")]
+
+
+def test_list_models_raises_on_failure() -> None:
+    upstream = Upstream(error_reply(401, "authentication_error", "invalid x-api-key"))
+    adapter = AnthropicStreamAdapter(settings(anthropic_api_key=KEY),
+                                     http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(upstream)))
+    with pytest.raises(anthropic.AuthenticationError):
+        asyncio.run(adapter.list_models())
 
 
 # --- before the 200 -----------------------------------------------------------------------

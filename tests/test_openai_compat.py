@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from streamgate import server
+from streamgate.catalog import Catalog
 from streamgate.openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
 from streamgate.providers import build_adapters
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
@@ -21,7 +22,7 @@ from streamgate.providers.base import ChunkStream
 from streamgate.providers.echo import EchoAdapter
 from streamgate.errors import GatewayError, RateLimitedError, UpstreamError
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.chat_types import ChatRequest, StreamChunk
+from streamgate.chat_types import ChatRequest, StreamChunk, chat_request_decoder
 from support import serve, settings
 from wire_openai import MockUpstream, Reply, chunk, completion, split, sse_body
 
@@ -149,7 +150,7 @@ def test_text_parts_developer_role_and_ignored_fields(client: openai.OpenAI) -> 
         model="echo/echo",
         messages=[{"role": "developer", "content": "Be brief."},
                   {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}],
-        n=1, top_p=0.5, seed=7, user="u-1", tool_choice="none", response_format={"type": "text"},
+        n=1, top_p=0.5, seed=7, user="u-1", logprobs=False, response_format={"type": "text"},
         extra_body={"some_future_field": {"x": 1}},
     )
     assert completion.choices[0].message.content == "one\ntwo"
@@ -160,16 +161,20 @@ def test_text_parts_developer_role_and_ignored_fields(client: openai.OpenAI) -> 
 
 @pytest.mark.parametrize(("fields", "param"), [
     ({"n": 2}, "n"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-    ({"tool_choice": "required"}, "tool_choice"),
     ({"logprobs": True}, "logprobs"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"stop": ["\n"]}, "stop"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions"),
+    ({"function_call": {"name": "f"}}, "function_call"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ({"modalities": ["text", "audio"]}, "modalities"),
     ({"messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
      "messages[0].content[1].type"),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42", "tool_call_id": "c1"}]},
+    ({"messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-1"}}]}]},
+     "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "function", "name": "f", "content": "42"}]},
      "messages[1].role"),
 ])
 @pytest.mark.parametrize("stream", [False, True])
@@ -362,7 +367,7 @@ def test_to_chat_request() -> None:
         "messages": [{"role": "system", "content": "d"}, {"role": "user", "content": "u"},
                      {"role": "assistant", "content": ""}],
         "provider": "anthropic", "model": "claude-x", "temperature": 0.0, "max_tokens": 20,
-        "thinking_enabled": False, "reasoning_effort": None, "include_reasoning": False, "stop": None,
+        "thinking_enabled": False, "reasoning_effort": None, "include_reasoning": True, "stop": None,
         "response_format": None, "tools": None, "tool_choice": None, "resumable": False,
     }
     one = b'{"model":"x","messages":[{"role":"user","content":"u"}]'
@@ -370,6 +375,47 @@ def test_to_chat_request() -> None:
     assert (defaults.temperature, defaults.max_tokens) == (None, None)  # not asked for: none sent
     only_max_tokens = completion_request_decoder.decode(one + b',"max_tokens":5}')
     assert to_chat_request(only_max_tokens, "echo", "echo").max_tokens == 5
+
+
+AGENT_TURN = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Weather here?"},
+                                     {"type": "image_url", "image_url": {"url": "https://x.test/a.png",
+                                                                         "detail": "low"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "21 °C"},
+    ],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather.",
+                                                "parameters": {"type": "object", "properties": {}}, "strict": True}}],
+    "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    "stop": ["\n\n"], "response_format": {"type": "json_schema", "json_schema": {
+        "name": "answer", "schema": {"type": "object"}, "strict": True}},
+    "reasoning_effort": "low", "temperature": 0.5, "max_completion_tokens": 99, "resumable": True,
+}
+
+
+def test_to_chat_request_is_the_native_request() -> None:
+    """Every field OpenAI and the native endpoint share decodes to the same `ChatRequest`."""
+    v1 = completion_request_decoder.decode(msgspec.json.encode({"model": "m", **AGENT_TURN}))
+    native = {**AGENT_TURN, "provider": "openai", "model": "m", "max_tokens": 99, "include_reasoning": True}
+    del native["max_completion_tokens"]
+    expected = chat_request_decoder.decode(msgspec.json.encode(native))
+    assert msgspec.to_builtins(to_chat_request(v1, "openai", "m")) == msgspec.to_builtins(expected)
+    v1_off = completion_request_decoder.decode(msgspec.json.encode(
+        {"model": "m", **AGENT_TURN, "include_reasoning": False}))
+    assert to_chat_request(v1_off, "openai", "m").include_reasoning is False
+
+
+def test_a_plain_request_keeps_its_decoded_messages() -> None:
+    """No copy for a plain text request: the decoded messages are the request's."""
+    request = completion_request_decoder.decode(b'{"model":"x","messages":[{"role":"system","content":"s"},'
+                                                b'{"role":"user","content":"u"}]}')
+    decoded = list(request.messages)
+    chat = to_chat_request(request, "echo", "echo")
+    assert all(a is b for a, b in zip(chat.messages, decoded, strict=True))
 
 
 # --- openai-routed: the `openai` adapter over OpenAI's wire bytes ---------------------
@@ -383,7 +429,7 @@ def openai_routed(*replies: Reply) -> Iterator[tuple[openai.OpenAI, MockUpstream
     config = settings(openai_api_key="sk-upstream", openai_base_url="https://openai.upstream.test/v1",
                       upstream_max_retries=0)
     adapters = {"openai": OpenAIStreamAdapter(config, http_client=upstream.client())}
-    with sdk_client(server.create_app(config, adapters)) as sdk:
+    with sdk_client(server.create_app(config, adapters, catalog=Catalog(adapters, refresh_s=None))) as sdk:
         yield sdk, upstream
 
 
@@ -400,7 +446,7 @@ def test_openai_routed_stream_with_usage(model: str) -> None:
     assert usage_chunk.choices == [] and usage_chunk.usage is not None
     assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens) == (9, 12)
     [seen] = upstream.seen
-    assert seen.json["model"] == "gpt-4o" and seen.json["max_tokens"] == 50 and seen.json["temperature"] == 0.2
+    assert seen.json["model"] == "gpt-4o" and seen.json["max_completion_tokens"] == 50 and seen.json["temperature"] == 0.2
     assert seen.json["messages"] == [{"role": "user", "content": "Hi"}]
 
 
@@ -484,7 +530,7 @@ def anthropic_routed(*bodies: bytes) -> Iterator[tuple[openai.OpenAI, list[dict]
     config = settings(anthropic_api_key="sk-ant-upstream", upstream_max_retries=0)
     http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream))
     adapters = {"anthropic": AnthropicStreamAdapter(config, http_client=http_client)}
-    with sdk_client(server.create_app(config, adapters)) as sdk:
+    with sdk_client(server.create_app(config, adapters, catalog=Catalog(adapters, refresh_s=None))) as sdk:
         yield sdk, seen
 
 
