@@ -41,7 +41,7 @@ from anthropic._models import FinalRequestOptions
 from streamgate import sse
 from streamgate.providers.base import ChunkStream, open_with_retries
 from streamgate.errors import ProviderAuthError, UpstreamError
-from streamgate.http_client import response_body, sdk_http_client
+from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
 from streamgate.chat_types import ChatMessage, ChatRequest, FinishReason, StreamChunk, Usage, json_encoder

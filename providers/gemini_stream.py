@@ -50,7 +50,7 @@ from streamgate.errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from streamgate.http_client import response_body, sdk_http_client
+from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import connection_failed, map_transport_error
 from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder

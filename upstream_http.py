@@ -1,0 +1,154 @@
+"""The HTTP client every SDK is handed: an `httpx2.AsyncClient` whose transport is aiohttp.
+
+The SDK still builds, authenticates and sends each request through this client and turns
+error statuses into its exceptions; the wire belongs to aiohttp (its C HTTP/1.1 parser,
+connection pool, TLS and proxy support). Why aiohttp rather than httpx2's default
+transport (httpcore2 + h11): h11 is pure Python, costlier per request and per read, and
+httpcore2 keeps bytes that follow a response's end for the connection's next response;
+aiohttp closes such a connection instead (`bench/` holds the figures).
+
+What aiohttp enforces on the upstream's answer (its `ClientSession` defaults, kept):
+`max_line_size` and `max_field_size` (8190 bytes: the status line, one header line),
+`max_headers` (128 headers), so a header block is bounded; a `1xx` reply is skipped, not
+taken as the answer; a `HEAD` answer has no body whatever its `Content-Length`; CR, LF
+or NUL in an outgoing header value is refused before anything is sent. Connections are
+pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
+`KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
+client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
+`request.extensions` (connect; read = the longest wait for the next bytes). TLS trusts
+`httpx2.create_ssl_context()` (the system's store, or `SSL_CERT_FILE`); proxies come
+from the environment (`HTTPS_PROXY`, `NO_PROXY`, …: aiohttp's `trust_env`). Failures are
+`httpx2` exceptions (`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `ReadError`,
+`RemoteProtocolError`, `LocalProtocolError`), so the SDKs map them as their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import httpx2
+
+from streamgate.settings import Settings
+
+#: Open connections allowed to one origin (more requests wait for one to be free), and
+#: how long an idle keep-alive connection is kept.
+MAX_CONNECTIONS_PER_ORIGIN = 2_000
+KEEPALIVE_EXPIRY_S = 30.0
+
+
+def sdk_http_client(settings: Settings) -> httpx2.AsyncClient:
+    """One long-lived client for one SDK client (create it at start-up, never per request)."""
+    return httpx2.AsyncClient(timeout=httpx2.Timeout(settings.upstream_timeout_s), transport=UpstreamTransport())
+
+
+#: Where `UpstreamTransport` leaves the body stream, in the `httpx2.Response`'s extensions.
+_RAW_STREAM = "streamgate.raw_stream"
+
+
+def response_body(response: httpx2.Response) -> tuple[AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
+    """The body's bytes as they arrive, and how to let the response go.
+
+    Straight from `UpstreamTransport` when the response came through it and is not
+    content-encoded: one async-generator hop per read instead of httpx2's four, and the
+    caller can drop the `httpx2.Response` (with its `Request` and both header lists).
+    Otherwise (a test's `MockTransport`, a gzip body) httpx2's `aiter_bytes` and
+    `response.aclose`.
+    """
+    stream = response.extensions.get(_RAW_STREAM)
+    if stream is not None and "content-encoding" not in response.headers:
+        return stream.__aiter__(), stream.aclose
+    return response.aiter_bytes(), response.aclose
+
+
+class UpstreamTransport(httpx2.AsyncBaseTransport):
+    """`httpx2` requests sent by one `aiohttp.ClientSession` (made at the first request,
+    inside the running event loop)."""
+
+    def __init__(self, *, keepalive_expiry: float = KEEPALIVE_EXPIRY_S) -> None:
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=MAX_CONNECTIONS_PER_ORIGIN, keepalive_timeout=self._keepalive_expiry,
+            ssl=httpx2.create_ssl_context(),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, trust_env=True, cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
+        )
+        return self._session
+
+    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (timeouts.get("connect"), timeouts.get("read"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+        return timeout
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        session = self._session or self._open_session()
+        try:
+            body = request.content
+        except httpx2.RequestNotRead:
+            body = await request.aread()  # the SDKs send JSON: sent whole, with its length
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
+                   if name.lower() != b"transfer-encoding"]
+        with _mapped_errors():
+            response = await session.request(
+                request.method, str(request.url), headers=headers, data=body or None, allow_redirects=False,
+                timeout=self._timeout(request.extensions.get("timeout", {})),
+            )
+        stream = _BodyStream(response)
+        return httpx2.Response(
+            response.status, headers=response.raw_headers, stream=stream,
+            extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+class _BodyStream(httpx2.AsyncByteStream):
+    """The response body as it arrives; read to its end, aiohttp pools the connection,
+    closed before its end, the connection is closed."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped_errors():
+            async for data in self._response.content.iter_any():
+                yield data
+
+    async def aclose(self) -> None:
+        self._response.close()  # a no-op once the body was read to its end (then pooled)
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """aiohttp's failures as the `httpx2` exceptions the SDKs and adapters map."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as error:
+        raise httpx2.ConnectTimeout(str(error) or "connecting timed out") from error
+    except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as error:
+        raise httpx2.ReadTimeout(str(error) or "the upstream sent nothing for the read timeout") from error
+    except aiohttp.ClientConnectorError as error:
+        raise httpx2.ConnectError(str(error)) from error
+    except aiohttp.ClientResponseError as error:  # the parser refused the response's head
+        raise httpx2.RemoteProtocolError(f"malformed HTTP response from the upstream: {error.message}") from error
+    except aiohttp.ClientPayloadError as error:  # a body cut short or malformed
+        raise httpx2.ReadError(str(error)) from error
+    except aiohttp.ClientError as error:  # a disconnect, a reset
+        raise httpx2.ReadError(str(error) or type(error).__name__) from error
+    except ValueError as error:  # aiohttp refused to send the request as built (CR/LF in a header)
+        raise httpx2.LocalProtocolError(str(error)) from error
