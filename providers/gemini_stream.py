@@ -1,6 +1,6 @@
 """The `gemini` provider: Gemini 2.5 Flash over one long-lived `google.genai.Client`.
 
-What the SDK does, and what it does not (google-genai 3.4, measured, see the report):
+What the SDK does, and what it does not (google-genai 3.4, measured with `python -m bench`):
 
 - The official `client.aio.models.generate_content_stream` costs ~200 µs per chunk (the
   SDK's SSE lines → `json.loads` → `json.dumps` → `json.loads` → converter → pydantic
@@ -52,9 +52,9 @@ from streamgate.errors import (
 )
 from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
-from streamgate.providers.stainless import connection_failed, map_transport_error
+from streamgate.providers.stainless import connection_failed, map_transport_error, require_internals
 from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
-from streamgate.sse import Decoder, Event
+from streamgate.sse import Decoder, Event, LineTooLongError
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"
@@ -165,6 +165,7 @@ class GeminiStreamAdapter:
                     retry_options=genai_types.HttpRetryOptions(attempts=1),
                 ),
             )
+            require_internals("google-genai", self._client._api_client, ("_build_request",))
 
     @property
     def configured(self) -> bool:
@@ -232,7 +233,7 @@ class GeminiStreamAdapter:
                                     yield StreamChunk(part.text, None, model, PROVIDER)
                         if candidate.finish_reason:
                             finish_reason = candidate.finish_reason
-        except httpx2.TransportError as error:
+        except (httpx2.TransportError, LineTooLongError) as error:
             raise map_transport_error(error, provider=PROVIDER) from None
         except (msgspec.DecodeError, msgspec.ValidationError, httpx2.DecodingError) as error:
             raise UpstreamError(f"gemini sent malformed data: {error}", provider=PROVIDER) from None
