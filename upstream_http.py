@@ -11,7 +11,10 @@ What aiohttp enforces on the upstream's answer (its `ClientSession` defaults, ke
 `max_line_size` and `max_field_size` (8190 bytes: the status line, one header line),
 `max_headers` (128 headers), so a header block is bounded; a `1xx` reply is skipped, not
 taken as the answer; a `HEAD` answer has no body whatever its `Content-Length`; CR, LF
-or NUL in an outgoing header value is refused before anything is sent. Connections are
+or NUL in an outgoing header value is refused before anything is sent; bytes that follow
+a response's end in the same read keep its connection out of the pool. One gap is
+closed here (`_Connector`): bytes an idle pooled connection receives later would be
+read as the next request's answer, so such a connection is closed instead. Connections are
 pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
 `KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
 client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
@@ -27,10 +30,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 import httpx2
 
+from streamgate.sdk_internals import require_internals
 from streamgate.settings import Settings
 
 #: Open connections allowed to one origin (more requests wait for one to be free), and
@@ -68,12 +73,13 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
     inside the running event loop)."""
 
     def __init__(self, *, keepalive_expiry: float = KEEPALIVE_EXPIRY_S) -> None:
+        require_internals("aiohttp", aiohttp.TCPConnector, ("_get",))  # `_Connector` overrides it
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=0, limit_per_host=MAX_CONNECTIONS_PER_ORIGIN, keepalive_timeout=self._keepalive_expiry,
             ssl=httpx2.create_ssl_context(),
         )
@@ -113,6 +119,19 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's pool, but an idle connection that received bytes (an answer to no
+    request: another user's next answer otherwise) is closed, never handed out."""
+
+    async def _get(self, key: Any, traces: list[Any]) -> aiohttp.connector.Connection | None:
+        while (connection := await super()._get(key, traces)) is not None:
+            protocol = connection.protocol
+            if protocol is not None and not protocol.should_close:
+                return connection
+            connection.close()
+        return None
 
 
 class _BodyStream(httpx2.AsyncByteStream):

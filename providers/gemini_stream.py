@@ -52,7 +52,8 @@ from streamgate.errors import (
 )
 from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
-from streamgate.providers.stainless import connection_failed, map_transport_error, require_internals
+from streamgate.providers.stainless import connection_failed, map_transport_error
+from streamgate.sdk_internals import require_internals
 from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage, json_encoder
 from streamgate.sse import Decoder, Event, LineTooLongError
 

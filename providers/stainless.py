@@ -11,28 +11,13 @@ Bytes read from the raw `httpx2` response after the status was checked fail with
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib import metadata
 from typing import Any
 
 import httpx2
 
 from streamgate.errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
+from streamgate.sdk_internals import require_internals
 from streamgate.sse import LineTooLongError
-
-
-class SDKMismatchError(RuntimeError):
-    """An SDK release lacks an internal the adapters call: raised when an adapter is built."""
-
-
-def require_internals(sdk: str, owner: object, names: Iterable[str]) -> None:
-    """Fail at start-up, naming the SDK and its version, if `owner` (an SDK client or
-    class) lacks any of the callables `names` the adapters call."""
-    missing = [name for name in names if not callable(getattr(owner, name, None))]
-    if missing:
-        raise SDKMismatchError(
-            f"{sdk} {metadata.version(sdk)} has no {', '.join(missing)} on {type(owner).__name__}; "
-            f"streamgate needs the {sdk} release range its pyproject.toml pins"
-        )
 
 
 class PreparedRequest:
@@ -125,7 +110,8 @@ def map_sdk_error(
 
     A status below 400 (a redirect) is a non-retryable `upstream_error`; other status
     errors go through the shared `error_from_status` (with `Retry-After` from the
-    upstream's headers); timeouts and connection failures are retryable. The message is
+    upstream's headers); timeouts and connection failures are retryable, a request the
+    HTTP client refused to send (`LocalProtocolError`) is not. The message is
     the upstream's own `error.message` when it sent one; a key is never put into it.
     """
     if isinstance(exc, status_error):
@@ -140,6 +126,9 @@ def map_sdk_error(
             key_env=key_env,
             retry_after=response.headers.get("retry-after"),
         )
+    cause = exc if isinstance(exc, httpx2.RequestError) else exc.__cause__
+    if isinstance(cause, httpx2.LocalProtocolError):  # refused before sending, e.g. CR/LF in a header value
+        return UpstreamError(f"{provider} request could not be sent: {cause}", provider=provider)
     if isinstance(exc, timeout_error | httpx2.TimeoutException):
         return UpstreamTimeoutError(f"{provider} did not answer in time", provider=provider)
     if isinstance(exc, connection_error | httpx2.RequestError):
