@@ -12,17 +12,20 @@ What aiohttp enforces on the upstream's answer (its `ClientSession` defaults, ke
 `max_headers` (128 headers), so a header block is bounded; a `1xx` reply is skipped, not
 taken as the answer; a `HEAD` answer has no body whatever its `Content-Length`; CR, LF
 or NUL in an outgoing header value is refused before anything is sent; bytes that follow
-a response's end in the same read keep its connection out of the pool. One gap is
-closed here (`_Connector`): bytes an idle pooled connection receives later would be
-read as the next request's answer, so such a connection is closed instead. Connections are
-pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
+a response's end in the same read keep its connection out of the pool. One gap is closed
+here (`_Connector`): bytes an idle pooled connection receives later would be read as the
+next request's answer, so such a connection is closed instead.
+
+Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
 `KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
 client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
 `request.extensions` (connect; read = the longest wait for the next bytes). TLS trusts
-`httpx2.create_ssl_context()` (the system's store, or `SSL_CERT_FILE`); proxies come
-from the environment (`HTTPS_PROXY`, `NO_PROXY`, …: aiohttp's `trust_env`). Failures are
-`httpx2` exceptions (`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `ReadError`,
-`RemoteProtocolError`, `LocalProtocolError`), so the SDKs map them as their own.
+`httpx2.create_ssl_context()` (the system's store, or `SSL_CERT_FILE`). Proxies come
+from the environment (aiohttp's `trust_env`: `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`;
+not `ALL_PROXY`). An idempotent request (a `GET`) whose connection drops before the
+answer is sent once more, never a `POST`. Failures are `httpx2` exceptions
+(`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `ReadError`, `RemoteProtocolError`,
+`LocalProtocolError`), so the SDKs map them as their own.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from streamgate.settings import Settings
 #: how long an idle keep-alive connection is kept.
 MAX_CONNECTIONS_PER_ORIGIN = 2_000
 KEEPALIVE_EXPIRY_S = 30.0
+#: Headers aiohttp would add to a request that lacks them.
+_AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 
 def sdk_http_client(settings: Settings) -> httpx2.AsyncClient:
@@ -86,6 +91,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         self._session = aiohttp.ClientSession(
             connector=connector, trust_env=True, cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=_AIOHTTP_AUTO_HEADERS,  # the request carries httpx2's headers only
         )
         return self._session
 
