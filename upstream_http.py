@@ -21,8 +21,9 @@ Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones close
 client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
 `request.extensions` (connect; read = the longest wait for the next bytes). TLS trusts
 `httpx2.create_ssl_context()` (the system's store, or `SSL_CERT_FILE`). Proxies come
-from the environment (aiohttp's `trust_env`: `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`;
-not `ALL_PROXY`). An idempotent request (a `GET`) whose connection drops before the
+from the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`; not `ALL_PROXY`), read
+once per origin: aiohttp's own `trust_env` reads them, and `.netrc`, in a thread for
+every request. An idempotent request (a `GET`) whose connection drops before the
 answer is sent once more, never a `POST`. Failures are `httpx2` exceptions
 (`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `ReadError`, `RemoteProtocolError`,
 `LocalProtocolError`), so the SDKs map them as their own.
@@ -37,6 +38,8 @@ from typing import Any
 
 import aiohttp
 import httpx2
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 
 from streamgate.sdk_internals import require_internals
 from streamgate.settings import Settings
@@ -82,6 +85,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._proxies: dict[tuple[str, str], tuple[yarl.URL | None, aiohttp.BasicAuth | None]] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = _Connector(
@@ -89,7 +93,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             ssl=httpx2.create_ssl_context(),
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, trust_env=True, cookie_jar=aiohttp.DummyCookieJar(),
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
             skip_auto_headers=_AIOHTTP_AUTO_HEADERS,  # the request carries httpx2's headers only
         )
@@ -102,6 +106,17 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
         return timeout
 
+    def _proxy(self, url: yarl.URL) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
+        """The environment's proxy (and its credentials) for `url`'s origin, if any."""
+        origin = (url.scheme, url.host or "")
+        proxy = self._proxies.get(origin)
+        if proxy is None:
+            try:
+                proxy = self._proxies[origin] = get_env_proxy_for_url(url)
+            except LookupError:
+                proxy = self._proxies[origin] = (None, None)
+        return proxy
+
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         session = self._session or self._open_session()
         try:
@@ -110,10 +125,12 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             body = await request.aread()  # the SDKs send JSON: sent whole, with its length
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
                    if name.lower() != b"transfer-encoding"]
+        url = yarl.URL(str(request.url), encoded=True)
+        proxy, proxy_auth = self._proxy(url)
         with _mapped_errors():
             response = await session.request(
-                request.method, str(request.url), headers=headers, data=body or None, allow_redirects=False,
-                timeout=self._timeout(request.extensions.get("timeout", {})),
+                request.method, url, headers=headers, data=body or None, allow_redirects=False,
+                timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
             )
         stream = _BodyStream(response)
         return httpx2.Response(
