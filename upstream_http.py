@@ -145,8 +145,9 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
 
 
 class _Connector(aiohttp.TCPConnector):
-    """aiohttp's pool, but an idle connection that received bytes (an answer to no
-    request: another user's next answer otherwise) is closed, never handed out."""
+    """aiohttp's pool, but an idle connection flagged to close is closed, never handed
+    out: one that received bytes (an answer to no request: another user's next answer
+    otherwise), or one a stray read timer failed while idle (aiohttp 3.14's issue 12953)."""
 
     async def _get(self, key: Any, traces: list[Any]) -> aiohttp.connector.Connection | None:
         while (connection := await super()._get(key, traces)) is not None:
