@@ -19,14 +19,15 @@ next request's answer, so such a connection is closed instead.
 Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
 `KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
 client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
-`request.extensions` (connect; read = the longest wait for the next bytes). TLS trusts
-`httpx2.create_ssl_context()` (the system's store, or `SSL_CERT_FILE`). Proxies come
-from the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`; not `ALL_PROXY`), read
-once per origin: aiohttp's own `trust_env` reads them, and `.netrc`, in a thread for
-every request. An idempotent request (a `GET`) whose connection drops before the
-answer is sent once more, never a `POST`. Failures are `httpx2` exceptions
-(`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `ReadError`, `RemoteProtocolError`,
-`LocalProtocolError`), so the SDKs map them as their own.
+`request.extensions` (connect; read = the longest wait for the next bytes; pool = the
+wait for a free connection), never a total. TLS trusts `httpx2.create_ssl_context()`
+(the system's store, or `SSL_CERT_FILE`). Proxies come from the environment
+(`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`; not `ALL_PROXY`), read once per origin:
+aiohttp's own `trust_env` reads them, and `.netrc`, in a thread for every request. An
+idempotent request (a `GET`) whose connection drops before the answer is sent once more,
+never a `POST`. Failures are `httpx2` exceptions (`ConnectError`, `ConnectTimeout`,
+`ReadTimeout`, `ReadError`, `RemoteProtocolError`, `LocalProtocolError`), so the SDKs
+map them as their own.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         require_internals("aiohttp", aiohttp.TCPConnector, ("_get",))  # `_Connector` overrides it
         self._keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
         self._proxies: dict[tuple[str, str], tuple[yarl.URL | None, aiohttp.BasicAuth | None]] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -100,10 +101,14 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         return self._session
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        key = (timeouts.get("connect"), timeouts.get("read"))
+        """httpx2's `connect`, `read` and `pool` (the wait for a free connection, plus
+        connecting) as aiohttp's; never a total: a long answer is not cut."""
+        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
         timeout = self._timeouts.get(key)
         if timeout is None:
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+            connect, read, pool = key
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool)
+            self._timeouts[key] = timeout
         return timeout
 
     def _proxy(self, url: yarl.URL) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
@@ -159,8 +164,8 @@ class _Connector(aiohttp.TCPConnector):
 
 
 class _BodyStream(httpx2.AsyncByteStream):
-    """The response body as it arrives; read to its end, aiohttp pools the connection,
-    closed before its end, the connection is closed."""
+    """The response body as it arrives. Read to its end, its connection goes back to the
+    pool; closed before its end, its connection is closed."""
 
     __slots__ = ("_response",)
 

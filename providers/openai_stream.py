@@ -212,7 +212,7 @@ class OpenAIStreamAdapter:
                         usage = _usage(chunk.usage)
                 if done:
                     break
-        except (httpx2.RequestError, sse.LineTooLongError) as error:  # a reset, a read timeout, a broken gzip body, an endless line
+        except (httpx2.RequestError, sse.LineTooLongError) as error:  # a reset, a timeout, bad gzip, an endless line
             raise map_transport_error(error, provider=provider) from None
         if finish_reason is None:
             raise UpstreamError(f"{provider} ended the stream without a finish reason", provider=provider)

@@ -208,7 +208,8 @@ def test_an_endless_sse_line_ends_the_stream_with_upstream_error_after_the_limit
 
 
 def test_a_redirect_is_a_502_before_any_200_and_never_retried() -> None:
-    redirect = b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.test/v1/chat/completions\r\ncontent-length: 0\r\n\r\n"
+    redirect = (b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.test/v1/chat/completions\r\n"
+                b"content-length: 0\r\n\r\n")
     with LoopbackUpstream(scripted(redirect, redirect, redirect)).running() as upstream:
         with gateway(upstream) as url:
             answer = post(url)
