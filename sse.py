@@ -1,5 +1,5 @@
-"""Server-Sent Events framing, sans-I/O: values in, bytes out (and, for tests and
-clients, bytes in, events out).
+"""Server-Sent Events framing, sans-I/O: values in, bytes out (and, for the adapters
+reading an upstream's stream, the bench client and the tests, bytes in, events out).
 
 Framing follows the WHATWG HTML standard, section 9.2 "Server-sent events":
 https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
@@ -86,6 +86,14 @@ class Comment:
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
 
+#: The longest line `Decoder` accepts (bytes, without its line end): a line that never
+#: ends must not grow the buffer without bound.
+MAX_LINE_BYTES = 1024 * 1024
+
+
+class LineTooLongError(ValueError):
+    """A line longer than `MAX_LINE_BYTES`: the stream is broken (or hostile)."""
+
 
 class Decoder:
     """An incremental WHATWG event-stream parser: `feed(bytes)` returns what completed.
@@ -93,7 +101,9 @@ class Decoder:
     It splits bytes, not text, and decodes each value once it is whole, so a UTF-8
     character split across two reads stays intact; lines end only at CRLF, CR or LF
     (never at U+2028 or U+0085, unlike `str.splitlines`). Used by the tests, the bench
-    client and the adapters that read an upstream's SSE bytes.
+    client and the adapters that read an upstream's SSE bytes. A line longer than
+    `MAX_LINE_BYTES` raises `LineTooLongError` (the buffer never holds more than that
+    plus one fed chunk).
     """
 
     __slots__ = ("_buffer", "_started", "_pending_cr", "_data", "_event", "_last_id", "_retry")
@@ -120,6 +130,8 @@ class Decoder:
             buffer = buffer.removeprefix(_BOM)
         lines = _LINE_END.split(buffer) if b"\r" in buffer else buffer.split(b"\n")
         self._buffer = lines.pop()
+        if len(buffer) > MAX_LINE_BYTES:
+            _refuse_long_lines([*lines, self._buffer])
         self._pending_cr = buffer.endswith(b"\r")
         out: list[Event | Comment] = []
         for line in lines:
@@ -147,3 +159,8 @@ class Decoder:
             self._last_id = value.decode("utf-8", "replace")
         elif field == b"retry" and value.isdigit():
             self._retry = int(value)
+
+
+def _refuse_long_lines(lines: list[bytes]) -> None:
+    if any(len(line) > MAX_LINE_BYTES for line in lines):
+        raise LineTooLongError(f"an event-stream line is longer than {MAX_LINE_BYTES} bytes")

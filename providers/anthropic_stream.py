@@ -3,7 +3,7 @@
 The SDK does what it is good at: configuration, auth headers, the request, and the
 status errors of the opening (`max_retries=0`: `open_with_retries` is our one retry
 policy), over the shared `sdk_http_client` (tests inject an `httpx2.AsyncClient`). The
-request is the SDK's `POST /v1/messages`, prepared once (`PreparedRequest`) and sent per
+request is the SDK's `POST /v1/messages`, prepared once (`AnthropicRequest`) and sent per
 call with a msgspec-encoded body: `messages.create` would walk the body through its typed
 transform each time (~0.6 ms of a request's ~1 ms CPU under `python -m bench`). The stream
 itself is read as raw SSE bytes, not through `messages.stream(...)`: that helper builds a
@@ -42,9 +42,9 @@ from anthropic._models import FinalRequestOptions
 from streamgate import sse
 from streamgate.providers.base import ChunkStream, open_with_retries
 from streamgate.errors import ProviderAuthError, UpstreamError
-from streamgate.http_client import response_body, sdk_http_client
+from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
-from streamgate.providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
+from streamgate.providers.stainless import AnthropicRequest, map_sdk_error, map_transport_error
 from streamgate.chat_types import (
     ChatRequest,
     Chunk,
@@ -211,7 +211,7 @@ class AnthropicStreamAdapter:
             max_retries=0,
             http_client=http_client or sdk_http_client(settings),
         )
-        self._messages = PreparedRequest(
+        self._messages = AnthropicRequest(
             self._client, FinalRequestOptions.construct(method="post", url="/v1/messages", content=b"")
         )
 
@@ -313,7 +313,7 @@ async def read_chunks(
                     raise stream_error(event.data)
     except msgspec.DecodeError:
         raise UpstreamError("anthropic sent malformed stream data", provider=PROVIDER) from None
-    except httpx2.TransportError as error:
+    except (httpx2.TransportError, sse.LineTooLongError) as error:
         raise map_transport_error(error, provider=PROVIDER) from None
     raise UpstreamError("anthropic ended the stream before message_stop", provider=PROVIDER)
 

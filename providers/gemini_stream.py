@@ -1,6 +1,6 @@
 """The `gemini` provider: Gemini 2.5 and Gemini 3+ over one long-lived `google.genai.Client`.
 
-What the SDK does, and what it does not (google-genai 3.4, measured, see the report):
+What the SDK does, and what it does not (google-genai 3.4, measured with `python -m bench`):
 
 - The official `client.aio.models.generate_content_stream` costs ~200 µs per chunk (the
   SDK's SSE lines → `json.loads` → `json.dumps` → `json.loads` → converter → pydantic
@@ -57,9 +57,10 @@ from streamgate.errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from streamgate.http_client import response_body, sdk_http_client
+from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import connection_failed, map_transport_error
+from streamgate.sdk_internals import require_internals
 from streamgate.chat_types import (
     ChatMessage,
     ChatRequest,
@@ -76,7 +77,7 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
-from streamgate.sse import Decoder, Event
+from streamgate.sse import Decoder, Event, LineTooLongError
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"
@@ -302,6 +303,7 @@ class GeminiStreamAdapter:
                     retry_options=genai_types.HttpRetryOptions(attempts=1),
                 ),
             )
+            require_internals("google-genai", self._client._api_client, ("_build_request",))
 
     @property
     def configured(self) -> bool:
@@ -390,7 +392,7 @@ class GeminiStreamAdapter:
                                     calls += 1
                         if candidate.finish_reason:
                             finish_reason = candidate.finish_reason
-        except httpx2.TransportError as error:
+        except (httpx2.TransportError, LineTooLongError) as error:
             raise map_transport_error(error, provider=PROVIDER) from None
         except (msgspec.DecodeError, msgspec.ValidationError, httpx2.DecodingError) as error:
             raise UpstreamError(f"gemini sent malformed data: {error}", provider=PROVIDER) from None

@@ -2,11 +2,11 @@
 
 The SDK does what it is good at — configuration, auth, building and sending the request,
 turning an error status into an exception. We skip what costs CPU per request and per
-chunk: the body is a msgspec-encoded Struct handed to the SDK's own `post` (no typed
-transform), which returns the raw `httpx2.Response` once its status was checked
-(`stream=True`, nothing read yet); its bytes go through `sse.Decoder` and one msgspec
-decoder of a minimal chunk Struct. Llama 4 on Together speaks the same wire and reuses all of this
-(`providers/llama4_stream.py`).
+chunk: the body is a msgspec-encoded Struct sent through the request the SDK built once
+(`OpenAIRequest`: no typed transform), which returns the raw `httpx2.Response` once its
+status was checked (`stream=True`, nothing read yet); its bytes go through `sse.Decoder`
+and one msgspec decoder of a minimal chunk Struct. Llama 4 on Together speaks the same
+wire and reuses all of this (`providers/llama4_stream.py`).
 
 The request's OpenAI-shaped fields (content parts, `tools`, `tool_choice`, assistant
 `tool_calls`, `tool` messages, `stop`, `response_format`) are encoded as they are. What
@@ -31,9 +31,9 @@ from openai._types import Headers, RequestOptions
 from streamgate import sse
 from streamgate.providers.base import ChunkStream, open_with_retries
 from streamgate.errors import GatewayError, ProviderNotConfiguredError, UpstreamError
-from streamgate.http_client import response_body, sdk_http_client
+from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
-from streamgate.providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
+from streamgate.providers.stainless import OpenAIRequest, map_sdk_error, map_transport_error
 from streamgate.chat_types import (
     Chunk,
     ChatMessage,
@@ -96,8 +96,8 @@ class _StreamOptions(msgspec.Struct):
 
 
 class _WireRequest(msgspec.Struct, omit_defaults=True):
-    """The Chat Completions body, encoded by msgspec and handed to the SDK's own `post`
-    (the SDK still builds, authenticates and sends the request and raises its status
+    """The Chat Completions body, encoded by msgspec and sent by `OpenAIRequest` (the
+    SDK still builds, authenticates and sends the request and raises its status
     errors); `chat.completions.create` would first walk it through the SDK's typed
     transform, which cost more CPU than the rest of the request (see `bench/`).
     Unset fields are omitted. This is the OpenAI-compatible servers' body (Together):
@@ -217,7 +217,7 @@ class OpenAIStreamAdapter:
             max_retries=0,  # ours: `open_with_retries`, the same policy for every provider
             http_client=http_client or sdk_http_client(settings),
         )
-        self._chat = PreparedRequest(
+        self._chat = OpenAIRequest(
             self._client, FinalRequestOptions.construct(method="post", url="/chat/completions", content=b"")
         )
         self._chat.headers = self._upstream_headers(self._chat.headers, api_key or _NO_KEY)
@@ -357,7 +357,7 @@ class OpenAIStreamAdapter:
                         usage = _usage(chunk.usage)
                 if done:
                     break
-        except httpx2.RequestError as error:  # a reset, a read timeout, a broken gzip body
+        except (httpx2.RequestError, sse.LineTooLongError) as error:  # a reset, a timeout, bad gzip, an endless line
             raise map_transport_error(error, provider=provider) from None
         if finish_reason is None:
             raise UpstreamError(f"{provider} ended the stream without a finish reason", provider=provider)

@@ -16,6 +16,8 @@ from typing import Any
 import httpx2
 
 from streamgate.errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
+from streamgate.sdk_internals import require_internals
+from streamgate.sse import LineTooLongError
 
 
 class PreparedRequest:
@@ -23,21 +25,23 @@ class PreparedRequest:
 
     The SDK's `_build_request` resolves everything that is the same for every call — the
     URL against `base_url`, the auth and default headers (user agent, `x-stainless-*`
-    platform headers), the timeout — and costs ~0.2 ms of CPU per call warm, more than
-    half a millisecond cold (the code it walks: option models, `httpx2.Headers` merges,
-    three URL parses). Per call we only copy its headers with the new body into a fresh
-    `httpx2.Request` and hand that to the SDK's own send path — openai's `_send_request`
-    (its workload-identity auth, then its `httpx2` client); for anthropic its
-    `_prepare_request` hook (where a client signs requests) and its `httpx2` client with its
-    `custom_auth` — and an error status still becomes the SDK's own exception
-    (`_make_status_error_from_response`), as `client.request` does. These are internals of
-    the SDKs' current majors, which `pyproject.toml` pins; the tests run the real SDKs.
+    platform headers), the timeout. Per call we only copy its headers with the new body
+    into a fresh `httpx2.Request` and hand that to the SDK's own send path (`_send`: one
+    subclass per SDK), and an error status still becomes the SDK's own exception
+    (`_make_status_error_from_response`), as `client.request` does. These are internals
+    of the SDKs' current majors, which `pyproject.toml` pins: each subclass names the
+    ones it calls (`internals`), checked when it is built; the tests run the real SDKs.
     """
 
     __slots__ = ("_client", "_url", "headers", "_extensions")
 
+    #: The distribution name of the SDK, and the client internals `_send` calls.
+    sdk = ""
+    internals: tuple[str, ...] = ()
+
     def __init__(self, client: Any, options: Any) -> None:
         """`options`: the SDK's `FinalRequestOptions` for the call, with any body."""
+        require_internals(self.sdk, client, ("_build_request", "_make_status_error_from_response", *self.internals))
         template: httpx2.Request = client._build_request(options)
         self._client = client
         self._url = template.url
@@ -46,25 +50,48 @@ class PreparedRequest:
         self._extensions = template.extensions
 
     async def send(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> httpx2.Response:
-        """Send `body` (plus `headers`); the response once its status is a success, its
-        body unread. Raises the SDK's status error, or `httpx2.RequestError`."""
+        """Send `body` (plus `headers`); the response once its status is a `2xx`, its body
+        unread. Any other status (a redirect too: it is never followed) raises the SDK's
+        status error; a failure to connect or read, `httpx2.RequestError`."""
         request = httpx2.Request(
             "POST", self._url, headers=[*self.headers, *headers], content=body, extensions=dict(self._extensions)
         )
         response = await self._send(request)
-        if response.status_code >= 400:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-            raise self._client._make_status_error_from_response(response)
-        return response
+        if 200 <= response.status_code < 300:
+            return response
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        raise self._client._make_status_error_from_response(response)
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        raise NotImplementedError
+
+
+class OpenAIRequest(PreparedRequest):
+    """openai: its `_send_request` (workload-identity auth and response normalisation,
+    then its `httpx2` client)."""
+
+    __slots__ = ()
+    sdk = "openai"
+    internals = ("_send_request",)
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        return await self._client._send_request(request, stream=True)  # type: ignore[no-any-return]
+
+
+class AnthropicRequest(PreparedRequest):
+    """anthropic: its `_prepare_request` hook (where a client signs requests), then its
+    `httpx2` client with its `custom_auth`."""
+
+    __slots__ = ()
+    sdk = "anthropic"
+    internals = ("_prepare_request",)
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         client = self._client
-        if hasattr(client, "_send_request"):  # openai
-            return await client._send_request(request, stream=True)  # type: ignore[no-any-return]
-        await client._prepare_request(request)  # anthropic
+        await client._prepare_request(request)
         auth = {} if client.custom_auth is None else {"auth": client.custom_auth}
         return await client._client.send(request, stream=True, **auth)  # type: ignore[no-any-return]
 
@@ -81,12 +108,17 @@ def map_sdk_error(
     """The contract's error for an SDK exception (or, from `PreparedRequest.send`, an
     `httpx2.RequestError`) raised while opening a stream.
 
-    Status errors go through the shared `error_from_status` (with `Retry-After` from the
-    upstream's headers); timeouts and connection failures are retryable. The message is
+    A status below 400 (a redirect) is a non-retryable `upstream_error`; other status
+    errors go through the shared `error_from_status` (with `Retry-After` from the
+    upstream's headers); timeouts and connection failures are retryable, a request the
+    HTTP client refused to send (`LocalProtocolError`) is not. The message is
     the upstream's own `error.message` when it sent one; a key is never put into it.
     """
     if isinstance(exc, status_error):
         response: httpx2.Response = exc.response  # type: ignore[attr-defined]
+        if response.status_code < 400:  # a redirect (never followed): not the stream asked for
+            return UpstreamError(f"{provider} answered HTTP {response.status_code} instead of a stream",
+                                 provider=provider)
         return error_from_status(
             response.status_code,
             _upstream_message(exc),
@@ -94,6 +126,9 @@ def map_sdk_error(
             key_env=key_env,
             retry_after=response.headers.get("retry-after"),
         )
+    cause = exc if isinstance(exc, httpx2.RequestError) else exc.__cause__
+    if isinstance(cause, httpx2.LocalProtocolError):  # refused before sending, e.g. CR/LF in a header value
+        return UpstreamError(f"{provider} request could not be sent: {cause}", provider=provider)
     if isinstance(exc, timeout_error | httpx2.TimeoutException):
         return UpstreamTimeoutError(f"{provider} did not answer in time", provider=provider)
     if isinstance(exc, connection_error | httpx2.RequestError):
@@ -101,8 +136,11 @@ def map_sdk_error(
     return UpstreamError(f"{provider} call failed: {type(exc).__name__}", provider=provider)
 
 
-def map_transport_error(exc: httpx2.RequestError, *, provider: str) -> GatewayError:
-    """The contract's error for an `httpx2` failure while reading a stream's bytes."""
+def map_transport_error(exc: httpx2.RequestError | LineTooLongError, *, provider: str) -> GatewayError:
+    """The contract's error for an `httpx2` failure while reading a stream's bytes, or an
+    event-stream line past `sse.MAX_LINE_BYTES`."""
+    if isinstance(exc, LineTooLongError):
+        return UpstreamError(f"{provider} sent a broken stream: {exc}", provider=provider)
     if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeoutError(f"{provider} stopped sending data (timed out)", provider=provider)
     return UpstreamError(f"{provider} connection failed mid-stream: {type(exc).__name__}", provider=provider)

@@ -108,3 +108,31 @@ def test_utf8_split_anywhere_stays_whole() -> None:
         decoder = Decoder()
         events = decoder.feed(raw[:cut]) + decoder.feed(raw[cut:])
         assert events == [Event(text)]
+
+
+# --- the line limit ---------------------------------------------------------------------------
+
+
+def test_a_line_of_the_limit_is_read() -> None:
+    data = b"x" * (sse.MAX_LINE_BYTES - len(b"data: "))
+    decoder = Decoder()
+    assert decoder.feed(b"data: " + data[:100]) == []
+    assert decoder.feed(data[100:] + b"\n\n") == [Event(data.decode())]
+
+
+def test_a_line_that_never_ends_is_refused_once_past_the_limit() -> None:
+    decoder = Decoder()
+    piece = b"x" * 65536
+    decoder.feed(b"data: ")
+    fed = 6
+    with pytest.raises(sse.LineTooLongError, match="longer than 1048576 bytes"):
+        while True:
+            decoder.feed(piece)
+            fed += len(piece)
+            assert fed <= sse.MAX_LINE_BYTES  # refused at the first feed past the limit
+    assert fed + len(piece) > sse.MAX_LINE_BYTES
+
+
+def test_a_whole_line_over_the_limit_in_one_chunk_is_refused() -> None:
+    with pytest.raises(sse.LineTooLongError):
+        Decoder().feed(b"data: ok\n" + b"data: " + b"x" * sse.MAX_LINE_BYTES + b"\n\n")

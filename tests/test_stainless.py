@@ -1,5 +1,6 @@
 """`providers.stainless`: the exceptions the real openai and anthropic SDKs raise (over
-an `httpx2.MockTransport` upstream) mapped to the contract's errors."""
+an `httpx2.MockTransport` upstream) mapped to the contract's errors, and the prepared
+request that opens a stream only on a `2xx`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import anthropic
 import httpx2
 import openai
 import pytest
+from anthropic._models import FinalRequestOptions as AnthropicOptions
+from openai._models import FinalRequestOptions as OpenAIOptions
 
+from streamgate import sse
 from streamgate.errors import GatewayError
-from streamgate.providers.stainless import map_sdk_error, map_transport_error
+from streamgate.providers.stainless import AnthropicRequest, OpenAIRequest, map_sdk_error, map_transport_error
 
 KEY = "sk-secret-0123456789"
 Handler = Callable[[httpx2.Request], httpx2.Response]
@@ -30,10 +34,24 @@ def failing(exc: type[httpx2.TransportError]) -> Handler:
     return handler
 
 
+def sdk_client(sdk: str, handler: Handler) -> Any:
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    if sdk == "openai":
+        return openai.AsyncOpenAI(api_key=KEY, base_url="https://upstream.test/v1", max_retries=0,
+                                  http_client=http_client)
+    return anthropic.AsyncAnthropic(api_key=KEY, base_url="https://upstream.test", max_retries=0,
+                                    http_client=http_client)
+
+
+def map_error(sdk: str, exc: BaseException) -> GatewayError:
+    module: Any = openai if sdk == "openai" else anthropic
+    return map_sdk_error(exc, provider=sdk, key_env=f"{sdk.upper()}_API_KEY", status_error=module.APIStatusError,
+                         timeout_error=module.APITimeoutError, connection_error=module.APIConnectionError)
+
+
 async def sdk_error(sdk: str, handler: Handler) -> GatewayError:
     """Call the real SDK against `handler` and map what it raises."""
     http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
-    module: Any = openai if sdk == "openai" else anthropic
     try:
         if sdk == "openai":
             async with openai.AsyncOpenAI(api_key=KEY, max_retries=0, http_client=http_client) as client:
@@ -43,8 +61,7 @@ async def sdk_error(sdk: str, handler: Handler) -> GatewayError:
                 await client.messages.create(model="claude-sonnet-5", max_tokens=5,
                                              messages=[{"role": "user", "content": "x"}])
     except Exception as exc:  # noqa: BLE001 - the point is what the SDK raised
-        return map_sdk_error(exc, provider=sdk, key_env=f"{sdk.upper()}_API_KEY", status_error=module.APIStatusError,
-                             timeout_error=module.APITimeoutError, connection_error=module.APIConnectionError)
+        return map_error(sdk, exc)
     raise AssertionError("the SDK did not raise")
 
 
@@ -94,3 +111,57 @@ def test_transport_errors_mid_stream() -> None:
     reset = map_transport_error(httpx2.ReadError("reset", request=request), provider="openai")
     assert (reset.status, reset.type, reset.message) == (502, "upstream_error",
                                                         "openai connection failed mid-stream: ReadError")
+
+
+def prepared(sdk: str, client: Any) -> OpenAIRequest | AnthropicRequest:
+    """The adapter's prepared request for `sdk` (as the adapters build it)."""
+    if sdk == "openai":
+        return OpenAIRequest(client, OpenAIOptions.construct(method="post", url="/chat/completions", content=b""))
+    return AnthropicRequest(client, AnthropicOptions.construct(method="post", url="/v1/messages", content=b""))
+
+
+@SDKS
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [200, 201, 299])
+async def test_a_2xx_opens_the_stream_with_its_body_unread(sdk: str, status: int) -> None:
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(status, content=b"data: 1\n\n")
+
+    async with sdk_client(sdk, handler) as client:
+        response = await prepared(sdk, client).send(b'{"a": 1}', [(b"x-request-id", b"r-1")])
+        assert (response.status_code, await response.aread()) == (status, b"data: 1\n\n")
+    (request,) = seen
+    assert (request.content, request.headers["x-request-id"]) == (b'{"a": 1}', "r-1")
+
+
+@SDKS
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [100, 101, 103, 300, 301, 302, 304, 307, 308])
+async def test_any_other_status_below_400_is_a_502_never_retried(sdk: str, status: int) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(status, headers={"location": "https://elsewhere.test/"})
+
+    async with sdk_client(sdk, handler) as client:
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - the SDK's own status error
+            await prepared(sdk, client).send(b"{}")
+    error = map_error(sdk, caught.value)
+    assert (error.status, error.type, error.retryable) == (502, "upstream_error", False)
+    assert error.message == f"{sdk} answered HTTP {status} instead of a stream"
+
+
+@SDKS
+@pytest.mark.anyio
+async def test_a_request_the_client_refuses_to_send_is_not_retried(sdk: str) -> None:
+    error = await sdk_error(sdk, failing(httpx2.LocalProtocolError))
+    assert (error.status, error.type, error.retryable) == (502, "upstream_error", False)
+    assert error.message == f"{sdk} request could not be sent: boom"
+
+
+def test_an_endless_sse_line_mid_stream_is_upstream_error() -> None:
+    error = map_transport_error(sse.LineTooLongError("an event-stream line is longer than 1048576 bytes"),
+                                provider="anthropic")
+    assert (error.status, error.type, error.retryable) == (502, "upstream_error", False)
+    assert error.message == "anthropic sent a broken stream: an event-stream line is longer than 1048576 bytes"

@@ -1,14 +1,14 @@
-"""`providers.http_client.UpstreamTransport` over real sockets on 127.0.0.1.
+"""`upstream_http`: the SDKs' `httpx2.AsyncClient` over aiohttp, on real sockets on 127.0.0.1.
 
 Every test talks to `Upstream`, a small HTTP/1.1 server in the test's own event loop that
 records the exact bytes of each request, the connections it accepted and the ones the
 client closed. Covered: the request bytes we send and the chunked / content-length /
-close-delimited responses we read; keep-alive (reuse after a body read to its end, no reuse
-after an early close, `Connection: close` or a connection the server dropped while idle);
-failures as the `httpx2` exceptions the SDKs map (`ConnectError`, `ReadTimeout`,
-`ReadError`, `RemoteProtocolError`); reading paused for a slow reader; `aclose`; the real
-`openai.AsyncOpenAI` over `sdk_http_client`; and when `sdk_http_client` leaves the
-environment's proxies to `httpx2`.
+close-delimited / `HEAD` responses we read; keep-alive (reuse after a body read to its
+end, no reuse after an early close, `Connection: close`, a connection the server dropped
+while idle, or one idle past the expiry); TLS with `SSL_CERT_FILE`; failures as the
+`httpx2` exceptions the SDKs map (`ConnectError`, `ReadTimeout`, `ReadError`,
+`RemoteProtocolError`); a slow reader holding the upstream back; `aclose`; the real
+`openai.AsyncOpenAI` over `sdk_http_client`; proxies from the environment.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import openai
 import pytest
 import trustme
 
-from streamgate.http_client import HIGH_WATER, UpstreamTransport, sdk_http_client
+from streamgate.upstream_http import UpstreamTransport, sdk_http_client
 from support import closed_port, settings
 from wire_openai import SSE_HEAD, completion, http_chunk, split
 
@@ -39,8 +39,6 @@ KEY = "sk-test-0123456789abcdef"
 READ_TIMEOUT_0_2 = httpx2.Timeout(3.0, read=0.2)
 #: Headers that replace httpx2's defaults, so the request bytes are the same everywhere.
 CLIENT_HEADERS = {"accept-encoding": "identity", "user-agent": "streamgate-test"}
-#: The most asyncio's socket transport reads at once: how far past `HIGH_WATER` one read goes.
-ONE_SOCKET_READ = 256 * 1024
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
@@ -145,8 +143,7 @@ def chunked(*pieces: bytes, end: bool = True) -> bytes:
 
 @pytest.fixture(autouse=True)
 def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """httpx2 would send 127.0.0.1 through a proxy from the environment (and
-    `sdk_http_client` would not use our transport)."""
+    """A proxy from the environment would carry the requests to 127.0.0.1."""
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
@@ -205,7 +202,7 @@ async def test_chunked_response_and_the_exact_request_bytes(http: httpx2.AsyncCl
         b"POST /v1/chat/completions?api-version=2024-10-21&q=a%%20b HTTP/1.1\r\n"
         b"Host: 127.0.0.1:%d\r\nAccept: */*\r\nConnection: keep-alive\r\n"
         b"accept-encoding: identity\r\nuser-agent: streamgate-test\r\n"
-        b"content-length: %d\r\n\r\n%s" % (upstream.port, len(body), body)
+        b"Content-Length: %d\r\n\r\n%s" % (upstream.port, len(body), body)
     ]  # a streamed body is sent whole with its length, never `transfer-encoding: chunked`
     assert response.status_code == 200 and response.http_version == "HTTP/1.1"
     assert response.headers.raw == [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked")]
@@ -225,6 +222,17 @@ async def test_content_length_response_to_a_get(http: httpx2.AsyncClient) -> Non
     assert response.headers.raw == [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
                                     (b"retry-after", b"2")]
     assert response.content == body
+
+
+async def test_head_with_a_content_length_has_no_body_and_keeps_the_connection(http: httpx2.AsyncClient) -> None:
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1234\r\n\r\n"
+    async with Upstream(answer(reply, sized(b"{}"))) as upstream:
+        started = time.monotonic()
+        head = await http.head(upstream.url, timeout=3.0)
+        assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "1234")
+        assert time.monotonic() - started < 1.0  # not the read timeout
+        assert (await http.get(upstream.url)).content == b"{}"
+        assert upstream.accepts == 1
 
 
 async def test_body_delimited_by_the_connection_closing_arrives_whole(http: httpx2.AsyncClient) -> None:
@@ -273,26 +281,21 @@ async def test_connection_close_from_the_server_is_not_reused(http: httpx2.Async
         assert (upstream.accepts, len(upstream.requests)) == (2, 2)
 
 
-async def test_idle_connection_the_server_closed_is_not_reused(
-        http: httpx2.AsyncClient, transport: UpstreamTransport) -> None:
+async def test_idle_connection_the_server_closed_is_not_reused(http: httpx2.AsyncClient) -> None:
     async with Upstream(answer(sized(b"{}"), close=True)) as upstream:  # closed after each response
         assert (await http.get(upstream.url)).content == b"{}"
-        await eventually(lambda: not transport._open)  # our side noticed the EOF
+        await asyncio.sleep(0.05)  # our side notices the EOF
         assert (await http.get(upstream.url)).content == b"{}"
         assert upstream.accepts == 2
 
 
-async def test_a_bursts_leftover_connections_close_once_idle_past_the_expiry() -> None:
-    transport = UpstreamTransport(keepalive_expiry=0.5)
+async def test_idle_connections_close_once_idle_past_the_expiry_without_a_new_request() -> None:
+    transport = UpstreamTransport(keepalive_expiry=0.2)
     async with httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS) as http, \
             Upstream(answer(chunked(b"data: 1\n\n"))) as upstream:
         await asyncio.gather(http.get(upstream.url), http.get(upstream.url))  # two idle now
-        deadline = time.monotonic() + 0.8
-        while time.monotonic() < deadline:  # then one request at a time: the newest is reused
-            assert (await http.get(upstream.url)).content == b"data: 1\n\n"
-            await asyncio.sleep(0.05)
-        # the other one idled past the expiry: a release closed it, no checkout had to
-        assert (upstream.accepts, upstream.eofs, len(transport._open)) == (2, 1, 1)
+        assert upstream.eofs == 0
+        await eventually(lambda: upstream.eofs == 2, within=3.0)
 
 
 async def test_expired_idle_connections_are_not_reused() -> None:
@@ -390,11 +393,13 @@ async def test_close_mid_body_is_read_error(http: httpx2.AsyncClient, partial: b
         assert len(upstream.requests) == 1
 
 
-async def test_close_before_any_response_is_read_error(http: httpx2.AsyncClient) -> None:
+@pytest.mark.parametrize(("method", "sent"), [("POST", 1), ("GET", 2)])
+async def test_close_before_any_response_is_read_error(http: httpx2.AsyncClient, method: str, sent: int) -> None:
+    """aiohttp sends an idempotent request once more on a new connection; never a POST."""
     async with Upstream(hang_up) as upstream:
         with raises_exactly(httpx2.ReadError):
-            await http.get(upstream.url)
-        assert len(upstream.requests) == 1
+            await http.request(method, upstream.url, content=b"{}" if method == "POST" else None)
+        assert len(upstream.requests) == sent
 
 
 async def test_garbage_instead_of_http_is_remote_protocol_error(http: httpx2.AsyncClient) -> None:
@@ -408,38 +413,37 @@ async def test_garbage_instead_of_http_is_remote_protocol_error(http: httpx2.Asy
 # --- flow control and closing ---------------------------------------------------------------
 
 
-async def test_slow_reader_pauses_the_socket_and_gets_the_whole_body(
-        http: httpx2.AsyncClient, transport: UpstreamTransport) -> None:
-    body = random.Random(7).randbytes(4 * 1024 * 1024)
+async def test_slow_reader_holds_the_upstream_back_and_gets_the_whole_body(http: httpx2.AsyncClient) -> None:
+    body = random.Random(7).randbytes(32 * 1024 * 1024)
+    written = 0
 
     async def fast(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        nonlocal written
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
         for piece in split(body, 64 * 1024):
             writer.write(piece)
             await writer.drain()
+            written += len(piece)
         return True
 
     async with Upstream(fast) as upstream:
         async with http.stream("GET", upstream.url) as response:
             await asyncio.sleep(0.5)  # a reader that does not read
-            (connection,) = transport._open
-            assert connection.paused
-            assert HIGH_WATER < connection.buffered <= HIGH_WATER + ONE_SOCKET_READ
-            pieces = [piece async for piece in response.aiter_raw()]  # as the transport yields them
+            assert written < len(body) // 2  # aiohttp stopped reading: the socket buffers filled up
+            pieces = [piece async for piece in response.aiter_raw()]
 
     assert b"".join(pieces) == body
-    assert max(map(len, pieces)) <= HIGH_WATER + ONE_SOCKET_READ
     assert upstream.accepts == 1
 
 
 async def test_aclose_closes_idle_pooled_connections(http: httpx2.AsyncClient, transport: UpstreamTransport) -> None:
     async with Upstream(answer(sized(b"{}"))) as upstream:
         assert (await http.get(upstream.url)).content == b"{}"
-        assert len(transport._open) == 1 and upstream.eofs == 0  # kept for the next request
+        await asyncio.sleep(0.05)
+        assert upstream.eofs == 0  # kept for the next request
 
         await transport.aclose()
         await eventually(lambda: upstream.eofs == 1)
-        assert not transport._open
 
 
 # --- through the openai SDK -------------------------------------------------------------------
@@ -497,13 +501,34 @@ async def test_openai_sdk_maps_a_status_and_a_refused_connection() -> None:
 # --- sdk_http_client ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("variable", "ours"), [(None, True), ("NO_PROXY", True), ("HTTPS_PROXY", False),
-                                                ("https_proxy", False), ("ALL_PROXY", False)])
-async def test_sdk_http_client_leaves_proxies_to_httpx2(
-        monkeypatch: pytest.MonkeyPatch, variable: str | None, ours: bool) -> None:
-    if variable is not None:
-        monkeypatch.setenv(variable, "localhost" if variable == "NO_PROXY" else "http://127.0.0.1:3128")
+async def test_sdk_http_client_is_ours_with_the_upstream_timeout() -> None:
     async with sdk_http_client(settings(upstream_timeout_s=7.0)) as client:
-        expected = UpstreamTransport if ours else httpx2.AsyncHTTPTransport
-        assert type(client._transport) is expected
+        assert type(client._transport) is UpstreamTransport
         assert client.timeout == httpx2.Timeout(7.0)
+
+
+async def proxy_answer(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    writer.write(sized(b'{"via": "proxy"}'))
+    await writer.drain()
+    return True
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+async def test_a_proxy_from_the_environment_carries_the_request(
+        monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    async with Upstream(proxy_answer) as proxy:
+        monkeypatch.setenv(variable, proxy.url)
+        async with httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS, trust_env=False) as http:
+            response = await http.get("http://api.upstream.test/v1/models")
+    assert response.content == b'{"via": "proxy"}'
+    (request,) = proxy.requests
+    assert request.startswith(b"GET http://api.upstream.test/v1/models HTTP/1.1\r\nHost: api.upstream.test\r\n")
+
+
+async def test_no_proxy_in_the_environment_goes_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Upstream(proxy_answer) as proxy, Upstream(answer(sized(b"{}"))) as upstream:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS, trust_env=False) as http:
+            assert (await http.get(upstream.url)).content == b"{}"
+    assert (proxy.requests, len(upstream.requests)) == ([], 1)

@@ -1,0 +1,202 @@
+"""The HTTP client every SDK is handed: an `httpx2.AsyncClient` whose transport is aiohttp.
+
+The SDK still builds, authenticates and sends each request through this client and turns
+error statuses into its exceptions; the wire belongs to aiohttp (its C HTTP/1.1 parser,
+connection pool, TLS and proxy support). Why aiohttp rather than httpx2's default
+transport (httpcore2 + h11): h11 is pure Python, costlier per request and per read, and
+httpcore2 keeps bytes that follow a response's end for the connection's next response;
+aiohttp closes such a connection instead (`bench/` holds the figures).
+
+What aiohttp enforces on the upstream's answer (its `ClientSession` defaults, kept):
+`max_line_size` and `max_field_size` (8190 bytes: the status line, one header line),
+`max_headers` (128 headers), so a header block is bounded; a `1xx` reply is skipped, not
+taken as the answer; a `HEAD` answer has no body whatever its `Content-Length`; CR, LF
+or NUL in an outgoing header value is refused before anything is sent; bytes that follow
+a response's end in the same read keep its connection out of the pool. One gap is closed
+here (`_Connector`): bytes an idle pooled connection receives later would be read as the
+next request's answer, so such a connection is closed instead.
+
+Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
+`KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
+client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
+`request.extensions` (connect; read = the longest wait for the next bytes; pool = the
+wait for a free connection), never a total. TLS trusts `httpx2.create_ssl_context()`
+(the system's store, or `SSL_CERT_FILE`). Proxies come from the environment
+(`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`; not `ALL_PROXY`), read once per origin:
+aiohttp's own `trust_env` reads them, and `.netrc`, in a thread for every request. An
+idempotent request (a `GET`) whose connection drops before the answer is sent once more,
+never a `POST`. Failures are `httpx2` exceptions (`ConnectError`, `ConnectTimeout`,
+`ReadTimeout`, `ReadError`, `RemoteProtocolError`, `LocalProtocolError`), so the SDKs
+map them as their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import httpx2
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
+
+from streamgate.sdk_internals import require_internals
+from streamgate.settings import Settings
+
+#: Open connections allowed to one origin (more requests wait for one to be free), and
+#: how long an idle keep-alive connection is kept.
+MAX_CONNECTIONS_PER_ORIGIN = 2_000
+KEEPALIVE_EXPIRY_S = 30.0
+#: Headers aiohttp would add to a request that lacks them.
+_AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+
+
+def sdk_http_client(settings: Settings) -> httpx2.AsyncClient:
+    """One long-lived client for one SDK client (create it at start-up, never per request)."""
+    return httpx2.AsyncClient(timeout=httpx2.Timeout(settings.upstream_timeout_s), transport=UpstreamTransport())
+
+
+#: Where `UpstreamTransport` leaves the body stream, in the `httpx2.Response`'s extensions.
+_RAW_STREAM = "streamgate.raw_stream"
+
+
+def response_body(response: httpx2.Response) -> tuple[AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
+    """The body's bytes as they arrive, and how to let the response go.
+
+    Straight from `UpstreamTransport` when the response came through it and is not
+    content-encoded: one async-generator hop per read instead of httpx2's four, and the
+    caller can drop the `httpx2.Response` (with its `Request` and both header lists).
+    Otherwise (a test's `MockTransport`, a gzip body) httpx2's `aiter_bytes` and
+    `response.aclose`.
+    """
+    stream = response.extensions.get(_RAW_STREAM)
+    if stream is not None and "content-encoding" not in response.headers:
+        return stream.__aiter__(), stream.aclose
+    return response.aiter_bytes(), response.aclose
+
+
+class UpstreamTransport(httpx2.AsyncBaseTransport):
+    """`httpx2` requests sent by one `aiohttp.ClientSession` (made at the first request,
+    inside the running event loop)."""
+
+    def __init__(self, *, keepalive_expiry: float = KEEPALIVE_EXPIRY_S) -> None:
+        require_internals("aiohttp", aiohttp.TCPConnector, ("_get",))  # `_Connector` overrides it
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._proxies: dict[tuple[str, str], tuple[yarl.URL | None, aiohttp.BasicAuth | None]] = {}
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = _Connector(
+            limit=0, limit_per_host=MAX_CONNECTIONS_PER_ORIGIN, keepalive_timeout=self._keepalive_expiry,
+            ssl=httpx2.create_ssl_context(),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=_AIOHTTP_AUTO_HEADERS,  # the request carries httpx2's headers only
+        )
+        return self._session
+
+    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx2's `connect`, `read` and `pool` (the wait for a free connection, plus
+        connecting) as aiohttp's; never a total: a long answer is not cut."""
+        key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect, read, pool = key
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool)
+            self._timeouts[key] = timeout
+        return timeout
+
+    def _proxy(self, url: yarl.URL) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
+        """The environment's proxy (and its credentials) for `url`'s origin, if any."""
+        origin = (url.scheme, url.host or "")
+        proxy = self._proxies.get(origin)
+        if proxy is None:
+            try:
+                proxy = self._proxies[origin] = get_env_proxy_for_url(url)
+            except LookupError:
+                proxy = self._proxies[origin] = (None, None)
+        return proxy
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        session = self._session or self._open_session()
+        try:
+            body = request.content
+        except httpx2.RequestNotRead:
+            body = await request.aread()  # the SDKs send JSON: sent whole, with its length
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
+                   if name.lower() != b"transfer-encoding"]
+        url = yarl.URL(str(request.url), encoded=True)
+        proxy, proxy_auth = self._proxy(url)
+        with _mapped_errors():
+            response = await session.request(
+                request.method, url, headers=headers, data=body or None, allow_redirects=False,
+                timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
+            )
+        stream = _BodyStream(response)
+        return httpx2.Response(
+            response.status, headers=response.raw_headers, stream=stream,
+            extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's pool, but an idle connection flagged to close is closed, never handed
+    out: one that received bytes (an answer to no request: another user's next answer
+    otherwise), or one a stray read timer failed while idle (aiohttp 3.14's issue 12953)."""
+
+    async def _get(self, key: Any, traces: list[Any]) -> aiohttp.connector.Connection | None:
+        while (connection := await super()._get(key, traces)) is not None:
+            protocol = connection.protocol
+            if protocol is not None and not protocol.should_close:
+                return connection
+            connection.close()
+        return None
+
+
+class _BodyStream(httpx2.AsyncByteStream):
+    """The response body as it arrives. Read to its end, its connection goes back to the
+    pool; closed before its end, its connection is closed."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped_errors():
+            async for data in self._response.content.iter_any():
+                yield data
+
+    async def aclose(self) -> None:
+        self._response.close()  # a no-op once the body was read to its end (then pooled)
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """aiohttp's failures as the `httpx2` exceptions the SDKs and adapters map."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as error:
+        raise httpx2.ConnectTimeout(str(error) or "connecting timed out") from error
+    except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as error:
+        raise httpx2.ReadTimeout(str(error) or "the upstream sent nothing for the read timeout") from error
+    except aiohttp.ClientConnectorError as error:
+        raise httpx2.ConnectError(str(error)) from error
+    except aiohttp.ClientResponseError as error:  # the parser refused the response's head
+        raise httpx2.RemoteProtocolError(f"malformed HTTP response from the upstream: {error.message}") from error
+    except aiohttp.ClientPayloadError as error:  # a body cut short or malformed
+        raise httpx2.ReadError(str(error)) from error
+    except aiohttp.ClientError as error:  # a disconnect, a reset
+        raise httpx2.ReadError(str(error) or type(error).__name__) from error
+    except ValueError as error:  # aiohttp refused to send the request as built (CR/LF in a header)
+        raise httpx2.LocalProtocolError(str(error)) from error
