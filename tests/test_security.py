@@ -264,6 +264,7 @@ def test_nesting_depth_counts_objects_and_arrays_outside_strings() -> None:
     assert nesting_depth(b"1") == 0
     assert nesting_depth(b'{"a": [1, {"b": []}], "c": {}}') == 4
     assert nesting_depth(b'{"a": "[[[{{{\\"[[[", "b": ["}}}"]}') == 2
+    assert nesting_depth(b'{"a": "x\\\\", "b": [[1]], "c": "\\\\\\"{"}') == 3
     for depth in (3, 4, 63, 64, 65, 1000):
         assert nesting_depth(nested(depth)) == depth
     json.loads(nested(65))  # the helper writes JSON
