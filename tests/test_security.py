@@ -159,6 +159,14 @@ def test_a_host_outside_allowed_hosts_is_refused_on_every_route() -> None:
             assert post(url, headers={"host": host}).status_code == 200, host
 
 
+def test_behind_a_tls_proxy_the_page_is_same_origin_with_x_forwarded_proto() -> None:
+    """uvicorn trusts `X-Forwarded-Proto` from 127.0.0.1: the page's `https://` origin matches."""
+    with serve(echo_app(allowed_hosts=("gw.example",))) as url:
+        page = {"host": "gw.example", "origin": "https://gw.example"}
+        assert post(url, headers={**page, "x-forwarded-proto": "https"}).status_code == 200
+        assert_native_error(post(url, headers=page), 403, "forbidden_origin")
+
+
 def test_any_host_when_allowed_hosts_is_empty() -> None:
     with serve(echo_app(allowed_hosts=())) as url:
         assert post(url, headers={"host": "gw.example"}).status_code == 200
