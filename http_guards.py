@@ -68,11 +68,12 @@ async def refuse(scope: Scope, send: Send, error: GatewayError, send_v1_error: S
 class OriginGuard:
     """`400 invalid_host` unless the `Host` is in `allowed_hosts` (empty or `*`: any);
     `403 forbidden_origin` for a request whose `Origin` is neither the server's own
-    (`same_origin`) nor in `cors_origins` (`*`: any). What passes with an `Origin` goes
-    through Starlette's CORS: it answers preflights (before the bearer check behind it) and
-    adds the CORS headers. `vary_without_origin` sends the requests without an `Origin`
-    through it too, for the `Vary: Origin` a cache of GET answers needs; the chat POSTs
-    (which no cache keeps) skip it and its per-frame `send` wrapper."""
+    (`same_origin`) nor in `cors_origins` (`*`: any). A request from another allowed origin
+    goes through Starlette's CORS: it answers preflights (before the bearer check behind
+    it) and adds the CORS headers. A request without an `Origin` or from the server's own
+    needs no CORS headers; `vary_without_origin` sends it through CORS all the same, for
+    the `Vary: Origin` a cache of GET answers needs, while the chat POSTs (which no cache
+    keeps) skip it and its per-frame `send` wrapper."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), *,
                  send_v1_error: SendError = send_error, chat_paths: frozenset[str] = frozenset(),
@@ -105,11 +106,10 @@ class OriginGuard:
         if self.allowed_hosts is not None and not self.host_allowed(host):
             shown = (host or b"").decode("latin-1")[:100]
             error: GatewayError = InvalidHostError(f"Host {shown!r} is not served here; add it to ALLOWED_HOSTS")
-        elif origin is None:
+        elif origin is None or same_origin(origin, host, scope["scheme"]):
             await self.without_origin(scope, receive, send)
             return
-        elif self.any_origin or origin.decode("latin-1") in self.cors_origins or \
-                same_origin(origin, host, scope["scheme"]):
+        elif self.any_origin or origin.decode("latin-1") in self.cors_origins:
             await self.cors(scope, receive, send)
             return
         else:

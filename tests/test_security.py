@@ -83,7 +83,7 @@ def test_the_page_works_same_origin_with_no_configuration() -> None:
         assert httpx.get(url + "/").status_code == 200
         same = post(url, headers={"origin": url, "content-type": "text/plain;charset=UTF-8"})
         assert same.status_code == 200
-        assert "access-control-allow-origin" not in same.headers
+        assert "access-control-allow-origin" not in same.headers and "vary" not in same.headers
         assert same.content.endswith(b"data: [DONE]\n\n")
         health = httpx.get(url + "/api/v1/chat/stream/health", headers={"origin": url})
         assert health.status_code == 200
@@ -137,6 +137,22 @@ def test_same_origin_compares_scheme_host_and_port() -> None:
     assert not same_origin(b"null", b"127.0.0.1:8000", "http")
     assert not same_origin(b"http://127.0.0.1:8000/x", b"127.0.0.1:8000", "http")
     assert not same_origin(b"http://127.0.0.1:8000", None, "http")
+
+
+def test_a_refused_chat_request_is_counted_by_its_type() -> None:
+    from test_metrics import delta, key, scrape
+
+    with serve(echo_app(allowed_hosts=LOOPBACK_HOSTS)) as url:
+        before = scrape(url)
+        assert post(url, headers={"origin": EVIL}).status_code == 403
+        assert post(url, V1_HELLO, "/v1/chat/completions", headers={"host": "evil.example"}).status_code == 400
+        assert httpx.get(url + "/api/v1/chat/stream/health", headers={"origin": EVIL}).status_code == 403
+        after = scrape(url)
+    assert delta(before, after) == {
+        key("streamgate_requests_total", provider="unknown"): 2,
+        key("streamgate_errors_total", provider="unknown", type="forbidden_origin"): 1,
+        key("streamgate_errors_total", provider="unknown", type="invalid_host"): 1,
+    }
 
 
 # --- Host ---------------------------------------------------------------------------------
