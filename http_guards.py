@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 
-from starlette._utils import get_route_path as route_path
+from starlette._utils import get_route_path as route_path  # the router's own: both see one path
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,6 +39,18 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     if not port:
         return (name, None) if name and not value.endswith(":") else None
     return (name, int(port)) if port.isascii() and port.isdigit() else None
+
+
+def host_allowed(host: bytes | None, allowed: frozenset[str]) -> bool:
+    """Whether `host` is in `allowed` as sent (`gw.example:8443`) or by its name alone
+    (`gw.example`: any port)."""
+    if host is None:
+        return False
+    value = host.decode("latin-1").lower()
+    if value in allowed:
+        return True
+    parsed = split_host(value)
+    return parsed is not None and parsed[0] in allowed
 
 
 def same_origin(origin: bytes, host: bytes | None, scheme: str) -> bool:
@@ -103,7 +115,7 @@ class OriginGuard:
                 host = value
             elif name == b"origin":
                 origin = value
-        if self.allowed_hosts is not None and not self.host_allowed(host):
+        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts):
             shown = (host or b"").decode("latin-1")[:100]
             error: GatewayError = InvalidHostError(f"Host {shown!r} is not served here; add it to ALLOWED_HOSTS")
         elif origin is None or same_origin(origin, host, scope["scheme"]):
@@ -117,14 +129,6 @@ class OriginGuard:
             error = ForbiddenOriginError(f"Origin {shown!r} may not call this gateway: it is neither the "
                                          f"server's own origin nor in CORS_ORIGINS")
         await refuse(scope, send, error, self.send_v1_error, self.chat_paths)
-
-    def host_allowed(self, host: bytes | None) -> bool:
-        """`host` as sent (`gw.example:8443`) or its name alone (`gw.example`, any port)."""
-        if host is None:
-            return False
-        value = host.decode("latin-1").lower()
-        parsed = split_host(value)
-        return parsed is not None and (value in self.allowed_hosts or parsed[0] in self.allowed_hosts)  # type: ignore[operator]
 
 
 class BearerAuth:

@@ -19,7 +19,7 @@ import pytest
 
 from streamgate.chat_types import chat_request_decoder
 from streamgate.errors import InvalidJSONError
-from streamgate.http_guards import same_origin, split_host
+from streamgate.http_guards import host_allowed, same_origin, split_host
 from streamgate.pipeline import MAX_DEPTH, decode_json, nesting_depth
 from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
@@ -121,7 +121,7 @@ def test_cors_origins_star_allows_any_origin() -> None:
         assert response.headers["access-control-allow-origin"] == "*"
 
 
-def test_same_origin_compares_scheme_host_and_port() -> None:
+def test_hosts_and_origins_are_compared_as_browsers_send_them() -> None:
     assert split_host("Example.COM:8000") == ("example.com", 8000)
     assert split_host("[::1]:8000") == ("[::1]", 8000)
     assert split_host("[::1]") == ("[::1]", None)
@@ -137,6 +137,12 @@ def test_same_origin_compares_scheme_host_and_port() -> None:
     assert not same_origin(b"null", b"127.0.0.1:8000", "http")
     assert not same_origin(b"http://127.0.0.1:8000/x", b"127.0.0.1:8000", "http")
     assert not same_origin(b"http://127.0.0.1:8000", None, "http")
+    allowed = frozenset({"localhost", "gw.example:8443"})
+    assert host_allowed(b"LocalHost:8000", allowed) and host_allowed(b"localhost", allowed)
+    assert host_allowed(b"gw.example:8443", allowed)
+    assert not host_allowed(b"gw.example", allowed) and not host_allowed(b"gw.example:443", allowed)
+    assert not host_allowed(b"localhost.:8000", allowed) and not host_allowed(b"localhost:x", allowed)
+    assert not host_allowed(None, allowed)
 
 
 def test_a_refused_chat_request_is_counted_by_its_type() -> None:
