@@ -4,6 +4,7 @@ bearer auth under any ASGI `root_path`, and the nesting limit of `pipeline.decod
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -236,8 +237,6 @@ def test_auth_holds_under_a_root_path_in_the_scope() -> None:
                 assert (await client.get(prefix + "/api/v1/chat/stream/health")).status_code == 401
                 assert (await client.get(prefix + "/v1/models")).status_code == 401
 
-    import asyncio
-
     asyncio.run(requests())
 
 
@@ -270,11 +269,12 @@ def uvicorn_process(tmp_path: Path, *args: str, **env: str) -> Iterator[str]:
 
 def test_auth_holds_under_uvicorn_root_path(tmp_path: Path) -> None:
     with uvicorn_process(tmp_path, "--root-path", "/gw", GATEWAY_API_KEY=KEY) as url:
-        for path, body in (("/api/v1/chat/stream", HELLO), ("/api/v1/chat", HELLO),
-                           ("/v1/chat/completions", V1_HELLO)):
-            assert_native_error(post(url, body, path), 401, "unauthorized") if path.startswith("/api") \
-                else assert_openai_error(post(url, body, path), 401, "unauthorized")
-            assert post(url, body, path, headers={"authorization": f"Bearer {KEY}"}).status_code == 200
+        for path in ("/api/v1/chat/stream", "/api/v1/chat"):
+            assert_native_error(post(url, HELLO, path), 401, "unauthorized")
+            assert post(url, HELLO, path, headers={"authorization": f"Bearer {KEY}"}).status_code == 200
+        assert_openai_error(post(url, V1_HELLO, "/v1/chat/completions"), 401, "unauthorized")
+        v1 = post(url, V1_HELLO, "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"})
+        assert v1.status_code == 200 and v1.content.endswith(b"data: [DONE]\n\n")
         assert httpx.get(url + "/api/v1/chat/stream/health").status_code == 401
         assert httpx.get(url + "/v1/models").status_code == 401
         assert httpx.get(url + "/").status_code == 200
@@ -312,11 +312,12 @@ def test_a_request_up_to_64_levels_deep_is_accepted_and_deeper_is_invalid_json()
         assert post(url, nested(64)).status_code == 200
         assert_native_error(post(url, nested(65)), 400, "invalid_json")
         assert_native_error(post(url, nested(100_000)), 400, "invalid_json")
-        v1_deep = b'{"model":"echo/echo","messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        v1_deep = (b'{"model":"echo/echo","messages":[{"role":"user","content":"hi"}],"x":'
+                   + b"[" * 5000 + b"]" * 5000 + b"}")
         assert_openai_error(post(url, v1_deep, "/v1/chat/completions"), 400, "invalid_json")
 
 
-def test_an_allowed_upstream_call_still_goes_through(tmp_path: Path) -> None:
+def test_an_allowed_upstream_call_still_goes_through() -> None:
     """The guards in front of a real upstream call: an allowed origin reaches it once."""
     upstream = MockUpstream(Reply(200, [completion(["Hi"])]))
     config = settings(openai_api_key="sk-test", openai_base_url="http://upstream.test/v1",
