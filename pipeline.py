@@ -93,10 +93,10 @@ _DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed
 
 def nesting_depth(body: bytes) -> int:
     """The deepest nesting of objects and arrays in `body`, in C-speed passes: the escapes
-    `\\\\` and `\\"` removed (so every `"` left opens or closes a string), only quotes and brackets kept,
-    the parts outside strings joined, their brackets made +1/-1 steps; the deepest running
-    sum is the depth. Exact for valid JSON; for invalid JSON at least the depth of its
-    valid prefix, which is all a decoder reads."""
+    `\\\\` and `\\"` removed (so every `"` left opens or closes a string), only quotes and
+    brackets kept, the parts outside strings joined, their brackets made +1/-1 steps; the
+    deepest running sum is the depth. Exact for valid JSON; for invalid JSON at least the
+    depth of its valid prefix, which is all a decoder reads."""
     if b"\\" in body:
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     outside = b"".join(body.translate(None, _NOT_MARKS).split(b'"')[::2])
