@@ -151,8 +151,7 @@ def answer_of(client: httpx.Client, path: str, body: bytes, tracebacks: Tracebac
 
 
 FUZZ = hypothesis_settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                  HealthCheck.function_scoped_fixture])
+                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @FUZZ
