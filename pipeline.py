@@ -11,6 +11,7 @@ disconnect watcher, and the non-streaming collector.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import types
@@ -85,10 +86,33 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
+#: The deepest nesting of objects and arrays a request may have (the top-level object is
+#: level 1). No chat request needs as many; far deeper, the decoder would recurse too far.
+MAX_DEPTH = 64
+_NOT_OPENERS = bytes(sorted(set(range(256)) - set(b"[{")))
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+
+
+def nesting_depth(body: bytes) -> int:
+    """The deepest nesting of objects and arrays in `body`, in C-speed passes: the escapes
+    `\\\\` and `\\"` removed (so every `"` left opens or closes a string), only quotes and
+    brackets kept, the parts outside strings joined, their brackets made +1/-1 steps; the
+    deepest running sum is the depth. Exact for valid JSON; for invalid JSON at least the
+    depth of its valid prefix, which is all a decoder reads."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(body.translate(None, _NOT_MARKS).split(b'"')[::2])
+    return max(itertools.accumulate(memoryview(outside.translate(_DEPTH_STEP)).cast("b")), default=0)
+
+
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
-    """Decode `body` with `decoder`; a failure names the field at fault (`$.messages[0].role`)."""
+    """Decode `body` with `decoder`; a failure names the field at fault (`$.messages[0].role`).
+    The depth is scanned only when the body opens more than `MAX_DEPTH` objects and arrays."""
     if not body.strip():
         raise InvalidJSONError("the request body is empty; send a JSON object")
+    if len(body.translate(None, _NOT_OPENERS)) > MAX_DEPTH and nesting_depth(body) > MAX_DEPTH:
+        raise InvalidJSONError(f"the request body is nested deeper than {MAX_DEPTH} levels of objects and arrays")
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as error:
@@ -328,8 +352,11 @@ async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[by
 
 
 def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
-    """JSON, and the upstream's `Retry-After` when it sent one."""
+    """JSON, the upstream's `Retry-After` when it sent one, and on a 401 the
+    `WWW-Authenticate: Bearer` every 401 must carry (RFC 9110)."""
     headers = list(JSON_HEADERS)
+    if error.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
     if error.retry_after:
         headers.append((b"retry-after", error.retry_after.encode()))
     return headers

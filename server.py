@@ -10,7 +10,6 @@ Run it with `python server.py` (uvloop, httptools, graceful SIGTERM) or `uvicorn
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +18,6 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
@@ -30,11 +28,11 @@ from streamgate import metrics
 from streamgate.catalog import Catalog
 from streamgate import sse
 from streamgate import workers
+from streamgate.http_guards import BearerAuth, OriginGuard, route_path
 from streamgate.openai_compat import NumberedOpenAIFrames, openai_routes, send_openai_error
 from streamgate.pipeline import (
     ClientGone,
     CollectedAnswer,
-    SendError,
     decode_json,
     pick_adapter,
     read_body,
@@ -46,7 +44,7 @@ from streamgate.providers import build_adapters
 from streamgate.request_checks import check_request
 from streamgate.resume import Streams, resume_routes, store_for
 from streamgate.providers.base import Adapter
-from streamgate.errors import GatewayError, UnauthorizedError
+from streamgate.errors import GatewayError
 from streamgate.settings import Settings
 from streamgate.chat_types import (
     ChatRequest,
@@ -189,66 +187,12 @@ async def chat_page(request: Request) -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
 
-# --- middleware -----------------------------------------------------------------------
-
-
-class BearerAuth:
-    """Plain ASGI middleware: with `GATEWAY_API_KEY` set, `/api/*` and `/v1/*` need
-    `Authorization: Bearer <key>` (compared in constant time). A `/v1/*` 401 is sent by
-    `send_v1_error`, in that dialect's error shape. A refused `POST` to one of `chat_paths`
-    is a chat request and counted as one (`metrics.record_rejected`), like every other
-    refusal; other routes' 401s are not, so the metrics stay "chat requests"."""
-
-    def __init__(self, app: ASGIApp, api_key: str | None, send_v1_error: SendError = send_error,
-                 chat_paths: frozenset[str] = frozenset()) -> None:
-        self.app = app
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
-        self.send_v1_error = send_v1_error
-        self.chat_paths = chat_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.expected is not None
-            and scope["type"] == "http"
-            and scope["path"].startswith(("/api/", "/v1/"))
-            and not hmac.compare_digest(self._authorization(scope), self.expected)
-        ):
-            error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")
-            if scope["method"] == "POST" and scope["path"] in self.chat_paths:
-                metrics.record_rejected(error.type)
-            await (self.send_v1_error if scope["path"].startswith("/v1/") else send_error)(send, error)
-            return
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    def _authorization(scope: Scope) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                return value
-        return b""
-
-
 # --- the app --------------------------------------------------------------------------
-
-
-class ChatCORS(CORSMiddleware):
-    """Starlette's CORS for the chat POSTs, skipped when a request carries no `Origin`
-    (curl, the SDKs, other servers): for those it would only wrap `send` — a call per
-    frame, a `Headers` and a wrapper held per open stream — to add `Vary: Origin` to a
-    POST answer no cache keeps. A browser's request (it always sends `Origin` on a
-    cross-origin POST) still gets every CORS header."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        for name, _ in scope["headers"]:
-            if name == b"origin":
-                await super().__call__(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class GatewayApp(Starlette):
     """Starlette, with a direct path for the chat endpoints: a `POST` to one of them goes
-    to its own CORS → bearer-auth → endpoint chain, past Starlette's router and its
+    to its own origin-guard → bearer-auth → endpoint chain, past Starlette's router and its
     error/exception middleware (which our endpoints never need: they answer their own
     errors). That is ~15% of a short request's CPU and one send wrapper less per frame,
     measured with `python -m bench`. Every other request takes the whole stack."""
@@ -259,7 +203,7 @@ class GatewayApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.direct.get(scope["path"])
+            endpoint = self.direct.get(route_path(scope))
             if endpoint is not None:
                 scope["app"] = self
                 await endpoint(scope, receive, send)
@@ -301,17 +245,16 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     # The chat endpoints: the POST routes, each a plain ASGI endpoint (not a request function).
     chat_routes = [route for route in routes
                    if isinstance(route, Route) and route.methods == {"POST"} and route.app is route.endpoint]
+    shared = {"send_v1_error": send_openai_error, "chat_paths": frozenset(route.path for route in chat_routes)}
     middleware = [
-        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"],
-                   allow_headers=["*"], expose_headers=["X-Stream-Id"]),  # the OpenAI JS SDK sends x-stainless-* headers
-        Middleware(BearerAuth, api_key=settings.gateway_api_key, send_v1_error=send_openai_error,
-                   chat_paths=frozenset(route.path for route in chat_routes)),
+        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, **shared),
+        Middleware(BearerAuth, settings.gateway_api_key, **shared),
     ]
     direct: dict[str, ASGIApp] = {}
     for route in chat_routes:
         chain: ASGIApp = route.endpoint
         for cls, args, kwargs in reversed(middleware):
-            chain = (ChatCORS if cls is CORSMiddleware else cls)(chain, *args, **kwargs)
+            chain = cls(chain, *args, **({**kwargs, "vary_without_origin": False} if cls is OriginGuard else kwargs))
         direct[route.path] = chain
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan, direct=direct)
     app.state.settings = settings

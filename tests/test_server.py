@@ -195,7 +195,7 @@ def test_cors_allows_the_configured_origins_only() -> None:
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
         refused = httpx.options(url + "/api/v1/chat/stream", headers={"origin": "https://evil.example", **preflight})
-        assert refused.status_code == 400
+        assert refused.status_code == 403 and refused.json()["error"]["type"] == "forbidden_origin"
         streamed = post(url, HELLO, headers={"origin": "https://app.example"})
         assert streamed.headers["access-control-allow-origin"] == "https://app.example"
         assert streamed.headers["vary"] == "Origin"

@@ -1,0 +1,164 @@
+"""Who may call the gateway, decided before any work: the `Host` (`ALLOWED_HOSTS`, against
+DNS rebinding), the `Origin` (the server's own or `CORS_ORIGINS`, against cross-site
+pages) and the bearer token (`GATEWAY_API_KEY`).
+
+Plain ASGI middleware, cheap per request and free per frame: a request without an `Origin`
+(curl, the SDKs, other servers) gets no `send` wrapper. Paths are matched as the router
+matches them, with the ASGI `root_path` removed (`route_path`), so no prefix a proxy or
+`uvicorn --root-path` adds can route a request past a check.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+from starlette._utils import get_route_path as route_path  # the router's own: both see one path
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from streamgate import metrics
+from streamgate.errors import ForbiddenOriginError, GatewayError, InvalidHostError, UnauthorizedError
+from streamgate.pipeline import SendError, send_error
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """A `Host` (or an origin's host part) as `(name, port)`, lower-cased: `"[::1]:8000"`
+    → `("[::1]", 8000)`, `"localhost"` → `("localhost", None)`; None when malformed."""
+    value = value.lower()
+    if value.startswith("["):
+        end = value.find("]") + 1
+        name, rest = value[:end], value[end:]
+        if not end or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        name, _, port = value.partition(":")
+    if not port:
+        return (name, None) if name and not value.endswith(":") else None
+    return (name, int(port)) if port.isascii() and port.isdigit() else None
+
+
+def host_allowed(host: bytes | None, allowed: frozenset[str]) -> bool:
+    """Whether `host` is in `allowed` as sent (`gw.example:8443`) or by its name alone
+    (`gw.example`: any port)."""
+    if host is None:
+        return False
+    value = host.decode("latin-1").lower()
+    if value in allowed:
+        return True
+    parsed = split_host(value)
+    return parsed is not None and parsed[0] in allowed
+
+
+def same_origin(origin: bytes, host: bytes | None, scheme: str) -> bool:
+    """Whether `origin` is the request's own: the same scheme, host and port (a missing port
+    is the scheme's default), as browsers compare origins. Loopback aliases (`localhost`,
+    `127.0.0.1`) are different origins, as they are to the browser."""
+    if host is None:
+        return False
+    origin_scheme, sep, origin_host = origin.decode("latin-1").lower().partition("://")
+    theirs, ours = split_host(origin_host) if sep else None, split_host(host.decode("latin-1"))
+    if theirs is None or ours is None or origin_scheme != scheme:
+        return False
+    default = DEFAULT_PORTS.get(scheme)
+    return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
+
+
+async def refuse(scope: Scope, send: Send, error: GatewayError, send_v1_error: SendError,
+                 chat_paths: frozenset[str]) -> None:
+    """Answer `error` in the dialect of the route asked for; a refused chat request is
+    counted like every other refusal (`metrics.record_rejected`)."""
+    path = route_path(scope)
+    if scope["method"] == "POST" and path in chat_paths:
+        metrics.record_rejected(error.type)
+    await (send_v1_error if path.startswith("/v1/") else send_error)(send, error)
+
+
+class OriginGuard:
+    """`400 invalid_host` unless the `Host` is in `allowed_hosts` (empty or `*`: any);
+    `403 forbidden_origin` for a request whose `Origin` is neither the server's own
+    (`same_origin`) nor in `cors_origins` (`*`: any). A request from another allowed origin
+    goes through Starlette's CORS: it answers preflights (before the bearer check behind
+    it) and adds the CORS headers. A request without an `Origin` or from the server's own
+    needs no CORS headers; `vary_without_origin` sends it through CORS all the same, for
+    the `Vary: Origin` a cache of GET answers needs, while the chat POSTs (which no cache
+    keeps) skip it and its per-frame `send` wrapper."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), *,
+                 send_v1_error: SendError = send_error, chat_paths: frozenset[str] = frozenset(),
+                 vary_without_origin: bool = True) -> None:
+        self.app = app
+        origins = [origin.strip().rstrip("/").lower() for origin in cors_origins]
+        self.any_origin = "*" in origins
+        self.cors_origins = frozenset(origins)
+        self.cors = CORSMiddleware(
+            app, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],  # the OpenAI JS SDK sends x-stainless-* headers
+            expose_headers=["X-Stream-Id", "Retry-After"],
+        )
+        self.without_origin = self.cors if vary_without_origin else app
+        hosts = {host.strip().lower() for host in allowed_hosts}
+        self.allowed_hosts = None if not hosts or "*" in hosts else frozenset(hosts)
+        self.send_v1_error = send_v1_error
+        self.chat_paths = chat_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = origin = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts):
+            shown = (host or b"").decode("latin-1")[:100]
+            error: GatewayError = InvalidHostError(f"Host {shown!r} is not served here; add it to ALLOWED_HOSTS")
+        elif origin is None or same_origin(origin, host, scope["scheme"]):
+            await self.without_origin(scope, receive, send)
+            return
+        elif self.any_origin or origin.decode("latin-1") in self.cors_origins:
+            await self.cors(scope, receive, send)
+            return
+        else:
+            shown = origin.decode("latin-1")[:100]
+            error = ForbiddenOriginError(f"Origin {shown!r} may not call this gateway: it is neither the "
+                                         f"server's own origin nor in CORS_ORIGINS")
+        await refuse(scope, send, error, self.send_v1_error, self.chat_paths)
+
+
+class BearerAuth:
+    """With `GATEWAY_API_KEY` set, `/api/*` and `/v1/*` need `Authorization: Bearer <key>`
+    (the scheme in any case, RFC 9110; the token compared in constant time). Every 401
+    says `WWW-Authenticate: Bearer` (`pipeline.error_headers`)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, *, send_v1_error: SendError = send_error,
+                 chat_paths: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.send_v1_error = send_v1_error
+        self.chat_paths = chat_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.api_key is not None
+            and scope["type"] == "http"
+            and route_path(scope).startswith(("/api/", "/v1/"))
+            and not hmac.compare_digest(self._token(scope), self.api_key)
+        ):
+            error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")
+            await refuse(scope, send, error, self.send_v1_error, self.chat_paths)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _token(scope: Scope) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                return token.lstrip(b" ") if scheme.lower() == b"bearer" else b""
+        return b""
