@@ -45,6 +45,7 @@ from streamgate.errors import (
     GatewayError,
     InvalidRequestError,
     ProviderAuthError,
+    ProviderNotConfiguredError,
     StreamError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -172,7 +173,7 @@ class GeminiStreamAdapter:
 
     async def stream_chat(self, request: ChatRequest) -> ChunkStream:
         if self._client is None:
-            raise ProviderAuthError(f"gemini is not configured; set {KEY_ENV}", provider=PROVIDER)
+            raise ProviderNotConfiguredError(f"gemini is not configured; set {KEY_ENV}", provider=PROVIDER)
         model = request.model or self.default_model
         if not _MODEL_NAME.fullmatch(model):
             raise InvalidRequestError(f"$.model: {model!r} is not a Gemini model name", provider=PROVIDER)

@@ -21,7 +21,7 @@ from openai._models import FinalRequestOptions
 
 from streamgate import sse
 from streamgate.providers.base import ChunkStream, open_with_retries
-from streamgate.errors import GatewayError, ProviderAuthError, UpstreamError
+from streamgate.errors import GatewayError, ProviderNotConfiguredError, UpstreamError
 from streamgate.http_client import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import PreparedRequest, map_sdk_error, map_transport_error
@@ -151,7 +151,7 @@ class OpenAIStreamAdapter:
         model = request.model or self.default_model
         self.check_model(model)
         if not self.configured:
-            raise ProviderAuthError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
+            raise ProviderNotConfiguredError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
         body = json_encoder.encode(_WireRequest(
             model, request.messages, True, _STREAM_OPTIONS, request.temperature, request.max_tokens
         ))
