@@ -554,10 +554,10 @@ async def requests_ended_at_exit() -> AsyncIterator[None]:
 
 def log_request(scope: Scope, status: int | None, provider: str | None, model: str | None,
                 progress: StreamProgress | None = None, error_type: str | None = None) -> None:
-    """One line for one chat request, at its end: `POST /v1/chat/completions 200
-    provider=openai model=gpt-4o ttft=0.412s duration=2.310s tokens=9+12 …` (`-` for
-    what is not known; `error=` the contract's error type, or `client_gone`; `stream=` a
-    resumable stream's id)."""
+    """One line for one chat request, at its end: method, path, status, `provider=`,
+    `model=`, `ttft=` and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for
+    what is not known), `stream=` a resumable stream's id, `error=` the contract's error
+    type or `client_gone`. A request cut by the shutdown is a warning."""
     fields = [scope["method"], scope["path"], str(status or "-"), f"provider={provider or '-'}",
               f"model={model or '-'}"]
     if progress is not None:

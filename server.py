@@ -305,7 +305,7 @@ def app_from_env() -> Starlette:
 app = app_from_env()
 
 
-class Server(uvicorn.Server):
+class GatewayServer(uvicorn.Server):
     """uvicorn's server, where the second SIGTERM forces the exit as a second Ctrl-C does,
     and a forced exit still runs the app's shutdown (uvicorn skips it): the streams still
     open get their failure end at once instead of a cut connection."""
@@ -336,7 +336,7 @@ def main() -> None:
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     try:
-        Server(config).run()
+        GatewayServer(config).run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it is done
         pass
 
