@@ -49,6 +49,16 @@ def sdk_stream(url: str) -> tuple[str, openai.APIError]:
     raise AssertionError("the stream ended without an error")
 
 
+def sdk_answer(url: str) -> openai.APIStatusError:
+    """What the openai SDK raised for a `/v1` answer (not streamed) cut before it was sent."""
+    with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0) as client:
+        try:
+            client.chat.completions.create(model="echo/echo", messages=BODY["messages"])
+        except openai.APIStatusError as error:
+            return error
+    raise AssertionError("the answer came whole")
+
+
 def in_flight(url: str) -> float:
     scrape = httpx.get(url + "/metrics").text
     found = re.search(r'^streamgate_streams_in_flight\{provider="echo"\} (\S+)$', scrape, re.MULTILINE)
@@ -96,7 +106,8 @@ def check_log(log: str, cut: int) -> None:
 
 def test_the_grace_running_out_ends_every_open_answer_in_words(tmp_path: Path) -> None:
     with server_process(tmp_path, ECHO_DELAY_MS="100", SHUTDOWN_GRACE_S="1") as (process, url):
-        pool, (native, sdk, answer) = start_requests(url, [native_stream, sdk_stream, native_answer])
+        pool, (native, sdk, answer, sdk_whole) = start_requests(
+            url, [native_stream, sdk_stream, native_answer, sdk_answer])
         signalled_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         check_native_cut(native.result(10))
@@ -105,14 +116,18 @@ def test_the_grace_running_out_ends_every_open_answer_in_words(tmp_path: Path) -
         assert 1 <= time.monotonic() - signalled_at < 5
         assert response.status_code == 503
         assert response.json() == {"error": {"type": "shutting_down", "message": MESSAGE}}
+        error = sdk_whole.result(10)
+        assert type(error) is openai.InternalServerError and error.status_code == 503
+        assert error.body == {"message": MESSAGE, "type": "api_error", "param": None, "code": "shutting_down"}
         assert process.wait(10) in (0, -signal.SIGTERM)
         pool.shutdown()
         log = process.stdout.read().decode()  # type: ignore[union-attr]
-    check_log(log, cut=3)
+    check_log(log, cut=4)
     assert "POST /api/v1/chat 503 provider=echo model=echo" in log
+    assert "POST /v1/chat/completions 503 provider=echo model=echo" in log
 
 
-@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_second_signal_cuts_at_once(tmp_path: Path, second: signal.Signals) -> None:
     with server_process(tmp_path, ECHO_DELAY_MS="100", SHUTDOWN_GRACE_S="30") as (process, url):
         pool, (native, sdk) = start_requests(url, [native_stream, sdk_stream])
