@@ -1,10 +1,13 @@
 """A real `python server.py` shutting down with answers in flight: when `SHUTDOWN_GRACE_S`
 runs out, or at once on a second signal, every open stream gets the contract's failure end
 (`shutting_down`) before its connection closes, a request not yet answered gets a 503, and
-the log holds one line per cut request and no traceback."""
+the log holds one line per cut request and no traceback. And, in-process, the pipeline's
+part of it: `run_chat` cancelled by the server (not by the client leaving) still answers,
+and `requests_ended_at_exit` cuts and awaits every request still open."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -19,6 +22,10 @@ import openai
 import pytest
 
 from streamgate import sse
+from streamgate.chat_types import ChatMessage, ChatRequest
+from streamgate.pipeline import requests_ended_at_exit, run_chat, send_error
+from streamgate.providers.echo import EchoAdapter
+from streamgate.server import NativeFrames, send_native_answer
 from test_process import server_process
 
 WORDS = " ".join(f"w{i}" for i in range(200))
@@ -142,3 +149,80 @@ def test_a_second_signal_cuts_at_once(tmp_path: Path, second: signal.Signals) ->
         pool.shutdown()
         log = process.stdout.read().decode()  # type: ignore[union-attr]
     check_log(log, cut=2)
+
+
+# --- in-process: the pipeline's part -------------------------------------------------
+
+
+class Exchange:
+    """One request's ASGI side: a client that never leaves (or leaves on `leave()`), and
+    what the app sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.left = asyncio.Event()
+        self.first_body = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body":
+            self.first_body.set()
+
+    def chat(self, streaming: bool) -> asyncio.Task[None]:
+        request = ChatRequest([ChatMessage("user", WORDS)], "echo")
+        return asyncio.get_running_loop().create_task(run_chat(
+            EchoAdapter(5), request, NativeFrames("echo", "echo"), self.receive, self.send, 60,
+            streaming=streaming, send_error=send_error, send_answer=send_native_answer))
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+@pytest.mark.anyio
+async def test_a_stream_cancelled_by_the_server_ends_in_words() -> None:
+    exchange = Exchange()
+    task = exchange.chat(streaming=True)
+    await exchange.first_body.wait()
+    task.cancel()
+    await task  # ends normally: the cancellation was answered
+    assert not task.cancelled() and task.cancelling() == 0
+    assert exchange.sent[0]["status"] == 200 and exchange.sent[-1]["more_body"] is False
+    check_native_cut(exchange.body)
+
+
+@pytest.mark.anyio
+async def test_an_answer_cancelled_by_the_server_before_it_was_sent_is_a_503() -> None:
+    exchange = Exchange()
+    task = exchange.chat(streaming=False)
+    await asyncio.sleep(0.02)
+    task.cancel()
+    await task
+    assert exchange.sent[0]["status"] == 503
+    assert json.loads(exchange.body) == {"error": {"type": "shutting_down", "message": MESSAGE}}
+
+
+@pytest.mark.anyio
+async def test_a_client_that_left_gets_nothing_more() -> None:
+    exchange = Exchange()
+    task = exchange.chat(streaming=True)
+    await exchange.first_body.wait()
+    exchange.left.set()
+    await task
+    assert b"shutting_down" not in exchange.body and not exchange.body.endswith(b"[DONE]\n\n")
+
+
+@pytest.mark.anyio
+async def test_the_app_exit_cuts_and_awaits_every_open_request() -> None:
+    exchanges = [Exchange(), Exchange()]
+    async with requests_ended_at_exit():
+        stream, answer = exchanges[0].chat(streaming=True), exchanges[1].chat(streaming=False)
+        await exchanges[0].first_body.wait()
+        answer.cancel()  # as uvicorn does at the end of its grace: not cancelled twice
+    assert stream.done() and answer.done() and not answer.cancelled()
+    check_native_cut(exchanges[0].body)
+    assert exchanges[1].sent[0]["status"] == 503
