@@ -7,6 +7,7 @@ form it takes (`SettingsError`; `server.py` prints it and exits with status 2).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import msgspec
@@ -82,6 +83,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 value = cast(raw)
             except ValueError:
                 raise SettingsError(f"{name}={raw!r} is not valid: {expected}") from None
+            if not math.isfinite(value):
+                raise SettingsError(f"{name}={raw!r} is not valid: {expected}")
             if value < minimum or (maximum is not None and value > maximum):
                 raise SettingsError(f"{name}={raw!r} is out of range: {expected}")
             return value

@@ -97,6 +97,7 @@ BAD_SETTINGS = {  # variable, value → the one line a server started with it pr
     ("WORKERS", "0"): "WORKERS='0' is out of range: expected a whole number >= 1 (default 1)",
     ("ACCESS_LOG", "maybe"): "ACCESS_LOG='maybe' is not valid: expected 1, 0, true or false (default 1)",
     ("UPSTREAM_TIMEOUT_S", "soon"): "UPSTREAM_TIMEOUT_S='soon' is not valid: expected a number >= 0.001 (default 60)",
+    ("SHUTDOWN_GRACE_S", "nan"): "SHUTDOWN_GRACE_S='nan' is not valid: expected a number >= 0 (default 30)",
 }
 
 
