@@ -29,6 +29,7 @@ from streamgate.pipeline import (
     CollectedAnswer,
     decode_json,
     error_headers,
+    log_request,
     pick_adapter,
     read_body,
     run_chat,
@@ -36,7 +37,7 @@ from streamgate.pipeline import (
 )
 from streamgate.providers.base import Adapter
 from streamgate.request_checks import check_request
-from streamgate.errors import GatewayError, InvalidRequestError, UnknownProviderError
+from streamgate.errors import GatewayError, InvalidRequestError, ProviderNotConfiguredError, UnknownProviderError
 from streamgate.settings import Settings
 from streamgate.chat_types import (
     ChatMessage,
@@ -73,8 +74,11 @@ OPENAI_ERROR_TYPES = {
     "body_too_large": "invalid_request_error",
     "unauthorized": "authentication_error",
     "provider_auth_error": "authentication_error",
+    "provider_not_configured": "invalid_request_error",
     "rate_limited": "rate_limit_error",
 }
+#: `error.code` of a provider that has no key configured (`errors.ProviderNotConfiguredError`).
+PROVIDER_NOT_CONFIGURED = "provider_not_configured"
 
 #: OpenAI request fields streamgate cannot honour: refused (400) unless their value is one
 #: that asks for nothing we cannot do. The legacy `functions` / `function_call` are
@@ -301,17 +305,28 @@ class ErrorBody(msgspec.Struct):
 
 
 def error_body(error: GatewayError) -> bytes:
-    """OpenAI's error shape; `code` is our contract's type, `param` the field at fault."""
+    """OpenAI's error shape; `code` is our contract's type (`provider_not_configured` for a
+    provider without a key), `param` the field at fault."""
+    code = PROVIDER_NOT_CONFIGURED if isinstance(error, ProviderNotConfiguredError) else error.type
     status_type = "invalid_request_error" if error.status < 500 else "api_error"
-    kind = OPENAI_ERROR_TYPES.get(error.type, status_type)
+    kind = OPENAI_ERROR_TYPES.get(code, status_type)
     param = "model" if error.type in ("model_not_supported", "model_not_found") else None
     if error.message.startswith("$."):
         param = error.message[2:].partition(":")[0]
-    return json_encoder.encode(ErrorBody(ErrorDetail(error.message, kind, param, error.type)))
+    return json_encoder.encode(ErrorBody(ErrorDetail(error.message, kind, param, code)))
+
+
+def openai_status(error: GatewayError) -> int:
+    """The status OpenAI's own API would answer, so that SDK users' `except` clauses work:
+    a request the gateway refuses as malformed (our 422s) is a 400 (`BadRequestError`), and
+    so is a provider without a key (a 401 here means the gateway's own key)."""
+    if error.status == 422 or isinstance(error, ProviderNotConfiguredError):
+        return 400
+    return error.status
 
 
 async def send_openai_error(send: Send, error: GatewayError) -> None:
-    await send_json(send, error.status, error_body(error), error_headers(error))
+    await send_json(send, openai_status(error), error_body(error), error_headers(error))
 
 
 class ToolCallFunctionDelta(msgspec.Struct, omit_defaults=True):
@@ -466,6 +481,8 @@ class ChatCompletionsEndpoint:
         except GatewayError as error:
             metrics.record_rejected(error.type, error.provider)
             await send_openai_error(send, error)
+            if self.settings.access_log:
+                log_request(scope, openai_status(error), error.provider, None, error_type=error.type)
             return
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
@@ -474,7 +491,7 @@ class ChatCompletionsEndpoint:
         await run_chat(
             adapter, request, frames, receive, send, self.settings.sse_heartbeat_s,
             streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer,
-            streams=self.streams,
+            streams=self.streams, scope=scope if self.settings.access_log else None,
         )
 
 

@@ -16,6 +16,7 @@ import logging
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -30,6 +31,7 @@ from streamgate.errors import (
     GatewayError,
     InvalidJSONError,
     InvalidRequestError,
+    ShuttingDownError,
     UnknownProviderError,
     UpstreamError,
 )
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from streamgate.resume import Streams
 
 log = logging.getLogger("streamgate")
+#: One line per chat request at its end (`ACCESS_LOG`), never one per frame.
+access_log = logging.getLogger("streamgate.access")
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -166,9 +170,11 @@ class Frames(Protocol):
 
 
 class StreamProgress:
-    """What the watcher and the pump of one stream share (and metrics read at its end)."""
+    """What the watcher and the pump of one stream share (and metrics and the request log
+    read at its end)."""
 
-    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming", "error_type")
+    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming", "error_type",
+                 "client_gone", "status", "usage", "stream_id")
 
     def __init__(self) -> None:
         self.started_at = self.last_sent_at = time.monotonic()
@@ -176,6 +182,10 @@ class StreamProgress:
         self.frames_sent = 0
         self.streaming = False
         self.error_type: str | None = None  # the `type` of the error the client got, if any
+        self.client_gone = False
+        self.status: int | None = None  # the HTTP status sent, once sent
+        self.usage: Usage | None = None  # the usage the answer reported, at its end
+        self.stream_id: str | None = None  # a resumable stream's `X-Stream-Id`
 
 
 class ClientWatch:
@@ -189,14 +199,13 @@ class ClientWatch:
     stream (measured under `python -m bench` with py-spy and tracemalloc).
     """
 
-    __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "watcher", "client_gone")
+    __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "watcher")
 
     def __init__(self, receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float) -> None:
         self.receive = receive
         self.send = send
         self.progress = progress
         self.heartbeat_s = heartbeat_s
-        self.client_gone = False
 
     async def __aenter__(self) -> None:
         self.work = asyncio.current_task()
@@ -206,7 +215,7 @@ class ClientWatch:
         self.watcher.cancel()
         if self.watcher.done() and not self.watcher.cancelled() and self.watcher.exception() is not None:
             log.error("the client watcher failed", exc_info=self.watcher.exception())
-        if self.client_gone and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+        if self.progress.client_gone and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             self.work.uncancel()  # type: ignore[union-attr]
             return True
         return False
@@ -225,7 +234,7 @@ class ClientWatch:
                     progress.last_sent_at = time.monotonic()
                 continue
             if message["type"] == "http.disconnect":
-                self.client_gone = True
+                progress.client_gone = True
                 self.work.cancel()  # type: ignore[union-attr]
                 return
 
@@ -240,8 +249,10 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
     Empty non-final chunks are dropped; the one chunk with a `finish_reason` is the final
     frame and carries the last usage the upstream reported. Frames of chunks that were
     already read (one upstream read often holds many) go out together in one `send`; a
-    frame never waits for the upstream (see `next_or_flush`).
+    frame never waits for the upstream (see `next_or_flush`). Cancelled by the server
+    (not by the client leaving), the stream still ends in words: `shutting_down`.
     """
+    cut = False
     final_sent = False
     usage: Usage | None = None
     tail = frames.done()
@@ -295,9 +306,18 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         log.exception("stream failed")
         progress.error_type = UpstreamError.type
         tail = frames.failure(UpstreamError("the gateway failed while streaming"), final_sent, usage)
+    except asyncio.CancelledError:
+        if progress.client_gone:
+            raise
+        cut = True
+        progress.error_type = ShuttingDownError.type
+        tail = frames.failure(shutting_down(), final_sent, usage)
     progress.streaming = False  # no keep-alive may follow the end of the response
     progress.frames_sent += len(pending)
+    progress.usage = usage
     await send({"type": "http.response.body", "body": b"".join(pending) + tail, "more_body": False})
+    if cut:
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
 
 
 async def next_or_flush(chunks: AsyncIterator[Chunk], flush: Callable[[], Awaitable[None]] | None) -> Chunk:
@@ -382,43 +402,70 @@ async def run_chat(
     send_error: SendError,
     send_answer: SendAnswer,
     streams: Streams | None = None,
+    scope: Scope | None = None,
 ) -> None:
     """Open the upstream and answer: as an SSE stream, or (not `streaming`) as one JSON
     object. Shared by every dialect; the client leaving cancels it at once and the
-    upstream connection is released. A resumable stream goes to `streams` instead
-    (`resume.py`): its generation outlives its client."""
+    upstream connection is released. The server shutting down cancels it too, and then it
+    still answers (`requests_ended_at_exit`). With `scope`, the request is logged at its
+    end (`log_request`). A resumable stream goes to `streams` instead (`resume.py`): its
+    generation outlives its client."""
     if request.resumable and streaming and streams is not None:
         await streams.run(adapter, request, frames, receive, send, send_error=send_error)  # type: ignore[arg-type]
         return
     progress = StreamProgress()
     stream: ChunkStream | None = None
     metrics.stream_started(adapter.name)
+    task = asyncio.current_task()
+    open_requests = _open_requests.get(asyncio.get_running_loop())
+    if open_requests is not None:
+        open_requests.add(task)  # type: ignore[arg-type]
     try:
         async with ClientWatch(receive, send, progress, heartbeat_s):
             try:
                 stream = await open_stream(adapter, request)
-            except GatewayError as error:
-                progress.error_type = error.type
-                await send_error(send, error)
-            else:
                 if streaming:
                     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                    progress.status = 200
                     progress.last_sent_at = time.monotonic()
                     progress.streaming = True
                     await stream_chunks(stream, frames, send, progress)
                 else:
-                    try:
-                        answer = await collect(stream)
-                    except GatewayError as error:
-                        progress.error_type = error.type
-                        await send_error(send, error)
-                    else:
-                        await send_answer(send, answer)
+                    answer = await collect(stream)
+                    progress.usage = answer.final.usage
+                    await send_answer(status_noted(send, progress), answer)
+            except GatewayError as error:
+                progress.error_type = error.type
+                await send_error(status_noted(send, progress), error)
+            except asyncio.CancelledError:
+                if progress.client_gone or progress.status is not None:
+                    raise
+                progress.error_type = ShuttingDownError.type
+                await send_error(status_noted(send, progress), shutting_down())
+                task.uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
     finally:
+        if open_requests is not None:
+            open_requests.discard(task)  # type: ignore[arg-type]
         if stream is not None:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
         metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
+        if scope is not None:  # a cut request's line is a warning: one line per cut request
+            log_request(scope, progress.status, adapter.name, request.model or adapter.default_model, progress)
+        elif progress.error_type == ShuttingDownError.type:
+            log.warning("shutting down: cut a request to %s after %d frames", adapter.name, progress.frames_sent)
+
+
+def status_noted(send: Send, progress: StreamProgress) -> Send:
+    """`send`, noting the status of the response it starts in `progress` (for the request
+    log: each dialect chooses its own error statuses)."""
+
+    async def send_and_note(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            progress.status = message["status"]
+        await send(message)
+
+    return send_and_note
 
 
 async def open_stream(adapter: Adapter, request: ChatRequest) -> ChunkStream:
@@ -493,3 +540,66 @@ async def drain(stream: ChunkStream, final: StreamChunk) -> None:
     except GatewayError:
         if final.finish_reason is FinishReason.ERROR:
             raise
+
+
+# --- shutdown ---------------------------------------------------------------------------
+
+#: The chat requests being answered, per event loop whose app will end them at its exit
+#: (`requests_ended_at_exit`): one loop per server, several servers in the tests.
+_open_requests: dict[asyncio.AbstractEventLoop, set[asyncio.Task[Any]]] = {}
+
+#: How long the exit waits for the requests it cut to send their last bytes.
+CUT_WAIT_S = 2.0
+
+
+def shutting_down() -> ShuttingDownError:
+    return ShuttingDownError("the server is shutting down; the answer was cut off before its end")
+
+
+@asynccontextmanager
+async def requests_ended_at_exit() -> AsyncIterator[None]:
+    """Around an app's life (its lifespan). On leaving, every chat request still open is
+    cancelled — unless the server cancelled it already, as uvicorn does when
+    `timeout_graceful_shutdown` runs out — and waited for while it ends in words: a stream
+    with the failure end of type `shutting_down`, a request not yet answered with a 503."""
+    loop = asyncio.get_running_loop()
+    open_requests = _open_requests[loop] = set()
+    try:
+        yield
+    finally:
+        del _open_requests[loop]
+        pending = [task for task in open_requests if not task.done()]
+        for task in pending:
+            if not task.cancelling():
+                task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=CUT_WAIT_S)
+
+
+# --- the request log --------------------------------------------------------------------
+
+
+def log_request(scope: Scope, status: int | None, provider: str | None, model: str | None,
+                progress: StreamProgress | None = None, error_type: str | None = None) -> None:
+    """One line for one chat request, at its end: method, path, status, `provider=`,
+    `model=`, `ttft=` and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for
+    what is not known), `stream=` a resumable stream's id, `error=` the contract's error
+    type or `client_gone`. A request cut by the shutdown is a warning."""
+    fields = [scope["method"], scope["path"], str(status or "-"), f"provider={provider or '-'}",
+              f"model={model or '-'}"]
+    if progress is not None:
+        ended_at = time.monotonic()
+        first = progress.first_token_at
+        usage = progress.usage
+        fields += [
+            f"ttft={first - progress.started_at:.3f}s" if first is not None else "ttft=-",
+            f"duration={ended_at - progress.started_at:.3f}s",
+            f"tokens={usage.prompt_tokens}+{usage.completion_tokens}" if usage is not None else "tokens=-",
+        ]
+        error_type = progress.error_type or ("client_gone" if progress.client_gone else None)
+        if progress.stream_id is not None:
+            fields.append(f"stream={progress.stream_id}")
+    if error_type is not None:
+        fields.append(f"error={error_type}")
+    level = logging.WARNING if error_type == ShuttingDownError.type else logging.INFO
+    access_log.log(level, " ".join(fields))

@@ -11,10 +11,16 @@ Run it with `python server.py` (uvloop, httptools, graceful SIGTERM) or `uvicorn
 from __future__ import annotations
 
 import logging
+import signal
+import socket
+import sys
 from collections.abc import Mapping
-from typing import Any
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,6 +29,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.lifespan.on import LifespanOn
 
 from streamgate import metrics
 from streamgate.catalog import Catalog
@@ -34,8 +41,10 @@ from streamgate.pipeline import (
     ClientGone,
     CollectedAnswer,
     decode_json,
+    log_request,
     pick_adapter,
     read_body,
+    requests_ended_at_exit,
     run_chat,
     send_error,
     send_json,
@@ -45,7 +54,7 @@ from streamgate.request_checks import check_request
 from streamgate.resume import Streams, resume_routes, store_for
 from streamgate.providers.base import Adapter
 from streamgate.errors import GatewayError
-from streamgate.settings import Settings
+from streamgate.settings import Settings, SettingsError
 from streamgate.chat_types import (
     ChatRequest,
     ChatResponse,
@@ -145,6 +154,8 @@ class ChatEndpoint:
         except GatewayError as error:
             metrics.record_rejected(error.type, error.provider)
             await send_error(send, error)
+            if self.settings.access_log:
+                log_request(scope, error.status, error.provider, None, error_type=error.type)
             return
         model = request.model or adapter.default_model
         frames = (ResumableNativeFrames if request.resumable else NativeFrames)(model, adapter.name)
@@ -153,6 +164,7 @@ class ChatEndpoint:
             self.settings.sse_heartbeat_s, streaming=self.streaming,
             send_error=send_error, streams=self.streams,
             send_answer=send_native_answer_with_reasoning if request.include_reasoning else send_native_answer,
+            scope=scope if self.settings.access_log else None,
         )
 
 
@@ -225,7 +237,8 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         catalog.start()
         await streams.start()
-        yield
+        async with requests_ended_at_exit():
+            yield
         await streams.aclose()
         await catalog.stop()
         for adapter in adapters.values():
@@ -265,24 +278,56 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     return app
 
 
-app = create_app()
+def app_from_env() -> Starlette:
+    """`create_app()` with the environment's settings; a bad value ends the process with
+    one line naming the variable and status 2 (for `python server.py`, the `streamgate`
+    command and `uvicorn streamgate.server:app` alike: each imports this module)."""
+    try:
+        return create_app()
+    except SettingsError as error:
+        print(f"streamgate: cannot start: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = app_from_env()
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, where the second SIGTERM forces the exit as a second Ctrl-C does,
+    and a forced exit still runs the app's shutdown (uvicorn skips it): the streams still
+    open get their failure end at once instead of a cut connection."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGTERM:
+            self.force_exit = True
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        lifespan = self.lifespan
+        if self.force_exit and isinstance(lifespan, LifespanOn) and not lifespan.shutdown_event.is_set():
+            await lifespan.shutdown()
 
 
 def main() -> None:
     settings: Settings = app.state.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # it logs every upstream request at INFO
-    workers.run(
-        app,
-        settings,
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # the request log is ours (`ACCESS_LOG`), with what uvicorn cannot know
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
-
+    if settings.workers > 1:
+        workers.run_workers(settings, **options)
+        return
+    try:
+        GatewayServer(uvicorn.Config(app, **options)).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it is done
+        pass
 
 if __name__ == "__main__":
     main()

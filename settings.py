@@ -1,11 +1,13 @@
 """Settings from the environment and a `.env` file in the working directory.
 
-`starlette.config.Config` reads both (the environment wins) and names the variable
-when a value does not parse, so a typo fails at start-up, not at the first request.
+`starlette.config.Config` reads both (the environment wins). A value that does not parse
+fails at start-up, not at the first request, with one line naming the variable and the
+form it takes (`SettingsError`; `server.py` prints it and exits with status 2).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import msgspec
@@ -16,6 +18,17 @@ from starlette.config import Config
 #: (any port): the default `ALLOWED_HOSTS` for them.
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+#: The spellings a boolean variable may take.
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+class SettingsError(ValueError):
+    """A variable whose value does not parse; the message names it and the form expected."""
+
+
+def plain(value: float) -> str:
+    """`8000`, `0.001`: a number as an operator writes it."""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,15 +67,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env_file: str | Path = ".env") -> Settings:
+        """The settings of the environment (and `env_file`); a value that does not parse
+        raises `SettingsError` naming the variable and the form expected."""
         config = Config(env_file if Path(env_file).is_file() else None)
 
         def text(name: str) -> str | None:
             return config(name, default=None) or None
 
-        def number(name: str, cast: type, default: float, minimum: float) -> float:
-            value = config(name, cast=cast, default=default)
-            if value < minimum:
-                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        def number(name: str, cast: type[int] | type[float], default: float, minimum: float,
+                   maximum: float | None = None) -> float:
+            raw = config(name, default=None)
+            if raw is None or not raw.strip():
+                return default
+            kind = "a whole number" if cast is int else "a number"
+            bounds = f"from {plain(minimum)} to {plain(maximum)}" if maximum is not None else f">= {plain(minimum)}"
+            expected = f"expected {kind} {bounds} (default {plain(default)})"
+            try:
+                value = cast(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not valid: {expected}") from None
+            if not math.isfinite(value):
+                raise SettingsError(f"{name}={raw!r} is not valid: {expected}")
+            if value < minimum or (maximum is not None and value > maximum):
+                raise SettingsError(f"{name}={raw!r} is out of range: {expected}")
+            return value
+
+        def flag(name: str, default: bool) -> bool:
+            raw = config(name, default=None)
+            if raw is None or not raw.strip():
+                return default
+            value = BOOLEANS.get(raw.strip().lower())
+            if value is None:
+                raise SettingsError(f"{name}={raw!r} is not valid: expected 1, 0, true or false "
+                                    f"(default {int(default)})")
             return value
 
         origins = config("CORS_ORIGINS", default="")
@@ -72,7 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ())
         return cls(
             host=host,
-            port=int(number("PORT", int, 8000, 0)),
+            port=int(number("PORT", int, 8000, 0, 65535)),
             openai_api_key=text("OPENAI_API_KEY"),
             anthropic_api_key=text("ANTHROPIC_API_KEY"),
             gemini_api_key=text("GEMINI_API_KEY"),
@@ -97,6 +134,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             workers=int(number("WORKERS", int, 1, 1)),
             redis_url=text("REDIS_URL"),
             resume_ttl_s=number("RESUME_TTL_S", float, 600.0, 1),
-            access_log=config("ACCESS_LOG", cast=bool, default=True),
+            access_log=flag("ACCESS_LOG", True),
             model_catalog_refresh_s=number("MODEL_CATALOG_REFRESH_S", float, 3600.0, 0),
         )

@@ -1,4 +1,4 @@
-"""Running the server: one process, or `WORKERS` uvicorn worker processes on one port.
+"""Running the server as `WORKERS` uvicorn worker processes on one port.
 
 With several workers, `/metrics` must add them all up: prometheus-client's multiprocess
 mode, switched on by `PROMETHEUS_MULTIPROC_DIR` (a fresh temporary directory, set here
@@ -23,13 +23,10 @@ APP_IMPORT_STRING = "streamgate.server:app"
 WORKER_HEALTHCHECK_S = 60
 
 
-def run(app: Any, settings: Settings, **uvicorn_options: Any) -> None:
-    """`uvicorn.run` the app (`settings.workers` processes)."""
+def run_workers(settings: Settings, **uvicorn_options: Any) -> None:
+    """`uvicorn.run` the app in `settings.workers` processes (one process: `server.main`)."""
     import uvicorn
 
-    if settings.workers == 1:
-        uvicorn.run(app, **uvicorn_options)
-        return
     if not settings.redis_url:
         log.warning("WORKERS=%d without REDIS_URL: a resumable stream can be resumed only on the worker that "
                     "started it; set REDIS_URL to share them", settings.workers)

@@ -41,7 +41,7 @@ from anthropic._models import FinalRequestOptions
 
 from streamgate import sse
 from streamgate.providers.base import ChunkStream, open_with_retries
-from streamgate.errors import ProviderAuthError, UpstreamError
+from streamgate.errors import ProviderNotConfiguredError, UpstreamError
 from streamgate.upstream_http import response_body, sdk_http_client
 from streamgate.settings import Settings
 from streamgate.providers.stainless import AnthropicRequest, map_sdk_error, map_transport_error
@@ -217,7 +217,7 @@ class AnthropicStreamAdapter:
 
     async def stream_chat(self, request: ChatRequest) -> ChunkStream:
         if not self.configured:
-            raise ProviderAuthError(f"anthropic is not configured; set {KEY_ENV}", provider=PROVIDER)
+            raise ProviderNotConfiguredError(f"anthropic is not configured; set {KEY_ENV}", provider=PROVIDER)
         model = request.model or self.default_model
         body = json_encoder.encode(WireRequest.of(request, model))
         response = await open_with_retries(lambda: self._open(body), max_retries=self.max_retries)

@@ -191,16 +191,16 @@ def test_unsupported_field_is_refused(client: openai.OpenAI, fields: dict, param
 
 @pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4-20250514", "gpt-4o"])
 def test_unknown_provider(client: openai.OpenAI, model: str) -> None:
-    with pytest.raises(openai.UnprocessableEntityError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=model, messages=USER, stream=True)
     error = caught.value
     assert (error.status_code, error.code, error.type, error.param) == (
-        422, "unknown_provider", "invalid_request_error", "model")
+        400, "unknown_provider", "invalid_request_error", "model")
     assert model in error.body["message"] and "echo, broken, off" in error.body["message"]  # type: ignore[index]
 
 
 def test_model_not_supported_passes_through(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.UnprocessableEntityError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="echo/other", messages=USER)
     assert (caught.value.code, caught.value.type, caught.value.param) == (
         "model_not_supported", "invalid_request_error", "model")
@@ -215,7 +215,7 @@ def test_model_not_supported_passes_through(client: openai.OpenAI) -> None:
     ({"model": "echo/"}, "model"),
 ])
 def test_invalid_request(client: openai.OpenAI, fields: dict, param: str) -> None:
-    with pytest.raises(openai.UnprocessableEntityError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(**{"model": "echo/echo", "messages": USER, **fields})
     assert (caught.value.code, caught.value.type, caught.value.param) == (
         "invalid_request", "invalid_request_error", param)

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from streamgate import sse
+from streamgate.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "GATEWAY_API_KEY")
@@ -89,13 +91,40 @@ def test_sigterm_lets_the_streams_in_flight_finish(tmp_path: Path) -> None:
         assert b"Finished server process" in process.stdout.read()  # type: ignore[union-attr]
 
 
-def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+BAD_SETTINGS = {  # variable, value → the one line a server started with it prints
+    ("PORT", "abc"): "PORT='abc' is not valid: expected a whole number from 0 to 65535 (default 8000)",
+    ("MAX_BODY_BYTES", "lots"): "MAX_BODY_BYTES='lots' is not valid: expected a whole number >= 1 (default 1048576)",
+    ("WORKERS", "0"): "WORKERS='0' is out of range: expected a whole number >= 1 (default 1)",
+    ("ACCESS_LOG", "maybe"): "ACCESS_LOG='maybe' is not valid: expected 1, 0, true or false (default 1)",
+    ("UPSTREAM_TIMEOUT_S", "soon"): "UPSTREAM_TIMEOUT_S='soon' is not valid: expected a number >= 0.001 (default 60)",
+    ("SHUTDOWN_GRACE_S", "nan"): "SHUTDOWN_GRACE_S='nan' is not valid: expected a number >= 0 (default 30)",
+}
+
+
+@pytest.mark.parametrize(("variable", "value"), list(BAD_SETTINGS))
+def test_a_bad_setting_is_named_with_the_form_expected(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(tmp_path / ".env")
+    assert str(caught.value) == BAD_SETTINGS[variable, value]
+
+
+def test_a_bad_setting_stops_start_up_with_one_line_and_status_2(tmp_path: Path) -> None:
+    """`python server.py` (and so the `streamgate` command: the same `main`) and `uvicorn
+    streamgate.server:app` each print one line and exit with status 2, no traceback."""
     environment = {k: v for k, v in os.environ.items() if k not in KEYS}
-    environment.update({"MAX_BODY_BYTES": "lots"})
-    result = subprocess.run([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
-                            capture_output=True, timeout=30)
-    assert result.returncode != 0
-    assert b"MAX_BODY_BYTES" in result.stderr
+    starts = {("PORT", "abc"): [str(ROOT / "server.py")],
+              ("WORKERS", "0"): ["-m", "uvicorn", "streamgate.server:app"]}
+    processes = {
+        setting: subprocess.Popen([sys.executable, *command], cwd=tmp_path, env={**environment, setting[0]: setting[1]},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for setting, command in starts.items()
+    }
+    for setting, process in processes.items():
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 2
+        assert (stdout, stderr.decode()) == (b"", f"streamgate: cannot start: {BAD_SETTINGS[setting]}\n")
 
 
 def test_dot_env_is_read_and_the_environment_wins(tmp_path: Path) -> None:

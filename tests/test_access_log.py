@@ -1,0 +1,102 @@
+"""The request log: one line per chat request when it ends (`ACCESS_LOG`), on both
+dialects, streamed or not, answered or refused; nothing per frame; none with it off."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from streamgate.providers import build_adapters
+from streamgate.server import create_app
+from support import serve, settings
+
+HELLO = [{"role": "user", "content": "Hello there, log"}]
+NUMBER = r"\d+\.\d{3}s"
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with serve(create_app(settings(echo_delay_ms=1.0))) as url:
+        yield url
+
+
+def lines_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "streamgate.access"]
+
+
+def wait_for_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The log lines, once `count` are there (a line is written after the response's end)."""
+    deadline = time.monotonic() + 5
+    while len(lines_of(caplog)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return lines_of(caplog)
+
+
+def test_a_stream_and_an_answer_each_log_one_line(base_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    body = {"provider": "echo", "messages": HELLO}
+    assert httpx.post(base_url + "/api/v1/chat/stream", json=body).status_code == 200
+    assert httpx.post(base_url + "/api/v1/chat", json=body).status_code == 200
+    with openai.OpenAI(base_url=base_url + "/v1", api_key="-", max_retries=0) as client:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+            model="echo/echo", messages=HELLO, stream=True) if chunk.choices)
+        assert text == HELLO[0]["content"]
+    stream, answer, sdk = wait_for_lines(caplog, 3)
+    assert re.fullmatch(rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
+                        rf"duration={NUMBER} tokens=3\+3", stream), stream
+    assert re.fullmatch(rf"POST /api/v1/chat 200 provider=echo model=echo ttft=- duration={NUMBER} tokens=3\+3",
+                        answer), answer
+    assert re.fullmatch(rf"POST /v1/chat/completions 200 provider=echo model=echo ttft={NUMBER} "
+                        rf"duration={NUMBER} tokens=3\+3", sdk), sdk
+    assert all(record.levelno == logging.INFO for record in caplog.records if record.name == "streamgate.access")
+
+
+def test_refused_requests_log_the_status_each_dialect_sent(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    with serve(create_app(settings())) as url:  # every provider, none configured but echo
+        assert httpx.post(url + "/api/v1/chat/stream", json={"provider": "nope", "messages": HELLO}).status_code == 422
+        assert httpx.post(url + "/api/v1/chat/stream", json={"provider": "openai", "messages": HELLO}).status_code == 401
+        with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0) as client:
+            for model in ("echo/other", "anthropic/claude-x"):
+                with pytest.raises(openai.BadRequestError):
+                    client.chat.completions.create(model=model, messages=HELLO)
+        lines = wait_for_lines(caplog, 4)
+    expected = [
+        r"POST /api/v1/chat/stream 422 provider=- model=- error=unknown_provider",
+        rf"POST /api/v1/chat/stream 401 provider=openai model=gpt-4o ttft=- duration={NUMBER} tokens=- "
+        r"error=provider_auth_error",
+        rf"POST /v1/chat/completions 400 provider=echo model=other ttft=- duration={NUMBER} tokens=- "
+        r"error=model_not_supported",
+        rf"POST /v1/chat/completions 400 provider=anthropic model=claude-x ttft=- duration={NUMBER} tokens=- "
+        r"error=provider_auth_error",
+    ]
+    assert len(lines) == len(expected)
+    for line, pattern in zip(lines, expected):
+        assert re.fullmatch(pattern, line), line
+
+
+def test_a_client_that_leaves_is_logged_as_gone(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    words = " ".join(f"w{i}" for i in range(100))
+    with serve(create_app(settings(echo_delay_ms=50.0))) as url:
+        body = {"provider": "echo", "messages": [{"role": "user", "content": words}]}
+        with httpx.stream("POST", url + "/api/v1/chat/stream", json=body) as response:
+            next(response.iter_bytes())
+        (line,) = wait_for_lines(caplog, 1)
+    assert re.fullmatch(rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
+                        rf"duration={NUMBER} tokens=- error=client_gone", line), line
+
+
+def test_access_log_off_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    with serve(create_app(settings(access_log=False), build_adapters(settings()))) as url:
+        assert httpx.post(url + "/api/v1/chat/stream", json={"provider": "echo", "messages": HELLO}).status_code == 200
+        assert httpx.post(url + "/api/v1/chat", json={"provider": "nope", "messages": HELLO}).status_code == 422
+        time.sleep(0.1)
+    assert lines_of(caplog) == []
