@@ -174,7 +174,7 @@ class StreamProgress:
     read at its end)."""
 
     __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming", "error_type",
-                 "client_gone", "status", "usage", "stream_id")
+                 "client_gone", "status", "usage", "stream_id", "stop_error")
 
     def __init__(self) -> None:
         self.started_at = self.last_sent_at = time.monotonic()
@@ -186,6 +186,9 @@ class StreamProgress:
         self.status: int | None = None  # the HTTP status sent, once sent
         self.usage: Usage | None = None  # the usage the answer reported, at its end
         self.stream_id: str | None = None  # a resumable stream's `X-Stream-Id`
+        #: Why the stream is being cancelled when it is not the client leaving: a `DELETE`
+        #: (`cancelled`); unset, the server is shutting down.
+        self.stop_error: GatewayError | None = None
 
 
 class ClientWatch:
@@ -310,8 +313,9 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         if progress.client_gone:
             raise
         cut = True
-        progress.error_type = ShuttingDownError.type
-        tail = frames.failure(shutting_down(), final_sent, usage)
+        error = progress.stop_error or shutting_down()
+        progress.error_type = error.type
+        tail = frames.failure(error, final_sent, usage)
     progress.streaming = False  # no keep-alive may follow the end of the response
     progress.frames_sent += len(pending)
     progress.usage = usage

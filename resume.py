@@ -96,7 +96,7 @@ class Generation:
 
     def stop(self, error: GatewayError) -> None:
         if self.stop_error is None and not self.ended:
-            self.stop_error = error
+            self.stop_error = self.progress.stop_error = error
             if self.task is not None:
                 self.task.cancel()
 
