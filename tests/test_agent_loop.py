@@ -1,0 +1,347 @@
+"""The agent loop through the gateway, for each provider: the official `openai` SDK on
+`/v1/chat/completions` (the `stream()` helper, `create` not streamed) and the native
+`/api/v1/chat/stream` — call → run the tool locally → `tool` message → final text —
+against one loopback upstream speaking each provider's real streaming wire. The second
+turn's upstream request is asserted in the provider's own form."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import httpx2
+import openai
+import pytest
+
+from support import Answer
+from wire_anthropic import sdk_message, text_block, tool_block, whole_stream
+from wire_gemini import frame, function_call, sdk_request, sdk_stream, text, usage_metadata
+from wire_gemini import sse_body as gemini_body
+from wire_openai import call_arguments, call_start, chunk, completion, sdk_final, sse_body, tool_chunk, usage_chunk
+from wire_together import MAVERICK, together_chunk
+from wire_upstreams import ProviderUpstream, providers_gateway
+
+pytestmark = pytest.mark.anyio
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather now in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                   "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "get_time", "description": "The time in a time zone.",
+                                         "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}
+TOOLS = [WEATHER, TIME]
+QUESTION = "Weather and time in Paris?"
+
+#: The calls' arguments as the model wrote them; the weather call's JSON is cut inside an
+#: escape (a fragment ends in the backslash of `\"`) and carries multi-byte characters.
+WEATHER_ARGS = '{"city": "Paris – \\"été\\" 🌞", "unit": "°C"}'
+_CUT = WEATHER_ARGS.index("\\") + 1
+WEATHER_FRAGMENTS = [WEATHER_ARGS[:_CUT], WEATHER_ARGS[_CUT:_CUT + 9], WEATHER_ARGS[_CUT + 9:]]
+TIME_ARGS = '{"tz": "Europe/Paris"}'
+TIME_FRAGMENTS = ['{"tz": ', '"Europe/Paris"}']
+FINAL = ["Paris: 18 °C", " and sunny 🌞, ", "14:05."]
+
+
+def get_weather(city: str, unit: str = "°C") -> str:
+    return json.dumps({"city": city, "celsius": 18, "unit": unit}, ensure_ascii=False)
+
+
+def get_time(tz: str) -> str:
+    return "14:05"
+
+
+LOCAL_TOOLS: dict[str, Callable[..., str]] = {"get_weather": get_weather, "get_time": get_time}
+
+
+def compact(arguments: str) -> str:
+    """Arguments as a provider that sends them parsed (Gemini) gives them back: compact JSON."""
+    return json.dumps(json.loads(arguments), ensure_ascii=False, separators=(",", ":"))
+
+
+# --- each provider's wire ------------------------------------------------------------------
+
+CALL_IDS = ("call_W8hqZ2", "call_T2mzQ7")
+
+
+def openai_calls(model: str = "gpt-4o-2024-08-06") -> bytes:
+    return sse_body([
+        chunk(role="assistant", model=model), chunk("Let me check.", model=model),
+        tool_chunk(call_start(0, CALL_IDS[0], "get_weather"), model=model),
+        *(tool_chunk(call_arguments(0, f), model=model) for f in WEATHER_FRAGMENTS),
+        tool_chunk(call_start(1, CALL_IDS[1], "get_time"), model=model),
+        *(tool_chunk(call_arguments(1, f), model=model) for f in TIME_FRAGMENTS),
+        chunk(finish_reason="tool_calls", model=model), usage_chunk(40, 31, model=model)])
+
+
+def together_calls() -> bytes:
+    return sse_body([
+        together_chunk("Let me check."),
+        together_chunk("", tool_calls=[call_start(0, CALL_IDS[0], "get_weather")]),
+        *(together_chunk("", tool_calls=[call_arguments(0, f)]) for f in WEATHER_FRAGMENTS),
+        together_chunk("", tool_calls=[call_start(1, CALL_IDS[1], "get_time")]),
+        *(together_chunk("", tool_calls=[call_arguments(1, f)]) for f in TIME_FRAGMENTS),
+        together_chunk("", "tool_calls", {"prompt_tokens": 40, "completion_tokens": 31, "total_tokens": 71})])
+
+
+def together_final() -> bytes:
+    return sse_body([*(together_chunk(p) for p in FINAL),
+                     together_chunk("", "eos", {"prompt_tokens": 90, "completion_tokens": 12, "total_tokens": 102})])
+
+
+TOOLU_IDS = ("toolu_01WeatherA", "toolu_01TimeB")
+
+
+def anthropic_calls() -> bytes:
+    return b"".join(whole_stream(text_block(0, ["Let me check."]),
+                                 tool_block(1, TOOLU_IDS[0], "get_weather", ["", *WEATHER_FRAGMENTS]),
+                                 tool_block(2, TOOLU_IDS[1], "get_time", TIME_FRAGMENTS), stop_reason="tool_use",
+                                 output_tokens=46))
+
+
+def anthropic_final() -> bytes:
+    return b"".join(whole_stream(text_block(0, FINAL), output_tokens=12))
+
+
+#: A Gemini thought signature (opaque base64 with `+`, `/` and padding).
+SIGNATURE = base64.b64encode(b"\xfb\xff\xbf signed call " * 7).decode()
+
+
+def gemini_calls() -> bytes:
+    return gemini_body(frame(text("Let me check.")),
+                       frame(function_call("get_weather", json.loads(WEATHER_ARGS), SIGNATURE)),
+                       frame(function_call("get_time", json.loads(TIME_ARGS)), finish_reason="STOP",
+                             usage=usage_metadata(40, 31, None)))
+
+
+def gemini_final() -> bytes:
+    return gemini_body(*(frame(text(p)) for p in FINAL),
+                       frame(text(""), finish_reason="STOP", usage=usage_metadata(90, 12, None)))
+
+
+def anthropic_second_turn(_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": TOOLU_IDS[0], "name": "get_weather", "input": json.loads(WEATHER_ARGS)},
+            {"type": "tool_use", "id": TOOLU_IDS[1], "name": "get_time", "input": {"tz": "Europe/Paris"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": TOOLU_IDS[0], "content": get_weather("Paris – \"été\" 🌞")},
+            {"type": "tool_result", "tool_use_id": TOOLU_IDS[1], "content": "14:05"}]},
+    ]
+
+
+def gemini_second_turn(_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "parts": [{"text": QUESTION}]},
+        {"role": "model", "parts": [
+            {"text": "Let me check."},
+            {"functionCall": {"name": "get_weather", "args": json.loads(WEATHER_ARGS)}, "thoughtSignature": SIGNATURE},
+            {"functionCall": {"name": "get_time", "args": {"tz": "Europe/Paris"}}}]},
+        {"role": "user", "parts": [
+            {"functionResponse": {"name": "get_weather", "response": json.loads(get_weather("Paris – \"été\" 🌞"))}},
+            {"functionResponse": {"name": "get_time", "response": {"output": "14:05"}}}]},
+    ]
+
+
+def as_sent(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI and Together get the conversation exactly as the client sent it."""
+    return messages
+
+
+class Case(NamedTuple):
+    provider: str
+    model: str
+    path: str  # of the upstream request
+    calls: bytes  # the first turn: text, then two parallel calls
+    final: bytes  # the second turn: text
+    ids: tuple[str, str] | None  # the calls' ids (None: the gateway makes them)
+    arguments: tuple[str, str]  # each call's arguments, concatenated
+    history: str  # the body field holding the conversation upstream
+    second_turn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]  # that field, from the messages sent
+
+
+CASES = [
+    Case("openai", "gpt-4o", "/v1/chat/completions", openai_calls(), completion(FINAL), CALL_IDS,
+         (WEATHER_ARGS, TIME_ARGS), "messages", as_sent),
+    Case("anthropic", "claude-sonnet-5-5", "/v1/messages", anthropic_calls(), anthropic_final(), TOOLU_IDS,
+         (WEATHER_ARGS, TIME_ARGS), "messages", anthropic_second_turn),
+    Case("gemini", "gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+         gemini_calls(), gemini_final(), None, (compact(WEATHER_ARGS), compact(TIME_ARGS)), "contents",
+         gemini_second_turn),
+    Case("llama4", MAVERICK, "/v1/chat/completions", together_calls(), together_final(), CALL_IDS,
+         (WEATHER_ARGS, TIME_ARGS), "messages", as_sent),
+]
+GATEWAY_ID = re.compile(r"call_[0-9a-f]{24}(\.[A-Za-z0-9_-]+)?")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[tuple[str, ProviderUpstream]]:
+    with providers_gateway() as running:
+        yield running
+
+
+@pytest.fixture(params=CASES, ids=[case.provider for case in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    return request.param  # type: ignore[no-any-return]
+
+
+def sdk(url: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-gateway", max_retries=0)
+
+
+def assert_ids(case: Case, ids: list[str]) -> None:
+    if case.ids is None:
+        assert all(GATEWAY_ID.fullmatch(i) for i in ids) and len(set(ids)) == 2
+        assert ids[0].count(".") == 1 and ids[1].count(".") == 0, "only the signed call carries its signature"
+    else:
+        assert tuple(ids) == case.ids
+
+
+def tool_messages(calls: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Each call (id, name, arguments) run locally, its result as a `tool` message."""
+    return [{"role": "tool", "tool_call_id": call_id, "content": LOCAL_TOOLS[name](**json.loads(arguments))}
+            for call_id, name, arguments in calls]
+
+
+def assistant_turn(content: str, calls: list[tuple[str, str, str]]) -> dict[str, Any]:
+    return {"role": "assistant", "content": content, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        for call_id, name, arguments in calls]}
+
+
+def test_the_scripted_streams_are_each_providers_wire(case: Case) -> None:
+    """The official SDK of each provider reads the scripted first turn as the same calls."""
+    if case.provider in ("openai", "llama4"):
+        message = sdk_final(case.calls).choices[0].message
+        calls = [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []]
+        assert (message.content, calls) == ("Let me check.", [
+            (case.ids[0], "get_weather", WEATHER_ARGS), (case.ids[1], "get_time", TIME_ARGS)])  # type: ignore[index]
+    elif case.provider == "anthropic":
+        blocks = sdk_message([case.calls]).content
+        assert [(b.type, getattr(b, "id", None), getattr(b, "input", None)) for b in blocks] == [
+            ("text", None, None), ("tool_use", TOOLU_IDS[0], json.loads(WEATHER_ARGS)),
+            ("tool_use", TOOLU_IDS[1], json.loads(TIME_ARGS))]
+    else:
+        responses = sdk_stream(case.calls)
+        calls = [c for r in responses for c in r.function_calls or []]
+        assert [(c.name, c.args) for c in calls] == [("get_weather", json.loads(WEATHER_ARGS)),
+                                                     ("get_time", json.loads(TIME_ARGS))]
+        assert responses[1].candidates[0].content.parts[0].thought_signature == base64.b64decode(SIGNATURE)
+
+
+# --- /v1 through the official SDK -------------------------------------------------------------
+
+
+async def test_stream_helper_gets_the_parallel_calls_exactly(gateway: tuple[str, ProviderUpstream],
+                                                             case: Case) -> None:
+    url, upstream = gateway
+    upstream.script(case.calls)
+    async with sdk(url) as client, client.chat.completions.stream(
+            model=f"{case.provider}/{case.model}", messages=[{"role": "user", "content": QUESTION}],
+            tools=TOOLS) as stream:
+        events = [event async for event in stream]
+        completion = await stream.get_final_completion()
+    [choice] = completion.choices
+    assert (choice.finish_reason, choice.message.content) == ("tool_calls", "Let me check.")
+    calls = choice.message.tool_calls or []
+    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
+        ("function", "get_weather", case.arguments[0]), ("function", "get_time", case.arguments[1])]
+    assert_ids(case, [c.id for c in calls])
+    done = [(e.index, e.name, e.arguments) for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert done == [(0, "get_weather", case.arguments[0]), (1, "get_time", case.arguments[1])]
+    [sent] = upstream.seen
+    assert sent.path == case.path
+
+
+async def test_agent_loop_on_v1(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
+    url, upstream = gateway
+    upstream.script(case.calls, case.final)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": QUESTION}]
+    model = f"{case.provider}/{case.model}"
+    async with sdk(url) as client:
+        async with client.chat.completions.stream(model=model, messages=messages, tools=TOOLS) as stream:
+            first = (await stream.get_final_completion()).choices[0].message
+        calls = [(c.id, c.function.name, c.function.arguments) for c in first.tool_calls or []]
+        messages += [assistant_turn(first.content or "", calls), *tool_messages(calls)]
+        final = await client.chat.completions.create(model=model, messages=messages, tools=TOOLS,
+                                                     stream=True, stream_options={"include_usage": True})
+        chunks = [piece async for piece in final]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "".join(FINAL)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
+    _, second = upstream.seen
+    assert second.path == case.path
+    assert second.json[case.history] == case.second_turn(messages)
+
+
+async def test_not_streamed_completion_carries_the_calls(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
+    url, upstream = gateway
+    upstream.script(case.calls)
+    async with sdk(url) as client:
+        completion = await client.chat.completions.create(
+            model=f"{case.provider}/{case.model}", messages=[{"role": "user", "content": QUESTION}], tools=TOOLS,
+            stream=False)
+    [choice] = completion.choices
+    assert (choice.finish_reason, choice.message.content) == ("tool_calls", "Let me check.")
+    calls = choice.message.tool_calls or []
+    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
+        ("function", "get_weather", case.arguments[0]), ("function", "get_time", case.arguments[1])]
+    assert_ids(case, [c.id for c in calls])
+    assert completion.usage is not None and completion.usage.total_tokens == 71
+
+
+# --- the native endpoint ----------------------------------------------------------------------
+
+
+def frames(answer: Answer) -> list[tuple[str, dict[str, Any]]]:
+    events = [e for e in answer.events if e.data != "[DONE]"]
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    assert answer.raw.endswith(b"data: [DONE]\n\n")
+    return [(e.event, json.loads(e.data)) for e in events]
+
+
+def calls_of(streamed: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str, str]]:
+    """(id, name, arguments) of each call in `tool_call` frames: a call's first frame
+    carries index, id and name; later ones index and an arguments fragment."""
+    calls: list[list[str]] = []
+    for kind, data in streamed:
+        if kind != "tool_call":
+            continue
+        if "id" in data:
+            assert data.keys() == {"index", "id", "name", "arguments"} and data["index"] == len(calls)
+            calls.append([data["id"], data["name"], data["arguments"]])
+        else:
+            assert data.keys() == {"index", "arguments"} and data["index"] == len(calls) - 1
+            calls[data["index"]][2] += data["arguments"]
+    return [(i, n, a) for i, n, a in calls]
+
+
+async def test_agent_loop_on_the_native_endpoint(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
+    url, upstream = gateway
+    upstream.script(case.calls, case.final)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": QUESTION}]
+    request = {"provider": case.provider, "model": case.model, "tools": TOOLS, "messages": messages}
+    async with httpx2.AsyncClient(base_url=url, timeout=10) as client:
+        first = Answer(await client.post("/api/v1/chat/stream", json=request))
+        streamed = frames(first)
+        calls = calls_of(streamed)
+        messages += [assistant_turn(first.text, calls), *tool_messages(calls)]
+        final = Answer(await client.post("/api/v1/chat/stream", json=request))
+
+    assert first.text == "Let me check."
+    assert [(name, arguments) for _, name, arguments in calls] == [
+        ("get_weather", case.arguments[0]), ("get_time", case.arguments[1])]
+    assert_ids(case, [call_id for call_id, _, _ in calls])
+    assert streamed[-1][1]["finish_reason"] == "tool_calls"
+    assert [kind for kind, data in streamed if kind == "message" and data["finish_reason"]] == ["message"]
+    assert final.text == "".join(FINAL)
+    assert final.messages[-1]["finish_reason"] == "stop" and final.messages[-1]["usage"]["completion_tokens"] == 12
+    _, second = upstream.seen
+    assert second.path == case.path
+    assert second.json[case.history] == case.second_turn(messages)
+    if case.provider == "gemini":
+        sdk_request(second.json)  # the body is one the SDK's own types take
