@@ -5,7 +5,8 @@ reached at `<url>/v1`, Anthropic and Gemini at its root, exactly as their SDKs a
 them. Each request gets the next scripted reply (a provider's stream, sent as small
 `transfer-encoding: chunked` pieces so events straddle reads); `seen` holds what each
 SDK sent, path and JSON body. `providers_gateway` runs our app with the real adapters
-(`build_adapters`, nothing injected) configured for that upstream.
+(`build_adapters`, nothing injected) configured for that upstream; `text_stream` is a
+plain answer in any of the four wires.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any
 
 from streamgate.server import create_app
 from support import serve, settings
-from wire_openai import SSE_HEAD, LoopbackUpstream, http_chunk
+from wire_anthropic import MESSAGE_STOP, message_delta, message_start, text_block
+from wire_gemini import frame, text, usage_metadata
+from wire_gemini import sse_body as gemini_body
+from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk, sse_body
+from wire_together import together_chunk
 
 #: Bytes per HTTP chunk of a scripted stream: UTF-8 characters and events straddle chunks.
 PIECE = 61
@@ -78,3 +83,19 @@ def providers_gateway() -> Iterator[tuple[str, ProviderUpstream]]:
                           gemini_base_url=root, upstream_max_retries=0)
         with serve(create_app(config)) as url:
             yield url, upstream
+
+
+def text_stream(provider: str, pieces: list[str], usage: tuple[int, int] = (9, 12)) -> bytes:
+    """A plain streamed answer of `pieces` in `provider`'s wire, with `usage` (prompt,
+    completion tokens) at its end."""
+    prompt, output = usage
+    if provider == "openai":
+        return completion(pieces, usage=usage)
+    if provider == "llama4":
+        end = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+        return sse_body([*(together_chunk(p) for p in pieces), together_chunk("", "eos", end)])
+    if provider == "anthropic":
+        return b"".join([message_start(prompt), *text_block(0, pieces), message_delta("end_turn", output),
+                         MESSAGE_STOP])
+    return gemini_body(*(frame(text(p)) for p in pieces),
+                       frame(text(""), finish_reason="STOP", usage=usage_metadata(prompt, output, None)))
