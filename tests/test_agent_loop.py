@@ -345,3 +345,21 @@ async def test_agent_loop_on_the_native_endpoint(gateway: tuple[str, ProviderUps
     assert second.json[case.history] == case.second_turn(messages)
     if case.provider == "gemini":
         sdk_request(second.json)  # the body is one the SDK's own types take
+
+
+async def test_native_whole_answer_carries_the_calls(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
+    url, upstream = gateway
+    upstream.script(case.calls)
+    async with httpx2.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post("/api/v1/chat", json={
+            "provider": case.provider, "model": case.model, "tools": TOOLS,
+            "messages": [{"role": "user", "content": QUESTION}]})
+    answer = response.json()
+    calls, usage = answer.pop("tool_calls"), answer.pop("usage")
+    assert answer == {"content": "Let me check.", "finish_reason": "tool_calls", "model": case.model,
+                      "provider": case.provider}
+    assert usage.keys() == {"prompt_tokens", "completion_tokens", "total_tokens"} and usage["total_tokens"] == 71
+    assert [(c["type"], c["function"]) for c in calls] == [
+        ("function", {"name": "get_weather", "arguments": case.arguments[0]}),
+        ("function", {"name": "get_time", "arguments": case.arguments[1]})]
+    assert_ids(case, [c["id"] for c in calls])
