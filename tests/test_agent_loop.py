@@ -66,19 +66,21 @@ def compact(arguments: str) -> str:
 CALL_IDS = ("call_W8hqZ2", "call_T2mzQ7")
 
 
-def openai_calls(model: str = "gpt-4o-2024-08-06") -> bytes:
+def openai_calls(lead: bool = True, model: str = "gpt-4o-2024-08-06") -> bytes:
+    """Text (`lead`) then two parallel calls; without text the calls' first delta carries
+    the role and `content: null`, as OpenAI sends it."""
+    start = [chunk(role="assistant", model=model), chunk("Let me check.", model=model)] if lead else []
     return sse_body([
-        chunk(role="assistant", model=model), chunk("Let me check.", model=model),
-        tool_chunk(call_start(0, CALL_IDS[0], "get_weather"), model=model),
+        *start, tool_chunk(call_start(0, CALL_IDS[0], "get_weather"), first=not lead, model=model),
         *(tool_chunk(call_arguments(0, f), model=model) for f in WEATHER_FRAGMENTS),
         tool_chunk(call_start(1, CALL_IDS[1], "get_time"), model=model),
         *(tool_chunk(call_arguments(1, f), model=model) for f in TIME_FRAGMENTS),
         chunk(finish_reason="tool_calls", model=model), usage_chunk(40, 31, model=model)])
 
 
-def together_calls() -> bytes:
+def together_calls(lead: bool = True) -> bytes:
     return sse_body([
-        together_chunk("Let me check."),
+        *([together_chunk("Let me check.")] if lead else []),
         together_chunk("", tool_calls=[call_start(0, CALL_IDS[0], "get_weather")]),
         *(together_chunk("", tool_calls=[call_arguments(0, f)]) for f in WEATHER_FRAGMENTS),
         together_chunk("", tool_calls=[call_start(1, CALL_IDS[1], "get_time")]),
@@ -94,11 +96,12 @@ def together_final() -> bytes:
 TOOLU_IDS = ("toolu_01WeatherA", "toolu_01TimeB")
 
 
-def anthropic_calls() -> bytes:
-    return b"".join(whole_stream(text_block(0, ["Let me check."]),
-                                 tool_block(1, TOOLU_IDS[0], "get_weather", ["", *WEATHER_FRAGMENTS]),
-                                 tool_block(2, TOOLU_IDS[1], "get_time", TIME_FRAGMENTS), stop_reason="tool_use",
-                                 output_tokens=46))
+def anthropic_calls(lead: bool = True) -> bytes:
+    first = int(lead)  # the calls' block indexes follow the text block's
+    return b"".join(whole_stream(*([text_block(0, ["Let me check."])] if lead else []),
+                                 tool_block(first, TOOLU_IDS[0], "get_weather", ["", *WEATHER_FRAGMENTS]),
+                                 tool_block(first + 1, TOOLU_IDS[1], "get_time", TIME_FRAGMENTS),
+                                 stop_reason="tool_use", output_tokens=46))
 
 
 def anthropic_final() -> bytes:
@@ -109,8 +112,8 @@ def anthropic_final() -> bytes:
 SIGNATURE = base64.b64encode(b"\xfb\xff\xbf signed call " * 7).decode()
 
 
-def gemini_calls() -> bytes:
-    return gemini_body(frame(text("Let me check.")),
+def gemini_calls(lead: bool = True) -> bytes:
+    return gemini_body(*([frame(text("Let me check."))] if lead else []),
                        frame(function_call("get_weather", json.loads(WEATHER_ARGS), SIGNATURE)),
                        frame(function_call("get_time", json.loads(TIME_ARGS)), finish_reason="STOP",
                              usage=usage_metadata(40, 31, None)))
@@ -121,59 +124,67 @@ def gemini_final() -> bytes:
                        frame(text(""), finish_reason="STOP", usage=usage_metadata(90, 12, None)))
 
 
-def anthropic_second_turn(_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+Calls = list[tuple[str, str, str]]  # (id, name, arguments) of each call, as the client sent it back
+RESULTS = [get_weather("Paris – \"été\" 🌞"), "14:05"]
+
+
+def openai_second_turn(calls: Calls, lead: bool) -> list[dict[str, Any]]:
+    """OpenAI and Together get the conversation as the client sent it (an assistant
+    message without text has no `content`)."""
+    return [{"role": "user", "content": QUESTION},
+            {"role": "assistant", **({"content": "Let me check."} if lead else {}), "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in calls]},
+            *({"role": "tool", "tool_call_id": i, "content": r} for (i, _, _), r in zip(calls, RESULTS))]
+
+
+def anthropic_second_turn(_: Calls, lead: bool) -> list[dict[str, Any]]:
     return [
         {"role": "user", "content": QUESTION},
         {"role": "assistant", "content": [
-            {"type": "text", "text": "Let me check."},
+            *([{"type": "text", "text": "Let me check."}] if lead else []),
             {"type": "tool_use", "id": TOOLU_IDS[0], "name": "get_weather", "input": json.loads(WEATHER_ARGS)},
             {"type": "tool_use", "id": TOOLU_IDS[1], "name": "get_time", "input": {"tz": "Europe/Paris"}}]},
         {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": TOOLU_IDS[0], "content": get_weather("Paris – \"été\" 🌞")},
-            {"type": "tool_result", "tool_use_id": TOOLU_IDS[1], "content": "14:05"}]},
+            {"type": "tool_result", "tool_use_id": TOOLU_IDS[0], "content": RESULTS[0]},
+            {"type": "tool_result", "tool_use_id": TOOLU_IDS[1], "content": RESULTS[1]}]},
     ]
 
 
-def gemini_second_turn(_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def gemini_second_turn(_: Calls, lead: bool) -> list[dict[str, Any]]:
     return [
         {"role": "user", "parts": [{"text": QUESTION}]},
         {"role": "model", "parts": [
-            {"text": "Let me check."},
+            *([{"text": "Let me check."}] if lead else []),
             {"functionCall": {"name": "get_weather", "args": json.loads(WEATHER_ARGS)}, "thoughtSignature": SIGNATURE},
             {"functionCall": {"name": "get_time", "args": {"tz": "Europe/Paris"}}}]},
         {"role": "user", "parts": [
-            {"functionResponse": {"name": "get_weather", "response": json.loads(get_weather("Paris – \"été\" 🌞"))}},
-            {"functionResponse": {"name": "get_time", "response": {"output": "14:05"}}}]},
+            {"functionResponse": {"name": "get_weather", "response": json.loads(RESULTS[0])}},
+            {"functionResponse": {"name": "get_time", "response": {"output": RESULTS[1]}}}]},
     ]
-
-
-def as_sent(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI and Together get the conversation exactly as the client sent it."""
-    return messages
 
 
 class Case(NamedTuple):
     provider: str
     model: str
     path: str  # of the upstream request
-    calls: bytes  # the first turn: text, then two parallel calls
+    calls: Callable[[bool], bytes]  # the first turn: text (when asked), then two parallel calls
     final: bytes  # the second turn: text
     ids: tuple[str, str] | None  # the calls' ids (None: the gateway makes them)
     arguments: tuple[str, str]  # each call's arguments, concatenated
     history: str  # the body field holding the conversation upstream
-    second_turn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]  # that field, from the messages sent
+    second_turn: Callable[[Calls, bool], list[dict[str, Any]]]  # that field, from the calls sent back
 
 
 CASES = [
-    Case("openai", "gpt-4o", "/v1/chat/completions", openai_calls(), completion(FINAL), CALL_IDS,
-         (WEATHER_ARGS, TIME_ARGS), "messages", as_sent),
-    Case("anthropic", "claude-sonnet-5-5", "/v1/messages", anthropic_calls(), anthropic_final(), TOOLU_IDS,
+    Case("openai", "gpt-4o", "/v1/chat/completions", openai_calls, completion(FINAL), CALL_IDS,
+         (WEATHER_ARGS, TIME_ARGS), "messages", openai_second_turn),
+    Case("anthropic", "claude-sonnet-5-5", "/v1/messages", anthropic_calls, anthropic_final(), TOOLU_IDS,
          (WEATHER_ARGS, TIME_ARGS), "messages", anthropic_second_turn),
     Case("gemini", "gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-         gemini_calls(), gemini_final(), None, (compact(WEATHER_ARGS), compact(TIME_ARGS)), "contents",
+         gemini_calls, gemini_final(), None, (compact(WEATHER_ARGS), compact(TIME_ARGS)), "contents",
          gemini_second_turn),
-    Case("llama4", MAVERICK, "/v1/chat/completions", together_calls(), together_final(), CALL_IDS,
-         (WEATHER_ARGS, TIME_ARGS), "messages", as_sent),
+    Case("llama4", MAVERICK, "/v1/chat/completions", together_calls, together_final(), CALL_IDS,
+         (WEATHER_ARGS, TIME_ARGS), "messages", openai_second_turn),
 ]
 GATEWAY_ID = re.compile(r"call_[0-9a-f]{24}(\.[A-Za-z0-9_-]+)?")
 
@@ -213,24 +224,27 @@ def assistant_turn(content: str, calls: list[tuple[str, str, str]]) -> dict[str,
         for call_id, name, arguments in calls]}
 
 
-def test_the_scripted_streams_are_each_providers_wire(case: Case) -> None:
+@pytest.mark.parametrize("lead", [True, False], ids=["text-first", "calls-only"])
+def test_the_scripted_streams_are_each_providers_wire(case: Case, lead: bool) -> None:
     """The official SDK of each provider reads the scripted first turn as the same calls."""
     if case.provider in ("openai", "llama4"):
-        message = sdk_final(case.calls).choices[0].message
+        message = sdk_final(case.calls(lead)).choices[0].message
         calls = [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []]
-        assert (message.content, calls) == ("Let me check.", [
+        no_text = "" if case.provider == "llama4" else None  # Together sends `content: ""` on every delta
+        assert (message.content, calls) == ("Let me check." if lead else no_text, [
             (case.ids[0], "get_weather", WEATHER_ARGS), (case.ids[1], "get_time", TIME_ARGS)])  # type: ignore[index]
     elif case.provider == "anthropic":
-        blocks = sdk_message([case.calls]).content
+        blocks = sdk_message([case.calls(lead)]).content
         assert [(b.type, getattr(b, "id", None), getattr(b, "input", None)) for b in blocks] == [
-            ("text", None, None), ("tool_use", TOOLU_IDS[0], json.loads(WEATHER_ARGS)),
+            *([("text", None, None)] if lead else []), ("tool_use", TOOLU_IDS[0], json.loads(WEATHER_ARGS)),
             ("tool_use", TOOLU_IDS[1], json.loads(TIME_ARGS))]
     else:
-        responses = sdk_stream(case.calls)
+        responses = sdk_stream(case.calls(lead))
         calls = [c for r in responses for c in r.function_calls or []]
         assert [(c.name, c.args) for c in calls] == [("get_weather", json.loads(WEATHER_ARGS)),
                                                      ("get_time", json.loads(TIME_ARGS))]
-        assert responses[1].candidates[0].content.parts[0].thought_signature == base64.b64decode(SIGNATURE)
+        signed = responses[int(lead)].candidates[0].content.parts[0]
+        assert signed.thought_signature == base64.b64decode(SIGNATURE)
 
 
 # --- /v1 through the official SDK -------------------------------------------------------------
@@ -239,7 +253,7 @@ def test_the_scripted_streams_are_each_providers_wire(case: Case) -> None:
 async def test_stream_helper_gets_the_parallel_calls_exactly(gateway: tuple[str, ProviderUpstream],
                                                              case: Case) -> None:
     url, upstream = gateway
-    upstream.script(case.calls)
+    upstream.script(case.calls())
     async with sdk(url) as client, client.chat.completions.stream(
             model=f"{case.provider}/{case.model}", messages=[{"role": "user", "content": QUESTION}],
             tools=TOOLS) as stream:
@@ -259,7 +273,7 @@ async def test_stream_helper_gets_the_parallel_calls_exactly(gateway: tuple[str,
 
 async def test_agent_loop_on_v1(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
     url, upstream = gateway
-    upstream.script(case.calls, case.final)
+    upstream.script(case.calls(), case.final)
     messages: list[dict[str, Any]] = [{"role": "user", "content": QUESTION}]
     model = f"{case.provider}/{case.model}"
     async with sdk(url) as client:
@@ -275,12 +289,31 @@ async def test_agent_loop_on_v1(gateway: tuple[str, ProviderUpstream], case: Cas
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
     _, second = upstream.seen
     assert second.path == case.path
-    assert second.json[case.history] == case.second_turn(messages)
+    assert second.json[case.history] == case.second_turn(calls, True)
+
+
+async def test_agent_loop_on_v1_sending_back_the_sdks_own_message(gateway: tuple[str, ProviderUpstream],
+                                                                  case: Case) -> None:
+    """The cookbook's loop: `create` not streamed, a first answer of calls only (`content:
+    null`), and the SDK's message object itself appended to the conversation."""
+    url, upstream = gateway
+    upstream.script(case.calls(False), case.final)
+    model = f"{case.provider}/{case.model}"
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    async with sdk(url) as client:
+        first = (await client.chat.completions.create(model=model, messages=messages, tools=TOOLS)).choices[0]
+        assert (first.finish_reason, first.message.content) == ("tool_calls", None)
+        calls = [(c.id, c.function.name, c.function.arguments) for c in first.message.tool_calls or []]
+        messages += [first.message, *tool_messages(calls)]
+        final = await client.chat.completions.create(model=model, messages=messages, tools=TOOLS)
+    assert final.choices[0].message.content == "".join(FINAL)
+    _, second = upstream.seen
+    assert second.json[case.history] == case.second_turn(calls, False)
 
 
 async def test_not_streamed_completion_carries_the_calls(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
     url, upstream = gateway
-    upstream.script(case.calls)
+    upstream.script(case.calls())
     async with sdk(url) as client:
         completion = await client.chat.completions.create(
             model=f"{case.provider}/{case.model}", messages=[{"role": "user", "content": QUESTION}], tools=TOOLS,
@@ -322,7 +355,7 @@ def calls_of(streamed: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str,
 
 async def test_agent_loop_on_the_native_endpoint(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
     url, upstream = gateway
-    upstream.script(case.calls, case.final)
+    upstream.script(case.calls(), case.final)
     messages: list[dict[str, Any]] = [{"role": "user", "content": QUESTION}]
     request = {"provider": case.provider, "model": case.model, "tools": TOOLS, "messages": messages}
     async with httpx2.AsyncClient(base_url=url, timeout=10) as client:
@@ -342,14 +375,14 @@ async def test_agent_loop_on_the_native_endpoint(gateway: tuple[str, ProviderUps
     assert final.messages[-1]["finish_reason"] == "stop" and final.messages[-1]["usage"]["completion_tokens"] == 12
     _, second = upstream.seen
     assert second.path == case.path
-    assert second.json[case.history] == case.second_turn(messages)
+    assert second.json[case.history] == case.second_turn(calls, True)
     if case.provider == "gemini":
         sdk_request(second.json)  # the body is one the SDK's own types take
 
 
 async def test_native_whole_answer_carries_the_calls(gateway: tuple[str, ProviderUpstream], case: Case) -> None:
     url, upstream = gateway
-    upstream.script(case.calls)
+    upstream.script(case.calls())
     async with httpx2.AsyncClient(base_url=url, timeout=10) as client:
         response = await client.post("/api/v1/chat", json={
             "provider": case.provider, "model": case.model, "tools": TOOLS,
