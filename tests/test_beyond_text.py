@@ -172,17 +172,26 @@ def test_stop_is_each_providers_stop_sequences(gateway: tuple[str, ProviderUpstr
     sdk_takes(provider, body)
 
 
+#: Each `response_format` and what each provider gets for it (OpenAI and Together: as sent).
+FORMATS = {
+    "json_schema": (JSON_SCHEMA, {
+        "anthropic": {"output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}},
+        "gemini": {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA}}),
+    "json_object": ({"type": "json_object"}, {
+        "anthropic": {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}},
+        "gemini": {"responseMimeType": "application/json"}}),
+}
+
+
+@pytest.mark.parametrize("kind", list(FORMATS))
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_json_schema_is_each_providers_structured_output(gateway: tuple[str, ProviderUpstream], provider: str,
-                                                         endpoint: str) -> None:
+def test_response_format_is_each_providers_structured_output(gateway: tuple[str, ProviderUpstream], provider: str,
+                                                             endpoint: str, kind: str) -> None:
     url, upstream = gateway
     upstream.script(text_stream(provider, ANSWER))
-    assert ask(url, endpoint, provider, HELLO, response_format=JSON_SCHEMA) == '{"city": "Paris", "celsius": 18.5}'
-    field = {
-        "anthropic": {"output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}},
-        "gemini": {"responseMimeType": "application/json", "responseJsonSchema": SCHEMA},
-    }.get(provider, {"response_format": JSON_SCHEMA})
+    response_format, controls = FORMATS[kind]
+    assert ask(url, endpoint, provider, HELLO, response_format=response_format) == '{"city": "Paris", "celsius": 18.5}'
     body = sent(upstream)
-    assert body == upstream_body(provider, endpoint, **field)
+    assert body == upstream_body(provider, endpoint, **controls.get(provider, {"response_format": response_format}))
     sdk_takes(provider, body)
