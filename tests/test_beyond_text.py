@@ -14,8 +14,9 @@ import pytest
 
 from support import Answer
 from test_anthropic_request import sdk_checked
-from wire_gemini import sdk_request
-from wire_openai import sdk_request_body
+from wire_anthropic import sdk_message
+from wire_gemini import sdk_request, sdk_stream
+from wire_openai import sdk_chunks, sdk_request_body
 from wire_together import MAVERICK
 from wire_upstreams import ProviderUpstream, providers_gateway, text_stream
 
@@ -82,6 +83,27 @@ def sdk_takes(provider: str, body: dict[str, Any]) -> None:
         sdk_checked(body)
     else:
         sdk_request(body)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_scripted_answers_are_each_providers_wire(provider: str) -> None:
+    """`text_stream` (the answers these tests script) read by each provider's own SDK."""
+    body = text_stream(provider, ANSWER)
+    if provider in ("openai", "llama4"):
+        chunks = sdk_chunks(body)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage = next(c.usage for c in chunks if c.usage is not None)
+        counts = (usage.prompt_tokens, usage.completion_tokens)
+    elif provider == "anthropic":
+        message = sdk_message([body])
+        text = "".join(block.text for block in message.content)  # type: ignore[union-attr]
+        counts = (message.usage.input_tokens, message.usage.output_tokens)
+    else:
+        responses = sdk_stream(body)
+        text = "".join(r.text or "" for r in responses)
+        metadata = responses[-1].usage_metadata
+        counts = (metadata.prompt_token_count, metadata.candidates_token_count)  # type: ignore[union-attr]
+    assert (text, counts) == ("".join(ANSWER), (9, 12))
 
 
 def sent(upstream: ProviderUpstream) -> dict[str, Any]:
