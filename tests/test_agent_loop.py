@@ -20,9 +20,9 @@ from support import Answer
 from wire_anthropic import sdk_message, text_block, tool_block, whole_stream
 from wire_gemini import frame, function_call, sdk_request, sdk_stream, text, usage_metadata
 from wire_gemini import sse_body as gemini_body
-from wire_openai import call_arguments, call_start, chunk, completion, sdk_final, sse_body, tool_chunk, usage_chunk
+from wire_openai import call_arguments, call_start, chunk, sdk_final, sse_body, tool_chunk, usage_chunk
 from wire_together import MAVERICK, together_chunk
-from wire_upstreams import ProviderUpstream, providers_gateway
+from wire_upstreams import ProviderUpstream, providers_gateway, text_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -88,11 +88,6 @@ def together_calls(lead: bool = True) -> bytes:
         together_chunk("", "tool_calls", {"prompt_tokens": 40, "completion_tokens": 31, "total_tokens": 71})])
 
 
-def together_final() -> bytes:
-    return sse_body([*(together_chunk(p) for p in FINAL),
-                     together_chunk("", "eos", {"prompt_tokens": 90, "completion_tokens": 12, "total_tokens": 102})])
-
-
 TOOLU_IDS = ("toolu_01WeatherA", "toolu_01TimeB")
 
 
@@ -104,10 +99,6 @@ def anthropic_calls(lead: bool = True) -> bytes:
                                  stop_reason="tool_use", output_tokens=46))
 
 
-def anthropic_final() -> bytes:
-    return b"".join(whole_stream(text_block(0, FINAL), output_tokens=12))
-
-
 #: A Gemini thought signature (opaque base64 with `+`, `/` and padding).
 SIGNATURE = base64.b64encode(b"\xfb\xff\xbf signed call " * 7).decode()
 
@@ -117,11 +108,6 @@ def gemini_calls(lead: bool = True) -> bytes:
                        frame(function_call("get_weather", json.loads(WEATHER_ARGS), SIGNATURE)),
                        frame(function_call("get_time", json.loads(TIME_ARGS)), finish_reason="STOP",
                              usage=usage_metadata(40, 31, None)))
-
-
-def gemini_final() -> bytes:
-    return gemini_body(*(frame(text(p)) for p in FINAL),
-                       frame(text(""), finish_reason="STOP", usage=usage_metadata(90, 12, None)))
 
 
 Calls = list[tuple[str, str, str]]  # (id, name, arguments) of each call, as the client sent it back
@@ -168,7 +154,7 @@ class Case(NamedTuple):
     model: str
     path: str  # of the upstream request
     calls: Callable[[bool], bytes]  # the first turn: text (when asked), then two parallel calls
-    final: bytes  # the second turn: text
+    final: bytes  # the second turn: text (`text_stream`, proven in `test_beyond_text`)
     ids: tuple[str, str] | None  # the calls' ids (None: the gateway makes them)
     arguments: tuple[str, str]  # each call's arguments, concatenated
     history: str  # the body field holding the conversation upstream
@@ -176,14 +162,14 @@ class Case(NamedTuple):
 
 
 CASES = [
-    Case("openai", "gpt-4o", "/v1/chat/completions", openai_calls, completion(FINAL), CALL_IDS,
+    Case("openai", "gpt-4o", "/v1/chat/completions", openai_calls, text_stream("openai", FINAL), CALL_IDS,
          (WEATHER_ARGS, TIME_ARGS), "messages", openai_second_turn),
-    Case("anthropic", "claude-sonnet-5-5", "/v1/messages", anthropic_calls, anthropic_final(), TOOLU_IDS,
-         (WEATHER_ARGS, TIME_ARGS), "messages", anthropic_second_turn),
+    Case("anthropic", "claude-sonnet-5-5", "/v1/messages", anthropic_calls, text_stream("anthropic", FINAL),
+         TOOLU_IDS, (WEATHER_ARGS, TIME_ARGS), "messages", anthropic_second_turn),
     Case("gemini", "gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-         gemini_calls, gemini_final(), None, (compact(WEATHER_ARGS), compact(TIME_ARGS)), "contents",
-         gemini_second_turn),
-    Case("llama4", MAVERICK, "/v1/chat/completions", together_calls, together_final(), CALL_IDS,
+         gemini_calls, text_stream("gemini", FINAL), None, (compact(WEATHER_ARGS), compact(TIME_ARGS)),
+         "contents", gemini_second_turn),
+    Case("llama4", MAVERICK, "/v1/chat/completions", together_calls, text_stream("llama4", FINAL), CALL_IDS,
          (WEATHER_ARGS, TIME_ARGS), "messages", openai_second_turn),
 ]
 GATEWAY_ID = re.compile(r"call_[0-9a-f]{24}(\.[A-Za-z0-9_-]+)?")
@@ -212,13 +198,13 @@ def assert_ids(case: Case, ids: list[str]) -> None:
         assert tuple(ids) == case.ids
 
 
-def tool_messages(calls: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+def tool_messages(calls: Calls) -> list[dict[str, Any]]:
     """Each call (id, name, arguments) run locally, its result as a `tool` message."""
     return [{"role": "tool", "tool_call_id": call_id, "content": LOCAL_TOOLS[name](**json.loads(arguments))}
             for call_id, name, arguments in calls]
 
 
-def assistant_turn(content: str, calls: list[tuple[str, str, str]]) -> dict[str, Any]:
+def assistant_turn(content: str, calls: Calls) -> dict[str, Any]:
     return {"role": "assistant", "content": content, "tool_calls": [
         {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
         for call_id, name, arguments in calls]}
