@@ -1,8 +1,9 @@
 """The agent loop through the gateway, for each provider: the official `openai` SDK on
 `/v1/chat/completions` (the `stream()` helper, `create` not streamed) and the native
 `/api/v1/chat/stream` — call → run the tool locally → `tool` message → final text —
-against one loopback upstream speaking each provider's real streaming wire. The second
-turn's upstream request is asserted in the provider's own form."""
+against one loopback upstream speaking each provider's real streaming wire (Gemini both
+2.5 and 3, which thinks first and wants its call signatures back). The second turn's
+upstream request is asserted in the provider's own form."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 
 from support import Answer
 from wire_anthropic import sdk_message, text_block, tool_block, whole_stream
-from wire_gemini import frame, function_call, sdk_request, sdk_stream, text, usage_metadata
+from wire_gemini import frame, function_call, sdk_request, sdk_stream, text, thought, usage_metadata
 from wire_gemini import sse_body as gemini_body
 from wire_openai import call_arguments, call_start, chunk, sdk_final, sse_body, tool_chunk, usage_chunk
 from wire_together import MAVERICK, together_chunk
@@ -110,6 +111,16 @@ def gemini_calls(lead: bool = True) -> bytes:
                              usage=usage_metadata(40, 31, None)))
 
 
+def gemini_3_calls(lead: bool = True) -> bytes:
+    """Gemini 3 thinks first (a thought summary when asked), then the same answer."""
+    model = {"model_version": "gemini-3.8-flash"}
+    return gemini_body(frame(thought("**Planning** two lookups."), **model),
+                       *([frame(text("Let me check."), **model)] if lead else []),
+                       frame(function_call("get_weather", json.loads(WEATHER_ARGS), SIGNATURE), **model),
+                       frame(function_call("get_time", json.loads(TIME_ARGS)), finish_reason="STOP",
+                             usage=usage_metadata(40, 31, None), **model))
+
+
 Calls = list[tuple[str, str, str]]  # (id, name, arguments) of each call, as the client sent it back
 RESULTS = [get_weather("Paris – \"été\" 🌞"), "14:05"]
 
@@ -169,6 +180,9 @@ CASES = [
     Case("gemini", "gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
          gemini_calls, text_stream("gemini", FINAL), None, (compact(WEATHER_ARGS), compact(TIME_ARGS)),
          "contents", gemini_second_turn),
+    Case("gemini", "gemini-3.8-flash", "/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=sse",
+         gemini_3_calls, text_stream("gemini", FINAL), None, (compact(WEATHER_ARGS), compact(TIME_ARGS)),
+         "contents", gemini_second_turn),
     Case("llama4", MAVERICK, "/v1/chat/completions", together_calls, text_stream("llama4", FINAL), CALL_IDS,
          (WEATHER_ARGS, TIME_ARGS), "messages", openai_second_turn),
 ]
@@ -181,7 +195,7 @@ def gateway() -> Iterator[tuple[str, ProviderUpstream]]:
         yield running
 
 
-@pytest.fixture(params=CASES, ids=[case.provider for case in CASES])
+@pytest.fixture(params=CASES, ids=["openai", "anthropic", "gemini-2.5", "gemini-3", "llama4"])
 def case(request: pytest.FixtureRequest) -> Case:
     return request.param  # type: ignore[no-any-return]
 
@@ -229,8 +243,8 @@ def test_the_scripted_streams_are_each_providers_wire(case: Case, lead: bool) ->
         calls = [c for r in responses for c in r.function_calls or []]
         assert [(c.name, c.args) for c in calls] == [("get_weather", json.loads(WEATHER_ARGS)),
                                                      ("get_time", json.loads(TIME_ARGS))]
-        signed = responses[int(lead)].candidates[0].content.parts[0]
-        assert signed.thought_signature == base64.b64decode(SIGNATURE)
+        parts = [p for r in responses for p in r.candidates[0].content.parts]
+        assert [p.thought_signature for p in parts if p.function_call] == [base64.b64decode(SIGNATURE), None]
 
 
 # --- /v1 through the official SDK -------------------------------------------------------------
