@@ -469,7 +469,9 @@ def thinking_of(request: ChatRequest, model: str) -> _ThinkingConfig | None:
             budget = THINKING_BUDGETS[effort]
         else:
             budget = THINKING_BUDGET if request.thinking_enabled else 0
-        return _ThinkingConfig(max(budget, PRO_MIN_BUDGET) if pro else budget, include_thoughts=include)
+        budget = max(budget, PRO_MIN_BUDGET) if pro else budget
+        # Gemini refuses `includeThoughts` with thinking off (budget 0): a 400.
+        return _ThinkingConfig(budget, include_thoughts=include if budget else None)
     if _LEVEL_MODEL.match(model):
         if effort is not None:
             level = THINKING_LEVELS[effort]

@@ -15,15 +15,34 @@ from typing import Any
 
 import anthropic
 import httpx2
-import pydantic
 import pytest
-from anthropic.types import Message, ModelInfo, RawMessageStreamEvent
+from anthropic.types import ModelInfo
 
 from streamgate import sse
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
 from streamgate.server import create_app
 from support import serve, settings
 from test_anthropic_request import sdk_checked
+from wire_anthropic import (
+    BLOCK_START,
+    BLOCK_STOP,
+    MESSAGE_STOP,
+    PING,
+    SIGNATURE,
+    block_delta,
+    block_start,
+    block_stop,
+    event,
+    message_delta,
+    message_start,
+    redacted_thinking_block,
+    sdk_message,
+    text_block,
+    text_delta,
+    thinking_block,
+    tool_block,
+    whole_stream,
+)
 
 KEY = "sk-ant-test-key"
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -31,36 +50,8 @@ HELLO = {"provider": "anthropic", "messages": [{"role": "user", "content": "Hell
 TEXT_PIECES = ["Hello", ", 世界", " 🎉🚀 ", "naïve\nnext line", " 日本語です。"]
 
 
-# --- Anthropic's wire ---------------------------------------------------------------------
+# --- Anthropic's wire (the builders are in `wire_anthropic`) --------------------------------
 
-
-def event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-def message_start(input_tokens: int = 25, **cache: int) -> bytes:
-    usage = {"input_tokens": input_tokens, "output_tokens": 1, **cache}
-    return event("message_start", {"type": "message_start", "message": {
-        "id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant",
-        "content": [], "model": DEFAULT_MODEL, "stop_reason": None, "stop_sequence": None, "usage": usage}})
-
-
-def text_delta(text: str, index: int = 0) -> bytes:
-    return event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                         "delta": {"type": "text_delta", "text": text}})
-
-
-def message_delta(stop_reason: str = "end_turn", output_tokens: int = 15) -> bytes:
-    return event("message_delta", {"type": "message_delta",
-                                   "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                   "usage": {"output_tokens": output_tokens}})
-
-
-BLOCK_START = event("content_block_start", {"type": "content_block_start", "index": 0,
-                                            "content_block": {"type": "text", "text": ""}})
-PING = event("ping", {"type": "ping"})
-BLOCK_STOP = event("content_block_stop", {"type": "content_block_stop", "index": 0})
-MESSAGE_STOP = event("message_stop", {"type": "message_stop"})
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
@@ -230,7 +221,6 @@ def test_whole_answer_at_once() -> None:
 # --- thinking, tools, images, structured output ----------------------------------------------
 
 
-SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
 THOUGHTS = ["The user greets me; ", "a short, warm reply — ", "日本語 fits. 🎉"]
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather now in a city",
@@ -238,71 +228,6 @@ WEATHER_TOOL = {"type": "function", "function": {
 SENT_WEATHER_TOOL = {"name": "get_weather", "description": "The weather now in a city",
                      "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                                       "required": ["city"]}}
-
-
-def block_start(index: int, block: dict[str, Any]) -> bytes:
-    return event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
-
-
-def block_delta(index: int, delta: dict[str, Any]) -> bytes:
-    return event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-
-
-def block_stop(index: int) -> bytes:
-    return event("content_block_stop", {"type": "content_block_stop", "index": index})
-
-
-def thinking_block(index: int, pieces: list[str]) -> list[bytes]:
-    return [block_start(index, {"type": "thinking", "thinking": "", "signature": ""}),
-            *(block_delta(index, {"type": "thinking_delta", "thinking": p}) for p in pieces),
-            block_delta(index, {"type": "signature_delta", "signature": SIGNATURE}), block_stop(index)]
-
-
-def redacted_thinking_block(index: int) -> list[bytes]:
-    return [block_start(index, {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIw"}),
-            block_stop(index)]
-
-
-def text_block(index: int, pieces: list[str]) -> list[bytes]:
-    return [block_start(index, {"type": "text", "text": ""}), *(text_delta(p, index) for p in pieces), block_stop(index)]
-
-
-def tool_block(index: int, call_id: str, name: str, fragments: list[str]) -> list[bytes]:
-    """A `tool_use` block as the API streams it: `input: {}` at the start, then its JSON
-    in `input_json_delta` fragments (the first is often empty)."""
-    return [block_start(index, {"type": "tool_use", "id": call_id, "name": name, "input": {}}),
-            *(block_delta(index, {"type": "input_json_delta", "partial_json": f}) for f in fragments),
-            block_stop(index)]
-
-
-def whole_stream(*blocks: list[bytes], stop_reason: str = "end_turn", output_tokens: int = 90,
-                 thinking_tokens: int | None = None) -> list[bytes]:
-    usage: dict[str, Any] = {"output_tokens": output_tokens}
-    if thinking_tokens is not None:
-        usage["output_tokens_details"] = {"thinking_tokens": thinking_tokens}
-    end = event("message_delta", {"type": "message_delta", "usage": usage,
-                                  "delta": {"stop_reason": stop_reason, "stop_sequence": None}})
-    return [message_start(), *(read for block in blocks for read in block), end, MESSAGE_STOP]
-
-
-_events = pydantic.TypeAdapter(RawMessageStreamEvent)
-
-
-def sdk_message(reads: list[bytes]) -> Message:
-    """The official SDK reading the same bytes: every event validated against its stream
-    event types, then `messages.stream` accumulating them into the final `Message`."""
-    for item in sse.Decoder().feed(b"".join(reads)):
-        if isinstance(item, sse.Event) and item.event != "ping":
-            _events.validate_json(item.data)
-
-    async def accumulate() -> Message:
-        http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(Upstream(reads)))
-        async with anthropic.AsyncAnthropic(api_key=KEY, http_client=http_client, max_retries=0) as client:
-            async with client.messages.stream(model=DEFAULT_MODEL, max_tokens=1024,
-                                              messages=[{"role": "user", "content": "Hi"}]) as stream:
-                return await stream.get_final_message()
-
-    return asyncio.run(accumulate())
 
 
 @pytest.mark.parametrize("stop_reason", ["end_turn", "max_tokens", "tool_use", "refusal", "pause_turn"])
