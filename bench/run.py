@@ -291,10 +291,41 @@ class Bench:
                     t, count=plan.many_streams, concurrency=plan.many_streams, tokens=plan.many_tokens,
                     delay_ms=0, timeout_s=180, tool=True), cpu=True)
 
+    async def held_streams(self, target: Target) -> None:
+        """Memory per open stream, then how fast the upstream is let go after a mass abort."""
+        count = self.plan.held_streams
+        await get_json(*self.mock, "/_bench/reset", method="POST")
+        baseline = await self._settled_rss(target.pid)
+        held = HeldStreams(target, tokens=10_000, delay_ms=500)
+        opened = await held.open(count, concurrency=100, timeout_s=60)
+        await asyncio.sleep(1.0)
+        loaded = await self._settled_rss(target.pid)
+        aborted_at = held.abort_all()
+        await asyncio.sleep(1.5)
+        stats = await get_json(*self.mock, "/_bench/stats")
+        closed_in_1s = sum(1 for t in stats["aborted_at"] if t - aborted_at <= 1.0)  # type: ignore[index]
+        self.memory[target.name] = {
+            "streams": count, "open": opened, "failed": count - opened,
+            "rss_baseline_kib": baseline, "rss_loaded_kib": loaded,
+            "kib_per_stream": (loaded - baseline) / opened if opened and target.pid else None,
+            "upstream_closed_within_1s": closed_in_1s, "upstream_still_open_after_1_5s": stats["open"],
+        }
+        await idle_cpu_seconds(target.pid)
+
+    @staticmethod
+    async def _settled_rss(pid: int | None) -> int:
+        if pid is None:
+            return 0
+        await idle_cpu_seconds(pid)
+        return rss_kib(pid)
+
     async def open_loop(self) -> None:
         """Requests at fixed rates, stepped up; each server stops at its first failing rate
         (added p99 TTFT over the upstream at that rate above the bound, or a failed stream)."""
         upstream, stepping = self.targets[0], self.targets[1:]
+        for target in self.targets:  # connections of both hops opened, then let go idle
+            await run_open_loop(target, rate=OPEN_LOOP_RATES[0], duration_s=0.5, tokens=OPEN_LOOP_TOKENS,
+                                timeout_s=OPEN_LOOP_TIMEOUT_S)
         for rate in OPEN_LOOP_RATES:
             if not stepping:
                 return
