@@ -490,6 +490,10 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def added(value: float | None, baseline: float | None) -> float | None:
+    return value - baseline if value is not None and baseline is not None else None
+
+
 def summarize_own(bench: Bench, put: Callable[[str, str, float | int | None], None]) -> None:
     """The figures of streamgate's own phases (openai path)."""
     sg = "streamgate"
@@ -500,16 +504,20 @@ def summarize_own(bench: Bench, put: Callable[[str, str, float | int | None], No
     held: dict[str, int] = {}
     for rate in OPEN_LOOP_RATES:
         p99 = bench.open_loop_p99(rate)
+        upstream = p99.get("upstream", (None, 0))[0]
         for name, (value, failed) in p99.items():
             put(f"open_loop_{rate}_p99_ms", name, value)
+            if name != "upstream":
+                put(f"open_loop_{rate}_added_p99_ms", name, added(value, upstream))
             put(f"open_loop_{rate}_failed", name, failed)
             if name != "upstream" and open_loop_holds(p99, name):
                 held[name] = rate
     for target in bench.targets[1:]:
         put("open_loop_max_rate_per_s", target.name, held.get(target.name, 0))
-        at_1000 = bench.open_loop_p99(1000)
-        if target.name in at_1000 and at_1000["upstream"][0] is not None and at_1000[target.name][0] is not None:
-            put("open_loop_1000_added_p99_ms", target.name, at_1000[target.name][0] - at_1000["upstream"][0])
+    at_1000 = bench.open_loop_p99(1000)
+    for name, (value, _) in at_1000.items():
+        if name != "upstream":
+            put("open_loop_1000_added_p99_ms", name, added(value, at_1000["upstream"][0]))
     if "workers" not in bench.skipped and "workers1_saturation" in bench.tallies:
         rates, cpu = {}, {}
         for workers in (1, 2):

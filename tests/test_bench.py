@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from streamgate import sse
-from bench.client import DIALECTS, StreamCheck, Target, due_count, run_open_loop, run_streams
+from bench.client import DIALECTS, Outcome, StreamCheck, Target, due_count, run_open_loop, run_streams
 from bench.mock_upstream import TOOL_CALL_ID, TOOL_NAME, expected_text, model_name, script, token_text, tool_arguments
-from bench.run import open_loop_holds, percentile, process_tree, verdict
+from bench.run import QUICK, Bench, open_loop_holds, percentile, process_tree, summarize_own, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = 20
@@ -254,3 +254,25 @@ def test_process_tree_finds_grandchildren() -> None:
         for pid in reversed(process_tree(parent.pid)):
             subprocess.run(["kill", str(pid)], check=False)
         parent.wait(5)
+
+
+def test_the_open_loop_figures_step_until_the_first_failing_rate() -> None:
+    targets = [Target(name, "127.0.0.1", 1, DIALECTS["native"]) for name in ("upstream", "streamgate", "tutorial")]
+    bench = Bench(QUICK, targets, ("127.0.0.1", 1))
+
+    def streams(rate: int, name: str, ttft_ms: float, failed: int = 0) -> None:
+        ok = [Outcome("", 0.0, ttft_ms / 1e3, 1.0, 8)] * 100
+        bench.tally(f"open_loop_r{rate}", targets[[t.name for t in targets].index(name)]).outcomes.extend(
+            ok + [Outcome("timed out", 0.0, 0.0, 5.0, 0)] * failed)
+
+    for rate, upstream, ours in ((250, 0.5, 1.0), (500, 0.5, 1.2), (1000, 0.6, 1.4), (1500, 0.7, 30.0)):
+        streams(rate, "upstream", upstream)
+        streams(rate, "streamgate", ours)
+    streams(250, "tutorial", 9.0)
+    streams(500, "tutorial", 5.0, failed=1)
+    figures: dict[str, dict[str, float | int | None]] = {}
+    summarize_own(bench, lambda name, target, value: figures.setdefault(name, {}).__setitem__(target, value))
+    assert figures["open_loop_max_rate_per_s"] == {"streamgate": 1000, "tutorial": 250}
+    assert figures["open_loop_1000_added_p99_ms"] == {"streamgate": pytest.approx(0.8)}
+    assert figures["open_loop_500_failed"] == {"upstream": 0, "streamgate": 0, "tutorial": 1}
+    assert figures["open_loop_250_added_p99_ms"]["tutorial"] == pytest.approx(8.5)
