@@ -17,15 +17,22 @@ import httptools
 import msgspec
 
 from streamgate import sse
-from bench.mock_upstream import expected_text, model_name
+from bench.mock_upstream import expected_text, model_name, tool_arguments
 
 # --- reading one frame of each dialect --------------------------------------------------
 # A reader turns one SSE event into (content, final, error); `content` may be "".
+# A native `tool_call` frame reads as its arguments fragment, so a `-tool` stream is checked
+# like text: the fragments must join to exactly the arguments the mock sent.
 
 
 class _NativeChunk(msgspec.Struct):
     content: str
     finish_reason: str | None
+
+
+class _NativeToolCall(msgspec.Struct):
+    index: int
+    arguments: str = ""
 
 
 class _Delta(msgspec.Struct):
@@ -70,6 +77,7 @@ class _GeminiChunk(msgspec.Struct):
 
 
 _native = msgspec.json.Decoder(_NativeChunk)
+_native_tool_call = msgspec.json.Decoder(_NativeToolCall)
 _openai = msgspec.json.Decoder(_OpenAIChunk)
 _anthropic_delta = msgspec.json.Decoder(_AnthropicDelta)
 _gemini = msgspec.json.Decoder(_GeminiChunk)
@@ -84,6 +92,9 @@ ERROR: Frame = ("", False, True)
 def read_native(event: sse.Event) -> Frame:
     if event.event == "error":
         return ERROR
+    if event.event == "tool_call":
+        call = _native_tool_call.decode(event.data)
+        return (call.arguments, False, False) if call.index == 0 else ERROR
     chunk = _native.decode(event.data)
     if chunk.finish_reason is None:
         return chunk.content, False, False
@@ -347,10 +358,10 @@ def _time_out(connection: Connection, check: StreamCheck) -> None:
 
 
 async def run_streams(target: Target, *, count: int, concurrency: int, tokens: int, delay_ms: float,
-                      timeout_s: float, fault: str = "") -> list[Outcome]:
+                      timeout_s: float, fault: str = "", tool: bool = False) -> list[Outcome]:
     """`count` streams, `concurrency` at a time, each over a reused connection."""
-    model = model_name(tokens, delay_ms, fault)
-    request, expected = target.request(model), expected_text(tokens)
+    model = model_name(tokens, delay_ms, fault, tool)
+    request, expected = target.request(model), tool_arguments(tokens) if tool else expected_text(tokens)
     outcomes: list[Outcome] = []
     remaining = [count]
 
@@ -373,6 +384,64 @@ async def run_streams(target: Target, *, count: int, concurrency: int, tokens: i
             connection.abort()
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+    return outcomes
+
+
+def due_count(elapsed_s: float, rate: float, count: int) -> int:
+    """How many of `count` requests sent `rate` per second are due `elapsed_s` after the
+    start (request i is due at i / rate; the first at 0)."""
+    if elapsed_s < 0:
+        return 0
+    return min(count, int(elapsed_s * rate) + 1)
+
+
+async def run_open_loop(target: Target, *, rate: float, duration_s: float, tokens: int, timeout_s: float,
+                        delay_ms: float = 0) -> list[Outcome]:
+    """Requests sent at `rate` per second for `duration_s`, each at its due time whether or
+    not earlier ones have ended (a new connection when no idle one is left). An outcome's
+    `started_at` is the request's due time, so a client or server falling behind shows in
+    its TTFT instead of thinning the load."""
+    loop = asyncio.get_running_loop()
+    request, expected = target.request(model_name(tokens, delay_ms)), expected_text(tokens)
+    count = max(1, round(rate * duration_s))
+    idle: list[Connection] = []
+    outcomes: list[Outcome] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def one(due_at: float) -> None:
+        connection = None
+        while idle and connection is None:
+            candidate = idle.pop()
+            connection = candidate if candidate.reusable else None
+        try:
+            if connection is None:
+                connection = await Connection.open(target.host, target.port)
+            outcome = await stream_once(connection, target, request, expected, timeout_s)
+        except OSError as exc:
+            now = time.perf_counter()
+            outcomes.append(Outcome(f"connect failed: {exc}", due_at, 0.0, now, 0))
+            return
+        outcome.started_at = due_at
+        outcomes.append(outcome)
+        if connection.reusable:
+            idle.append(connection)
+        else:
+            connection.abort()
+
+    started, sent = time.perf_counter(), 0
+    while sent < count:
+        due = due_count(time.perf_counter() - started, rate, count)
+        for index in range(sent, due):
+            task = loop.create_task(one(started + index / rate))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        sent = due
+        if sent < count:
+            await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
+    while running:
+        await asyncio.gather(*running)
+    for connection in idle:
+        connection.abort()
     return outcomes
 
 

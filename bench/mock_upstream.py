@@ -6,6 +6,8 @@ HTTP/1.1 chunked-encoding bytes, so serving a stream costs a few `transport.writ
 Per-request control goes through the model name, which every gateway forwards:
 `bench-<tokens>-<delay_ms>` (e.g. `bench-16-5`), optionally with a fault for testing the
 harness itself: `bench-16-0-drop3` leaves token 3 out, `bench-16-0-garble3` changes its text.
+A `-tool` suffix (`bench-16-0-tool`, OpenAI wire only) makes the answer one tool call whose
+arguments arrive as one `delta.tool_calls` fragment per token: `tool_arguments(tokens)`.
 
 Routes:
 - `POST /v1/chat/completions`: OpenAI / Together `chat.completion.chunk` SSE (role-only
@@ -48,13 +50,31 @@ def expected_text(tokens: int) -> str:
     return "".join(token_text(i) for i in range(tokens))
 
 
-MODEL = re.compile(r"bench-(\d+)-(\d+)(?:-(drop|garble)(\d+))?")
+MODEL = re.compile(r"bench-(\d+)-(\d+)(?:-(drop|garble)(\d+))?(-tool)?")
 BODY_MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
 GEMINI_PATH = re.compile(r"/v1(?:beta|alpha)?/models/([^/:]+):streamGenerateContent")
 
 
-def model_name(tokens: int, delay_ms: float, fault: str = "") -> str:
-    return f"bench-{tokens}-{int(delay_ms)}" + (f"-{fault}" if fault else "")
+def model_name(tokens: int, delay_ms: float, fault: str = "", tool: bool = False) -> str:
+    return f"bench-{tokens}-{int(delay_ms)}" + (f"-{fault}" if fault else "") + ("-tool" if tool else "")
+
+
+TOOL_NAME, TOOL_CALL_ID = "bench_tool", "call_bench"
+
+
+def tool_fragments(texts: list[str]) -> list[str]:
+    """One arguments fragment per token: the texts as one JSON string value, `{"text":"…"}`."""
+    fragments = [json.dumps(text, ensure_ascii=False)[1:-1] for text in texts]
+    if fragments:
+        fragments[0] = '{"text":"' + fragments[0]
+        fragments[-1] += '"}'
+    return fragments
+
+
+@lru_cache(maxsize=64)
+def tool_arguments(tokens: int) -> str:
+    """The whole arguments JSON of a `-tool` stream of `tokens` tokens."""
+    return "".join(tool_fragments([token_text(i) for i in range(tokens)]))
 
 
 def _dumps(value: object) -> bytes:
@@ -92,7 +112,9 @@ HEAD = (
 END = b"0\r\n\r\n"
 
 
-def openai_script(model: str, texts: list[str]) -> Script:
+def openai_script(model: str, texts: list[str], tool: bool = False) -> Script:
+    """`tool`: the answer is one call, its id and name on the first delta (arguments ""),
+    then one `delta.tool_calls` arguments fragment per token, then `finish_reason: tool_calls`."""
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
             "model": model, "system_fingerprint": "fp_bench"}
 
@@ -106,9 +128,16 @@ def openai_script(model: str, texts: list[str]) -> Script:
              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
              "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
-    head = HEAD + delta({"role": "assistant", "content": "", "refusal": None})
-    tail = delta({}, "stop") + frame([], usage) + _chunk(b"data: [DONE]\n\n") + END
-    return Script(head, [delta({"content": text}) for text in texts], tail)
+    first: dict[str, object] = {"role": "assistant", "content": "", "refusal": None}
+    if tool:
+        first = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+            {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": TOOL_NAME, "arguments": ""}}]}
+        tokens = [delta({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+                  for fragment in tool_fragments(texts)]
+    else:
+        tokens = [delta({"content": text}) for text in texts]
+    tail = delta({}, "tool_calls" if tool else "stop") + frame([], usage) + _chunk(b"data: [DONE]\n\n") + END
+    return Script(HEAD + delta(first), tokens, tail)
 
 
 def anthropic_script(model: str, texts: list[str]) -> Script:
@@ -150,12 +179,16 @@ SCRIPTS = {"openai": openai_script, "anthropic": anthropic_script, "gemini": gem
 
 @lru_cache(maxsize=256)
 def script(wire: str, model: str) -> tuple[Script, float]:
-    """The cached stream for `model` (`bench-<tokens>-<delay_ms>[-fault]`) and its delay in s."""
+    """The cached stream for `model` (`bench-<tokens>-<delay_ms>[-fault][-tool]`) and its delay in s."""
     match = MODEL.fullmatch(model)
     if match is None:
         raise ValueError(f"model {model!r} is not bench-<tokens>-<delay_ms>")
-    tokens, delay_ms, fault, at = match.groups()
+    tokens, delay_ms, fault, at, tool = match.groups()
     texts = _texts(int(tokens), fault, int(at or 0))
+    if tool:
+        if wire != "openai":
+            raise ValueError(f"model {model!r}: tool streams are OpenAI wire only")
+        return openai_script(model, texts, tool=True), int(delay_ms) / 1000
     return SCRIPTS[wire](model, texts), int(delay_ms) / 1000
 
 

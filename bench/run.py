@@ -5,7 +5,10 @@
 Everything runs on 127.0.0.1; the server under test is pinned to core 0 (`taskset -c 0`),
 the mock and this load client to core 1. Each phase runs for every target in the same
 round, in rotating order, so the machine's drift hits all of them alike; the figures that
-matter are the ratios within one run. The table is printed, the figures written to
+matter are the ratios within one run. The openai path adds streamgate's own phases after
+the rounds: tool-call frames, the open loop (fixed request rates, stepped up), `WORKERS=2`
+vs 1 (unpinned) and resumable streams (in-process and Redis); a phase whose feature the
+server lacks is skipped with its reason. The table is printed, the figures written to
 `bench/results/<time>.json`, and every process started here is stopped by its PID.
 """
 
@@ -17,17 +20,19 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import IO
 
-from bench.client import DIALECTS, HeldStreams, Outcome, Target, get_json, run_streams
+from bench.client import DIALECTS, HeldStreams, Outcome, Target, get_json, run_open_loop, run_streams
 from bench.mock_upstream import new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +52,19 @@ class Plan:
     many_tokens: int
     short_requests: int
     held_streams: int
+    open_loop_s: float  # seconds at each rate
+    saturation_requests: int  # per round and `WORKERS` setting
+    resumes: int
 
 
+OPEN_LOOP_RATES = (250, 500, 1000, 1500, 2000, 2500)
+OPEN_LOOP_TOKENS = 8
 FULL = Plan(rounds=4, ttft={1: 60, 16: 320, 128: 512}, single_tokens=20_000, many_streams=64,
-            many_tokens=2_000, short_requests=1_000, held_streams=1_000)
+            many_tokens=2_000, short_requests=1_000, held_streams=1_000, open_loop_s=3.0,
+            saturation_requests=3_000, resumes=300)
 QUICK = Plan(rounds=2, ttft={1: 15, 16: 64, 128: 384}, single_tokens=4_000, many_streams=64,
-             many_tokens=200, short_requests=160, held_streams=200)
+             many_tokens=200, short_requests=160, held_streams=200, open_loop_s=1.0,
+             saturation_requests=600, resumes=100)
 
 
 # --- processes --------------------------------------------------------------------------
@@ -77,16 +89,20 @@ class Processes:
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[IO[bytes]] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], core: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], env: dict[str, str], core: str | None) -> subprocess.Popen[bytes]:
+        """Start `argv` pinned to `core` (None: unpinned)."""
         RESULTS.mkdir(parents=True, exist_ok=True)
         log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed in `stop_all`
         self.logs.append(log)
-        process = subprocess.Popen(["taskset", "-c", core, *argv], cwd=ROOT, env={**os.environ, **env},
+        pinned = ["taskset", "-c", core] if core is not None else []
+        process = subprocess.Popen([*pinned, *argv], cwd=ROOT, env={**os.environ, **env},
                                    stdout=subprocess.PIPE if name == "mock" else log, stderr=log)
         self.started.append(process)
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process in self.started:
+            self.started.remove(process)
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
             try:
@@ -110,6 +126,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the worker processes of `WORKERS=2`)."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        for children in Path(f"/proc/{tree[index]}/task").glob("*/children"):
+            try:
+                tree.extend(int(child) for child in children.read_text().split())
+            except OSError:
+                pass  # the thread or process has just ended
+        index += 1
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of `pid` and its living descendants (a worker that ended takes its CPU along)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            pass
+    return total
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -118,14 +158,15 @@ def rss_kib(pid: int) -> int:
 
 
 async def idle_cpu_seconds(pid: int | None, timeout_s: float = 5.0) -> float:
-    """The server's CPU once it has gone idle (three equal reads 50 ms apart)."""
+    """The server's CPU (with its worker processes) once it has gone idle (three equal
+    reads 50 ms apart)."""
     if pid is None:
         return 0.0
     deadline = time.monotonic() + timeout_s
-    last, same = cpu_seconds(pid), 0
+    last, same = tree_cpu_seconds(pid), 0
     while same < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-        now = cpu_seconds(pid)
+        now = tree_cpu_seconds(pid)
         same = same + 1 if now == last else 0
         last = now
     return last
@@ -184,6 +225,13 @@ class Tally:
 # --- the phases -------------------------------------------------------------------------
 
 
+#: Starts one more streamgate: (process name, extra environment, core or None) -> its target.
+ServerStarter = Callable[[str, dict[str, str], str | None], Awaitable[tuple[Target, subprocess.Popen[bytes]]]]
+OPEN_LOOP_TIMEOUT_S = 5.0
+OPEN_LOOP_MAX_ADDED_P99_MS = 10.0
+SATURATION_CONCURRENCY = 64
+
+
 class Bench:
     def __init__(self, plan: Plan, targets: list[Target], mock: tuple[str, int]) -> None:
         self.plan = plan
@@ -191,6 +239,11 @@ class Bench:
         self.mock = mock
         self.tallies: dict[str, dict[str, Tally]] = {}
         self.memory: dict[str, dict[str, float | int | None]] = {}
+        self.streamgate = next((t for t in targets if t.name == "streamgate"), None)
+        self.own_phases = targets[0].provider == "openai" and self.streamgate is not None
+        self.skipped: dict[str, str] = {}
+        self.redis_cpu_s = 0.0
+        self.resume_latency_ms: dict[str, list[float]] = {}
 
     def tally(self, phase: str, target: Target) -> Tally:
         return self.tallies.setdefault(phase, {}).setdefault(target.name, Tally())
@@ -233,6 +286,10 @@ class Bench:
             for target in order:
                 await self.measure("short_requests", target, lambda t=target: run_streams(
                     t, count=plan.short_requests, concurrency=16, tokens=8, delay_ms=0, timeout_s=30), cpu=True)
+            if self.own_phases:  # the same load as `many_streams`, each token a tool-call fragment
+                await self.measure("tool_streams", self.streamgate, lambda t=self.streamgate: run_streams(
+                    t, count=plan.many_streams, concurrency=plan.many_streams, tokens=plan.many_tokens,
+                    delay_ms=0, timeout_s=180, tool=True), cpu=True)
 
     async def held_streams(self, target: Target) -> None:
         """Memory per open stream, then how fast the upstream is let go after a mass abort."""
@@ -261,6 +318,125 @@ class Bench:
             return 0
         await idle_cpu_seconds(pid)
         return rss_kib(pid)
+
+    async def open_loop(self) -> None:
+        """Requests at fixed rates, stepped up; each server stops at its first failing rate
+        (added p99 TTFT over the upstream at that rate above the bound, or a failed stream)."""
+        upstream, stepping = self.targets[0], self.targets[1:]
+        for target in self.targets:  # connections of both hops opened, then let go idle
+            await run_open_loop(target, rate=OPEN_LOOP_RATES[0], duration_s=0.5, tokens=OPEN_LOOP_TOKENS,
+                                timeout_s=OPEN_LOOP_TIMEOUT_S)
+        for rate in OPEN_LOOP_RATES:
+            if not stepping:
+                return
+            print(f"  open loop: {rate} req/s", file=sys.stderr, flush=True)
+            for target in [upstream, *stepping]:
+                await idle_cpu_seconds(target.pid)
+                outcomes = await run_open_loop(target, rate=rate, duration_s=self.plan.open_loop_s,
+                                               tokens=OPEN_LOOP_TOKENS, timeout_s=OPEN_LOOP_TIMEOUT_S)
+                self.tally(f"open_loop_r{rate}", target).outcomes.extend(outcomes)
+            stepping = [t for t in stepping if open_loop_holds(self.open_loop_p99(rate), t.name)]
+
+    def open_loop_p99(self, rate: int) -> dict[str, tuple[float | None, int]]:
+        """Target name -> (p99 TTFT in ms, failed streams) at `rate`."""
+        tallies = self.tallies.get(f"open_loop_r{rate}", {})
+        return {name: (percentile([o.ttft * 1e3 for o in tally.ok], 99), tally.failed)
+                for name, tally in tallies.items()}
+
+    async def workers(self, start: ServerStarter, stop: Callable[[subprocess.Popen[bytes]], None]) -> None:
+        """8-token requests at saturation (closed loop) on `WORKERS=1` and `WORKERS=2`, both
+        unpinned: requests per second and CPU per request, every process of the server summed."""
+        started = [await start(f"streamgate-workers{n}", {"WORKERS": str(n)}, None) for n in (1, 2)]
+        try:
+            two = started[1][0]
+            if len(process_tree(two.pid)) < 3:  # type: ignore[arg-type]
+                self.skipped["workers"] = "WORKERS=2 started no worker processes (this server has no WORKERS)"
+                return
+            for target, _ in started:
+                await self.warm_up(target)
+            for round_index in range(self.plan.rounds):
+                for workers in (1, 2) if round_index % 2 == 0 else (2, 1):
+                    await self.measure(f"workers{workers}_saturation", started[workers - 1][0],
+                                       lambda t=started[workers - 1][0]: run_streams(
+                                           t, count=self.plan.saturation_requests, concurrency=SATURATION_CONCURRENCY,
+                                           tokens=8, delay_ms=0, timeout_s=30), cpu=True)
+        finally:
+            for _, process in started:
+                stop(process)
+
+    async def resume(self, start: ServerStarter, processes: Processes) -> None:
+        """CPU per content frame, plain vs resumable in-process vs resumable in Redis (the
+        `many_streams` load), Redis's own CPU, and resume request -> first replayed frame."""
+        try:
+            from bench import resume
+        except ImportError:
+            self.skipped["resume"] = "bench/resume.py is absent (no resumable streams on this branch)"
+            return
+        plain = self.streamgate
+        assert plain is not None
+        try:
+            await asyncio.wait_for(resume.a_finished_stream(plain.port, 200), 30)
+        except (RuntimeError, StopIteration, OSError, asyncio.TimeoutError):
+            self.skipped["resume"] = "the server answers `resumable: true` without an X-Stream-Id"
+            return
+        cases = {"resume_plain": plain, "resume_in_process": replace(plain, dialect=resume.RESUMABLE)}
+        redis = await self.start_redis(processes)
+        if redis is not None:
+            redis_process, redis_url = redis
+            in_redis, _ = await start("streamgate-redis", {"REDIS_URL": redis_url}, SERVER_CORE)
+            cases["resume_redis"] = replace(in_redis, dialect=resume.RESUMABLE)
+            await self.warm_up(cases["resume_redis"])
+        for _ in range(self.plan.rounds):
+            for phase, target in cases.items():
+                redis_before = tree_cpu_seconds(redis_process.pid) if redis is not None else 0.0
+                await self.measure(phase, target, lambda t=target: run_streams(
+                    t, count=self.plan.many_streams, concurrency=self.plan.many_streams,
+                    tokens=self.plan.many_tokens, delay_ms=0, timeout_s=180), cpu=True)
+                if phase == "resume_redis":
+                    self.redis_cpu_s += tree_cpu_seconds(redis_process.pid) - redis_before
+        for phase, target in cases.items():
+            if phase != "resume_plain":
+                self.resume_latency_ms[phase] = await self.resume_latencies(resume, target.port)
+
+    async def resume_latencies(self, resume: ModuleType, port: int) -> list[float]:
+        """Milliseconds from a resume request (after frame 100 of a finished 200-frame stream)
+        to its first replayed frame, one keep-alive connection."""
+        stream_id = await asyncio.wait_for(resume.a_finished_stream(port, 200), 30)
+        latencies = await asyncio.wait_for(resume.resume_latency(port, stream_id, 100, self.plan.resumes), 60)
+        return [latency * 1e3 for latency in latencies]
+
+    async def start_redis(self, processes: Processes) -> tuple[subprocess.Popen[bytes], str] | None:
+        """A `redis-server` of this run's own on a free loopback port, answering PING, and
+        its URL; None when none is installed. Stopped with every other process."""
+        if shutil.which("redis-server") is None:
+            self.skipped["resume_redis"] = "redis-server is not installed"
+            return None
+        port = free_port()
+        process = processes.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                            "--save", "", "--appendonly", "no"], {}, CLIENT_CORE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"PING\r\n")
+                answer = await reader.readline()
+                writer.close()
+                if answer == b"+PONG\r\n":
+                    return process, f"redis://127.0.0.1:{port}/0"
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start; see bench/results/redis.log")
+            await asyncio.sleep(0.1)
+
+
+def open_loop_holds(p99: dict[str, tuple[float | None, int]], name: str) -> bool:
+    """Whether `name` sustained a rate: no failed stream, added p99 TTFT within the bound."""
+    ours, failed = p99.get(name, (None, 1))
+    upstream = p99.get("upstream", (None, 0))[0]
+    if failed or ours is None or upstream is None:
+        return False
+    return ours - upstream <= OPEN_LOOP_MAX_ADDED_P99_MS
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -293,14 +469,83 @@ def summarize(bench: Bench) -> dict[str, dict[str, float | int | None]]:
         if memory:
             put("kib_per_open_stream", name, memory["kib_per_stream"])
             put("upstream_closed_within_1s", name, memory["upstream_closed_within_1s"])
-        failed = sum(t.failed for phase in bench.tallies.values() for n, t in phase.items() if n == name)
+        failed = sum(t.failed for phase, tallies in bench.tallies.items() if not phase.startswith("open_loop")
+                     for n, t in tallies.items() if n == name)
         put("failed_streams", name, failed + (int(memory.get("failed") or 0)))
     for name in ("streamgate", "tutorial"):
         if name in figures["ttft_c1_p50_ms"] and figures["ttft_c1_p50_ms"].get("upstream") is not None:
             value = figures["ttft_c1_p50_ms"][name]
             put("added_ttft_c1_p50_ms", name,
                 None if value is None else value - figures["ttft_c1_p50_ms"]["upstream"])  # type: ignore[operator]
+    if bench.own_phases:
+        summarize_own(bench, put)
     return figures
+
+
+def per(numerator: float, denominator: float, scale: float = 1.0) -> float | None:
+    return numerator / denominator * scale if denominator else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def added(value: float | None, baseline: float | None) -> float | None:
+    return value - baseline if value is not None and baseline is not None else None
+
+
+def summarize_own(bench: Bench, put: Callable[[str, str, float | int | None], None]) -> None:
+    """The figures of streamgate's own phases (openai path)."""
+    sg = "streamgate"
+    text, tools = bench.tally("many_streams", bench.streamgate), bench.tally("tool_streams", bench.streamgate)
+    tool_frame = per(tools.cpu_s, sum(o.frames for o in tools.ok), 1e6)
+    put("cpu_us_per_tool_call_frame", sg, tool_frame)
+    put("tool_call_frame_cpu_ratio", sg, ratio(tool_frame, per(text.cpu_s, sum(o.frames for o in text.ok), 1e6)))
+    held: dict[str, int] = {}
+    for rate in OPEN_LOOP_RATES:
+        p99 = bench.open_loop_p99(rate)
+        upstream = p99.get("upstream", (None, 0))[0]
+        for name, (value, failed) in p99.items():
+            put(f"open_loop_{rate}_p99_ms", name, value)
+            if name != "upstream":
+                put(f"open_loop_{rate}_added_p99_ms", name, added(value, upstream))
+            put(f"open_loop_{rate}_failed", name, failed)
+            if name != "upstream" and open_loop_holds(p99, name):
+                held[name] = rate
+    for target in bench.targets[1:]:
+        put("open_loop_max_rate_per_s", target.name, held.get(target.name, 0))
+    at_1000 = bench.open_loop_p99(1000)
+    for name, (value, _) in at_1000.items():
+        if name != "upstream":
+            put("open_loop_1000_added_p99_ms", name, added(value, at_1000["upstream"][0]))
+    if "workers" not in bench.skipped and "workers1_saturation" in bench.tallies:
+        rates, cpu = {}, {}
+        for workers in (1, 2):
+            tally = bench.tally(f"workers{workers}_saturation", bench.streamgate)
+            rates[workers] = per(len(tally.ok), tally.wall_s)
+            cpu[workers] = per(tally.cpu_s, len(tally.ok), 1e3)
+            put(f"workers{workers}_requests_per_s", sg, rates[workers])
+            put(f"workers{workers}_cpu_ms_per_request", sg, cpu[workers])
+        put("workers2_cpu_per_request_ratio", sg, ratio(cpu[2], cpu[1]))
+        put("workers2_requests_per_s_ratio", sg, ratio(rates[2], rates[1]))
+    if "resume_plain" in bench.tallies:
+        cpu_per_frame = {}
+        for phase in ("resume_plain", "resume_in_process", "resume_redis"):
+            if phase in bench.tallies:
+                tally = bench.tally(phase, bench.streamgate)
+                frames = sum(o.frames for o in tally.ok)
+                cpu_per_frame[phase] = per(tally.cpu_s, frames, 1e6)
+                put(f"{phase}_cpu_us_per_frame", sg, cpu_per_frame[phase])
+                if phase == "resume_redis":
+                    put("redis_own_cpu_us_per_frame", sg, per(bench.redis_cpu_s, frames, 1e6))
+        for store in ("in_process", "redis"):
+            if f"resume_{store}" in cpu_per_frame:
+                put(f"resume_{store}_cpu_ratio", sg,
+                    ratio(cpu_per_frame[f"resume_{store}"], cpu_per_frame["resume_plain"]))
+            latencies = bench.resume_latency_ms.get(f"resume_{store}", [])
+            if latencies:
+                put(f"resume_{store}_first_frame_p50_ms", sg, percentile(latencies, 50))
+                put(f"resume_{store}_first_frame_p99_ms", sg, percentile(latencies, 99))
 
 
 # figure, how it is judged against the tutorial (ratio bound, "max"/"min"), or an absolute bound
@@ -313,6 +558,17 @@ TARGETS: dict[str, tuple[str, float]] = {
     "kib_per_open_stream": ("<=", 24),
     "upstream_closed_within_1s": ("all", 0),
     "failed_streams": ("==", 0),
+    "tool_call_frame_cpu_ratio": ("<=", 1.1),
+    "open_loop_max_rate_per_s": (">=", 2000),
+    "open_loop_1000_added_p99_ms": ("<=", 1),
+    "workers2_cpu_per_request_ratio": ("<=", 1.1),
+    "workers2_requests_per_s_ratio": (">=", 1.3),
+    "resume_in_process_cpu_ratio": ("<=", 1.3),
+    "resume_redis_cpu_ratio": ("<=", 2),
+    "resume_in_process_first_frame_p50_ms": ("<=", 2),
+    "resume_in_process_first_frame_p99_ms": ("<=", 10),
+    "resume_redis_first_frame_p50_ms": ("<=", 2),
+    "resume_redis_first_frame_p99_ms": ("<=", 10),
 }
 
 
@@ -331,6 +587,8 @@ def verdict(figure: str, values: dict[str, float | int | None], held: int) -> tu
         met = ratio <= bound if kind == "ratio<=" else ratio >= bound
     elif kind == "<=":
         met = ours <= bound
+    elif kind == ">=":
+        met = ours >= bound
     elif kind == "all":
         met = ours == held
     else:
@@ -345,7 +603,7 @@ def _target_words(kind: str, bound: float, held: int) -> str:
         return f">= {bound:g}x tut"
     if kind == "all":
         return f"{held} of {held}"
-    return f"{'<=' if kind == '<=' else '=='} {bound:g}"
+    return f"{kind} {bound:g}"
 
 
 def table(figures: dict[str, dict[str, float | int | None]], held: int, judged: bool) -> str:
@@ -405,26 +663,37 @@ async def bench_provider(provider: str, plan: Plan, processes: Processes, only: 
                       "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
                      "/health"),
     }
-    for name, (argv, health) in servers.items():
-        if name not in only:
-            continue
+
+    async def start(name: str, extra_env: dict[str, str], core: str | None,
+                    server: str = "streamgate") -> tuple[Target, subprocess.Popen[bytes]]:
+        argv, health = servers[server]
         port = free_port()
         process = processes.start(name, [a.replace("{port}", str(port)) for a in argv],
-                                  {**env, "HOST": host, "PORT": str(port)}, SERVER_CORE)
+                                  {**env, "HOST": host, "PORT": str(port), **extra_env}, core)
         await wait_ready(host, port, health, process, name)
-        targets.append(Target(name, host, port, DIALECTS["native"], provider, process.pid))
+        return Target(server, host, port, DIALECTS["native"], provider, process.pid), process
+
+    for name in servers:
+        if name in only:
+            targets.append((await start(name, {}, SERVER_CORE, name))[0])
     bench = Bench(plan, targets, (host, mock_port))
     for target in targets:
         print(f"  {target.name}: warm-up, {plan.held_streams} held streams", file=sys.stderr, flush=True)
         await bench.warm_up(target)
         await bench.held_streams(target)
     await bench.run_rounds()
+    if bench.own_phases:
+        await bench.open_loop()
+        print("  workers", file=sys.stderr, flush=True)
+        await bench.workers(start, processes.stop)
+        print("  resume", file=sys.stderr, flush=True)
+        await bench.resume(start, processes)
     figures = summarize(bench)
     failures = {phase: {name: tally.failures() for name, tally in tallies.items() if tally.failed}
                 for phase, tallies in bench.tallies.items()}
     samples = {phase: {name: len(tally.ok) for name, tally in tallies.items()} for phase, tallies in bench.tallies.items()}
     return {"figures": figures, "samples": samples, "memory": bench.memory,
-            "failures": {k: v for k, v in failures.items() if v},
+            "failures": {k: v for k, v in failures.items() if v}, "skipped": bench.skipped,
             "table": table(figures, plan.held_streams, judged=provider == "openai")}
 
 
@@ -455,7 +724,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="streamgate vs upstream vs tutorial")
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, about three minutes")
     parser.add_argument("--provider", default="openai", help="comma-separated: openai,anthropic,gemini")
     parser.add_argument("--targets", default="streamgate,tutorial", help="servers to measure besides the upstream")
     args = parser.parse_args(argv)
@@ -475,5 +744,7 @@ def main(argv: list[str] | None = None) -> None:
         print(result["table"])  # type: ignore[index]
         if result["failures"]:  # type: ignore[index]
             print("failures:", json.dumps(result["failures"], ensure_ascii=False))  # type: ignore[index]
+        for phase, reason in result["skipped"].items():  # type: ignore[index]
+            print(f"skipped {phase}: {reason}")
     print(f"\nfigures: {path.relative_to(ROOT)}  ({report['duration_s']} s)")
 

@@ -4,18 +4,21 @@ frame, a missing end, or a non-200 counts as failed (so nothing looks fast by dr
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import openai
 import pytest
 
 from streamgate import sse
-from bench.client import DIALECTS, StreamCheck, Target, run_streams
-from bench.mock_upstream import expected_text, model_name, script, token_text
-from bench.run import percentile
+from bench.client import DIALECTS, Outcome, StreamCheck, Target, due_count, run_open_loop, run_streams
+from bench.mock_upstream import TOOL_CALL_ID, TOOL_NAME, expected_text, model_name, script, token_text, tool_arguments
+from bench.run import QUICK, Bench, open_loop_holds, percentile, process_tree, summarize_own, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = 20
@@ -138,3 +141,138 @@ def test_percentile() -> None:
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([1.0, 2.0], 50) == 1.5
     assert percentile([], 50) is None
+
+
+def native_tool_stream(fragments: list[str]) -> bytes:
+    """A streamgate body carrying one tool call: id and name first, then `fragments`."""
+    first = {"index": 0, "id": TOOL_CALL_ID, "name": TOOL_NAME, "arguments": ""}
+    frames = [sse.event_frame(1, b"tool_call", msgspec.json.encode(first))]
+    for index, fragment in enumerate(fragments, 2):
+        frames.append(sse.event_frame(index, b"tool_call", msgspec.json.encode({"index": 0, "arguments": fragment})))
+    last = {"content": "", "finish_reason": "tool_calls", "model": "m", "provider": "openai", "usage": None}
+    frames.append(sse.message_frame(len(fragments) + 2, msgspec.json.encode(last)))
+    return b"".join(frames) + sse.DONE
+
+
+def test_a_native_tool_call_stream_is_checked_by_its_arguments() -> None:
+    arguments = tool_arguments(TOKENS)
+    assert json.loads(arguments) == {"text": expected_text(TOKENS)}
+    fragments = [arguments[i : i + 5] for i in range(0, len(arguments), 5)]
+    check = StreamCheck(DIALECTS["native"])
+    check.status = 200
+    body = native_tool_stream(fragments)
+    for start in range(0, len(body), 7):
+        check.feed(body[start : start + 7])
+    assert check.verdict(arguments) == ""
+    assert check.frames == len(fragments)
+    fragments[3] = fragments[3][:-1]
+    assert native_verdict_for(native_tool_stream(fragments), arguments).startswith("text differs")
+
+
+def native_verdict_for(body: bytes, expected: str) -> str:
+    check = StreamCheck(DIALECTS["native"])
+    check.status = 200
+    check.feed(body)
+    return check.verdict(expected)
+
+
+def test_the_mock_tool_call_wire_is_one_fragment_per_token() -> None:
+    stream, _ = script("openai", model_name(TOKENS, 0, tool=True))
+    assert len(stream.tokens) == TOKENS
+    fragments = [json.loads(_dechunk(token)[len(b"data: "):])["choices"][0]["delta"]["tool_calls"][0]
+                 for token in stream.tokens]
+    assert [f["index"] for f in fragments] == [0] * TOKENS
+    assert "".join(f["function"]["arguments"] for f in fragments) == tool_arguments(TOKENS)
+
+
+def test_the_openai_sdk_reads_the_mock_tool_call(mock_port: int) -> None:
+    """The same bytes the bench sends streamgate, parsed and accumulated by the SDK's own helper."""
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{mock_port}/v1", api_key="bench", max_retries=0)
+    try:
+        with client.chat.completions.stream(model=model_name(TOKENS, 0, tool=True),
+                                            messages=[{"role": "user", "content": "call"}]) as stream:
+            completion = stream.get_final_completion()
+    finally:
+        client.close()
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls  # type: ignore[misc]
+    assert (call.id, call.type, call.function.name) == (TOOL_CALL_ID, "function", TOOL_NAME)
+    assert call.function.arguments == tool_arguments(TOKENS)
+    assert completion.usage is not None and completion.usage.completion_tokens == TOKENS
+
+
+def test_due_count_schedules_request_i_at_i_over_rate() -> None:
+    assert due_count(-0.001, 100, 50) == 0
+    assert due_count(0.0, 100, 50) == 1
+    assert due_count(0.0099, 100, 50) == 1
+    assert due_count(0.01, 100, 50) == 2
+    assert due_count(0.255, 100, 50) == 26
+    assert due_count(9.0, 100, 50) == 50
+
+
+def test_the_open_loop_sends_at_its_rate_without_waiting(mock_port: int) -> None:
+    target = Target("upstream", "127.0.0.1", mock_port, DIALECTS["openai"])
+
+    async def run() -> tuple[list[float], float]:
+        started = time.perf_counter()
+        # streams of 40 ms at 200 req/s: about 8 at once (one after another would take 2 s)
+        outcomes = await run_open_loop(target, rate=200, duration_s=0.25, tokens=5, delay_ms=10, timeout_s=5)
+        assert [o.failure for o in outcomes] == [""] * 50
+        return sorted(o.started_at for o in outcomes), time.perf_counter() - started
+
+    due, wall = asyncio.run(run())
+    assert [round(b - a, 6) for a, b in zip(due, due[1:])] == [0.005] * 49
+    assert 0.245 + 0.04 < wall < 0.245 + 0.04 + 0.5
+
+
+def test_open_loop_holds_within_the_added_p99_bound_and_no_failure() -> None:
+    assert open_loop_holds({"upstream": (1.0, 0), "streamgate": (10.9, 0)}, "streamgate")
+    assert not open_loop_holds({"upstream": (1.0, 0), "streamgate": (11.1, 0)}, "streamgate")
+    assert not open_loop_holds({"upstream": (1.0, 0), "streamgate": (2.0, 1)}, "streamgate")
+    assert not open_loop_holds({"upstream": (1.0, 0), "streamgate": (None, 0)}, "streamgate")
+
+
+def test_verdicts_of_absolute_bounds() -> None:
+    assert verdict("open_loop_max_rate_per_s", {"streamgate": 2000}, 0) == (">= 2000", "yes")
+    assert verdict("open_loop_max_rate_per_s", {"streamgate": 1500}, 0) == (">= 2000", "NO")
+    assert verdict("workers2_cpu_per_request_ratio", {"streamgate": 1.2}, 0) == ("<= 1.1", "NO")
+    assert verdict("resume_redis_cpu_ratio", {"streamgate": None}, 0) == ("<= 2", "")
+
+
+def test_process_tree_finds_grandchildren() -> None:
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(9)']); time.sleep(9)"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 5
+        while len(process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        tree = process_tree(parent.pid)
+        assert tree[0] == parent.pid and len(tree) == 2
+    finally:
+        for pid in reversed(process_tree(parent.pid)):
+            subprocess.run(["kill", str(pid)], check=False)
+        parent.wait(5)
+
+
+def test_the_open_loop_figures_step_until_the_first_failing_rate() -> None:
+    targets = [Target(name, "127.0.0.1", 1, DIALECTS["native"]) for name in ("upstream", "streamgate", "tutorial")]
+    bench = Bench(QUICK, targets, ("127.0.0.1", 1))
+
+    def streams(rate: int, name: str, ttft_ms: float, failed: int = 0) -> None:
+        ok = [Outcome("", 0.0, ttft_ms / 1e3, 1.0, 8)] * 100
+        bench.tally(f"open_loop_r{rate}", targets[[t.name for t in targets].index(name)]).outcomes.extend(
+            ok + [Outcome("timed out", 0.0, 0.0, 5.0, 0)] * failed)
+
+    for rate, upstream, ours in ((250, 0.5, 1.0), (500, 0.5, 1.2), (1000, 0.6, 1.4), (1500, 0.7, 30.0)):
+        streams(rate, "upstream", upstream)
+        streams(rate, "streamgate", ours)
+    streams(250, "tutorial", 9.0)
+    streams(500, "tutorial", 5.0, failed=1)
+    figures: dict[str, dict[str, float | int | None]] = {}
+    summarize_own(bench, lambda name, target, value: figures.setdefault(name, {}).__setitem__(target, value))
+    assert figures["open_loop_max_rate_per_s"] == {"streamgate": 1000, "tutorial": 250}
+    assert figures["open_loop_1000_added_p99_ms"] == {"streamgate": pytest.approx(0.8)}
+    assert figures["open_loop_500_failed"] == {"upstream": 0, "streamgate": 0, "tutorial": 1}
+    assert figures["open_loop_250_added_p99_ms"]["tutorial"] == pytest.approx(8.5)
