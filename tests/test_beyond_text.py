@@ -157,9 +157,6 @@ def test_an_image_the_contract_does_not_take_is_422_naming_the_part(
     assert upstream.seen == []
 
 
-@pytest.mark.xfail(strict=True, raises=openai.UnprocessableEntityError,
-                   reason="/v1 still answers the gateway's 422s as 422; the operator branch's "
-                          "`openai_compat.openai_status` makes them OpenAI's 400: drop this mark then")
 @pytest.mark.parametrize(("url", "problem"), NOT_TAKEN, ids=["http", "bmp"])
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_an_image_the_contract_does_not_take_is_a_bad_request_on_v1(
