@@ -169,7 +169,7 @@ def test_an_image_the_contract_does_not_take_is_a_bad_request_on_v1(
                                            messages=not_taken(url))  # type: ignore[arg-type]
     error = refused.value
     assert (error.status_code, error.code, error.param) == (400, "invalid_request", IMAGE_PART[2:])
-    assert error.message.startswith(f"{IMAGE_PART}: {problem}")
+    assert error.body["message"].startswith(f"{IMAGE_PART}: {problem}")  # type: ignore[index]
     assert upstream.seen == []
 
 
