@@ -415,7 +415,8 @@ async def run_chat(
     end (`log_request`). A resumable stream goes to `streams` instead (`resume.py`): its
     generation outlives its client."""
     if request.resumable and streaming and streams is not None:
-        await streams.run(adapter, request, frames, receive, send, send_error=send_error)  # type: ignore[arg-type]
+        await streams.run(adapter, request, frames, receive, send, send_error=send_error,  # type: ignore[arg-type]
+                          scope=scope)
         return
     progress = StreamProgress()
     stream: ChunkStream | None = None
@@ -600,7 +601,9 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
             f"duration={ended_at - progress.started_at:.3f}s",
             f"tokens={usage.prompt_tokens}+{usage.completion_tokens}" if usage is not None else "tokens=-",
         ]
-        error_type = progress.error_type or ("client_gone" if progress.client_gone else None)
+        # A resumable stream's generation goes on without its client: no error in that.
+        gone = progress.client_gone and progress.stream_id is None
+        error_type = progress.error_type or ("client_gone" if gone else None)
         if progress.stream_id is not None:
             fields.append(f"stream={progress.stream_id}")
     if error_type is not None:

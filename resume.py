@@ -37,7 +37,16 @@ from streamgate.errors import (
     ShuttingDownError,
     UpstreamError,
 )
-from streamgate.pipeline import SSE_HEADERS, ClientWatch, Frames, SendError, StreamProgress, open_stream, stream_chunks
+from streamgate.pipeline import (
+    SSE_HEADERS,
+    ClientWatch,
+    Frames,
+    SendError,
+    StreamProgress,
+    log_request,
+    open_stream,
+    stream_chunks,
+)
 from streamgate.providers.base import Adapter, ChunkStream
 from streamgate.settings import Settings
 from streamgate.stream_store import MAX_LOG_BYTES, Batch, MemoryStore, StreamLog, StreamLost, StreamReader, StreamStore, not_found
@@ -52,6 +61,7 @@ class ResumableFrames(Frames, Protocol):
     """A dialect's frames for a resumable stream."""
 
     last_id: int  # the id of the last frame made
+    model: str
     final_sent: bool  # the final `message` frame has been made
 
     def meta(self) -> dict[str, Any]:
@@ -77,8 +87,9 @@ class Generation:
     the first client while attached). `stop(error)` ends it with `error`'s frames."""
 
     def __init__(self, streams: Streams, adapter: Adapter, stream: ChunkStream, frames: ResumableFrames,
-                 progress: StreamProgress, client_send: Send) -> None:
+                 progress: StreamProgress, client_send: Send, request_scope: Scope | None = None) -> None:
         self.streams = streams
+        self.request_scope = request_scope  # set: the request is logged when the generation ends
         self.adapter = adapter
         self.stream = stream
         self.frames = frames
@@ -144,6 +155,9 @@ class Generation:
         finally:
             metrics.record_stream(self.adapter.name, self.progress, upstream_opened=True)
             self.streams.producers.discard(self)
+            if self.request_scope is not None:
+                log_request(self.request_scope, self.progress.status, self.adapter.name, self.frames.model,
+                            self.progress)
 
 
 class Streams:
@@ -171,7 +185,7 @@ class Streams:
         await self.store.aclose()
 
     async def run(self, adapter: Adapter, request: ChatRequest, frames: ResumableFrames, receive: Receive,
-                  send: Send, *, send_error: SendError) -> None:
+                  send: Send, *, send_error: SendError, scope: Scope | None = None) -> None:
         """`run_chat` for a resumable stream: open the upstream, start the producer, follow it
         while the client stays."""
         progress = StreamProgress()
@@ -182,16 +196,18 @@ class Streams:
             async with ClientWatch(receive, send, progress, self.heartbeat_s):
                 try:
                     stream = await open_stream(adapter, request)
-                    generation = Generation(self, adapter, stream, frames, progress, send)
-                    stream_id = secrets.token_urlsafe(16)
+                    generation = Generation(self, adapter, stream, frames, progress, send, scope)
+                    stream_id = progress.stream_id = secrets.token_urlsafe(16)
                     stream_log = await self.create(stream_id, frames, generation)
                 except GatewayError as error:
                     generation = None
                     progress.error_type = error.type
+                    progress.status = error.status
                     await send_error(send, error)
                     return
                 headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
+                progress.status = 200
                 progress.last_sent_at = time.monotonic()
                 progress.streaming = True
                 self.producers.add(generation)
@@ -217,6 +233,9 @@ class Streams:
                 if stream is not None:
                     await asyncio.shield(stream.aclose())
                 metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
+                if scope is not None:
+                    log_request(scope, progress.status, adapter.name, request.model or adapter.default_model,
+                                progress)
 
     async def create(self, stream_id: str, frames: ResumableFrames, generation: Generation) -> StreamLog:
         meta = json.dumps(frames.meta()).encode()

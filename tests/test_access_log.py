@@ -57,6 +57,18 @@ def test_a_stream_and_an_answer_each_log_one_line(base_url: str, caplog: pytest.
     assert all(record.levelno == logging.INFO for record in caplog.records if record.name == "streamgate.access")
 
 
+def test_a_resumable_stream_logs_its_stream_id_when_its_generation_ends(
+        base_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    body = {"provider": "echo", "messages": HELLO, "resumable": True}
+    response = httpx.post(base_url + "/api/v1/chat/stream", json=body)
+    assert response.status_code == 200
+    stream_id = response.headers["x-stream-id"]
+    (line,) = wait_for_lines(caplog, 1)
+    assert re.fullmatch(rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
+                        rf"duration={NUMBER} tokens=3\+3 stream={re.escape(stream_id)}", line), line
+
+
 def test_refused_requests_log_the_status_each_dialect_sent(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="streamgate.access")
     with serve(create_app(settings())) as url:  # every provider, none configured but echo
