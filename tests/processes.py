@@ -25,6 +25,21 @@ def free_port() -> int:
         return sock.getsockname()[1]  # type: ignore[no-any-return]
 
 
+def wait_until_answering(process: subprocess.Popen[bytes], url: str, timeout_s: float = 90.0) -> None:
+    """Poll `url` until it answers; fail with the process's output if it exits first or
+    `timeout_s` passes (starting imports three SDKs: slow on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            output = process.stdout or process.stderr
+            assert process.poll() is None, output.read().decode() if output else "the process exited"
+            assert time.monotonic() < deadline, f"{url} did not answer within {timeout_s} s"
+            time.sleep(0.05)
+
+
 class RedisServer:
     """A `redis-server` on a loopback port, no persistence; stop and start it again."""
 
@@ -76,15 +91,7 @@ def gateways(directory: Path, count: int, **env: str) -> Iterator[list[tuple[sub
         started.append((process, f"http://127.0.0.1:{port}"))
     try:
         for process, url in started:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    httpx.get(url + "/api/v1/chat/stream/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-                    assert time.monotonic() < deadline, "server did not start"
-                    time.sleep(0.1)
+            wait_until_answering(process, url + "/api/v1/chat/stream/health")
         yield started
     finally:
         for process, _ in started:

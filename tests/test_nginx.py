@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from streamgate import sse
-from processes import ROOT, free_port, gateways, running_redis
+from processes import ROOT, free_port, gateways, running_redis, wait_until_answering
 
 if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
     pytest.skip("nginx not installed", allow_module_level=True)
@@ -45,15 +45,7 @@ def test_a_stream_resumes_through_nginx_on_either_replica(tmp_path: Path) -> Non
                                   "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    httpx.get(url + "/api/v1/chat/stream/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert nginx.poll() is None, nginx.stderr.read().decode()  # type: ignore[union-attr]
-                    assert time.monotonic() < deadline, "nginx did not start"
-                    time.sleep(0.05)
+            wait_until_answering(nginx, url + "/api/v1/chat/stream/health", timeout_s=10)
             words = " ".join(f"w{i}" for i in range(5))
             body = {"provider": "echo", "resumable": True, "messages": [{"role": "user", "content": words}]}
             with httpx.stream("POST", url + "/api/v1/chat/stream", json=body, timeout=20) as response:

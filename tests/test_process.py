@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,43 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from processes import KEYS, ROOT, gateways
 from streamgate import sse
 from streamgate.settings import Settings, SettingsError
-
-ROOT = Path(__file__).resolve().parent.parent
-KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "GATEWAY_API_KEY")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @contextmanager
 def server_process(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`python server.py` from a directory without `.env`, with no provider keys."""
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k not in KEYS}
-    environment.update({"PORT": str(port), **env})
-    process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/api/v1/chat/stream/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
+    with gateways(tmp_path, 1, **env) as [(process, url)]:
         yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def test_runs_with_no_keys_and_echo_streams(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.server import create_app
 from streamgate.settings import LOOPBACK_HOSTS
+from processes import wait_until_answering
 from support import closed_port, serve, settings
 from wire_openai import MockUpstream, Reply, completion
 
@@ -252,15 +252,7 @@ def uvicorn_process(tmp_path: Path, *args: str, **env: str) -> Iterator[str]:
         cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
+        wait_until_answering(process, url + "/")
         yield url
     finally:
         process.kill()
