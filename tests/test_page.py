@@ -439,6 +439,8 @@ def test_an_attached_image_goes_upstream_as_an_image_url_part(browser, upstreams
         page.press("#prompt", "Enter")  # an image alone is a message too
         assert text_of(last_reply(page, "done"), ".text") == "Blue."
 
+    # The temperature field left empty sends none: the model's own default (reasoning models take no other).
+    assert [("temperature" in seen.json) for seen in upstreams.openai.seen] == [False, False]
     first, second = (seen.json["messages"] for seen in upstreams.openai.seen)
     assert first == [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": red_url}}]}]
