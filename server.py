@@ -101,8 +101,7 @@ class NativeFrames:
         if not final_sent:
             frames = self.content(StreamChunk("", FinishReason.ERROR, self.model, self.provider, usage))
         self.last_id += 1
-        data = json_encoder.encode(error.body()).decode()
-        return frames + sse.encode_event(data, event="error", event_id=self.last_id) + sse.DONE
+        return frames + sse.event_frame(self.last_id, b"error", json_encoder.encode(error.body())) + sse.DONE
 
     def done(self) -> bytes:
         return sse.DONE
