@@ -39,6 +39,7 @@ from typing import Any
 
 import aiohttp
 import httpx2
+import multidict
 import yarl
 from aiohttp.helpers import get_env_proxy_for_url
 
@@ -138,15 +139,32 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
             )
         stream = _BodyStream(response)
-        return httpx2.Response(
+        answer = httpx2.Response(
             response.status, headers=response.raw_headers, stream=stream,
             extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
         )
+        _forget_heads(response)
+        return answer
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+_NO_HEADERS: multidict.CIMultiDictProxy[str] = multidict.CIMultiDictProxy(multidict.CIMultiDict())
+
+
+def _forget_heads(response: aiohttp.ClientResponse) -> None:
+    """Let an open aiohttp response drop both header blocks once they are copied into the
+    `httpx2.Response`: the request's (kept in `request_info` only to word an error) and
+    its own. An open stream then holds its body reader and connection, not ~5 KiB of
+    header strings it never reads again."""
+    info = response._request_info
+    response._request_info = aiohttp.RequestInfo(info.url, info.method, _NO_HEADERS, info.real_url)
+    response._headers = _NO_HEADERS
+    response._raw_headers = ()
+    response._cache.clear()  # its cached properties (`headers`...): read again from the above
 
 
 class _Connector(aiohttp.TCPConnector):
