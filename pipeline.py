@@ -212,7 +212,8 @@ class ClientWatch:
 
     async def __aenter__(self) -> None:
         self.work = asyncio.current_task()
-        self.watcher = asyncio.get_running_loop().create_task(self.watch())
+        self.watcher = asyncio.get_running_loop().create_task(
+            watch(self.receive, self.send, self.progress, self.heartbeat_s, self.work))  # type: ignore[arg-type]
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         self.watcher.cancel()
@@ -223,23 +224,27 @@ class ClientWatch:
             return True
         return False
 
-    async def watch(self) -> None:
-        progress, heartbeat_s = self.progress, self.heartbeat_s
-        while True:
-            try:
-                async with asyncio.timeout(progress.last_sent_at + heartbeat_s - time.monotonic()):
-                    message = await self.receive()
-            except TimeoutError:
-                if progress.streaming and time.monotonic() - progress.last_sent_at >= heartbeat_s:
-                    await self.send({"type": "http.response.body", "body": sse.KEEP_ALIVE, "more_body": True})
-                    progress.last_sent_at = time.monotonic()
-                elif not progress.streaming:
-                    progress.last_sent_at = time.monotonic()
-                continue
-            if message["type"] == "http.disconnect":
-                progress.client_gone = True
-                self.work.cancel()  # type: ignore[union-attr]
-                return
+
+async def watch(receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float,
+                work: asyncio.Task[Any]) -> None:
+    """`ClientWatch`'s watcher. A function, not a method: the traceback of the cancellation
+    that ends it would otherwise hold the `ClientWatch` that holds this task, a cycle per
+    request (with the server's request objects) left to the cyclic garbage collector."""
+    while True:
+        try:
+            async with asyncio.timeout(progress.last_sent_at + heartbeat_s - time.monotonic()):
+                message = await receive()
+        except TimeoutError:
+            if progress.streaming and time.monotonic() - progress.last_sent_at >= heartbeat_s:
+                await send({"type": "http.response.body", "body": sse.KEEP_ALIVE, "more_body": True})
+                progress.last_sent_at = time.monotonic()
+            elif not progress.streaming:
+                progress.last_sent_at = time.monotonic()
+            continue
+        if message["type"] == "http.disconnect":
+            progress.client_gone = True
+            work.cancel()
+            return
 
 
 #: Most frames joined into one `send` (frames wait only while the next chunk is ready).

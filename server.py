@@ -10,6 +10,7 @@ Run it with `python server.py` (uvloop, httptools, graceful SIGTERM) or `uvicorn
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -236,6 +237,8 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         catalog.start()
         await streams.start()
+        if not gc.get_freeze_count():  # once per process: what start-up made is kept for good,
+            gc.freeze()  # so the full collections under load no longer rescan every SDK's modules
         async with requests_ended_at_exit():
             yield
         await streams.aclose()

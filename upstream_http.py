@@ -33,12 +33,12 @@ map them as their own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import httpx2
+import multidict
 import yarl
 from aiohttp.helpers import get_env_proxy_for_url
 
@@ -132,21 +132,38 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                    if name.lower() != b"transfer-encoding"]
         url = yarl.URL(str(request.url), encoded=True)
         proxy, proxy_auth = self._proxy(url)
-        with _mapped_errors():
+        with _MAPPED_ERRORS:
             response = await session.request(
                 request.method, url, headers=headers, data=body or None, allow_redirects=False,
                 timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
             )
         stream = _BodyStream(response)
-        return httpx2.Response(
+        answer = httpx2.Response(
             response.status, headers=response.raw_headers, stream=stream,
             extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
         )
+        _forget_heads(response)
+        return answer
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+_NO_HEADERS: multidict.CIMultiDictProxy[str] = multidict.CIMultiDictProxy(multidict.CIMultiDict())
+
+
+def _forget_heads(response: aiohttp.ClientResponse) -> None:
+    """Let an open aiohttp response drop both header blocks once they are copied into the
+    `httpx2.Response`: the request's (kept in `request_info` only to word an error) and
+    its own. An open stream then holds its body reader and connection, not ~5 KiB of
+    header strings it never reads again."""
+    info = response._request_info
+    response._request_info = aiohttp.RequestInfo(info.url, info.method, _NO_HEADERS, info.real_url)
+    response._headers = _NO_HEADERS
+    response._raw_headers = ()
+    response._cache.clear()  # its cached properties (`headers`...): read again from the above
 
 
 class _Connector(aiohttp.TCPConnector):
@@ -173,7 +190,7 @@ class _BodyStream(httpx2.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_errors():
+        with _MAPPED_ERRORS:
             async for data in self._response.content.iter_any():
                 yield data
 
@@ -181,22 +198,39 @@ class _BodyStream(httpx2.AsyncByteStream):
         self._response.close()  # a no-op once the body was read to its end (then pooled)
 
 
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """aiohttp's failures as the `httpx2` exceptions the SDKs and adapters map."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as error:
-        raise httpx2.ConnectTimeout(str(error) or "connecting timed out") from error
-    except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as error:
-        raise httpx2.ReadTimeout(str(error) or "the upstream sent nothing for the read timeout") from error
-    except aiohttp.ClientConnectorError as error:
-        raise httpx2.ConnectError(str(error)) from error
-    except aiohttp.ClientResponseError as error:  # the parser refused the response's head
-        raise httpx2.RemoteProtocolError(f"malformed HTTP response from the upstream: {error.message}") from error
-    except aiohttp.ClientPayloadError as error:  # a body cut short or malformed
-        raise httpx2.ReadError(str(error)) from error
-    except aiohttp.ClientError as error:  # a disconnect, a reset
-        raise httpx2.ReadError(str(error) or type(error).__name__) from error
-    except ValueError as error:  # aiohttp refused to send the request as built (CR/LF in a header)
-        raise httpx2.LocalProtocolError(str(error)) from error
+class _MappedErrors:
+    """`with _MAPPED_ERRORS:` aiohttp's failures raised as the `httpx2` exceptions the SDKs
+    and adapters map. One stateless instance: an open stream's body loop holds no context
+    manager of its own."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object) -> bool:
+        if error is not None and (mapped := _mapped(error)) is not None:
+            raise mapped from error
+        return False
+
+
+_MAPPED_ERRORS = _MappedErrors()
+
+
+def _mapped(error: BaseException) -> httpx2.TransportError | None:
+    """The `httpx2` exception for an aiohttp failure; None for any other exception."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return httpx2.ConnectTimeout(str(error) or "connecting timed out")
+    if isinstance(error, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
+        return httpx2.ReadTimeout(str(error) or "the upstream sent nothing for the read timeout")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return httpx2.ConnectError(str(error))
+    if isinstance(error, aiohttp.ClientResponseError):  # the parser refused the response's head
+        return httpx2.RemoteProtocolError(f"malformed HTTP response from the upstream: {error.message}")
+    if isinstance(error, aiohttp.ClientPayloadError):  # a body cut short or malformed
+        return httpx2.ReadError(str(error))
+    if isinstance(error, aiohttp.ClientError):  # a disconnect, a reset
+        return httpx2.ReadError(str(error) or type(error).__name__)
+    if isinstance(error, ValueError):  # aiohttp refused to send the request as built (CR/LF in a header)
+        return httpx2.LocalProtocolError(str(error))
+    return None

@@ -4,6 +4,7 @@ invariants, heartbeats, the body cap, bearer auth, CORS and client disconnect.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import time
@@ -89,6 +90,15 @@ def test_non_streaming_answer(base_url: str) -> None:
     assert response.json() == {"content": "Hello there", "finish_reason": "stop", "model": "echo", "provider": "echo",
                                "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
                                "tool_calls": None}
+
+
+def test_start_up_freezes_the_heap_once_so_full_collections_skip_it() -> None:
+    gc.unfreeze()
+    with serve(create_app(settings(), adapters={"echo": EchoAdapter(0)})):
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # the modules, classes and the app made at start-up
+    with serve(create_app(settings(), adapters={"echo": EchoAdapter(0)})):
+        assert gc.get_freeze_count() <= frozen  # a second app in the process freezes nothing more
 
 
 def test_health_lists_every_adapter_without_keys(base_url: str) -> None:

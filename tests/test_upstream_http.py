@@ -8,7 +8,8 @@ end, no reuse after an early close, `Connection: close`, a connection the server
 while idle, or one idle past the expiry); TLS with `SSL_CERT_FILE`; failures as the
 `httpx2` exceptions the SDKs map (`ConnectError`, `ReadTimeout`, `ReadError`,
 `RemoteProtocolError`); a slow reader holding the upstream back; `aclose`; the real
-`openai.AsyncOpenAI` over `sdk_http_client`; proxies from the environment.
+`openai.AsyncOpenAI` over `sdk_http_client`; proxies from the environment; an open stream
+holding neither header block.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import httpx2
 import openai
 import pytest
 import trustme
+import yarl
 
-from streamgate.upstream_http import UpstreamTransport, sdk_http_client
+from streamgate.upstream_http import UpstreamTransport, response_body, sdk_http_client
 from support import closed_port, settings
 from wire_openai import SSE_HEAD, completion, http_chunk, split
 
@@ -207,6 +209,25 @@ async def test_chunked_response_and_the_exact_request_bytes(http: httpx2.AsyncCl
     assert response.status_code == 200 and response.http_version == "HTTP/1.1"
     assert response.headers.raw == [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked")]
     assert b"".join(received) == b"".join(pieces)
+
+
+async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(http: httpx2.AsyncClient) -> None:
+    """`_forget_heads`: once the `httpx2.Response` has the headers, the aiohttp response
+    under an open stream drops both header blocks; its body and its connection work as before."""
+    pieces = [b"data: 1\n\n", b"data: [DONE]\n\n"]
+    async with Upstream(answer(chunked(*pieces), sized(b"{}"))) as upstream:
+        request = http.build_request("POST", upstream.url + "/v1/chat/completions", content=b"{}",
+                                     headers={"authorization": f"Bearer {KEY}"})
+        response = await http.send(request, stream=True)
+        body, release = response_body(response)
+        held = response.extensions["streamgate.raw_stream"]._response
+        assert (dict(held.request_info.headers), dict(held.headers), held.raw_headers) == ({}, {}, ())
+        assert held.request_info.url == yarl.URL(upstream.url + "/v1/chat/completions")
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert b"".join([piece async for piece in body]) == b"".join(pieces)
+        await release()
+        assert (await http.get(upstream.url)).content == b"{}"
+        assert upstream.accepts == 1
 
 
 async def test_content_length_response_to_a_get(http: httpx2.AsyncClient) -> None:
