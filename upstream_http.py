@@ -33,6 +33,7 @@ map them as their own.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -155,15 +156,27 @@ _NO_HEADERS: multidict.CIMultiDictProxy[str] = multidict.CIMultiDictProxy(multid
 
 
 def _forget_heads(response: aiohttp.ClientResponse) -> None:
-    """Let an open aiohttp response drop both header blocks once they are copied into the
-    `httpx2.Response`: the request's (kept in `request_info` only to word an error) and
-    its own. An open stream then holds its body reader and connection, not ~5 KiB of
-    header strings it never reads again."""
+    """Let an open aiohttp response drop the header blocks once they are copied into the
+    `httpx2.Response`: the request's (kept in `request_info` only to word an error), its
+    own and its parser's. An open stream then holds its body reader and connection, not
+    the header strings it never reads again."""
     info = response._request_info
     response._request_info = aiohttp.RequestInfo(info.url, info.method, _NO_HEADERS, info.real_url)
     response._headers = _NO_HEADERS
     response._raw_headers = ()
     response._cache.clear()  # its cached properties (`headers`...): read again from the above
+    if (parser := getattr(response._protocol, "_parser", None)) is not None:
+        _forget_parser_heads(parser)
+
+
+def _forget_parser_heads(parser: object) -> None:
+    """Empty the two header lists (decoded and raw) aiohttp's C response parser keeps after
+    a head until the connection's next response begins (copies: the message built from them
+    has its own). They are reachable only as its referents; its list of pending messages
+    (`(message, payload)`) is left alone."""
+    for field in gc.get_referents(parser):
+        if type(field) is list and field and type(field[0]) is tuple and isinstance(field[0][0], str | bytes):
+            field.clear()
 
 
 class _Connector(aiohttp.TCPConnector):

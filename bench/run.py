@@ -38,6 +38,9 @@ from bench.mock_upstream import new_event_loop
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SERVER_CORE, CLIENT_CORE = "0", "1"
+#: "Unpinned": every core. A child started without `taskset` would inherit this process's
+#: own pinning to `CLIENT_CORE`, and `WORKERS=2` would share one core with the client.
+ALL_CORES = f"0-{os.cpu_count() - 1}"
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
@@ -90,11 +93,11 @@ class Processes:
     logs: list[IO[bytes]] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], env: dict[str, str], core: str | None) -> subprocess.Popen[bytes]:
-        """Start `argv` pinned to `core` (None: unpinned)."""
+        """Start `argv` pinned to `core` (None: unpinned, on `ALL_CORES`)."""
         RESULTS.mkdir(parents=True, exist_ok=True)
         log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed in `stop_all`
         self.logs.append(log)
-        pinned = ["taskset", "-c", core] if core is not None else []
+        pinned = ["taskset", "-c", core if core is not None else ALL_CORES]
         process = subprocess.Popen([*pinned, *argv], cwd=ROOT, env={**os.environ, **env},
                                    stdout=subprocess.PIPE if name == "mock" else log, stderr=log)
         self.started.append(process)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 from streamgate import sse
 from bench.client import DIALECTS, Outcome, StreamCheck, Target, due_count, run_open_loop, run_streams
 from bench.mock_upstream import TOOL_CALL_ID, TOOL_NAME, expected_text, model_name, script, token_text, tool_arguments
-from bench.run import QUICK, Bench, open_loop_holds, percentile, process_tree, summarize_own, verdict
+from bench.run import CLIENT_CORE, QUICK, Bench, Processes, open_loop_holds, percentile, process_tree, summarize_own, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = 20
@@ -239,6 +240,21 @@ def test_verdicts_of_absolute_bounds() -> None:
     assert verdict("open_loop_max_rate_per_s", {"streamgate": 1500}, 0) == (">= 2000", "NO")
     assert verdict("workers2_cpu_per_request_ratio", {"streamgate": 1.2}, 0) == ("<= 1.1", "NO")
     assert verdict("resume_redis_cpu_ratio", {"streamgate": None}, 0) == ("<= 2", "")
+
+
+def test_an_unpinned_server_runs_on_every_core_not_on_the_benchs_own() -> None:
+    own = os.sched_getaffinity(0)
+    processes = Processes()
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})  # as `python -m bench` pins itself
+    try:
+        process = processes.start("affinity-test", ["sleep", "9"], {}, None)
+        deadline = time.monotonic() + 5  # `taskset` execs `sleep` once it has set the affinity
+        while Path(f"/proc/{process.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.sched_getaffinity(process.pid) == set(range(os.cpu_count() or 1))
+    finally:
+        os.sched_setaffinity(0, own)
+        processes.stop_all()
 
 
 def test_process_tree_finds_grandchildren() -> None:

@@ -15,6 +15,7 @@ holding neither header block.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import random
@@ -213,7 +214,7 @@ async def test_chunked_response_and_the_exact_request_bytes(http: httpx2.AsyncCl
 
 async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(http: httpx2.AsyncClient) -> None:
     """`_forget_heads`: once the `httpx2.Response` has the headers, the aiohttp response
-    under an open stream drops both header blocks; its body and its connection work as before."""
+    under an open stream drops both header blocks (and its parser its copies); its body and its connection work as before."""
     pieces = [b"data: 1\n\n", b"data: [DONE]\n\n"]
     async with Upstream(answer(chunked(*pieces), sized(b"{}"))) as upstream:
         request = http.build_request("POST", upstream.url + "/v1/chat/completions", content=b"{}",
@@ -223,6 +224,8 @@ async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(ht
         held = response.extensions["streamgate.raw_stream"]._response
         assert (dict(held.request_info.headers), dict(held.headers), held.raw_headers) == ({}, {}, ())
         assert held.request_info.url == yarl.URL(upstream.url + "/v1/chat/completions")
+        parser_lists = [f for f in gc.get_referents(held._protocol._parser) if type(f) is list]
+        assert len(parser_lists) == 3 and not any(parser_lists)  # decoded and raw headers, pending messages
         assert response.headers["transfer-encoding"] == "chunked"
         assert b"".join([piece async for piece in body]) == b"".join(pieces)
         await release()
