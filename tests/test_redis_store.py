@@ -25,6 +25,7 @@ from streamgate import sse
 from streamgate.providers.echo import EchoAdapter
 from streamgate.server import create_app
 from processes import KEYS, ROOT, RedisServer, free_port, gateways, running_redis
+from resumable import resume_from, start
 from support import serve, settings
 
 HEARTBEAT_S = 1.0
@@ -47,22 +48,6 @@ def events(raw: bytes) -> list[sse.Event]:
 
 def text_of(raw: bytes) -> str:
     return "".join(json.loads(e.data)["content"] for e in events(raw) if e.event == "message" and e.data != "[DONE]")
-
-
-def start(url: str, frames: int, text: str = WORDS) -> tuple[str, bytes]:
-    """POST a resumable stream, read `frames` frames, leave."""
-    with httpx.stream("POST", url + "/api/v1/chat/stream", json=body(text), timeout=20) as response:
-        assert response.status_code == 200, response.read()
-        received = b""
-        for part in response.iter_bytes():
-            received += part
-            if received.count(b"\n\n") >= frames:
-                break
-        return response.headers["x-stream-id"], received
-
-
-def resume_from(url: str, stream_id: str, after: int = 0) -> httpx.Response:
-    return httpx.get(url + f"/api/v1/chat/stream/{stream_id}", headers={"last-event-id": str(after)}, timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +89,7 @@ def test_resume_on_the_same_process_reads_redis(shared_redis: RedisServer) -> No
 
 def test_a_stream_resumes_on_another_process(processes: list[Any]) -> None:
     a, b = processes[0], processes[1]
-    stream_id, received = start(a, 2)
+    stream_id, received = start(a, 2, body(WORDS))
     last_seen = int(events(received)[-1].id)
     resumed = resume_from(b, stream_id, last_seen)
     assert resumed.status_code == 200
@@ -115,7 +100,7 @@ def test_a_stream_resumes_on_another_process(processes: list[Any]) -> None:
 
 def test_two_readers_on_two_processes_follow_one_stream(processes: list[Any]) -> None:
     a, b = processes[0], processes[1]
-    stream_id, _ = start(a, 1)
+    stream_id, _ = start(a, 1, body(WORDS))
     results: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda u=u: results.__setitem__(u, resume_from(u, stream_id).content))
                for u in (a, b)]
@@ -162,7 +147,7 @@ def test_the_stream_expires_after_resume_ttl(processes: list[Any], shared_redis:
 
 def test_readers_get_an_error_end_when_the_producing_process_dies(processes: list[Any]) -> None:
     b, c, c_process = processes[1], processes[2], processes[3]
-    stream_id, _ = start(c, 1, " ".join(f"y{i}" for i in range(500)))
+    stream_id, _ = start(c, 1, body(" ".join(f"y{i}" for i in range(500))))
     with httpx.stream("GET", b + f"/api/v1/chat/stream/{stream_id}", timeout=20) as reader:
         chunks = reader.iter_bytes()
         received = next(chunks)

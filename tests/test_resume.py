@@ -28,6 +28,7 @@ from streamgate.providers.echo import EchoAdapter
 from streamgate.server import ResumableNativeFrames, create_app
 from streamgate.stream_store import Batch
 from processes import gateways
+from resumable import resume_from, start
 from support import serve, settings
 
 WORDS = " ".join(f"w{i}" for i in range(12))
@@ -46,27 +47,6 @@ def app() -> Any:
 def url(app: Any) -> Iterator[str]:
     with serve(app) as base_url:
         yield base_url
-
-
-def start(url: str, frames: int, payload: dict[str, Any] | None = None, path: str = "/api/v1/chat/stream",
-          **kwargs: Any) -> tuple[str, bytes]:
-    """POST a resumable stream, read until `frames` frames arrived, leave; (id, bytes read)."""
-    with httpx.stream("POST", url + path, json=payload or body(), timeout=10, **kwargs) as response:
-        assert response.status_code == 200
-        received = b""
-        for part in response.iter_bytes():
-            received += part
-            if received.count(b"\n\n") >= frames:
-                break
-        return response.headers["x-stream-id"], received
-
-
-def resume_from(url: str, stream_id: str, after: int | None = None, path: str = "/api/v1/chat/stream/{}",
-                headers: dict[str, str] | None = None) -> httpx.Response:
-    headers = dict(headers or {})
-    if after is not None:
-        headers["last-event-id"] = str(after)
-    return httpx.get(url + path.format(stream_id), headers=headers, timeout=10)
 
 
 def after_frame(raw: bytes, frame_id: int) -> bytes:
@@ -102,7 +82,7 @@ def test_a_resume_after_any_frame_is_what_the_first_connection_carried_after_it(
 
 
 def test_the_generation_goes_on_after_its_client_leaves(url: str) -> None:
-    stream_id, received = start(url, 2)
+    stream_id, received = start(url, 2, body())
     last_seen = int(events(received)[-1].id)
     resumed = resume_from(url, stream_id, last_seen)  # joins while live, follows to the end
     assert text_of(received) + text_of(resumed.content) == WORDS
@@ -113,7 +93,7 @@ def test_the_generation_goes_on_after_its_client_leaves(url: str) -> None:
 
 
 def test_several_readers_follow_one_live_stream(url: str) -> None:
-    stream_id, _ = start(url, 1)
+    stream_id, _ = start(url, 1, body())
     results: list[bytes] = []
     readers = [threading.Thread(target=lambda: results.append(resume_from(url, stream_id, 0).content))
                for _ in range(3)]
@@ -172,7 +152,7 @@ def test_an_unknown_stream_is_404_stream_not_found_in_each_dialect(url: str) -> 
 
 
 def test_a_bad_last_event_id_is_422(url: str) -> None:
-    stream_id, _ = start(url, 1)
+    stream_id, _ = start(url, 1, body())
     response = resume_from(url, stream_id, None, headers={"last-event-id": "-1"})
     assert response.status_code == 422
     assert response.json()["error"] == {"type": "invalid_request",
@@ -300,7 +280,7 @@ def test_a_browser_eventsource_on_the_resume_url_reads_each_frame_once_and_recon
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).is_file():
         pytest.skip("Chromium is not installed")
-    stream_id, _ = start(url, 2)
+    stream_id, _ = start(url, 2, body())
     with sync_api.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
