@@ -204,6 +204,16 @@ def sdk(url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-gateway", max_retries=0)
 
 
+def assert_two_calls(case: Any, completion: Any) -> None:
+    """The completion's one choice: the text before the calls, then both calls exactly."""
+    [choice] = completion.choices
+    assert (choice.finish_reason, choice.message.content) == ("tool_calls", "Let me check.")
+    calls = choice.message.tool_calls or []
+    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
+        ("function", "get_weather", case.arguments[0]), ("function", "get_time", case.arguments[1])]
+    assert_ids(case, [c.id for c in calls])
+
+
 def assert_ids(case: Case, ids: list[str]) -> None:
     if case.ids is None:
         assert all(GATEWAY_ID.fullmatch(i) for i in ids) and len(set(ids)) == 2
@@ -259,12 +269,7 @@ async def test_stream_helper_gets_the_parallel_calls_exactly(gateway: tuple[str,
             tools=TOOLS) as stream:
         events = [event async for event in stream]
         completion = await stream.get_final_completion()
-    [choice] = completion.choices
-    assert (choice.finish_reason, choice.message.content) == ("tool_calls", "Let me check.")
-    calls = choice.message.tool_calls or []
-    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
-        ("function", "get_weather", case.arguments[0]), ("function", "get_time", case.arguments[1])]
-    assert_ids(case, [c.id for c in calls])
+    assert_two_calls(case, completion)
     done = [(e.index, e.name, e.arguments) for e in events if e.type == "tool_calls.function.arguments.done"]
     assert done == [(0, "get_weather", case.arguments[0]), (1, "get_time", case.arguments[1])]
     [sent] = upstream.seen
@@ -318,12 +323,7 @@ async def test_not_streamed_completion_carries_the_calls(gateway: tuple[str, Pro
         completion = await client.chat.completions.create(
             model=f"{case.provider}/{case.model}", messages=[{"role": "user", "content": QUESTION}], tools=TOOLS,
             stream=False)
-    [choice] = completion.choices
-    assert (choice.finish_reason, choice.message.content) == ("tool_calls", "Let me check.")
-    calls = choice.message.tool_calls or []
-    assert [(c.type, c.function.name, c.function.arguments) for c in calls] == [
-        ("function", "get_weather", case.arguments[0]), ("function", "get_time", case.arguments[1])]
-    assert_ids(case, [c.id for c in calls])
+    assert_two_calls(case, completion)
     assert completion.usage is not None and completion.usage.total_tokens == 71
 
 
