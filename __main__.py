@@ -1,5 +1,5 @@
 """`python -m streamgate`: the same as the `streamgate` command."""
 
-from streamgate.server import main
+from .server import main
 
 main()

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 
-from streamgate.providers.base import Adapter
+from .adapter import Adapter
 
 log = logging.getLogger("streamgate.catalog")
 

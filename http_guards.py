@@ -17,9 +17,9 @@ from starlette._utils import get_route_path as route_path  # the router's own: b
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from streamgate import metrics
-from streamgate.errors import ForbiddenOriginError, GatewayError, InvalidHostError, UnauthorizedError
-from streamgate.pipeline import SendError, send_error
+from . import metrics
+from .errors import ForbiddenOriginError, GatewayError, InvalidHostError, UnauthorizedError
+from .pipeline import ErrorSender, send_error
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -67,7 +67,7 @@ def same_origin(origin: bytes, host: bytes | None, scheme: str) -> bool:
     return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
 
 
-async def refuse(scope: Scope, send: Send, error: GatewayError, send_v1_error: SendError,
+async def refuse(scope: Scope, send: Send, error: GatewayError, send_v1_error: ErrorSender,
                  chat_paths: frozenset[str]) -> None:
     """Answer `error` in the dialect of the route asked for; a refused chat request is
     counted like every other refusal (`metrics.record_rejected`)."""
@@ -88,7 +88,7 @@ class OriginGuard:
     keeps) skip it and its per-frame `send` wrapper."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), *,
-                 send_v1_error: SendError = send_error, chat_paths: frozenset[str] = frozenset(),
+                 send_v1_error: ErrorSender = send_error, chat_paths: frozenset[str] = frozenset(),
                  vary_without_origin: bool = True) -> None:
         self.app = app
         origins = [origin.strip().rstrip("/").lower() for origin in cors_origins]
@@ -136,7 +136,7 @@ class BearerAuth:
     (the scheme in any case, RFC 9110; the token compared in constant time). Every 401
     says `WWW-Authenticate: Bearer` (`pipeline.error_headers`)."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, *, send_v1_error: SendError = send_error,
+    def __init__(self, app: ASGIApp, api_key: str | None, *, send_v1_error: ErrorSender = send_error,
                  chat_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None

@@ -17,16 +17,17 @@ import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from streamgate import metrics
-from streamgate import sse
-from streamgate.providers.base import Adapter, ChunkStream
-from streamgate.errors import (
+from . import metrics
+from . import sse
+from .adapter import Adapter, ChunkStream
+from .settings import Settings
+from .errors import (
     BodyTooLargeError,
     GatewayError,
     InvalidJSONError,
@@ -35,7 +36,7 @@ from streamgate.errors import (
     UnknownProviderError,
     UpstreamError,
 )
-from streamgate.chat_types import (
+from .chat_types import (
     ChatRequest,
     Chunk,
     FinishReason,
@@ -47,9 +48,6 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
-
-if TYPE_CHECKING:
-    from streamgate.resume import Streams
 
 log = logging.getLogger("streamgate")
 #: One line per chat request at its end (`ACCESS_LOG`), never one per frame.
@@ -395,75 +393,152 @@ async def send_error(send: Send, error: GatewayError) -> None:
     await send_json(send, error.status, json_encoder.encode(error.body()), error_headers(error))
 
 
-SendError = Callable[[Send, GatewayError], Awaitable[None]]
-SendAnswer = Callable[[Send, "CollectedAnswer"], Awaitable[None]]
+ErrorSender = Callable[[Send, GatewayError], Awaitable[None]]
+AnswerSender = Callable[[Send, "CollectedAnswer"], Awaitable[None]]
+StreamOpener = Callable[[], Awaitable[ChunkStream]]
 
 
-async def run_chat(
-    adapter: Adapter,
-    request: ChatRequest,
-    frames: Frames,
-    receive: Receive,
-    send: Send,
-    heartbeat_s: float,
-    *,
-    streaming: bool,
-    send_error: SendError,
-    send_answer: SendAnswer,
-    streams: Streams | None = None,
-    scope: Scope | None = None,
-) -> None:
-    """Open the upstream and answer: as an SSE stream, or (not `streaming`) as one JSON
-    object. Shared by every dialect; the client leaving cancels it at once and the
+class Call:
+    """One decoded chat request, ready to run: what a dialect's `prepare` makes of a body.
+
+    `open` opens the upstream (an adapter's `stream_chat`, a passthrough, or a route's
+    targets); `frames` encode what it yields; `send_answer` writes the whole answer when the
+    request is not streamed. `provider` and `model` name what serves it, for metrics and the
+    request log."""
+
+    __slots__ = ("provider", "model", "open", "frames", "streaming", "resumable", "send_answer")
+
+    def __init__(self, *, provider: str, model: str, open: StreamOpener, frames: Frames, streaming: bool,
+                 send_answer: AnswerSender, resumable: bool = False) -> None:
+        self.provider = provider
+        self.model = model
+        self.open = open
+        self.frames = frames
+        self.streaming = streaming
+        self.resumable = resumable and streaming
+        self.send_answer = send_answer
+
+
+class Dialect(Protocol):
+    """One client dialect: its request shape decoded into a `Call`, its errors' shape."""
+
+    def prepare(self, body: bytes, scope: Scope) -> Call:
+        """The request's `Call`; raises a `GatewayError` naming the field at fault."""
+        ...
+
+    async def send_error(self, send: Send, error: GatewayError) -> None: ...
+
+    def error_status(self, error: GatewayError) -> int:
+        """The HTTP status this dialect answers `error` with."""
+        ...
+
+
+class Sink(Protocol):
+    """Where an opened stream's frames go: the client (`stream_to_client`) or a resumable
+    stream's log with the client following (`resume.Streams.run`). A sink owns the stream
+    from the call on and always closes it."""
+
+    async def __call__(self, call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,
+                       handed_over: Callable[[], None], scope: Scope | None = None) -> None: ...
+
+
+class ChatEndpoint:
+    """A dialect's chat endpoint, as a plain ASGI app: read the body, `dialect.prepare` it,
+    run it (`run_chat`); a refusal is answered in the dialect's shape and logged."""
+
+    def __init__(self, dialect: Dialect, settings: Settings, resumable_sink: Sink | None = None) -> None:
+        self.dialect = dialect
+        self.settings = settings
+        self.resumable_sink = resumable_sink
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await read_body(scope, receive, self.settings.max_body_bytes)
+            call = self.dialect.prepare(body, scope)
+        except ClientGone:
+            return
+        except GatewayError as error:
+            metrics.record_rejected(error.type, error.provider)
+            await self.dialect.send_error(send, error)
+            if self.settings.access_log:
+                log_request(scope, self.dialect.error_status(error), error.provider, None, error_type=error.type)
+            return
+        sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
+        await run_chat(call, receive, send, self.settings.sse_heartbeat_s, sink=sink,
+                       send_error=self.dialect.send_error, scope=scope if self.settings.access_log else None)
+
+
+async def stream_to_client(call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,
+                           handed_over: Callable[[], None], scope: Scope | None = None) -> None:
+    """The plain sink: the `200` and the frames straight to the client."""
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    progress.status = 200
+    progress.last_sent_at = time.monotonic()
+    progress.streaming = True
+    await stream_chunks(stream, call.frames, send, progress)
+
+
+async def run_chat(call: Call, receive: Receive, send: Send, heartbeat_s: float, *, sink: Sink = stream_to_client,
+                   send_error: ErrorSender, scope: Scope | None = None) -> None:
+    """Open the upstream and answer: into `sink` as a stream, or (not streaming) as one
+    JSON object. Shared by every dialect; the client leaving cancels it at once and the
     upstream connection is released. The server shutting down cancels it too, and then it
     still answers (`requests_ended_at_exit`). With `scope`, the request is logged at its
-    end (`log_request`). A resumable stream goes to `streams` instead (`resume.py`): its
-    generation outlives its client."""
-    if request.resumable and streaming and streams is not None:
-        await streams.run(adapter, request, frames, receive, send, send_error=send_error,  # type: ignore[arg-type]
-                          scope=scope)
-        return
+    end (`log_request`). A sink may take the stream over (a resumable stream's generation
+    outlives its client): it then calls `done()`, and the metrics and the log line are the
+    sink's to write when the stream ends."""
     progress = StreamProgress()
     stream: ChunkStream | None = None
-    metrics.stream_started(adapter.name)
+    owned_here = True
+
+    def handed_over() -> None:
+        nonlocal owned_here
+        owned_here = False
+
+    metrics.stream_started(call.provider)
     task = asyncio.current_task()
     open_requests = _open_requests.get(asyncio.get_running_loop())
-    if open_requests is not None:
-        open_requests.add(task)  # type: ignore[arg-type]
+    if open_requests is not None and task is not None:
+        open_requests.add(task)
+    noted_send = status_noted(send, progress)
     try:
         async with ClientWatch(receive, send, progress, heartbeat_s):
             try:
-                stream = await open_stream(adapter, request)
-                if streaming:
-                    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-                    progress.status = 200
-                    progress.last_sent_at = time.monotonic()
-                    progress.streaming = True
-                    await stream_chunks(stream, frames, send, progress)
+                stream = await open_stream(call)
+                if call.streaming:
+                    await sink(call, stream, noted_send, progress, handed_over, scope)
                 else:
                     answer = await collect(stream)
                     progress.usage = answer.final.usage
-                    await send_answer(status_noted(send, progress), answer)
+                    await call.send_answer(noted_send, answer)
             except GatewayError as error:
                 progress.error_type = error.type
-                await send_error(status_noted(send, progress), error)
+                await send_error(noted_send, error)
             except asyncio.CancelledError:
-                if progress.client_gone or progress.status is not None:
+                if progress.client_gone or progress.status is not None or task is None:
                     raise
                 progress.error_type = ShuttingDownError.type
-                await send_error(status_noted(send, progress), shutting_down())
-                task.uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
+                await send_error(noted_send, shutting_down())
+                task.uncancel()  # answered: the request ends normally
     finally:
-        if open_requests is not None:
-            open_requests.discard(task)  # type: ignore[arg-type]
-        if stream is not None:
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-        metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
-        if scope is not None:  # a cut request's line is a warning: one line per cut request
-            log_request(scope, progress.status, adapter.name, request.model or adapter.default_model, progress)
-        elif progress.error_type == ShuttingDownError.type:
-            log.warning("shutting down: cut a request to %s after %d frames", adapter.name, progress.frames_sent)
+        if open_requests is not None and task is not None:
+            open_requests.discard(task)
+        if owned_here:
+            await end_request(call, stream, progress, scope)
+
+
+async def end_request(call: Call, stream: ChunkStream | None, progress: StreamProgress,
+                      scope: Scope | None) -> None:
+    """What every request does at its end, wherever it ran: close the upstream, count it,
+    log it (a cut request's line is a warning)."""
+    if stream is not None:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+    metrics.record_stream(call.provider, progress, upstream_opened=stream is not None)
+    if scope is not None:
+        log_request(scope, progress.status, call.provider, call.model, progress)
+    elif progress.error_type == ShuttingDownError.type:
+        log.warning("shutting down: cut a request to %s after %d frames", call.provider, progress.frames_sent)
 
 
 def status_noted(send: Send, progress: StreamProgress) -> Send:
@@ -478,16 +553,16 @@ def status_noted(send: Send, progress: StreamProgress) -> Send:
     return send_and_note
 
 
-async def open_stream(adapter: Adapter, request: ChatRequest) -> ChunkStream:
-    """`adapter.stream_chat`, with any exception outside the contract (a bug, an SDK
-    surprise) answered as a 502 `upstream_error` rather than a bare 500."""
+async def open_stream(call: Call) -> ChunkStream:
+    """`call.open()`, with any exception outside the contract (a bug, an SDK surprise)
+    answered as a 502 `upstream_error` rather than a bare 500."""
     try:
-        return await adapter.stream_chat(request)
+        return await call.open()
     except GatewayError:
         raise
     except Exception:  # noqa: BLE001
-        log.exception("opening the %s upstream failed", adapter.name)
-        raise UpstreamError("the gateway failed while opening the upstream", provider=adapter.name) from None
+        log.exception("opening the %s upstream failed", call.provider)
+        raise UpstreamError("the gateway failed while opening the upstream", provider=call.provider) from None
 
 
 class CollectedAnswer:

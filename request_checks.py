@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from streamgate.chat_types import ChatMessage, ChatRequest, ImagePart, NamedToolChoice, ResponseFormat, Tool
-from streamgate.errors import InvalidRequestError
+from .chat_types import ChatMessage, ChatRequest, ImagePart, NamedToolChoice, ResponseFormat, Tool
+from .errors import InvalidRequestError
 
 #: The largest image a `data:` URL may carry, decoded (OpenAI's own per-image limit).
 MAX_IMAGE_BYTES = 20 * 1024 * 1024

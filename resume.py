@@ -28,28 +28,27 @@ from typing import Any, Protocol
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from streamgate import metrics
-from streamgate.chat_types import ChatRequest
-from streamgate.errors import (
+from . import metrics
+from .errors import (
     CancelledError,
     GatewayError,
     InvalidRequestError,
     ShuttingDownError,
     UpstreamError,
 )
-from streamgate.pipeline import (
+from .pipeline import (
     SSE_HEADERS,
+    Call,
     ClientWatch,
+    ErrorSender,
     Frames,
-    SendError,
     StreamProgress,
-    log_request,
-    open_stream,
+    end_request,
     stream_chunks,
 )
-from streamgate.providers.base import Adapter, ChunkStream
-from streamgate.settings import Settings
-from streamgate.stream_store import MAX_LOG_BYTES, Batch, MemoryStore, StreamLog, StreamLost, StreamReader, StreamStore, not_found
+from .adapter import ChunkStream
+from .settings import Settings
+from .stream_store import MAX_LOG_BYTES, Batch, MemoryStore, StreamLog, StreamLost, StreamReader, StreamStore, not_found
 
 log = logging.getLogger("streamgate")
 
@@ -75,7 +74,7 @@ Restorers = Mapping[str, Callable[[dict[str, Any]], ResumableFrames]]
 
 def store_for(settings: Settings) -> StreamStore:
     if settings.redis_url:
-        from streamgate.stream_store import RedisStore, require_redis
+        from .stream_store import RedisStore, require_redis
 
         require_redis(settings.redis_url)
         return RedisStore(settings.redis_url, settings.resume_ttl_s, settings.sse_heartbeat_s)
@@ -86,11 +85,11 @@ class Generation:
     """The producer of one resumable stream: its task runs the pump into the log (and to
     the first client while attached). `stop(error)` ends it with `error`'s frames."""
 
-    def __init__(self, streams: Streams, adapter: Adapter, stream: ChunkStream, frames: ResumableFrames,
+    def __init__(self, streams: Streams, call: Call, stream: ChunkStream, frames: ResumableFrames,
                  progress: StreamProgress, client_send: Send, request_scope: Scope | None = None) -> None:
         self.streams = streams
         self.request_scope = request_scope  # set: the request is logged when the generation ends
-        self.adapter = adapter
+        self.call = call
         self.stream = stream
         self.frames = frames
         self.progress = progress
@@ -101,9 +100,10 @@ class Generation:
         self.size = 0
         self.ended = False
 
-    def start(self, stream_log: StreamLog) -> None:
+    def start(self, stream_log: StreamLog) -> asyncio.Task[None]:
         self.stream_log = stream_log
         self.task = asyncio.get_running_loop().create_task(self.run())
+        return self.task
 
     def stop(self, error: GatewayError) -> None:
         if self.stop_error is None and not self.ended:
@@ -150,14 +150,10 @@ class Generation:
 
     async def finish(self) -> None:
         try:
-            await self.stream.aclose()
             await self.stream_log.close()  # type: ignore[union-attr]
         finally:
-            metrics.record_stream(self.adapter.name, self.progress, upstream_opened=True)
             self.streams.producers.discard(self)
-            if self.request_scope is not None:
-                log_request(self.request_scope, self.progress.status, self.adapter.name, self.frames.model,
-                            self.progress)
+            await end_request(self.call, self.stream, self.progress, self.request_scope)
 
 
 class Streams:
@@ -184,58 +180,36 @@ class Streams:
             await asyncio.wait(tasks, timeout=5)
         await self.store.aclose()
 
-    async def run(self, adapter: Adapter, request: ChatRequest, frames: ResumableFrames, receive: Receive,
-                  send: Send, *, send_error: SendError, scope: Scope | None = None) -> None:
-        """`run_chat` for a resumable stream: open the upstream, start the producer, follow it
-        while the client stays."""
-        progress = StreamProgress()
-        metrics.stream_started(adapter.name)
-        stream: ChunkStream | None = None
-        generation: Generation | None = None
+    async def __call__(self, call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,
+                       handed_over: Callable[[], None], scope: Scope | None = None) -> None:
+        """The resumable sink (`pipeline.Sink`): make the stream's log, start its producer
+        with the stream, follow it while the client stays. From the producer's start, the
+        stream and the request's end (metrics, the log line) are the producer's."""
+        frames: ResumableFrames = call.frames  # type: ignore[assignment]  # a resumable call's frames
+        stream_id = progress.stream_id = secrets.token_urlsafe(16)
+        generation = Generation(self, call, stream, frames, progress, send, scope)
+        stream_log = await self.create(stream_id, frames, generation)
+        headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        progress.last_sent_at = time.monotonic()
+        progress.streaming = True
+        handed_over()
+        self.producers.add(generation)
+        task = generation.start(stream_log)
         try:
-            async with ClientWatch(receive, send, progress, self.heartbeat_s):
-                try:
-                    stream = await open_stream(adapter, request)
-                    generation = Generation(self, adapter, stream, frames, progress, send, scope)
-                    stream_id = progress.stream_id = secrets.token_urlsafe(16)
-                    stream_log = await self.create(stream_id, frames, generation)
-                except GatewayError as error:
-                    generation = None
-                    progress.error_type = error.type
-                    progress.status = error.status
-                    await send_error(send, error)
-                    return
-                headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                progress.status = 200
-                progress.last_sent_at = time.monotonic()
-                progress.streaming = True
-                self.producers.add(generation)
-                generation.start(stream_log)
-                try:
-                    await asyncio.shield(generation.task)  # type: ignore[arg-type]
-                except asyncio.CancelledError:
-                    if not generation.task.done():  # type: ignore[union-attr]
-                        generation.client_send = None
-                    raise
-        except asyncio.CancelledError:  # not the client leaving (that ends the block quietly): shutdown
-            if generation is None or generation.task is None:
-                raise
-            if not generation.task.done():  # the client gets the stream's end in words
-                generation.client_send = send
-                generation.stop(ShuttingDownError("the server is shutting down"))
-                await asyncio.wait([generation.task], timeout=5)
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-        finally:
-            if generation is not None:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if progress.client_gone:  # the generation goes on without its client
                 generation.client_send = None
-            if generation is None or generation.task is None:
-                if stream is not None:
-                    await asyncio.shield(stream.aclose())
-                metrics.record_stream(adapter.name, progress, upstream_opened=stream is not None)
-                if scope is not None:
-                    log_request(scope, progress.status, adapter.name, request.model or adapter.default_model,
-                                progress)
+                raise
+            if not task.done():  # the server is shutting down: the client gets the end in words
+                generation.stop(ShuttingDownError("the server is shutting down"))
+                await asyncio.wait([task], timeout=5)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        finally:
+            generation.client_send = None
 
     async def create(self, stream_id: str, frames: ResumableFrames, generation: Generation) -> StreamLog:
         meta = json.dumps(frames.meta()).encode()
@@ -298,7 +272,7 @@ class ResumeEndpoint:
     """`GET /api/v1/chat/stream/{stream_id}` (and the `/v1` twin): the stream after
     `Last-Event-ID`, live to its end."""
 
-    def __init__(self, streams: Streams, send_error: SendError) -> None:
+    def __init__(self, streams: Streams, send_error: ErrorSender) -> None:
         self.streams = streams
         self.send_error = send_error
 
@@ -327,7 +301,7 @@ class CancelEndpoint:
     """`DELETE /api/v1/chat/stream/{stream_id}` (and the `/v1` twin): stop the generation;
     `204` once its readers have the `cancelled` end (or after `2 × SSE_HEARTBEAT_S`)."""
 
-    def __init__(self, streams: Streams, send_error: SendError) -> None:
+    def __init__(self, streams: Streams, send_error: ErrorSender) -> None:
         self.streams = streams
         self.send_error = send_error
 
@@ -373,7 +347,7 @@ def store_failed(error: Exception) -> UpstreamError:
     return UpstreamError("the stream store (REDIS_URL) is unreachable")
 
 
-def resume_routes(streams: Streams, send_native_error: SendError, send_v1_error: SendError) -> list[Route]:
+def resume_routes(streams: Streams, send_native_error: ErrorSender, send_v1_error: ErrorSender) -> list[Route]:
     return [
         Route("/api/v1/chat/stream/{stream_id}", ResumeEndpoint(streams, send_native_error), methods=["GET"]),
         Route("/api/v1/chat/stream/{stream_id}", CancelEndpoint(streams, send_native_error), methods=["DELETE"]),

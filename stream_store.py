@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from streamgate.errors import StreamNotFoundError
+from .errors import StreamNotFoundError
 
 log = logging.getLogger("streamgate")
 

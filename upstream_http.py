@@ -43,8 +43,8 @@ import multidict
 import yarl
 from aiohttp.helpers import get_env_proxy_for_url
 
-from streamgate.sdk_internals import require_internals
-from streamgate.settings import Settings
+from .sdk_internals import require_internals
+from .settings import Settings
 
 #: Open connections allowed to one origin (more requests wait for one to be free), and
 #: how long an idle keep-alive connection is kept.

@@ -13,7 +13,7 @@ import os
 import tempfile
 from typing import Any
 
-from streamgate.settings import Settings
+from .settings import Settings
 
 log = logging.getLogger("streamgate")
 

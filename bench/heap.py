@@ -44,9 +44,9 @@ def serve(streams: int) -> None:
             REPORT.write_text(split(snapshots[1].compare_to(snapshots[0], "filename"), streams))
 
     signal.signal(signal.SIGUSR1, snapshot)
-    import server  # after tracemalloc.start, so the app's own objects are traced
+    from streamgate import server  # after tracemalloc.start, so the app's own objects are traced
 
-    server.main()
+    server.main([])
 
 
 def split(diff: list[tracemalloc.StatisticDiff], streams: int) -> str:

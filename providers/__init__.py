@@ -1,26 +1,40 @@
-"""Provider adapters and the registry from provider name to adapter.
+"""The provider adapters, one module each, loaded only when an app is built.
 
-Each adapter module holds one provider's translation from its SDK's stream to our
-`StreamChunk`; `types`, `errors`, `settings` and `base` are shared by all of them.
+`build_adapters` imports each adapter module by name when it makes the adapter, so
+importing the core (`pipeline`, `resume`, the dialects) imports no SDK; the adapter
+interface itself lives in `adapter.py`, outside this package.
 """
 
 from __future__ import annotations
 
-from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
-from streamgate.providers.base import Adapter
-from streamgate.providers.echo import EchoAdapter
-from streamgate.providers.gemini_stream import GeminiStreamAdapter
-from streamgate.providers.llama4_stream import Llama4StreamAdapter
-from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.settings import Settings
+import importlib
+
+from ..adapter import Adapter
+from ..settings import Settings
+
+#: Provider name → the module and class of its adapter (imported when first built).
+ADAPTER_CLASSES = {
+    "openai": ("openai_stream", "OpenAIStreamAdapter"),
+    "llama4": ("llama4_stream", "Llama4StreamAdapter"),
+    "anthropic": ("anthropic_stream", "AnthropicStreamAdapter"),
+    "gemini": ("gemini_stream", "GeminiStreamAdapter"),
+}
+#: The providers of the contract's table, in its order.
+PROVIDERS = (*ADAPTER_CLASSES, "echo")
+
+
+def build_adapter(name: str, settings: Settings) -> Adapter:
+    """The adapter of provider `name`, with its long-lived client."""
+    if name == "echo":
+        from .echo import EchoAdapter
+
+        return EchoAdapter(settings.echo_delay_ms)
+    module_name, class_name = ADAPTER_CLASSES[name]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    adapter: Adapter = getattr(module, class_name)(settings)
+    return adapter
 
 
 def build_adapters(settings: Settings) -> dict[str, Adapter]:
-    """One adapter per provider of the contract's table, each with its long-lived client."""
-    return {
-        "openai": OpenAIStreamAdapter(settings),
-        "llama4": Llama4StreamAdapter(settings),
-        "anthropic": AnthropicStreamAdapter(settings),
-        "gemini": GeminiStreamAdapter(settings),
-        "echo": EchoAdapter(settings.echo_delay_ms),
-    }
+    """One adapter per provider of the contract's table."""
+    return {name: build_adapter(name, settings) for name in PROVIDERS}

@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 import anthropic
 import msgspec
 
-from streamgate.chat_types import (
+from ..chat_types import (
     ChatMessage,
     ChatRequest,
     ContentPart,
@@ -28,7 +28,7 @@ from streamgate.chat_types import (
     Tool,
     ToolChoice,
 )
-from streamgate.errors import InvalidRequestError
+from ..errors import InvalidRequestError
 
 PROVIDER = "anthropic"
 

@@ -39,13 +39,13 @@ import httpx2
 import msgspec
 from anthropic._models import FinalRequestOptions
 
-from streamgate import sse
-from streamgate.providers.base import ChunkStream, open_with_retries
-from streamgate.errors import ProviderNotConfiguredError, UpstreamError
-from streamgate.upstream_http import response_body, sdk_http_client
-from streamgate.settings import Settings
-from streamgate.providers.stainless import AnthropicRequest, map_sdk_error, map_transport_error
-from streamgate.chat_types import (
+from .. import sse
+from ..adapter import ChunkStream, open_with_retries
+from ..errors import ProviderNotConfiguredError, UpstreamError
+from ..upstream_http import response_body, sdk_http_client
+from ..settings import Settings
+from ..providers.stainless import AnthropicRequest, map_sdk_error, map_transport_error
+from ..chat_types import (
     ChatRequest,
     Chunk,
     FinishReason,
@@ -55,7 +55,7 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
-from streamgate.providers.anthropic_request import PROVIDER, WireRequest
+from ..providers.anthropic_request import PROVIDER, WireRequest
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 PUBLIC_BASE_URL = "https://api.anthropic.com"

@@ -28,7 +28,7 @@ import re
 import secrets
 from collections.abc import AsyncGenerator, Sequence
 
-from streamgate.chat_types import (
+from ..chat_types import (
     ChatMessage,
     ChatRequest,
     Chunk,
@@ -40,8 +40,8 @@ from streamgate.chat_types import (
     ToolCallChunk,
     Usage,
 )
-from streamgate.errors import ModelNotSupportedError
-from streamgate.providers.base import ChunkStream
+from ..errors import ModelNotSupportedError
+from ..adapter import ChunkStream
 
 _WORD = re.compile(r"\s*\S+\s*|\s+")
 _TOOL_LINE = re.compile(r"^/tool(?:[ \t]|$)", re.M)

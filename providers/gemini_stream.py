@@ -46,8 +46,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from streamgate.providers.base import ChunkStream, open_with_retries
-from streamgate.errors import (
+from ..adapter import ChunkStream, open_with_retries
+from ..errors import (
     GatewayError,
     InvalidRequestError,
     ProviderAuthError,
@@ -57,11 +57,11 @@ from streamgate.errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from streamgate.upstream_http import response_body, sdk_http_client
-from streamgate.settings import Settings
-from streamgate.providers.stainless import connection_failed, map_transport_error
-from streamgate.sdk_internals import require_internals
-from streamgate.chat_types import (
+from ..upstream_http import response_body, sdk_http_client
+from ..settings import Settings
+from ..providers.stainless import connection_failed, map_transport_error
+from ..sdk_internals import require_internals
+from ..chat_types import (
     ChatMessage,
     ChatRequest,
     Chunk,
@@ -77,7 +77,7 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
-from streamgate.sse import Decoder, Event, LineTooLongError
+from ..sse import Decoder, Event, LineTooLongError
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"

@@ -18,10 +18,10 @@ from __future__ import annotations
 from openai import Omit
 from openai._types import Headers
 
-from streamgate.chat_types import ChatRequest, ReasoningEffort
-from streamgate.errors import ModelNotSupportedError
-from streamgate.providers.openai_stream import OpenAIStreamAdapter, _WireRequest
-from streamgate.settings import Settings
+from ..chat_types import ChatRequest, ReasoningEffort
+from ..errors import ModelNotSupportedError
+from ..providers.openai_stream import OpenAIStreamAdapter, _WireRequest
+from ..settings import Settings
 
 TOGETHER_BASE_URL = "https://api.together.xyz/v1"
 #: Request headers a Together call keeps from the SDK's (besides `x-stainless-*`).

@@ -28,13 +28,13 @@ import openai
 from openai._models import FinalRequestOptions
 from openai._types import Headers, RequestOptions
 
-from streamgate import sse
-from streamgate.providers.base import ChunkStream, open_with_retries
-from streamgate.errors import GatewayError, ProviderNotConfiguredError, UpstreamError
-from streamgate.upstream_http import response_body, sdk_http_client
-from streamgate.settings import Settings
-from streamgate.providers.stainless import OpenAIRequest, map_sdk_error, map_transport_error
-from streamgate.chat_types import (
+from .. import sse
+from ..adapter import ChunkStream, open_with_retries
+from ..errors import GatewayError, ProviderNotConfiguredError, UpstreamError
+from ..upstream_http import response_body, sdk_http_client
+from ..settings import Settings
+from ..providers.stainless import OpenAIRequest, map_sdk_error, map_transport_error
+from ..chat_types import (
     Chunk,
     ChatMessage,
     ChatRequest,

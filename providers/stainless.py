@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx2
 
-from streamgate.errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
-from streamgate.sdk_internals import require_internals
-from streamgate.sse import LineTooLongError
+from ..errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
+from ..sdk_internals import require_internals
+from ..sse import LineTooLongError
 
 
 class PreparedRequest:

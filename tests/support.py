@@ -16,7 +16,7 @@ import uvicorn
 
 from streamgate import sse
 
-from streamgate.providers.base import ChunkStream, open_with_retries
+from streamgate.adapter import ChunkStream, open_with_retries
 from streamgate.errors import UpstreamError, error_from_status
 from streamgate.settings import Settings
 from streamgate.chat_types import ChatRequest, StreamChunk

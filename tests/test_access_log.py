@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from streamgate.providers import build_adapters
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import serve, settings
 
 HELLO = [{"role": "user", "content": "Hello there, log"}]

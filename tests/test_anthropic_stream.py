@@ -20,7 +20,7 @@ from anthropic.types import ModelInfo
 
 from streamgate import sse
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import serve, settings
 from test_anthropic_request import sdk_checked
 from wire_anthropic import (

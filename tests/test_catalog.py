@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from streamgate import server
+from streamgate import app as server
 from streamgate.catalog import Catalog, with_default
 from streamgate.chat_types import ChatRequest
-from streamgate.providers.base import ChunkStream
+from streamgate.adapter import ChunkStream
 from streamgate.providers.echo import EchoAdapter
 from support import serve, settings
 

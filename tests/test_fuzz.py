@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from streamgate.providers.echo import EchoAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import serve, settings
 
 TOOLS = [{"type": "function", "function": {

@@ -16,7 +16,7 @@ import pytest
 
 from streamgate import sse
 from streamgate.providers.llama4_stream import SUPPORTED_LLAMA_MODELS, Llama4StreamAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import serve, settings
 from wire_openai import (
     MockUpstream,

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import BrokenAdapter, serve, settings
 
 from streamgate.providers.echo import EchoAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import serve, settings
 
 HELLO = [{"role": "user", "content": "Hello"}]

@@ -18,7 +18,7 @@ import pytest
 
 from streamgate.errors import ProviderAuthError
 from streamgate.providers.openai_stream import OPENAI_MODELS, OpenAIStreamAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import Answer, closed_port, serve, settings
 from wire_openai import (
     SSE_HEAD,

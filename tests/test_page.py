@@ -31,7 +31,7 @@ from streamgate.providers import build_adapters
 from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.gemini_stream import GeminiStreamAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 

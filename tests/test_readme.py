@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streamgate import server
+from streamgate import app as server
+from streamgate.server import main
 from streamgate.settings import Settings, SettingsError
 from support import serve, settings
 
@@ -45,9 +46,9 @@ def test_the_install_and_run_commands_exist() -> None:
     commands = blocks("bash")
     assert 'pip install -e ".[dev]"\npython server.py\n' in commands
     assert "dev" in PYPROJECT["project"]["optional-dependencies"]
-    assert (ROOT / "server.py").is_file() and callable(server.main)
+    assert (ROOT / "server.py").is_file() and callable(main)
     assert PYPROJECT["project"]["scripts"] == {"streamgate": "streamgate.server:main"}
-    assert (ROOT / "__main__.py").read_text().count("from streamgate.server import main") == 1
+    assert (ROOT / "__main__.py").read_text().count("from .server import main") == 1
     assert any(line.startswith("cd /anywhere && streamgate") for block in commands for line in block.splitlines())
 
 

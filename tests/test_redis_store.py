@@ -23,7 +23,7 @@ import redis
 
 from streamgate import sse
 from streamgate.providers.echo import EchoAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 from processes import KEYS, ROOT, RedisServer, free_port, gateways, running_redis
 from resumable import resume_from, start
 from support import serve, settings

@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from streamgate import server
+from streamgate import app as server
 from streamgate.providers.echo import EchoAdapter
 from streamgate.request_checks import MAX_IMAGE_BYTES
 from support import serve, settings

@@ -23,9 +23,10 @@ from openai.types.chat import ChatCompletionChunk
 from streamgate import resume, sse
 from streamgate.chat_types import FinishReason, StreamChunk
 from streamgate.errors import UpstreamError
-from streamgate.openai_compat import NumberedOpenAIFrames
+from streamgate.dialects.openai_chat import NumberedOpenAIFrames
 from streamgate.providers.echo import EchoAdapter
-from streamgate.server import ResumableNativeFrames, create_app
+from streamgate.app import create_app
+from streamgate.dialects.native import NativeFrames
 from streamgate.stream_store import Batch
 from processes import gateways
 from resumable import resume_from, start
@@ -263,7 +264,7 @@ def test_sigterm_ends_an_attached_resumable_stream_in_words_after_the_grace(tmp_
 
 def test_each_dialect_s_frames_are_restored_from_their_meta_for_an_error_end() -> None:
     lost = UpstreamError("the stream's generator was lost")
-    for frames in (ResumableNativeFrames("echo", "echo"), NumberedOpenAIFrames("chatcmpl-1", 7, "echo/echo", True)):
+    for frames in (NativeFrames("echo", "echo"), NumberedOpenAIFrames("chatcmpl-1", 7, "echo/echo", True)):
         frames.content(StreamChunk("Hi", None, "echo", "echo"))
         restored = type(frames).restore(json.loads(json.dumps(frames.meta())))
         restored.last_id = frames.last_id

@@ -23,7 +23,7 @@ from streamgate.http_guards import host_allowed, same_origin, split_host
 from streamgate.pipeline import MAX_DEPTH, decode_json, nesting_depth
 from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 from streamgate.settings import LOOPBACK_HOSTS
 from processes import wait_until_answering
 from support import closed_port, serve, settings

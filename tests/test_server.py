@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from streamgate import sse
-from streamgate.providers.base import ChunkStream
+from streamgate.adapter import ChunkStream
 from streamgate.providers.echo import EchoAdapter
 from streamgate.errors import UpstreamTimeoutError
 from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import serve, settings
 
 HELLO = {"provider": "echo", "messages": [{"role": "user", "content": "Hello there"}]}

@@ -23,9 +23,9 @@ import pytest
 
 from streamgate import sse
 from streamgate.chat_types import ChatMessage, ChatRequest
-from streamgate.pipeline import requests_ended_at_exit, run_chat, send_error
+from streamgate.pipeline import Call, requests_ended_at_exit, run_chat, send_error
 from streamgate.providers.echo import EchoAdapter
-from streamgate.server import NativeFrames, send_native_answer
+from streamgate.dialects.native import NativeFrames, send_answer
 from test_process import server_process
 
 WORDS = " ".join(f"w{i}" for i in range(200))
@@ -174,9 +174,11 @@ class Exchange:
 
     def chat(self, streaming: bool) -> asyncio.Task[None]:
         request = ChatRequest([ChatMessage("user", WORDS)], "echo")
-        return asyncio.get_running_loop().create_task(run_chat(
-            EchoAdapter(5), request, NativeFrames("echo", "echo"), self.receive, self.send, 60,
-            streaming=streaming, send_error=send_error, send_answer=send_native_answer))
+        adapter = EchoAdapter(5)
+        call = Call(provider="echo", model="echo", open=lambda: adapter.stream_chat(request),
+                    frames=NativeFrames("echo", "echo"), streaming=streaming, send_answer=send_answer)
+        return asyncio.get_running_loop().create_task(run_chat(call, self.receive, self.send, 60,
+                                                               send_error=send_error))
 
     @property
     def body(self) -> bytes:

@@ -13,7 +13,7 @@ import httpx2
 import openai
 import pytest
 
-from streamgate import server
+from streamgate import app as server
 from streamgate.providers.echo import ARGUMENTS_PIECE, REASONING, EchoAdapter
 from support import Answer, serve, settings
 

@@ -25,7 +25,7 @@ import pytest
 from streamgate.errors import UpstreamError
 from streamgate.chat_types import ChatMessage, ChatRequest
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.server import create_app
+from streamgate.app import create_app
 from streamgate.upstream_http import sdk_http_client
 from support import Answer, serve, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from streamgate.server import create_app
+from streamgate.app import create_app
 from support import serve, settings
 from wire_anthropic import MESSAGE_STOP, message_delta, message_start, text_block
 from wire_gemini import frame, text, usage_metadata

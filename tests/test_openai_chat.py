@@ -13,12 +13,12 @@ import msgspec
 import openai
 import pytest
 
-from streamgate import server
+from streamgate import app as server
 from streamgate.catalog import Catalog
-from streamgate.openai_compat import CompletionRequest, completion_request_decoder, route_model, to_chat_request
+from streamgate.dialects.openai_chat import CompletionRequest, completion_request_decoder, to_chat_request
 from streamgate.providers import build_adapters
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
-from streamgate.providers.base import ChunkStream
+from streamgate.adapter import ChunkStream
 from streamgate.providers.echo import EchoAdapter
 from streamgate.errors import GatewayError, RateLimitedError, UpstreamError
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
@@ -339,22 +339,6 @@ def test_gateway_api_key() -> None:
 
 
 # --- translation (pure functions) -----------------------------------------------------
-
-
-KNOWN = frozenset({"openai", "anthropic", "llama4", "echo"})
-
-
-@pytest.mark.parametrize(("model", "routed"), [
-    ("anthropic/claude-sonnet-4-20250514", ("anthropic", "claude-sonnet-4-20250514")),
-    ("llama4/meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8",
-     ("llama4", "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8")),
-    ("gpt-4o", ("openai", "gpt-4o")),
-    ("openai/gpt-4o", ("openai", "gpt-4o")),
-    ("meta-llama/Llama-3-8b", ("openai", "meta-llama/Llama-3-8b")),
-    ("echo/echo", ("echo", "echo")),
-])
-def test_route_model(model: str, routed: tuple[str, str]) -> None:
-    assert route_model(model, KNOWN) == routed
 
 
 def test_to_chat_request() -> None:

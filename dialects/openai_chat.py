@@ -6,8 +6,8 @@ pipeline as `/api/v1/chat/stream` (`pipeline.run_chat`); only the framing differ
 `OpenAIFrames` writes `chat.completion.chunk` objects, `send_answer` a `chat.completion`,
 `send_openai_error` OpenAI's `{"error": {"message", "type", "param", "code"}}`.
 
-`model` is `"<provider>/<model>"`, split at the first `/` when the prefix names a
-provider; any other name (`gpt-4o`, `org/some-model`) goes to `openai` unchanged.
+`model` is `"<provider>/<model>"` or a bare name, which goes to `openai`
+(`Gateway.resolve`).
 """
 
 from __future__ import annotations
@@ -15,31 +15,23 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from streamgate import metrics
-from streamgate.catalog import Catalog
-from streamgate import sse
-from streamgate.pipeline import (
-    ClientGone,
-    CollectedAnswer,
-    decode_json,
-    error_headers,
-    log_request,
-    pick_adapter,
-    read_body,
-    run_chat,
-    send_json,
-)
-from streamgate.providers.base import Adapter
-from streamgate.request_checks import check_request
-from streamgate.errors import GatewayError, InvalidRequestError, ProviderNotConfiguredError, UnknownProviderError
-from streamgate.settings import Settings
-from streamgate.chat_types import (
+from .. import metrics
+from ..catalog import Catalog
+from .. import sse
+from ..gateway import Gateway
+from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, error_headers, send_json
+from ..resume import CancelEndpoint, ResumeEndpoint
+from ..adapter import Adapter
+from ..request_checks import check_request
+from ..errors import GatewayError, InvalidRequestError, ProviderNotConfiguredError, UnknownProviderError
+from ..settings import Settings
+from ..chat_types import (
     ChatMessage,
     ChatRequest,
     ImagePart,
@@ -56,13 +48,6 @@ from streamgate.chat_types import (
     Usage,
     json_encoder,
 )
-
-if TYPE_CHECKING:
-    from streamgate.resume import Streams
-
-#: The contract's providers: a `model` prefix naming one of these (or any registered
-#: adapter) selects it.
-PROVIDERS = frozenset({"openai", "anthropic", "gemini", "llama4", "echo"})
 
 #: Our contract's error `type` → the `type` OpenAI clients expect; our type goes in `code`.
 OPENAI_ERROR_TYPES = {
@@ -178,15 +163,6 @@ def check_supported(request: CompletionRequest) -> None:
             )
 
 
-def route_model(model: str, providers: frozenset[str]) -> tuple[str, str]:
-    """`"anthropic/claude-x"` → `("anthropic", "claude-x")`; a name without a provider
-    prefix → `("openai", model)`."""
-    provider, slash, name = model.partition("/")
-    if slash and provider in providers:
-        return provider, name
-    return "openai", model
-
-
 def translate_message(message: CompletionMessage, index: int) -> CompletionMessage:
     """`developer` → `system`; an assistant's missing content → `""` (unless it carries
     calls); the legacy `function` role and audio or file parts refused by name."""
@@ -231,21 +207,6 @@ def to_chat_request(request: CompletionRequest, provider: str, model: str) -> Ch
         request.tool_choice,
         request.resumable,
     )
-
-
-def pick_routed_adapter(adapters: Mapping[str, Adapter], model: str) -> tuple[Adapter, str]:
-    """The adapter and the provider's model name for `"<provider>/<model>"`."""
-    provider, name = route_model(model, PROVIDERS | adapters.keys())
-    if not name:
-        raise InvalidRequestError(f"$.model: {model!r} names no model; write it as <provider>/<model>")
-    try:
-        return pick_adapter(adapters, provider), name
-    except UnknownProviderError:
-        valid = ", ".join(adapters)
-        raise UnknownProviderError(
-            f"$.model: {model!r} routes to provider {provider!r}, which this gateway does not serve; "
-            f"write the model as <provider>/<model> with a provider of: {valid}"
-        ) from None
 
 
 # --- the answer -----------------------------------------------------------------------
@@ -460,39 +421,27 @@ class NumberedOpenAIFrames(OpenAIFrames):
 # --- the endpoints --------------------------------------------------------------------
 
 
-class ChatCompletionsEndpoint:
-    """`POST /v1/chat/completions`, as a plain ASGI app over `pipeline.run_chat`."""
+class OpenAIChatDialect:
+    """`POST /v1/chat/completions`: OpenAI's request translated to ours, OpenAI's frames."""
 
-    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], streams: Streams | None = None) -> None:
-        self.settings = settings
-        self.adapters = adapters
-        self.streams = streams
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            body = await read_body(scope, receive, self.settings.max_body_bytes)
-            completion: CompletionRequest = decode_json(body, completion_request_decoder)
-            check_supported(completion)
-            adapter, model = pick_routed_adapter(self.adapters, completion.model)
-            request = to_chat_request(completion, adapter.name, model)
-            check_request(request)
-        except ClientGone:
-            return
-        except GatewayError as error:
-            metrics.record_rejected(error.type, error.provider)
-            await send_openai_error(send, error)
-            if self.settings.access_log:
-                log_request(scope, openai_status(error), error.provider, None, error_type=error.type)
-            return
+    def prepare(self, body: bytes, scope: Scope) -> Call:
+        completion: CompletionRequest = decode_json(body, completion_request_decoder)
+        check_supported(completion)
+        adapter, model = self.gateway.resolve(completion.model, "openai")
+        request = to_chat_request(completion, adapter.name, model)
+        check_request(request)
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
         frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(
             f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage)
-        await run_chat(
-            adapter, request, frames, receive, send, self.settings.sse_heartbeat_s,
-            streaming=bool(completion.stream), send_error=send_openai_error, send_answer=frames.send_answer,
-            streams=self.streams, scope=scope if self.settings.access_log else None,
-        )
+        return Call(provider=adapter.name, model=model, open=lambda: adapter.stream_chat(request), frames=frames,
+                    streaming=bool(completion.stream), resumable=request.resumable, send_answer=frames.send_answer)
+
+    send_error = staticmethod(send_openai_error)
+    error_status = staticmethod(openai_status)
 
 
 class ModelCard(msgspec.Struct):
@@ -560,11 +509,18 @@ class ModelEndpoint:
         await send_json(send, 200, body)
 
 
-def openai_routes(settings: Settings, adapters: Mapping[str, Adapter], catalog: Catalog,
-                  streams: Streams | None = None) -> list[Route]:
-    cards = ModelCards(catalog)
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    cards = ModelCards(gateway.catalog)
+    streams = gateway.streams
     return [
-        Route("/v1/chat/completions", ChatCompletionsEndpoint(settings, adapters, streams), methods=["POST"]),
+        Route("/v1/chat/completions", ChatEndpoint(OpenAIChatDialect(gateway), gateway.settings, streams),
+              methods=["POST"]),
+        Route("/v1/chat/completions/{stream_id}/stream", ResumeEndpoint(streams, send_openai_error), methods=["GET"]),
+        Route("/v1/chat/completions/{stream_id}/stream", CancelEndpoint(streams, send_openai_error),
+              methods=["DELETE"]),
         Route("/v1/models", ModelsEndpoint(cards), methods=["GET"]),
         Route("/v1/models/{model:path}", ModelEndpoint(cards), methods=["GET"]),
     ]
+
+
+RESTORERS = {"openai": NumberedOpenAIFrames.restore}

@@ -15,9 +15,9 @@ import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from streamgate import metrics
-from streamgate.errors import GatewayError
-from streamgate.chat_types import ChatRequest, Chunk
+from . import metrics
+from .errors import GatewayError
+from .chat_types import ChatRequest, Chunk
 
 T = TypeVar("T")
 

@@ -1,0 +1,12 @@
+"""The client dialects, one module each. A dialect module has `routes(gateway)` (its
+endpoints, chat ones built on `pipeline.ChatEndpoint`) and `RESTORERS` (its resumable
+frames rebuilt from their `meta()`, by dialect name). Adding one is one module and one
+line here."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import native, openai_chat
+
+DIALECTS: tuple[ModuleType, ...] = (native, openai_chat)

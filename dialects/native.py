@@ -1,0 +1,133 @@
+"""The native dialect: `POST /api/v1/chat/stream` (SSE) and `POST /api/v1/chat` (one
+JSON answer), with the resume routes of its streams.
+
+Its request is our own `ChatRequest`; its frames are `id`, `event: message` and the
+StreamChunk JSON (`event: reasoning`, `event: tool_call`, `event: error` beside them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.routing import BaseRoute, Route
+from starlette.types import Scope, Send
+
+from .. import sse
+from ..chat_types import (
+    ChatRequest,
+    ChatResponse,
+    ChatResponseWithReasoning,
+    FinishReason,
+    ReasoningChunk,
+    StreamChunk,
+    ToolCallChunk,
+    Usage,
+    chat_request_decoder,
+    json_encoder,
+)
+from ..errors import GatewayError
+from ..gateway import Gateway
+from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, send_error, send_json
+from ..request_checks import check_request
+from ..resume import CancelEndpoint, ResumeEndpoint
+
+
+class NativeFrames:
+    """The `/api/v1/chat/stream` dialect: `id`, `event: message`, StreamChunk JSON."""
+
+    __slots__ = ("last_id", "model", "provider", "final_sent")
+
+    def __init__(self, model: str, provider: str) -> None:
+        self.last_id = 0
+        self.model = model
+        self.provider = provider
+        self.final_sent = False
+
+    def content(self, chunk: StreamChunk) -> bytes:
+        self.last_id += 1
+        return sse.message_frame(self.last_id, json_encoder.encode(chunk))
+
+    def final(self, chunk: StreamChunk) -> bytes:
+        self.final_sent = True
+        return self.content(chunk)
+
+    def reasoning(self, chunk: ReasoningChunk) -> bytes:
+        self.last_id += 1
+        return sse.event_frame(self.last_id, b"reasoning", json_encoder.encode(chunk))
+
+    def tool_call(self, chunk: ToolCallChunk) -> bytes:
+        self.last_id += 1
+        return sse.event_frame(self.last_id, b"tool_call", json_encoder.encode(chunk))
+
+    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
+        """The final `error` frame (unless one was sent), then the `event: error` frame."""
+        frames = b""
+        if not final_sent:
+            frames = self.content(StreamChunk("", FinishReason.ERROR, self.model, self.provider, usage))
+        self.last_id += 1
+        return frames + sse.event_frame(self.last_id, b"error", json_encoder.encode(error.body())) + sse.DONE
+
+    def done(self) -> bytes:
+        return sse.DONE
+
+    def meta(self) -> dict[str, Any]:
+        """What `restore` needs to write this stream's error end again (`resume.py`)."""
+        return {"dialect": "native", "model": self.model, "provider": self.provider}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any]) -> NativeFrames:
+        return cls(meta["model"], meta["provider"])
+
+
+async def send_answer(send: Send, answer: CollectedAnswer) -> None:
+    final = answer.final
+    body = ChatResponse(content=answer.content, finish_reason=final.finish_reason or FinishReason.STOP,
+                        model=final.model, provider=final.provider, usage=final.usage, tool_calls=answer.tool_calls)
+    await send_json(send, 200, json_encoder.encode(body))
+
+
+async def send_answer_with_reasoning(send: Send, answer: CollectedAnswer) -> None:
+    final = answer.final
+    body = ChatResponseWithReasoning(
+        content=answer.content, finish_reason=final.finish_reason or FinishReason.STOP, model=final.model,
+        provider=final.provider, usage=final.usage, tool_calls=answer.tool_calls, reasoning=answer.reasoning)
+    await send_json(send, 200, json_encoder.encode(body))
+
+
+class NativeDialect:
+    """Our own request shape; `streaming` for `/api/v1/chat/stream`, else `/api/v1/chat`."""
+
+    def __init__(self, gateway: Gateway, *, streaming: bool) -> None:
+        self.gateway = gateway
+        self.streaming = streaming
+
+    def prepare(self, body: bytes, scope: Scope) -> Call:
+        request: ChatRequest = decode_json(body, chat_request_decoder)
+        check_request(request)
+        adapter = self.gateway.adapter(request.provider)
+        model = request.model or adapter.default_model
+        return Call(
+            provider=adapter.name, model=model, open=lambda: adapter.stream_chat(request),
+            frames=NativeFrames(model, adapter.name), streaming=self.streaming, resumable=request.resumable,
+            send_answer=send_answer_with_reasoning if request.include_reasoning else send_answer,
+        )
+
+    send_error = staticmethod(send_error)
+
+    @staticmethod
+    def error_status(error: GatewayError) -> int:
+        return error.status
+
+
+def routes(gateway: Gateway) -> list[BaseRoute]:
+    settings, streams = gateway.settings, gateway.streams
+    return [
+        Route("/api/v1/chat/stream", ChatEndpoint(NativeDialect(gateway, streaming=True), settings, streams),
+              methods=["POST"]),
+        Route("/api/v1/chat", ChatEndpoint(NativeDialect(gateway, streaming=False), settings), methods=["POST"]),
+        Route("/api/v1/chat/stream/{stream_id}", ResumeEndpoint(streams, send_error), methods=["GET"]),
+        Route("/api/v1/chat/stream/{stream_id}", CancelEndpoint(streams, send_error), methods=["DELETE"]),
+    ]
+
+
+RESTORERS = {"native": NativeFrames.restore}
