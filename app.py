@@ -21,9 +21,8 @@ from . import metrics
 from .adapter import Adapter
 from .catalog import Catalog
 from .dialects import DIALECTS
-from .dialects.openai_chat import send_openai_error
 from .gateway import Gateway
-from .http_guards import BearerAuth, OriginGuard, route_path
+from .http_guards import BearerAuth, ErrorShapes, OriginGuard, route_path
 from .pipeline import requests_ended_at_exit
 from .providers import build_adapters
 from .resume import Streams, store_for
@@ -116,7 +115,8 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         Route("/metrics", metrics.scrape, methods=["GET"]),
     ]
     direct_paths = frozenset(route.path for route in routes if isinstance(route, Route) and route.methods == {"POST"})
-    shared = {"send_v1_error": send_openai_error, "chat_paths": direct_paths}
+    senders = {prefix: sender for dialect in DIALECTS for prefix, sender in dialect.ERROR_SENDERS.items()}
+    shared = {"error_shapes": ErrorShapes(senders), "chat_paths": direct_paths}
     middleware = [
         Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, **shared),
         Middleware(BearerAuth, settings.gateway_api_key, **shared),

@@ -65,14 +65,26 @@ class ToolCall(msgspec.Struct, frozen=True):
     type: Literal["function"] = "function"
 
 
+class ThinkingPart(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Reasoning of an earlier assistant turn, sent back (the Messages and Responses
+    dialects): its text and the provider's `signature` for it; `redacted`: `text` is the
+    provider's encrypted form (Anthropic `redacted_thinking`)."""
+
+    text: str = ""
+    signature: str | None = None
+    redacted: bool = False
+
+
 class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """One message. Unset fields are omitted on the wire, so a plain text message
-    encodes as `{"role", "content"}`, as OpenAI takes it."""
+    encodes as `{"role", "content"}`, as OpenAI takes it. `thinking` (assistant messages,
+    from the dialects that carry reasoning back) is not part of the native request."""
 
     role: Role
     content: str | list[ContentPart] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    thinking: list[ThinkingPart] | None = None
 
     @property
     def text(self) -> str:
@@ -161,6 +173,8 @@ class Usage(msgspec.Struct, omit_defaults=True):
     completion_tokens: int
     total_tokens: int
     reasoning_tokens: int | None = None
+    cached_tokens: int | None = None  # read from the provider's prompt cache (in `prompt_tokens`)
+    cache_creation_tokens: int | None = None  # written to it (in `prompt_tokens`)
 
     @classmethod
     def of(cls, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None) -> Usage:
@@ -196,7 +210,27 @@ class ToolCallChunk(msgspec.Struct, omit_defaults=True):
     arguments: str | None = None
 
 
-Chunk = StreamChunk | ReasoningChunk | ToolCallChunk
+class SignatureChunk(msgspec.Struct):
+    """The provider's signature of the reasoning just streamed (Anthropic's thinking
+    `signature`, Gemini's `thoughtSignature`): opaque, sent back with the next turn so the
+    provider accepts its own reasoning again. Dialects that cannot carry it write nothing."""
+
+    signature: str
+
+
+class RawEvent:
+    """A passthrough's event, already in the client's dialect (`data`: one whole SSE event,
+    blank line included), sent as it came. `token`: it carries model output (for
+    time-to-first-token)."""
+
+    __slots__ = ("data", "token")
+
+    def __init__(self, data: bytes, token: bool = False) -> None:
+        self.data = data
+        self.token = token
+
+
+Chunk = StreamChunk | ReasoningChunk | ToolCallChunk | SignatureChunk | RawEvent
 
 
 class ChatResponse(msgspec.Struct):

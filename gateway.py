@@ -3,13 +3,27 @@ resumable streams. Built once by `app.create_app`; each dialect's `routes` takes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
-from .adapter import Adapter
+from .adapter import Adapter, ChunkStream
 from .catalog import Catalog
 from .errors import InvalidRequestError, UnknownProviderError
 from .resume import Streams
 from .settings import Settings
+
+
+class Target:
+    """One place a request can be served: a provider's adapter and the provider's model name."""
+
+    __slots__ = ("adapter", "model")
+
+    def __init__(self, adapter: Adapter, model: str) -> None:
+        self.adapter = adapter
+        self.model = model
+
+
+#: Opens `target` for one request: the dialect's own way (translated or passthrough).
+TargetOpener = Callable[[Target], Awaitable[ChunkStream]]
 
 
 class Gateway:
@@ -46,3 +60,12 @@ class Gateway:
         if not name:
             raise InvalidRequestError(f"$.model: {model!r} names no model; write it as <provider>/<model>")
         return adapter, name
+
+    def targets(self, model: str, default_provider: str) -> list[Target]:
+        """Where a `/v1` dialect's `model` may be served, in order (`resolve`)."""
+        return [Target(*self.resolve(model, default_provider))]
+
+    def opener(self, targets: list[Target], open_target: TargetOpener) -> Callable[[], Awaitable[ChunkStream]]:
+        """`Call.open` over `targets`: the first one opened with `open_target`."""
+        first = targets[0]
+        return lambda: open_target(first)

@@ -11,7 +11,7 @@ matches them, with the ASGI `root_path` removed (`route_path`), so no prefix a p
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from starlette._utils import get_route_path as route_path  # the router's own: both see one path
 from starlette.middleware.cors import CORSMiddleware
@@ -67,14 +67,28 @@ def same_origin(origin: bytes, host: bytes | None, scheme: str) -> bool:
     return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
 
 
-async def refuse(scope: Scope, send: Send, error: GatewayError, send_v1_error: ErrorSender,
+class ErrorShapes:
+    """Which dialect's error shape a path is answered in: the sender of the longest
+    matching path prefix (from each dialect's `ERROR_SENDERS`), else the native one."""
+
+    def __init__(self, senders: Mapping[str, ErrorSender] | None = None) -> None:
+        self.senders = sorted((senders or {}).items(), key=lambda item: -len(item[0]))
+
+    def sender(self, path: str) -> ErrorSender:
+        for prefix, sender in self.senders:
+            if path.startswith(prefix):
+                return sender
+        return send_error
+
+
+async def refuse(scope: Scope, send: Send, error: GatewayError, shapes: ErrorShapes,
                  chat_paths: frozenset[str]) -> None:
     """Answer `error` in the dialect of the route asked for; a refused chat request is
     counted like every other refusal (`metrics.record_rejected`)."""
     path = route_path(scope)
     if scope["method"] == "POST" and path in chat_paths:
         metrics.record_rejected(error.type)
-    await (send_v1_error if path.startswith("/v1/") else send_error)(send, error)
+    await shapes.sender(path)(send, error)
 
 
 class OriginGuard:
@@ -88,7 +102,7 @@ class OriginGuard:
     keeps) skip it and its per-frame `send` wrapper."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), *,
-                 send_v1_error: ErrorSender = send_error, chat_paths: frozenset[str] = frozenset(),
+                 error_shapes: ErrorShapes | None = None, chat_paths: frozenset[str] = frozenset(),
                  vary_without_origin: bool = True) -> None:
         self.app = app
         origins = [origin.strip().rstrip("/").lower() for origin in cors_origins]
@@ -102,7 +116,7 @@ class OriginGuard:
         self.without_origin = self.cors if vary_without_origin else app
         hosts = {host.strip().lower() for host in allowed_hosts}
         self.allowed_hosts = None if not hosts or "*" in hosts else frozenset(hosts)
-        self.send_v1_error = send_v1_error
+        self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,19 +142,20 @@ class OriginGuard:
             shown = origin.decode("latin-1")[:100]
             error = ForbiddenOriginError(f"Origin {shown!r} may not call this gateway: it is neither the "
                                          f"server's own origin nor in CORS_ORIGINS")
-        await refuse(scope, send, error, self.send_v1_error, self.chat_paths)
+        await refuse(scope, send, error, self.error_shapes, self.chat_paths)
 
 
 class BearerAuth:
     """With `GATEWAY_API_KEY` set, `/api/*` and `/v1/*` need `Authorization: Bearer <key>`
-    (the scheme in any case, RFC 9110; the token compared in constant time). Every 401
-    says `WWW-Authenticate: Bearer` (`pipeline.error_headers`)."""
+    (the scheme in any case, RFC 9110) or `x-api-key: <key>` (Anthropic's clients), the
+    token compared in constant time. Every 401 says `WWW-Authenticate: Bearer`
+    (`pipeline.error_headers`)."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, *, send_v1_error: ErrorSender = send_error,
+    def __init__(self, app: ASGIApp, api_key: str | None, *, error_shapes: ErrorShapes | None = None,
                  chat_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
-        self.send_v1_error = send_v1_error
+        self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,14 +166,22 @@ class BearerAuth:
             and not hmac.compare_digest(self._token(scope), self.api_key)
         ):
             error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")
-            await refuse(scope, send, error, self.send_v1_error, self.chat_paths)
+            await refuse(scope, send, error, self.error_shapes, self.chat_paths)
             return
         await self.app(scope, receive, send)
 
     @staticmethod
     def _token(scope: Scope) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                return token.lstrip(b" ") if scheme.lower() == b"bearer" else b""
-        return b""
+        return request_key(scope)
+
+
+def request_key(scope: Scope) -> bytes:
+    """The key a request carries: `Authorization: Bearer <key>`, else `x-api-key`."""
+    api_key = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            return token.lstrip(b" ") if scheme.lower() == b"bearer" else b""
+        if name == b"x-api-key":
+            api_key = value
+    return api_key

@@ -37,11 +37,12 @@ from .errors import (
     UpstreamError,
 )
 from .chat_types import (
-    ChatRequest,
     Chunk,
     FinishReason,
     FunctionCall,
+    RawEvent,
     ReasoningChunk,
+    SignatureChunk,
     StreamChunk,
     ToolCall,
     ToolCallChunk,
@@ -156,6 +157,14 @@ class Frames(Protocol):
     def reasoning(self, chunk: ReasoningChunk) -> bytes: ...
 
     def tool_call(self, chunk: ToolCallChunk) -> bytes: ...
+
+    def signature(self, chunk: SignatureChunk) -> bytes:
+        """The reasoning's signature; `b""` in a dialect that cannot carry it."""
+        ...
+
+    def raw(self, chunk: RawEvent) -> bytes:
+        """A passthrough's event as it came (only a dialect with a passthrough gets one)."""
+        ...
 
     def final(self, chunk: StreamChunk) -> bytes: ...
 
@@ -294,8 +303,16 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                         chunk.usage = usage
                     data = frames.final(chunk)
                     final_sent = True
+            elif type(chunk) is RawEvent:
+                data = frames.raw(chunk)
+                if chunk.token and progress.first_token_at is None:
+                    progress.first_token_at = time.monotonic()
             elif final_sent:
                 continue
+            elif type(chunk) is SignatureChunk:
+                data = frames.signature(chunk)
+                if not data:
+                    continue
             else:  # a reasoning or tool-call piece
                 data = frames.reasoning(chunk) if type(chunk) is ReasoningChunk else frames.tool_call(chunk)
                 if progress.first_token_at is None:
@@ -568,14 +585,15 @@ async def open_stream(call: Call) -> ChunkStream:
 class CollectedAnswer:
     """A whole answer read from a stream: its text, reasoning, tool calls and final chunk."""
 
-    __slots__ = ("content", "reasoning", "tool_calls", "final")
+    __slots__ = ("content", "reasoning", "tool_calls", "final", "signature")
 
     def __init__(self, content: str, reasoning: str | None, tool_calls: list[ToolCall] | None,
-                 final: StreamChunk) -> None:
+                 final: StreamChunk, signature: str | None = None) -> None:
         self.content = content
         self.reasoning = reasoning
         self.tool_calls = tool_calls
         self.final = final
+        self.signature = signature  # the reasoning's signature, when the provider sent one
 
 
 async def collect(stream: ChunkStream) -> CollectedAnswer:
@@ -585,10 +603,16 @@ async def collect(stream: ChunkStream) -> CollectedAnswer:
     reasoning: list[str] = []
     calls: dict[int, tuple[str, str, list[str]]] = {}
     usage: Usage | None = None
+    signature: str | None = None
     try:
         async for chunk in stream:
             if type(chunk) is ReasoningChunk:
                 reasoning.append(chunk.reasoning)
+                continue
+            if type(chunk) is SignatureChunk:
+                signature = chunk.signature
+                continue
+            if type(chunk) is RawEvent:
                 continue
             if type(chunk) is ToolCallChunk:
                 call = calls.setdefault(chunk.index, (chunk.id or "", chunk.name or "", []))
@@ -611,7 +635,8 @@ async def collect(stream: ChunkStream) -> CollectedAnswer:
         raise UpstreamError("the gateway failed while reading the upstream") from None
     tool_calls = [ToolCall(call_id, FunctionCall(name, "".join(arguments)))
                   for _, (call_id, name, arguments) in sorted(calls.items())] or None
-    return CollectedAnswer("".join(parts), "".join(reasoning) if reasoning else None, tool_calls, final)
+    return CollectedAnswer("".join(parts), "".join(reasoning) if reasoning else None, tool_calls, final,
+                           signature)
 
 
 async def drain(stream: ChunkStream, final: StreamChunk) -> None:

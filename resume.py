@@ -25,10 +25,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import metrics
 from .errors import (
     CancelledError,
     GatewayError,
@@ -345,12 +343,3 @@ async def open_reader(store: StreamStore, stream_id: str) -> StreamReader:
 def store_failed(error: Exception) -> UpstreamError:
     log.warning("the stream store failed: %s", error)
     return UpstreamError("the stream store (REDIS_URL) is unreachable")
-
-
-def resume_routes(streams: Streams, send_native_error: ErrorSender, send_v1_error: ErrorSender) -> list[Route]:
-    return [
-        Route("/api/v1/chat/stream/{stream_id}", ResumeEndpoint(streams, send_native_error), methods=["GET"]),
-        Route("/api/v1/chat/stream/{stream_id}", CancelEndpoint(streams, send_native_error), methods=["DELETE"]),
-        Route("/v1/chat/completions/{stream_id}/stream", ResumeEndpoint(streams, send_v1_error), methods=["GET"]),
-        Route("/v1/chat/completions/{stream_id}/stream", CancelEndpoint(streams, send_v1_error), methods=["DELETE"]),
-    ]

@@ -1,7 +1,8 @@
 """The client dialects, one module each. A dialect module has `routes(gateway)` (its
-endpoints, chat ones built on `pipeline.ChatEndpoint`) and `RESTORERS` (its resumable
-frames rebuilt from their `meta()`, by dialect name). Adding one is one module and one
-line here."""
+endpoints, chat ones built on `pipeline.ChatEndpoint`), `RESTORERS` (its resumable
+frames rebuilt from their `meta()`, by dialect name) and `ERROR_SENDERS` (path prefix →
+the sender of its error shape, for refusals before a route is reached). Adding one is
+one module and one line here."""
 
 from __future__ import annotations
 

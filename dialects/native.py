@@ -18,7 +18,9 @@ from ..chat_types import (
     ChatResponse,
     ChatResponseWithReasoning,
     FinishReason,
+    RawEvent,
     ReasoningChunk,
+    SignatureChunk,
     StreamChunk,
     ToolCallChunk,
     Usage,
@@ -58,6 +60,12 @@ class NativeFrames:
     def tool_call(self, chunk: ToolCallChunk) -> bytes:
         self.last_id += 1
         return sse.event_frame(self.last_id, b"tool_call", json_encoder.encode(chunk))
+
+    def signature(self, chunk: SignatureChunk) -> bytes:
+        return b""  # the dialect has no place for it
+
+    def raw(self, chunk: RawEvent) -> bytes:
+        return chunk.data
 
     def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
         """The final `error` frame (unless one was sent), then the `event: error` frame."""
@@ -131,3 +139,4 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
 
 
 RESTORERS = {"native": NativeFrames.restore}
+ERROR_SENDERS = {"/api/": send_error}

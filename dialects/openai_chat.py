@@ -14,28 +14,28 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from .. import metrics
 from ..catalog import Catalog
 from .. import sse
-from ..gateway import Gateway
+from ..adapter import ChunkStream
+from ..gateway import Gateway, Target
 from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, error_headers, send_json
 from ..resume import CancelEndpoint, ResumeEndpoint
-from ..adapter import Adapter
 from ..request_checks import check_request
-from ..errors import GatewayError, InvalidRequestError, ProviderNotConfiguredError, UnknownProviderError
-from ..settings import Settings
+from ..errors import GatewayError, ProviderNotConfiguredError
 from ..chat_types import (
     ChatMessage,
     ChatRequest,
     ImagePart,
+    RawEvent,
     ReasoningChunk,
+    SignatureChunk,
     ReasoningEffort,
     ResponseFormat,
     StopSequence,
@@ -357,6 +357,12 @@ class OpenAIFrames:
             frame += b"%b%b}\n\n" % (self._usage_head, json_encoder.encode(CompletionUsage.of(chunk.usage)))
         return frame
 
+    def signature(self, chunk: SignatureChunk) -> bytes:
+        return b""  # the dialect has no place for it
+
+    def raw(self, chunk: RawEvent) -> bytes:
+        return chunk.data
+
     def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
         return sse.data_frame(error_body(error))
 
@@ -430,15 +436,24 @@ class OpenAIChatDialect:
     def prepare(self, body: bytes, scope: Scope) -> Call:
         completion: CompletionRequest = decode_json(body, completion_request_decoder)
         check_supported(completion)
-        adapter, model = self.gateway.resolve(completion.model, "openai")
-        request = to_chat_request(completion, adapter.name, model)
+        targets = self.gateway.targets(completion.model, "openai")
+        first = targets[0]
+        request = to_chat_request(completion, first.adapter.name, first.model)
         check_request(request)
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
         frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(
             f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage)
-        return Call(provider=adapter.name, model=model, open=lambda: adapter.stream_chat(request), frames=frames,
-                    streaming=bool(completion.stream), resumable=request.resumable, send_answer=frames.send_answer)
+
+        def open_target(target: Target) -> Awaitable[ChunkStream]:
+            if target is first:
+                return target.adapter.stream_chat(request)
+            return target.adapter.stream_chat(
+                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model))
+
+        return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
+                    frames=frames, streaming=bool(completion.stream), resumable=request.resumable,
+                    send_answer=frames.send_answer)
 
     send_error = staticmethod(send_openai_error)
     error_status = staticmethod(openai_status)
@@ -524,3 +539,4 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
 
 
 RESTORERS = {"openai": NumberedOpenAIFrames.restore}
+ERROR_SENDERS = {"/v1/": send_openai_error}
