@@ -24,6 +24,7 @@ class GatewayError(Exception):
         provider: str | None = None,
         status: int | None = None,
         retry_after: str | None = None,
+        upstream_body: bytes | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -31,6 +32,9 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.retry_after = retry_after
+        #: A passthrough's upstream error body (bounded), answered as the upstream sent it
+        #: by the dialect that speaks the upstream's own shape.
+        self.upstream_body = upstream_body
 
     def body(self) -> dict[str, Any]:
         """The `{"error": {...}}` object of the contract."""

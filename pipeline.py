@@ -585,15 +585,16 @@ async def open_stream(call: Call) -> ChunkStream:
 class CollectedAnswer:
     """A whole answer read from a stream: its text, reasoning, tool calls and final chunk."""
 
-    __slots__ = ("content", "reasoning", "tool_calls", "final", "signature")
+    __slots__ = ("content", "reasoning", "tool_calls", "final", "signature", "raw")
 
     def __init__(self, content: str, reasoning: str | None, tool_calls: list[ToolCall] | None,
-                 final: StreamChunk, signature: str | None = None) -> None:
+                 final: StreamChunk, signature: str | None = None, raw: bytes = b"") -> None:
         self.content = content
         self.reasoning = reasoning
         self.tool_calls = tool_calls
         self.final = final
         self.signature = signature  # the reasoning's signature, when the provider sent one
+        self.raw = raw  # a passthrough's answer as the upstream sent it
 
 
 async def collect(stream: ChunkStream) -> CollectedAnswer:
@@ -604,6 +605,7 @@ async def collect(stream: ChunkStream) -> CollectedAnswer:
     calls: dict[int, tuple[str, str, list[str]]] = {}
     usage: Usage | None = None
     signature: str | None = None
+    raw: list[bytes] = []
     try:
         async for chunk in stream:
             if type(chunk) is ReasoningChunk:
@@ -613,6 +615,7 @@ async def collect(stream: ChunkStream) -> CollectedAnswer:
                 signature = chunk.signature
                 continue
             if type(chunk) is RawEvent:
+                raw.append(chunk.data)
                 continue
             if type(chunk) is ToolCallChunk:
                 call = calls.setdefault(chunk.index, (chunk.id or "", chunk.name or "", []))
@@ -636,7 +639,7 @@ async def collect(stream: ChunkStream) -> CollectedAnswer:
     tool_calls = [ToolCall(call_id, FunctionCall(name, "".join(arguments)))
                   for _, (call_id, name, arguments) in sorted(calls.items())] or None
     return CollectedAnswer("".join(parts), "".join(reasoning) if reasoning else None, tool_calls, final,
-                           signature)
+                           signature, b"".join(raw))
 
 
 async def drain(stream: ChunkStream, final: StreamChunk) -> None:
