@@ -7,8 +7,11 @@ form it takes (`SettingsError`; `server.py` prints it and exits with status 2).
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 from starlette.config import Config
@@ -24,6 +27,52 @@ BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false
 
 class SettingsError(ValueError):
     """A variable whose value does not parse; the message names it and the form expected."""
+
+
+#: A host name (RFC 1123 labels); an all-numeric dotted name must be an IP address.
+HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def check_host(host: str) -> str:
+    """`HOST`: an IP address or a host name to listen on."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare)
+        return bare
+    except ValueError:
+        pass
+    if HOST_NAME.fullmatch(host) and not host.replace(".", "").isdigit():
+        return host
+    raise SettingsError(f"HOST={host!r} is not valid: expected an IP address (127.0.0.1, 0.0.0.0, ::1) or a host name")
+
+
+def check_url(name: str, value: str | None, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """A URL setting: one of `schemes` and a host (the path is kept)."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
+        forms = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise SettingsError(f"{name}={redact_url(value)!r} is not valid: expected a URL starting with {forms} "
+                            f"and naming a host")
+    return value
+
+
+def check_origin(origin: str) -> str:
+    """One `CORS_ORIGINS` entry: `*` or `scheme://host[:port]`, as browsers send `Origin`."""
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+        raise SettingsError(f"CORS_ORIGINS entry {origin!r} is not valid: expected an origin such as "
+                            f"https://app.example.com or http://localhost:3000 (scheme, host, optional port), or *")
+    return origin
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in the userinfo or a `password=` query field) replaced by `***`."""
+    url = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return re.sub(r"(?i)([?&](?:password|pass|pwd)=)[^&]*", r"\1***", url)
 
 
 def plain(value: float) -> str:
@@ -103,7 +152,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return value
 
         origins = config("CORS_ORIGINS", default="")
-        host = config("HOST", default="127.0.0.1")
+        host = check_host(config("HOST", default="127.0.0.1"))
         hosts = config("ALLOWED_HOSTS", default="")
         allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip()) or (
             LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ())
@@ -114,16 +163,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             anthropic_api_key=text("ANTHROPIC_API_KEY"),
             gemini_api_key=text("GEMINI_API_KEY"),
             together_api_key=text("TOGETHER_API_KEY"),
-            openai_base_url=text("OPENAI_BASE_URL"),
-            anthropic_base_url=text("ANTHROPIC_BASE_URL"),
-            gemini_base_url=text("GEMINI_BASE_URL"),
-            together_base_url=text("TOGETHER_BASE_URL"),
+            openai_base_url=check_url("OPENAI_BASE_URL", text("OPENAI_BASE_URL")),
+            anthropic_base_url=check_url("ANTHROPIC_BASE_URL", text("ANTHROPIC_BASE_URL")),
+            gemini_base_url=check_url("GEMINI_BASE_URL", text("GEMINI_BASE_URL")),
+            together_base_url=check_url("TOGETHER_BASE_URL", text("TOGETHER_BASE_URL")),
             openai_default_model=text("OPENAI_DEFAULT_MODEL"),
             anthropic_default_model=text("ANTHROPIC_DEFAULT_MODEL"),
             gemini_default_model=text("GEMINI_DEFAULT_MODEL"),
             together_default_model=text("TOGETHER_DEFAULT_MODEL"),
             gateway_api_key=text("GATEWAY_API_KEY"),
-            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            cors_origins=tuple(check_origin(o.strip()) for o in origins.split(",") if o.strip()),
             allowed_hosts=allowed_hosts,
             max_body_bytes=int(number("MAX_BODY_BYTES", int, 1_048_576, 1)),
             upstream_timeout_s=number("UPSTREAM_TIMEOUT_S", float, 60.0, 0.001),
@@ -132,7 +181,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             echo_delay_ms=number("ECHO_DELAY_MS", float, 20.0, 0),
             shutdown_grace_s=number("SHUTDOWN_GRACE_S", float, 30.0, 0),
             workers=int(number("WORKERS", int, 1, 1)),
-            redis_url=text("REDIS_URL"),
+            redis_url=check_url("REDIS_URL", text("REDIS_URL"), ("redis", "rediss", "unix")),
             resume_ttl_s=number("RESUME_TTL_S", float, 600.0, 1),
             access_log=flag("ACCESS_LOG", True),
             model_catalog_refresh_s=number("MODEL_CATALOG_REFRESH_S", float, 3600.0, 0),

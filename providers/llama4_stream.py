@@ -21,7 +21,7 @@ from openai._types import Headers
 from ..chat_types import ChatRequest, ReasoningEffort
 from ..errors import ModelNotSupportedError
 from ..providers.openai_stream import OpenAIStreamAdapter, _WireRequest
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 
 TOGETHER_BASE_URL = "https://api.together.xyz/v1"
 #: Request headers a Together call keeps from the SDK's (besides `x-stainless-*`).
@@ -51,8 +51,8 @@ class Llama4StreamAdapter(OpenAIStreamAdapter):
         """`TOGETHER_DEFAULT_MODEL` must be a supported model (checked at start-up)."""
         default = settings.together_default_model or SUPPORTED_LLAMA_MODELS[0]
         if default not in SUPPORTED_LLAMA_MODELS:
-            raise ValueError(f"TOGETHER_DEFAULT_MODEL must be one of {', '.join(SUPPORTED_LLAMA_MODELS)}; "
-                             f"got {default!r}")
+            raise SettingsError(f"TOGETHER_DEFAULT_MODEL={default!r} is not valid: expected one of "
+                                f"{', '.join(SUPPORTED_LLAMA_MODELS)}")
         return default, (default, *(model for model in SUPPORTED_LLAMA_MODELS if model != default))
 
     @staticmethod
