@@ -222,7 +222,7 @@ def mock_ttft_chart(figures: dict[str, dict[str, float | None]], concurrency: in
             points = [(ms, fraction) for ms, fraction in points if ms is not None]
             if points:
                 axes.plot(*zip(*points, strict=True), marker="o", label=server, color=SERVER_COLOURS.get(server))
-        axes.set_xscale("log")
+        log_scale(axes.xaxis, axes.set_xscale)
         axes.set_ylim(0.4, 1.02)
         axes.legend(loc="lower right")
 
@@ -230,10 +230,20 @@ def mock_ttft_chart(figures: dict[str, dict[str, float | None]], concurrency: in
                  "fraction of requests", draw, SMALL)
 
 
+def log_scale(axis: Any, set_scale: Callable[[str], None]) -> None:
+    """A log axis labelled 1, 2, 5 per decade in plain numbers (`0.2`, `5`, `10`)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    set_scale("log")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def bars(figures: dict[str, dict[str, float | None]], names: list[tuple[str, str]], title: str,
          ylabel: str) -> str | None:
-    servers = servers_of(figures)
     present = [(name, label) for name, label in names if any(v is not None for v in figures.get(name, {}).values())]
+    servers = [s for s in servers_of(figures) if any(figures[name].get(s) is not None for name, _ in present)]
     if not present:
         return None
 
@@ -262,7 +272,7 @@ def open_loop_chart(figures: dict[str, dict[str, float | None]]) -> str | None:
             points = [(rate, ms) for rate, ms in points if ms is not None]
             if points:
                 axes.plot(*zip(*points, strict=True), marker="o", label=server, color=SERVER_COLOURS.get(server))
-        axes.set_yscale("log")
+        log_scale(axes.yaxis, axes.set_yscale)
         axes.legend()
 
     return chart("Open loop: TTFT p99 against the offered rate", "offered rate (requests/s)",
