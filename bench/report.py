@@ -145,9 +145,10 @@ def tokens_per_s_chart(result: LiveResult) -> str:
             p50 = [by_target[label].p50 or 0.0 for label in labels]
             axes.bar([i + offset for i in range(len(labels))], p50, width, label=mode, color=COLOURS[mode])
         axes.set_xticks(range(len(labels)), [short(label) for label in labels], rotation=15, ha="right")
-        axes.legend()
+        axes.set_ylim(top=axes.get_ylim()[1] * 1.2)  # room for the legend above the bars
+        axes.legend(loc="upper right", ncols=2)
 
-    return chart("Output tokens/s after the first token (p50)", "target", "tokens per second", draw, (7.5, 4))
+    return chart("Output tokens/s after the first token (p50)", "target", "tokens per second", draw, SMALL)
 
 
 def added_histogram(result: LiveResult) -> str:
@@ -163,7 +164,7 @@ def added_histogram(result: LiveResult) -> str:
             axes.legend(fontsize=8)
 
     return chart("Gateway's added TTFT per prompt (through − direct)", "added time to first token (ms)",
-                 "prompts", draw, (7.5, 4))
+                 "prompts", draw, SMALL)
 
 
 def short(label: str) -> str:

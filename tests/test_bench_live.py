@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from processes import free_port, wait_until_answering
 
+from bench.live import Wanted, wanted_targets
 from bench.live_result import LiveResult, decoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def live_run(mock_env: dict[str, str], gateway: str, tmp_path_factory: pytest.Te
     argv = ["live", "--provider", "openai,anthropic,gemini,llama4", "--model", MODELS, "--requests",
             str(len(PROMPTS)), "--prompts", str(prompts), "--gateway", gateway, "--out", str(out)]
     finished = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, env=mock_env, capture_output=True,
-                              timeout=90)
+                              check=False, timeout=90)
     assert finished.returncode == 0, finished.stderr.decode()
     path = next(out.glob("live-*.json"))
     return path, decoder.decode(path.read_bytes())
@@ -151,3 +152,24 @@ def test_ctrl_c_writes_what_was_measured(mock_env: dict[str, str], tmp_path: Pat
     assert "interrupted (Ctrl-C)" in next(tmp_path.glob("live-*.html")).read_text()
     assert not list(tmp_path.glob("*.gateway.log")) or "Finished server process" in next(
         tmp_path.glob("*.gateway.log")).read_text()
+
+
+def test_the_time_limit_bounds_the_run(mock_env: dict[str, str], gateway: str, tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "live", "--provider", "openai", "--model", "gpt-bench", "--requests", "100",
+         "--concurrency", "2", "--time-limit", "0.5", "--gateway", gateway, "--out", str(tmp_path)],
+        cwd=ROOT, env=mock_env, capture_output=True, check=False, timeout=60)
+    assert finished.returncode == 0, finished.stderr.decode()
+    result = decoder.decode(next(tmp_path.glob("live-*.json")).read_bytes())
+    assert result.stopped_by == "time limit" and not result.interrupted
+    assert 2 <= len(result.samples) < 20 and all(s.error is None for s in result.samples)
+
+
+def test_models_name_targets_per_provider_or_for_all() -> None:
+    both = wanted_targets(["openai", "llama4"], [])
+    assert both == [Wanted("openai", None), Wanted("llama4", None)]
+    assert wanted_targets(["openai", "gemini"], ["m1"]) == [Wanted("openai", "m1"), Wanted("gemini", "m1")]
+    assert wanted_targets(["openai", "llama4"], ["openai/gpt-x", f"llama4/{LLAMA}", "route:fast"]) == [
+        Wanted("openai", "gpt-x"), Wanted("llama4", LLAMA), Wanted(None, None, "fast")]
+    with pytest.raises(ValueError, match="expected one of"):
+        wanted_targets(["mistral"], [])

@@ -63,7 +63,7 @@ def mock_result(scale: float = 1.0) -> dict[str, object]:
 
 def bench(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+                          check=False, timeout=60)
 
 
 def render(page_path: Path, screenshot: Path) -> list[int]:
