@@ -72,7 +72,7 @@ def worse(figure_ratio: float | None, higher: bool, fail_over: float) -> bool:
 
 
 def rows(a: dict[str, Figure], b: dict[str, Figure], fail_over: float | None) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for name in [*a, *(n for n in b if n not in a)]:
         (value_a, higher), value_b = a.get(name, (None, False)), b.get(name, (None, False))[0]
         if name not in a:

@@ -268,6 +268,19 @@ async def measure(plan: Plan, gateway_url: str) -> Run:
     return run
 
 
+def measure_with_gateway(plan: Plan, url: str | None, log_path: Path) -> Run:
+    """Measure through the gateway at `url`, or through one of our own started for the run."""
+    if url is not None:
+        return asyncio.run(measure(plan, url))
+    own = OwnGateway(log_path)
+    try:
+        own.start()
+        asyncio.run(own.wait_ready())
+        return asyncio.run(measure(plan, own.url))
+    finally:
+        own.stop()
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench live", description=__doc__.splitlines()[0])
     parser.add_argument("--provider", required=True, help="comma-separated: " + ",".join(PROVIDERS))
@@ -289,21 +302,20 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from bench import report  # matplotlib is imported only here, when a report is drawn
 
-    wanted = wanted_targets(args.provider.split(","), [m for m in args.model.split(",") if m])
-    plan = Plan(wanted, args.requests, args.concurrency, args.time_limit, args.max_tokens,
-                prompt_set.load(args.prompts))
     started = time.time()
     name = time.strftime("live-%Y%m%dT%H%M%SZ", time.gmtime(started))
     out = Path(args.out)
-    own = None if args.gateway else OwnGateway(out / f"{name}.gateway.log")
-    try:
-        if own is not None:
-            own.start()
-            asyncio.run(own.wait_ready())
-        run = asyncio.run(measure(plan, args.gateway or own.url))  # type: ignore[union-attr]
-    finally:
-        if own is not None:
-            own.stop()
+    try:  # what fails before any measurement is one line, no traceback
+        wanted = wanted_targets(args.provider.split(","), [m for m in args.model.split(",") if m])
+        plan = Plan(wanted, args.requests, args.concurrency, args.time_limit, args.max_tokens,
+                    prompt_set.load(args.prompts))
+        run = measure_with_gateway(plan, args.gateway, out / f"{name}.gateway.log")
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"bench live: {exc}", file=sys.stderr)
+        return 2
+    except httpx2.HTTPError as exc:
+        print(f"bench live: the gateway at {args.gateway or 'our own'}: {exc}", file=sys.stderr)
+        return 2
     command = "python -m bench live " + " ".join(argv)
     result = result_of(run, command, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                        args.gateway or "own (python -m streamgate)", time.time() - started)

@@ -281,7 +281,7 @@ def open_loop_chart(figures: dict[str, dict[str, float | None]]) -> str | None:
 
 
 def mock_charts(figures: dict[str, dict[str, float | None]]) -> list[str]:
-    charts = [mock_ttft_chart(figures, c) for c in concurrencies(figures)]
+    charts: list[str | None] = [mock_ttft_chart(figures, c) for c in concurrencies(figures)]
     charts.append(bars(figures, [("single_stream_frames_per_s", "one stream"),
                                  ("many_streams_frames_per_s", "many streams")],
                        "Frames per second", "frames/s"))

@@ -66,7 +66,7 @@ def bench(*argv: str) -> subprocess.CompletedProcess[str]:
                           check=False, timeout=60)
 
 
-def render(page_path: Path, screenshot: Path) -> list[int]:
+def render(page_path: Path, screenshot: str) -> list[int]:
     """Open the page in Chromium with the network off; the naturalWidth of each image."""
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
