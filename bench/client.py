@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import httptools
 import msgspec
-
 from streamgate import sse
+
 from bench.mock_upstream import expected_text, model_name, tool_arguments
 
 # --- reading one frame of each dialect --------------------------------------------------
@@ -68,7 +68,7 @@ class _Content(msgspec.Struct):
 
 class _Candidate(msgspec.Struct):
     content: _Content = msgspec.field(default_factory=_Content)
-    finishReason: str | None = None  # noqa: N815 - Gemini's field name
+    finishReason: str | None = None
 
 
 class _GeminiChunk(msgspec.Struct):
@@ -177,8 +177,18 @@ DIALECTS = {
 class StreamCheck:
     """Feed it a response's body bytes; it keeps the text, the timing and what went wrong."""
 
-    __slots__ = ("read", "ends_with_done", "decoder", "parts", "status", "first_content_at",
-                 "frames", "final", "done", "problem")
+    __slots__ = (
+        "decoder",
+        "done",
+        "ends_with_done",
+        "final",
+        "first_content_at",
+        "frames",
+        "parts",
+        "problem",
+        "read",
+        "status",
+    )
 
     def __init__(self, dialect: Dialect) -> None:
         self.read = dialect.read

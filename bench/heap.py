@@ -23,8 +23,16 @@ import time
 import tracemalloc
 
 from bench.client import DIALECTS, HeldStreams, Target, run_streams
-from bench.run import (CLIENT_CORE, RESULTS, SERVER_CORE, Processes, free_port, provider_env,
-                       raise_open_files_limit, wait_ready)
+from bench.run import (
+    CLIENT_CORE,
+    RESULTS,
+    SERVER_CORE,
+    Processes,
+    free_port,
+    provider_env,
+    raise_open_files_limit,
+    wait_ready,
+)
 
 HOST = "127.0.0.1"
 #: Where the server writes the split (`--serve` mode), read by the driver.

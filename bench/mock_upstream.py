@@ -8,6 +8,13 @@ Per-request control goes through the model name, which every gateway forwards:
 harness itself: `bench-16-0-drop3` leaves token 3 out, `bench-16-0-garble3` changes its text.
 A `-tool` suffix (`bench-16-0-tool`, OpenAI wire only) makes the answer one tool call whose
 arguments arrive as one `delta.tool_calls` fragment per token: `tool_arguments(tokens)`.
+A `-ttft<ms>[j<ms>]` part (`bench-16-5-ttft50j5`) holds the first token back that long after
+the response head, give or take the jitter (uniform), as a real model's time to first token.
+
+For `python -m bench live` (real model names, real prompts): `--any-model SPEC` serves every
+model name that is not `bench-…` as `SPEC` (e.g. `bench-32-2-ttft50j5`), the stream then
+naming the model asked for. A request body containing `bench-status-<code>` (e.g. in the
+prompt) is answered with that HTTP status and the provider's own error body.
 
 Routes:
 - `POST /v1/chat/completions`: OpenAI / Together `chat.completion.chunk` SSE (role-only
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import sys
 import time
@@ -50,7 +58,8 @@ def expected_text(tokens: int) -> str:
     return "".join(token_text(i) for i in range(tokens))
 
 
-MODEL = re.compile(r"bench-(\d+)-(\d+)(?:-(drop|garble)(\d+))?(-tool)?")
+MODEL = re.compile(r"bench-(\d+)-(\d+)(?:-(drop|garble)(\d+))?(?:-ttft(\d+)(?:j(\d+))?)?(-tool)?")
+STATUS_MARK = re.compile(rb"bench-status-([1-5]\d\d)")
 BODY_MODEL = re.compile(rb'"model"\s*:\s*"([^"]*)"')
 GEMINI_PATH = re.compile(r"/v1(?:beta|alpha)?/models/([^/:]+):streamGenerateContent")
 
@@ -88,12 +97,18 @@ def _chunk(data: bytes) -> bytes:
 
 class Script:
     """A stream ready to send: head (status, headers, opening events), one chunk per
-    token, and the tail (finish, usage, end)."""
+    token, and the tail (finish, usage, end); `ttft_s`, `jitter_s`: the first token's wait."""
 
-    __slots__ = ("head", "tokens", "tail")
+    __slots__ = ("head", "jitter_s", "tail", "tokens", "ttft_s")
 
     def __init__(self, head: bytes, tokens: list[bytes], tail: bytes) -> None:
         self.head, self.tokens, self.tail = head, tokens, tail
+        self.ttft_s = self.jitter_s = 0.0
+
+    def first_token_wait(self) -> float:
+        if not self.ttft_s:
+            return 0.0
+        return max(0.0, self.ttft_s + random.uniform(-self.jitter_s, self.jitter_s))
 
 
 def _texts(tokens: int, fault: str | None, at: int) -> list[str]:
@@ -178,18 +193,30 @@ SCRIPTS = {"openai": openai_script, "anthropic": anthropic_script, "gemini": gem
 
 
 @lru_cache(maxsize=256)
-def script(wire: str, model: str) -> tuple[Script, float]:
-    """The cached stream for `model` (`bench-<tokens>-<delay_ms>[-fault][-tool]`) and its delay in s."""
-    match = MODEL.fullmatch(model)
+def script(wire: str, model: str, spec: str | None = None) -> tuple[Script, float]:
+    """The cached stream for `model` (`bench-<tokens>-<delay_ms>[-fault][-ttft<ms>[j<ms>]][-tool]`,
+    or any name when `spec` is such a name) and its delay between tokens in s."""
+    match = MODEL.fullmatch(model) or (MODEL.fullmatch(spec) if spec else None)
     if match is None:
         raise ValueError(f"model {model!r} is not bench-<tokens>-<delay_ms>")
-    tokens, delay_ms, fault, at, tool = match.groups()
+    tokens, delay_ms, fault, at, ttft_ms, jitter_ms, tool = match.groups()
     texts = _texts(int(tokens), fault, int(at or 0))
-    if tool:
-        if wire != "openai":
-            raise ValueError(f"model {model!r}: tool streams are OpenAI wire only")
-        return openai_script(model, texts, tool=True), int(delay_ms) / 1000
-    return SCRIPTS[wire](model, texts), int(delay_ms) / 1000
+    if tool and wire != "openai":
+        raise ValueError(f"model {model!r}: tool streams are OpenAI wire only")
+    stream = openai_script(model, texts, tool=True) if tool else SCRIPTS[wire](model, texts)
+    stream.ttft_s, stream.jitter_s = int(ttft_ms or 0) / 1000, int(jitter_ms or 0) / 1000
+    return stream, int(delay_ms) / 1000
+
+
+def error_body(wire: str, status: int) -> bytes:
+    """The body each provider sends with an HTTP error status."""
+    message = f"bench: injected HTTP {status}"
+    if wire == "anthropic":
+        kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        return _dumps({"type": "error", "error": {"type": kind, "message": message}})
+    if wire == "gemini":
+        return _dumps({"error": {"code": status, "message": message, "status": "INTERNAL"}})
+    return _dumps({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
 
 
 class Stats:
@@ -203,13 +230,16 @@ class Stats:
 
 
 BATCH = 16  # tokens per write when there is no delay
+REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 429: b"Too Many Requests",
+           500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable"}
 
 
 class UpstreamProtocol(asyncio.Protocol):
     """One client connection: parse requests with httptools, answer from the cache."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, any_model: str | None = None) -> None:
         self.stats = stats
+        self.any_model = any_model
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
@@ -264,8 +294,12 @@ class UpstreamProtocol(asyncio.Protocol):
         if wire is None:
             self._respond(404, b'{"error":{"message":"no such route","type":"not_found"}}')
             return
+        status = STATUS_MARK.search(body)
+        if status is not None:
+            self._respond(int(status.group(1)), error_body(wire, int(status.group(1))))
+            return
         try:
-            stream, delay_s = script(wire, model)
+            stream, delay_s = script(wire, model, self.any_model)
         except ValueError as error:
             self._respond(400, _dumps({"error": {"message": str(error), "type": "invalid_request_error"}}))
             return
@@ -274,7 +308,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     @staticmethod
     def _route(path: str, body: bytes) -> tuple[str | None, str]:
-        if path.endswith("/chat/completions") or path.endswith("/messages"):
+        if path.endswith(("/chat/completions", "/messages")):
             match = BODY_MODEL.search(body)
             model = match.group(1).decode() if match else ""
             return ("openai" if path.endswith("/chat/completions") else "anthropic"), model
@@ -286,7 +320,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def _respond(self, status: int, body: bytes, close: bool = False) -> None:
         if self.transport is None:
             return
-        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}[status]
+        reason = REASONS.get(status, b"Error")
         self.transport.write(
             b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
             % (status, reason, len(body), body)
@@ -298,6 +332,11 @@ class UpstreamProtocol(asyncio.Protocol):
         write = self.transport.write  # type: ignore[union-attr]
         tokens = stream.tokens
         write(stream.head)
+        wait_s = stream.first_token_wait()
+        if wait_s:
+            await asyncio.sleep(wait_s)
+            if self.transport is None:
+                return
         if delay_s:
             for index, token in enumerate(tokens):
                 if index:
@@ -315,10 +354,10 @@ class UpstreamProtocol(asyncio.Protocol):
         self.stats.completed += 1
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, any_model: str | None = None) -> None:
     stats = Stats()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: UpstreamProtocol(stats), host, port, backlog=4096)
+    server = await loop.create_server(lambda: UpstreamProtocol(stats, any_model), host, port, backlog=4096)
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
@@ -328,10 +367,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--any-model", metavar="SPEC", help="serve any other model name as this bench-… name")
     args = parser.parse_args()
+    if args.any_model and MODEL.fullmatch(args.any_model) is None:
+        parser.error(f"--any-model {args.any_model!r} is not bench-<tokens>-<delay_ms>[-ttft<ms>[j<ms>]]")
     try:
         with asyncio.Runner(loop_factory=new_event_loop()) as runner:
-            runner.run(serve(args.host, args.port))
+            runner.run(serve(args.host, args.port, args.any_model))
     except KeyboardInterrupt:
         sys.exit(0)
 

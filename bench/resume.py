@@ -26,7 +26,15 @@ import time
 import msgspec
 
 from bench.client import DIALECTS, Dialect, Target, read_native, run_streams
-from bench.run import CLIENT_CORE, ROOT, SERVER_CORE, free_port, idle_cpu_seconds, provider_env, wait_ready
+from bench.run import (
+    CLIENT_CORE,
+    ROOT,
+    SERVER_CORE,
+    free_port,
+    idle_cpu_seconds,
+    provider_env,
+    wait_ready,
+)
 
 _MESSAGES = [{"role": "user", "content": "Say the bench text."}]
 RESUMABLE = Dialect(

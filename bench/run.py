@@ -32,7 +32,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO
 
-from bench.client import DIALECTS, HeldStreams, Outcome, Target, get_json, run_open_loop, run_streams
+from bench.client import (
+    DIALECTS,
+    HeldStreams,
+    Outcome,
+    Target,
+    get_json,
+    run_open_loop,
+    run_streams,
+)
 from bench.mock_upstream import new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +89,7 @@ def free_port() -> int:
 
 def raise_open_files_limit() -> None:
     """1,000 held streams need ~2,000 descriptors here and in the mock (children inherit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -379,7 +387,7 @@ class Bench:
         assert plain is not None
         try:
             await asyncio.wait_for(resume.a_finished_stream(plain.port, 200), 30)
-        except (RuntimeError, StopIteration, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RuntimeError, StopIteration, OSError):
             self.skipped["resume"] = "the server answers `resumable: true` without an X-Stream-Id"
             return
         cases = {"resume_plain": plain, "resume_in_process": replace(plain, dialect=resume.RESUMABLE)}
@@ -449,7 +457,7 @@ def summarize(bench: Bench) -> dict[str, dict[str, float | int | None]]:
     """Figure name -> target name -> value."""
     figures: dict[str, dict[str, float | int | None]] = {}
 
-    def put(name: str, target: str, value: float | int | None) -> None:
+    def put(name: str, target: str, value: float | None) -> None:
         figures.setdefault(name, {})[target] = value
 
     for target in bench.targets:
@@ -626,7 +634,7 @@ def table(figures: dict[str, dict[str, float | int | None]], held: int, judged: 
     return "\n".join(lines)
 
 
-def _fmt(value: float | int | None) -> str:
+def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, int):
@@ -634,7 +642,7 @@ def _fmt(value: float | int | None) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
-def _ratio(a: float | int | None, b: float | int | None) -> str:
+def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0 or isinstance(a, int) and isinstance(b, int):
         return ""
     return f"{a / b:.3f}" if a / b < 10 else f"{a / b:.1f}"

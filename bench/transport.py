@@ -17,8 +17,9 @@ import sys
 import time
 
 import httpx2
-from streamgate.upstream_http import sdk_http_client
 from streamgate.settings import Settings
+from streamgate.upstream_http import sdk_http_client
+
 
 async def run(client: httpx2.AsyncClient, url: str, n: int, body: bytes) -> tuple[float, float]:
     for _ in range(20):
@@ -31,7 +32,7 @@ async def run(client: httpx2.AsyncClient, url: str, n: int, body: bytes) -> tupl
     return (time.process_time() - t0) / n * 1e6, (time.perf_counter() - w0) / n * 1e6
 
 async def main() -> None:
-    mock = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "bench.mock_upstream"], stdout=subprocess.PIPE)
+    mock = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "bench.mock_upstream"], stdout=subprocess.PIPE)  # noqa: ASYNC220 - once, before any load
     port = int(mock.stdout.readline().split()[1])
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     body = b'{"model":"bench-8-0","messages":[{"role":"user","content":"hi"}],"stream":true}'
