@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,10 +20,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import metrics
 from .adapter import Adapter
 from .catalog import Catalog
+from .errors import GatewayError, MethodNotAllowedError, NotFoundError
 from .dialects import DIALECTS
 from .gateway import Gateway
 from .http_guards import BearerAuth, ErrorShapes, OriginGuard, route_path
-from .pipeline import requests_ended_at_exit
+from .pipeline import ErrorSender, requests_ended_at_exit
 from .providers import build_adapters
 from .resume import Streams, store_for
 from .settings import Settings
@@ -45,6 +46,42 @@ async def health(request: Request) -> JSONResponse:
 async def chat_page(request: Request) -> FileResponse:
     """`GET /`: the chat page (`static/`: plain HTML, CSS and JS, nothing fetched from outside)."""
     return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+
+class ErrorResponse(Response):
+    """An error answered by a dialect's own sender (its shape, its status)."""
+
+    def __init__(self, sender: ErrorSender, error: GatewayError) -> None:
+        super().__init__()
+        self.sender = sender
+        self.error = error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.sender(send, self.error)
+
+
+def no_such_endpoint(routes: list[BaseRoute], shapes: ErrorShapes) -> Callable[[Request, Exception], Response]:
+    """The handler of Starlette's 404 and 405: under `/api/` and `/v1/`, an error in the
+    path's dialect naming the path and the endpoints that exist; elsewhere plain text."""
+    endpoints = sorted({f"{method} {route.path}" for route in routes if isinstance(route, Route)
+                        for method in (route.methods or ()) if method != "HEAD" and route.path.startswith(("/api/", "/v1/"))})
+
+    def handler(request: Request, exc: Exception) -> Response:
+        path = route_path(request.scope)
+        status = getattr(exc, "status_code", 404)
+        if not path.startswith(("/api/", "/v1/")):
+            return PlainTextResponse("Not Found" if status == 404 else "Method Not Allowed", status_code=status)
+        prefix = "/v1/" if path.startswith("/v1/") else "/api/"
+        served = ", ".join(endpoint for endpoint in endpoints if endpoint.partition(" ")[2].startswith(prefix))
+        error: GatewayError
+        if status == 405:
+            error = MethodNotAllowedError(f"{request.method} is not served at {path[:200]!r}; this gateway serves: "
+                                          f"{served}")
+        else:
+            error = NotFoundError(f"no endpoint at {path[:200]!r}; this gateway serves: {served}")
+        return ErrorResponse(shapes.sender(path), error)
+
+    return handler
 
 
 class GatewayApp(Starlette):
@@ -116,13 +153,15 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     ]
     direct_paths = frozenset(route.path for route in routes if isinstance(route, Route) and route.methods == {"POST"})
     senders = {prefix: sender for dialect in DIALECTS for prefix, sender in dialect.ERROR_SENDERS.items()}
-    shared = {"error_shapes": ErrorShapes(senders), "chat_paths": direct_paths}
+    shapes = ErrorShapes(senders)
+    shared = {"error_shapes": shapes, "chat_paths": direct_paths}
     middleware = [
         Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, **shared),
         Middleware(BearerAuth, settings.gateway_api_key, **shared),
     ]
+    not_found = no_such_endpoint(routes, shapes)
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan,
-                     direct=direct_chains(routes, middleware))
+                     direct=direct_chains(routes, middleware), exception_handlers={404: not_found, 405: not_found})
     app.state.settings = settings
     app.state.adapters = adapters
     app.state.catalog = catalog

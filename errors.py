@@ -73,6 +73,16 @@ class StreamNotFoundError(GatewayError):
     status, type = 404, "stream_not_found"
 
 
+class NotFoundError(GatewayError):
+    """No endpoint at that path (or not for that method)."""
+
+    status, type = 404, "not_found"
+
+
+class MethodNotAllowedError(GatewayError):
+    status, type = 405, "method_not_allowed"
+
+
 class BodyTooLargeError(GatewayError):
     status, type = 413, "body_too_large"
 
