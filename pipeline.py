@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
@@ -119,9 +120,49 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as error:
-        raise InvalidRequestError(validation_message(str(error))) from None
+        message = validation_message(str(error))
+        if message.partition(": ")[2].startswith(("Invalid enum value", "Invalid value")):
+            choices = enum_choices(decoder.type, message.partition(":")[0])
+            if choices:
+                message += f"; valid: {', '.join(choices)}"
+        raise InvalidRequestError(message) from None
     except msgspec.DecodeError as error:
         raise InvalidJSONError(f"the request body is not valid JSON: {error}") from None
+
+
+def enum_choices(root: Any, path: str) -> list[str]:
+    """The values a field of `root`'s type at `path` (`$.messages[0].role`) may take: its
+    `Literal` or enum values, or the tags of a tagged union's members; empty if none."""
+    types = [msgspec.inspect.type_info(root)]
+    for step in re.findall(r"\.(\w+)|\[\d+\]", path):
+        types = [child for kind in types for child in _children(kind, step)]
+    values: list[str] = []
+    for kind in types:
+        for member in _members(kind):
+            if isinstance(member, msgspec.inspect.LiteralType):
+                values += [str(value) for value in member.values]
+            elif isinstance(member, msgspec.inspect.EnumType):
+                values += [str(item.value) for item in member.cls]
+            elif isinstance(member, msgspec.inspect.StructType) and member.tag is not None:
+                values.append(str(member.tag))
+    return list(dict.fromkeys(values))
+
+
+def _members(kind: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
+    return list(kind.types) if isinstance(kind, msgspec.inspect.UnionType) else [kind]
+
+
+def _children(kind: msgspec.inspect.Type, step: str) -> list[msgspec.inspect.Type]:
+    """The types one path step (a field name, or `""` for a list index) below `kind`."""
+    children: list[msgspec.inspect.Type] = []
+    for member in _members(kind):
+        if step and isinstance(member, msgspec.inspect.StructType):
+            children += [field.type for field in member.fields if field.encode_name == step]
+            if member.tag_field == step:
+                children.append(msgspec.inspect.LiteralType((member.tag,)))
+        elif not step and isinstance(member, (msgspec.inspect.ListType, msgspec.inspect.TupleType)):
+            children.append(member.item_type if isinstance(member, msgspec.inspect.ListType) else member.item_types[0])
+    return children
 
 
 def validation_message(text: str) -> str:
