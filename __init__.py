@@ -4,3 +4,10 @@ The repository root is this package (`pyproject.toml` maps it to `streamgate`), 
 checkout keeps `server.py`, `sse.py` and `providers/` at the top while an installed
 wheel puts exactly one name, `streamgate`, into site-packages.
 """
+
+import sys
+
+if __name__ != "streamgate":  # imported by its folder's name (pytest does, for the root's package):
+    import importlib  # one identity only, `streamgate`'s
+
+    sys.modules[__name__] = importlib.import_module("streamgate")
