@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping
 
-from starlette._utils import get_route_path as route_path  # the router's own: both see one path
+from .route_path import route_path
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 

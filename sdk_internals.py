@@ -1,12 +1,38 @@
-"""The start-up check of the private members streamgate calls in its dependencies (the
-SDKs' request builders and senders, aiohttp's pool): a release that renamed one fails
-when the adapters are built, naming the package and its version, not on the first request.
+"""The private members of our dependencies that streamgate uses, in one list, and the
+start-up check of them: a release that renamed one fails when the adapters are built,
+naming the package and its version, not on the first request. Each dependency listed
+has an upper bound in pyproject.toml; `.ci/newest-sdks` runs the tests against the
+newest releases those bounds allow.
+
+Why each is used (the public API has no equivalent that keeps the hot path thin):
+- openai / anthropic (Stainless SDKs): `_build_request` + `_prepare_request` build a
+  request once per model as a template, `_client` sends it (providers/stainless.py);
+  `_models.FinalRequestOptions` is the options type those take.
+- google-genai: `BaseApiClient._build_request` builds the URL and headers
+  (providers/gemini_stream.py).
+- aiohttp: `ClientResponse` header fields dropped once copied, and `TCPConnector._get`
+  (upstream_http.py: memory per open stream, pool hygiene).
+- uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from importlib import metadata
+
+#: (distribution, module, attribute path) of every private member we use.
+PRIVATE_MEMBERS: tuple[tuple[str, str, str], ...] = (
+    ("openai", "openai", "AsyncOpenAI._build_request"),
+    ("openai", "openai", "AsyncOpenAI._prepare_request"),
+    ("openai", "openai._models", "FinalRequestOptions"),
+    ("anthropic", "anthropic", "AsyncAnthropic._build_request"),
+    ("anthropic", "anthropic", "AsyncAnthropic._prepare_request"),
+    ("anthropic", "anthropic._models", "FinalRequestOptions"),
+    ("google-genai", "google.genai._api_client", "BaseApiClient._build_request"),
+    ("aiohttp", "aiohttp", "TCPConnector._get"),
+    ("uvicorn", "uvicorn.lifespan.on", "LifespanOn"),
+)
 
 
 class SDKMismatchError(RuntimeError):
@@ -19,7 +45,22 @@ def require_internals(distribution: str, owner: object, names: Iterable[str]) ->
     missing = [name for name in names if not callable(getattr(owner, name, None))]
     if missing:
         kind = owner.__name__ if isinstance(owner, type) else type(owner).__name__
-        raise SDKMismatchError(
-            f"{distribution} {metadata.version(distribution)} has no {', '.join(missing)} on {kind}; "
-            f"streamgate needs a {distribution} release within the range its pyproject.toml pins"
-        )
+        raise mismatch(distribution, f"{', '.join(missing)} on {kind}")
+
+
+def require_private_members(distributions: Iterable[str]) -> None:
+    """Check every `PRIVATE_MEMBERS` entry of `distributions` (imports their modules)."""
+    wanted = set(distributions)
+    for distribution, module_name, path in PRIVATE_MEMBERS:
+        if distribution not in wanted:
+            continue
+        owner: object = importlib.import_module(module_name)
+        for part in path.split("."):
+            owner = getattr(owner, part, None)
+            if owner is None:
+                raise mismatch(distribution, f"{module_name}.{path}")
+
+
+def mismatch(distribution: str, what: str) -> SDKMismatchError:
+    return SDKMismatchError(f"{distribution} {metadata.version(distribution)} has no {what}; streamgate needs "
+                            f"a {distribution} release within the range its pyproject.toml pins")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from ..adapter import Adapter
+from ..sdk_internals import require_private_members
 from ..settings import Settings
 
 #: Provider name → the module and class of its adapter (imported when first built).
@@ -19,6 +20,9 @@ ADAPTER_CLASSES = {
     "anthropic": ("anthropic_stream", "AnthropicStreamAdapter"),
     "gemini": ("gemini_stream", "GeminiStreamAdapter"),
 }
+#: The distributions whose private members each adapter uses (`sdk_internals`).
+SDK_OF = {"openai": ("openai", "aiohttp"), "llama4": ("openai", "aiohttp"), "anthropic": ("anthropic", "aiohttp"),
+          "gemini": ("google-genai", "aiohttp")}
 #: The providers of the contract's table, in its order.
 PROVIDERS = (*ADAPTER_CLASSES, "echo")
 
@@ -31,6 +35,7 @@ def build_adapter(name: str, settings: Settings) -> Adapter:
         return EchoAdapter(settings.echo_delay_ms)
     module_name, class_name = ADAPTER_CLASSES[name]
     module = importlib.import_module(f"{__name__}.{module_name}")
+    require_private_members(SDK_OF[name])
     adapter: Adapter = getattr(module, class_name)(settings)
     return adapter
 

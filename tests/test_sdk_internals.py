@@ -55,3 +55,20 @@ def test_the_installed_releases_have_every_member_the_adapters_call() -> None:
     assert AnthropicStreamAdapter(config).configured
     assert GeminiStreamAdapter(config).configured
     UpstreamTransport()
+
+
+def test_every_private_member_listed_exists_in_the_installed_releases() -> None:
+    from streamgate.sdk_internals import PRIVATE_MEMBERS, require_private_members
+
+    require_private_members({distribution for distribution, _, _ in PRIVATE_MEMBERS})
+
+
+def test_every_dependency_reached_into_has_an_upper_bound() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from streamgate.sdk_internals import PRIVATE_MEMBERS
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    pins = {dep.split(">")[0].split("<")[0].split(";")[0].strip(): dep for dep in pyproject["project"]["dependencies"]}
+    assert all("<" in pins[distribution] for distribution, _, _ in PRIVATE_MEMBERS)
