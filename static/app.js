@@ -546,8 +546,11 @@ async function copyText(text) {
 
 async function loadProviders() {
   const response = await fetch("api/v1/chat/stream/health", { headers: headers() });
+  if (response.status === 401) {
+    askForKey();
+    return;
+  }
   if (!response.ok) {
-    if (response.status === 401) ui.keyField.hidden = false;
     addReply("streamgate").fail(await errorOf(response), response.status);
     return;
   }
@@ -561,6 +564,18 @@ async function loadProviders() {
   }
   ui.provider.value = providers[saved] && providers[saved].configured ? saved : "echo";
   showModels();
+}
+
+/** This gateway needs a key: show the key field, focused, and say so where the providers go. */
+function askForKey() {
+  ui.keyField.hidden = false;
+  ui.provider.replaceChildren(new Option("enter the gateway key first", ""));
+  addReply("streamgate").fail({
+    type: "unauthorized",
+    message: ui.key.value ? "The gateway key is not accepted: enter the right one in “Gateway key” above."
+      : "This gateway needs a key: enter it in “Gateway key” above.",
+  }, 401);
+  ui.key.focus();
 }
 
 function showModels() {

@@ -251,7 +251,10 @@ def test_with_a_gateway_key_the_page_asks_for_it(browser) -> None:  # type: igno
         page.set_default_timeout(10_000)
         page.goto(f"{url}/")
         reply = last_reply(page, "error")
-        assert text_of(reply, ".error").startswith("unauthorized (HTTP 401): ")
+        assert text_of(reply, ".error") == ("unauthorized (HTTP 401): This gateway needs a key: enter it in "
+                                            "“Gateway key” above.")
+        assert page.evaluate("document.activeElement.id") == "key"
+        assert page.locator("#provider option").all_inner_texts() == ["enter the gateway key first"]
         page.fill("#key", "sekret")
         page.press("#key", "Tab")  # `change` reloads the pickers with the key
         page.wait_for_selector("#provider option[value=echo]", state="attached")
