@@ -1,5 +1,5 @@
 """`python -m streamgate`: the same as the `streamgate` command."""
 
-from .server import main
+from streamgate.server import main
 
 main()

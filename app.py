@@ -154,10 +154,10 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     direct_paths = frozenset(route.path for route in routes if isinstance(route, Route) and route.methods == {"POST"})
     senders = {prefix: sender for dialect in DIALECTS for prefix, sender in dialect.ERROR_SENDERS.items()}
     shapes = ErrorShapes(senders)
-    shared = {"error_shapes": shapes, "chat_paths": direct_paths}
     middleware = [
-        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, **shared),
-        Middleware(BearerAuth, settings.gateway_api_key, **shared),
+        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, error_shapes=shapes,
+                   chat_paths=direct_paths),
+        Middleware(BearerAuth, settings.gateway_api_key, error_shapes=shapes, chat_paths=direct_paths),
     ]
     not_found = no_such_endpoint(routes, shapes)
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan,

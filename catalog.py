@@ -66,10 +66,10 @@ class Catalog:
         """Ask each configured provider once (all at once); True when every one answered."""
         configured = [(name, adapter) for name, adapter in self.adapters.items() if adapter.configured]
         listed = await asyncio.gather(*(self._list(name, adapter) for name, adapter in configured))
-        for (name, adapter), models in zip(configured, listed):
-            if models is None:
+        for (name, adapter), names in zip(configured, listed, strict=True):
+            if names is None:
                 continue
-            models = with_default(adapter.default_model, models)
+            models = with_default(adapter.default_model, names)
             if models != self.models[name]:
                 self.models[name] = models
                 self.version += 1

@@ -18,7 +18,7 @@ import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 import msgspec
@@ -355,7 +355,8 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                 if not data:
                     continue
             else:  # a reasoning or tool-call piece
-                data = frames.reasoning(chunk) if type(chunk) is ReasoningChunk else frames.tool_call(chunk)
+                data = (frames.reasoning(chunk) if type(chunk) is ReasoningChunk
+                        else frames.tool_call(cast(ToolCallChunk, chunk)))
                 if progress.first_token_at is None:
                     progress.first_token_at = time.monotonic()
             pending.append(data)
@@ -374,9 +375,9 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         if progress.client_gone:
             raise
         cut = True
-        error = progress.stop_error or shutting_down()
-        progress.error_type = error.type
-        tail = frames.failure(error, final_sent, usage)
+        stop_error = progress.stop_error or shutting_down()
+        progress.error_type = stop_error.type
+        tail = frames.failure(stop_error, final_sent, usage)
     progress.streaming = False  # no keep-alive may follow the end of the response
     progress.frames_sent += len(pending)
     progress.usage = usage
@@ -649,20 +650,21 @@ async def collect(stream: ChunkStream) -> CollectedAnswer:
     raw: list[bytes] = []
     try:
         async for chunk in stream:
-            if type(chunk) is ReasoningChunk:
+            if isinstance(chunk, ReasoningChunk):
                 reasoning.append(chunk.reasoning)
                 continue
-            if type(chunk) is SignatureChunk:
+            if isinstance(chunk, SignatureChunk):
                 signature = chunk.signature
                 continue
-            if type(chunk) is RawEvent:
+            if isinstance(chunk, RawEvent):
                 raw.append(chunk.data)
                 continue
-            if type(chunk) is ToolCallChunk:
+            if isinstance(chunk, ToolCallChunk):
                 call = calls.setdefault(chunk.index, (chunk.id or "", chunk.name or "", []))
                 if chunk.arguments:
                     call[2].append(chunk.arguments)
                 continue
+            assert isinstance(chunk, StreamChunk)
             parts.append(chunk.content)
             usage = chunk.usage or usage
             if chunk.finish_reason is not None:

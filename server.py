@@ -79,9 +79,9 @@ def app_from_env() -> Starlette:
 def __getattr__(name: str) -> Starlette:
     """`streamgate.server:app` for uvicorn (and each worker process): built on first use."""
     if name == "app":
-        global app
-        app = app_from_env()
-        return app
+        built = app_from_env()
+        globals()["app"] = built
+        return built
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

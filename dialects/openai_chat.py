@@ -97,8 +97,9 @@ class CompletionMessage(ChatMessage, frozen=True):
     wider role set and its non-text input parts are translated or refused
     (`translate_message`)."""
 
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[TextPart | ImagePart | AudioPart | FilePart] | None = None
+    # Wider than `ChatMessage`'s on purpose: `translate_message` narrows what it lets through.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]  # type: ignore[assignment]
+    content: str | list[TextPart | ImagePart | AudioPart | FilePart] | None = None  # type: ignore[assignment]
 
 
 class StreamOptions(msgspec.Struct):

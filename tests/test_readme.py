@@ -48,7 +48,7 @@ def test_the_install_and_run_commands_exist() -> None:
     assert "dev" in PYPROJECT["project"]["optional-dependencies"]
     assert (ROOT / "server.py").is_file() and callable(main)
     assert PYPROJECT["project"]["scripts"] == {"streamgate": "streamgate.server:main"}
-    assert (ROOT / "__main__.py").read_text().count("from .server import main") == 1
+    assert (ROOT / "__main__.py").read_text().count("from streamgate.server import main") == 1
     assert any(line.startswith("cd /anywhere && streamgate") for block in commands for line in block.splitlines())
 
 
