@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ import uvicorn
 
 from streamgate import sse
 
-from streamgate.adapter import ChunkStream, open_with_retries
+from streamgate.adapter import Adapter, ChunkStream, open_with_retries
 from streamgate.errors import UpstreamError, error_from_status
 from streamgate.settings import Settings
 from streamgate.chat_types import ChatRequest, StreamChunk
@@ -48,6 +48,16 @@ def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def gateway(adapters: Mapping[str, Adapter] | None = None, **overrides: object) -> Iterator[str]:
+    """Our app on a loopback port (test `settings(**overrides)`, the real adapters unless
+    `adapters` are given); yields its base URL. The one way tests start a gateway in-process."""
+    from streamgate.app import create_app
+
+    with serve(create_app(settings(**overrides), adapters)) as url:
+        yield url
 
 
 def settings(**overrides: object) -> Settings:

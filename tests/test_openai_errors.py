@@ -12,14 +12,14 @@ import openai
 import pytest
 
 from streamgate.app import create_app
-from support import serve, settings
+from support import gateway, serve, settings
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    with serve(create_app(settings())) as url:  # every provider, none configured but echo
+    with gateway() as url:  # every provider, none configured but echo
         yield url
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from streamgate import app as server
 from streamgate.server import main
 from streamgate.settings import Settings, SettingsError
-from support import serve, settings
+from support import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -38,7 +37,7 @@ def section(title: str) -> str:
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    with serve(server.create_app(settings())) as url:
+    with gateway() as url:
         yield url
 
 

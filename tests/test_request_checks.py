@@ -17,7 +17,7 @@ import pytest
 from streamgate import app as server
 from streamgate.providers.echo import EchoAdapter
 from streamgate.request_checks import MAX_IMAGE_BYTES
-from support import serve, settings
+from support import gateway, serve, settings
 
 USER = {"role": "user", "content": "What is the weather in Paris?"}
 TOOL = {"type": "function", "function": {
@@ -58,7 +58,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
      "$.tool_choice.function.name: 'get_time' is not one of the tools (get_weather)"),
     ({"tools": [TOOL], "tool_choice": "always"},
-     "$.tool_choice: Invalid enum value 'always'"),
+     "$.tool_choice: Invalid enum value 'always'; valid: auto, none, required"),
     ({"messages": [USER, {"role": "assistant", "tool_calls": [
         {**CALL, "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}]},
      "$.messages[1].tool_calls[0].function.arguments: Expected `str`, got `object`"),
@@ -100,7 +100,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
      "$.response_format.json_schema.name: 1 to 64 letters, digits, underscores or dashes"),
     (schema_format({"schema": {"type": "object"}}), "$.response_format.json_schema.name: required field is missing"),
     ({"response_format": {"type": "xml"}},
-     "$.response_format.type: Invalid enum value 'xml'"),
+     "$.response_format.type: Invalid enum value 'xml'; valid: json_object, json_schema, text"),
     ({"stop": ""}, "$.stop: Expected `str` of length >= 1"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "$.stop: Expected `array` of length <= 4"),
     ({"stop": ["a", ""]}, "$.stop[1]: Expected `str` of length >= 1"),
@@ -111,7 +111,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with serve(server.create_app(settings(), {"echo": EchoAdapter(0)})) as base_url:
+    with gateway({"echo": EchoAdapter(0)}) as base_url:
         yield base_url
 
 

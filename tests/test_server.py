@@ -20,14 +20,14 @@ from streamgate.providers.echo import EchoAdapter
 from streamgate.errors import UpstreamTimeoutError
 from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk
 from streamgate.app import create_app
-from support import serve, settings
+from support import gateway, serve, settings
 
 HELLO = {"provider": "echo", "messages": [{"role": "user", "content": "Hello there"}]}
 
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    with serve(create_app(settings(), adapters={"echo": EchoAdapter(0)})) as url:
+    with gateway({"echo": EchoAdapter(0)}) as url:
         yield url
 
 

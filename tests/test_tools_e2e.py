@@ -13,9 +13,8 @@ import httpx2
 import openai
 import pytest
 
-from streamgate import app as server
 from streamgate.providers.echo import ARGUMENTS_PIECE, REASONING, EchoAdapter
-from support import Answer, serve, settings
+from support import Answer, gateway
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city.",
@@ -32,7 +31,7 @@ def get_weather(city: str) -> str:
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    with serve(server.create_app(settings(), {"echo": EchoAdapter(0)})) as base_url:
+    with gateway({"echo": EchoAdapter(0)}) as base_url:
         yield base_url
 
 
