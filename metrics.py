@@ -74,7 +74,7 @@ class StreamStats(Protocol):
 
 
 class ProviderSeries:
-    """One provider's labelled series, looked up once: a `labels()` call costs ~2 µs."""
+    """One provider's labelled series, looked up once (a `labels()` call is not free)."""
 
     __slots__ = ("requests", "in_flight", "frames_sent", "time_to_first_token", "stream_duration")
 

@@ -246,8 +246,7 @@ class ClientWatch:
     watcher; the cancellation it caused ends the block quietly.
 
     One plain asyncio task, not an anyio task group: per request the group's scopes,
-    events and bookkeeping cost ~10% of the gateway's CPU and ~7 KiB held per open
-    stream (measured under `python -m bench` with py-spy and tracemalloc).
+    events and bookkeeping cost CPU and memory per open stream (docs/BENCHMARKS.md).
     """
 
     __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "watcher")

@@ -5,11 +5,10 @@ status errors of the opening (`max_retries=0`: `open_with_retries` is our one re
 policy), over the shared `sdk_http_client` (tests inject an `httpx2.AsyncClient`). The
 request is the SDK's `POST /v1/messages`, prepared once (`AnthropicRequest`) and sent per
 call with a msgspec-encoded body: `messages.create` would walk the body through its typed
-transform each time (~0.6 ms of a request's ~1 ms CPU under `python -m bench`). The stream
-itself is read as raw SSE bytes, not through `messages.stream(...)`: that helper builds a
-pydantic event per SSE event and accumulates a full message snapshot
-(`content.text += delta` on every `text_delta`, O(n²) in the answer's length; measured
-43 µs per delta at 2,000 deltas, 67 µs at 60,000, against a flat ~3 µs here).
+transform each time. The stream itself is read as raw SSE bytes, not through
+`messages.stream(...)`: that helper builds a pydantic event per SSE event and accumulates
+a full message snapshot (`content.text += delta` on every `text_delta`, O(n²) in the
+answer's length). The figures behind both choices are in docs/BENCHMARKS.md.
 `sse.Decoder` splits the body into events, and one msgspec decoder per event
 name reads only the fields we use. Event names not listed here (`ping`, any added later)
 are skipped, as Anthropic's versioning policy asks. The request body is built in

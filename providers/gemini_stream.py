@@ -1,14 +1,14 @@
 """The `gemini` provider: Gemini 2.5 and Gemini 3+ over one long-lived `google.genai.Client`.
 
-What the SDK does, and what it does not (google-genai 3.4, measured with `python -m bench`):
+What the SDK does, and what it does not (the figures are in docs/BENCHMARKS.md):
 
-- The official `client.aio.models.generate_content_stream` costs ~200 µs per chunk (the
+- The official `client.aio.models.generate_content_stream` walks each chunk through the
   SDK's SSE lines → `json.loads` → `json.dumps` → `json.loads` → converter → pydantic
-  `GenerateContentResponse` → continuation bookkeeping), against ~8 µs here: the raw
-  `alt=sse` bytes go through our `sse.Decoder` into msgspec Structs. Building the
-  request with `GenerateContentConfig` + the SDK's converter costs ~1.8 ms per request
-  (and sends `thinkingConfig.thinking_budget` in snake_case); our msgspec request Struct
-  sends the REST shape (`generationConfig.thinkingConfig.thinkingBudget`).
+  `GenerateContentResponse` → continuation bookkeeping: here the raw `alt=sse` bytes go
+  through our `sse.Decoder` into msgspec Structs. Building the request with
+  `GenerateContentConfig` + the SDK's converter is slow too (and sends
+  `thinkingConfig.thinking_budget` in snake_case); our msgspec request Struct sends the
+  REST shape (`generationConfig.thinkingConfig.thinkingBudget`).
 - The SDK client still owns configuration and auth: API key (`x-goog-api-key`), base URL
   (`GEMINI_BASE_URL`, the host root), API version (pinned to `v1beta`), its version
   headers, all through `client._api_client._build_request` (the one private call; the
