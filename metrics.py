@@ -6,7 +6,7 @@ its frames in `pipeline.StreamProgress` and `record_stream` adds them once at th
 The metrics live in prometheus-client's default registry: one process serves one app,
 the process collectors (CPU, memory, open files, GC) come with it for free, and the
 places that record — `pipeline.run_chat` and the adapters' shared retry loop
-(`providers.base.open_with_retries`) — are module-level functions with no app at hand.
+(`adapter.open_with_retries`) — are module-level functions with no app at hand.
 Tests compare two scrapes, so other tests' traffic in the same process does not matter.
 
 With several worker processes (`WORKERS`, see `workers.py`) `PROMETHEUS_MULTIPROC_DIR`
@@ -34,7 +34,7 @@ prometheus_client.disable_created_metrics()  # no `*_created` series: half the s
 #: The `provider` label of a request rejected before a provider was picked (bad JSON, …).
 NO_PROVIDER = "unknown"
 
-REQUESTS = Counter("streamgate_requests", "Chat requests received (both dialects, streamed or not).", ["provider"])
+REQUESTS = Counter("streamgate_requests", "Chat requests received (every dialect, streamed or not).", ["provider"])
 ERRORS = Counter(
     "streamgate_errors",
     "Chat requests answered with an error: an HTTP error status, or an error frame mid-stream.",

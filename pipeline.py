@@ -1,11 +1,11 @@
 """The one request pipeline every dialect shares: decode → pick adapter → open upstream →
 frame → send.
 
-`server.py` (the native `/api/v1/*` dialect) and `openai_compat.py` (`/v1/*`) each decode
-their own request shape and bring their own `Frames`; everything between the decoded
-request and the bytes on the wire is here, once: the body cap, the field-naming
-validation errors, opening the upstream, the stream pump with heartbeats and the
-disconnect watcher, and the non-streaming collector.
+Each dialect (`dialects/`) decodes its own request shape into a `Call` and brings its own
+`Frames`; everything between the decoded request and the bytes on the wire is here, once:
+the body cap, the field-naming validation errors, opening the upstream, the sinks (the
+client, or a resumable stream's log in `resume.py`), the stream pump with heartbeats and
+the disconnect watcher, the non-streaming collector and the request log.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
 
@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import metrics
 from . import sse
-from .adapter import Adapter, ChunkStream
+from .adapter import ChunkStream
 from .settings import Settings
 from .errors import (
     BodyTooLargeError,
@@ -34,7 +34,6 @@ from .errors import (
     InvalidJSONError,
     InvalidRequestError,
     ShuttingDownError,
-    UnknownProviderError,
     UpstreamError,
 )
 from .chat_types import (
@@ -174,17 +173,6 @@ def validation_message(text: str) -> str:
         field = problem[len(missing) :].rstrip("`")
         return f"{path}.{field}: required field is missing"
     return f"{path}: {problem}"
-
-
-# --- pick adapter ---------------------------------------------------------------------
-
-
-def pick_adapter(adapters: Mapping[str, Adapter], provider: str) -> Adapter:
-    adapter = adapters.get(provider)
-    if adapter is None:
-        valid = ", ".join(adapters)
-        raise UnknownProviderError(f"$.provider: unknown provider {provider!r}; valid: {valid}")
-    return adapter
 
 
 # --- frame -----------------------------------------------------------------------------
@@ -493,7 +481,7 @@ class Dialect(Protocol):
 
 class Sink(Protocol):
     """Where an opened stream's frames go: the client (`stream_to_client`) or a resumable
-    stream's log with the client following (`resume.Streams.run`). A sink owns the stream
+    stream's log with the client following (`resume.Streams`). A sink owns the stream
     from the call on and always closes it."""
 
     async def __call__(self, call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,

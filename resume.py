@@ -1,8 +1,8 @@
-"""Resumable streams (`"resumable": true`): the producer that outlives its first client,
-and the routes that resume (`GET`) and stop (`DELETE`) a stream by its id.
+"""Resumable streams (`"resumable": true`): the sink whose producer outlives its first
+client, and the endpoints that resume (`GET`) and stop (`DELETE`) a stream by its id.
 
-`pipeline.run_chat` hands a resumable request to `Streams.run`: the upstream is opened as
-for any stream, the `200` carries `X-Stream-Id`, and a producer task (`Generation`) runs
+`pipeline.run_chat` opens the upstream as for any stream and hands it to the `Streams`
+sink: the `200` carries `X-Stream-Id`, and a producer task (`Generation`) runs
 the ordinary pump (`pipeline.stream_chunks`) with a `send` that appends each batch of
 frames to the stream's log (`stream_store`) and then passes it to the first client while
 that client is there. When the client leaves, the producer goes on to the end.

@@ -398,9 +398,9 @@ class RedisStore:
 
 
 def require_redis(url: str) -> None:
-    """Ping Redis once at start-up; if that fails, say so in one line and exit with status 2
-    (the app is built at import, so `python server.py`, `streamgate` and `uvicorn
-    streamgate.server:app` all stop here)."""
+    """Ping Redis once when the app is built; if that fails, say so in one line and exit
+    with status 2 (`python server.py`, `streamgate` and `uvicorn streamgate.server:app`
+    all stop here)."""
     import redis
 
     try:
