@@ -71,7 +71,7 @@ class Plan:
 OPEN_LOOP_RATES = (250, 500, 1000, 1500, 2000, 2500)
 OPEN_LOOP_TOKENS = 8
 FULL = Plan(rounds=4, ttft={1: 60, 16: 320, 128: 512}, single_tokens=20_000, many_streams=64,
-            many_tokens=2_000, short_requests=1_000, held_streams=1_000, open_loop_s=3.0,
+            many_tokens=2_000, short_requests=1_000, held_streams=1_000, open_loop_s=8.0,
             saturation_requests=3_000, resumes=300)
 QUICK = Plan(rounds=2, ttft={1: 15, 16: 64, 128: 384}, single_tokens=4_000, many_streams=64,
              many_tokens=200, short_requests=160, held_streams=200, open_loop_s=1.0,
@@ -348,6 +348,11 @@ class Bench:
                 self.tally(f"open_loop_r{rate}", target).outcomes.extend(outcomes)
             stepping = [t for t in stepping if open_loop_holds(self.open_loop_p99(rate), t.name)]
 
+    def open_loop_p999(self, rate: int) -> dict[str, float | None]:
+        """Target name -> p99.9 TTFT in ms at `rate` (the tail a 1–3 s window hides)."""
+        tallies = self.tallies.get(f"open_loop_r{rate}", {})
+        return {name: percentile([o.ttft * 1e3 for o in tally.ok], 99.9) for name, tally in tallies.items()}
+
     def open_loop_p99(self, rate: int) -> dict[str, tuple[float | None, int]]:
         """Target name -> (p99 TTFT in ms, failed streams) at `rate`."""
         tallies = self.tallies.get(f"open_loop_r{rate}", {})
@@ -529,6 +534,11 @@ def summarize_own(bench: Bench, put: Callable[[str, str, float | int | None], No
     for name, (value, _) in at_1000.items():
         if name != "upstream":
             put("open_loop_1000_added_p99_ms", name, added(value, at_1000["upstream"][0]))
+    tail_1000 = bench.open_loop_p999(1000)
+    for name, value in tail_1000.items():
+        put("open_loop_1000_p999_ms", name, value)
+        if name != "upstream":
+            put("open_loop_1000_added_p999_ms", name, added(value, tail_1000.get("upstream")))
     if "workers" not in bench.skipped and "workers1_saturation" in bench.tallies:
         rates, cpu = {}, {}
         for workers in (1, 2):
@@ -571,7 +581,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "failed_streams": ("==", 0),
     "tool_call_frame_cpu_ratio": ("<=", 1.1),
     "open_loop_max_rate_per_s": (">=", 2000),
-    "open_loop_1000_added_p99_ms": ("<=", 1),
+    "open_loop_1000_added_p99_ms": ("<=", 2),
+    "open_loop_1000_added_p999_ms": ("<=", 10),
     "workers2_cpu_per_request_ratio": ("<=", 1.1),
     "workers2_requests_per_s_ratio": (">=", 1.3),
     "resume_in_process_cpu_ratio": ("<=", 1.3),
