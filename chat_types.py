@@ -136,7 +136,7 @@ class ResponseFormat(msgspec.Struct, frozen=True, omit_defaults=True):
 StopSequence = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class ChatRequest(msgspec.Struct, frozen=True):
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     """The body of `POST /api/v1/chat/stream` and `POST /api/v1/chat` (and what
     `/v1/chat/completions` is translated to). `None` means "not asked for": nothing is
     sent upstream for it."""

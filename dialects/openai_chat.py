@@ -194,19 +194,18 @@ def to_chat_request(request: CompletionRequest, provider: str, model: str) -> Ch
         if message.role not in _NATIVE_ROLES or type(message.content) is not str:
             messages[index] = translate_message(message, index)
     return ChatRequest(
-        messages,  # type: ignore[arg-type]  # a CompletionMessage is a ChatMessage
-        provider,
-        model,
-        request.temperature,
-        request.max_completion_tokens or request.max_tokens,
-        False,
-        request.reasoning_effort,
-        request.include_reasoning,
-        request.stop,
-        request.response_format,
-        request.tools,
-        request.tool_choice,
-        request.resumable,
+        messages=messages,  # type: ignore[arg-type]  # a CompletionMessage is a ChatMessage
+        provider=provider,
+        model=model,
+        temperature=request.temperature,
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        reasoning_effort=request.reasoning_effort,
+        include_reasoning=request.include_reasoning,
+        stop=request.stop,
+        response_format=request.response_format,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        resumable=request.resumable,
     )
 
 

@@ -173,7 +173,7 @@ class Exchange:
             self.first_body.set()
 
     def chat(self, streaming: bool) -> asyncio.Task[None]:
-        request = ChatRequest([ChatMessage("user", WORDS)], "echo")
+        request = ChatRequest(messages=[ChatMessage(role="user", content=WORDS)], provider="echo")
         adapter = EchoAdapter(5)
         call = Call(provider="echo", model="echo", open=lambda: adapter.stream_chat(request),
                     frames=NativeFrames("echo", "echo"), streaming=streaming, send_answer=send_answer)

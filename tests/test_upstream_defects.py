@@ -85,7 +85,7 @@ def texts(upstream: LoopbackUpstream, requests: int, pause_s: float = 0.0) -> li
 
 
 async def text_of(streaming: OpenAIStreamAdapter) -> str:
-    stream = await streaming.stream_chat(ChatRequest([ChatMessage("user", "Hello")], "openai"))
+    stream = await streaming.stream_chat(ChatRequest(messages=[ChatMessage(role="user", content="Hello")], provider="openai"))
     try:
         return "".join([chunk.content async for chunk in stream])
     finally:
