@@ -816,9 +816,10 @@ def model_cards(catalog: Catalog) -> list[dict[str, Any]]:
     bare names (so Claude Code's discovery, which keeps `claude*` ids, lists them), the
     others as `<provider>/<model>`."""
     created = datetime.fromtimestamp(catalog.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    providers = sorted(catalog.adapters, key=lambda name: name != PROVIDER)
     return [{"type": "model", "id": model if name == PROVIDER else f"{name}/{model}",
              "display_name": model, "created_at": created}
-            for name, adapter in catalog.adapters.items() if adapter.configured for model in catalog.models[name]]
+            for name in providers if catalog.adapters[name].configured for model in catalog.models[name]]
 
 
 def model_list(catalog: Catalog, scope: Scope) -> bytes:
