@@ -7,9 +7,13 @@ Anthropic's shape, errors before and after the first event."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -17,6 +21,8 @@ import httpx
 import pytest
 
 from streamgate import sse
+from streamgate.app import create_app
+from support import serve, settings
 from wire_anthropic import (
     PING,
     SIGNATURE,
@@ -423,3 +429,14 @@ def test_stream_false_translated_with_thinking_and_tools_from_echo(gateway) -> N
     assert message.content[2].input == {"city": "Oslo"}
     assert message.stop_reason == "tool_use"
 
+
+
+def test_the_readme_anthropic_sdk_example_runs() -> None:
+    """The README's "Claude Code and the Anthropic SDK" Python example, as written (echo only)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.partition("\n## Claude Code and the Anthropic SDK\n")[2].partition("\n## ")[0]
+    (example,) = re.findall(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    printed = io.StringIO()
+    with serve(create_app(settings())) as url, contextlib.redirect_stdout(printed):
+        exec(compile(example.replace("http://127.0.0.1:8000", url), "README.md", "exec"), {})
+    assert printed.getvalue() == "Hello there, streaming world\n4 tokens\nHi\n5\n['echo/echo']\n"
