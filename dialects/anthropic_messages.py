@@ -343,8 +343,7 @@ def user_messages(message: Message, index: int, provider: str) -> list[ChatMessa
         elif kind is DocumentBlock:
             raise refuse(f"{where}.type", "document blocks are not translated", provider)
         else:
-            raise InvalidRequestError(f"{where}.type: a user message cannot hold {kind.__struct_config__.tag!r} "
-                                      "blocks")
+            raise InvalidRequestError(f"{where}.type: a user message cannot hold {tag(block)!r} blocks")
     if parts:
         if all(type(part) is TextPart for part in parts):
             text = "\n".join(part.text for part in parts)  # type: ignore[union-attr]
@@ -352,6 +351,11 @@ def user_messages(message: Message, index: int, provider: str) -> list[ChatMessa
         else:
             results.append(ChatMessage("user", parts))
     return results
+
+
+def tag(block: object) -> str:
+    """A block's `type`, as the client wrote it."""
+    return str(block.__struct_config__.tag)  # type: ignore[attr-defined]
 
 
 def tool_message(block: ToolResultBlock, where: str, images: list[ContentPart], provider: str) -> ChatMessage:
@@ -401,7 +405,7 @@ def assistant_message(message: Message, index: int, keep_thinking: bool, provide
                 thinking.append(ThinkingPart(block.thinking, block.signature))  # type: ignore[union-attr]
         elif kind is not RedactedThinkingBlock:
             raise InvalidRequestError(f"$.messages[{index}].content[{number}].type: an assistant message cannot "
-                                      f"hold {kind.__struct_config__.tag!r} blocks")
+                                      f"hold {tag(block)!r} blocks")
     text = "".join(texts)
     return ChatMessage("assistant", text if text or not calls else None, tool_calls=calls or None,
                        thinking=thinking or None)
@@ -488,7 +492,8 @@ STOP_REASONS = {
 _TEXT, _THINKING, _TOOL = 1, 2, 3
 _BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
 _BLOCK_START = b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,"content_block":%b}\n\n'
-_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"%b","%b":%b}}\n\n'
+_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+          b'"delta":{"type":"%b","%b":%b}}\n\n')
 _TEXT_START = b'{"type":"text","text":""}'
 _THINKING_START = b'{"type":"thinking","thinking":"","signature":""}'
 _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -529,7 +534,7 @@ class MessagesFrames:
 
     def _start(self) -> bytes:
         self.started = True
-        message = {"id": self.message_id, "type": "message", "role": "assistant", "content": [],
+        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant", "content": [],
                    "model": self.model, "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self.input_estimate, "output_tokens": 0}}
         return b"event: message_start\ndata: %b\n\n" % json_encoder.encode(

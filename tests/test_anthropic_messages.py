@@ -118,7 +118,8 @@ def test_passthrough_with_the_sdk_stream_and_create(gateway) -> None:
                                      messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
         final = stream.get_final_message()
     assert final.model_dump() == sdk_message(reads).model_dump()
-    assert upstream.seen[0].headers["anthropic-version"] == anthropic.Anthropic(api_key="-").default_headers["anthropic-version"]
+    sdk_version = anthropic.Anthropic(api_key="-").default_headers["anthropic-version"]
+    assert upstream.seen[0].headers["anthropic-version"] == sdk_version  # the SDK's, forwarded
 
     content = [{"type": "text", "text": "Hello!", "citations": None}]
     upstream.script(whole_message(content, cache_read_input_tokens=7))
@@ -163,11 +164,13 @@ def test_passthrough_errors_come_as_anthropic_sent_them(gateway) -> None:
     overloaded = error_body("overloaded_error", "Overloaded")
     upstream.script((529, overloaded))
     with pytest.raises(anthropic.APIStatusError) as caught:
-        client(url).messages.create(model="claude-sonnet-5-5", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
+        client(url).messages.create(model="claude-sonnet-5-5", max_tokens=10,
+                                    messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.status_code == 529
     assert caught.value.body == json.loads(overloaded)
 
-    upstream.script(b"".join([message_start(), *text_block(0, ["Par"])[:2], error_event("overloaded_error", "Overloaded")]))
+    upstream.script(b"".join([message_start(), *text_block(0, ["Par"])[:2],
+                              error_event("overloaded_error", "Overloaded")]))
     answer = httpx.post(url + "/v1/messages", json={"model": "claude-sonnet-5-5", "max_tokens": 10, "stream": True,
                                                     "messages": [{"role": "user", "content": "Hi"}]}, timeout=10)
     got = events(answer.content)
@@ -271,7 +274,8 @@ def test_gemini_thinking_round_trip_with_the_thought_signature(gateway) -> None:
     with sdk.messages.stream(model="gemini/gemini-2.5-flash", max_tokens=500, messages=[question],
                              thinking={"type": "adaptive"}) as stream:
         first = stream.get_final_message()
-    kinds = [(block.type, getattr(block, "thinking", None), getattr(block, "signature", None)) for block in first.content]
+    kinds = [(block.type, getattr(block, "thinking", None), getattr(block, "signature", None))
+             for block in first.content]
     assert kinds == [("thinking", "Two and two make four.", ""), ("text", None, None),
                      ("thinking", "", GEMINI_SIGNATURE)]
     assert first.usage.output_tokens_details.thinking_tokens == 20
@@ -319,7 +323,8 @@ def test_images_and_structured_output_to_gemini(gateway) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
     client(url).messages.create(
-        model="gemini/gemini-2.5-flash", max_tokens=50, output_config={"format": {"type": "json_schema", "schema": schema}},
+        model="gemini/gemini-2.5-flash", max_tokens=50,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
         messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
             {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
