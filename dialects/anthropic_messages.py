@@ -177,6 +177,13 @@ class DocumentBlock(msgspec.Struct, tag="document", tag_field="type"):
     """Decoded only to be refused by name: no provider we translate to reads documents."""
 
 
+class ToolReferenceBlock(msgspec.Struct, tag="tool_reference", tag_field="type"):
+    """A tool a tool search loaded (Claude Code's `ToolSearch` results): the tools were all
+    offered to the target already, so it is its name as text."""
+
+    tool_name: str
+
+
 class ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type"):
     id: str
     name: str
@@ -185,7 +192,7 @@ class ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type"):
 
 class ToolResultBlock(msgspec.Struct, tag="tool_result", tag_field="type"):
     tool_use_id: str
-    content: str | list[TextBlock | ImageBlock | DocumentBlock] | None = None
+    content: str | list[TextBlock | ImageBlock | DocumentBlock | ToolReferenceBlock] | None = None
     is_error: bool = False
 
 
@@ -368,6 +375,8 @@ def tool_message(block: ToolResultBlock, where: str, images: list[ContentPart], 
         for number, part in enumerate(content):  # type: ignore[union-attr]
             if type(part) is TextBlock:
                 texts.append(part.text)
+            elif type(part) is ToolReferenceBlock:
+                texts.append(f"Tool loaded: {part.tool_name}")
             elif type(part) is ImageBlock:
                 images.append(image_part(part, f"{where}.content[{number}]", provider))
             else:

@@ -445,3 +445,17 @@ def test_the_readme_anthropic_sdk_example_runs() -> None:
     with serve(create_app(settings())) as url, contextlib.redirect_stdout(printed):
         exec(compile(example.replace("http://127.0.0.1:8000", url), "README.md", "exec"), {})
     assert printed.getvalue() == "Hello there, streaming world\n4 tokens\nHi\n5\n['echo/echo']\n"
+
+
+def test_tool_search_results_are_translated_as_text(gateway) -> None:
+    url, upstream = gateway
+    upstream.script(completion(["done"]))
+    turns = [{"role": "user", "content": "Load the weather tool"},
+             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "ToolSearch",
+                                                "input": {"query": "select:get_weather"}}]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                 {"type": "tool_reference", "tool_name": "get_weather"}]}]}]
+    tools = [*TOOLS, {"name": "ToolSearch", "input_schema": {"type": "object"}}]
+    client(url).messages.create(model="openai/gpt-4o", max_tokens=50, tools=tools, messages=turns)
+    assert upstream.seen[0].json["messages"][2] == {"role": "tool", "content": "Tool loaded: get_weather",
+                                                    "tool_call_id": "toolu_1"}

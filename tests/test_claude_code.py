@@ -2,7 +2,8 @@
 the gateway, headless (`claude -p … --output-format json`), end to end: an answer passed
 through to a scripted Anthropic upstream, an answer translated to `echo`, and a tool
 turn (the upstream asks for `Read`, Claude Code runs it and sends the `tool_result` back,
-the final answer arrives, exit 0)."""
+the final answer arrives, exit 0), through the passthrough and translated to Gemini (its
+thought signature going back with the call)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 
 from wire_anthropic import text_block, tool_block, whole_stream
+from wire_gemini import frame, function_call, text, usage_metadata
+from wire_gemini import sse_body as gemini_body
 from wire_upstreams import ProviderUpstream, providers_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,3 +95,24 @@ def test_claude_code_runs_a_tool_and_sends_its_result_back(gateway, tmp_path: Pa
     assert "4242" in json.dumps(results[-1]["content"])
     assistant = [m for m in second.json["messages"] if m["role"] == "assistant"][-1]
     assert assistant["content"][-1]["type"] == "tool_use" and assistant["content"][-1]["id"] == "toolu_01Read"
+
+
+def test_claude_code_runs_a_tool_on_gemini_with_its_thought_signature(gateway, tmp_path: Path) -> None:
+    """Translated both ways: Gemini's `functionCall` (with its thought signature) reaches
+    Claude Code as a `tool_use`; the `tool_result` and the signed call go back to Gemini."""
+    url, upstream = gateway
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The launch code is 4242.\n")
+    signature = "KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZX"
+    upstream.script(
+        gemini_body(frame(function_call("Read", {"file_path": str(notes)}, signature), finish_reason="STOP")),
+        gemini_body(frame(text("The code is 4242."), finish_reason="STOP", usage=usage_metadata(30, 6, None))))
+    result = claude(url, tmp_path, "What is the launch code in notes.txt?", "--allowedTools", "Read",
+                    "--model", "gemini/gemini-3.8-flash")
+    assert (result["is_error"], result["result"]) == (False, "The code is 4242.")
+    first, second = upstream.seen
+    assert first.path.endswith("/models/gemini-3.8-flash:streamGenerateContent?alt=sse")
+    call, answer = second.json["contents"][-2:]
+    assert call["parts"][0] == {"functionCall": {"name": "Read", "args": {"file_path": str(notes)}},
+                                "thoughtSignature": signature}
+    assert "4242" in json.dumps(answer["parts"][0]["functionResponse"])
