@@ -762,7 +762,7 @@ class MessagesDialect:
         def open_target(target: Target) -> Awaitable[ChunkStream]:
             if target.adapter.name == PROVIDER:
                 upstream_body = body
-                if target.model != head.model or head.resumable:
+                if target.model != head.model or b'"resumable"' in body:  # ours: never sent upstream
                     upstream_body = renamed(body, target.model)
                 return self.passthrough(target).open(path, upstream_body, headers, streaming=streaming,
                                                      model=target.model)
