@@ -22,6 +22,8 @@ import pytest
 
 from streamgate import sse
 from streamgate.app import create_app
+from streamgate.chat_types import FinishReason, ReasoningChunk, SignatureChunk, StreamChunk, ToolCallChunk, Usage
+from streamgate.dialects.anthropic_messages import MessagesFrames
 from support import serve, settings
 from wire_anthropic import (
     PING,
@@ -459,3 +461,33 @@ def test_tool_search_results_are_translated_as_text(gateway) -> None:
     client(url).messages.create(model="openai/gpt-4o", max_tokens=50, tools=tools, messages=turns)
     assert upstream.seen[0].json["messages"][2] == {"role": "tool", "content": "Tool loaded: get_weather",
                                                     "tool_call_id": "toolu_1"}
+
+
+def test_frames_open_and_close_every_block_as_the_sdk_accumulates_them() -> None:
+    """`MessagesFrames` alone, fed every chunk kind in an awkward order (reasoning after
+    text, a signature with no thinking open, a call's fragments after the next call began,
+    a call without arguments): the SDK validates each event and accumulates the message."""
+    frames = MessagesFrames("msg_1", "gemini/gemini-2.5-flash", 12)
+    chunks = [ReasoningChunk("Think", "m", "p"), ReasoningChunk("ing.", "m", "p"), SignatureChunk("c2ln"),
+              StreamChunk("Hel", None, "m", "p"), StreamChunk("lo", None, "m", "p"), ReasoningChunk("More.", "m", "p"),
+              ToolCallChunk(0, "call_a", "get_weather", ""), ToolCallChunk(0, arguments='{"city"'),
+              ToolCallChunk(1, "call_b", "get_time", '{"tz": "UTC"}'), ToolCallChunk(0, arguments=': "Oslo"}'),
+              ToolCallChunk(2, "call_c", "noop", ""), SignatureChunk("c2lnMg==")]
+    kinds = {ReasoningChunk: frames.reasoning, SignatureChunk: frames.signature, StreamChunk: frames.content,
+             ToolCallChunk: frames.tool_call}
+    body = [kinds[type(chunk)](chunk) for chunk in chunks]  # type: ignore[operator]
+    usage = Usage(30, 9, 39, 4, cached_tokens=10)
+    body.append(frames.final(StreamChunk("", FinishReason.TOOL_CALLS, "m", "p", usage)))
+    message = sdk_message(body)
+    assert [(block.type, getattr(block, "text", None) or getattr(block, "thinking", None)
+             or getattr(block, "input", None)) for block in message.content] == [
+        ("thinking", "Thinking."), ("text", "Hello"), ("thinking", "More."), ("tool_use", {"city": "Oslo"}),
+        ("tool_use", {"tz": "UTC"}), ("tool_use", {}), ("thinking", None)]
+    assert [getattr(block, "signature", None) for block in message.content][::6] == ["c2ln", "c2lnMg=="]
+    assert message.stop_reason == "tool_use"
+    counts = message.usage
+    assert (counts.input_tokens, counts.cache_read_input_tokens, counts.output_tokens) == (20, 10, 9)
+    assert counts.output_tokens_details.thinking_tokens == 4
+    events = [e.event for e in sse.Decoder().feed(b"".join(body)) if isinstance(e, sse.Event)]
+    assert events.count("content_block_start") == events.count("content_block_stop") == 7
+    assert events[0] == "message_start" and events[-2:] == ["message_delta", "message_stop"]
