@@ -154,6 +154,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     resumable: bool = False
+    top_p: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
 
     @property
     def stop_sequences(self) -> list[str] | None:

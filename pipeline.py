@@ -721,13 +721,18 @@ async def requests_ended_at_exit() -> AsyncIterator[None]:
 
 # --- the request log --------------------------------------------------------------------
 
+#: The scope key under which a dialect leaves fields of its own for the request's log line
+#: (`session=<id>` on `/v1/messages`), set while it prepares the request.
+LOG_FIELDS = "streamgate.log_fields"
+
 
 def log_request(scope: Scope, status: int | None, provider: str | None, model: str | None,
                 progress: StreamProgress | None = None, error_type: str | None = None) -> None:
     """One line for one chat request, at its end: method, path, status, `provider=`,
     `model=`, `ttft=` and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for
     what is not known), `stream=` a resumable stream's id, `error=` the contract's error
-    type or `client_gone`. A request cut by the shutdown is a warning."""
+    type or `client_gone`, then the dialect's own fields (`LOG_FIELDS`). A request cut by
+    the shutdown is a warning."""
     fields = [scope["method"], scope["path"], str(status or "-"), f"provider={provider or '-'}",
               f"model={model or '-'}"]
     if progress is not None:
@@ -746,5 +751,8 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
             fields.append(f"stream={progress.stream_id}")
     if error_type is not None:
         fields.append(f"error={error_type}")
+    extra = scope.get(LOG_FIELDS)
+    if extra is not None:
+        fields.append(extra)
     level = logging.WARNING if error_type == ShuttingDownError.type else logging.INFO
     access_log.log(level, " ".join(fields))

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..catalog import Catalog
 from .. import sse
+from . import anthropic_messages
 from ..adapter import ChunkStream
 from ..gateway import Gateway, Target
 from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, error_headers, send_json
@@ -497,12 +498,16 @@ class ModelCards:
 
 
 class ModelsEndpoint:
-    """`GET /v1/models`: the catalog's models of each configured provider."""
+    """`GET /v1/models`: the catalog's models of each configured provider (in Anthropic's
+    shape for a client that sends `anthropic-version`)."""
 
     def __init__(self, cards: ModelCards) -> None:
         self.cards = cards
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if anthropic_messages.wants_anthropic_shape(scope):
+            await send_json(send, 200, anthropic_messages.model_list(self.cards.catalog, scope))
+            return
         await send_json(send, 200, self.cards.current().list_body)
 
 
@@ -516,9 +521,14 @@ class ModelEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         model: str = scope["path_params"]["model"]
-        body = self.cards.current().card_bodies.get(model)
+        anthropic = anthropic_messages.wants_anthropic_shape(scope)
+        if anthropic:
+            body = anthropic_messages.model_card(self.cards.catalog, model)
+        else:
+            body = self.cards.current().card_bodies.get(model)
         if body is None:
-            await send_openai_error(send, ModelNotFoundError(
+            send_not_found = anthropic_messages.send_anthropic_error if anthropic else send_openai_error
+            await send_not_found(send, ModelNotFoundError(
                 f"the model {model!r} does not exist on this gateway; GET /v1/models lists the ids it serves"))
             return
         await send_json(send, 200, body)

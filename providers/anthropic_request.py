@@ -145,7 +145,11 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
             if request.tool_choice is not None:
                 wire.tool_choice = wire_tool_choice(request.tool_choice, model)
         effort: str | None = None
-        if request.reasoning_effort is not None or request.thinking_enabled or request.include_reasoning:
+        thinking = model_thinking(model)
+        if forces_tool(wire.tool_choice) and thinking.form is ThinkingForm.ADAPTIVE:
+            # The API refuses thinking with a forced tool: the model's thinking-off form.
+            wire.thinking, effort = _OFF[thinking.off]
+        elif request.reasoning_effort is not None or request.thinking_enabled or request.include_reasoning:
             wire.thinking, effort = thinking_of(request, model, wire.max_tokens)
             if wire.thinking is not None and wire.thinking.type == "enabled" and forces_tool(wire.tool_choice):
                 raise InvalidRequestError(

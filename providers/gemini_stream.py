@@ -69,6 +69,7 @@ from ..chat_types import (
     ImagePart,
     NamedToolChoice,
     ReasoningChunk,
+    SignatureChunk,
     StreamChunk,
     TextPart,
     ToolCall,
@@ -131,8 +132,9 @@ IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "g
 # --- the request we send (the REST shape of `models.streamGenerateContent`) -----------
 
 
-class _Part(msgspec.Struct):
+class _Part(msgspec.Struct, rename="camel", omit_defaults=True):
     text: str
+    thought_signature: str | None = None
 
 
 class _Blob(msgspec.Struct, rename="camel"):
@@ -191,6 +193,7 @@ class _GenerationConfig(msgspec.Struct, rename="camel", omit_defaults=True):
     temperature: float | None = None
     max_output_tokens: int | None = None
     stop_sequences: list[str] | None = None
+    top_p: float | None = None
     response_mime_type: str | None = None
     response_json_schema: dict[str, Any] | None = None
 
@@ -222,6 +225,22 @@ class _GenerateContentRequest(msgspec.Struct, rename="camel", omit_defaults=True
     tool_config: _ToolConfig | None = None
 
 
+class _CountedRequest(msgspec.Struct, rename="camel", omit_defaults=True):
+    model: str
+    contents: list[_Content]
+    system_instruction: _Content | None = None
+    tools: list[_Tool] | None = None
+
+
+class _CountTokensRequest(msgspec.Struct, rename="camel"):
+    generate_content_request: _CountedRequest
+
+
+class _TokenCount(msgspec.Struct, rename="camel"):
+    total_tokens: int = 0
+
+
+_count_decoder = msgspec.json.Decoder(_TokenCount)
 _BUDGET_ON = _ThinkingConfig(THINKING_BUDGET)
 _BUDGET_OFF = _ThinkingConfig(0)
 _PRO_BUDGET_OFF = _ThinkingConfig(PRO_MIN_BUDGET)
@@ -327,6 +346,29 @@ class GeminiStreamAdapter:
         body, release = response_body(response)
         return ChunkStream(self._chunks(body, model, request.include_reasoning), release)
 
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """Gemini's own count of the request's input (`models.countTokens`), for the
+        Messages dialect's `count_tokens`."""
+        client = self._sdk_client()
+        model = request.model or self.default_model
+        if not _MODEL_NAME.fullmatch(model):
+            raise InvalidRequestError(f"$.model: {model!r} is not a Gemini model name", provider=PROVIDER)
+        body = request_body(request, model)
+        count = _CountTokensRequest(_CountedRequest(f"models/{model}", body.contents, body.system_instruction,
+                                                    body.tools))
+        sdk_request = client._api_client._build_request("post", f"models/{model}:countTokens", {})
+        upstream_request = self._http.build_request("POST", sdk_request.url, content=json_encoder.encode(count),
+                                                    headers=sdk_request.headers)
+        response = await open_with_retries(lambda: self._open(upstream_request), max_retries=self.max_retries)
+        try:
+            return _count_decoder.decode(await response.aread()).total_tokens
+        except httpx2.TransportError as error:
+            raise map_transport_error(error, provider=PROVIDER) from None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise UpstreamError("gemini sent a malformed token count", provider=PROVIDER) from None
+        finally:
+            await response.aclose()
+
     async def list_models(self) -> list[str]:
         """`models.list` through the SDK (every page): the ids, without `models/`, of the
         models that take `generateContent`. The SDK's own timeout (per read) applies."""
@@ -390,6 +432,9 @@ class GeminiStreamAdapter:
                                 elif part.function_call is not None:
                                     yield tool_call_chunk(calls, part.function_call, part.thought_signature)
                                     calls += 1
+                                    continue  # its signature travels in the call's id
+                                if part.thought_signature:
+                                    yield SignatureChunk(part.thought_signature)
                         if candidate.finish_reason:
                             finish_reason = candidate.finish_reason
         except (httpx2.TransportError, LineTooLongError) as error:
@@ -438,7 +483,7 @@ def request_body(request: ChatRequest, model: str) -> _GenerateContentRequest:
     tool calls and results → `functionCall` / `functionResponse` parts."""
     contents, system = contents_of(request.messages, model)
     config = _GenerationConfig(thinking_of(request, model), request.temperature, request.max_tokens,
-                               request.stop_sequences)
+                               request.stop_sequences, request.top_p)
     response_format = request.response_format
     if response_format is not None and response_format.type != "text":
         config.response_mime_type = "application/json"
@@ -511,7 +556,7 @@ def contents_of(messages: list[ChatMessage], model: str) -> tuple[list[_Content]
         results = None
         content = message.content
         gemini_role = "model" if role == "assistant" else "user"
-        if type(content) is str and message.tool_calls is None:
+        if type(content) is str and message.tool_calls is None and message.thinking is None:
             contents.append(_Content([_Part(content)], gemini_role))
         else:
             contents.append(_Content(parts_of(message, index, call_names, model), gemini_role))
@@ -531,12 +576,29 @@ def parts_of(message: ChatMessage, index: int, call_names: dict[str, str], model
                 parts.append(_Part(part.text))
             else:
                 parts.append(image_part(part, f"$.messages[{index}].content[{number}].image_url.url"))
+    signature = next((part.signature for part in reversed(message.thinking or ())
+                      if part.signature and not part.redacted), None)
     for number, call in enumerate(message.tool_calls or ()):
         call_names[call.id] = call.function.name
         # Gemini 3 checks the signature of the first call of every step of the current turn.
-        foreign = FOREIGN_SIGNATURE if number == 0 and _LEVEL_MODEL.match(model) else None
-        parts.append(function_call_part(call, f"$.messages[{index}].tool_calls[{number}]", foreign))
+        first = None
+        if number == 0:
+            first = signature or (FOREIGN_SIGNATURE if _LEVEL_MODEL.match(model) else None)
+        parts.append(function_call_part(call, f"$.messages[{index}].tool_calls[{number}]", first))
+    if signature is not None and not message.tool_calls:
+        give_back_signature(parts, signature)
     return parts
+
+
+def give_back_signature(parts: list[_AnyPart], signature: str) -> None:
+    """A reasoning signature sent back (`ThinkingPart.signature`, from a dialect that
+    carries it) on the part Gemini puts it on in an answer without calls: the last one
+    (an empty text part when the answer had no text)."""
+    last = parts[-1] if parts else None
+    if type(last) is _Part:
+        last.thought_signature = signature
+    else:
+        parts.append(_Part("", signature))
 
 
 def image_part(part: ImagePart, path: str) -> _InlineDataPart | _FileDataPart:
@@ -559,7 +621,7 @@ def image_part(part: ImagePart, path: str) -> _InlineDataPart | _FileDataPart:
 
 def function_call_part(call: ToolCall, path: str, foreign_signature: str | None) -> _FunctionCallPart:
     """An assistant's tool call as a `functionCall` part, with the thought signature its
-    id carries (else `foreign_signature`)."""
+    id carries (else `foreign_signature`: one sent back as reasoning, or the foreign one)."""
     arguments = call.function.arguments
     try:
         args = _arguments_decoder.decode(arguments) if arguments.strip() else {}

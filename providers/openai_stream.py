@@ -114,6 +114,7 @@ class _WireRequest(msgspec.Struct, omit_defaults=True):
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
+    top_p: float | None = None
 
 
 class _OpenAIRequest(_WireRequest):
@@ -265,7 +266,7 @@ class OpenAIStreamAdapter:
         body = json_encoder.encode(self._request_type(
             model, request.messages, True, _STREAM_OPTIONS, request.temperature, request.max_tokens,
             self.reasoning_effort(request, model), request.stop, request.response_format, request.tools,
-            request.tool_choice,
+            request.tool_choice, request.top_p,
         ))
         headers = ((b"x-request-id", uuid.uuid4().hex.encode()),)
 

@@ -170,7 +170,23 @@ def test_forced_tool_with_manual_thinking_is_refused() -> None:
     assert body("claude-haiku-4-5", tools=tools, tool_choice="required", reasoning_effort="none")["tool_choice"] == {
         "type": "any"}
     forced = body("claude-sonnet-5", tools=tools, tool_choice="required", reasoning_effort="high")
-    assert (forced["tool_choice"], forced["thinking"]) == ({"type": "any"}, {"type": "adaptive"})
+    assert (forced["tool_choice"], forced["thinking"]) == ({"type": "any"}, {"type": "disabled"})
+
+
+@pytest.mark.parametrize(("model", "off"), [
+    ("claude-haiku-5-5", {"thinking": {"type": "disabled"}}),
+    ("claude-sonnet-5", {"thinking": {"type": "disabled"}}),
+    ("claude-opus-4-6", {}),
+    ("claude-next-preview", {"output_config": {"effort": "low"}}),
+])
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_tool_sends_the_models_thinking_off_form(model: str, off: dict[str, Any], choice: Any) -> None:
+    """The API refuses thinking with a forced tool ("Thinking may not be enabled when
+    tool_choice forces tool use"): a model that thinks by default, asked through
+    `/v1/chat/completions` (which asks for reasoning text), gets its thinking-off form."""
+    tools = [{"type": "function", "function": {"name": "get_weather"}}]
+    sent = body(model, tools=tools, tool_choice=choice, include_reasoning=True)
+    assert {key: sent[key] for key in ("thinking", "output_config") if key in sent} == off
 
 
 @pytest.mark.parametrize(("response_format", "output_config"), [

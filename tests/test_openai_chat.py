@@ -352,7 +352,7 @@ def test_to_chat_request() -> None:
                      {"role": "assistant", "content": ""}],
         "provider": "anthropic", "model": "claude-x", "temperature": 0.0, "max_tokens": 20,
         "thinking_enabled": False, "reasoning_effort": None, "include_reasoning": True, "stop": None,
-        "response_format": None, "tools": None, "tool_choice": None, "resumable": False,
+        "response_format": None, "tools": None, "tool_choice": None, "resumable": False, "top_p": None,
     }
     one = b'{"model":"x","messages":[{"role":"user","content":"u"}]'
     defaults = to_chat_request(completion_request_decoder.decode(one + b"}"), "echo", "echo")

@@ -119,3 +119,24 @@ def sdk_message(reads: list[bytes]) -> Message:
                 return await stream.get_final_message()
 
     return asyncio.run(accumulate())
+
+
+def whole_message(content: list[dict[str, Any]], stop_reason: str = "end_turn", model: str = MODEL,
+                  **usage: int) -> bytes:
+    """A `stream: false` answer: one `message` object, as the Messages API returns it."""
+    counts = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+              "output_tokens": 15, **usage}
+    return json.dumps({"id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
+                       "content": content, "model": model, "stop_reason": stop_reason, "stop_sequence": None,
+                       "usage": counts}).encode()
+
+
+def error_body(kind: str, message: str) -> bytes:
+    """An error status's body, as the Messages API sends it."""
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message},
+                       "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}).encode()
+
+
+def error_event(kind: str, message: str) -> bytes:
+    """A mid-stream `event: error`, as the Messages API sends it."""
+    return event("error", {"type": "error", "error": {"type": kind, "message": message}})

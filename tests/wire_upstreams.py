@@ -30,17 +30,21 @@ PIECE = 61
 
 
 class Sent:
-    """A request as the upstream received it: its path (and query) and JSON body."""
+    """A request as the upstream received it: its path (and query), headers (names in
+    lower case) and body, as bytes and as JSON."""
 
     def __init__(self, raw: bytes) -> None:
         head, _, body = raw.partition(b"\r\n\r\n")
         self.path = head.split(b" ", 2)[1].decode()
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        self.headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        self.body = body
         self.json: dict[str, Any] = json.loads(body)
 
 
 class ProviderUpstream:
     """Answers each request with the next scripted `(status, body)`; a 200 body streams
-    as `text/event-stream`, any other status as `application/json`."""
+    as `text/event-stream`, a JSON object or any other status as `application/json`."""
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, bytes]] = []
@@ -58,11 +62,11 @@ class ProviderUpstream:
 
     async def _answer(self, writer: asyncio.StreamWriter) -> None:
         status, body = self.replies.pop(0)
-        if status == 200:
+        if status == 200 and not body.startswith(b"{"):  # a stream; a JSON object is a whole answer
             pieces = (http_chunk(body[i:i + PIECE]) for i in range(0, len(body), PIECE))
             writer.write(SSE_HEAD + b"".join(pieces) + b"0\r\n\r\n")
         else:
-            writer.write(b"HTTP/1.1 %d Error\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+            writer.write(b"HTTP/1.1 %d Answer\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
                          % (status, len(body), body))
         await writer.drain()
 
