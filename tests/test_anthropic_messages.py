@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import logging
+import time
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -406,10 +407,14 @@ def test_models_in_anthropic_shape_with_anthropic_version(gateway) -> None:
 
 def test_the_request_log_names_the_session(gateway, caplog: pytest.LogCaptureFixture) -> None:
     url, _ = gateway
-    with caplog.at_level(logging.INFO, logger="streamgate.access"):
-        client(url, default_headers={"X-Claude-Code-Session-Id": "a36e71de-c006"}).messages.create(
-            model="echo/echo", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
-    line = next(r.getMessage() for r in caplog.records if "/v1/messages" in r.getMessage())
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    client(url, default_headers={"X-Claude-Code-Session-Id": "a36e71de-c006"}).messages.create(
+        model="echo/echo", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
+    deadline = time.monotonic() + 10  # the line is written once the answer has gone out
+    while not (lines := [r.getMessage() for r in caplog.records if "/v1/messages" in r.getMessage()]):
+        assert time.monotonic() < deadline, "no request log line"
+        time.sleep(0.01)
+    line = lines[0]
     assert "provider=echo" in line and line.endswith("session=a36e71de-c006")
 
 
