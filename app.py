@@ -36,7 +36,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 async def health(request: Request) -> JSONResponse:
     """Each provider: configured or not, its default model and the catalog's models; each
-    route of the config file: its strategy and targets."""
+    route of the config file (when there are any): its strategy and targets."""
     catalog: Catalog = request.app.state.catalog
     providers = {
         name: {"configured": adapter.configured, "default_model": adapter.default_model,
@@ -46,7 +46,7 @@ async def health(request: Request) -> JSONResponse:
     routes = {name: {"strategy": "hedge" if route.hedge else "fallback",
                      "targets": [target.label for target in route.targets]}
               for name, route in request.app.state.gateway.routes.items()}
-    return JSONResponse({"status": "ok", "providers": providers, "routes": routes})
+    return JSONResponse({"status": "ok", "providers": providers, **({"routes": routes} if routes else {})})
 
 
 async def chat_page(request: Request) -> FileResponse:
@@ -130,11 +130,11 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
                catalog: Catalog | None = None, config: ConfigFile | None = None) -> Starlette:
     """The ASGI app. `adapters` defaults to one per provider, built from `settings`;
     `catalog` to one over them, refreshed while the app runs; `config` to the config file
-    `settings.config_path` names (else `./streamgate.toml` when it exists). A config file
+    `settings.streamgate_config` names (else `./streamgate.toml` when it exists). A config file
     that does not check raises `SettingsError` (one line naming the file and line)
     before anything is built."""
     settings = settings or Settings.from_env()
-    config = config if config is not None else load_config(settings.config_path or "")
+    config = config if config is not None else load_config(settings.streamgate_config or "")
     route_specs = load_routes(config, adapters if adapters is not None else PROVIDERS)
     adapters = adapters if adapters is not None else build_adapters(settings)
     catalog = catalog or Catalog(adapters, refresh_s=settings.model_catalog_refresh_s or None)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,12 +27,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 
 from streamgate import routing, sse
 from streamgate.app import create_app
 from streamgate.config import ConfigFile
 from streamgate.settings import SettingsError
-from processes import ROOT
+from processes import running_redis
 from support import Answer, closed_port, serve, settings
 from wire_openai import SSE_HEAD, chunk, completion, http_chunk, sse_body
 
@@ -137,6 +139,7 @@ class Upstream:
             if done:
                 return False
             eof.cancel()
+            await asyncio.gather(eof, return_exceptions=True)
         if command.get("cut") is not None:  # some text (maybe none), then the connection drops
             pieces = [chunk(role="assistant")] + ([chunk(command["cut"])] if command["cut"] else [])
             writer.write(http_chunk(sse_body(pieces, done=False)))
@@ -499,7 +502,7 @@ def test_a_bad_config_names_file_and_line(tmp_path: Path, case: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(SettingsError) as raised:
-        create_app(settings(config_path=str(path)))
+        create_app(settings(streamgate_config=str(path)))
     message = str(raised.value)
     assert message.startswith(f"{path}:{line}: ") and problem in message and "\n" not in message
 
@@ -520,13 +523,39 @@ def test_the_server_refuses_to_start_on_a_bad_config(tmp_path: Path, case: str) 
 def test_a_good_config_file_is_read_at_start_up(tmp_path: Path) -> None:
     path = tmp_path / "streamgate.toml"
     path.write_text('[routes."claude-opus-5-5"]\ntargets = ["echo/echo"]\n')
-    with serve(create_app(settings(config_path=str(path)))) as url:
+    with serve(create_app(settings(streamgate_config=str(path)))) as url:
         answer = native(url, "claude-opus-5-5")
     assert (answer.text, served_by(answer)) == ("Hi", ("echo", "echo", "1"))
-    assert ROOT.is_dir()
 
 
 def test_sse_frames_are_well_formed_through_a_route(url: str) -> None:
     answer = native(url, "fast")
     assert [e.id for e in answer.events if e.event == "message" and e.data != "[DONE]"] == ["1", "2"]
     assert sse.DONE.strip() in answer.raw
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_resting_keys_are_shared_through_redis(upstreams: tuple[Upstream, Upstream], tmp_path: Path) -> None:
+    a, b = upstreams
+    with running_redis(tmp_path) as server, gateway(a, b, openai_api_key="key-one,key-two",
+                                                      redis_url=server.url) as (first, _):
+        a.script({"status": 429, "headers": {"retry-after": "30"}})
+        assert native(first, provider="openai").text == "from A"  # key-one rests; key-two answered
+        assert a.keys == ["key-one", "key-two"]
+        shared = redis.Redis.from_url(server.url)
+        deadline = time.monotonic() + 5
+        while not shared.keys("streamgate:key-rest:openai:*") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (name,) = shared.keys("streamgate:key-rest:openai:*")
+        assert b"key-one" not in name and 25 < shared.ttl(name) <= 30
+        with gateway(a, b, openai_api_key="key-one,key-two", redis_url=server.url) as (second, _):
+            a.script()
+            native(second, provider="openai")  # the first choice also starts reading the shared rests
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                a.script()
+                for _ in range(3):
+                    native(second, provider="openai")
+                if a.keys == ["key-two"] * 3:
+                    break
+            assert a.keys == ["key-two"] * 3
