@@ -25,16 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 import redis
 
 from streamgate import routing, sse
 from streamgate.app import create_app
+from streamgate.chat_types import ChatMessage, ChatRequest
 from streamgate.config import ConfigFile
 from streamgate.settings import SettingsError
 from processes import running_redis
 from support import Answer, closed_port, serve, settings
+from streamgate.providers.gemini_stream import GeminiStreamAdapter
+from wire_gemini import frame, text, usage_metadata
+from wire_gemini import sse_body as gemini_body
 from wire_openai import SSE_HEAD, chunk, completion, http_chunk, sse_body
 
 SCOUT = "meta-llama/Llama-4-Scout-17B-16E-Instruct"
@@ -559,3 +564,37 @@ def test_resting_keys_are_shared_through_redis(upstreams: tuple[Upstream, Upstre
                 if a.keys == ["key-two"] * 3:
                     break
             assert a.keys == ["key-two"] * 3
+
+
+def test_gemini_spreads_its_keys_and_rests_a_refused_one() -> None:
+    seen: list[str] = []
+    quota = {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "20s"}]}}
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.headers["x-goog-api-key"])
+        if len(seen) == 3:
+            return httpx2.Response(429, json=quota)
+        body = gemini_body(frame(text("ok")), frame(text(""), finish_reason="STOP", usage=usage_metadata(1, 1, None)))
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    async def run() -> list[str]:
+        config = settings(gemini_api_key="g-one,g-two", upstream_max_retries=0)
+        adapter = GeminiStreamAdapter(config, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handle)))
+        request = ChatRequest([ChatMessage("user", "hi")], "gemini")
+        texts = []
+        try:
+            for _ in range(5):
+                stream = await adapter.stream_chat(request)
+                try:
+                    texts.append("".join([c.content async for c in aiter(stream) if hasattr(c, "content")]))
+                finally:
+                    await stream.aclose()
+        finally:
+            await adapter.aclose()
+        return texts
+
+    assert asyncio.run(run()) == ["ok"] * 5
+    # spread in turn; the 429 on g-one (third request) is sent again at once with g-two,
+    # and g-one then rests for the 20 s Gemini's RetryInfo asked
+    assert seen == ["g-one", "g-two", "g-one", "g-two", "g-two", "g-two"]
