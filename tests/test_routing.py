@@ -598,3 +598,18 @@ def test_gemini_spreads_its_keys_and_rests_a_refused_one() -> None:
     # spread in turn; the 429 on g-one (third request) is sent again at once with g-two,
     # and g-one then rests for the 20 s Gemini's RetryInfo asked
     assert seen == ["g-one", "g-two", "g-one", "g-two", "g-two", "g-two"]
+
+
+def test_the_readme_routes_config_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.partition("\n## Routes\n")[2].partition("\n## ")[0]
+    toml = section.partition("```toml\n")[2].partition("```")[0]
+    path = tmp_path / "streamgate.toml"
+    path.write_text(toml)
+    app = create_app(settings(streamgate_config=str(path)))
+    routes = app.state.gateway.routes
+    assert [t.label for t in routes["claude-opus-5-5"].targets][0].startswith("gemini/")
+    assert routes["fast"].hedge and routes["fast"].hedge_after_s == 0.2
+    with serve(app) as url:
+        answer = native(url, "demo")
+    assert (answer.text, served_by(answer)) == ("Hi", ("echo", "echo", "1"))
