@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Scope, Send
 
 from .. import sse
+from ..adapter import ChunkStream
 from ..chat_types import (
     ChatRequest,
     ChatResponse,
@@ -29,7 +30,6 @@ from ..chat_types import (
     chat_request_decoder,
     json_encoder,
 )
-from ..adapter import ChunkStream
 from ..errors import GatewayError, InvalidRequestError
 from ..gateway import Gateway, Target
 from ..pipeline import AnswerSender, Call, ChatEndpoint, CollectedAnswer, decode_json, send_error, send_json

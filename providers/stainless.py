@@ -103,7 +103,7 @@ class PreparedRequest:
                 raise
             status = response.status_code
             if 200 <= status < 300:
-                on_close(response, lambda: ring.release(index))
+                on_close(response, lambda index=index: ring.release(index))  # type: ignore[misc]
                 return response
             ring.release(index)
             again = ring.answered(index, status, response.headers.get("retry-after"))

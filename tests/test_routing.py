@@ -29,15 +29,14 @@ import httpx2
 import openai
 import pytest
 import redis
-
+from processes import running_redis
 from streamgate import routing, sse
 from streamgate.app import create_app
 from streamgate.chat_types import ChatMessage, ChatRequest
 from streamgate.config import ConfigFile
-from streamgate.settings import SettingsError
-from processes import running_redis
-from support import Answer, closed_port, serve, settings
 from streamgate.providers.gemini_stream import GeminiStreamAdapter
+from streamgate.settings import SettingsError
+from support import Answer, closed_port, serve, settings
 from wire_gemini import frame, text, usage_metadata
 from wire_gemini import sse_body as gemini_body
 from wire_openai import SSE_HEAD, chunk, completion, http_chunk, sse_body
@@ -89,7 +88,7 @@ class Upstream:
     def running(self) -> Iterator[Upstream]:
         loop = self._loop = asyncio.new_event_loop()
         server = loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.url = "http://127.0.0.1:%d/v1" % server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
         try:
@@ -581,7 +580,7 @@ def test_gemini_spreads_its_keys_and_rests_a_refused_one() -> None:
     async def run() -> list[str]:
         config = settings(gemini_api_key="g-one,g-two", upstream_max_retries=0)
         adapter = GeminiStreamAdapter(config, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handle)))
-        request = ChatRequest([ChatMessage("user", "hi")], "gemini")
+        request = ChatRequest(messages=[ChatMessage(role="user", content="hi")], provider="gemini")
         texts = []
         try:
             for _ in range(5):
