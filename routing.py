@@ -246,6 +246,11 @@ class Route:
     def candidates(self, targets: list[Target]) -> list[Target]:
         """`targets` whose breaker lets them be asked now; when none, the one whose
         breaker reopens first."""
+        for target in targets:
+            if target.breaker.open_until:
+                break
+        else:
+            return targets  # every breaker closed: the common case
         now = time.monotonic()
         usable = [target for target in targets if target.breaker.usable(now)]
         for target in targets:
