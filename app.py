@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import metrics
+from . import keys, metrics
 from .adapter import Adapter
 from .catalog import Catalog
 from .config import ConfigFile, load_config
@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         await catalog.stop()
         for adapter in adapters.values():
             await adapter.aclose()
+        await keys.aclose_all()  # the shared key rests' Redis clients (REDIS_URL with several keys)
 
     routes: list[BaseRoute] = [Route("/api/v1/chat/stream/health", health, methods=["GET"])]
     routes += [route for dialect in DIALECTS for route in dialect.routes(gateway)]

@@ -75,6 +75,7 @@ class SharedRests:
     def __init__(self, url: str) -> None:
         self.url = url
         self._redis: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where `_redis` was made
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _client(self) -> Any:
@@ -82,6 +83,7 @@ class SharedRests:
             import redis.asyncio  # only a deployment with REDIS_URL and several keys loads it
 
             self._redis = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=2)
+            self._loop = asyncio.get_running_loop()
         return self._redis
 
     def spawn(self, work: Any) -> None:
@@ -100,6 +102,9 @@ class SharedRests:
         return [float(value) if value is not None else 0.0 for value in values]
 
     async def aclose(self) -> None:
+        """Close the client, when it belongs to the running loop (its app's)."""
+        if self._loop is not asyncio.get_running_loop():
+            return
         for task in list(self._tasks):
             task.cancel()
         if self._redis is not None:
@@ -227,7 +232,7 @@ def ring_of(client: Any) -> KeyRing | None:
 
 
 async def aclose_all() -> None:
-    """Close the rings' Redis clients (at the app's shutdown)."""
+    """Close the rings' Redis clients made in the running loop (at the app's shutdown)."""
     for made in list(_all_rings):
         await made.aclose()
 
