@@ -17,30 +17,36 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import metrics
+from . import keys, metrics
 from .adapter import Adapter
 from .catalog import Catalog
+from .config import ConfigFile, load_config
 from .errors import GatewayError, MethodNotAllowedError, NotFoundError
 from .dialects import DIALECTS
 from .gateway import Gateway
 from .http_guards import BearerAuth, ErrorShapes, OriginGuard, route_path
 from .pipeline import ErrorSender, requests_ended_at_exit
-from .providers import build_adapters
+from .providers import PROVIDERS, build_adapters
 from .resume import Streams, store_for
+from .routing import build_routes, load_routes
 from .settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 async def health(request: Request) -> JSONResponse:
-    """Each provider: configured or not, its default model and the catalog's models."""
+    """Each provider: configured or not, its default model and the catalog's models; each
+    route of the config file (when there are any): its strategy and targets."""
     catalog: Catalog = request.app.state.catalog
     providers = {
         name: {"configured": adapter.configured, "default_model": adapter.default_model,
                "models": list(catalog.models[name])}
         for name, adapter in catalog.adapters.items()
     }
-    return JSONResponse({"status": "ok", "providers": providers})
+    routes = {name: {"strategy": "hedge" if route.hedge else "fallback",
+                     "targets": [target.label for target in route.targets]}
+              for name, route in request.app.state.gateway.routes.items()}
+    return JSONResponse({"status": "ok", "providers": providers, **({"routes": routes} if routes else {})})
 
 
 async def chat_page(request: Request) -> FileResponse:
@@ -121,15 +127,20 @@ def direct_chains(routes: list[BaseRoute], middleware: list[Middleware]) -> dict
 
 
 def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None, *,
-               catalog: Catalog | None = None) -> Starlette:
+               catalog: Catalog | None = None, config: ConfigFile | None = None) -> Starlette:
     """The ASGI app. `adapters` defaults to one per provider, built from `settings`;
-    `catalog` to one over them, refreshed while the app runs."""
+    `catalog` to one over them, refreshed while the app runs; `config` to the config file
+    `settings.streamgate_config` names (else `./streamgate.toml` when it exists). A config file
+    that does not check raises `SettingsError` (one line naming the file and line)
+    before anything is built."""
     settings = settings or Settings.from_env()
+    config = config if config is not None else load_config(settings.streamgate_config or "")
+    route_specs = load_routes(config, adapters if adapters is not None else PROVIDERS)
     adapters = adapters if adapters is not None else build_adapters(settings)
     catalog = catalog or Catalog(adapters, refresh_s=settings.model_catalog_refresh_s or None)
     restorers = {name: restore for dialect in DIALECTS for name, restore in dialect.RESTORERS.items()}
     streams = Streams(settings, store_for(settings), restorers)
-    gateway = Gateway(settings, adapters, catalog, streams)
+    gateway = Gateway(settings, adapters, catalog, streams, build_routes(route_specs, adapters))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -143,6 +154,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         await catalog.stop()
         for adapter in adapters.values():
             await adapter.aclose()
+        await keys.aclose_all()  # the shared key rests' Redis clients (REDIS_URL with several keys)
 
     routes: list[BaseRoute] = [Route("/api/v1/chat/stream/health", health, methods=["GET"])]
     routes += [route for dialect in DIALECTS for route in dialect.routes(gateway)]

@@ -142,7 +142,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     sent upstream for it."""
 
     messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
-    provider: str
+    provider: str = ""  # "": left out, allowed only when `model` names a route
     model: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0.0, le=2.0)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None

@@ -73,12 +73,19 @@ def load_config(explicit: str | None = None) -> ConfigFile:
     path = config_path(explicit if explicit is not None else os.environ.get("STREAMGATE_CONFIG"))
     if path is None:
         return ConfigFile(None, {})
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"{path}: cannot be read as a UTF-8 TOML file: {error}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         match = re.search(r"\(at line (\d+), column \d+\)", str(error))
-        line = f":{match.group(1)}" if match else ""
-        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(error))
+        at_end = "(at end of document)" in str(error)
+        line = f":{match.group(1)}" if match else f":{max(len(text.splitlines()), 1)}" if at_end else ""
+        problem = re.sub(r"\s*\(at (?:line \d+, column \d+|end of document)\)", "", str(error))
+        twice = re.fullmatch(r"Cannot declare \('routes', '(.*)'\) twice", problem)
+        if twice:
+            problem = f"route {twice.group(1)!r} is defined twice"
         raise SettingsError(f"{path}{line}: not valid TOML: {problem}") from None
     return ConfigFile(path, data, text)

@@ -1,5 +1,6 @@
-"""What one app's dialects share: its settings, its adapters, the model catalog and the
-resumable streams. Built once by `app.create_app`; each dialect's `routes` takes it."""
+"""What one app's dialects share: its settings, its adapters, the model catalog, the
+resumable streams and the model routes of the config file. Built once by
+`app.create_app`; each dialect's `routes` takes it."""
 
 from __future__ import annotations
 
@@ -9,32 +10,22 @@ from .adapter import Adapter, ChunkStream
 from .catalog import Catalog
 from .errors import InvalidRequestError, UnknownProviderError
 from .resume import Streams
+from .routing import Route, RouteOpener, Target, TargetOpener
 from .settings import Settings
 
-
-class Target:
-    """One place a request can be served: a provider's adapter and the provider's model name."""
-
-    __slots__ = ("adapter", "model")
-
-    def __init__(self, adapter: Adapter, model: str) -> None:
-        self.adapter = adapter
-        self.model = model
-
-
-#: Opens `target` for one request: the dialect's own way (translated or passthrough).
-TargetOpener = Callable[[Target], Awaitable[ChunkStream]]
+__all__ = ["Gateway", "Target", "TargetOpener"]
 
 
 class Gateway:
-    __slots__ = ("settings", "adapters", "catalog", "streams")
+    __slots__ = ("settings", "adapters", "catalog", "streams", "routes")
 
     def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], catalog: Catalog,
-                 streams: Streams) -> None:
+                 streams: Streams, routes: Mapping[str, Route] | None = None) -> None:
         self.settings = settings
         self.adapters = adapters
         self.catalog = catalog
         self.streams = streams
+        self.routes: Mapping[str, Route] = routes or {}
 
     def adapter(self, provider: str) -> Adapter:
         """The adapter of `provider`; an unknown name is `unknown_provider` listing the valid ones."""
@@ -62,10 +53,18 @@ class Gateway:
         return adapter, name
 
     def targets(self, model: str, default_provider: str) -> list[Target]:
-        """Where a `/v1` dialect's `model` may be served, in order (`resolve`)."""
+        """Where `model` may be served, in order: a route's targets when `model` names a
+        route, else the one target `resolve` finds."""
+        route = self.routes.get(model)
+        if route is not None:
+            return list(route.targets)
         return [Target(*self.resolve(model, default_provider))]
 
     def opener(self, targets: list[Target], open_target: TargetOpener) -> Callable[[], Awaitable[ChunkStream]]:
-        """`Call.open` over `targets`: the first one opened with `open_target`."""
+        """`Call.open` over `targets`, each opened with `open_target`: a route's by its
+        strategy (`routing.RouteOpener`: fallback or hedge, breakers, what served noted
+        for the headers and the log); a plain target opened directly."""
         first = targets[0]
+        if first.route is not None:
+            return RouteOpener(first.route, targets, open_target)
         return lambda: open_target(first)

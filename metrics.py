@@ -154,3 +154,53 @@ async def scrape(request: Request) -> Response:
     for (OpenMetrics, text 1.0.0)."""
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(SCRAPED), headers={"content-type": content_type})
+
+
+# --- routes and keys ------------------------------------------------------------------
+
+ROUTE_ATTEMPTS = Counter(
+    "streamgate_route_attempts", "Targets asked for requests to a route (retries of one target count once).",
+    ["route", "target"])
+ROUTE_FALLBACKS = Counter(
+    "streamgate_route_fallbacks", "Targets asked because the one asked before failed before its first token.",
+    ["route", "target"])
+ROUTE_HEDGES_STARTED = Counter(
+    "streamgate_route_hedges_started", "Targets asked because the one asked before had no token after hedge_after_ms.",
+    ["route", "target"])
+ROUTE_HEDGES_WON = Counter(
+    "streamgate_route_hedges_won", "Hedge attempts (asked because another was late) whose first token came first.",
+    ["route", "target"])
+ROUTE_SKIPPED = Counter(
+    "streamgate_route_skipped", "Targets skipped because their breaker is open (5 failures in a row).",
+    ["route", "target"])
+KEY_REQUESTS = Counter(
+    "streamgate_upstream_key_requests", "Upstream requests per provider key (keys named by position, 1 first).",
+    ["provider", "key"])
+KEY_RESTS = Counter(
+    "streamgate_upstream_key_rests", "Times a provider key was set to rest (reason: rate_limited or rejected).",
+    ["provider", "key", "reason"])
+
+
+class RouteSeries:
+    """One route target's labelled series, looked up once (when the route is built)."""
+
+    __slots__ = ("attempts", "fallbacks", "hedges_started", "hedges_won", "skipped")
+
+    def __init__(self, route: str, target: str) -> None:
+        self.attempts = ROUTE_ATTEMPTS.labels(route, target)
+        self.fallbacks = ROUTE_FALLBACKS.labels(route, target)
+        self.hedges_started = ROUTE_HEDGES_STARTED.labels(route, target)
+        self.hedges_won = ROUTE_HEDGES_WON.labels(route, target)
+        self.skipped = ROUTE_SKIPPED.labels(route, target)
+
+
+def route_series(route: str, target: str) -> RouteSeries:
+    return RouteSeries(route, target)
+
+
+def moved(old_provider: str, new_provider: str) -> None:
+    """A route's request served by another provider than the one it was counted under
+    when it began: its in-flight count moves along (the request stays counted under the
+    first)."""
+    series(old_provider).in_flight.dec()
+    series(new_provider).in_flight.inc()

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import types
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
@@ -200,6 +201,10 @@ class Frames(Protocol):
     def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes: ...
 
     def done(self) -> bytes: ...
+
+    # Optional: `serve(provider, model)`, called before the first frame when a route's
+    # target other than the one the frames were made for serves the call (`Call.serve`),
+    # so that frames naming the model name the one that served.
 
 
 # --- send -----------------------------------------------------------------------------
@@ -444,15 +449,32 @@ AnswerSender = Callable[[Send, "CollectedAnswer"], Awaitable[None]]
 StreamOpener = Callable[[], Awaitable[ChunkStream]]
 
 
+class RoutedOpen:
+    """A `Call.open` that asks a route's targets (`routing.RouteOpener`): once it has run,
+    what served (or failed last): `provider`, `model`, and how many targets were asked."""
+
+    __slots__ = ("route", "provider", "model", "attempts")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.attempts = 0
+
+    async def __call__(self) -> ChunkStream:
+        raise NotImplementedError
+
+
 class Call:
     """One decoded chat request, ready to run: what a dialect's `prepare` makes of a body.
 
     `open` opens the upstream (an adapter's `stream_chat`, a passthrough, or a route's
-    targets); `frames` encode what it yields; `send_answer` writes the whole answer when the
-    request is not streamed. `provider` and `model` name what serves it, for metrics and the
-    request log."""
+    targets: `RoutedOpen`); `frames` encode what it yields; `send_answer` writes the whole
+    answer when the request is not streamed. `provider` and `model` name what serves it,
+    for metrics, the request log and the `X-Streamgate-*` headers; on a route, `route` and
+    `attempts` (targets asked) too, set once the route's targets were asked (`serve`)."""
 
-    __slots__ = ("provider", "model", "open", "frames", "streaming", "resumable", "send_answer")
+    __slots__ = ("provider", "model", "open", "frames", "streaming", "resumable", "send_answer", "route", "attempts")
 
     def __init__(self, *, provider: str, model: str, open: StreamOpener, frames: Frames, streaming: bool,
                  send_answer: AnswerSender, resumable: bool = False) -> None:
@@ -463,6 +485,35 @@ class Call:
         self.streaming = streaming
         self.resumable = resumable and streaming
         self.send_answer = send_answer
+        self.route: str | None = None
+        self.attempts = 1
+
+    def serve(self, routed: RoutedOpen) -> None:
+        """Note what a route's opener asked and what served (or failed last)."""
+        self.route = routed.route
+        self.attempts = routed.attempts
+        provider, model = routed.provider, routed.model
+        if provider is None or model is None:
+            return
+        if provider != self.provider:
+            metrics.moved(self.provider, provider)
+        self.provider, self.model = provider, model
+        serve = getattr(self.frames, "serve", None)
+        if serve is not None:
+            serve(provider, model)
+
+    def served_headers(self) -> list[tuple[bytes, bytes]]:
+        """`X-Streamgate-Provider`, `-Model`, `-Attempts`: what served this answer."""
+        return [(b"x-streamgate-provider", header_value(self.provider)),
+                (b"x-streamgate-model", header_value(self.model)), (b"x-streamgate-attempts", b"%d" % self.attempts)]
+
+
+def header_value(text: str) -> bytes:
+    """`text` as a header value: printable ASCII as it is, anything else percent-encoded
+    (a model name comes from the request)."""
+    if text.isascii() and text.isprintable():
+        return text.encode()
+    return urllib.parse.quote(text, safe="/:@-._~").encode()
 
 
 class Dialect(Protocol):
@@ -546,7 +597,7 @@ async def run_chat(call: Call, receive: Receive, send: Send, heartbeat_s: float,
     open_requests = _open_requests.get(asyncio.get_running_loop())
     if open_requests is not None and task is not None:
         open_requests.add(task)
-    noted_send = status_noted(send, progress)
+    noted_send = status_noted(send, progress, call)
     try:
         async with ClientWatch(receive, send, progress, heartbeat_s):
             try:
@@ -582,18 +633,22 @@ async def end_request(call: Call, stream: ChunkStream | None, progress: StreamPr
             await stream.aclose()
     metrics.record_stream(call.provider, progress, upstream_opened=stream is not None)
     if scope is not None:
-        log_request(scope, progress.status, call.provider, call.model, progress)
+        log_request(scope, progress.status, call.provider, call.model, progress, route=call.route,
+                    attempts=call.attempts)
     elif progress.error_type == ShuttingDownError.type:
         log.warning("shutting down: cut a request to %s after %d frames", call.provider, progress.frames_sent)
 
 
-def status_noted(send: Send, progress: StreamProgress) -> Send:
+def status_noted(send: Send, progress: StreamProgress, call: Call) -> Send:
     """`send`, noting the status of the response it starts in `progress` (for the request
-    log: each dialect chooses its own error statuses)."""
+    log: each dialect chooses its own error statuses), and adding to its head what
+    served the call (`Call.served_headers`): on every answer, whichever sink or error
+    sender starts it."""
 
     async def send_and_note(message: Any) -> None:
         if message["type"] == "http.response.start":
             progress.status = message["status"]
+            message = {**message, "headers": [*message["headers"], *call.served_headers()]}
         await send(message)
 
     return send_and_note
@@ -602,13 +657,17 @@ def status_noted(send: Send, progress: StreamProgress) -> Send:
 async def open_stream(call: Call) -> ChunkStream:
     """`call.open()`, with any exception outside the contract (a bug, an SDK surprise)
     answered as a 502 `upstream_error` rather than a bare 500."""
+    opener = call.open
     try:
-        return await call.open()
+        return await opener()
     except GatewayError:
         raise
     except Exception:  # noqa: BLE001
         log.exception("opening the %s upstream failed", call.provider)
         raise UpstreamError("the gateway failed while opening the upstream", provider=call.provider) from None
+    finally:
+        if isinstance(opener, RoutedOpen):
+            call.serve(opener)
 
 
 class CollectedAnswer:
@@ -727,14 +786,18 @@ LOG_FIELDS = "streamgate.log_fields"
 
 
 def log_request(scope: Scope, status: int | None, provider: str | None, model: str | None,
-                progress: StreamProgress | None = None, error_type: str | None = None) -> None:
+                progress: StreamProgress | None = None, error_type: str | None = None, *,
+                route: str | None = None, attempts: int = 1) -> None:
     """One line for one chat request, at its end: method, path, status, `provider=`,
-    `model=`, `ttft=` and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for
-    what is not known), `stream=` a resumable stream's id, `error=` the contract's error
-    type or `client_gone`, then the dialect's own fields (`LOG_FIELDS`). A request cut by
-    the shutdown is a warning."""
+    `model=` (what served), on a route `route=` and `attempts=` (targets asked), `ttft=`
+    and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for what is not
+    known), `stream=` a resumable stream's id, `error=` the contract's error type or
+    `client_gone`, then the dialect's own fields (`LOG_FIELDS`). A request cut by the
+    shutdown is a warning."""
     fields = [scope["method"], scope["path"], str(status or "-"), f"provider={provider or '-'}",
               f"model={model or '-'}"]
+    if route is not None:
+        fields += [f"route={route}", f"attempts={attempts}"]
     if progress is not None:
         ended_at = time.monotonic()
         first = progress.first_token_at

@@ -113,6 +113,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds between asks of the providers' list-models endpoints; 0: never ask (the
     #: built-in lists stay).
     model_catalog_refresh_s: float = 3600.0
+    #: `STREAMGATE_CONFIG`: the TOML file of routes and callers (`config.load_config`);
+    #: unset: `./streamgate.toml` when it exists.
+    streamgate_config: str | None = None
 
     @classmethod
     def from_env(cls, env_file: str | Path = ".env") -> Settings:
@@ -185,4 +188,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             resume_ttl_s=number("RESUME_TTL_S", float, 600.0, 1),
             access_log=flag("ACCESS_LOG", True),
             model_catalog_refresh_s=number("MODEL_CATALOG_REFRESH_S", float, 3600.0, 0),
+            streamgate_config=text("STREAMGATE_CONFIG"),
         )

@@ -78,6 +78,33 @@ def response_body(response: httpx2.Response) -> tuple[AsyncIterator[bytes], Call
     return response.aiter_bytes(), response.aclose
 
 
+def on_close(response: httpx2.Response, closed: Callable[[], None]) -> None:
+    """Call `closed()` once, when `response`'s body is let go (`response_body`'s release,
+    or `response.aclose()`): how long a request holds a provider key (`keys.py`)."""
+    stream = response.extensions.get(_RAW_STREAM)
+    if isinstance(stream, _BodyStream):
+        stream.closed = closed
+    else:
+        response.stream = _NotifyingStream(response.stream, closed)  # type: ignore[arg-type]
+
+
+class _NotifyingStream(httpx2.AsyncByteStream):
+    """A body stream (not ours: a test's transport) that calls `closed()` when closed."""
+
+    def __init__(self, stream: Any, closed: Callable[[], None]) -> None:
+        self._stream = stream
+        self._closed: Callable[[], None] | None = closed
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        closed, self._closed = self._closed, None
+        if closed is not None:
+            closed()
+        await self._stream.aclose()
+
+
 class UpstreamTransport(httpx2.AsyncBaseTransport):
     """`httpx2` requests sent by one `aiohttp.ClientSession` (made at the first request,
     inside the running event loop)."""
@@ -197,10 +224,12 @@ class _BodyStream(httpx2.AsyncByteStream):
     """The response body as it arrives. Read to its end, its connection goes back to the
     pool; closed before its end, its connection is closed."""
 
-    __slots__ = ("_response",)
+    __slots__ = ("_response", "closed")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        #: Called once when the body is let go (`on_close`).
+        self.closed: Callable[[], None] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _MAPPED_ERRORS:
@@ -209,6 +238,9 @@ class _BodyStream(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._response.close()  # a no-op once the body was read to its end (then pooled)
+        closed, self.closed = self.closed, None
+        if closed is not None:
+            closed()
 
 
 class _MappedErrors:

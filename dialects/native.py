@@ -7,12 +7,15 @@ StreamChunk JSON (`event: reasoning`, `event: tool_call`, `event: error` beside 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope, Send
 
 from .. import sse
+from ..adapter import ChunkStream
 from ..chat_types import (
     ChatRequest,
     ChatResponse,
@@ -27,9 +30,9 @@ from ..chat_types import (
     chat_request_decoder,
     json_encoder,
 )
-from ..errors import GatewayError
-from ..gateway import Gateway
-from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, send_error, send_json
+from ..errors import GatewayError, InvalidRequestError
+from ..gateway import Gateway, Target
+from ..pipeline import AnswerSender, Call, ChatEndpoint, CollectedAnswer, decode_json, send_error, send_json
 from ..request_checks import check_request
 from ..resume import CancelEndpoint, ResumeEndpoint
 
@@ -78,6 +81,10 @@ class NativeFrames:
     def done(self) -> bytes:
         return sse.DONE
 
+    def serve(self, provider: str, model: str) -> None:
+        """A route's target serves the call: the error end names it."""
+        self.provider, self.model = provider, model
+
     def meta(self) -> dict[str, Any]:
         """What `restore` needs to write this stream's error end again (`resume.py`)."""
         return {"dialect": "native", "model": self.model, "provider": self.provider}
@@ -112,12 +119,34 @@ class NativeDialect:
     def prepare(self, body: bytes, scope: Scope) -> Call:
         request: ChatRequest = decode_json(body, chat_request_decoder)
         check_request(request)
+        answer = send_answer_with_reasoning if request.include_reasoning else send_answer
+        if not request.provider:
+            return self.routed(request, answer)
         adapter = self.gateway.adapter(request.provider)
         model = request.model or adapter.default_model
         return Call(
             provider=adapter.name, model=model, open=lambda: adapter.stream_chat(request),
             frames=NativeFrames(model, adapter.name), streaming=self.streaming, resumable=request.resumable,
-            send_answer=send_answer_with_reasoning if request.include_reasoning else send_answer,
+            send_answer=answer,
+        )
+
+    def routed(self, request: ChatRequest, answer: AnswerSender) -> Call:
+        """A request with `provider` left out: `model` must name a route."""
+        routes = self.gateway.routes
+        if request.model is None or request.model not in routes:
+            named = f"; or name a route as model: {', '.join(routes)}" if routes else ""
+            raise InvalidRequestError(f"$.provider: required field is missing{named}")
+        targets = self.gateway.targets(request.model, "")
+        first = targets[0]
+
+        def open_target(target: Target) -> Awaitable[ChunkStream]:
+            return target.adapter.stream_chat(
+                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model))
+
+        return Call(
+            provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
+            frames=NativeFrames(first.model, first.adapter.name), streaming=self.streaming,
+            resumable=request.resumable, send_answer=answer,
         )
 
     send_error = staticmethod(send_error)

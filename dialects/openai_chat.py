@@ -324,13 +324,22 @@ class OpenAIFrames:
         self.created = created
         self.model = model
         self.include_usage = include_usage
+        self._heads()
+
+    def _heads(self) -> None:
+        """Every chunk's bytes up to its delta, for this completion's id and model."""
         base = b'data: {"id":%b,"object":"chat.completion.chunk","created":%d,"model":%b,"choices":[' % (
-            json_encoder.encode(completion_id), created, json_encoder.encode(model))
+            json_encoder.encode(self.completion_id), self.created, json_encoder.encode(self.model))
         self._choices_head = base + b'{"index":0,"delta":'
         self._content_head = self._choices_head + b'{"content":'
         self._usage_head = base + b'],"usage":'
         #: The head of the next content frame: the first one also carries the role.
         self.head = self._choices_head + b'{"role":"assistant","content":'
+
+    def serve(self, provider: str, model: str) -> None:
+        """A route's target serves the completion (before its first chunk): `model` names it."""
+        self.model = f"{provider}/{model}"
+        self._heads()
 
     def content(self, chunk: StreamChunk) -> bytes:
         head, self.head = self.head, self._content_head

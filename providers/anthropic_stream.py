@@ -38,7 +38,7 @@ import httpx2
 import msgspec
 from anthropic._models import FinalRequestOptions
 
-from .. import sse
+from .. import keys, sse
 from ..adapter import ChunkStream, open_with_retries
 from ..errors import ProviderNotConfiguredError, UpstreamError
 from ..upstream_http import response_body, sdk_http_client
@@ -198,18 +198,19 @@ class AnthropicStreamAdapter:
 
     def __init__(self, settings: Settings, http_client: httpx2.AsyncClient | None = None) -> None:
         self.max_retries = settings.upstream_max_retries
-        self.configured = settings.anthropic_api_key is not None
+        self.configured = keys.first_key(settings.anthropic_api_key) is not None
         self.default_model = settings.anthropic_default_model or DEFAULT_MODEL
         self.models = (self.default_model, *(m for m in MODELS if m != self.default_model))
         # The key and base URL are passed explicitly (an empty key when unset, never used:
         # `stream_chat` refuses first), so the SDK does not look for credentials elsewhere.
         self._client = anthropic.AsyncAnthropic(
-            api_key=settings.anthropic_api_key or "",
+            api_key=keys.first_key(settings.anthropic_api_key) or "",
             base_url=settings.anthropic_base_url or PUBLIC_BASE_URL,
             timeout=httpx2.Timeout(settings.upstream_timeout_s),
             max_retries=0,
             http_client=http_client or sdk_http_client(settings),
         )
+        keys.attach(self._client, PROVIDER, settings.anthropic_api_key, settings.redis_url)
         self._messages = AnthropicRequest(
             self._client, FinalRequestOptions.construct(method="post", url="/v1/messages", content=b"")
         )

@@ -46,18 +46,20 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
+from .. import keys
 from ..adapter import ChunkStream, open_with_retries
 from ..errors import (
     GatewayError,
     InvalidRequestError,
     ProviderAuthError,
     ProviderNotConfiguredError,
+    RateLimitedError,
     StreamError,
     UpstreamError,
     UpstreamTimeoutError,
     error_from_status,
 )
-from ..upstream_http import response_body, sdk_http_client
+from ..upstream_http import on_close, response_body, sdk_http_client
 from ..settings import Settings
 from ..providers.stainless import connection_failed, map_transport_error
 from ..sdk_internals import require_internals
@@ -311,9 +313,12 @@ class GeminiStreamAdapter:
             self.models = (self.default_model, *(m for m in MODELS if m != self.default_model))
         self._http = http_client or sdk_http_client(settings)
         self._client: genai.Client | None = None
-        if settings.gemini_api_key:
+        #: Several keys (`GEMINI_API_KEY=k1,k2`): each request's `x-goog-api-key` chosen per call.
+        self._keys = keys.ring(PROVIDER, settings.gemini_api_key, settings.redis_url)
+        api_key = keys.first_key(settings.gemini_api_key)
+        if api_key:
             self._client = genai.Client(
-                api_key=settings.gemini_api_key,
+                api_key=api_key,
                 vertexai=False,  # never switched by GOOGLE_GENAI_USE_VERTEXAI in the environment
                 http_options=genai_types.HttpOptions(
                     base_url=settings.gemini_base_url,
@@ -379,18 +384,47 @@ class GeminiStreamAdapter:
                 if model.name and "generateContent" in (model.supported_actions or ())]
 
     async def _open(self, upstream_request: httpx2.Request) -> httpx2.Response:
-        """Send the request; return the response once Gemini answered 200."""
+        """Send the request; return the response once Gemini answered 200. With several
+        keys, a key refused (and now resting) is replaced by another at once."""
+        ring = self._keys
+        if ring is None:
+            return await self._open_with_key(upstream_request, None, -1)
+        for _ in range(len(ring.keys) - 1):
+            try:
+                return await self._open_with_key(upstream_request, ring, ring.choose())
+            except (RateLimitedError, ProviderAuthError) as error:
+                if not ring.usable() or isinstance(error, ProviderNotConfiguredError):
+                    raise
+        return await self._open_with_key(upstream_request, ring, ring.choose())
+
+    async def _open_with_key(self, upstream_request: httpx2.Request, ring: keys.KeyRing | None,
+                             index: int) -> httpx2.Response:
+        if ring is not None:
+            upstream_request.headers["x-goog-api-key"] = ring.keys[index]
         try:
             response = await self._http.send(upstream_request, stream=True)
-        except httpx2.TimeoutException:
-            raise UpstreamTimeoutError("gemini did not answer in time", provider=PROVIDER) from None
-        except httpx2.TransportError:
-            raise connection_failed(PROVIDER) from None
+        except BaseException as error:
+            if ring is not None:
+                ring.release(index)
+            if isinstance(error, httpx2.TimeoutException):
+                raise UpstreamTimeoutError("gemini did not answer in time", provider=PROVIDER) from None
+            if isinstance(error, httpx2.TransportError):
+                raise connection_failed(PROVIDER) from None
+            raise
+        if ring is not None:
+            if response.status_code == 200:
+                on_close(response, lambda: ring.release(index))
+            else:
+                ring.release(index)
         if response.status_code != 200:
             try:
                 await genai_errors.APIError.raise_for_async_response(response)
             except genai_errors.APIError as error:
-                raise error_from_api(error) from None
+                mapped = error_from_api(error)
+                if ring is not None:
+                    ring.answered(index, 401 if isinstance(mapped, ProviderAuthError) else mapped.status,
+                                  mapped.retry_after)
+                raise mapped from None
             except httpx2.TransportError as error:
                 raise map_transport_error(error, provider=PROVIDER) from None
             finally:

@@ -28,7 +28,7 @@ import openai
 from openai._models import FinalRequestOptions
 from openai._types import Headers, RequestOptions
 
-from .. import sse
+from .. import keys, sse
 from ..adapter import ChunkStream, open_with_retries
 from ..errors import GatewayError, ProviderNotConfiguredError, UpstreamError
 from ..upstream_http import response_body, sdk_http_client
@@ -207,7 +207,8 @@ class OpenAIStreamAdapter:
     _request_type: type[_WireRequest] = _OpenAIRequest
 
     def __init__(self, settings: Settings, *, http_client: httpx2.AsyncClient | None = None) -> None:
-        api_key, base_url = self._key_and_base_url(settings)
+        keys_value, base_url = self._key_and_base_url(settings)
+        api_key = keys.first_key(keys_value)
         self.configured = api_key is not None
         self.default_model, self.models = self._default_and_models(settings)
         self._max_retries = settings.upstream_max_retries
@@ -218,6 +219,7 @@ class OpenAIStreamAdapter:
             max_retries=0,  # ours: `open_with_retries`, the same policy for every provider
             http_client=http_client or sdk_http_client(settings),
         )
+        keys.attach(self._client, self.name, keys_value, settings.redis_url)
         self._chat = OpenAIRequest(
             self._client, FinalRequestOptions.construct(method="post", url="/chat/completions", content=b"")
         )

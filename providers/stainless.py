@@ -15,9 +15,11 @@ from typing import Any
 
 import httpx2
 
+from .. import keys
 from ..errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
 from ..sdk_internals import require_internals
 from ..sse import LineTooLongError
+from ..upstream_http import on_close
 
 
 class PreparedRequest:
@@ -33,7 +35,7 @@ class PreparedRequest:
     ones it calls (`internals`), checked when it is built; the tests run the real SDKs.
     """
 
-    __slots__ = ("_client", "_url", "headers", "_extensions")
+    __slots__ = ("_client", "_url", "_headers", "_extensions", "_keys", "_key_headers")
 
     #: The distribution name of the SDK, and the client internals `_send` calls.
     sdk = ""
@@ -45,16 +47,36 @@ class PreparedRequest:
         template: httpx2.Request = client._build_request(options)
         self._client = client
         self._url = template.url
-        #: The headers every call sends (an adapter may filter them once, at start-up).
+        #: With several keys for the provider (`keys.attach` on `client`), each call goes
+        #: out with one of them (`keys.KeyRing.choose`) in place of the client's own.
+        self._keys = keys.ring_of(client)
+        self._key_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.headers = [(name, value) for name, value in template.headers.raw if name.lower() != b"content-length"]
         self._extensions = template.extensions
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers every call sends (an adapter may filter them once, at start-up);
+        with several keys, without the key's header (added per call)."""
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if self._keys is None:
+            self._headers = headers
+        else:  # the key's header as the SDK built it, or as an adapter put it back
+            self._headers, key_headers = keys.key_headers(self._keys, headers)
+            self._key_headers = key_headers or self._key_headers
 
     async def send(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> httpx2.Response:
         """Send `body` (plus `headers`); the response once its status is a `2xx`, its body
         unread. Any other status (a redirect too: it is never followed) raises the SDK's
         status error; a failure to connect or read, `httpx2.RequestError`."""
+        ring = self._keys
+        if ring is not None and self._key_headers:
+            return await self._send_with_key(ring, body, headers)
         request = httpx2.Request(
-            "POST", self._url, headers=[*self.headers, *headers], content=body, extensions=dict(self._extensions)
+            "POST", self._url, headers=[*self._headers, *headers], content=body, extensions=dict(self._extensions)
         )
         response = await self._send(request)
         if 200 <= response.status_code < 300:
@@ -63,6 +85,34 @@ class PreparedRequest:
             await response.aread()
         finally:
             await response.aclose()
+        raise self._client._make_status_error_from_response(response)
+
+    async def _send_with_key(self, ring: keys.KeyRing, body: bytes,
+                             headers: Iterable[tuple[bytes, bytes]]) -> httpx2.Response:
+        """`send` with the key `ring` chooses, held until the response is let go; a `429`,
+        `401` or `403` answer sets that key to rest and, while another key is usable,
+        the request goes out again with it (not a retry: the key failed, not the request)."""
+        for _ in ring.keys:  # a key refused (and now resting) is replaced by another at once
+            index = ring.choose()
+            request = httpx2.Request("POST", self._url, headers=[*self._headers, self._key_headers[index], *headers],
+                                     content=body, extensions=dict(self._extensions))
+            try:
+                response = await self._send(request)
+            except BaseException:
+                ring.release(index)
+                raise
+            status = response.status_code
+            if 200 <= status < 300:
+                on_close(response, lambda index=index: ring.release(index))  # type: ignore[misc]
+                return response
+            ring.release(index)
+            again = ring.answered(index, status, response.headers.get("retry-after"))
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            if not again:
+                break
         raise self._client._make_status_error_from_response(response)
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:

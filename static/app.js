@@ -358,11 +358,12 @@ function send(content) {
   const history = turns.filter((turn) => turn.reply.content)
     .flatMap((turn) => [{ role: "user", content: turn.user }, { role: "assistant", content: turn.reply.content }]);
   const request = {
-    provider,
+    ...(provider === ROUTES ? {} : { provider }),
     messages: [...(system ? [{ role: "system", content: system }] : []), ...history, { role: "user", content }],
     resumable: true,
   };
   if (model) request.model = model;
+  else if (provider === ROUTES) request.model = ui.model.placeholder;
   if (ui.temperature.value !== "") request.temperature = Number(ui.temperature.value);
   if (ui.effort.value) request.reasoning_effort = ui.effort.value;
   if (ui.showReasoning.checked) request.include_reasoning = true;
@@ -544,6 +545,9 @@ async function copyText(text) {
 
 // --- pickers, from the health endpoint ---
 
+/** The provider choice whose models are the config file's routes (not a provider name). */
+const ROUTES = "routes";
+
 async function loadProviders() {
   const response = await fetch("api/v1/chat/stream/health", { headers: headers() });
   if (response.status === 401) {
@@ -554,7 +558,12 @@ async function loadProviders() {
     addReply("streamgate").fail(await errorOf(response), response.status);
     return;
   }
-  providers = (await response.json()).providers;
+  const health = await response.json();
+  providers = health.providers;
+  // The config file's routes, offered as the models of one more choice: a request to a
+  // route names it as `model` and leaves `provider` out.
+  const routes = Object.keys(health.routes || {});
+  if (routes.length) providers[ROUTES] = { configured: true, default_model: routes[0], models: routes };
   const saved = localStorage.getItem("provider");
   ui.provider.replaceChildren();
   for (const [name, info] of Object.entries(providers)) {

@@ -634,3 +634,17 @@ def test_a_dropped_connection_resumes_from_the_last_frame_shown(page, base_url: 
     states = page.evaluate("window.states")
     assert all(later.startswith(earlier) for earlier, later in zip(states, states[1:]))
     assert int(resumed.value.headers["last-event-id"]) >= 1
+
+
+def test_routes_are_offered_as_models(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "streamgate.toml"
+    config.write_text('[routes.demo]\ntargets = ["echo/echo"]\n')
+    with serve(create_app(settings(echo_delay_ms=0, streamgate_config=str(config)))) as url, \
+            opened(browser, url) as page:
+        page.wait_for_selector("#provider option[value=routes]", state="attached")
+        page.select_option("#provider", "routes")
+        assert page.get_attribute("#model", "placeholder") == "demo"
+        page.fill("#prompt", "through a route")
+        page.press("#prompt", "Enter")
+        reply = last_reply(page, "done")
+        assert text_of(reply, ".text") == "through a route"
