@@ -53,6 +53,7 @@ from ..chat_types import (
     json_encoder,
 )
 from ..errors import GatewayError, ProviderNotConfiguredError, UpstreamError
+from ..providers import openai_responses
 from ..providers.stainless import OpenAIRequest, PreparedRequest, map_sdk_error, map_transport_error
 from ..settings import Settings
 from ..upstream_http import response_body, sdk_http_client
@@ -289,6 +290,8 @@ class OpenAIStreamAdapter:
         model = request.model or self.default_model
         self.check_model(model)
         self._require_key()
+        if self.uses_responses_api(request, model):
+            return await openai_responses.stream_chat(self, request, model)
         body = json_encoder.encode(self._request_type(
             model, request.messages, True, _STREAM_OPTIONS, request.temperature, request.max_tokens,
             self.reasoning_effort(request, model), request.stop, request.response_format, request.tools,

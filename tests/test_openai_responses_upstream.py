@@ -16,16 +16,31 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx2
+import openai
+import pydantic
 import pytest
-from streamgate.chat_types import Chunk, FinishReason, RawEvent, StreamChunk, Usage
+from openai.types.responses import ResponseInputItemParam, ToolParam
+from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
+from streamgate.chat_types import (
+    Chunk,
+    FinishReason,
+    RawEvent,
+    SignatureChunk,
+    StreamChunk,
+    Usage,
+    chat_request_decoder,
+)
 from streamgate.errors import GatewayError, ProviderNotConfiguredError, UpstreamError
 from streamgate.providers.openai_responses import open_responses_passthrough
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.providers.stainless import MAX_ERROR_BODY_BYTES
-from support import settings
+from support import Answer, settings
+from wire_openai import chunk, completion, sse_body, usage_chunk
 from wire_openai_responses import (
     ENCRYPTED,
     MODEL,
+    REASONING_ID,
     RESPONSE_ID,
     ResponseScript,
     ResponsesUpstream,
@@ -36,6 +51,7 @@ from wire_openai_responses import (
     sdk_response,
     usage,
 )
+from wire_upstreams import ProviderUpstream, providers_gateway
 
 UPSTREAM_KEY = "sk-upstream-0123"
 THOUGHTS = [["Light meets ", "air molecules; "], ["**Answering** ", "λ⁻⁴ 🎓."]]
@@ -269,3 +285,168 @@ async def test_without_a_key_nothing_is_sent(upstream: ResponsesUpstream) -> Non
         await open_responses_passthrough(adapter, CLIENT_BODY, [], stream=True)
     await adapter.aclose()
     assert upstream.received == []
+
+
+# --- reasoning for the native and Chat Completions endpoints ---------------------------------
+
+SDK_BODY = pydantic.TypeAdapter(ResponseCreateParamsStreaming)
+SDK_INPUT = pydantic.TypeAdapter(list[ResponseInputItemParam])  # `Iterable`s in SDK_BODY are checked lazily
+SDK_TOOLS = pydantic.TypeAdapter(list[ToolParam])
+
+QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris? 🌦"}]
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather now.",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+SIGNED = f"{REASONING_ID}:{ENCRYPTED}"  # how the adapter signs OpenAI's reasoning item
+
+
+def sdk_checked(sent: dict[str, Any]) -> dict[str, Any]:
+    """`sent`, after the SDK's request types accepted it (input items and tools included)."""
+    SDK_BODY.validate_python(sent)
+    SDK_INPUT.validate_python(sent["input"])
+    SDK_TOOLS.validate_python(sent.get("tools", []))
+    return sent
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[tuple[str, ProviderUpstream]]:
+    with providers_gateway() as running:
+        yield running
+
+
+def native(url: str, **fields: Any) -> Answer:
+    return Answer(httpx2.post(f"{url}/api/v1/chat/stream", timeout=10,
+                              json={"provider": "openai", "model": "gpt-5.5", "messages": QUESTION, **fields}))
+
+
+def frames(answer: Answer) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.event, json.loads(e.data)) for e in answer.events if e.data != "[DONE]"]
+
+
+WHO = {"model": "gpt-5.5", "provider": "openai"}
+
+
+def test_native_reasoning_streams_from_the_responses_api(gateway: tuple[str, ProviderUpstream]) -> None:
+    url, upstream = gateway
+    upstream.script(reasoning_answer())
+    answer = native(url, include_reasoning=True, reasoning_effort="high", max_tokens=4000)
+    assert answer.status == 200 and answer.raw.endswith(b"data: [DONE]\n\n")
+    usage = {"prompt_tokens": 14, "completion_tokens": 160, "total_tokens": 174, "reasoning_tokens": 128,
+             "cached_tokens": 6}
+    assert frames(answer) == [
+        *(("reasoning", {"reasoning": piece, **WHO}) for piece in THOUGHTS[0]),
+        ("reasoning", {"reasoning": "\n\n", **WHO}),  # the summary's second part
+        *(("reasoning", {"reasoning": piece, **WHO}) for piece in THOUGHTS[1]),
+        *(("message", {"content": piece, "finish_reason": None, **WHO, "usage": None}) for piece in TEXT),
+        ("message", {"content": "", "finish_reason": "stop", **WHO, "usage": usage})]
+    [sent] = upstream.seen
+    assert sent.path == "/v1/responses"
+    assert sdk_checked(sent.json) == {
+        "model": "gpt-5.5", "stream": True, "store": False, "include": ["reasoning.encrypted_content"],
+        "reasoning": {"summary": "auto", "effort": "high"}, "max_output_tokens": 4000,
+        "input": [{"type": "message", "role": "developer", "content": "Be brief."},
+                  {"type": "message", "role": "user", "content": "Weather in Paris? 🌦"}]}
+
+
+def test_native_reasoning_with_a_tool_call(gateway: tuple[str, ProviderUpstream]) -> None:
+    url, upstream = gateway
+    upstream.script(tool_answer())
+    answer = native(url, include_reasoning=True, tools=[WEATHER], tool_choice="required")
+    assert frames(answer) == [
+        ("reasoning", {"reasoning": "Need the weather.", **WHO}),
+        ("tool_call", {"index": 0, "id": "call_Wx9", "name": "get_weather", "arguments": ""}),
+        ("tool_call", {"index": 0, "arguments": '{"city":'}), ("tool_call", {"index": 0, "arguments": ' "Paris"}'}),
+        ("message", {"content": "", "finish_reason": "tool_calls", **WHO,
+                     "usage": {"prompt_tokens": 14, "completion_tokens": 160, "total_tokens": 174,
+                               "reasoning_tokens": 128}})]
+    sent = sdk_checked(upstream.seen[0].json)
+    assert "effort" not in sent["reasoning"]  # not asked: the model's own default
+    assert (sent["tools"], sent["tool_choice"]) == ([
+        {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"],  # type: ignore[index]
+         "strict": False, "description": "The weather now."}], "required")
+
+
+@pytest.mark.anyio
+async def test_the_reasoning_signature_goes_back_as_the_reasoning_item(gateway: tuple[str, ProviderUpstream]) -> None:
+    """The adapter signs each finished reasoning item with its id and encrypted content; a
+    turn sending that `ThinkingPart` back (here through the native body's `thinking`) gives
+    OpenAI the reasoning item again; unsigned thinking and another provider's is dropped."""
+    url, upstream = gateway
+    upstream.script(tool_answer())
+    adapter = OpenAIStreamAdapter(settings(openai_api_key=UPSTREAM_KEY, openai_base_url=upstream.loopback.url,
+                                           upstream_max_retries=0))
+    request = chat_request_decoder.decode(json.dumps(
+        {"provider": "openai", "model": "o4-mini", "messages": QUESTION, "include_reasoning": True}))
+    stream = await adapter.stream_chat(request)
+    chunks = [chunk async for chunk in stream]
+    await stream.aclose()
+    await adapter.aclose()
+    assert [c for c in chunks if type(c) is SignatureChunk] == [SignatureChunk(signature=SIGNED)]
+    assert chunks.index(SignatureChunk(signature=SIGNED)) == 1  # after the item's reasoning, before the call
+
+    upstream.script(ResponseScript().message(["Sunny."]).body())
+    call = {"id": "call_Wx9", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    thinking = [{"text": "Need the weather.", "signature": SIGNED}, {"text": "unsigned"},
+                {"text": "Claude's", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}]
+    turns = [*QUESTION, {"role": "assistant", "tool_calls": [call], "thinking": thinking},
+             {"role": "tool", "tool_call_id": "call_Wx9", "content": "18°C, sunny"}]
+    answer = native(url, messages=turns, include_reasoning=True, tools=[WEATHER])
+    assert answer.text == "Sunny."
+    assert sdk_checked(upstream.seen[0].json)["input"][2:] == [
+        {"type": "reasoning", "id": REASONING_ID, "summary": [{"type": "summary_text", "text": "Need the weather."}],
+         "encrypted_content": ENCRYPTED},
+        {"type": "function_call", "call_id": "call_Wx9", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+        {"type": "function_call_output", "call_id": "call_Wx9", "output": "18°C, sunny"}]
+
+
+def test_v1_chat_completions_streams_reasoning_content_from_the_responses_api(
+        gateway: tuple[str, ProviderUpstream]) -> None:
+    """`/v1` asks for reasoning text by default: the official SDK gets OpenAI's summary as
+    `delta.reasoning_content`, and the counts."""
+    url, upstream = gateway
+    upstream.script(reasoning_answer())
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="sk-gateway", max_retries=0) as client:
+        chunks = list(client.chat.completions.create(model="gpt-5.5", messages=QUESTION,  # type: ignore[arg-type]
+                                                     stream=True, stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    reasoning = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+    assert reasoning == "\n\n".join("".join(part) for part in THOUGHTS)
+    assert "".join(d.content or "" for d in deltas) == "".join(TEXT)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    assert (usage.prompt_tokens, usage.completion_tokens_details.reasoning_tokens) == (14, 128)
+    assert upstream.seen[0].path == "/v1/responses"
+
+
+@pytest.mark.parametrize("fields", [
+    {"model": "gpt-5.5"},  # reasoning not asked for
+    {"model": "gpt-4o", "include_reasoning": True},  # no reasoning model
+    {"model": "gpt-5.5", "include_reasoning": True, "reasoning_effort": "none"},
+    {"model": "gpt-5.5", "include_reasoning": True, "stop": ["END"]},  # the Responses API has no `stop`
+], ids=["plain", "gpt-4o", "effort-none", "stop"])
+def test_other_requests_take_chat_completions_as_before(gateway: tuple[str, ProviderUpstream],
+                                                        fields: dict[str, Any]) -> None:
+    url, upstream = gateway
+    upstream.script(completion(TEXT, usage=(9, 12)))
+    assert native(url, **fields).text == "".join(TEXT)
+    assert upstream.seen[0].path == "/v1/chat/completions"
+
+
+def test_cached_tokens_on_the_chat_completions_path(gateway: tuple[str, ProviderUpstream]) -> None:
+    url, upstream = gateway
+    end = usage_chunk(2006, 300)
+    end["usage"]["prompt_tokens_details"]["cached_tokens"] = 1920
+    upstream.script(sse_body([chunk(role="assistant"), chunk("Hi"), chunk(finish_reason="stop"), end]))
+    assert native(url, model="gpt-4o").messages[-1]["usage"] == {
+        "prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306, "cached_tokens": 1920}
+
+
+def test_a_failed_response_ends_the_stream_with_openais_message(gateway: tuple[str, ProviderUpstream]) -> None:
+    url, upstream = gateway
+    script = ResponseScript().reasoning([["Thinking"]])
+    upstream.script(script.body("failed", error={"code": "server_error", "message": "The model crashed."}))
+    answer = native(url, include_reasoning=True)
+    *_, final, error = frames(answer)
+    assert final == ("message", {"content": "", "finish_reason": "error", **WHO, "usage": None})
+    assert error == ("error", {"error": {"type": "upstream_error", "provider": "openai",
+                                         "message": "openai failed mid-stream: The model crashed."}})
