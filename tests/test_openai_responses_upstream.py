@@ -12,6 +12,7 @@ API (`wire_openai_responses`, its bytes proven by the official SDK), through the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -32,10 +33,14 @@ from streamgate.chat_types import (
     chat_request_decoder,
 )
 from streamgate.errors import GatewayError, ProviderNotConfiguredError, UpstreamError
+from streamgate.providers.anthropic_stream import read_chunks
 from streamgate.providers.openai_responses import open_responses_passthrough
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.providers.stainless import MAX_ERROR_BODY_BYTES
 from support import Answer, settings
+from test_anthropic_request import sdk_checked as anthropic_checked
+from wire_anthropic import SIGNATURE as ANTHROPIC_SIGNATURE
+from wire_anthropic import redacted_thinking_block, sdk_message, text_block, thinking_block, whole_stream
 from wire_openai import chunk, completion, sse_body, usage_chunk
 from wire_openai_responses import (
     ENCRYPTED,
@@ -51,7 +56,7 @@ from wire_openai_responses import (
     sdk_response,
     usage,
 )
-from wire_upstreams import ProviderUpstream, providers_gateway
+from wire_upstreams import ProviderUpstream, providers_gateway, text_stream
 
 UPSTREAM_KEY = "sk-upstream-0123"
 THOUGHTS = [["Light meets ", "air molecules; "], ["**Answering** ", "λ⁻⁴ 🎓."]]
@@ -450,3 +455,63 @@ def test_a_failed_response_ends_the_stream_with_openais_message(gateway: tuple[s
     assert final == ("message", {"content": "", "finish_reason": "error", **WHO, "usage": None})
     assert error == ("error", {"error": {"type": "upstream_error", "provider": "openai",
                                          "message": "openai failed mid-stream: The model crashed."}})
+
+
+# --- Anthropic thinking signatures ---------------------------------------------------------------
+
+
+async def anthropic_chunks(reads: list[bytes], include_reasoning: bool) -> list[Chunk]:
+    async def body() -> AsyncIterator[bytes]:
+        for read in reads:
+            yield read
+
+    return [chunk async for chunk in read_chunks(body(), "claude-sonnet-5-5", include_reasoning)]
+
+
+REDACTED_DATA = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIw"  # `wire_anthropic.redacted_thinking_block`
+
+
+def test_anthropic_signatures_and_redacted_thinking_are_signature_chunks() -> None:
+    reads = whole_stream(thinking_block(0, ["Hm, ", "yes."]), redacted_thinking_block(1), text_block(2, ["Hi"]))
+    assert [b.type for b in sdk_message(reads).content] == ["thinking", "redacted_thinking", "text"]
+    chunks = asyncio.run(anthropic_chunks(reads, include_reasoning=True))
+    assert [type(c).__name__ for c in chunks] == [
+        "ReasoningChunk", "ReasoningChunk", "SignatureChunk", "SignatureChunk", "StreamChunk", "StreamChunk"]
+    assert [c for c in chunks if type(c) is SignatureChunk] == [
+        SignatureChunk(signature=ANTHROPIC_SIGNATURE), SignatureChunk(signature="redacted_thinking:" + REDACTED_DATA)]
+    assert not [c for c in asyncio.run(anthropic_chunks(reads, include_reasoning=False)) if type(c) is SignatureChunk]
+
+
+def test_anthropic_thinking_goes_back_as_signed_blocks(gateway: tuple[str, ProviderUpstream]) -> None:
+    """A native request whose assistant turn carries `thinking` reaches Anthropic with the
+    signed thinking blocks first in that turn (unsigned and OpenAI-signed parts dropped), and
+    a model with manual thinking keeps thinking on while it continues the tool call."""
+    url, upstream = gateway
+    upstream.script(text_stream("anthropic", ["Sunny."]))
+    call = {"id": "toolu_01A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    thinking = [{"text": "Need the weather.", "signature": ANTHROPIC_SIGNATURE}, {"text": "unsigned"},
+                {"signature": "redacted_thinking:" + REDACTED_DATA}, {"text": "OpenAI's", "signature": SIGNED}]
+    messages = [{"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": "Checking.", "tool_calls": [call], "thinking": thinking},
+                {"role": "tool", "tool_call_id": "toolu_01A", "content": "18°C"}]
+    answer = Answer(httpx2.post(f"{url}/api/v1/chat/stream", timeout=10, json={
+        "provider": "anthropic", "model": "claude-sonnet-4-5", "messages": messages, "tools": [WEATHER],
+        "reasoning_effort": "high", "include_reasoning": True}))
+    assert answer.text == "Sunny."
+    sent = anthropic_checked(upstream.seen[0].json)
+    assert sent["messages"][1] == {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "Need the weather.", "signature": ANTHROPIC_SIGNATURE},
+        {"type": "redacted_thinking", "data": REDACTED_DATA},
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}}]}
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 12288}
+
+
+def test_an_assistant_turn_with_only_unsigned_thinking_stays_plain(gateway: tuple[str, ProviderUpstream]) -> None:
+    url, upstream = gateway
+    upstream.script(text_stream("anthropic", ["Ok."]))
+    messages = [{"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!", "thinking": [{"text": "unsigned"}]},
+                {"role": "user", "content": "Bye"}]
+    Answer(httpx2.post(f"{url}/api/v1/chat/stream", timeout=10, json={"provider": "anthropic", "messages": messages}))
+    assert upstream.seen[0].json["messages"][1] == {"role": "assistant", "content": "Hello!"}
