@@ -157,8 +157,7 @@ class _Typed(msgspec.Struct):
 
 
 _response_decoder = msgspec.json.Decoder(_Response)
-_terminal_decoder = msgspec.json.Decoder(_Event)
-_event_decoder = _terminal_decoder
+_event_decoder = msgspec.json.Decoder(_Event)
 _delta_decoder = msgspec.json.Decoder(_Delta)
 _type_decoder = msgspec.json.Decoder(_Typed)
 
@@ -293,8 +292,8 @@ def _terminal(data: str) -> _Response | None:
     """The response of a terminal event; `None` if it cannot be read (the passthrough
     passes what came; only our usage figures are lost)."""
     try:
-        return _terminal_decoder.decode(data).response
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _event_decoder.decode(data).response
+    except msgspec.DecodeError:  # a `ValidationError` too
         return None
 
 
@@ -303,7 +302,7 @@ def _decoded_response(body: bytes) -> _Response | None:
     with no status); `None` if the body is not one."""
     try:
         return _response_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except msgspec.DecodeError:  # a `ValidationError` too
         return None
 
 

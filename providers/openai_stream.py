@@ -333,7 +333,7 @@ class OpenAIStreamAdapter:
                 return await prepared.send(body, sent, method=method, url=url)
             except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
                 mapped = self._gateway_error(error)
-                if keep_error_body and isinstance(error, openai.APIStatusError):
+                if keep_error_body and isinstance(error, openai.APIStatusError) and error.status_code >= 400:
                     mapped.upstream_body = error.response.content
                 raise mapped from None
 
