@@ -399,6 +399,7 @@ class _Request(msgspec.Struct, omit_defaults=True):
     reasoning: _Reasoning
     max_output_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
     text: _TextConfig | None = None
     tools: list[_FunctionTool] | None = None
     tool_choice: Literal["auto", "none", "required"] | _NamedFunction | None = None
@@ -410,7 +411,7 @@ def responses_request(request: ChatRequest, model: str, effort: ReasoningEffort 
     has no Responses form: such a request never comes here, see `uses_responses_api`.)"""
     wire = _Request(model=model, input=input_items(request.messages), stream=True, store=False,
                     include=ENCRYPTED_REASONING, reasoning=_Reasoning(summary="auto", effort=effort),
-                    max_output_tokens=request.max_tokens, temperature=request.temperature)
+                    max_output_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p)
     if request.response_format is not None:
         wire.text = _TextConfig(_text_format(request.response_format))
     if request.tools:
