@@ -6,7 +6,8 @@ newest releases those bounds allow.
 
 Why each is used (the public API has no equivalent that keeps the hot path thin):
 - openai / anthropic (Stainless SDKs): `_build_request` + `_prepare_request` build a
-  request once per model as a template, `_client` sends it (providers/stainless.py);
+  request once per model as a template, `_client` sends it, `_prepare_url` gives another
+  path's URL under the base URL, as the SDK joins them (providers/stainless.py);
   `_models.FinalRequestOptions` is the options type those take.
 - google-genai: `BaseApiClient._build_request` builds the URL and headers
   (providers/gemini_stream.py).
@@ -25,9 +26,11 @@ from importlib import metadata
 PRIVATE_MEMBERS: tuple[tuple[str, str, str], ...] = (
     ("openai", "openai", "AsyncOpenAI._build_request"),
     ("openai", "openai", "AsyncOpenAI._prepare_request"),
+    ("openai", "openai", "AsyncOpenAI._prepare_url"),
     ("openai", "openai._models", "FinalRequestOptions"),
     ("anthropic", "anthropic", "AsyncAnthropic._build_request"),
     ("anthropic", "anthropic", "AsyncAnthropic._prepare_request"),
+    ("anthropic", "anthropic", "AsyncAnthropic._prepare_url"),
     ("anthropic", "anthropic._models", "FinalRequestOptions"),
     ("google-genai", "google.genai._api_client", "BaseApiClient._build_request"),
     ("aiohttp", "aiohttp", "TCPConnector._get"),

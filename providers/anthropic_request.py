@@ -7,6 +7,13 @@ parts, tool calls or tool results gets its turns rebuilt as content blocks.
 
 What this provider cannot do is refused here, before any upstream call, as a `422`
 naming the field (`InvalidRequestError`).
+
+An assistant turn's `thinking` goes back first in its turn, as the API requires: a
+`ThinkingPart` with a signature as a `thinking` block, a redacted one (`redacted`, or a
+signature marked `REDACTED_SIGNATURE`, as `anthropic_stream` emits it) as a
+`redacted_thinking` block. A part without a signature, or with another provider's (one
+with a `:`, which Anthropic's base64 signatures never hold), is dropped: the API refuses
+thinking it did not sign.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from ..chat_types import (
     NamedToolChoice,
     ResponseFormat,
     TextPart,
+    ThinkingPart,
     Tool,
     ToolChoice,
 )
@@ -45,6 +53,10 @@ THINKING_BUDGETS = {"minimal": 1024, "low": 4096, "medium": 8192, "high": 12288}
 
 #: `reasoning_effort` → `output_config.effort` for models with adaptive thinking.
 EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+#: How a `redacted_thinking` block's `data` travels as a signature (`SignatureChunk`,
+#: `ThinkingPart.signature`).
+REDACTED_SIGNATURE = "redacted_thinking:"
 
 
 # --- the body ---------------------------------------------------------------------------
@@ -78,7 +90,16 @@ class ToolResultBlock(msgspec.Struct, tag="tool_result", tag_field="type"):
     content: str | list[TextBlock | ImageBlock]
 
 
-Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
+class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type"):
+    data: str
+
+
+Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
 
 
 class WireMessage(msgspec.Struct):
@@ -134,7 +155,8 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
         turns: list[ChatMessage] | list[WireMessage] = [m for m in messages if m.role != "system"]
         for message in turns:  # a plain request's messages go as they are: `{"role", "content"}`
             if (type(message.content) is not str or message.role == "tool"  # type: ignore[union-attr]
-                    or message.tool_calls is not None or message.tool_call_id is not None):  # type: ignore[union-attr]
+                    or message.tool_calls is not None or message.tool_call_id is not None  # type: ignore[union-attr]
+                    or message.thinking):  # type: ignore[union-attr]
                 turns = wire_turns(messages)
                 break
         wire = cls(model, request.max_tokens or DEFAULT_MAX_TOKENS, turns, True, system)
@@ -196,15 +218,33 @@ def wire_turns(messages: list[ChatMessage]) -> list[WireMessage]:
 
 
 def assistant_content(message: ChatMessage, index: int) -> str | list[Block]:
-    """Text as a string; with tool calls, a text block (if any) then `tool_use` blocks."""
+    """Text as a string; with signed thinking or tool calls, the thinking blocks, a text
+    block (if any), then `tool_use` blocks."""
     text = message.text
-    if not message.tool_calls:
+    blocks: list[Block] = thinking_blocks(message.thinking) if message.thinking else []
+    if not message.tool_calls and not blocks:
         return text
-    blocks: list[Block] = [TextBlock(text)] if text else []
-    for number, call in enumerate(message.tool_calls):
+    if text:
+        blocks.append(TextBlock(text))
+    for number, call in enumerate(message.tool_calls or ()):
         path = f"$.messages[{index}].tool_calls[{number}].function.arguments"
         arguments = tool_arguments(call.function.arguments, path)
         blocks.append(ToolUseBlock(call.id, call.function.name, arguments))
+    return blocks
+
+
+def thinking_blocks(parts: list[ThinkingPart]) -> list[Block]:
+    """The parts Anthropic signed, as the blocks it sent them in (see the module's docstring)."""
+    blocks: list[Block] = []
+    for part in parts:
+        signature = part.signature or ""
+        if part.redacted:
+            if part.text:
+                blocks.append(RedactedThinkingBlock(part.text))
+        elif signature.startswith(REDACTED_SIGNATURE):
+            blocks.append(RedactedThinkingBlock(signature[len(REDACTED_SIGNATURE):]))
+        elif signature and ":" not in signature:
+            blocks.append(ThinkingBlock(part.text, signature))
     return blocks
 
 
@@ -419,7 +459,9 @@ def thinking_of(request: ChatRequest, model: str, max_tokens: int) -> tuple[Thin
 
 
 def continues_tool_use(messages: list[ChatMessage]) -> bool:
+    """Whether the last assistant turn called tools without its signed thinking sent back
+    (with it, manual thinking can stay on: the API gets the blocks it wants)."""
     for message in reversed(messages):
         if message.role == "assistant":
-            return bool(message.tool_calls)
+            return bool(message.tool_calls) and not thinking_blocks(message.thinking or [])
     return False

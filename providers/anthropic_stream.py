@@ -27,6 +27,12 @@ Wire details the contract leaves open:
 - A `tool_use` block that streams no arguments is a call with arguments `{}`.
 - A mid-stream `event: error` (e.g. `overloaded_error`) ends the stream with an
   `upstream_error` carrying Anthropic's message.
+- With `include_reasoning`, a thinking block's `signature_delta` is a `SignatureChunk`
+  (after the block's reasoning), and a `redacted_thinking` block a `SignatureChunk` of
+  its `data` marked `anthropic_request.REDACTED_SIGNATURE`: dialects keep it as they keep
+  any signature, and a `ThinkingPart` sent back with it is that redacted block again.
+  Without `include_reasoning` neither goes out (a signature without its thinking text
+  could not be sent back).
 """
 
 from __future__ import annotations
@@ -40,21 +46,22 @@ from anthropic._models import FinalRequestOptions
 
 from .. import keys, sse
 from ..adapter import ChunkStream, open_with_retries
-from ..errors import ProviderNotConfiguredError, UpstreamError
-from ..upstream_http import response_body, sdk_http_client
-from ..settings import Settings
-from ..providers.stainless import AnthropicRequest, map_sdk_error, map_transport_error
 from ..chat_types import (
     ChatRequest,
     Chunk,
     FinishReason,
     ReasoningChunk,
+    SignatureChunk,
     StreamChunk,
     ToolCallChunk,
     Usage,
     json_encoder,
 )
-from ..providers.anthropic_request import PROVIDER, WireRequest
+from ..errors import ProviderNotConfiguredError, UpstreamError
+from ..providers.anthropic_request import PROVIDER, REDACTED_SIGNATURE, WireRequest
+from ..providers.stainless import AnthropicRequest, map_sdk_error, map_transport_error
+from ..settings import Settings
+from ..upstream_http import response_body, sdk_http_client
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 PUBLIC_BASE_URL = "https://api.anthropic.com"
@@ -127,6 +134,7 @@ class Delta(msgspec.Struct):
     type: str
     text: str = ""  # text_delta
     thinking: str = ""  # thinking_delta
+    signature: str = ""  # signature_delta
     partial_json: str = ""  # input_json_delta
 
 
@@ -139,6 +147,7 @@ class ContentBlock(msgspec.Struct):
     type: str
     id: str = ""  # tool_use
     name: str = ""  # tool_use
+    data: str = ""  # redacted_thinking
 
 
 class ContentBlockStart(msgspec.Struct):
@@ -256,7 +265,8 @@ async def read_chunks(
     Text deltas are content; thinking deltas are reasoning (when asked for); a `tool_use`
     block is a call, numbered 0, 1, … in the order the calls begin (not by block index,
     which counts text and thinking blocks too), its `input_json_delta` fragments the
-    arguments. Signatures, redacted thinking and citations are dropped.
+    arguments. Signatures and redacted thinking are `SignatureChunk`s (when reasoning is
+    asked for); citations are dropped.
     """
     decoder = sse.Decoder()
     usage = TokenCounts()
@@ -285,6 +295,9 @@ async def read_chunks(
                     elif kind == "thinking_delta":
                         if include_reasoning and delta.thinking:
                             yield ReasoningChunk(delta.thinking, model, PROVIDER)
+                    elif kind == "signature_delta":
+                        if include_reasoning and delta.signature:
+                            yield SignatureChunk(signature=delta.signature)
                 elif name == "content_block_start":
                     start = _block_start_decoder.decode(event.data)
                     block = start.content_block
@@ -292,6 +305,8 @@ async def read_chunks(
                         calls[start.index] = len(calls)
                         no_arguments.add(start.index)
                         yield ToolCallChunk(calls[start.index], block.id, block.name, "")
+                    elif block.type == "redacted_thinking" and include_reasoning and block.data:
+                        yield SignatureChunk(signature=REDACTED_SIGNATURE + block.data)
                 elif name == "content_block_stop":
                     if no_arguments:
                         index = _block_stop_decoder.decode(event.data).index
@@ -334,4 +349,5 @@ def stream_error(data: str) -> UpstreamError:
         detail = _error_decoder.decode(data).error
     except msgspec.DecodeError:
         return UpstreamError("anthropic reported an error mid-stream", provider=PROVIDER)
-    return UpstreamError(f"anthropic failed mid-stream: {detail.message or detail.type} ({detail.type})", provider=PROVIDER)
+    return UpstreamError(f"anthropic failed mid-stream: {detail.message or detail.type} ({detail.type})",
+                         provider=PROVIDER)

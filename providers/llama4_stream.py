@@ -41,6 +41,7 @@ class Llama4StreamAdapter(OpenAIStreamAdapter):
     name = "llama4"
     key_env = "TOGETHER_API_KEY"
     _request_type = _WireRequest
+    has_responses_api = False  # Together serves Chat Completions only
 
     @staticmethod
     def _key_and_base_url(settings: Settings) -> tuple[str | None, str]:

@@ -13,14 +13,21 @@ The request's OpenAI-shaped fields (content parts, `tools`, `tool_choice`, assis
 differs per model: the length limit goes as `max_completion_tokens` (reasoning models refuse
 `max_tokens`), and `reasoning_effort` only to a model that reasons. In the stream,
 `delta.tool_calls` become `ToolCallChunk`s and a `reasoning` / `reasoning_content` delta
-(OpenAI-compatible servers; OpenAI sends none on Chat Completions) a `ReasoningChunk`.
+(OpenAI-compatible servers; OpenAI sends none on Chat Completions) a `ReasoningChunk`;
+`prompt_tokens_details.cached_tokens` the usage's `cached_tokens`.
+
+OpenAI streams reasoning text only on its Responses API: a request with
+`include_reasoning` to a reasoning model goes there instead (`uses_responses_api`;
+`providers/openai_responses.py` translates both ways). Every other request takes the
+Chat Completions path above, unchanged. `open_responses` is the Responses API's raw
+door, shared with the `/v1/responses` passthrough.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 
 import httpx2
 import msgspec
@@ -30,14 +37,10 @@ from openai._types import Headers, RequestOptions
 
 from .. import keys, sse
 from ..adapter import ChunkStream, open_with_retries
-from ..errors import GatewayError, ProviderNotConfiguredError, UpstreamError
-from ..upstream_http import response_body, sdk_http_client
-from ..settings import Settings
-from ..providers.stainless import OpenAIRequest, map_sdk_error, map_transport_error
 from ..chat_types import (
-    Chunk,
     ChatMessage,
     ChatRequest,
+    Chunk,
     FinishReason,
     ReasoningChunk,
     ReasoningEffort,
@@ -49,6 +52,11 @@ from ..chat_types import (
     Usage,
     json_encoder,
 )
+from ..errors import GatewayError, ProviderNotConfiguredError, UpstreamError
+from ..providers import openai_responses
+from ..providers.stainless import OpenAIRequest, PreparedRequest, map_sdk_error, map_transport_error
+from ..settings import Settings
+from ..upstream_http import response_body, sdk_http_client
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_DEFAULT_MODEL = "gpt-4o"
@@ -154,11 +162,16 @@ class _CompletionTokensDetails(msgspec.Struct):
     reasoning_tokens: int | None = None
 
 
+class _PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
 class _WireUsage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int | None = None
     completion_tokens_details: _CompletionTokensDetails | None = None
+    prompt_tokens_details: _PromptTokensDetails | None = None
 
 
 class _WireError(msgspec.Struct):
@@ -205,6 +218,8 @@ class OpenAIStreamAdapter:
     key_env = "OPENAI_API_KEY"
     #: The body type: how this upstream takes the length limit.
     _request_type: type[_WireRequest] = _OpenAIRequest
+    #: Whether the upstream serves the Responses API (OpenAI does; Together does not).
+    has_responses_api = True
 
     def __init__(self, settings: Settings, *, http_client: httpx2.AsyncClient | None = None) -> None:
         keys_value, base_url = self._key_and_base_url(settings)
@@ -224,6 +239,10 @@ class OpenAIStreamAdapter:
             self._client, FinalRequestOptions.construct(method="post", url="/chat/completions", content=b"")
         )
         self._chat.headers = self._upstream_headers(self._chat.headers, api_key or _NO_KEY)
+        self._responses = OpenAIRequest(
+            self._client, FinalRequestOptions.construct(method="post", url="/responses", content=b"")
+        )
+        self._responses.headers = self._upstream_headers(self._responses.headers, api_key or _NO_KEY)
         self._list_options: RequestOptions = {"headers": self._list_headers(api_key or _NO_KEY)}
 
     @staticmethod
@@ -260,26 +279,67 @@ class OpenAIStreamAdapter:
             effort = THINKING_EFFORT
         return effort if REASONING_MODEL.match(model) else None
 
+    def uses_responses_api(self, request: ChatRequest, model: str) -> bool:
+        """Whether `request` goes to the upstream's Responses API: it asks for reasoning
+        text (`include_reasoning`), which OpenAI streams only there, from a model that
+        reasons (`REASONING_MODEL`) and is not told not to (`reasoning_effort: none`), and
+        asks nothing the Responses API lacks (`stop`: that request goes to Chat Completions
+        as before, and the upstream decides)."""
+        return (request.include_reasoning and self.has_responses_api and request.reasoning_effort != "none"
+                and request.stop is None and REASONING_MODEL.match(model) is not None)
+
     async def stream_chat(self, request: ChatRequest) -> ChunkStream:
         model = request.model or self.default_model
         self.check_model(model)
-        if not self.configured:
-            raise ProviderNotConfiguredError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
+        self._require_key()
+        if self.uses_responses_api(request, model):
+            return await openai_responses.stream_chat(self, request, model)
         body = json_encoder.encode(self._request_type(
             model, request.messages, True, _STREAM_OPTIONS, request.temperature, request.max_tokens,
             self.reasoning_effort(request, model), request.stop, request.response_format, request.tools,
             request.tool_choice, request.top_p,
         ))
-        headers = ((b"x-request-id", uuid.uuid4().hex.encode()),)
+        chunks, release = response_body(await self._send(self._chat, body))
+        return ChunkStream(self._chunks(chunks, model, request.include_reasoning), release)
+
+    async def open_responses(
+        self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (), *, method: str = "POST",
+        path: str = "/responses", keep_error_body: bool = False,
+    ) -> tuple[AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
+        """One call to the upstream's Responses API (`method` on `path` under the base URL,
+        which may carry a query), sent as `_send` sends: the body's bytes as they arrive
+        and how to let the response go. `keep_error_body`: an error status's mapped error
+        carries the upstream's (bounded) body, for a passthrough to answer with."""
+        self._require_key()
+        prepared = self._responses
+        url = None if path == "/responses" else prepared.url_for(path)
+        response = await self._send(prepared, body, headers, method=method, url=url, keep_error_body=keep_error_body)
+        return response_body(response)
+
+    def _require_key(self) -> None:
+        if not self.configured:
+            raise ProviderNotConfiguredError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
+
+    async def _send(
+        self, prepared: PreparedRequest, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (), *,
+        method: str = "POST", url: httpx2.URL | None = None, keep_error_body: bool = False,
+    ) -> httpx2.Response:
+        """`body` through a request the SDK prepared (its auth and headers), plus `headers`
+        and an `X-Request-Id` fresh per call and the same across its retries, under our
+        retry policy (`open_with_retries`): the response once its status is a `2xx`, else
+        the contract's error."""
+        sent = [(b"x-request-id", uuid.uuid4().hex.encode()), *headers]
 
         async def open_once() -> httpx2.Response:
             try:
-                return await self._chat.send(body, headers)
+                return await prepared.send(body, sent, method=method, url=url)
             except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
-                raise self._gateway_error(error) from None
+                mapped = self._gateway_error(error)
+                if keep_error_body and isinstance(error, openai.APIStatusError) and error.status_code >= 400:
+                    mapped.upstream_body = error.response.content
+                raise mapped from None
 
-        body, release = response_body(await open_with_retries(open_once, max_retries=self._max_retries))
-        return ChunkStream(self._chunks(body, model, request.include_reasoning), release)
+        return await open_with_retries(open_once, max_retries=self._max_retries)
 
     async def list_models(self) -> list[str]:
         """`GET /models` through the SDK's own `get` (not `models.list()`: its page type
@@ -403,12 +463,17 @@ class _ToolCalls:
 
 
 def _usage(wire: _WireUsage) -> Usage:
+    """Ours; `reasoning_tokens` and `cached_tokens` only when not zero (OpenAI reports both
+    on every answer)."""
     total = wire.total_tokens
     if total is None:
         total = wire.prompt_tokens + wire.completion_tokens
     details = wire.completion_tokens_details
     reasoning = details.reasoning_tokens if details is not None and details.reasoning_tokens else None
-    return Usage(wire.prompt_tokens, wire.completion_tokens, total, reasoning)
+    prompt_details = wire.prompt_tokens_details
+    cached = prompt_details.cached_tokens if prompt_details is not None and prompt_details.cached_tokens else None
+    return Usage(prompt_tokens=wire.prompt_tokens, completion_tokens=wire.completion_tokens, total_tokens=total,
+                 reasoning_tokens=reasoning, cached_tokens=cached)
 
 
 def _stream_error(error: _WireError | str, provider: str) -> UpstreamError:

@@ -6,6 +6,9 @@ Both SDKs raise the same shapes: `APIStatusError` (`.status_code`, `.response`, 
 The adapters pass their SDK's three classes in, so this module imports neither SDK.
 Bytes read from the raw `httpx2` response after the status was checked fail with
 `httpx2` exceptions instead: `map_transport_error` maps those.
+
+An error status's body is read up to `MAX_ERROR_BODY_BYTES` (after decompression); a
+longer one is never held whole: the call fails as a short `upstream_error`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,26 @@ from ..sdk_internals import require_internals
 from ..sse import LineTooLongError
 from ..upstream_http import on_close
 
+#: The most of an upstream's error body read (bytes, after decompression): enough for any
+#: real error object; past it the call fails as `upstream_error` without the body.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+#: Headers of an error response that describe its body as it came over the wire, not the
+#: decoded bytes kept (`_error_response`).
+_WIRE_BODY_HEADERS = (b"content-encoding", b"content-length", b"transfer-encoding")
+
+
+class ErrorBodyTooLargeError(httpx2.DecodingError):
+    """An error status whose body is longer than `MAX_ERROR_BODY_BYTES`. An `httpx2`
+    exception, so every adapter's `except` of the send catches it; `map_sdk_error` maps it."""
+
+    def __init__(self, status: int, request: httpx2.Request) -> None:
+        super().__init__(f"HTTP {status} with an error body over {MAX_ERROR_BODY_BYTES} bytes", request=request)
+        self.status = status
+
 
 class PreparedRequest:
-    """A `POST` the SDK builds once, at start-up, and sends per call with a new body.
+    """A request the SDK builds once, at start-up, and sends per call with a new body
+    (a `POST` to its URL, or any method to another path: `url_for`).
 
     The SDK's `_build_request` resolves everything that is the same for every call — the
     URL against `base_url`, the auth and default headers (user agent, `x-stainless-*`
@@ -43,7 +63,8 @@ class PreparedRequest:
 
     def __init__(self, client: Any, options: Any) -> None:
         """`options`: the SDK's `FinalRequestOptions` for the call, with any body."""
-        require_internals(self.sdk, client, ("_build_request", "_make_status_error_from_response", *self.internals))
+        require_internals(self.sdk, client, ("_build_request", "_make_status_error_from_response", "_prepare_url",
+                                             *self.internals))
         template: httpx2.Request = client._build_request(options)
         self._client = client
         self._url = template.url
@@ -68,33 +89,38 @@ class PreparedRequest:
             self._headers, key_headers = keys.key_headers(self._keys, headers)
             self._key_headers = key_headers or self._key_headers
 
-    async def send(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> httpx2.Response:
-        """Send `body` (plus `headers`); the response once its status is a `2xx`, its body
-        unread. Any other status (a redirect too: it is never followed) raises the SDK's
-        status error; a failure to connect or read, `httpx2.RequestError`."""
+    def url_for(self, path: str) -> httpx2.URL:
+        """The URL of `path` (with any query) under the client's `base_url`, as the SDK
+        joins them."""
+        return self._client._prepare_url(path)  # type: ignore[no-any-return]
+
+    async def send(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (), *, method: str = "POST",
+                   url: httpx2.URL | None = None) -> httpx2.Response:
+        """Send `body` (plus `headers`) as `method` to `url` (else the prepared URL); the
+        response once its status is a `2xx`, its body unread. Any other status (a redirect
+        too: it is never followed) raises the SDK's status error, its body read up to
+        `MAX_ERROR_BODY_BYTES` (past it `ErrorBodyTooLargeError`); a failure to connect or
+        read, `httpx2.RequestError`."""
         ring = self._keys
         if ring is not None and self._key_headers:
-            return await self._send_with_key(ring, body, headers)
+            return await self._send_with_key(ring, body, headers, method, url or self._url)
         request = httpx2.Request(
-            "POST", self._url, headers=[*self._headers, *headers], content=body, extensions=dict(self._extensions)
+            method, url or self._url, headers=[*self._headers, *headers], content=body,
+            extensions=dict(self._extensions),
         )
         response = await self._send(request)
         if 200 <= response.status_code < 300:
             return response
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        raise self._client._make_status_error_from_response(response)
+        raise self._client._make_status_error_from_response(await _read_error(response))
 
-    async def _send_with_key(self, ring: keys.KeyRing, body: bytes,
-                             headers: Iterable[tuple[bytes, bytes]]) -> httpx2.Response:
+    async def _send_with_key(self, ring: keys.KeyRing, body: bytes, headers: Iterable[tuple[bytes, bytes]],
+                             method: str, url: httpx2.URL) -> httpx2.Response:
         """`send` with the key `ring` chooses, held until the response is let go; a `429`,
         `401` or `403` answer sets that key to rest and, while another key is usable,
         the request goes out again with it (not a retry: the key failed, not the request)."""
         for _ in ring.keys:  # a key refused (and now resting) is replaced by another at once
             index = ring.choose()
-            request = httpx2.Request("POST", self._url, headers=[*self._headers, self._key_headers[index], *headers],
+            request = httpx2.Request(method, url, headers=[*self._headers, self._key_headers[index], *headers],
                                      content=body, extensions=dict(self._extensions))
             try:
                 response = await self._send(request)
@@ -107,16 +133,30 @@ class PreparedRequest:
                 return response
             ring.release(index)
             again = ring.answered(index, status, response.headers.get("retry-after"))
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            response = await _read_error(response)
             if not again:
                 break
         raise self._client._make_status_error_from_response(response)
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         raise NotImplementedError
+
+
+async def _read_error(response: httpx2.Response) -> httpx2.Response:
+    """An error response with its body read (decoded) up to `MAX_ERROR_BODY_BYTES`, as a
+    response the SDK's `_make_status_error_from_response` reads; the upstream's closed."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in response.aiter_bytes():
+            size += len(part)
+            if size > MAX_ERROR_BODY_BYTES:
+                raise ErrorBodyTooLargeError(response.status_code, response.request)
+            parts.append(part)
+    finally:
+        await response.aclose()
+    headers = [(name, value) for name, value in response.headers.raw if name.lower() not in _WIRE_BODY_HEADERS]
+    return httpx2.Response(response.status_code, headers=headers, content=b"".join(parts), request=response.request)
 
 
 class OpenAIRequest(PreparedRequest):
@@ -164,6 +204,8 @@ def map_sdk_error(
     HTTP client refused to send (`LocalProtocolError`) is not. The message is
     the upstream's own `error.message` when it sent one; a key is never put into it.
     """
+    if isinstance(exc, ErrorBodyTooLargeError):
+        return UpstreamError(f"{provider} answered {exc}", provider=provider)
     if isinstance(exc, status_error):
         response: httpx2.Response = exc.response  # type: ignore[attr-defined]
         if response.status_code < 400:  # a redirect (never followed): not the stream asked for

@@ -231,7 +231,7 @@ class LoopbackUpstream:
     def running(self) -> Iterator[LoopbackUpstream]:
         loop = asyncio.new_event_loop()
         server = loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.url = "http://127.0.0.1:%d/v1" % server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
         thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
         try:
@@ -263,8 +263,8 @@ class LoopbackUpstream:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)  # a GET may send none
                 self.requests.append(head + await reader.readexactly(length))
                 await self.behaviour(writer)
         except (ConnectionError, asyncio.IncompleteReadError):
