@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,11 +23,13 @@ from .adapter import Adapter
 from .catalog import Catalog
 from .dialects import DIALECTS
 from .gateway import Gateway
-from .http_guards import BearerAuth, ErrorShapes, OriginGuard, route_path
+from .http_guards import BearerAuth, ErrorShapes, OriginGuard, accepted_hosts, route_path
 from .pipeline import requests_ended_at_exit
 from .providers import build_adapters
 from .resume import Streams, store_for
 from .settings import Settings
+
+log = logging.getLogger("streamgate")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -42,9 +45,22 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "providers": providers})
 
 
+#: The page's policy as HTTP headers: only its own files run, and no other site may frame
+#: it (`frame-ancestors` is ignored in a `<meta>` tag; `X-Frame-Options` for older browsers).
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
 async def chat_page(request: Request) -> FileResponse:
     """`GET /`: the chat page (`static/`: plain HTML, CSS and JS, nothing fetched from outside)."""
-    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+    return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
 class GatewayApp(Starlette):
@@ -96,6 +112,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("accepting %s", accepted_hosts(settings.allowed_hosts, settings.allow_ip_hosts))
         catalog.start()
         await streams.start()
         if not gc.get_freeze_count():  # once per process: what start-up made is kept for good,
@@ -116,10 +133,11 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     ]
     direct_paths = frozenset(route.path for route in routes if isinstance(route, Route) and route.methods == {"POST"})
     senders = {prefix: sender for dialect in DIALECTS for prefix, sender in dialect.ERROR_SENDERS.items()}
-    shared = {"error_shapes": ErrorShapes(senders), "chat_paths": direct_paths}
+    shared = {"error_shapes": ErrorShapes(senders, log_refusals=settings.access_log), "chat_paths": direct_paths}
     middleware = [
-        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, **shared),
-        Middleware(BearerAuth, settings.gateway_api_key, **shared),
+        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, allow_ip_hosts=settings.allow_ip_hosts,
+                   **shared),
+        Middleware(BearerAuth, settings.gateway_api_key, metrics_public=settings.metrics_public, **shared),
     ]
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan,
                      direct=direct_chains(routes, middleware))

@@ -8,6 +8,8 @@ form it takes (`SettingsError`; `server.py` prints it and exits with status 2).
 from __future__ import annotations
 
 import math
+import re
+import socket
 from pathlib import Path
 
 import msgspec
@@ -20,6 +22,17 @@ LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 #: The spellings a boolean variable may take.
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+#: A password in a URL: in its userinfo (`redis://:pw@host`, `https://user:pw@host`) or as a
+#: query parameter (`?password=pw`, `&token=…`).
+_SECRETS_IN_URLS = re.compile(r"(?<=://)([^/@\s:]*):[^/@\s]*(?=@)|(?<=[?&])((?:password|passwd|pass|pwd|token|"
+                              r"secret|api_key|key)=)[^&#\s'\"]*", re.IGNORECASE)
+
+
+def redacted(text: str) -> str:
+    """`text` (a URL, or a message that may hold one) with every password in a URL as `***`."""
+    return _SECRETS_IN_URLS.sub(lambda m: f"{m[1]}:***" if m[1] is not None else f"{m[2]}***", text)
 
 
 class SettingsError(ValueError):
@@ -48,9 +61,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     together_default_model: str | None = None
     gateway_api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
-    #: `Host` values accepted; empty: any. `from_env` fills the loopback names when `HOST`
-    #: is a loopback address and `ALLOWED_HOSTS` is unset.
+    #: `Host` values accepted; empty (and `allow_ip_hosts` off): any. `from_env` fills the
+    #: loopback names when `HOST` is a loopback address and `ALLOWED_HOSTS` is unset, and
+    #: for any other `HOST` `localhost` and this machine's name, IP literals allowed too.
     allowed_hosts: tuple[str, ...] = ()
+    #: Any IP literal is an accepted `Host` as well (a rebinding page is reached by a name).
+    allow_ip_hosts: bool = False
+    max_detached_streams: int = 256
+    metrics_public: bool = False
     max_body_bytes: int = 1_048_576
     upstream_timeout_s: float = 60.0
     upstream_max_retries: int = 2
@@ -105,8 +123,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         origins = config("CORS_ORIGINS", default="")
         host = config("HOST", default="127.0.0.1")
         hosts = config("ALLOWED_HOSTS", default="")
-        allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip()) or (
-            LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ())
+        allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip())
+        allow_ip_hosts = not allowed_hosts and host not in LOOPBACK_ADDRESSES
+        if not allowed_hosts:
+            allowed_hosts = LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ("localhost", socket.gethostname())
         return cls(
             host=host,
             port=int(number("PORT", int, 8000, 0, 65535)),
@@ -125,6 +145,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             gateway_api_key=text("GATEWAY_API_KEY"),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             allowed_hosts=allowed_hosts,
+            allow_ip_hosts=allow_ip_hosts,
+            max_detached_streams=int(number("MAX_DETACHED_STREAMS", int, 256, 0)),
+            metrics_public=flag("METRICS_PUBLIC", False),
             max_body_bytes=int(number("MAX_BODY_BYTES", int, 1_048_576, 1)),
             upstream_timeout_s=number("UPSTREAM_TIMEOUT_S", float, 60.0, 0.001),
             upstream_max_retries=int(number("UPSTREAM_MAX_RETRIES", int, 2, 0)),

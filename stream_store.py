@@ -24,9 +24,9 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from .errors import StreamNotFoundError
+from .settings import redacted
 
 log = logging.getLogger("streamgate")
 
@@ -260,7 +260,7 @@ class RedisReader:
         except StreamLost:
             raise
         except Exception as error:  # noqa: BLE001
-            log.warning("the stream store failed while reading stream %s: %s", self.stream_id, error)
+            log.warning("the stream store failed while reading stream %s: %s", self.stream_id, redacted(str(error)))
             raise StreamLost("the stream store failed; the stream cannot be read to its end") from None
 
 
@@ -341,7 +341,7 @@ class RedisStore:
             try:
                 await pipe.execute()
             except Exception as error:  # noqa: BLE001 - a store failure fails these streams, not the server
-                log.warning("the stream store failed: %s", error)
+                log.warning("the stream store failed: %s", redacted(str(error)))
                 for stream_log in pending:
                     stream_log.failed = error
                     self.settle(stream_log)
@@ -369,7 +369,7 @@ class RedisStore:
             try:
                 await pipe.execute()
             except Exception as error:  # noqa: BLE001
-                log.warning("refreshing the stream leases in Redis failed: %s", error)
+                log.warning("refreshing the stream leases in Redis failed: %s", redacted(str(error)))
 
     async def listen_for_cancels(self) -> None:
         """`DELETE`s that reached another process, for the streams produced here."""
@@ -385,7 +385,7 @@ class RedisStore:
                     if local is not None:
                         local.on_cancel()
             except Exception as error:  # noqa: BLE001
-                log.warning("listening for stream cancels in Redis failed (retrying): %s", error)
+                log.warning("listening for stream cancels in Redis failed (retrying): %s", redacted(str(error)))
                 await asyncio.sleep(0.5)
             finally:
                 await pubsub.aclose()
@@ -406,15 +406,6 @@ def require_redis(url: str) -> None:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
     except Exception as error:  # noqa: BLE001 - any failure: the server must not start
-        print(f"REDIS_URL={redacted(url)} cannot be reached ({error}); start Redis or unset REDIS_URL",
-              file=sys.stderr)
+        print(f"REDIS_URL={redacted(url)} cannot be reached ({redacted(str(error))}); start Redis or unset "
+              "REDIS_URL", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def redacted(url: str) -> str:
-    """`url` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

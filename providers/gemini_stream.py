@@ -57,7 +57,7 @@ from ..errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from ..upstream_http import response_body, sdk_http_client
+from ..upstream_http import BodyTooLarge, read_at_most, response_body, sdk_http_client
 from ..settings import Settings
 from ..providers.stainless import connection_failed, map_transport_error
 from ..sdk_internals import require_internals
@@ -346,9 +346,12 @@ class GeminiStreamAdapter:
             raise connection_failed(PROVIDER) from None
         if response.status_code != 200:
             try:
+                response = await read_at_most(response)  # an error body: bounded, even gzipped
                 await genai_errors.APIError.raise_for_async_response(response)
             except genai_errors.APIError as error:
                 raise error_from_api(error) from None
+            except BodyTooLarge as error:
+                raise UpstreamError(f"gemini sent an answer too large to read: {error}", provider=PROVIDER) from None
             except httpx2.TransportError as error:
                 raise map_transport_error(error, provider=PROVIDER) from None
             finally:

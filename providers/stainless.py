@@ -18,6 +18,7 @@ import httpx2
 from ..errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
 from ..sdk_internals import require_internals
 from ..sse import LineTooLongError
+from ..upstream_http import BodyTooLarge, read_at_most
 
 
 class PreparedRequest:
@@ -52,17 +53,15 @@ class PreparedRequest:
     async def send(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> httpx2.Response:
         """Send `body` (plus `headers`); the response once its status is a `2xx`, its body
         unread. Any other status (a redirect too: it is never followed) raises the SDK's
-        status error; a failure to connect or read, `httpx2.RequestError`."""
+        status error, worded from at most `MAX_ERROR_BODY_BYTES` of its body (decompressed;
+        past it `BodyTooLarge`); a failure to connect or read, `httpx2.RequestError`."""
         request = httpx2.Request(
             "POST", self._url, headers=[*self.headers, *headers], content=body, extensions=dict(self._extensions)
         )
         response = await self._send(request)
         if 200 <= response.status_code < 300:
             return response
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
+        response = await read_at_most(response)  # an error body: bounded, even gzipped
         raise self._client._make_status_error_from_response(response)
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
@@ -127,6 +126,8 @@ def map_sdk_error(
             retry_after=response.headers.get("retry-after"),
         )
     cause = exc if isinstance(exc, httpx2.RequestError) else exc.__cause__
+    if isinstance(cause, BodyTooLarge):  # a bounded read: a short message, never the body
+        return UpstreamError(f"{provider} sent an answer too large to read: {cause}", provider=provider)
     if isinstance(cause, httpx2.LocalProtocolError):  # refused before sending, e.g. CR/LF in a header value
         return UpstreamError(f"{provider} request could not be sent: {cause}", provider=provider)
     if isinstance(exc, timeout_error | httpx2.TimeoutException):
