@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log.info("accepting %s", accepted_hosts(settings.allowed_hosts, settings.allow_ip_hosts))
+        log.info("accepting %s", accepted_hosts(settings.allowed_hosts))
         catalog.start()
         await streams.start()
         if not gc.get_freeze_count():  # once per process: what start-up made is kept for good,
@@ -135,8 +135,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     senders = {prefix: sender for dialect in DIALECTS for prefix, sender in dialect.ERROR_SENDERS.items()}
     shared = {"error_shapes": ErrorShapes(senders, log_refusals=settings.access_log), "chat_paths": direct_paths}
     middleware = [
-        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, allow_ip_hosts=settings.allow_ip_hosts,
-                   **shared),
+        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, **shared),
         Middleware(BearerAuth, settings.gateway_api_key, metrics_public=settings.metrics_public, **shared),
     ]
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan,

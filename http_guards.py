@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import metrics
 from .errors import ForbiddenOriginError, GatewayError, InvalidHostError, UnauthorizedError
 from .pipeline import ErrorSender, StreamProgress, log_request, send_error, status_noted
+from .settings import ANY_IP
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -66,12 +67,12 @@ def is_ip_literal(name: str) -> bool:
     return True
 
 
-def accepted_hosts(allowed_hosts: Iterable[str], allow_ip_hosts: bool) -> str:
+def accepted_hosts(allowed_hosts: Iterable[str]) -> str:
     """The `Host` names accepted, in words, for the start-up log line."""
-    names = [host for host in allowed_hosts if host.strip()]
-    if not names and not allow_ip_hosts or "*" in names:
-        return "any Host (ALLOWED_HOSTS=*)" if "*" in names else "any Host (no ALLOWED_HOSTS check)"
-    shown = ", ".join(names) + (", any IP address" if allow_ip_hosts else "")
+    names = [host.strip() for host in allowed_hosts if host.strip()]
+    if not names or "*" in names:
+        return "any Host (ALLOWED_HOSTS=*)" if names else "any Host (no ALLOWED_HOSTS check)"
+    shown = ", ".join("any IP address" if name == ANY_IP else name for name in names)
     return f"Host {shown}; list any other name in ALLOWED_HOSTS"
 
 
@@ -133,7 +134,7 @@ class OriginGuard:
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), *,
                  error_shapes: ErrorShapes | None = None, chat_paths: frozenset[str] = frozenset(),
-                 vary_without_origin: bool = True, allow_ip_hosts: bool = False) -> None:
+                 vary_without_origin: bool = True) -> None:
         self.app = app
         origins = [origin.strip().rstrip("/").lower() for origin in cors_origins]
         self.any_origin = "*" in origins
@@ -144,10 +145,10 @@ class OriginGuard:
             expose_headers=["X-Stream-Id", "Retry-After"],
         )
         self.without_origin = self.cors if vary_without_origin else app
-        hosts = {host.strip().lower() for host in allowed_hosts}
-        any_host = "*" in hosts or not hosts and not allow_ip_hosts
-        self.allowed_hosts = None if any_host else frozenset(hosts)
-        self.allow_ip_hosts = allow_ip_hosts
+        hosts = {host.strip().lower() for host in allowed_hosts} - {""}
+        any_ip = ANY_IP.lower()
+        self.allow_ip_hosts = any_ip in hosts
+        self.allowed_hosts = None if not hosts or "*" in hosts else frozenset(hosts - {any_ip})
         self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 

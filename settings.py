@@ -20,6 +20,9 @@ from starlette.config import Config
 #: (any port): the default `ALLOWED_HOSTS` for them.
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+#: Among `allowed_hosts`: any IP literal is accepted as a `Host` (`10.0.0.5:8000`, `[::1]`):
+#: no DNS name, so nothing a rebinding page can reach the server by.
+ANY_IP = "<any IP address>"
 #: The spellings a boolean variable may take.
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
@@ -61,12 +64,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     together_default_model: str | None = None
     gateway_api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
-    #: `Host` values accepted; empty (and `allow_ip_hosts` off): any. `from_env` fills the
-    #: loopback names when `HOST` is a loopback address and `ALLOWED_HOSTS` is unset, and
-    #: for any other `HOST` `localhost` and this machine's name, IP literals allowed too.
+    #: `Host` values accepted; empty: any; `ANY_IP` among them: any IP literal too. When
+    #: `ALLOWED_HOSTS` is unset `from_env` fills the loopback names for a loopback `HOST`,
+    #: and for any other `HOST` (`0.0.0.0`) `localhost`, this machine's name and `ANY_IP`.
     allowed_hosts: tuple[str, ...] = ()
-    #: Any IP literal is an accepted `Host` as well (a rebinding page is reached by a name).
-    allow_ip_hosts: bool = False
     max_detached_streams: int = 256
     metrics_public: bool = False
     max_body_bytes: int = 1_048_576
@@ -123,10 +124,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         origins = config("CORS_ORIGINS", default="")
         host = config("HOST", default="127.0.0.1")
         hosts = config("ALLOWED_HOSTS", default="")
-        allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip())
-        allow_ip_hosts = not allowed_hosts and host not in LOOPBACK_ADDRESSES
-        if not allowed_hosts:
-            allowed_hosts = LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ("localhost", socket.gethostname())
+        allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip()) or (
+            LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ("localhost", socket.gethostname(), ANY_IP))
         return cls(
             host=host,
             port=int(number("PORT", int, 8000, 0, 65535)),
@@ -145,7 +144,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             gateway_api_key=text("GATEWAY_API_KEY"),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             allowed_hosts=allowed_hosts,
-            allow_ip_hosts=allow_ip_hosts,
             max_detached_streams=int(number("MAX_DETACHED_STREAMS", int, 256, 0)),
             metrics_public=flag("METRICS_PUBLIC", False),
             max_body_bytes=int(number("MAX_BODY_BYTES", int, 1_048_576, 1)),

@@ -28,7 +28,7 @@ from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.app import create_app
 from streamgate.pipeline import MAX_LOG_FIELD
-from streamgate.settings import LOOPBACK_HOSTS, Settings, redacted
+from streamgate.settings import ANY_IP, LOOPBACK_HOSTS, Settings, redacted
 from msgspec.structs import replace
 from processes import ROOT, wait_until_answering
 from support import closed_port, serve, settings
@@ -338,7 +338,7 @@ def test_a_non_loopback_host_accepts_ip_literals_localhost_and_this_machine_only
     monkeypatch.setenv("HOST", "0.0.0.0")
     monkeypatch.delenv("ALLOWED_HOSTS", raising=False)
     config = Settings.from_env()
-    assert config.allow_ip_hosts and set(config.allowed_hosts) == {"localhost", socket.gethostname()}
+    assert config.allowed_hosts == ("localhost", socket.gethostname(), ANY_IP)
     app = create_app(replace(config, echo_delay_ms=0.0, model_catalog_refresh_s=0.0),
                      adapters={"echo": EchoAdapter(0)})
     with serve(app) as url:
@@ -353,10 +353,10 @@ def test_a_non_loopback_host_accepts_ip_literals_localhost_and_this_machine_only
             assert_native_error(httpx.get(url + "/metrics", headers={"host": host}), 400, "invalid_host")
     monkeypatch.setenv("ALLOWED_HOSTS", "gw.example")
     listed = Settings.from_env()
-    assert listed.allowed_hosts == ("gw.example",) and not listed.allow_ip_hosts
+    assert listed.allowed_hosts == ("gw.example",)
     monkeypatch.setenv("HOST", "127.0.0.1")
     monkeypatch.delenv("ALLOWED_HOSTS")
-    assert Settings.from_env().allowed_hosts == LOOPBACK_HOSTS and not Settings.from_env().allow_ip_hosts
+    assert Settings.from_env().allowed_hosts == LOOPBACK_HOSTS
 
 
 def test_the_start_says_which_hosts_are_accepted(tmp_path: Path) -> None:
