@@ -58,6 +58,25 @@ PAGE_HEADERS = {
 }
 
 
+#: The same policy on every file under `/static` (`/static/index.html` is the page too).
+STATIC_HEADERS = [(name.encode(), value.encode()) for name, value in PAGE_HEADERS.items() if name != "cache-control"]
+
+
+class StaticWithHeaders:
+    """`static/`'s files, each answer with `STATIC_HEADERS`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *STATIC_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 async def chat_page(request: Request) -> FileResponse:
     """`GET /`: the chat page (`static/`: plain HTML, CSS and JS, nothing fetched from outside)."""
     return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
@@ -128,7 +147,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     routes += [route for dialect in DIALECTS for route in dialect.routes(gateway)]
     routes += [
         Route("/", chat_page, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Mount("/static", StaticWithHeaders(StaticFiles(directory=STATIC_DIR)), name="static"),
         Route("/metrics", metrics.scrape, methods=["GET"]),
     ]
     direct_paths = frozenset(route.path for route in routes if isinstance(route, Route) and route.methods == {"POST"})

@@ -144,7 +144,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             gateway_api_key=text("GATEWAY_API_KEY"),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             allowed_hosts=allowed_hosts,
-            max_detached_streams=int(number("MAX_DETACHED_STREAMS", int, 256, 0)),
+            max_detached_streams=int(number("MAX_DETACHED_STREAMS", int, 256, 1)),
             metrics_public=flag("METRICS_PUBLIC", False),
             max_body_bytes=int(number("MAX_BODY_BYTES", int, 1_048_576, 1)),
             upstream_timeout_s=number("UPSTREAM_TIMEOUT_S", float, 60.0, 0.001),

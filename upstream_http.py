@@ -169,10 +169,11 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 request.method, url, headers=headers, data=body or None, allow_redirects=False,
                 timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
             )
-        stream: httpx2.AsyncByteStream = _BodyStream(response)
-        raw_headers = response.raw_headers
+        raw_body = _BodyStream(response)
+        stream: httpx2.AsyncByteStream = raw_body
+        raw_headers: Any = response.raw_headers
         if not _is_event_stream(response):  # read whole by someone: bounded, decompressed here
-            stream, raw_headers = _BoundedBody.of(response.status, raw_headers, stream)
+            stream, raw_headers = _BoundedBody.of(response.status, raw_headers, raw_body)
         answer = httpx2.Response(
             response.status, headers=raw_headers, stream=stream,
             extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},

@@ -379,11 +379,13 @@ def test_the_start_says_which_hosts_are_accepted(tmp_path: Path) -> None:
 
 def test_the_page_cannot_be_framed() -> None:
     with serve(echo_app(allowed_hosts=LOOPBACK_HOSTS)) as url:
-        page = httpx.get(url + "/")
-    assert page.status_code == 200
-    policy = page.headers["content-security-policy"]
-    assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy and "default-src 'self'" in policy
-    assert page.headers["x-frame-options"] == "DENY"
+        pages = [httpx.get(url + path) for path in ("/", "/static/index.html", "/static/app.js")]
+    for page in pages:
+        assert page.status_code == 200
+        policy = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy and "default-src 'self'" in policy
+        assert page.headers["x-frame-options"] == "DENY"
+    assert b"http-equiv" not in pages[0].content  # one policy, the header's
 
 
 def test_metrics_need_the_key_unless_metrics_public() -> None:
