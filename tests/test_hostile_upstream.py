@@ -16,9 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from streamgate.upstream_http import MAX_ERROR_BODY_BYTES, MAX_WHOLE_BODY_BYTES
 from processes import gateways
+from streamgate.upstream_http import MAX_ERROR_BODY_BYTES, MAX_WHOLE_BODY_BYTES
 
 #: What the bomb inflates to: far past both limits and past the RSS bound asserted.
 INFLATED_MIB = 128
@@ -65,7 +64,7 @@ def hostile_upstream(bomb: bytes) -> Iterator[tuple[str, list[bytes]]]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        yield "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1], seen
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
     finally:
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
