@@ -8,7 +8,8 @@ the store catches up in order (batches queued while a write is under way are joi
 needs to write an error end in the stream's dialect).
 
 `MemoryStore` keeps the batches in a list and wakes its readers with one future; the
-log is dropped `RESUME_TTL_S` after the end. `RedisStore` keeps them in a Redis Stream
+log is dropped `RESUME_TTL_S` after the end (or sooner, oldest first, when the ended logs
+pass `MAX_KEPT_BYTES` together). `RedisStore` keeps them in a Redis Stream
 (`XADD`, one writer per process pipelining every stream's batches; the readers of a process
 share one `XREAD BLOCK`: `BlockingReads`), with a producer lease
 (a key the producing process refreshes every `SSE_HEARTBEAT_S / 2`, expiring after
@@ -150,21 +151,49 @@ class MemoryReader:
             await stream_log.changed()
 
 
+#: Most bytes of frames the ended streams of a process keep together (in this process);
+#: past it the oldest ended stream is forgotten before its `RESUME_TTL_S` (a resume of it
+#: is then a `404`, as after its expiry), so streams started and left over and over cannot
+#: pile up for the TTL.
+MAX_KEPT_BYTES = 256 * 1024 * 1024
+
+
 class MemoryStore:
     """Streams kept in this process: a resume must reach the same worker."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, max_kept_bytes: int = MAX_KEPT_BYTES) -> None:
         self.ttl_s = ttl_s
         self.logs: dict[str, MemoryLog] = {}
+        self.max_kept_bytes = max_kept_bytes
+        #: The ended streams still kept, oldest first, with their sizes.
+        self.kept: dict[str, int] = {}
+        self.kept_bytes = 0
 
     async def start(self) -> None:
         return None
 
     async def create(self, stream_id: str, meta: bytes, on_cancel: Callable[[], None]) -> MemoryLog:
-        loop = asyncio.get_running_loop()
-        stream_log = MemoryLog(meta, on_cancel, lambda: loop.call_later(self.ttl_s, self.logs.pop, stream_id, None))
+        stream_log = MemoryLog(meta, on_cancel, lambda: self.keep(stream_id))
         self.logs[stream_id] = stream_log
         return stream_log
+
+    def keep(self, stream_id: str) -> None:
+        """The stream ended: keep it `ttl_s`, within `max_kept_bytes` for all."""
+        stream_log = self.logs.get(stream_id)
+        if stream_log is None or stream_id in self.kept:
+            return
+        size = sum(len(batch.data) for batch in stream_log.batches)
+        self.kept[stream_id] = size
+        self.kept_bytes += size
+        asyncio.get_running_loop().call_later(self.ttl_s, self.forget, stream_id)
+        while self.kept_bytes > self.max_kept_bytes and len(self.kept) > 1:
+            self.forget(next(iter(self.kept)))
+
+    def forget(self, stream_id: str) -> None:
+        size = self.kept.pop(stream_id, None)
+        if size is not None:
+            self.kept_bytes -= size
+            self.logs.pop(stream_id, None)
 
     async def open(self, stream_id: str) -> MemoryReader:
         stream_log = self.logs.get(stream_id)
