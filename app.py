@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,12 +25,14 @@ from .config import ConfigFile, load_config
 from .errors import GatewayError, MethodNotAllowedError, NotFoundError
 from .dialects import DIALECTS
 from .gateway import Gateway
-from .http_guards import BearerAuth, ErrorShapes, OriginGuard, route_path
+from .http_guards import BearerAuth, ErrorShapes, OriginGuard, accepted_hosts, route_path
 from .pipeline import ErrorSender, requests_ended_at_exit
 from .providers import PROVIDERS, build_adapters
 from .resume import Streams, store_for
 from .routing import build_routes, load_routes
 from .settings import Settings
+
+log = logging.getLogger("streamgate")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -49,9 +52,41 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "providers": providers, **({"routes": routes} if routes else {})})
 
 
+#: The page's policy as HTTP headers: only its own files run, and no other site may frame
+#: it (`frame-ancestors` is ignored in a `<meta>` tag; `X-Frame-Options` for older browsers).
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+#: The same policy on every file under `/static` (`/static/index.html` is the page too).
+STATIC_HEADERS = [(name.encode(), value.encode()) for name, value in PAGE_HEADERS.items() if name != "cache-control"]
+
+
+class StaticWithHeaders:
+    """`static/`'s files, each answer with `STATIC_HEADERS`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *STATIC_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 async def chat_page(request: Request) -> FileResponse:
     """`GET /`: the chat page (`static/`: plain HTML, CSS and JS, nothing fetched from outside)."""
-    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+    return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
 class ErrorResponse(Response):
@@ -144,6 +179,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("accepting %s", accepted_hosts(settings.allowed_hosts))
         catalog.start()
         await streams.start()
         if not gc.get_freeze_count():  # once per process: what start-up made is kept for good,
@@ -160,16 +196,17 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     routes += [route for dialect in DIALECTS for route in dialect.routes(gateway)]
     routes += [
         Route("/", chat_page, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Mount("/static", StaticWithHeaders(StaticFiles(directory=STATIC_DIR)), name="static"),
         Route("/metrics", metrics.scrape, methods=["GET"]),
     ]
     direct_paths = frozenset(route.path for route in routes if isinstance(route, Route) and route.methods == {"POST"})
     senders = {prefix: sender for dialect in DIALECTS for prefix, sender in dialect.ERROR_SENDERS.items()}
-    shapes = ErrorShapes(senders)
+    shapes = ErrorShapes(senders, log_refusals=settings.access_log)
     middleware = [
         Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, error_shapes=shapes,
                    chat_paths=direct_paths),
-        Middleware(BearerAuth, settings.gateway_api_key, error_shapes=shapes, chat_paths=direct_paths),
+        Middleware(BearerAuth, settings.gateway_api_key, metrics_public=settings.metrics_public, error_shapes=shapes,
+                   chat_paths=direct_paths),
     ]
     not_found = no_such_endpoint(routes, shapes)
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan,

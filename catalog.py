@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from .adapter import Adapter
+from .settings import redacted
 
 log = logging.getLogger("streamgate.catalog")
 
@@ -84,7 +85,7 @@ class Catalog:
                 raise ValueError(f"the list holds no models or a non-string id: {models!r:.200}")
         except Exception as error:  # noqa: BLE001 - any failure keeps the last list
             log.warning("listing the %s models failed, keeping the %d known: %s: %s", name,
-                        len(self.models[name]), type(error).__name__, str(error) or "no answer in time")
+                        len(self.models[name]), type(error).__name__, redacted(str(error)[:300]) or "no answer in time")
             return None
         return models
 

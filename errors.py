@@ -134,10 +134,17 @@ class StreamError(GatewayError):
         self.type = type
 
 
+#: The most of an upstream's own error message passed on to the client, in characters.
+MAX_UPSTREAM_MESSAGE = 1000
+
+
 def error_from_status(
     status: int, message: str, *, provider: str, key_env: str, retry_after: str | None = None
 ) -> GatewayError:
-    """Map an upstream HTTP error status to the contract's error (shared by all adapters)."""
+    """Map an upstream HTTP error status to the contract's error (shared by all adapters).
+    The upstream's `message` is cut to `MAX_UPSTREAM_MESSAGE` characters."""
+    if len(message) > MAX_UPSTREAM_MESSAGE:
+        message = message[:MAX_UPSTREAM_MESSAGE] + "..."
     if status == 401:
         return ProviderAuthError(
             f"{provider} rejected the API key; check {key_env}", provider=provider

@@ -11,6 +11,7 @@ matches them, with the ASGI `root_path` removed (`route_path`), so no prefix a p
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Iterable, Mapping
 
 from .route_path import route_path
@@ -19,7 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import metrics
 from .errors import ForbiddenOriginError, GatewayError, InvalidHostError, UnauthorizedError
-from .pipeline import ErrorSender, send_error
+from .pipeline import ErrorSender, StreamProgress, log_request, send_error, status_noted
+from .settings import ANY_IP
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -41,16 +43,37 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     return (name, int(port)) if port.isascii() and port.isdigit() else None
 
 
-def host_allowed(host: bytes | None, allowed: frozenset[str]) -> bool:
+def host_allowed(host: bytes | None, allowed: frozenset[str], ip_literals: bool = False) -> bool:
     """Whether `host` is in `allowed` as sent (`gw.example:8443`) or by its name alone
-    (`gw.example`: any port)."""
+    (`gw.example`: any port), or with `ip_literals` is an IP address (`10.0.0.5:8000`,
+    `[::1]`): no DNS name, so nothing a rebinding page can be reached by."""
     if host is None:
         return False
     value = host.decode("latin-1").lower()
     if value in allowed:
         return True
     parsed = split_host(value)
-    return parsed is not None and parsed[0] in allowed
+    if parsed is None:
+        return False
+    return parsed[0] in allowed or (ip_literals and is_ip_literal(parsed[0]))
+
+
+def is_ip_literal(name: str) -> bool:
+    """`10.0.0.5`, `[::1]`: an IP address as a `Host` spells it."""
+    try:
+        ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+    except ValueError:
+        return False
+    return True
+
+
+def accepted_hosts(allowed_hosts: Iterable[str]) -> str:
+    """The `Host` names accepted, in words, for the start-up log line."""
+    names = [host.strip() for host in allowed_hosts if host.strip()]
+    if not names or "*" in names:
+        return "any Host (ALLOWED_HOSTS=*)" if names else "any Host (no ALLOWED_HOSTS check)"
+    shown = ", ".join("any IP address" if name == ANY_IP else name for name in names)
+    return f"Host {shown}; list any other name in ALLOWED_HOSTS"
 
 
 def same_origin(origin: bytes, host: bytes | None, scheme: str) -> bool:
@@ -71,8 +94,10 @@ class ErrorShapes:
     """Which dialect's error shape a path is answered in: the sender of the longest
     matching path prefix (from each dialect's `ERROR_SENDERS`), else the native one."""
 
-    def __init__(self, senders: Mapping[str, ErrorSender] | None = None) -> None:
+    def __init__(self, senders: Mapping[str, ErrorSender] | None = None, *, log_refusals: bool = False) -> None:
         self.senders = sorted((senders or {}).items(), key=lambda item: -len(item[0]))
+        #: `ACCESS_LOG`: a refusal by the guards gets its request-log line like any request.
+        self.log_refusals = log_refusals
 
     def sender(self, path: str) -> ErrorSender:
         for prefix, sender in self.senders:
@@ -84,11 +109,17 @@ class ErrorShapes:
 async def refuse(scope: Scope, send: Send, error: GatewayError, shapes: ErrorShapes,
                  chat_paths: frozenset[str]) -> None:
     """Answer `error` in the dialect of the route asked for; a refused chat request is
-    counted like every other refusal (`metrics.record_rejected`)."""
+    counted like every other refusal (`metrics.record_rejected`), and every refusal is in
+    the request log (`log_request`)."""
     path = route_path(scope)
     if scope["method"] == "POST" and path in chat_paths:
         metrics.record_rejected(error.type)
-    await shapes.sender(path)(send, error)
+    if not shapes.log_refusals:
+        await shapes.sender(path)(send, error)
+        return
+    progress = StreamProgress()
+    await shapes.sender(path)(status_noted(send, progress), error)
+    log_request(scope, progress.status, error.provider, None, error_type=error.type)
 
 
 class OriginGuard:
@@ -114,8 +145,10 @@ class OriginGuard:
             expose_headers=["X-Stream-Id", "Retry-After"],
         )
         self.without_origin = self.cors if vary_without_origin else app
-        hosts = {host.strip().lower() for host in allowed_hosts}
-        self.allowed_hosts = None if not hosts or "*" in hosts else frozenset(hosts)
+        hosts = {host.strip().lower() for host in allowed_hosts} - {""}
+        any_ip = ANY_IP.lower()
+        self.allow_ip_hosts = any_ip in hosts
+        self.allowed_hosts = None if not hosts or "*" in hosts else frozenset(hosts - {any_ip})
         self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
@@ -129,7 +162,7 @@ class OriginGuard:
                 host = value
             elif name == b"origin":
                 origin = value
-        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts):
+        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts, self.allow_ip_hosts):
             shown = (host or b"").decode("latin-1")[:100]
             error: GatewayError = InvalidHostError(f"Host {shown!r} is not served here; add it to ALLOWED_HOSTS")
         elif origin is None or same_origin(origin, host, scope["scheme"]):
@@ -146,15 +179,18 @@ class OriginGuard:
 
 
 class BearerAuth:
-    """With `GATEWAY_API_KEY` set, `/api/*` and `/v1/*` need `Authorization: Bearer <key>`
-    (the scheme in any case, RFC 9110) or `x-api-key: <key>` (Anthropic's clients), the
+    """With `GATEWAY_API_KEY` set, `/api/*`, `/v1/*` and `/metrics` (unless `metrics_public`)
+    need `Authorization: Bearer <key>` (the scheme in any case, RFC 9110) or
+    `x-api-key: <key>` (Anthropic's clients), the
     token compared in constant time. Every 401 says `WWW-Authenticate: Bearer`
     (`pipeline.error_headers`)."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, *, error_shapes: ErrorShapes | None = None,
-                 chat_paths: frozenset[str] = frozenset()) -> None:
+                 chat_paths: frozenset[str] = frozenset(), metrics_public: bool = False) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
+        #: The paths that need the key: the API, and `/metrics` unless `METRICS_PUBLIC=1`.
+        self.guarded = ("/api/", "/v1/") if metrics_public else ("/api/", "/v1/", "/metrics")
         self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
@@ -162,7 +198,7 @@ class BearerAuth:
         if (
             self.api_key is not None
             and scope["type"] == "http"
-            and route_path(scope).startswith(("/api/", "/v1/"))
+            and route_path(scope).startswith(self.guarded)
             and not hmac.compare_digest(self._token(scope), self.api_key)
         ):
             error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")

@@ -539,11 +539,19 @@ class Sink(Protocol):
                        handed_over: Callable[[], None], scope: Scope | None = None) -> None: ...
 
 
+class ResumableSink(Sink, Protocol):
+    """The resumable sink, which may refuse a new stream before any upstream call."""
+
+    def admit(self, scope: Scope) -> None:
+        """Raise `RateLimitedError` when no more streams may run here without a reader."""
+        ...
+
+
 class ChatEndpoint:
     """A dialect's chat endpoint, as a plain ASGI app: read the body, `dialect.prepare` it,
     run it (`run_chat`); a refusal is answered in the dialect's shape and logged."""
 
-    def __init__(self, dialect: Dialect, settings: Settings, resumable_sink: Sink | None = None) -> None:
+    def __init__(self, dialect: Dialect, settings: Settings, resumable_sink: ResumableSink | None = None) -> None:
         self.dialect = dialect
         self.settings = settings
         self.resumable_sink = resumable_sink
@@ -552,6 +560,8 @@ class ChatEndpoint:
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             call = self.dialect.prepare(body, scope)
+            if call.resumable and self.resumable_sink is not None:
+                self.resumable_sink.admit(scope)
         except ClientGone:
             return
         except GatewayError as error:
@@ -785,6 +795,22 @@ async def requests_ended_at_exit() -> AsyncIterator[None]:
 LOG_FIELDS = "streamgate.log_fields"
 
 
+#: The longest field of a request-log line (a path, a model name from a request), in
+#: characters; a longer one is cut and ends with `...`.
+MAX_LOG_FIELD = 200
+
+
+def log_field(value: str) -> str:
+    """`value` safe for a one-line log: cut to `MAX_LOG_FIELD`, and when it holds a control
+    character, a line separator or a space, written with escapes (`\\n`, `\\x1b`,
+    `\\x20`), so no request can forge or split a line. Printable values cost one check."""
+    if len(value) > MAX_LOG_FIELD:
+        value = value[:MAX_LOG_FIELD] + "..."
+    if value.isprintable() and " " not in value:
+        return value
+    return value.encode("unicode_escape").decode("ascii").replace(" ", "\\x20")
+
+
 def log_request(scope: Scope, status: int | None, provider: str | None, model: str | None,
                 progress: StreamProgress | None = None, error_type: str | None = None, *,
                 route: str | None = None, attempts: int = 1) -> None:
@@ -792,12 +818,12 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
     `model=` (what served), on a route `route=` and `attempts=` (targets asked), `ttft=`
     and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for what is not
     known), `stream=` a resumable stream's id, `error=` the contract's error type or
-    `client_gone`, then the dialect's own fields (`LOG_FIELDS`). A request cut by the
-    shutdown is a warning."""
-    fields = [scope["method"], scope["path"], str(status or "-"), f"provider={provider or '-'}",
-              f"model={model or '-'}"]
+    `client_gone`, then the dialect's own fields (`LOG_FIELDS`). Fields a client chooses
+    are escaped and cut (`log_field`). A request cut by the shutdown is a warning."""
+    fields = [log_field(scope["method"]), log_field(scope["path"]), str(status or "-"),
+              f"provider={log_field(provider or '-')}", f"model={log_field(model or '-')}"]
     if route is not None:
-        fields += [f"route={route}", f"attempts={attempts}"]
+        fields += [f"route={log_field(route)}", f"attempts={attempts}"]
     if progress is not None:
         ended_at = time.monotonic()
         first = progress.first_token_at
@@ -813,7 +839,7 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
         if progress.stream_id is not None:
             fields.append(f"stream={progress.stream_id}")
     if error_type is not None:
-        fields.append(f"error={error_type}")
+        fields.append(f"error={log_field(error_type)}")
     extra = scope.get(LOG_FIELDS)
     if extra is not None:
         fields.append(extra)

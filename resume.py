@@ -31,6 +31,7 @@ from .errors import (
     CancelledError,
     GatewayError,
     InvalidRequestError,
+    RateLimitedError,
     ShuttingDownError,
     UpstreamError,
 )
@@ -45,10 +46,14 @@ from .pipeline import (
     stream_chunks,
 )
 from .adapter import ChunkStream
-from .settings import Settings
+from .settings import Settings, redacted
 from .stream_store import MAX_LOG_BYTES, Batch, MemoryStore, StreamLog, StreamLost, StreamReader, StreamStore, not_found
 
 log = logging.getLogger("streamgate")
+
+#: The scope key naming the caller a request runs for (set by the callers' guard): a
+#: stream's owner in `Streams.detached_by_owner`.
+OWNER_KEY = "streamgate.caller"
 
 #: What `secrets.token_urlsafe` makes; any other id is unknown without asking the store.
 STREAM_ID = re.compile(r"[A-Za-z0-9_-]{16,86}")
@@ -97,6 +102,12 @@ class Generation:
         self.stop_error: GatewayError | None = None
         self.size = 0
         self.ended = False
+        #: Who reads it here: the first client, then resuming readers in this process; at 0
+        #: the stream runs detached (`Streams.detached`).
+        self.readers = 1
+        self.finished = False  # its end is stored; readers no longer count
+        #: The caller it runs for (`OWNER_KEY` in the request's scope), for per-caller counts.
+        self.owner: str | None = request_scope.get(OWNER_KEY) if request_scope is not None else None
 
     def start(self, stream_log: StreamLog) -> asyncio.Task[None]:
         self.stream_log = stream_log
@@ -150,7 +161,7 @@ class Generation:
         try:
             await self.stream_log.close()  # type: ignore[union-attr]
         finally:
-            self.streams.producers.discard(self)
+            self.streams.ended(self)
             await end_request(self.call, self.stream, self.progress, self.request_scope)
 
 
@@ -163,6 +174,56 @@ class Streams:
         self.store = store
         self.restorers = restorers
         self.producers: set[Generation] = set()
+        #: The producers running here, by stream id (a resume here follows its generation).
+        self.running: dict[str, Generation] = {}
+        self.max_detached = settings.max_detached_streams
+        #: Streams running here with no reader (`MAX_DETACHED_STREAMS`), in all and per
+        #: owner (a caller's `max_streams` counts its own).
+        self.detached = 0
+        self.detached_by_owner: dict[str, int] = {}
+
+    def admit(self, scope: Scope) -> None:
+        """Before any upstream call: `429` when `MAX_DETACHED_STREAMS` run here already."""
+        if self.detached >= self.max_detached:
+            raise RateLimitedError(f"{self.detached} resumable streams run here without a reader, the most "
+                                   f"MAX_DETACHED_STREAMS allows; try again later", retry_after="1")
+
+    def attach(self, generation: Generation) -> None:
+        """A reader follows `generation` (a resume in this process)."""
+        if generation.finished:
+            return
+        generation.readers += 1
+        if generation.readers == 1:
+            self._count_detached(generation, -1)
+
+    def detach(self, generation: Generation) -> None:
+        """A reader of `generation` left; the last one leaving past `MAX_DETACHED_STREAMS`
+        stops it (the upstream is closed), so abandoned streams never pile up."""
+        if generation.finished:
+            return
+        generation.readers -= 1
+        if generation.readers == 0:
+            self._count_detached(generation, 1)
+            if self.detached > self.max_detached:
+                generation.stop(RateLimitedError(f"stopped when its reader left: more resumable streams than "
+                                                 f"MAX_DETACHED_STREAMS ({self.max_detached}) ran without one"))
+
+    def ended(self, generation: Generation) -> None:
+        self.producers.discard(generation)
+        self.running.pop(generation.progress.stream_id or "", None)
+        generation.finished = True
+        if generation.readers == 0:
+            self._count_detached(generation, -1)
+
+    def _count_detached(self, generation: Generation, step: int) -> None:
+        self.detached += step
+        owner = generation.owner
+        if owner is not None:
+            count = self.detached_by_owner.get(owner, 0) + step
+            if count:
+                self.detached_by_owner[owner] = count
+            else:
+                self.detached_by_owner.pop(owner, None)
 
     async def start(self) -> None:
         await self.store.start()
@@ -193,12 +254,14 @@ class Streams:
         progress.streaming = True
         handed_over()
         self.producers.add(generation)
+        self.running[stream_id] = generation
         task = generation.start(stream_log)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             if progress.client_gone:  # the generation goes on without its client
                 generation.client_send = None
+                self.detach(generation)
                 raise
             if not task.done():  # the server is shutting down: the client gets the end in words
                 generation.stop(ShuttingDownError("the server is shutting down"))
@@ -214,7 +277,7 @@ class Streams:
         try:
             return await self.store.create(stream_id, meta, generation.cancel)
         except Exception as error:  # noqa: BLE001 - the store down is the gateway's failure
-            log.warning("the stream store failed creating a stream: %s", error)
+            log.warning("the stream store failed creating a stream: %s", redacted(str(error)))
             raise UpstreamError("the stream store (REDIS_URL) is unreachable; a resumable stream cannot start") from None
 
     async def replay(self, reader: StreamReader, after: int) -> AsyncIterator[bytes]:
@@ -283,16 +346,23 @@ class ResumeEndpoint:
             await self.send_error(send, error)
             return
         progress = StreamProgress()
-        async with ClientWatch(receive, send, progress, self.streams.heartbeat_s):
-            headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            progress.last_sent_at = time.monotonic()
-            progress.streaming = True
-            async for data in self.streams.replay(reader, after):
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+        generation = self.streams.running.get(stream_id)
+        if generation is not None:
+            self.streams.attach(generation)
+        try:
+            async with ClientWatch(receive, send, progress, self.streams.heartbeat_s):
+                headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
                 progress.last_sent_at = time.monotonic()
-            progress.streaming = False
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                progress.streaming = True
+                async for data in self.streams.replay(reader, after):
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    progress.last_sent_at = time.monotonic()
+                progress.streaming = False
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if generation is not None:
+                self.streams.detach(generation)
 
 
 class CancelEndpoint:
@@ -341,5 +411,5 @@ async def open_reader(store: StreamStore, stream_id: str) -> StreamReader:
 
 
 def store_failed(error: Exception) -> UpstreamError:
-    log.warning("the stream store failed: %s", error)
+    log.warning("the stream store failed: %s", redacted(str(error)))
     return UpstreamError("the stream store (REDIS_URL) is unreachable")

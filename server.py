@@ -17,6 +17,7 @@ if not __package__:  # `python server.py`: run this module as the package's `str
 
 import argparse
 import logging
+import logging.config
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 from starlette.applications import Starlette
 from uvicorn.lifespan.on import LifespanOn
 
@@ -35,6 +37,21 @@ from .settings import Settings, SettingsError
 
 #: Command-line options and the variables they override.
 OPTIONS = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "config": "STREAMGATE_CONFIG"}
+
+
+#: Logging for the server and each of its workers: uvicorn's own, and every other logger
+#: (ours: the request log `streamgate.access`, warnings) at INFO on stderr; `httpx2` logs
+#: every upstream request at INFO, so only its warnings.
+LOG_CONFIG: dict[str, Any] = {
+    **uvicorn.config.LOGGING_CONFIG,
+    "formatters": {**uvicorn.config.LOGGING_CONFIG["formatters"],
+                   "streamgate": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {**uvicorn.config.LOGGING_CONFIG["handlers"],
+                 "streamgate": {"class": "logging.StreamHandler", "formatter": "streamgate",
+                                "stream": "ext://sys.stderr"}},
+    "loggers": {**uvicorn.config.LOGGING_CONFIG["loggers"], "httpx2": {"level": "WARNING"}},
+    "root": {"handlers": ["streamgate"], "level": "INFO"},
+}
 
 
 def package_version() -> str:
@@ -109,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None:  # the workers read the environment too
             os.environ[variable] = str(value)
     settings = settings_or_exit()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # it logs every upstream request at INFO
+    logging.config.dictConfig(LOG_CONFIG)
     options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
@@ -118,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         http="httptools",
         access_log=False,  # the request log is ours (`ACCESS_LOG`), with what uvicorn cannot know
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        log_config=LOG_CONFIG,  # uvicorn applies it in every worker process too (spawned: none inherit it)
     )
     if settings.workers > 1:
         workers.run_workers(settings, **options)

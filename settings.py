@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,8 +22,22 @@ from starlette.config import Config
 #: (any port): the default `ALLOWED_HOSTS` for them.
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+#: Among `allowed_hosts`: any IP literal is accepted as a `Host` (`10.0.0.5:8000`, `[::1]`):
+#: no DNS name, so nothing a rebinding page can reach the server by.
+ANY_IP = "<any IP address>"
 #: The spellings a boolean variable may take.
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+#: A password in a URL: in its userinfo (`redis://:pw@host`, `https://user:pw@host`) or as a
+#: query parameter (`?password=pw`, `&token=…`).
+_SECRETS_IN_URLS = re.compile(r"(?<=://)([^/@\s:]*):[^/@\s]*(?=@)|(?<=[?&])((?:password|passwd|pass|pwd|token|"
+                              r"secret|api_key|key)=)[^&#\s'\"]*", re.IGNORECASE)
+
+
+def redacted(text: str) -> str:
+    """`text` (a URL, or a message that may hold one) with every password in a URL as `***`."""
+    return _SECRETS_IN_URLS.sub(lambda m: f"{m[1]}:***" if m[1] is not None else f"{m[2]}***", text)
 
 
 class SettingsError(ValueError):
@@ -97,9 +112,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     together_default_model: str | None = None
     gateway_api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
-    #: `Host` values accepted; empty: any. `from_env` fills the loopback names when `HOST`
-    #: is a loopback address and `ALLOWED_HOSTS` is unset.
+    #: `Host` values accepted; empty: any; `ANY_IP` among them: any IP literal too. When
+    #: `ALLOWED_HOSTS` is unset `from_env` fills the loopback names for a loopback `HOST`,
+    #: and for any other `HOST` (`0.0.0.0`) `localhost`, this machine's name and `ANY_IP`.
     allowed_hosts: tuple[str, ...] = ()
+    max_detached_streams: int = 256
+    metrics_public: bool = False
     max_body_bytes: int = 1_048_576
     upstream_timeout_s: float = 60.0
     upstream_max_retries: int = 2
@@ -158,7 +176,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         host = check_host(config("HOST", default="127.0.0.1"))
         hosts = config("ALLOWED_HOSTS", default="")
         allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip()) or (
-            LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ())
+            LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ("localhost", socket.gethostname(), ANY_IP))
         return cls(
             host=host,
             port=int(number("PORT", int, 8000, 0, 65535)),
@@ -177,6 +195,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             gateway_api_key=text("GATEWAY_API_KEY"),
             cors_origins=tuple(check_origin(o.strip()) for o in origins.split(",") if o.strip()),
             allowed_hosts=allowed_hosts,
+            max_detached_streams=int(number("MAX_DETACHED_STREAMS", int, 256, 1)),
+            metrics_public=flag("METRICS_PUBLIC", False),
             max_body_bytes=int(number("MAX_BODY_BYTES", int, 1_048_576, 1)),
             upstream_timeout_s=number("UPSTREAM_TIMEOUT_S", float, 60.0, 0.001),
             upstream_max_retries=int(number("UPSTREAM_MAX_RETRIES", int, 2, 0)),

@@ -8,8 +8,10 @@ the store catches up in order (batches queued while a write is under way are joi
 needs to write an error end in the stream's dialect).
 
 `MemoryStore` keeps the batches in a list and wakes its readers with one future; the
-log is dropped `RESUME_TTL_S` after the end. `RedisStore` keeps them in a Redis Stream
-(`XADD`, one writer per process pipelining every stream's batches; readers `XREAD BLOCK`), with a producer lease
+log is dropped `RESUME_TTL_S` after the end (or sooner, oldest first, when the ended logs
+pass `MAX_KEPT_BYTES` together). `RedisStore` keeps them in a Redis Stream
+(`XADD`, one writer per process pipelining every stream's batches; the readers of a process
+share one `XREAD BLOCK`: `BlockingReads`), with a producer lease
 (a key the producing process refreshes every `SSE_HEARTBEAT_S / 2`, expiring after
 `SSE_HEARTBEAT_S`): a reader that finds the lease gone and no end knows the producer
 died. `DELETE` reaches a producer in another process over pub/sub. Only commands that
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import NamedTuple, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, NamedTuple, Protocol
 
 from .errors import StreamNotFoundError
+from .settings import redacted
 
 log = logging.getLogger("streamgate")
 
@@ -148,21 +151,49 @@ class MemoryReader:
             await stream_log.changed()
 
 
+#: Most bytes of frames the ended streams of a process keep together (in this process);
+#: past it the oldest ended stream is forgotten before its `RESUME_TTL_S` (a resume of it
+#: is then a `404`, as after its expiry), so streams started and left over and over cannot
+#: pile up for the TTL.
+MAX_KEPT_BYTES = 256 * 1024 * 1024
+
+
 class MemoryStore:
     """Streams kept in this process: a resume must reach the same worker."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, max_kept_bytes: int = MAX_KEPT_BYTES) -> None:
         self.ttl_s = ttl_s
         self.logs: dict[str, MemoryLog] = {}
+        self.max_kept_bytes = max_kept_bytes
+        #: The ended streams still kept, oldest first, with their sizes.
+        self.kept: dict[str, int] = {}
+        self.kept_bytes = 0
 
     async def start(self) -> None:
         return None
 
     async def create(self, stream_id: str, meta: bytes, on_cancel: Callable[[], None]) -> MemoryLog:
-        loop = asyncio.get_running_loop()
-        stream_log = MemoryLog(meta, on_cancel, lambda: loop.call_later(self.ttl_s, self.logs.pop, stream_id, None))
+        stream_log = MemoryLog(meta, on_cancel, lambda: self.keep(stream_id))
         self.logs[stream_id] = stream_log
         return stream_log
+
+    def keep(self, stream_id: str) -> None:
+        """The stream ended: keep it `ttl_s`, within `max_kept_bytes` for all."""
+        stream_log = self.logs.get(stream_id)
+        if stream_log is None or stream_id in self.kept:
+            return
+        size = sum(len(batch.data) for batch in stream_log.batches)
+        self.kept[stream_id] = size
+        self.kept_bytes += size
+        asyncio.get_running_loop().call_later(self.ttl_s, self.forget, stream_id)
+        while self.kept_bytes > self.max_kept_bytes and len(self.kept) > 1:
+            self.forget(next(iter(self.kept)))
+
+    def forget(self, stream_id: str) -> None:
+        size = self.kept.pop(stream_id, None)
+        if size is not None:
+            self.kept_bytes -= size
+            self.logs.pop(stream_id, None)
 
     async def open(self, stream_id: str) -> MemoryReader:
         stream_log = self.logs.get(stream_id)
@@ -247,9 +278,8 @@ class RedisReader:
                     yield batch
                     if batch.end:
                         return
-                found = await redis.xread({key: cursor}, count=PAGE, block=block_ms)
-                if found:
-                    entries = found[0][1]
+                entries = await self.store.reads.wait(key, cursor, block_ms / 1000)
+                if entries:
                     continue
                 entries = []
                 if not await redis.exists(lease_key(self.stream_id)):
@@ -260,8 +290,152 @@ class RedisReader:
         except StreamLost:
             raise
         except Exception as error:  # noqa: BLE001
-            log.warning("the stream store failed while reading stream %s: %s", self.stream_id, error)
+            log.warning("the stream store failed while reading stream %s: %s", self.stream_id, redacted(str(error)))
             raise StreamLost("the stream store failed; the stream cannot be read to its end") from None
+
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def entry_id(value: bytes) -> tuple[int, int]:
+    """A Redis Stream entry id (`1700000000000-3`) as numbers, for comparing."""
+    ms, _, seq = value.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class _Waiter:
+    __slots__ = ("cursor", "deadline", "future", "key")
+
+    def __init__(self, key: bytes, cursor: bytes, future: asyncio.Future[Entries], deadline: float) -> None:
+        self.key = key
+        self.cursor = cursor
+        self.future = future
+        self.deadline = deadline
+
+
+class BlockingReads:
+    """Every reader of this process waiting for a stream's next entries, served by one
+    `XREAD BLOCK` on one connection of its own that names all their streams at once, and
+    fanned out: many readers of one stream, or of many, hold no connection each, so they
+    can never exhaust the pool the writer and other streams need (nor Redis's
+    `maxclients`). A reader that starts waiting for a stream the `XREAD` under way does not
+    name interrupts it with an entry on this process's own wake-up key."""
+
+    def __init__(self, blocking: Any, shared: Any) -> None:
+        self.blocking = blocking  # a client with one connection, for the blocking reads only
+        self.shared = shared  # the store's pooled client: wake-ups
+        self.waiters: dict[bytes, list[_Waiter]] = {}
+        self.wanted = asyncio.Event()
+        #: The streams the `XREAD` under way names, with their cursors; None between reads.
+        self.reading: dict[bytes, bytes] | None = None
+        self.woken = False
+        self.wake_key = b"streamgate:wake:" + secrets.token_hex(8).encode()
+        self.wake_cursor = b"0-0"
+        self.wake_ups: set[asyncio.Task[None]] = set()
+
+    async def wait(self, key: bytes, cursor: bytes, timeout_s: float) -> Entries:
+        """The entries of stream `key` after `cursor` once there are any; `[]` after
+        `timeout_s` without any. Raises if Redis fails."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(key, cursor, loop.create_future(), loop.time() + timeout_s)
+        self.waiters.setdefault(key, []).append(waiter)
+        reading = self.reading
+        if reading is None:
+            self.wanted.set()
+        else:
+            covered = reading.get(key)
+            if covered is None or entry_id(covered) > entry_id(cursor):
+                self.wake()
+        try:
+            return await waiter.future
+        finally:
+            waiters = self.waiters.get(key)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self.waiters[key]
+
+    def wake(self) -> None:
+        """Cut the `XREAD` under way short (once per read), so the next one names every
+        stream waited for."""
+        if self.woken:
+            return
+        self.woken = True
+        task = asyncio.get_running_loop().create_task(self._wake())
+        self.wake_ups.add(task)
+        task.add_done_callback(self.wake_ups.discard)
+
+    async def _wake(self) -> None:
+        try:
+            pipe = self.shared.pipeline(transaction=False)
+            pipe.xadd(self.wake_key, {b"w": b"1"}, maxlen=1)
+            pipe.pexpire(self.wake_key, 60_000)
+            await pipe.execute()
+        except Exception as error:  # noqa: BLE001 - the read then ends at its block time
+            log.warning("waking the stream readers in Redis failed: %s", redacted(str(error)))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.waiters:
+                self.wanted.clear()
+                await self.wanted.wait()
+                continue
+            now = loop.time()
+            streams: dict[bytes, bytes] = {}
+            first_deadline = None
+            for key, waiters in list(self.waiters.items()):
+                for waiter in waiters:
+                    if waiter.future.done():  # answered; it leaves when its task runs
+                        continue
+                    if waiter.deadline <= now:
+                        settle(waiter.future, [])
+                        continue
+                    cursor = streams.get(key)
+                    if cursor is None or entry_id(waiter.cursor) < entry_id(cursor):
+                        streams[key] = waiter.cursor
+                    if first_deadline is None or waiter.deadline < first_deadline:
+                        first_deadline = waiter.deadline
+            if first_deadline is None:
+                await asyncio.sleep(0)  # the settled waiters leave; then wait for new ones
+                continue
+            self.reading, self.woken = streams, False
+            block_ms = max(1, int((first_deadline - now) * 1000))
+            try:
+                found = await self.blocking.xread({**streams, self.wake_key: self.wake_cursor}, count=PAGE,
+                                                  block=block_ms)
+            except Exception as error:  # noqa: BLE001 - every waiter hears of it; the next read tries again
+                for waiters in self.waiters.values():
+                    for waiter in waiters:
+                        if not waiter.future.done():
+                            waiter.future.set_exception(error)
+                await asyncio.sleep(0)
+                continue
+            finally:
+                self.reading = None
+            for key, entries in found or ():
+                if key == self.wake_key:
+                    self.wake_cursor = entries[-1][0]
+                    continue
+                for waiter in self.waiters.get(key, ()):
+                    if waiter.cursor == streams[key]:
+                        settle(waiter.future, entries)
+                    else:
+                        after = entry_id(waiter.cursor)
+                        newer = [entry for entry in entries if entry_id(entry[0]) > after]
+                        if newer:
+                            settle(waiter.future, newer)
+
+
+def settle(future: asyncio.Future[Entries], entries: Entries) -> None:
+    if not future.done():
+        future.set_result(entries)
+
+
+#: Connections to Redis per process, besides the one of the blocking reads: the writer,
+#: the lease keeper, the cancel listener, and the short commands of readers and `DELETE`s
+#: (a command waits for a free one).
+MAX_CONNECTIONS = 16
 
 
 class RedisStore:
@@ -270,7 +444,12 @@ class RedisStore:
     def __init__(self, url: str, ttl_s: float, heartbeat_s: float) -> None:
         import redis.asyncio  # only a deployment with REDIS_URL needs the package loaded
 
-        self.redis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=5)
+        # Bounded and waiting (redis-py 5.x's default pool is unbounded, 6+'s refuses past 100).
+        self.pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=10, socket_connect_timeout=5)
+        self.redis = redis.asyncio.Redis(connection_pool=self.pool)
+        self.reads = BlockingReads(
+            redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, single_connection_client=True), self.redis)
         self.ttl_ms = int(ttl_s * 1000)
         self.lease_ms = max(2, int(heartbeat_s * 1000))
         #: The streams this process is producing, by id.
@@ -284,7 +463,7 @@ class RedisStore:
         await self.redis.ping()
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self.write()), loop.create_task(self.keep_leases()),
-                      loop.create_task(self.listen_for_cancels())]
+                      loop.create_task(self.listen_for_cancels()), loop.create_task(self.reads.run())]
 
     async def create(self, stream_id: str, meta: bytes, on_cancel: Callable[[], None]) -> RedisLog:
         key = log_key(stream_id)
@@ -341,7 +520,7 @@ class RedisStore:
             try:
                 await pipe.execute()
             except Exception as error:  # noqa: BLE001 - a store failure fails these streams, not the server
-                log.warning("the stream store failed: %s", error)
+                log.warning("the stream store failed: %s", redacted(str(error)))
                 for stream_log in pending:
                     stream_log.failed = error
                     self.settle(stream_log)
@@ -369,7 +548,7 @@ class RedisStore:
             try:
                 await pipe.execute()
             except Exception as error:  # noqa: BLE001
-                log.warning("refreshing the stream leases in Redis failed: %s", error)
+                log.warning("refreshing the stream leases in Redis failed: %s", redacted(str(error)))
 
     async def listen_for_cancels(self) -> None:
         """`DELETE`s that reached another process, for the streams produced here."""
@@ -385,7 +564,7 @@ class RedisStore:
                     if local is not None:
                         local.on_cancel()
             except Exception as error:  # noqa: BLE001
-                log.warning("listening for stream cancels in Redis failed (retrying): %s", error)
+                log.warning("listening for stream cancels in Redis failed (retrying): %s", redacted(str(error)))
                 await asyncio.sleep(0.5)
             finally:
                 await pubsub.aclose()
@@ -394,7 +573,9 @@ class RedisStore:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.reads.blocking.aclose()
         await self.redis.aclose()
+        await self.pool.disconnect()
 
 
 def require_redis(url: str) -> None:
@@ -406,15 +587,6 @@ def require_redis(url: str) -> None:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
     except Exception as error:  # noqa: BLE001 - any failure: the server must not start
-        print(f"REDIS_URL={redacted(url)} cannot be reached ({error}); start Redis or unset REDIS_URL",
-              file=sys.stderr)
+        print(f"REDIS_URL={redacted(url)} cannot be reached ({redacted(str(error))}); start Redis or unset "
+              "REDIS_URL", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def redacted(url: str) -> str:
-    """`url` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -59,6 +59,37 @@ def sdk_http_client(settings: Settings) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(timeout=httpx2.Timeout(settings.upstream_timeout_s), transport=UpstreamTransport())
 
 
+#: Most bytes of an upstream's answer that is read whole (not `text/event-stream`: an error,
+#: a model list, a JSON answer), after decompression; past it the read fails (`BodyTooLarge`).
+MAX_WHOLE_BODY_BYTES = 8 * 1024 * 1024
+#: Most bytes of an upstream's error body read to word the error, after decompression.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+class BodyTooLarge(httpx2.DecodingError):
+    """An upstream answer read whole went past its size limit (after decompression)."""
+
+
+async def read_at_most(response: httpx2.Response, limit: int = MAX_ERROR_BODY_BYTES) -> httpx2.Response:
+    """`response` read whole (decompressed) as a new, closed response holding its body, so an
+    SDK can word its error from it; `BodyTooLarge` past `limit` bytes (nothing more is read:
+    a gzip bomb stays small)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for data in response.aiter_bytes():
+            size += len(data)
+            if size > limit:
+                raise BodyTooLarge(f"its answer (HTTP {response.status_code}) is over {limit} bytes; not read")
+            parts.append(data)
+    finally:
+        await response.aclose()
+    headers = [(name, value) for name, value in response.headers.raw
+               if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")]
+    return httpx2.Response(response.status_code, headers=headers, content=b"".join(parts), request=response.request,
+                           extensions=response.extensions)
+
+
 #: Where `UpstreamTransport` leaves the body stream, in the `httpx2.Response`'s extensions.
 _RAW_STREAM = "streamgate.raw_stream"
 
@@ -165,9 +196,13 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 request.method, url, headers=headers, data=body or None, allow_redirects=False,
                 timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
             )
-        stream = _BodyStream(response)
+        raw_body = _BodyStream(response)
+        stream: httpx2.AsyncByteStream = raw_body
+        raw_headers: Any = response.raw_headers
+        if not _is_event_stream(response):  # read whole by someone: bounded, decompressed here
+            stream, raw_headers = _BoundedBody.of(response.status, raw_headers, raw_body)
         answer = httpx2.Response(
-            response.status, headers=response.raw_headers, stream=stream,
+            response.status, headers=raw_headers, stream=stream,
             extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
         )
         _forget_heads(response)
@@ -241,6 +276,44 @@ class _BodyStream(httpx2.AsyncByteStream):
         closed, self.closed = self.closed, None
         if closed is not None:
             closed()
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    content_type = response.headers.get("content-type", "")
+    return content_type[:17].lower() == "text/event-stream"
+
+
+class _BoundedBody(httpx2.AsyncByteStream):
+    """An answer that is not an event stream (an error, a model list, a JSON answer):
+    whoever reads it reads it whole, so it is decompressed here (httpx2's own decoders,
+    in bounded pieces) and ends with `BodyTooLarge` past `MAX_WHOLE_BODY_BYTES`."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, decoded: httpx2.Response, raw: _BodyStream) -> None:
+        self._decoded = decoded
+        self._raw = raw
+
+    @classmethod
+    def of(cls, status: int, raw_headers: Any, raw: _BodyStream) -> tuple[_BoundedBody, list[tuple[bytes, bytes]]]:
+        """The bounded stream and the headers to show with it (no more `content-encoding`)."""
+        decoded = httpx2.Response(status, headers=raw_headers, stream=raw)
+        if "content-encoding" not in decoded.headers:
+            return cls(decoded, raw), list(raw_headers)
+        plain = [(name, value) for name, value in raw_headers
+                 if name.lower() not in (b"content-encoding", b"content-length")]
+        return cls(decoded, raw), plain
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for data in self._decoded.aiter_bytes():
+            size += len(data)
+            if size > MAX_WHOLE_BODY_BYTES:
+                raise BodyTooLarge(f"the upstream's answer is over {MAX_WHOLE_BODY_BYTES} bytes")
+            yield data
+
+    async def aclose(self) -> None:
+        await self._raw.aclose()
 
 
 class _MappedErrors:

@@ -260,6 +260,8 @@ def tool_arguments(arguments: str, path: str) -> msgspec.Raw:
         _object_decoder.decode(arguments)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidRequestError(f"{path}: not a JSON object", provider=PROVIDER) from None
+    except RecursionError:
+        raise InvalidRequestError(f"{path}: nested too deep", provider=PROVIDER) from None
     return msgspec.Raw(arguments.encode())
 
 
@@ -350,8 +352,13 @@ def output_format_of(response_format: ResponseFormat | None) -> JSONOutputFormat
 def strict_schema(schema: dict[str, Any], path: str) -> dict[str, Any]:
     try:
         return anthropic.transform_schema(schema)
-    except (ValueError, TypeError, AttributeError) as error:
-        raise InvalidRequestError(f"{path}: anthropic cannot use this schema: {error}", provider=PROVIDER) from None
+    except (ValueError, TypeError, AttributeError, AssertionError, KeyError, RecursionError) as error:
+        # The SDK's helper meets what it does not take in many ways (`"type": ["string",
+        # "null"]` fails an `assert_never`): each is the client's schema, never a 5xx.
+        detail = str(error)[:200] or type(error).__name__
+        raise InvalidRequestError(f"{path}: anthropic cannot use this schema ({detail}); a nullable type "
+                                  'is written `"anyOf": [{"type": "string"}, {"type": "null"}]`',
+                                  provider=PROVIDER) from None
 
 
 # --- thinking -------------------------------------------------------------------------------

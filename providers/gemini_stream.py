@@ -59,7 +59,8 @@ from ..errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from ..upstream_http import on_close, response_body, sdk_http_client
+from ..pipeline import MAX_DEPTH, nesting_depth
+from ..upstream_http import BodyTooLarge, on_close, read_at_most, response_body, sdk_http_client
 from ..settings import Settings
 from ..providers.stainless import connection_failed, map_transport_error
 from ..sdk_internals import require_internals
@@ -418,6 +419,7 @@ class GeminiStreamAdapter:
                 ring.release(index)
         if response.status_code != 200:
             try:
+                response = await read_at_most(response)  # an error body: bounded, even gzipped
                 await genai_errors.APIError.raise_for_async_response(response)
             except genai_errors.APIError as error:
                 mapped = error_from_api(error)
@@ -425,6 +427,8 @@ class GeminiStreamAdapter:
                     ring.answered(index, 401 if isinstance(mapped, ProviderAuthError) else mapped.status,
                                   mapped.retry_after)
                 raise mapped from None
+            except BodyTooLarge as error:
+                raise UpstreamError(f"gemini sent an answer too large to read: {error}", provider=PROVIDER) from None
             except httpx2.TransportError as error:
                 raise map_transport_error(error, provider=PROVIDER) from None
             finally:
@@ -653,10 +657,19 @@ def image_part(part: ImagePart, path: str) -> _InlineDataPart | _FileDataPart:
     raise InvalidRequestError(f"{path}: gemini takes a data: or https: image URL", provider=PROVIDER)
 
 
+def too_deep(text: str) -> bool:
+    """Whether JSON `text` nests deeper than `MAX_DEPTH` (the request's own limit): decoded
+    and encoded again into Gemini's request, it would recurse too far."""
+    return text.count("{") + text.count("[") > MAX_DEPTH and nesting_depth(text.encode()) > MAX_DEPTH
+
+
 def function_call_part(call: ToolCall, path: str, foreign_signature: str | None) -> _FunctionCallPart:
     """An assistant's tool call as a `functionCall` part, with the thought signature its
     id carries (else `foreign_signature`: one sent back as reasoning, or the foreign one)."""
     arguments = call.function.arguments
+    if too_deep(arguments):
+        raise InvalidRequestError(f"{path}.function.arguments: nested deeper than {MAX_DEPTH} levels of objects "
+                                  "and arrays", provider=PROVIDER)
     try:
         args = _arguments_decoder.decode(arguments) if arguments.strip() else {}
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -675,7 +688,7 @@ def function_response_part(message: ChatMessage, index: int, call_names: dict[st
                                   "assistant message", provider=PROVIDER)
     text = message.text
     try:
-        response = _arguments_decoder.decode(text)
+        response = {"output": text} if too_deep(text) else _arguments_decoder.decode(text)
     except (msgspec.DecodeError, msgspec.ValidationError):
         response = {"output": text}
     return _FunctionResponsePart(_FunctionResponse(name, response))

@@ -10,7 +10,7 @@ stream comes back as one `RawEvent` per upstream SSE event — `event: <type>` a
 (`finish_reason` and `Usage`); any other answer (`stream: false`, `GET`, `DELETE`,
 `cancel`) as one `RawEvent` holding the upstream's JSON body, then the final chunk. An
 error status raises the contract's error carrying the upstream's body (`upstream_body`,
-read up to `stainless.MAX_ERROR_BODY_BYTES`).
+read up to `upstream_http.MAX_ERROR_BODY_BYTES`).
 
 **Reasoning** (`stream_chat`): OpenAI streams reasoning text only here, as reasoning
 summaries. A `ChatRequest` with `include_reasoning` to a reasoning model is sent as a

@@ -7,8 +7,8 @@ The adapters pass their SDK's three classes in, so this module imports neither S
 Bytes read from the raw `httpx2` response after the status was checked fail with
 `httpx2` exceptions instead: `map_transport_error` maps those.
 
-An error status's body is read up to `MAX_ERROR_BODY_BYTES` (after decompression); a
-longer one is never held whole: the call fails as a short `upstream_error`.
+An error status's body is read up to `upstream_http.MAX_ERROR_BODY_BYTES` (after
+decompression); a longer one is never held whole: the call fails as a short `upstream_error`.
 """
 
 from __future__ import annotations
@@ -22,23 +22,7 @@ from .. import keys
 from ..errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
 from ..sdk_internals import require_internals
 from ..sse import LineTooLongError
-from ..upstream_http import on_close
-
-#: The most of an upstream's error body read (bytes, after decompression): enough for any
-#: real error object; past it the call fails as `upstream_error` without the body.
-MAX_ERROR_BODY_BYTES = 64 * 1024
-#: Headers of an error response that describe its body as it came over the wire, not the
-#: decoded bytes kept (`_error_response`).
-_WIRE_BODY_HEADERS = (b"content-encoding", b"content-length", b"transfer-encoding")
-
-
-class ErrorBodyTooLargeError(httpx2.DecodingError):
-    """An error status whose body is longer than `MAX_ERROR_BODY_BYTES`. An `httpx2`
-    exception, so every adapter's `except` of the send catches it; `map_sdk_error` maps it."""
-
-    def __init__(self, status: int, request: httpx2.Request) -> None:
-        super().__init__(f"HTTP {status} with an error body over {MAX_ERROR_BODY_BYTES} bytes", request=request)
-        self.status = status
+from ..upstream_http import BodyTooLarge, on_close, read_at_most
 
 
 class PreparedRequest:
@@ -99,7 +83,7 @@ class PreparedRequest:
         """Send `body` (plus `headers`) as `method` to `url` (else the prepared URL); the
         response once its status is a `2xx`, its body unread. Any other status (a redirect
         too: it is never followed) raises the SDK's status error, its body read up to
-        `MAX_ERROR_BODY_BYTES` (past it `ErrorBodyTooLargeError`); a failure to connect or
+        `upstream_http.MAX_ERROR_BODY_BYTES` after decompression (past it `BodyTooLarge`); a failure to connect or
         read, `httpx2.RequestError`."""
         ring = self._keys
         if ring is not None and self._key_headers:
@@ -111,7 +95,7 @@ class PreparedRequest:
         response = await self._send(request)
         if 200 <= response.status_code < 300:
             return response
-        raise self._client._make_status_error_from_response(await _read_error(response))
+        raise self._client._make_status_error_from_response(await read_at_most(response))
 
     async def _send_with_key(self, ring: keys.KeyRing, body: bytes, headers: Iterable[tuple[bytes, bytes]],
                              method: str, url: httpx2.URL) -> httpx2.Response:
@@ -133,30 +117,13 @@ class PreparedRequest:
                 return response
             ring.release(index)
             again = ring.answered(index, status, response.headers.get("retry-after"))
-            response = await _read_error(response)
+            response = await read_at_most(response)
             if not again:
                 break
         raise self._client._make_status_error_from_response(response)
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         raise NotImplementedError
-
-
-async def _read_error(response: httpx2.Response) -> httpx2.Response:
-    """An error response with its body read (decoded) up to `MAX_ERROR_BODY_BYTES`, as a
-    response the SDK's `_make_status_error_from_response` reads; the upstream's closed."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async for part in response.aiter_bytes():
-            size += len(part)
-            if size > MAX_ERROR_BODY_BYTES:
-                raise ErrorBodyTooLargeError(response.status_code, response.request)
-            parts.append(part)
-    finally:
-        await response.aclose()
-    headers = [(name, value) for name, value in response.headers.raw if name.lower() not in _WIRE_BODY_HEADERS]
-    return httpx2.Response(response.status_code, headers=headers, content=b"".join(parts), request=response.request)
 
 
 class OpenAIRequest(PreparedRequest):
@@ -204,8 +171,6 @@ def map_sdk_error(
     HTTP client refused to send (`LocalProtocolError`) is not. The message is
     the upstream's own `error.message` when it sent one; a key is never put into it.
     """
-    if isinstance(exc, ErrorBodyTooLargeError):
-        return UpstreamError(f"{provider} answered {exc}", provider=provider)
     if isinstance(exc, status_error):
         response: httpx2.Response = exc.response  # type: ignore[attr-defined]
         if response.status_code < 400:  # a redirect (never followed): not the stream asked for
@@ -219,6 +184,8 @@ def map_sdk_error(
             retry_after=response.headers.get("retry-after"),
         )
     cause = exc if isinstance(exc, httpx2.RequestError) else exc.__cause__
+    if isinstance(cause, BodyTooLarge):  # a bounded read: a short message, never the body
+        return UpstreamError(f"{provider} sent an answer too large to read: {cause}", provider=provider)
     if isinstance(cause, httpx2.LocalProtocolError):  # refused before sending, e.g. CR/LF in a header value
         return UpstreamError(f"{provider} request could not be sent: {cause}", provider=provider)
     if isinstance(exc, timeout_error | httpx2.TimeoutException):

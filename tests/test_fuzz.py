@@ -3,7 +3,9 @@ never a 5xx, every refusal is the contract's JSON error, and nothing logs a trac
 
 Bodies are the contract's full request with fields replaced by random JSON values or
 removed, plus what a hostile client sends: deep nesting, huge numbers, `NaN`, invalid
-UTF-8, truncated JSON, random bytes.
+UTF-8, truncated JSON, random bytes; and, to the providers that read JSON out of strings
+or transform schemas (Anthropic, Gemini), deeply nested JSON as tool arguments and tool
+results and type lists in strict schemas.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from streamgate.providers.echo import EchoAdapter
 from streamgate.app import create_app
-from support import serve, settings
+from support import closed_port, serve, settings
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
@@ -172,3 +174,128 @@ def test_openai_endpoint_never_fails_a_client(gateway: tuple[httpx.Client, Trace
     if error is not None:
         assert set(error) == {"message", "type", "param", "code"} and error["code"] in V1_CODES, error
         assert isinstance(error["message"], str) and error["message"]
+
+
+# --- JSON inside strings, and schemas, on the providers that read them ----------------------
+
+PROVIDERS = ("anthropic", "gemini", "openai", "echo")
+
+
+@pytest.fixture(scope="module")
+def providers_gateway() -> Iterator[tuple[httpx.Client, Tracebacks]]:
+    """Every provider configured against a closed port: what the gateway refuses, it
+    refuses before any upstream call; what it accepts ends as `could not connect`."""
+    handler = Tracebacks()
+    loggers = [logging.getLogger(name) for name in ("", "streamgate", "uvicorn", "uvicorn.error")]
+    nowhere = f"http://127.0.0.1:{closed_port()}"
+    config = settings(openai_api_key="sk-fuzz", anthropic_api_key="sk-ant-fuzz", gemini_api_key="AIza-fuzz",
+                      openai_base_url=nowhere + "/v1", anthropic_base_url=nowhere, gemini_base_url=nowhere,
+                      upstream_max_retries=0)
+    with serve(create_app(config)) as url:
+        for logger in loggers:
+            logger.addHandler(handler)
+        try:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                yield client, handler
+        finally:
+            for logger in loggers:
+                logger.removeHandler(handler)
+
+
+@st.composite
+def nested_json_text(draw: st.DrawFn) -> str:
+    """JSON text nested up to 3,000 deep (objects, arrays or both), whole or cut short."""
+    depth = draw(st.integers(1, 3000))
+    kind = draw(st.sampled_from(["objects", "arrays", "both"]))
+    opener, closer = {"objects": ('{"a":', "}"), "arrays": ("[", "]"), "both": ('{"a":[', "]}")}[kind]
+    text = opener * depth + "1" + closer * depth
+    return text[: draw(st.integers(0, len(text)))] if draw(st.booleans()) else text
+
+
+schema_types = st.lists(st.sampled_from(["string", "null", "integer", "object", "array"]), min_size=1, max_size=3)
+
+
+@st.composite
+def strings_that_hold_json(draw: st.DrawFn, template: dict[str, Any], v1: bool) -> bytes:
+    """`template` sent to a provider that reads JSON out of strings or transforms schemas:
+    deep JSON as a tool call's arguments or a tool's result, a type list in a (strict) schema."""
+    body: Any = copy.deepcopy(template)
+    provider = draw(st.sampled_from(PROVIDERS))
+    if v1:
+        body["model"] = {"echo": "echo/echo", "openai": "openai/gpt-4o", "anthropic": "anthropic/claude-sonnet-4-5",
+                         "gemini": "gemini/gemini-2.5-flash"}[provider]
+    else:
+        body["provider"] = provider
+        body.pop("model")
+    for place in draw(st.lists(st.sampled_from(["arguments", "result", "tool_schema", "format_schema"]),
+                               min_size=1, max_size=4, unique=True)):
+        if place == "arguments":
+            body["messages"][2]["tool_calls"][0]["function"]["arguments"] = draw(nested_json_text())
+        elif place == "result":
+            body["messages"][3]["content"] = draw(nested_json_text())
+        elif place == "tool_schema":
+            function = body["tools"][0]["function"]
+            function["strict"] = True
+            function["parameters"]["properties"]["city"]["type"] = draw(schema_types)
+        else:
+            body["response_format"]["json_schema"]["schema"] = {
+                "type": "object", "properties": {"answer": {"type": draw(schema_types)}}}
+    return json.dumps(body).encode()
+
+
+def provider_answer_of(client: httpx.Client, path: str, body: bytes, tracebacks: Tracebacks) -> dict[str, Any] | None:
+    """As `answer_of`, but the closed upstream's `502 could not connect` is the answer of a
+    request the gateway accepted."""
+    tracebacks.records.clear()  # this body's own (Hypothesis then shrinks to the body at fault)
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert not tracebacks.records, [record.getMessage() for record in tracebacks.records]
+    if response.status_code == 200:
+        return None
+    error: dict[str, Any] = response.json()["error"]
+    if response.status_code >= 500:
+        assert response.status_code == 502 and error["message"].startswith("could not connect"), (body[:300], error)
+    return error
+
+
+@FUZZ
+@given(body=strings_that_hold_json(NATIVE, v1=False))
+def test_json_inside_strings_is_never_a_5xx_on_the_native_endpoint(
+        providers_gateway: tuple[httpx.Client, Tracebacks], body: bytes) -> None:
+    client, tracebacks = providers_gateway
+    error = provider_answer_of(client, "/api/v1/chat/stream", body, tracebacks)
+    if error is not None:
+        assert error["type"] in ERROR_TYPES, error
+
+
+@FUZZ
+@given(body=strings_that_hold_json(V1, v1=True))
+def test_json_inside_strings_is_never_a_5xx_on_the_openai_endpoint(
+        providers_gateway: tuple[httpx.Client, Tracebacks], body: bytes) -> None:
+    client, tracebacks = providers_gateway
+    error = provider_answer_of(client, "/v1/chat/completions", body, tracebacks)
+    if error is not None:
+        assert error["code"] in V1_CODES, error
+
+
+def test_the_reviews_bodies_are_the_contracts_errors(providers_gateway: tuple[httpx.Client, Tracebacks]) -> None:
+    """The review's three: deep JSON as tool arguments (Anthropic, Gemini) and as a tool
+    result (Gemini), and a strict Anthropic schema with `"type": ["string", "null"]`."""
+    client, tracebacks = providers_gateway
+    deep = '{"a":' * 1500 + "1" + "}" * 1500
+    for provider in ("anthropic", "gemini"):
+        body: Any = copy.deepcopy({**NATIVE, "provider": provider})
+        body.pop("model")
+        body["messages"][2]["tool_calls"][0]["function"]["arguments"] = deep
+        error = provider_answer_of(client, "/api/v1/chat/stream", json.dumps(body).encode(), tracebacks)
+        assert error is not None and error["type"] == "invalid_request" and "arguments" in error["message"], error
+    body = copy.deepcopy({**NATIVE, "provider": "gemini"})
+    body.pop("model")
+    body["messages"][3]["content"] = deep  # a tool's output: passed on as text
+    error = provider_answer_of(client, "/api/v1/chat/stream", json.dumps(body).encode(), tracebacks)
+    assert error is not None and error["message"].startswith("could not connect"), error
+    body = copy.deepcopy({**NATIVE, "provider": "anthropic"})
+    body.pop("model")
+    body["tools"][0]["function"]["strict"] = True
+    body["tools"][0]["function"]["parameters"]["properties"]["city"]["type"] = ["string", "null"]
+    error = provider_answer_of(client, "/api/v1/chat/stream", json.dumps(body).encode(), tracebacks)
+    assert error is not None and error["type"] == "invalid_request" and "anyOf" in error["message"], error

@@ -104,7 +104,7 @@ def test_a_client_leaving_mid_stream_leaves_nothing_in_flight() -> None:
 def test_a_chat_request_refused_for_its_bearer_token_is_counted_as_unauthorized() -> None:
     """Only a chat request's 401 (a POST to a chat endpoint) is counted: a GET, to any
     route or to a chat path, is not a chat request."""
-    with serve(create_app(settings(gateway_api_key="sekret"), {"echo": EchoAdapter(0)})) as url:
+    with serve(create_app(settings(gateway_api_key="sekret", metrics_public=True), {"echo": EchoAdapter(0)})) as url:
         before = scrape(url)
         assert chat(url, "echo").status_code == 401
         assert chat(url, "echo", path="/api/v1/chat").status_code == 401
@@ -122,9 +122,10 @@ def test_a_chat_request_refused_for_its_bearer_token_is_counted_as_unauthorized(
     }
 
 
-def test_metrics_and_the_page_are_open_when_the_api_needs_a_key() -> None:
+def test_the_page_is_open_and_metrics_need_the_key_when_the_api_needs_one() -> None:
     with serve(create_app(settings(gateway_api_key="sekret"), {"echo": EchoAdapter(0)})) as url:
-        assert httpx.get(f"{url}/metrics").status_code == 200
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/metrics", headers={"authorization": "Bearer sekret"}).status_code == 200
         assert httpx.get(f"{url}/").status_code == 200
         assert httpx.get(f"{url}/api/v1/chat/stream/health").status_code == 401
 

@@ -36,7 +36,7 @@ from streamgate.errors import GatewayError, ProviderNotConfiguredError, Upstream
 from streamgate.providers.anthropic_stream import read_chunks
 from streamgate.providers.openai_responses import open_responses_passthrough
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.providers.stainless import MAX_ERROR_BODY_BYTES
+from streamgate.upstream_http import MAX_ERROR_BODY_BYTES
 from support import Answer, settings
 from test_anthropic_request import sdk_checked as anthropic_checked
 from wire_anthropic import SIGNATURE as ANTHROPIC_SIGNATURE
@@ -237,7 +237,8 @@ async def test_an_oversize_error_body_is_a_short_upstream_error(
         await open_responses_passthrough(adapter, CLIENT_BODY, [], stream=False)
     error = caught.value
     assert error.upstream_body is None and error.status == 502 and len(error.message) < 120
-    assert error.message == f"openai answered HTTP 400 with an error body over {MAX_ERROR_BODY_BYTES} bytes"
+    assert error.message == (f"openai sent an answer too large to read: its answer (HTTP 400) is over "
+                             f"{MAX_ERROR_BODY_BYTES} bytes; not read")
 
 
 @pytest.mark.anyio

@@ -5,6 +5,7 @@ an unreachable `REDIS_URL` at start-up."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import redis
 from streamgate import sse
 from streamgate.providers.echo import EchoAdapter
 from streamgate.app import create_app
+from streamgate.stream_store import MAX_CONNECTIONS
 from processes import KEYS, ROOT, RedisServer, free_port, gateways, running_redis
 from resumable import resume_from, start
 from support import serve, settings
@@ -205,3 +207,46 @@ def test_an_unreachable_redis_url_stops_the_start(tmp_path: Path, command: list[
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("REDIS_URL=redis://:***@127.0.0.1:")
     assert "hunter2" not in result.stderr.decode() and "start Redis or unset REDIS_URL" in lines[0]
+
+
+def test_a_password_in_the_query_string_is_not_printed_either(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in KEYS}
+    environment["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0?password=hunter2&socket_timeout=1"
+    result = subprocess.run([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
+                            capture_output=True, timeout=90)
+    assert result.returncode == 2
+    assert "hunter2" not in result.stderr.decode() and "password=***" in result.stderr.decode()
+
+
+def test_many_readers_of_ones_own_stream_cannot_break_another_users_stream(shared_redis: RedisServer) -> None:
+    """The review's abuse: 110 `GET`s of one's own stream id (each one a blocking reader)
+    held a connection each of a pool of 100, and another user's live stream failed. Now
+    the readers of a process share one blocking read, and the pool is bounded."""
+    app = create_app(settings(redis_url=shared_redis.url, sse_heartbeat_s=HEARTBEAT_S),
+                     adapters={"echo": EchoAdapter(20)})
+    theirs = " ".join(f"t{i}" for i in range(60))
+    mine = " ".join(f"m{i}" for i in range(40))
+    client = redis.Redis.from_url(shared_redis.url)
+    before = client.info("clients")["connected_clients"]
+    with serve(app) as url:
+        other_user: list[bytes] = []
+        victim = threading.Thread(target=lambda: other_user.append(
+            httpx.post(url + "/api/v1/chat/stream", json=body(theirs), timeout=30).content))
+        victim.start()
+        stream_id, _ = start(url, 1, body(mine))
+
+        async def readers() -> list[bytes]:
+            limits = httpx.Limits(max_connections=200)
+            async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+                async def one() -> bytes:
+                    return (await http.get(f"{url}/api/v1/chat/stream/{stream_id}")).content
+
+                return list(await asyncio.gather(*(one() for _ in range(110))))
+
+        read = asyncio.run(readers())
+        victim.join(30)
+        used = client.info("clients")["connected_clients"] - before
+    assert text_of(other_user[0]) == theirs and other_user[0].endswith(b"data: [DONE]\n\n")
+    assert all(text_of(raw) == mine for raw in read)
+    assert len(set(read)) == 1
+    assert used <= MAX_CONNECTIONS + 1  # the pool, and the one blocking reader

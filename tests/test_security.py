@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +27,10 @@ from streamgate.pipeline import MAX_DEPTH, decode_json, nesting_depth
 from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.app import create_app
-from streamgate.settings import LOOPBACK_HOSTS
-from processes import wait_until_answering
+from streamgate.pipeline import MAX_LOG_FIELD
+from streamgate.settings import ANY_IP, LOOPBACK_HOSTS, Settings, redacted
+from msgspec.structs import replace
+from processes import ROOT, wait_until_answering
 from support import closed_port, serve, settings
 from wire_openai import MockUpstream, Reply, completion
 
@@ -320,3 +325,137 @@ def test_an_allowed_upstream_call_still_goes_through() -> None:
         answer = post(url, body, headers={"origin": "https://app.example"})
         assert answer.status_code == 200 and b'"content":"Hi"' in answer.content
     assert len(upstream.seen) == 1
+
+
+# --- a non-loopback HOST (a container's 0.0.0.0) --------------------------------------------
+
+
+def test_a_non_loopback_host_accepts_ip_literals_localhost_and_this_machine_only(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The review's rebinding: with `HOST=0.0.0.0` and no `ALLOWED_HOSTS` a page at a name
+    rebound to the gateway spent the key. Now only names that cannot be rebound pass."""
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.delenv("ALLOWED_HOSTS", raising=False)
+    config = Settings.from_env()
+    assert config.allowed_hosts == ("localhost", socket.gethostname(), ANY_IP)
+    app = create_app(replace(config, echo_delay_ms=0.0, model_catalog_refresh_s=0.0),
+                     adapters={"echo": EchoAdapter(0)})
+    with serve(app) as url:
+        port = url.rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", "10.1.2.3:8000", "[::1]", f"[fe80::1]:{port}", f"localhost:{port}",
+                     f"{socket.gethostname()}:{port}", "192.168.0.7"):
+            assert post(url, headers={"host": host}).status_code == 200, host
+        for host in (f"evil.example:{port}", "rebind.attacker.test", "127.0.0.1.nip.io", "1.2.3.4.evil", "0x7f.1"):
+            refused = post(url, headers={"host": host})
+            assert_native_error(refused, 400, "invalid_host")
+            assert "ALLOWED_HOSTS" in refused.json()["error"]["message"]
+            assert_native_error(httpx.get(url + "/metrics", headers={"host": host}), 400, "invalid_host")
+    monkeypatch.setenv("ALLOWED_HOSTS", "gw.example")
+    listed = Settings.from_env()
+    assert listed.allowed_hosts == ("gw.example",)
+    monkeypatch.setenv("HOST", "127.0.0.1")
+    monkeypatch.delenv("ALLOWED_HOSTS")
+    assert Settings.from_env().allowed_hosts == LOOPBACK_HOSTS
+
+
+def test_the_start_says_which_hosts_are_accepted(tmp_path: Path) -> None:
+    port = closed_port()
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "ALLOWED_HOSTS"}
+    environment.update({"HOST": "0.0.0.0", "PORT": str(port)})
+    process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_answering(process, f"http://127.0.0.1:{port}/api/v1/chat/stream/health")
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    line = next(line for line in output.splitlines() if "accepting Host" in line)
+    assert f"localhost, {socket.gethostname()}, any IP address" in line and "ALLOWED_HOSTS" in line, line
+
+
+# --- the page's headers, /metrics -------------------------------------------------------------
+
+
+def test_the_page_cannot_be_framed() -> None:
+    with serve(echo_app(allowed_hosts=LOOPBACK_HOSTS)) as url:
+        pages = [httpx.get(url + path) for path in ("/", "/static/index.html", "/static/app.js")]
+    for page in pages:
+        assert page.status_code == 200
+        policy = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy and "default-src 'self'" in policy
+        assert page.headers["x-frame-options"] == "DENY"
+    assert b"http-equiv" not in pages[0].content  # one policy, the header's
+
+
+def test_metrics_need_the_key_unless_metrics_public() -> None:
+    with serve(echo_app(gateway_api_key=KEY)) as url:
+        assert_native_error(httpx.get(url + "/metrics"), 401, "unauthorized")
+        assert_native_error(httpx.get(url + "/metrics/", headers={"authorization": "Bearer nope"}), 401,
+                            "unauthorized")
+        scraped = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {KEY}"})
+        assert scraped.status_code == 200 and b"streamgate_requests_total" in scraped.content
+        assert httpx.get(url + "/").status_code == 200  # the page itself needs no key
+    with serve(echo_app(gateway_api_key=KEY, metrics_public=True)) as url:
+        assert httpx.get(url + "/metrics").status_code == 200
+    with serve(echo_app()) as url:
+        assert httpx.get(url + "/metrics").status_code == 200  # no key set: open, as before
+
+
+# --- the request log ----------------------------------------------------------------------------
+
+
+def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [r.getMessage() for r in caplog.records if r.name == "streamgate.access"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
+def test_a_request_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    forged = "gpt-4o\r\n2026-12-07 10:00:00 INFO streamgate.access: POST /admin 200 \x1b[2J" + "x" * 5000
+    with serve(echo_app()) as url:
+        answered = post(url, {**HELLO, "model": forged})
+        assert answered.status_code == 422  # echo has no such model
+        v1 = post(url, {**V1_HELLO, "model": "echo/" + forged}, "/v1/chat/completions")
+        assert v1.status_code in (400, 404, 422)
+        lines = access_lines(caplog, 2)
+    assert len(lines) == 2
+    for line in lines:
+        assert line.isprintable() and "\x1b" not in line and len(line) < MAX_LOG_FIELD * 3, line
+        assert " INFO streamgate.access: POST /admin" not in line
+    assert "gpt-4o\\r\\n2026-12-07\\x2010:00:00" in lines[0] and "..." in lines[0]
+
+
+def test_refusals_by_the_guards_are_in_the_request_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="streamgate.access")
+    with serve(echo_app(gateway_api_key=KEY, allowed_hosts=LOOPBACK_HOSTS, max_body_bytes=100)) as url:
+        auth = {"authorization": f"Bearer {KEY}"}
+        assert post(url).status_code == 401
+        assert post(url, headers={**auth, "host": "evil.example"}).status_code == 400
+        assert post(url, headers={**auth, "origin": EVIL}).status_code == 403
+        assert post(url, V1_HELLO, "/v1/chat/completions", headers={**auth, "origin": EVIL}).status_code == 403
+        assert post(url, {**HELLO, "pad": "x" * 200}, headers=auth).status_code == 413
+        assert httpx.get(url + "/metrics").status_code == 401
+        lines = access_lines(caplog, 6)
+    assert [line.split(" error=")[0] for line in lines] == [
+        "POST /api/v1/chat/stream 401 provider=- model=-",
+        "POST /api/v1/chat/stream 400 provider=- model=-",
+        "POST /api/v1/chat/stream 403 provider=- model=-",
+        "POST /v1/chat/completions 403 provider=- model=-",
+        "POST /api/v1/chat/stream 413 provider=- model=-",
+        "GET /metrics 401 provider=- model=-",
+    ]
+    assert [line.split(" error=")[1] for line in lines] == [
+        "unauthorized", "invalid_host", "forbidden_origin", "forbidden_origin", "body_too_large", "unauthorized"]
+
+
+def test_passwords_in_urls_are_redacted() -> None:
+    assert redacted("redis://:hunter2@h:6379/0") == "redis://:***@h:6379/0"
+    assert redacted("rediss://user:hunter2@h/0?password=hunter3&db=1") == "rediss://user:***@h/0?password=***&db=1"
+    assert redacted("failed for url 'https://u:pw@proxy.example/v1/models?key=AIza1'") == (
+        "failed for url 'https://u:***@proxy.example/v1/models?key=***'")
+    assert redacted("https://api.openai.com/v1") == "https://api.openai.com/v1"

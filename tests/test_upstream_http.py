@@ -443,7 +443,8 @@ async def test_slow_reader_holds_the_upstream_back_and_gets_the_whole_body(http:
 
     async def fast(request: bytes, writer: asyncio.StreamWriter) -> bool:
         nonlocal written
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
+        # A stream (an answer read whole is bounded: `MAX_WHOLE_BODY_BYTES`).
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body))
         for piece in split(body, 64 * 1024):
             writer.write(piece)
             await writer.drain()

@@ -95,3 +95,22 @@ def test_two_workers_serve_streams_and_metrics_add_them_up(tmp_path: Path) -> No
         assert process.wait(30) == 0
         assert not os.path.exists(directory.decode())  # the parent removed its metrics directory
         assert b"Stopping parent process" in process.stdout.read()  # type: ignore[union-attr]
+
+
+def test_two_workers_write_the_request_log(tmp_path: Path) -> None:
+    """Each worker is a spawned process: the request log (and every warning) must be
+    configured there too, not only in the parent."""
+    with gateways(tmp_path, 1, WORKERS="2", ECHO_DELAY_MS="0") as [(process, url)]:
+        deadline = time.monotonic() + 90
+        while len(children(process.pid)) < 2:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.2)
+        for i in range(6):
+            body = {"provider": "echo", "messages": [{"role": "user", "content": f"logged {i}"}]}
+            assert httpx.post(url + "/api/v1/chat/stream", json=body, timeout=30).status_code == 200
+        assert httpx.post(url + "/api/v1/chat/stream", content=b"{", timeout=30).status_code == 400
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0].decode()
+    lines = [line for line in output.splitlines() if "streamgate.access:" in line]
+    assert sum("POST /api/v1/chat/stream 200 provider=echo model=echo" in line for line in lines) == 6, output
+    assert sum("POST /api/v1/chat/stream 400" in line and "error=invalid_json" in line for line in lines) == 1
