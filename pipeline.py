@@ -649,16 +649,17 @@ async def end_request(call: Call, stream: ChunkStream | None, progress: StreamPr
         log.warning("shutting down: cut a request to %s after %d frames", call.provider, progress.frames_sent)
 
 
-def status_noted(send: Send, progress: StreamProgress, call: Call) -> Send:
+def status_noted(send: Send, progress: StreamProgress, call: Call | None = None) -> Send:
     """`send`, noting the status of the response it starts in `progress` (for the request
-    log: each dialect chooses its own error statuses), and adding to its head what
-    served the call (`Call.served_headers`): on every answer, whichever sink or error
+    log: each dialect chooses its own error statuses), and with a `call`, adding to its
+    head what served it (`Call.served_headers`): on every answer, whichever sink or error
     sender starts it."""
 
     async def send_and_note(message: Any) -> None:
         if message["type"] == "http.response.start":
             progress.status = message["status"]
-            message = {**message, "headers": [*message["headers"], *call.served_headers()]}
+            if call is not None:
+                message = {**message, "headers": [*message["headers"], *call.served_headers()]}
         await send(message)
 
     return send_and_note
