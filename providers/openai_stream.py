@@ -158,6 +158,11 @@ class _WireUsage(msgspec.Struct):
     completion_tokens: int = 0
     total_tokens: int | None = None
     completion_tokens_details: _CompletionTokensDetails | None = None
+    prompt_tokens_details: _PromptTokensDetails | None = None
+
+
+class _PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int | None = None  # part of `prompt_tokens`
 
 
 class _WireError(msgspec.Struct):
@@ -405,7 +410,8 @@ def _usage(wire: _WireUsage) -> Usage:
         total = wire.prompt_tokens + wire.completion_tokens
     details = wire.completion_tokens_details
     reasoning = details.reasoning_tokens if details is not None and details.reasoning_tokens else None
-    return Usage(wire.prompt_tokens, wire.completion_tokens, total, reasoning)
+    cached = wire.prompt_tokens_details.cached_tokens if wire.prompt_tokens_details is not None else None
+    return Usage(wire.prompt_tokens, wire.completion_tokens, total, reasoning, cached or None)
 
 
 def _stream_error(error: _WireError | str, provider: str) -> UpstreamError:
