@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import metrics
+from . import metrics, timing
 from .adapter import Adapter
 from .catalog import Catalog
 from .dialects import DIALECTS
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     restorers = {name: restore for dialect in DIALECTS for name, restore in dialect.RESTORERS.items()}
     streams = Streams(settings, store_for(settings), restorers)
     gateway = Gateway(settings, adapters, catalog, streams)
+    tracer = timing.install_tracing()  # None unless OTEL_* variables configure an exporter
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,6 +108,8 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         await catalog.stop()
         for adapter in adapters.values():
             await adapter.aclose()
+        if tracer is not None:
+            await asyncio.to_thread(tracer.flush)
 
     routes: list[BaseRoute] = [Route("/api/v1/chat/stream/health", health, methods=["GET"])]
     routes += [route for dialect in DIALECTS for route in dialect.routes(gateway)]

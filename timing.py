@@ -30,8 +30,14 @@ log = logging.getLogger("streamgate")
 class RequestTiming:
     """One chat request's timestamps (monotonic seconds); `None`: not (yet) happened."""
 
-    __slots__ = ("started_at", "upstream_written_at", "upstream_head_at", "upstream_done_at", "head_sent_at",
-                 "trace")
+    __slots__ = (
+        "head_sent_at",
+        "started_at",
+        "trace",
+        "upstream_done_at",
+        "upstream_head_at",
+        "upstream_written_at",
+    )
 
     def __init__(self, started_at: float) -> None:
         self.started_at = started_at  # the request reached the gateway
