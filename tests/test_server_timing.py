@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from streamgate.app import create_app
 from support import serve, settings
 from test_metrics import delta, key, scrape

@@ -226,3 +226,20 @@ def test_off_nothing_of_opentelemetry_is_imported() -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().strip() == "[]"
+
+
+def test_a_histogram_counts_per_attribute_set_into_the_advised_buckets() -> None:
+    from streamgate.tracing import TTFT_BUCKETS, GenAIHistogram
+
+    histogram = GenAIHistogram("gen_ai.server.time_to_first_token", "s", "-", TTFT_BUCKETS)
+    fast, slow = {"gen_ai.provider.name": "openai"}, {"gen_ai.provider.name": "anthropic"}
+    for value, attributes in [(0.0005, fast), (0.001, fast), (0.3, fast), (12.0, slow)]:
+        histogram.record(value, attributes)
+    metric = histogram.metric(1, 2)
+    assert metric is not None and metric.unit == "s"
+    points = {point.attributes["gen_ai.provider.name"]: point for point in metric.data.data_points}
+    assert points["openai"].count == 3 and points["openai"].sum == 0.3015
+    assert (points["openai"].min, points["openai"].max) == (0.0005, 0.3)
+    # Bounds are upper-inclusive: 0.0005 and 0.001 fall in the first bucket, 0.3 in (0.25, 0.5].
+    assert points["openai"].bucket_counts[0] == 2 and points["openai"].bucket_counts[TTFT_BUCKETS.index(0.5)] == 1
+    assert points["anthropic"].bucket_counts[-1] == 1 and sum(points["anthropic"].bucket_counts) == 1

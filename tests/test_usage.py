@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from test_metrics import delta, key, scrape
 from wire_anthropic import MESSAGE_STOP, event, message_start, sdk_message, text_block
 from wire_gemini import frame, sdk_stream, text, usage_metadata
