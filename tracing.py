@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import yarl
@@ -43,8 +44,8 @@ from opentelemetry.sdk.metrics.export import (
     ScopeMetrics,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -78,7 +79,19 @@ def _exporter(environ: Mapping[str, str]) -> SpanExporter | None:
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter()
+    class Exporter(OTLPSpanExporter):
+        """The SDK's OTLP/HTTP span exporter (endpoint, headers, TLS, compression, retries:
+        its `OTEL_EXPORTER_OTLP_*` handling), our spans encoded by `encode_spans`; any span
+        it cannot write, or an exporter without the internal `_client` it sends with, goes
+        the SDK's own way."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            client = getattr(self, "_client", None)
+            if getattr(self, "_shutdown", True) or client is None or not encodable(spans):
+                return super().export(spans)
+            return SpanExportResult.SUCCESS if client.export(encode_spans(spans)).success else SpanExportResult.FAILURE
+
+    return Exporter()
 
 
 def _metric_exporter(environ: Mapping[str, str]) -> MetricExporter | None:
@@ -360,3 +373,128 @@ class Attempt:
             span.set_attribute("error.type", type(error).__qualname__)
             span.set_status(Status(StatusCode.ERROR, str(error)[:200] or None))
         span.end()
+
+
+# --- the OTLP span encoding -------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field (`tag` = field number << 3 | 2)."""
+    return _varint(tag) + _varint(len(payload)) + payload
+
+
+def _any_value(value: Any) -> bytes:
+    """An `AnyValue` message's bytes."""
+    if isinstance(value, str):
+        return _field(0x0A, value.encode())
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + struct.pack("<d", value)
+    if isinstance(value, bytes):
+        return _field(0x3A, value)
+    if isinstance(value, (tuple, list)):
+        return _field(0x2A, b"".join(_field(0x0A, _any_value(item)) for item in value))
+    return _field(0x0A, str(value).encode())
+
+
+def _key_values(tag: int, attributes: Mapping[str, Any]) -> bytes:
+    """Repeated `KeyValue` fields numbered by `tag`; the same key and value recur from span
+    to span (operation, provider, model, host), so each pair's bytes are kept (a bounded
+    number of them)."""
+    parts = []
+    for key, value in attributes.items():
+        pair = (tag, key, type(value), value)  # the type too: True, 1 and 1.0 are equal keys
+        try:
+            encoded = _encoded_pairs.get(pair)
+        except TypeError:  # an unhashable value
+            encoded = pair = None
+        if encoded is None:
+            encoded = _field(tag, _field(0x0A, key.encode()) + _field(0x12, _any_value(value)))
+            if pair is not None:
+                if len(_encoded_pairs) >= _MAX_ENCODED_PAIRS:
+                    _encoded_pairs.clear()
+                _encoded_pairs[pair] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+_encoded_pairs: dict[tuple[Any, ...], bytes] = {}
+_MAX_ENCODED_PAIRS = 4096
+
+
+def _span(span: ReadableSpan) -> bytes:
+    """One `Span` message's bytes (events and links: see `encodable`)."""
+    context = span.context
+    parent = span.parent
+    parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+    if context.trace_state:
+        parts.append(_field(0x1A, context.trace_state.to_header().encode()))
+    if parent is not None:
+        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+    parts += (_field(0x2A, span.name.encode()), b"\x30", _varint(span.kind.value + 1),
+              b"\x39", struct.pack("<Q", span.start_time or 0), b"\x41", struct.pack("<Q", span.end_time or 0),
+              _key_values(0x4A, span.attributes or {}))
+    if span.dropped_attributes:
+        parts += (b"\x50", _varint(span.dropped_attributes))
+    status = span.status
+    code = status.status_code.value
+    message = _field(0x12, status.description.encode()) if status.description else b""
+    parts.append(_field(0x7A, message + (b"\x18" + _varint(code) if code else b"")))  # always, as the SDK
+    flags = 0x100 | (0x200 if parent is not None and parent.is_remote else 0)  # HAS_IS_REMOTE, IS_REMOTE
+    parts += (b"\x85\x01", struct.pack("<I", flags))
+    return b"".join(parts)
+
+
+def encodable(spans: Sequence[ReadableSpan]) -> bool:
+    """Whether `encode_spans` can write these spans: none has events or links (ours have
+    neither; anything else goes through the SDK's encoder)."""
+    return not any(span.events or span.links for span in spans)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An OTLP `ExportTraceServiceRequest` holding `spans`, grouped by resource and scope,
+    as the SDK's encoder writes it, at a fraction of its CPU (it builds a protobuf object per
+    attribute: ~40 µs a span; this joins bytes)."""
+    groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
+    for span in spans:
+        resource = span.resource
+        scopes = groups.get(id(resource))
+        if scopes is None:
+            scopes = groups[id(resource)] = (resource, {})
+        scope = span.instrumentation_scope
+        entry = scopes[1].get(id(scope))
+        if entry is None:
+            entry = scopes[1][id(scope)] = (scope, [])
+        entry[1].append(_field(0x12, _span(span)))
+    resource_spans = []
+    for resource, scopes in groups.values():
+        body = [_field(0x0A, _key_values(0x0A, resource.attributes))]
+        for scope, encoded in scopes.values():
+            scope_body = b""
+            if scope is not None:
+                scope_body = _field(0x0A, scope.name.encode()) + (
+                    _field(0x12, scope.version.encode()) if scope.version else b"")
+                scope_body = _field(0x0A, scope_body)
+            schema = _field(0x1A, scope.schema_url.encode()) if scope is not None and scope.schema_url else b""
+            body.append(_field(0x12, scope_body + b"".join(encoded) + schema))
+        if resource.schema_url:
+            body.append(_field(0x1A, resource.schema_url.encode()))
+        resource_spans.append(_field(0x0A, b"".join(body)))
+    return b"".join(resource_spans)

@@ -243,3 +243,38 @@ def test_a_histogram_counts_per_attribute_set_into_the_advised_buckets() -> None
     # Bounds are upper-inclusive: 0.0005 and 0.001 fall in the first bucket, 0.3 in (0.25, 0.5].
     assert points["openai"].bucket_counts[0] == 2 and points["openai"].bucket_counts[TTFT_BUCKETS.index(0.5)] == 1
     assert points["anthropic"].bucket_counts[-1] == 1 and sum(points["anthropic"].bucket_counts) == 1
+
+
+def test_our_span_encoding_is_the_sdk_encoders_message() -> None:
+    """`encode_spans` (bytes joined by hand) decodes to exactly the message the SDK's OTLP
+    encoder builds: remote and local parents, trace state, every attribute type, statuses."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from streamgate.tracing import _Resource, encodable, encode_spans
+
+    ended: list[ReadableSpan] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(resource=_Resource({"service.name": "streamgate-test", "replicas": 3}))
+    provider.add_span_processor(SimpleSpanProcessor(Keep()))
+    tracer = provider.get_tracer("streamgate")
+    remote = TraceContextTextMapPropagator().extract({"traceparent": TRACEPARENT, "tracestate": "vendor=x"})
+    request = tracer.start_span("chat gpt-4o", context=remote, kind=SpanKind.SERVER, attributes={
+        "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 3000, "flag": True, "ratio": 0.5,
+        "gen_ai.response.finish_reasons": ("stop",), "negative": -5, "日本": "語 🎉"})
+    attempt = tracer.start_span("POST", context=set_span_in_context(request), kind=SpanKind.CLIENT,
+                                attributes={"server.port": 443, "flag": 1})
+    attempt.set_status(Status(StatusCode.ERROR, "503"))
+    attempt.end()
+    request.set_status(Status(StatusCode.ERROR))
+    request.end()
+    tracer.start_span("root").end()
+    assert encodable(ended)
+    assert ExportTraceServiceRequest.FromString(encode_spans(ended)) == sdk_encode_spans(ended)
