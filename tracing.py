@@ -240,7 +240,12 @@ class Tracer:
         tracer_provider = TracerProvider(resource=resource)
         exporter = _exporter(environ)
         if exporter is not None:
-            tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+            # Batches of 2048 spans unless the environment says otherwise (the SDK's default is
+            # 512): each export costs its thread ~5 ms of HTTP client work, and while it runs it
+            # takes the GIL from the event loop.
+            tracer_provider.add_span_processor(BatchSpanProcessor(
+                exporter, max_queue_size=int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 8192),
+                max_export_batch_size=int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 2048)))
         try:
             interval_s = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000
         except ValueError:
