@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -18,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import keys, metrics
+from . import keys, metrics, timing
 from .adapter import Adapter
 from .catalog import Catalog
 from .config import ConfigFile, load_config
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     restorers = {name: restore for dialect in DIALECTS for name, restore in dialect.RESTORERS.items()}
     streams = Streams(settings, store_for(settings), restorers)
     gateway = Gateway(settings, adapters, catalog, streams, build_routes(route_specs, adapters))
+    tracer = timing.install_tracing()  # None unless OTEL_* variables configure an exporter
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -191,6 +193,8 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
         for adapter in adapters.values():
             await adapter.aclose()
         await keys.aclose_all()  # the shared key rests' Redis clients (REDIS_URL with several keys)
+        if tracer is not None:
+            await asyncio.to_thread(tracer.flush)
 
     routes: list[BaseRoute] = [Route("/api/v1/chat/stream/health", health, methods=["GET"])]
     routes += [route for dialect in DIALECTS for route in dialect.routes(gateway)]

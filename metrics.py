@@ -29,6 +29,8 @@ from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .chat_types import Usage
+
 prometheus_client.disable_created_metrics()  # no `*_created` series: half the scrape, no use here
 
 #: The `provider` label of a request rejected before a provider was picked (bad JSON, …).
@@ -62,6 +64,21 @@ STREAMS_IN_FLIGHT = Gauge("streamgate_streams_in_flight", "Chat requests being a
 UPSTREAM_RETRIES = Counter(
     "streamgate_upstream_retries", "Retries of an upstream call before its first token.", ["provider"]
 )
+TOKENS = Counter(
+    "streamgate_tokens",
+    "Tokens the upstreams reported, by type: prompt (cached and cache_creation included), completion "
+    "(reasoning included), cached (read from the prompt cache), cache_creation (written to it), reasoning.",
+    ["provider", "type"],
+)
+#: The `type` labels of `TOKENS`, in the order `ProviderSeries.tokens` holds them.
+TOKEN_TYPES = ("prompt", "completion", "cached", "cache_creation", "reasoning")
+GATEWAY_OVERHEAD = Histogram(
+    "streamgate_gateway_overhead_seconds",
+    "The gateway's own time per answered request up to its response head, upstream waiting excluded "
+    "(see README, Observability).",
+    ["provider"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 
 class StreamStats(Protocol):
@@ -71,12 +88,16 @@ class StreamStats(Protocol):
     first_token_at: float | None
     frames_sent: int
     error_type: str | None
+    usage: Usage | None
+
+    def gateway_overhead(self) -> float | None: ...
 
 
 class ProviderSeries:
     """One provider's labelled series, looked up once (a `labels()` call is not free)."""
 
-    __slots__ = ("requests", "in_flight", "frames_sent", "time_to_first_token", "stream_duration")
+    __slots__ = ("requests", "in_flight", "frames_sent", "time_to_first_token", "stream_duration", "tokens",
+                 "gateway_overhead")
 
     def __init__(self, provider: str) -> None:
         self.requests = REQUESTS.labels(provider)
@@ -84,6 +105,8 @@ class ProviderSeries:
         self.frames_sent = FRAMES_SENT.labels(provider)
         self.time_to_first_token = TIME_TO_FIRST_TOKEN.labels(provider)
         self.stream_duration = STREAM_DURATION.labels(provider)
+        self.tokens = tuple(TOKENS.labels(provider, kind) for kind in TOKEN_TYPES)
+        self.gateway_overhead = GATEWAY_OVERHEAD.labels(provider)
 
 
 _series_by_provider: dict[str, ProviderSeries] = {}
@@ -123,6 +146,20 @@ def record_stream(provider: str, stats: StreamStats, *, upstream_opened: bool) -
         provider_series.time_to_first_token.observe(stats.first_token_at - stats.started_at)
     if upstream_opened:
         provider_series.stream_duration.observe(ended_at - stats.started_at)
+    overhead = stats.gateway_overhead()
+    if overhead is not None:
+        provider_series.gateway_overhead.observe(overhead)
+    usage = stats.usage
+    if usage is not None:
+        prompt, completion, cached, creation, reasoning = provider_series.tokens
+        prompt.inc(usage.prompt_tokens)
+        completion.inc(usage.completion_tokens)
+        if usage.cached_tokens:
+            cached.inc(usage.cached_tokens)
+        if usage.cache_creation_tokens:
+            creation.inc(usage.cache_creation_tokens)
+        if usage.reasoning_tokens:
+            reasoning.inc(usage.reasoning_tokens)
 
 
 def record_rejected(error_type: str, provider: str | None = None) -> None:

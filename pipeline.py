@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import metrics
 from . import sse
+from . import timing
 from .adapter import ChunkStream
 from .settings import Settings
 from .errors import (
@@ -210,15 +211,16 @@ class Frames(Protocol):
 # --- send -----------------------------------------------------------------------------
 
 
-class StreamProgress:
+class StreamProgress(timing.RequestTiming):
     """What the watcher and the pump of one stream share (and metrics and the request log
-    read at its end)."""
+    read at its end), with the request's timestamps (`RequestTiming`)."""
 
-    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "started_at", "streaming", "error_type",
-                 "client_gone", "status", "usage", "stream_id", "stop_error")
+    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "streaming", "error_type",
+                 "client_gone", "status", "usage", "stream_id", "stop_error", "finish_reason")
 
     def __init__(self) -> None:
-        self.started_at = self.last_sent_at = time.monotonic()
+        self.last_sent_at = time.monotonic()
+        super().__init__(self.last_sent_at)
         self.first_token_at: float | None = None
         self.frames_sent = 0
         self.streaming = False
@@ -226,6 +228,7 @@ class StreamProgress:
         self.client_gone = False
         self.status: int | None = None  # the HTTP status sent, once sent
         self.usage: Usage | None = None  # the usage the answer reported, at its end
+        self.finish_reason: FinishReason | None = None  # the answer's, at its end
         self.stream_id: str | None = None  # a resumable stream's `X-Stream-Id`
         #: Why the stream is being cancelled when it is not the client leaving: a `DELETE`
         #: (`cancelled`); unset, the server is shutting down.
@@ -336,6 +339,7 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                         chunk.usage = usage
                     data = frames.final(chunk)
                     final_sent = True
+                    progress.finish_reason = chunk.finish_reason
             elif type(chunk) is RawEvent:
                 data = frames.raw(chunk)
                 if chunk.token and progress.first_token_at is None:
@@ -557,6 +561,7 @@ class ChatEndpoint:
         self.resumable_sink = resumable_sink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        progress = StreamProgress()
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             call = self.dialect.prepare(body, scope)
@@ -566,13 +571,16 @@ class ChatEndpoint:
             return
         except GatewayError as error:
             metrics.record_rejected(error.type, error.provider)
-            await self.dialect.send_error(send, error)
+            await self.dialect.send_error(status_noted(send, progress), error)
             if self.settings.access_log:
                 log_request(scope, self.dialect.error_status(error), error.provider, None, error_type=error.type)
             return
         sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
+        if timing.tracer is not None:
+            progress.trace = timing.tracer.request(call, scope, progress.started_at)
         await run_chat(call, receive, send, self.settings.sse_heartbeat_s, sink=sink,
-                       send_error=self.dialect.send_error, scope=scope if self.settings.access_log else None)
+                       send_error=self.dialect.send_error, scope=scope if self.settings.access_log else None,
+                       progress=progress)
 
 
 async def stream_to_client(call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,
@@ -586,15 +594,17 @@ async def stream_to_client(call: Call, stream: ChunkStream, send: Send, progress
 
 
 async def run_chat(call: Call, receive: Receive, send: Send, heartbeat_s: float, *, sink: Sink = stream_to_client,
-                   send_error: ErrorSender, scope: Scope | None = None) -> None:
+                   send_error: ErrorSender, scope: Scope | None = None, progress: StreamProgress | None = None) -> None:
     """Open the upstream and answer: into `sink` as a stream, or (not streaming) as one
     JSON object. Shared by every dialect; the client leaving cancels it at once and the
     upstream connection is released. The server shutting down cancels it too, and then it
     still answers (`requests_ended_at_exit`). With `scope`, the request is logged at its
     end (`log_request`). A sink may take the stream over (a resumable stream's generation
     outlives its client): it then calls `done()`, and the metrics and the log line are the
-    sink's to write when the stream ends."""
-    progress = StreamProgress()
+    sink's to write when the stream ends. `progress` may be made earlier (when the request
+    arrived), else here."""
+    progress = progress or StreamProgress()
+    timing_token = timing.REQUEST_TIMING.set(progress)  # for the upstream transport's timestamps
     stream: ChunkStream | None = None
     owned_here = True
 
@@ -616,7 +626,9 @@ async def run_chat(call: Call, receive: Receive, send: Send, heartbeat_s: float,
                     await sink(call, stream, noted_send, progress, handed_over, scope)
                 else:
                     answer = await collect(stream)
+                    progress.upstream_done_at = time.monotonic()
                     progress.usage = answer.final.usage
+                    progress.finish_reason = answer.final.finish_reason
                     await call.send_answer(noted_send, answer)
             except GatewayError as error:
                 progress.error_type = error.type
@@ -628,6 +640,7 @@ async def run_chat(call: Call, receive: Receive, send: Send, heartbeat_s: float,
                 await send_error(noted_send, shutting_down())
                 task.uncancel()  # answered: the request ends normally
     finally:
+        timing.REQUEST_TIMING.reset(timing_token)
         if open_requests is not None and task is not None:
             open_requests.discard(task)
         if owned_here:
@@ -642,6 +655,8 @@ async def end_request(call: Call, stream: ChunkStream | None, progress: StreamPr
         with anyio.CancelScope(shield=True):
             await stream.aclose()
     metrics.record_stream(call.provider, progress, upstream_opened=stream is not None)
+    if progress.trace is not None:
+        progress.trace.end(call, progress)
     if scope is not None:
         log_request(scope, progress.status, call.provider, call.model, progress, route=call.route,
                     attempts=call.attempts)
@@ -651,15 +666,18 @@ async def end_request(call: Call, stream: ChunkStream | None, progress: StreamPr
 
 def status_noted(send: Send, progress: StreamProgress, call: Call | None = None) -> Send:
     """`send`, noting the status of the response it starts in `progress` (for the request
-    log: each dialect chooses its own error statuses), and with a `call`, adding to its
-    head what served it (`Call.served_headers`): on every answer, whichever sink or error
-    sender starts it."""
+    log: each dialect chooses its own error statuses), adding its `Server-Timing` header,
+    and with a `call`, what served it (`Call.served_headers`): on every answer, whichever
+    sink or error sender starts it."""
 
     async def send_and_note(message: Any) -> None:
         if message["type"] == "http.response.start":
             progress.status = message["status"]
+            progress.head_sent_at = now = time.monotonic()
+            headers = [*message["headers"], (b"server-timing", progress.server_timing(now))]
             if call is not None:
-                message = {**message, "headers": [*message["headers"], *call.served_headers()]}
+                headers += call.served_headers()
+            message = {**message, "headers": headers}
         await send(message)
 
     return send_and_note
@@ -818,7 +836,8 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
     """One line for one chat request, at its end: method, path, status, `provider=`,
     `model=` (what served), on a route `route=` and `attempts=` (targets asked), `ttft=`
     and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for what is not
-    known), `stream=` a resumable stream's id, `error=` the contract's error type or
+    known), `cached=` the prompt tokens read from the provider's cache (when any),
+    `stream=` a resumable stream's id, `error=` the contract's error type or
     `client_gone`, then the dialect's own fields (`LOG_FIELDS`). Fields a client chooses
     are escaped and cut (`log_field`). A request cut by the shutdown is a warning."""
     fields = [log_field(scope["method"]), log_field(scope["path"]), str(status or "-"),
@@ -834,6 +853,8 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
             f"duration={ended_at - progress.started_at:.3f}s",
             f"tokens={usage.prompt_tokens}+{usage.completion_tokens}" if usage is not None else "tokens=-",
         ]
+        if usage is not None and usage.cached_tokens:
+            fields.append(f"cached={usage.cached_tokens}")
         # A resumable stream's generation goes on without its client: no error in that.
         gone = progress.client_gone and progress.stream_id is None
         error_type = progress.error_type or ("client_gone" if gone else None)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -45,6 +46,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 
 from .sdk_internals import require_internals
 from .settings import Settings
+from .timing import REQUEST_TIMING
 
 #: Open connections allowed to one origin (more requests wait for one to be free), and
 #: how long an idle keep-alive connection is kept.
@@ -191,11 +193,27 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                    if name.lower() != b"transfer-encoding"]
         url = yarl.URL(str(request.url), encoded=True)
         proxy, proxy_auth = self._proxy(url)
-        with _MAPPED_ERRORS:
-            response = await session.request(
-                request.method, url, headers=headers, data=body or None, allow_redirects=False,
-                timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
-            )
+        timing = REQUEST_TIMING.get()  # a chat request's: its upstream timestamps, its attempt span
+        attempt = None
+        if timing is not None:
+            if timing.upstream_written_at is None:
+                timing.upstream_written_at = time.monotonic()
+            if timing.trace is not None:
+                attempt = timing.trace.attempt(request.method, url, headers)  # adds `traceparent`
+        try:
+            with _MAPPED_ERRORS:
+                response = await session.request(
+                    request.method, url, headers=headers, data=body or None, allow_redirects=False,
+                    timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
+                )
+        except BaseException as error:
+            if attempt is not None:
+                attempt.end(None, error)
+            raise
+        if timing is not None:
+            timing.upstream_head_at = time.monotonic()
+            if attempt is not None:
+                attempt.end(response.status, None)
         raw_body = _BodyStream(response)
         stream: httpx2.AsyncByteStream = raw_body
         raw_headers: Any = response.raw_headers

@@ -224,20 +224,27 @@ class CompletionTokensDetails(msgspec.Struct):
     reasoning_tokens: int
 
 
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int
+
+
 class CompletionUsage(msgspec.Struct, omit_defaults=True):
-    """OpenAI's `usage`: the reasoning count goes in `completion_tokens_details`."""
+    """OpenAI's `usage`: the reasoning count goes in `completion_tokens_details`, the
+    prompt-cache reads in `prompt_tokens_details`."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: CompletionTokensDetails | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
 
     @classmethod
     def of(cls, usage: Usage | None) -> CompletionUsage | None:
         if usage is None:
             return None
         details = None if usage.reasoning_tokens is None else CompletionTokensDetails(usage.reasoning_tokens)
-        return cls(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, details)
+        cached = None if usage.cached_tokens is None else PromptTokensDetails(usage.cached_tokens)
+        return cls(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, details, cached)
 
 
 class CompletionChoice(msgspec.Struct):

@@ -21,7 +21,8 @@ Wire details the contract leaves open:
   `model_context_window_exceeded`, `pause_turn` (an unfinished turn) → `length`;
   `tool_use` → `tool_calls`; `refusal` → `content_filter`; anything else → `stop`.
 - `prompt_tokens` counts every input token: `input_tokens` plus the cache reads and
-  writes (Anthropic bills all three as input); `completion_tokens` is the cumulative
+  writes (Anthropic bills all three as input), which are also `cached_tokens`
+  (`cache_read_input_tokens`) and `cache_creation_tokens` when not zero; `completion_tokens` is the cumulative
   `output_tokens` of the last `message_delta`; `reasoning_tokens` its
   `output_tokens_details.thinking_tokens`, when sent.
 - A `tool_use` block that streams no arguments is a call with arguments `{}`.
@@ -118,8 +119,12 @@ class TokenCounts:
             self.thinking = details.thinking_tokens
 
     def total(self) -> Usage:
-        """Prompt tokens count the cache writes and reads too (all are billed input)."""
-        return Usage.of(self.input + self.cache_creation + self.cache_read, self.output, self.thinking)
+        """Prompt tokens count the cache writes and reads too (all are billed input); each of
+        those also on its own, when not zero."""
+        prompt = self.input + self.cache_creation + self.cache_read
+        return Usage(prompt_tokens=prompt, completion_tokens=self.output, total_tokens=prompt + self.output,
+                     reasoning_tokens=self.thinking, cached_tokens=self.cache_read or None,
+                     cache_creation_tokens=self.cache_creation or None)
 
 
 class StartedMessage(msgspec.Struct):

@@ -278,6 +278,7 @@ class _UsageMetadata(msgspec.Struct, rename="camel"):
     candidates_token_count: int = 0
     thoughts_token_count: int = 0
     total_token_count: int | None = None
+    cached_content_token_count: int = 0  # part of `prompt_token_count`
 
 
 class _PromptFeedback(msgspec.Struct, rename="camel"):
@@ -713,14 +714,16 @@ def ending(finish_reason: str | None, block_reason: str | None) -> tuple[FinishR
 def usage_of(metadata: _UsageMetadata | None) -> Usage | None:
     """Gemini's usage as ours. Thinking tokens are billed as output, so `completion_tokens`
     counts them with the answer's (`candidates` + `thoughts`), and `reasoning_tokens` is
-    `thoughts` when Gemini reported any."""
+    `thoughts` when Gemini reported any; `cached_tokens` its `cachedContentTokenCount` (which
+    `promptTokenCount` includes), when not zero."""
     if metadata is None:
         return None
     prompt = metadata.prompt_token_count
     thoughts = metadata.thoughts_token_count
     completion = metadata.candidates_token_count + thoughts
     total = metadata.total_token_count
-    return Usage(prompt, completion, total if total is not None else prompt + completion, thoughts or None)
+    return Usage(prompt, completion, total if total is not None else prompt + completion, thoughts or None,
+                 metadata.cached_content_token_count or None)
 
 
 def error_from_api(error: genai_errors.APIError) -> GatewayError:

@@ -208,7 +208,8 @@ def test_prompt_tokens_include_cache_tokens_and_later_usage_wins() -> None:
              MESSAGE_STOP]
     with gateway(Upstream(reads)) as base_url:
         frames = message_frames(post(base_url).content)
-    assert frames[-1] == chunk("", "stop", {"prompt_tokens": 3212, "completion_tokens": 6, "total_tokens": 3218})
+    assert frames[-1] == chunk("", "stop", {"prompt_tokens": 3212, "completion_tokens": 6, "total_tokens": 3218,
+                                            "cached_tokens": 3000, "cache_creation_tokens": 200})
 
 
 def test_whole_answer_at_once() -> None:

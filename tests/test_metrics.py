@@ -75,6 +75,10 @@ def test_a_few_streams_and_failures_show_exact_counts() -> None:
         key("streamgate_stream_duration_seconds_count", provider="echo"): 4,  # the 422 never opened one
         key("streamgate_stream_duration_seconds_count", provider="broken"): 1,
         key("streamgate_upstream_retries_total", provider="broken"): 1,
+        key("streamgate_tokens_total", provider="echo", type="prompt"): 12,  # 4 answers × 3 words
+        key("streamgate_tokens_total", provider="echo", type="completion"): 12,
+        key("streamgate_gateway_overhead_seconds_count", provider="echo"): 5,  # every answered request
+        key("streamgate_gateway_overhead_seconds_count", provider="broken"): 1,
     }
     assert after[key("streamgate_streams_in_flight", provider="echo")] == 0
     assert after[key("streamgate_streams_in_flight", provider="broken")] == 0

@@ -1,0 +1,117 @@
+"""What observability costs: CPU per 8-token request and per content frame, for the same
+code with OpenTelemetry off and on (batch exporter to a loopback OTLP/HTTP receiver), and
+optionally for an older checkout (`--base DIR`, a directory holding that checkout as
+`streamgate/`).
+
+    python -m bench.otel [--rounds 5] [--requests 800] [--base /tmp/base]
+
+Like `python -m bench`: the servers pinned to core 0, the mock upstream, the receiver and
+this client to core 1, every target measured in each round in rotating order; the figures
+that matter are the ratios within one run. Every process started here is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+
+from aiohttp import web
+
+from bench.client import DIALECTS, Target, run_streams
+from bench.run import (
+    CLIENT_CORE,
+    SERVER_CORE,
+    Processes,
+    free_port,
+    idle_cpu_seconds,
+    provider_env,
+    wait_ready,
+)
+
+
+async def start_receiver() -> str:
+    """An OTLP/HTTP receiver that takes every export and answers 200 (on this client's loop)."""
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", accept)
+    app.router.add_post("/v1/metrics", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}"
+
+
+async def measure(args: argparse.Namespace, processes: Processes) -> list[dict[str, tuple[float, float]]]:
+    host = "127.0.0.1"
+    mock = processes.start("mock", [sys.executable, "-m", "bench.mock_upstream"], {}, CLIENT_CORE)
+    env = {**provider_env(int(mock.stdout.readline().split()[1])), "ACCESS_LOG": "0"}  # type: ignore[union-attr]
+    env = {name: value for name, value in env.items() if not name.startswith("OTEL_")}
+    receiver = await start_receiver()
+    variants = {"otel_off": {}, "otel_on": {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver}}
+    if args.base:
+        variants = {"base": {"PYTHONPATH": args.base}, **variants}
+    targets: list[Target] = []
+    for name, extra in variants.items():
+        port = free_port()
+        process = processes.start(name, [sys.executable, "server.py"],
+                                  {**env, "HOST": host, "PORT": str(port), **extra}, SERVER_CORE)
+        await wait_ready(host, port, "/api/v1/chat/stream/health", process, name)
+        targets.append(Target(name, host, port, DIALECTS["native"], "openai", process.pid))
+    rounds: list[dict[str, tuple[float, float]]] = []  # per round: target → (ms per request, µs per frame)
+    for target in targets:  # warm-up
+        await run_streams(target, count=200, concurrency=16, tokens=8, delay_ms=0, timeout_s=30)
+        await run_streams(target, count=4, concurrency=4, tokens=500, delay_ms=0, timeout_s=30)
+    for round_index in range(args.rounds):
+        print(f"  round {round_index + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        shift = round_index % len(targets)
+        figures: dict[str, tuple[float, float]] = {}
+        for target in targets[shift:] + targets[:shift]:
+            before = await idle_cpu_seconds(target.pid)
+            outcomes = await run_streams(target, count=args.requests, concurrency=16, tokens=8, delay_ms=0,
+                                         timeout_s=60)
+            request_ms = (await idle_cpu_seconds(target.pid) - before) / sum(o.ok for o in outcomes) * 1e3
+            before = await idle_cpu_seconds(target.pid)
+            outcomes = await run_streams(target, count=args.streams, concurrency=args.streams, tokens=args.tokens,
+                                         delay_ms=0, timeout_s=180)
+            frame_us = (await idle_cpu_seconds(target.pid) - before) / sum(o.frames for o in outcomes if o.ok) * 1e6
+            figures[target.name] = (request_ms, frame_us)
+        rounds.append(figures)
+    return rounds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.otel", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=800, help="8-token requests per target and round")
+    parser.add_argument("--streams", type=int, default=32, help="concurrent long streams per target and round")
+    parser.add_argument("--tokens", type=int, default=1000, help="tokens per long stream")
+    parser.add_argument("--base", help="a directory holding an older checkout as streamgate/ (for PYTHONPATH)")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    processes = Processes()
+    try:
+        rounds = asyncio.run(measure(args, processes))
+    finally:
+        processes.stop_all()
+    print(f"{'target':10} {'CPU ms / 8-token request':>26} {'CPU µs / content frame':>24}   (medians of {args.rounds} rounds)")
+    for name in rounds[0]:
+        request_ms = statistics.median(figures[name][0] for figures in rounds)
+        frame_us = statistics.median(figures[name][1] for figures in rounds)
+        print(f"{name:10} {request_ms:26.3f} {frame_us:24.2f}")
+    pairs = [("otel_on", "otel_off")] + ([("otel_off", "base")] if "base" in rounds[0] else [])
+    for over, under in pairs:  # the median of each round's own ratio: drift between rounds cancels out
+        request = statistics.median(figures[over][0] / figures[under][0] for figures in rounds)
+        frame = statistics.median(figures[over][1] / figures[under][1] for figures in rounds)
+        print(f"{over} / {under}: request {request:.3f}x, frame {frame:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

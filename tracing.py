@@ -1,0 +1,505 @@
+"""OpenTelemetry for chat requests, by the GenAI semantic conventions: imported only when
+the SDK's own `OTEL_*` variables configure an exporter (`timing.install_tracing`), from the
+extra `streamgate[otel]`.
+
+Per chat request one span, `{gen_ai.operation.name} {gen_ai.request.model}` (kind SERVER),
+a child of the client's `traceparent` when it sent one; per upstream HTTP attempt (a retry
+is another) one child span (kind CLIENT) whose context goes upstream as `traceparent`. The
+request span is started when the request is decoded and ended with the request
+(`pipeline.end_request`); an attempt span from the upstream request's start to its response
+head (`upstream_http.py`). Nothing happens per frame. At the request's end the conventions'
+metrics are recorded: `gen_ai.client.operation.duration`, `gen_ai.client.token.usage`,
+`gen_ai.server.time_to_first_token`, `gen_ai.server.request.duration`.
+
+The tracer provider is our own, not OpenTelemetry's global one (an SDK with its own
+instrumentation, like anthropic's, is not switched on by it); the histograms are kept here
+(`GenAIHistogram`) and sent by the SDK's metric exporter. The exporters are OTLP over
+HTTP/protobuf (or the console's, `OTEL_TRACES_EXPORTER=console`); the SDK reads the rest of
+its variables itself: `OTEL_EXPORTER_OTLP_*`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+`OTEL_BSP_*`, `OTEL_TRACES_SAMPLER`. No prompt or answer text is ever recorded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import struct
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import yarl
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    ConsoleMetricExporter,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricExporter,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
+
+    from .pipeline import Call, StreamProgress
+
+log = logging.getLogger("streamgate")
+
+#: Our provider names → the conventions' `gen_ai.provider.name`.
+PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "llama4": "together_ai"}
+OPERATION = "chat"
+
+#: The conventions' advised histogram buckets (seconds; tokens).
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+
+_propagator = TraceContextTextMapPropagator()
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+
+
+def _exporter(environ: Mapping[str, str]) -> SpanExporter | None:
+    kind = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind != "otlp":
+        log.warning("OTEL_TRACES_EXPORTER=%s is not supported here (otlp, console): traces are off", kind)
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    class Exporter(OTLPSpanExporter):
+        """The SDK's OTLP/HTTP span exporter (endpoint, headers, TLS, compression, retries:
+        its `OTEL_EXPORTER_OTLP_*` handling), our spans encoded by `encode_spans`; any span
+        it cannot write, or an exporter without the internal `_client` it sends with, goes
+        the SDK's own way."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            client = getattr(self, "_client", None)
+            if getattr(self, "_shutdown", True) or client is None or not encodable(spans):
+                return super().export(spans)
+            return SpanExportResult.SUCCESS if client.export(encode_spans(spans)).success else SpanExportResult.FAILURE
+
+    return Exporter()
+
+
+def _metric_exporter(environ: Mapping[str, str]) -> MetricExporter | None:
+    kind = environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower()
+    if kind == "console":
+        return ConsoleMetricExporter()
+    if kind != "otlp":
+        return None
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter()
+
+
+class HistogramSeries:
+    """One attribute set's cumulative histogram."""
+
+    __slots__ = ("attributes", "bucket_counts", "count", "max", "min", "sum")
+
+    def __init__(self, attributes: Mapping[str, Any], buckets: int) -> None:
+        self.attributes = attributes
+        self.bucket_counts = [0] * buckets
+        self.count = 0
+        self.sum = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+
+
+class GenAIHistogram:
+    """A histogram kept here and exported as OTLP's cumulative explicit-bucket histogram.
+
+    Not the SDK's `MeterProvider`: its `record` cleans and hashes the attributes and takes
+    locks each time, ~16 µs a record, five records per request (a fifth of a short request's
+    CPU); here a record is a dict lookup by the attribute set's identity (each set is made
+    once and kept: `Tracer.metric_attributes`), a bisect and four additions.
+    """
+
+    def __init__(self, name: str, unit: str, description: str, boundaries: tuple[float, ...]) -> None:
+        self.name, self.unit, self.description, self.boundaries = name, unit, description, boundaries
+        self.series: dict[int, HistogramSeries] = {}
+        self.lock = threading.Lock()
+
+    def record(self, value: float, attributes: Mapping[str, Any]) -> None:
+        """Record `value` under `attributes` (one long-lived mapping per attribute set)."""
+        with self.lock:
+            series = self.series.get(id(attributes))
+            if series is None:
+                series = self.series[id(attributes)] = HistogramSeries(attributes, len(self.boundaries) + 1)
+            series.bucket_counts[bisect.bisect_left(self.boundaries, value)] += 1
+            series.count += 1
+            series.sum += value
+            series.min = min(series.min, value)
+            series.max = max(series.max, value)
+
+    def metric(self, start_ns: int, now_ns: int) -> Metric | None:
+        """What was recorded so far, as the SDK's metric data (`None`: nothing yet)."""
+        with self.lock:
+            points = [HistogramDataPoint(
+                attributes=series.attributes, start_time_unix_nano=start_ns, time_unix_nano=now_ns,
+                count=series.count, sum=series.sum, bucket_counts=list(series.bucket_counts),
+                explicit_bounds=self.boundaries, min=series.min, max=series.max) for series in self.series.values()]
+        if not points:
+            return None
+        return Metric(name=self.name, description=self.description, unit=self.unit,
+                      data=Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE))
+
+
+class MetricsExport:
+    """Exports the histograms every `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60 s) from a
+    daemon thread, and once more at `flush`."""
+
+    def __init__(self, exporter: MetricExporter, resource: Resource, histograms: list[GenAIHistogram],
+                 interval_s: float) -> None:
+        self.exporter = exporter
+        self.resource = resource
+        self.histograms = histograms
+        self.interval_s = interval_s
+        self.started_ns = time.time_ns()
+        self.scope = InstrumentationScope("streamgate")
+        self.lock = threading.Lock()  # one export at a time
+        threading.Thread(target=self._run, name="streamgate-metrics", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.export()
+
+    def export(self) -> None:
+        now_ns = time.time_ns()
+        metrics = [metric for histogram in self.histograms
+                   if (metric := histogram.metric(self.started_ns, now_ns)) is not None]
+        if not metrics:
+            return
+        data = MetricsData(resource_metrics=[ResourceMetrics(
+            resource=self.resource, scope_metrics=[ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")],
+            schema_url="")])
+        with self.lock:
+            try:
+                self.exporter.export(data)
+            except Exception:
+                log.warning("exporting the gen_ai metrics failed", exc_info=True)
+
+
+class _Resource(Resource):
+    """A `Resource` hashed once: the OTLP encoder groups every span by its resource, and
+    `Resource.__hash__` dumps the attributes to JSON each time (a tenth of the export's CPU)."""
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = super().__hash__()
+        return self._hash
+
+
+class Tracer:
+    """The process's tracer and GenAI histograms: makes one `RequestTrace` per chat request."""
+
+    def __init__(self, tracer_provider: TracerProvider, metric_exporter: MetricExporter | None, resource: Resource,
+                 export_interval_s: float = 60.0) -> None:
+        #: Metric attributes by (provider, model, upstream host, error type), made once each.
+        self.metric_attributes: dict[tuple[str, str, str | None, str | None], dict[str, Any]] = {}
+        self._token_attributes: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.tracer_provider = tracer_provider
+        self.tracer = tracer_provider.get_tracer("streamgate")
+        self.operation_duration = GenAIHistogram(
+            "gen_ai.client.operation.duration", "s", "GenAI operation duration: the upstream's, from its request "
+            "to the end of its answer", DURATION_BUCKETS)
+        self.token_usage = GenAIHistogram(
+            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used", TOKEN_BUCKETS)
+        self.time_to_first_token = GenAIHistogram(
+            "gen_ai.server.time_to_first_token", "s", "Time from the request's arrival to its first token sent",
+            TTFT_BUCKETS)
+        self.request_duration = GenAIHistogram(
+            "gen_ai.server.request.duration", "s", "Time from the request's arrival to the end of its answer",
+            DURATION_BUCKETS)
+        histograms = [self.operation_duration, self.token_usage, self.time_to_first_token, self.request_duration]
+        self.metrics_export = (None if metric_exporter is None else
+                               MetricsExport(metric_exporter, resource, histograms, export_interval_s))
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Tracer:
+        """A tracer with the exporters the environment names (OTLP/HTTP by default)."""
+        attributes = {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": "streamgate"}
+        created = Resource.create(attributes)
+        resource = _Resource(created.attributes, created.schema_url)
+        tracer_provider = TracerProvider(resource=resource)
+        exporter = _exporter(environ)
+        if exporter is not None:
+            # Batches of 2048 spans unless the environment says otherwise (the SDK's default is
+            # 512): each export costs its thread ~5 ms of HTTP client work, and while it runs it
+            # takes the GIL from the event loop.
+            tracer_provider.add_span_processor(BatchSpanProcessor(
+                exporter, max_queue_size=int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 8192),
+                max_export_batch_size=int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 2048)))
+        try:
+            interval_s = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000
+        except ValueError:
+            interval_s = 60.0
+        return cls(tracer_provider, _metric_exporter(environ), resource, interval_s if interval_s > 0 else 60.0)
+
+    def request(self, call: Call, scope: Scope, started_at: float) -> RequestTrace:
+        """The span of one chat request, dated from its arrival (`started_at`, monotonic)."""
+        carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"]
+                   if name in _TRACE_HEADERS}
+        parent = _propagator.extract(carrier) if carrier else None
+        provider = PROVIDER_NAMES.get(call.provider, call.provider)
+        attributes = {"gen_ai.operation.name": OPERATION, "gen_ai.provider.name": provider,
+                      "gen_ai.request.model": call.model}
+        start_time = time.time_ns() - int((time.monotonic() - started_at) * 1e9)
+        span = self.tracer.start_span(f"{OPERATION} {call.model}", context=parent, kind=SpanKind.SERVER,
+                                      attributes=attributes, start_time=start_time)
+        return RequestTrace(self, span, provider)
+
+    def token_attributes(self, attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`attributes` with `gen_ai.token.type` `input`, and with `output` (made once each)."""
+        pair = self._token_attributes.get(id(attributes))
+        if pair is None:
+            pair = self._token_attributes[id(attributes)] = (
+                {**attributes, "gen_ai.token.type": "input"}, {**attributes, "gen_ai.token.type": "output"})
+        return pair
+
+    def flush(self) -> None:
+        """Export what is pending (at an app's end; the providers stop at the process's exit)."""
+        self.tracer_provider.force_flush(5_000)
+        if self.metrics_export is not None:
+            self.metrics_export.export()
+
+
+class RequestTrace:
+    """One chat request's span, its attempts' parent."""
+
+    __slots__ = ("context", "provider", "server_address", "span", "tracer")
+
+    def __init__(self, tracer: Tracer, span: trace.Span, provider: str) -> None:
+        self.tracer = tracer
+        self.span = span
+        self.provider = provider
+        self.server_address: str | None = None
+        self.context: Context | None = None
+
+    def attempt(self, method: str, url: yarl.URL, headers: list[tuple[str, str]]) -> Attempt:
+        """A child span for one upstream HTTP request; its `traceparent` is appended to `headers`."""
+        if self.context is None:
+            self.context = trace.set_span_in_context(self.span)
+        host = self.server_address = url.host or ""
+        attributes: dict[str, Any] = {"http.request.method": method, "server.address": host}
+        if url.port is not None:
+            attributes["server.port"] = url.port
+        span = self.tracer.tracer.start_span(method, context=self.context, kind=SpanKind.CLIENT,
+                                             attributes=attributes)
+        context = span.get_span_context()  # as W3C Trace Context writes it (what its propagator would)
+        headers.append(("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"))
+        if context.trace_state:
+            headers.append(("tracestate", context.trace_state.to_header()))
+        return Attempt(span)
+
+    def end(self, call: Call, progress: StreamProgress) -> None:
+        """Set what the request came to, end its span, record the metrics (one attribute set
+        per provider, model, upstream host and error type, made once)."""
+        now = time.monotonic()
+        tracer = self.tracer
+        key = (self.provider, call.model, self.server_address, progress.error_type)
+        metric_attributes = tracer.metric_attributes.get(key)
+        if metric_attributes is None:
+            metric_attributes = tracer.metric_attributes[key] = _metric_attributes(*key)
+        attributes = dict(metric_attributes)
+        response_id = getattr(call.frames, "completion_id", None) or progress.stream_id
+        if response_id:
+            attributes["gen_ai.response.id"] = response_id
+        if progress.finish_reason is not None:
+            attributes["gen_ai.response.finish_reasons"] = (progress.finish_reason.value,)
+        usage = progress.usage
+        if usage is not None:
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            if usage.cached_tokens:
+                attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+            if usage.cache_creation_tokens:
+                attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_creation_tokens
+        span = self.span
+        span.set_attributes(attributes)
+        if progress.error_type is not None:
+            span.set_status(Status(StatusCode.ERROR, progress.error_type))
+        span.end()
+        tracer.request_duration.record(now - progress.started_at, metric_attributes)
+        tracer.operation_duration.record(now - (progress.upstream_written_at or progress.started_at),
+                                         metric_attributes)
+        if progress.first_token_at is not None:
+            tracer.time_to_first_token.record(progress.first_token_at - progress.started_at, metric_attributes)
+        if usage is not None:
+            input_attributes, output_attributes = tracer.token_attributes(metric_attributes)
+            tracer.token_usage.record(usage.prompt_tokens, input_attributes)
+            tracer.token_usage.record(usage.completion_tokens, output_attributes)
+
+
+def _metric_attributes(provider: str, model: str, server_address: str | None,
+                       error_type: str | None) -> dict[str, Any]:
+    """The attributes of a request's metrics (and the start of its span's)."""
+    attributes: dict[str, Any] = {"gen_ai.operation.name": OPERATION, "gen_ai.provider.name": provider,
+                                  "gen_ai.request.model": model, "gen_ai.response.model": model}
+    if server_address:
+        attributes["server.address"] = server_address
+    if error_type is not None:
+        attributes["error.type"] = error_type
+    return attributes
+
+
+class Attempt:
+    """One upstream HTTP request's span, ended at its response head or its failure."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+
+    def end(self, status: int | None, error: BaseException | None) -> None:
+        span = self.span
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 400:
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+        elif error is not None:
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, str(error)[:200] or None))
+        span.end()
+
+
+# --- the OTLP span encoding -------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field (`tag` = field number << 3 | 2)."""
+    return _varint(tag) + _varint(len(payload)) + payload
+
+
+def _any_value(value: Any) -> bytes:
+    """An `AnyValue` message's bytes."""
+    if isinstance(value, str):
+        return _field(0x0A, value.encode())
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + struct.pack("<d", value)
+    if isinstance(value, bytes):
+        return _field(0x3A, value)
+    if isinstance(value, (tuple, list)):
+        return _field(0x2A, b"".join(_field(0x0A, _any_value(item)) for item in value))
+    return _field(0x0A, str(value).encode())
+
+
+def _key_values(tag: int, attributes: Mapping[str, Any]) -> bytes:
+    """Repeated `KeyValue` fields numbered by `tag`; the same key and value recur from span
+    to span (operation, provider, model, host), so each pair's bytes are kept (a bounded
+    number of them)."""
+    parts = []
+    for key, value in attributes.items():
+        pair = (tag, key, type(value), value)  # the type too: True, 1 and 1.0 are equal keys
+        try:
+            encoded = _encoded_pairs.get(pair)
+        except TypeError:  # an unhashable value
+            encoded = pair = None
+        if encoded is None:
+            encoded = _field(tag, _field(0x0A, key.encode()) + _field(0x12, _any_value(value)))
+            if pair is not None:
+                if len(_encoded_pairs) >= _MAX_ENCODED_PAIRS:
+                    _encoded_pairs.clear()
+                _encoded_pairs[pair] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+_encoded_pairs: dict[tuple[Any, ...], bytes] = {}
+_MAX_ENCODED_PAIRS = 4096
+
+
+def _span(span: ReadableSpan) -> bytes:
+    """One `Span` message's bytes (events and links: see `encodable`)."""
+    context = span.context
+    parent = span.parent
+    parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+    if context.trace_state:
+        parts.append(_field(0x1A, context.trace_state.to_header().encode()))
+    if parent is not None:
+        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+    parts += (_field(0x2A, span.name.encode()), b"\x30", _varint(span.kind.value + 1),
+              b"\x39", struct.pack("<Q", span.start_time or 0), b"\x41", struct.pack("<Q", span.end_time or 0),
+              _key_values(0x4A, span.attributes or {}))
+    if span.dropped_attributes:
+        parts += (b"\x50", _varint(span.dropped_attributes))
+    status = span.status
+    code = status.status_code.value
+    message = _field(0x12, status.description.encode()) if status.description else b""
+    parts.append(_field(0x7A, message + (b"\x18" + _varint(code) if code else b"")))  # always, as the SDK
+    flags = 0x100 | (0x200 if parent is not None and parent.is_remote else 0)  # HAS_IS_REMOTE, IS_REMOTE
+    parts += (b"\x85\x01", struct.pack("<I", flags))
+    return b"".join(parts)
+
+
+def encodable(spans: Sequence[ReadableSpan]) -> bool:
+    """Whether `encode_spans` can write these spans: none has events or links (ours have
+    neither; anything else goes through the SDK's encoder)."""
+    return not any(span.events or span.links for span in spans)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An OTLP `ExportTraceServiceRequest` holding `spans`, grouped by resource and scope,
+    as the SDK's encoder writes it, at a fraction of its CPU (it builds a protobuf object per
+    attribute: ~40 µs a span; this joins bytes)."""
+    groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
+    for span in spans:
+        resource = span.resource
+        scopes = groups.get(id(resource))
+        if scopes is None:
+            scopes = groups[id(resource)] = (resource, {})
+        scope = span.instrumentation_scope
+        entry = scopes[1].get(id(scope))
+        if entry is None:
+            entry = scopes[1][id(scope)] = (scope, [])
+        entry[1].append(_field(0x12, _span(span)))
+    resource_spans = []
+    for resource, scopes in groups.values():
+        body = [_field(0x0A, _key_values(0x0A, resource.attributes))]
+        for scope, encoded in scopes.values():
+            scope_body = b""
+            if scope is not None:
+                scope_body = _field(0x0A, scope.name.encode()) + (
+                    _field(0x12, scope.version.encode()) if scope.version else b"")
+                scope_body = _field(0x0A, scope_body)
+            schema = _field(0x1A, scope.schema_url.encode()) if scope is not None and scope.schema_url else b""
+            body.append(_field(0x12, scope_body + b"".join(encoded) + schema))
+        if resource.schema_url:
+            body.append(_field(0x1A, resource.schema_url.encode()))
+        resource_spans.append(_field(0x0A, b"".join(body)))
+    return b"".join(resource_spans)
