@@ -137,7 +137,7 @@ class FlakyUpstream:
 def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Path) -> None:
     receiver, upstream = OTLPReceiver(), FlakyUpstream()
     with receiver.running(), upstream.loopback.running():
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "streamgate-test",
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "MODEL_CATALOG_REFRESH_S": "0", "OTEL_SERVICE_NAME": "streamgate-test",
                "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "200",
                "OPENAI_API_KEY": "sk-otel", "OPENAI_BASE_URL": upstream.loopback.url, "UPSTREAM_MAX_RETRIES": "1"}
         with gateways(tmp_path, 1, **env) as [(_, url)]:
@@ -185,7 +185,7 @@ def test_an_error_is_recorded_as_error_type(tmp_path: Path) -> None:
     """A refusal from the upstream: `error.type` on the request span, no trace parent needed."""
     receiver, upstream = OTLPReceiver(), FlakyUpstream()
     with receiver.running(), upstream.loopback.running():
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50",
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "MODEL_CATALOG_REFRESH_S": "0", "OTEL_BSP_SCHEDULE_DELAY": "50",
                "OTEL_METRICS_EXPORTER": "none", "OPENAI_API_KEY": "sk-otel",
                "OPENAI_BASE_URL": upstream.loopback.url, "UPSTREAM_MAX_RETRIES": "0"}
         with gateways(tmp_path, 1, **env) as [(_, url)]:
