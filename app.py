@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import keys, metrics, timing
 from .adapter import Adapter
+from .callers import load_callers
 from .catalog import Catalog
 from .config import ConfigFile, load_config
 from .errors import GatewayError, MethodNotAllowedError, NotFoundError
@@ -178,17 +179,22 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     streams = Streams(settings, store_for(settings), restorers)
     gateway = Gateway(settings, adapters, catalog, streams, build_routes(route_specs, adapters))
     tracer = timing.install_tracing()  # None unless OTEL_* variables configure an exporter
+    callers = load_callers(config, settings.gateway_api_key, settings.redis_url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("accepting %s", accepted_hosts(settings.allowed_hosts))
         catalog.start()
         await streams.start()
+        if callers is not None:
+            await callers.meter.start()
         if not gc.get_freeze_count():  # once per process: what start-up made is kept for good,
             gc.freeze()  # so the full collections under load no longer rescan every SDK's modules
         async with requests_ended_at_exit():
             yield
         await streams.aclose()
+        if callers is not None:
+            await callers.meter.aclose()
         await catalog.stop()
         for adapter in adapters.values():
             await adapter.aclose()
@@ -209,8 +215,8 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     middleware = [
         Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, error_shapes=shapes,
                    chat_paths=direct_paths),
-        Middleware(BearerAuth, settings.gateway_api_key, metrics_public=settings.metrics_public, error_shapes=shapes,
-                   chat_paths=direct_paths),
+        Middleware(BearerAuth, settings.gateway_api_key, callers=callers, metrics_public=settings.metrics_public,
+                   error_shapes=shapes, chat_paths=direct_paths),
     ]
     not_found = no_such_endpoint(routes, shapes)
     app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan,
@@ -220,5 +226,6 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     app.state.catalog = catalog
     app.state.streams = streams
     app.state.gateway = gateway
+    app.state.callers = callers
     metrics.declare(adapters)
     return app

@@ -16,6 +16,8 @@ class GatewayError(Exception):
     type: str = "upstream_error"
     #: Worth another try before the first token (429, 5xx, connection failures).
     retryable: bool = False
+    #: More response headers of the error (a caller's `x-ratelimit-*`), after `Retry-After`.
+    headers: list[tuple[bytes, bytes]] | None = None
 
     def __init__(
         self,
@@ -67,6 +69,12 @@ class InvalidHostError(GatewayError):
 
 class ForbiddenOriginError(GatewayError):
     status, type = 403, "forbidden_origin"
+
+
+class ForbiddenModelError(GatewayError):
+    """A caller (`[[callers]]`) asked for a model outside its `models`."""
+
+    status, type = 403, "forbidden_model"
 
 
 class StreamNotFoundError(GatewayError):

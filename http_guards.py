@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import metrics
+from .callers import CALLER, Callers
 from .errors import ForbiddenOriginError, GatewayError, InvalidHostError, UnauthorizedError
 from .pipeline import ErrorSender, StreamProgress, log_request, send_error, status_noted
 from .settings import ANY_IP
@@ -181,21 +182,34 @@ class OriginGuard:
 class BearerAuth:
     """With `GATEWAY_API_KEY` set, `/api/*`, `/v1/*` and `/metrics` (unless `metrics_public`)
     need `Authorization: Bearer <key>` (the scheme in any case, RFC 9110) or
-    `x-api-key: <key>` (Anthropic's clients), the
-    token compared in constant time. Every 401 says `WWW-Authenticate: Bearer`
-    (`pipeline.error_headers`)."""
+    `x-api-key: <key>` (Anthropic's clients), the token compared in constant time. With
+    `callers` (`[[callers]]` in the config file), the key must be a caller's
+    (`GATEWAY_API_KEY` is the caller `default`), and the caller goes into the scope
+    (`callers.CALLER`) for the endpoint's checks and limits. Every 401 says
+    `WWW-Authenticate: Bearer` (`pipeline.error_headers`)."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, *, error_shapes: ErrorShapes | None = None,
-                 chat_paths: frozenset[str] = frozenset(), metrics_public: bool = False) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, *, callers: Callers | None = None,
+                 error_shapes: ErrorShapes | None = None, chat_paths: frozenset[str] = frozenset(),
+                 metrics_public: bool = False) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
+        self.callers = callers
         #: The paths that need the key: the API, and `/metrics` unless `METRICS_PUBLIC=1`.
         self.guarded = ("/api/", "/v1/") if metrics_public else ("/api/", "/v1/", "/metrics")
         self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
+        if self.callers is not None:
+            if scope["type"] == "http" and route_path(scope).startswith(self.guarded):
+                caller = self.callers.find(request_key(scope))
+                if caller is None:
+                    error = UnauthorizedError("missing or unknown key; send Authorization: Bearer <your caller key> "
+                                              "(or x-api-key)")
+                    await refuse(scope, send, error, self.error_shapes, self.chat_paths)
+                    return
+                scope[CALLER] = caller
+        elif (
             self.api_key is not None
             and scope["type"] == "http"
             and route_path(scope).startswith(self.guarded)

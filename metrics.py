@@ -173,6 +173,45 @@ def record_retry(provider: str | None) -> None:
     UPSTREAM_RETRIES.labels(provider or NO_PROVIDER).inc()
 
 
+class CallerSeries:
+    """One caller's series (`[[callers]]`, names from the config file only). The families
+    are made with the first caller: a gateway without callers shows none of them."""
+
+    __slots__ = ("_errors", "in_flight", "name", "requests", "tokens")
+
+    def __init__(self, name: str, families: CallerFamilies) -> None:
+        self.name = name
+        self.requests = families.requests.labels(name)
+        self.in_flight = families.in_flight.labels(name)
+        self.tokens = families.tokens.labels(name)
+        self._errors = families.errors
+
+    def errors(self, error_type: str) -> Counter:
+        return self._errors.labels(self.name, error_type)
+
+
+class CallerFamilies:
+    def __init__(self) -> None:
+        self.requests = Counter("streamgate_caller_requests", "Chat requests per caller (refused ones included).",
+                                ["caller"])
+        self.errors = Counter("streamgate_caller_errors", "Chat requests of a caller answered with an error "
+                              "(rate_limited, forbidden_model, …).", ["caller", "type"])
+        self.tokens = Counter("streamgate_caller_tokens", "Tokens charged to a caller (prompt + completion, as the "
+                              "upstream reported them).", ["caller"])
+        self.in_flight = Gauge("streamgate_caller_streams_in_flight", "Streams of a caller running now (resumable "
+                               "ones without a reader included).", ["caller"], multiprocess_mode="livesum")
+
+
+_caller_families: CallerFamilies | None = None
+
+
+def caller_series(name: str) -> CallerSeries:
+    global _caller_families
+    if _caller_families is None:
+        _caller_families = CallerFamilies()
+    return CallerSeries(name, _caller_families)
+
+
 def scraped_registry() -> CollectorRegistry:
     """This process's registry, or with `PROMETHEUS_MULTIPROC_DIR` one that reads every
     worker's values."""

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from . import metrics
 from . import sse
 from . import timing
+from .callers import CALLER, Caller, Lease
 from .adapter import ChunkStream
 from .settings import Settings
 from .errors import (
@@ -441,6 +442,8 @@ def error_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
         headers.append((b"www-authenticate", b"Bearer"))
     if error.retry_after:
         headers.append((b"retry-after", error.retry_after.encode()))
+    if error.headers:
+        headers += error.headers
     return headers
 
 
@@ -476,12 +479,16 @@ class Call:
     targets: `RoutedOpen`); `frames` encode what it yields; `send_answer` writes the whole
     answer when the request is not streamed. `provider` and `model` name what serves it,
     for metrics, the request log and the `X-Streamgate-*` headers; on a route, `route` and
-    `attempts` (targets asked) too, set once the route's targets were asked (`serve`)."""
+    `attempts` (targets asked) too, set once the route's targets were asked (`serve`).
+    `requested_model` is the model as the client named it (a route's name, `<provider>/<model>`
+    or a bare name), when the dialect has one name for it; `lease` the caller's
+    (`callers.Lease`), ended with the request."""
 
-    __slots__ = ("provider", "model", "open", "frames", "streaming", "resumable", "send_answer", "route", "attempts")
+    __slots__ = ("provider", "model", "open", "frames", "streaming", "resumable", "send_answer", "route", "attempts",
+                 "requested_model", "lease")
 
     def __init__(self, *, provider: str, model: str, open: StreamOpener, frames: Frames, streaming: bool,
-                 send_answer: AnswerSender, resumable: bool = False) -> None:
+                 send_answer: AnswerSender, resumable: bool = False, requested_model: str | None = None) -> None:
         self.provider = provider
         self.model = model
         self.open = open
@@ -491,6 +498,8 @@ class Call:
         self.send_answer = send_answer
         self.route: str | None = None
         self.attempts = 1
+        self.requested_model = requested_model
+        self.lease: Lease | None = None
 
     def serve(self, routed: RoutedOpen) -> None:
         """Note what a route's opener asked and what served (or failed last)."""
@@ -562,15 +571,21 @@ class ChatEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         progress = StreamProgress()
+        caller: Caller | None = scope.get(CALLER)
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             call = self.dialect.prepare(body, scope)
             if call.resumable and self.resumable_sink is not None:
                 self.resumable_sink.admit(scope)
+            if caller is not None:  # the model is known now: may this caller use it, and now?
+                caller.check_model(call.requested_model, call.provider, call.model)
+                call.lease = await caller.admit(call.streaming)
         except ClientGone:
             return
         except GatewayError as error:
             metrics.record_rejected(error.type, error.provider)
+            if caller is not None:
+                caller.refused(error.type)
             await self.dialect.send_error(status_noted(send, progress), error)
             if self.settings.access_log:
                 log_request(scope, self.dialect.error_status(error), error.provider, None, error_type=error.type)
@@ -657,6 +672,9 @@ async def end_request(call: Call, stream: ChunkStream | None, progress: StreamPr
     metrics.record_stream(call.provider, progress, upstream_opened=stream is not None)
     if progress.trace is not None:
         progress.trace.end(call, progress)
+    if call.lease is not None:
+        usage = progress.usage
+        call.lease.end(usage.prompt_tokens + usage.completion_tokens if usage is not None else 0, progress.error_type)
     if scope is not None:
         log_request(scope, progress.status, call.provider, call.model, progress, route=call.route,
                     attempts=call.attempts)
@@ -862,6 +880,9 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
             fields.append(f"stream={progress.stream_id}")
     if error_type is not None:
         fields.append(f"error={log_field(error_type)}")
+    caller: Caller | None = scope.get(CALLER)
+    if caller is not None:
+        fields.append(f"caller={caller.name}")
     extra = scope.get(LOG_FIELDS)
     if extra is not None:
         fields.append(extra)

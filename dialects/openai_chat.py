@@ -470,7 +470,7 @@ class OpenAIChatDialect:
 
         return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
                     frames=frames, streaming=bool(completion.stream), resumable=request.resumable,
-                    send_answer=frames.send_answer)
+                    send_answer=frames.send_answer, requested_model=completion.model)
 
     send_error = staticmethod(send_openai_error)
     error_status = staticmethod(openai_status)
