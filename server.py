@@ -33,6 +33,10 @@ from uvicorn.lifespan.on import LifespanOn
 
 from . import workers
 from .app import create_app
+from .callers import load_callers
+from .config import load_config
+from .providers import PROVIDERS
+from .routing import load_routes
 from .settings import Settings, SettingsError
 
 #: Command-line options and the variables they override.
@@ -78,6 +82,19 @@ def settings_or_exit() -> Settings:
     variable and status 2."""
     try:
         return Settings.from_env()
+    except SettingsError as error:
+        print(f"streamgate: cannot start: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def config_or_exit(settings: Settings) -> None:
+    """Check the config file's routes and callers before worker processes start (each would
+    otherwise fail alone); a problem ends the process with one line naming the file and line,
+    status 2."""
+    try:
+        config = load_config(settings.streamgate_config or "")
+        load_routes(config, PROVIDERS)
+        load_callers(config, settings.gateway_api_key)
     except SettingsError as error:
         print(f"streamgate: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -137,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         log_config=LOG_CONFIG,  # uvicorn applies it in every worker process too (spawned: none inherit it)
     )
     if settings.workers > 1:
+        config_or_exit(settings)
         workers.run_workers(settings, **options)
         return
     served = app_from_env()

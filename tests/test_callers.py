@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
+from processes import ROOT, gateways, running_redis
+from resumable import start
 from streamgate.adapter import ChunkStream
 from streamgate.app import create_app
 from streamgate.callers import duration, load_callers
@@ -28,8 +29,6 @@ from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk, Usage
 from streamgate.config import load_config
 from streamgate.providers.echo import EchoAdapter
 from streamgate.settings import SettingsError
-from processes import ROOT, gateways, running_redis
-from resumable import start
 from support import serve, settings
 from test_metrics import delta, key, scrape
 
@@ -297,7 +296,7 @@ def test_without_callers_metrics_have_no_caller_label() -> None:
               "from streamgate.providers.echo import EchoAdapter; from streamgate.settings import Settings; "
               "create_app(Settings(model_catalog_refresh_s=0), adapters={'echo': EchoAdapter(0)}); "
               "print(generate_latest().decode())")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/", check=False)
     assert out.returncode == 0, out.stderr
     assert "streamgate_requests_total" in out.stdout and "caller" not in out.stdout
 
@@ -336,14 +335,16 @@ def test_gateway_api_key_may_not_be_a_callers_key_nor_named_twice(tmp_path: Path
     assert load_callers(load_config(write_config(tmp_path, "")), "admin") is None
 
 
-def test_a_bad_callers_table_stops_the_server_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_bad_callers_table_stops_the_server_with_one_line(tmp_path: Path, workers: str) -> None:
     path = write_config(tmp_path, caller_table("ci", colour="blue"))
-    done = subprocess.run([sys.executable, str(ROOT / "server.py"), "--config", path, "--port", "0"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "server.py"), "--config", path, "--port", "0",
+                           "--workers", workers],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"streamgate: cannot start: {path}:4: unknown key 'colour' in "
-                                                f"[[callers]]; the keys are: name, key_sha256, models, max_streams, "
-                                                f"requests_per_minute, tokens_per_minute"]
+    expected = (f"streamgate: cannot start: {path}:4: unknown key 'colour' in [[callers]]; the keys are: name, "
+                "key_sha256, models, max_streams, requests_per_minute, tokens_per_minute")
+    assert done.stderr.strip().splitlines() == [expected]
 
 
 # --- Redis: counts shared by processes --------------------------------------------------------
@@ -389,3 +390,19 @@ def test_two_processes_share_streams_and_tokens_through_redis(redis_gateways: li
     wait_until(lambda: native(b, "open").status_code == 429, "the tokens charged in Redis")
     refused = native(b, "open")
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0" and refused.headers["x-ratelimit-limit-tokens"] == "10"
+
+
+def test_redis_down_refuses_and_a_restarted_redis_is_used_again(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    with running_redis(tmp_path) as server:
+        app, echo, _ = app_with(caller_table("ci", requests_per_minute=100), tmp_path, redis_url=server.url)
+        with serve(app) as url:
+            assert native(url, "ci").status_code == 200
+            server.stop()
+            down = native(url, "ci")
+            assert down.status_code == 502 and down.json()["error"]["type"] == "upstream_error"
+            assert "limits store" in down.json()["error"]["message"]
+            server.start()  # empty: the scripts are loaded again on NOSCRIPT
+            wait_until(lambda: native(url, "ci").status_code == 200, "Redis back")
+    assert echo.calls >= 2
