@@ -336,7 +336,8 @@ CHARGE_SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + tonumber(ARGV[1]) * 60000000 / tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+tat = tat + tonumber(ARGV[1]) * 60000000 / tonumber(ARGV[2])
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 return 0
 """
@@ -442,7 +443,7 @@ class RedisMeter(Unmetered):
                 results = await self.execute(batch)
             except Exception as error:  # noqa: BLE001 - every waiting request gets the failure
                 results = [error] * len(batch)
-            for (command, _, _, future), result in zip(batch, results, strict=True):
+            for (_, _, _, future), result in zip(batch, results, strict=True):
                 if future is None:
                     if isinstance(result, Exception):
                         log.warning("the limits store (REDIS_URL) failed recording a request's end: %s", result)

@@ -296,7 +296,8 @@ def test_without_callers_metrics_have_no_caller_label() -> None:
               "from streamgate.providers.echo import EchoAdapter; from streamgate.settings import Settings; "
               "create_app(Settings(model_catalog_refresh_s=0), adapters={'echo': EchoAdapter(0)}); "
               "print(generate_latest().decode())")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/", check=False)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/",
+                         check=False)
     assert out.returncode == 0, out.stderr
     assert "streamgate_requests_total" in out.stdout and "caller" not in out.stdout
 
@@ -389,7 +390,8 @@ def test_two_processes_share_streams_and_tokens_through_redis(redis_gateways: li
     assert native(a, "open").status_code == 200  # 12: over, the answer still whole
     wait_until(lambda: native(b, "open").status_code == 429, "the tokens charged in Redis")
     refused = native(b, "open")
-    assert refused.headers["x-ratelimit-remaining-tokens"] == "0" and refused.headers["x-ratelimit-limit-tokens"] == "10"
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert refused.headers["x-ratelimit-limit-tokens"] == "10"
 
 
 def test_redis_down_refuses_and_a_restarted_redis_is_used_again(tmp_path: Path) -> None:
