@@ -135,13 +135,19 @@ def main(argv: list[str] | None = None) -> None:
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     with asyncio.Runner(loop_factory=new_event_loop()) as runner:
         results = runner.run(measure(args))
-    base = sorted(results["no callers"])[len(results["no callers"]) // 2]
-    print(f"CPU per {TOKENS}-token stream (µs, median of {args.rounds} rounds of {args.requests}):")
+    base = results["no callers"]
+    print(f"CPU per {TOKENS}-token stream, µs (median of {args.rounds} rounds of {args.requests}); the ratio is the "
+          "median of each round's ratio to the no-callers setup measured in the same round:")
     for name, values in results.items():
-        median = sorted(values)[len(values) // 2]
-        ratio = f"  {median / base:.3f}×" if name != "redis-server's own" else ""
-        print(f"  {name:22} {median:8.1f}{ratio}   rounds: {', '.join(f'{v:.1f}' for v in values)}")
+        ratios = [value / baseline for value, baseline in zip(values, base, strict=True)]
+        ratio = "" if name == "redis-server's own" else f"  {median(ratios):.3f}×"
+        print(f"  {name:22} {median(values):8.1f}{ratio}   rounds: {', '.join(f'{v:.0f}' for v in values)}")
 
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 if __name__ == "__main__":
     main()
