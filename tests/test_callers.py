@@ -254,6 +254,10 @@ def test_tokens_per_minute_charges_usage_after_the_answer_and_never_cuts_it(tmp_
         assert "x-ratelimit-limit-requests" not in headers
         assert 300 <= int(headers["retry-after"]) <= 350  # 60 tokens at 10 a minute: 6 minutes of the window
         assert headers["x-ratelimit-reset-tokens"].startswith(("5m5", "6m"))  # the window empty again
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEYS["ci"], max_retries=0)
+        with pytest.raises(openai.RateLimitError) as limited:
+            client.chat.completions.create(model="echo/echo", messages=HELLO)  # type: ignore[arg-type]
+        assert limited.value.response.headers["x-ratelimit-remaining-tokens"] == "0"
     assert echo.calls == 1
 
 
