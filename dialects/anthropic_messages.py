@@ -769,7 +769,8 @@ class MessagesDialect:
             return target.adapter.stream_chat(chat_request(target))
 
         return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
-                    frames=frames, streaming=streaming, resumable=resumable, send_answer=frames.send_answer)
+                    frames=frames, streaming=streaming, resumable=resumable, send_answer=frames.send_answer,
+                    requested_model=head.model)
 
     send_error = staticmethod(send_anthropic_error)
     error_status = staticmethod(anthropic_status)

@@ -412,3 +412,26 @@ def test_redis_down_refuses_and_a_restarted_redis_is_used_again(tmp_path: Path) 
             server.start()  # empty: the scripts are loaded again on NOSCRIPT
             wait_until(lambda: native(url, "ci").status_code == 200, "Redis back")
     assert echo.calls >= 2
+
+
+def test_limits_and_models_in_the_anthropic_messages_shape(tmp_path: Path) -> None:
+    import anthropic
+
+    app, echo, _ = app_with(caller_table("ci", requests_per_minute=1) + caller_table("web", models=["openai/*"]),
+                            tmp_path)
+    with serve(app) as url:
+        client = anthropic.Anthropic(base_url=url, api_key=KEYS["ci"], max_retries=0)
+        answer = client.messages.create(model="echo/echo", max_tokens=64, messages=HELLO)  # type: ignore[arg-type]
+        assert answer.content[0].text == "one two three"  # type: ignore[union-attr]
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            client.messages.create(model="echo/echo", max_tokens=64, messages=HELLO)  # type: ignore[arg-type]
+        assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert limited.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+        assert int(limited.value.response.headers["retry-after"]) >= 1
+        web = anthropic.Anthropic(base_url=url, api_key=KEYS["web"], max_retries=0)
+        with pytest.raises(anthropic.PermissionDeniedError):
+            web.messages.create(model="echo/echo", max_tokens=64, messages=HELLO)  # type: ignore[arg-type]
+        with pytest.raises(anthropic.AuthenticationError):
+            anthropic.Anthropic(base_url=url, api_key="nope", max_retries=0).messages.create(
+                model="echo/echo", max_tokens=64, messages=HELLO)  # type: ignore[arg-type]
+    assert echo.calls == 1
