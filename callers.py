@@ -58,8 +58,12 @@ class Limits:
 
     __slots__ = LIMITS
 
-    def __init__(self, max_streams: int | None = None, requests_per_minute: int | None = None,
-                 tokens_per_minute: int | None = None) -> None:
+    def __init__(
+        self,
+        max_streams: int | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> None:
         self.max_streams = max_streams
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
@@ -78,8 +82,9 @@ class Caller:
         self.models = tuple(models) if models is not None else None
         self.limits = limits or Limits()
         self.meter: Meter = UNMETERED
-        self._pattern = (re.compile("|".join(fnmatch.translate(glob) for glob in self.models))
-                         if self.models is not None else None)
+        self._pattern = (
+            re.compile("|".join(fnmatch.translate(glob) for glob in self.models)) if self.models is not None else None
+        )
         self._verdicts: dict[str, bool] = {}
         self.series = metrics.caller_series(name)
 
@@ -103,8 +108,10 @@ class Caller:
         if (requested is not None and self.may_use(requested)) or self.may_use(served):
             return
         shown = requested if requested is not None else served
-        raise ForbiddenModelError(f"$.model: the caller {self.name!r} may not use the model {shown[:200]!r}; "
-                                  f"its models: {', '.join(self.models or ())}")
+        raise ForbiddenModelError(
+            f"$.model: the caller {self.name!r} may not use the model {shown[:200]!r}; "
+            f"its models: {', '.join(self.models or ())}"
+        )
 
     async def admit(self, streaming: bool) -> Lease:
         """This request's lease, or `429 rate_limited` when a limit is reached."""
@@ -156,16 +163,14 @@ class Verdict:
 
     __slots__ = ("refused", "requests_used_s", "retry_after_s", "tokens_used_s")
 
-    def __init__(self, refused: str | None, retry_after_s: float, requests_used_s: float,
-                 tokens_used_s: float) -> None:
+    def __init__(self, refused: str | None, retry_after_s: float, requests_used_s: float, tokens_used_s: float) -> None:
         self.refused = refused
         self.retry_after_s = retry_after_s
         self.requests_used_s = requests_used_s
         self.tokens_used_s = tokens_used_s
 
 
-def judge(limits: Limits, now: float, requests_tat: float, tokens_tat: float, streams: int,
-          streaming: bool) -> Verdict:
+def judge(limits: Limits, now: float, requests_tat: float, tokens_tat: float, streams: int, streaming: bool) -> Verdict:
     """The verdict for one request (the in-process meter; `ADMIT_SCRIPT` is the same in
     Lua). `*_tat`: when the window of that limit is empty again."""
     tokens_used = max(tokens_tat - now, 0.0)
@@ -196,24 +201,33 @@ def rate_limited(caller: Caller, verdict: Verdict) -> RateLimitedError:
     limits = caller.limits
     limit = getattr(limits, verdict.refused or "")
     wait = max(math.ceil(verdict.retry_after_s), 1)
-    what = {"max_streams": "streams at once", "requests_per_minute": "requests per minute",
-            "tokens_per_minute": "tokens per minute"}[verdict.refused or "max_streams"]
-    error = RateLimitedError(f"the caller {caller.name!r} is at its limit of {limit} {what} "
-                             f"({verdict.refused}); retry after {wait} s", retry_after=str(wait))
+    what = {
+        "max_streams": "streams at once",
+        "requests_per_minute": "requests per minute",
+        "tokens_per_minute": "tokens per minute",
+    }[verdict.refused or "max_streams"]
+    error = RateLimitedError(
+        f"the caller {caller.name!r} is at its limit of {limit} {what} ({verdict.refused}); retry after {wait} s",
+        retry_after=str(wait),
+    )
     error.headers = limit_headers(limits, verdict)
     return error
 
 
 def limit_headers(limits: Limits, verdict: Verdict) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = [(b"retry-after-ms", b"%d" % math.ceil(verdict.retry_after_s * 1000))]
-    for kind, per_minute, used_s in (("requests", limits.requests_per_minute, verdict.requests_used_s),
-                                     ("tokens", limits.tokens_per_minute, verdict.tokens_used_s)):
+    for kind, per_minute, used_s in (
+        ("requests", limits.requests_per_minute, verdict.requests_used_s),
+        ("tokens", limits.tokens_per_minute, verdict.tokens_used_s),
+    ):
         if per_minute is None:
             continue
         remaining = max(math.floor(per_minute * (MINUTE - used_s) / MINUTE + 1e-9), 0)
-        headers += [(b"x-ratelimit-limit-" + kind.encode(), b"%d" % per_minute),
-                    (b"x-ratelimit-remaining-" + kind.encode(), b"%d" % remaining),
-                    (b"x-ratelimit-reset-" + kind.encode(), duration(used_s).encode())]
+        headers += [
+            (b"x-ratelimit-limit-" + kind.encode(), b"%d" % per_minute),
+            (b"x-ratelimit-remaining-" + kind.encode(), b"%d" % remaining),
+            (b"x-ratelimit-reset-" + kind.encode(), duration(used_s).encode()),
+        ]
     return headers
 
 
@@ -402,8 +416,14 @@ class RedisMeter(Unmetered):
         slot = streaming and limits.max_streams is not None
         member = f"{self.prefix}:{next(self.numbers)}" if slot else ""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        args = (limits.requests_per_minute or 0, limits.tokens_per_minute or 0, limits.max_streams or 0,
-                1 if slot else 0, member, int(STREAM_LEASE_S * 1e6))
+        args = (
+            limits.requests_per_minute or 0,
+            limits.tokens_per_minute or 0,
+            limits.max_streams or 0,
+            1 if slot else 0,
+            member,
+            int(STREAM_LEASE_S * 1e6),
+        )
         self.queue(ADMIT_SCRIPT, keys_of(caller.name), args, future)
         try:
             refused, wait_us, requests_us, tokens_us = await future
@@ -429,8 +449,9 @@ class RedisMeter(Unmetered):
         if tokens and tpm is not None:
             self.queue(CHARGE_SCRIPT, keys_of(caller.name)[1:2], (tokens, tpm), None)
 
-    def queue(self, command: str, keys: tuple[str, ...], args: tuple[Any, ...],
-              future: asyncio.Future[Any] | None) -> None:
+    def queue(
+        self, command: str, keys: tuple[str, ...], args: tuple[Any, ...], future: asyncio.Future[Any] | None
+    ) -> None:
         self.pending.append((command, keys, args, future))
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.get_running_loop().create_task(self.flush())
@@ -472,7 +493,7 @@ class RedisMeter(Unmetered):
                 pipe.zrem(keys[0], *args)
             else:
                 pipe.evalsha(self.shas[command], len(keys), *keys, *args)
-        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+        return await pipe.execute(raise_on_error=False)
 
     async def renew(self) -> None:
         """Every third of `STREAM_LEASE_S`: renew the slots of the streams running here."""
@@ -519,21 +540,36 @@ def load_callers(config: ConfigFile, gateway_api_key: str | None, redis_url: str
     for index, table in enumerate(tables):
         digest, caller = parse_caller(config, index, table)
         if caller.name in names:
-            raise caller_error(config, index, "name", f"the caller name {caller.name!r} is used twice; "
-                               "give each [[callers]] table its own name")
+            raise caller_error(
+                config,
+                index,
+                "name",
+                f"the caller name {caller.name!r} is used twice; give each [[callers]] table its own name",
+            )
         if digest in by_digest:
-            raise caller_error(config, index, "key_sha256", f"the caller {caller.name!r} has the same key_sha256 "
-                               f"as {by_digest[digest].name!r}; give each caller its own key")
+            raise caller_error(
+                config,
+                index,
+                "key_sha256",
+                f"the caller {caller.name!r} has the same key_sha256 "
+                f"as {by_digest[digest].name!r}; give each caller its own key",
+            )
         names.add(caller.name)
         by_digest[digest] = caller
     if gateway_api_key:
         digest = hashlib.sha256(gateway_api_key.encode()).digest()
         if DEFAULT_CALLER in names:
-            raise caller_error(config, list(names).index(DEFAULT_CALLER), "name",
-                               "the caller name 'default' is GATEWAY_API_KEY's; choose another name or unset it")
+            raise caller_error(
+                config,
+                list(names).index(DEFAULT_CALLER),
+                "name",
+                "the caller name 'default' is GATEWAY_API_KEY's; choose another name or unset it",
+            )
         if digest in by_digest:
-            raise SettingsError(f"GATEWAY_API_KEY is the key of the caller {by_digest[digest].name!r} in "
-                                f"{config.path}; give it another key")
+            raise SettingsError(
+                f"GATEWAY_API_KEY is the key of the caller {by_digest[digest].name!r} in "
+                f"{config.path}; give it another key"
+            )
         by_digest[digest] = Caller(DEFAULT_CALLER)
     meter: Meter = LocalMeter()
     if redis_url and any(caller.limits for caller in by_digest.values()):
@@ -546,28 +582,50 @@ def parse_caller(config: ConfigFile, index: int, table: Any) -> tuple[bytes, Cal
         raise caller_error(config, index, None, "each entry of 'callers' must be a [[callers]] table")
     unknown = [key for key in table if key not in FIELDS]
     if unknown:
-        raise caller_error(config, index, unknown[0], f"unknown key {unknown[0]!r} in [[callers]]; "
-                           f"the keys are: {', '.join(FIELDS)}")
+        raise caller_error(
+            config, index, unknown[0], f"unknown key {unknown[0]!r} in [[callers]]; the keys are: {', '.join(FIELDS)}"
+        )
     name = table.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise caller_error(config, index, "name", f"name = {name!r} is not valid: expected 1 to 64 letters, digits, "
-                           "'.', '_' or '-' (it labels metrics and log lines)")
+        raise caller_error(
+            config,
+            index,
+            "name",
+            f"name = {name!r} is not valid: expected 1 to 64 letters, digits, "
+            "'.', '_' or '-' (it labels metrics and log lines)",
+        )
     key_sha256 = table.get("key_sha256")
     if not isinstance(key_sha256, str) or not SHA256.fullmatch(key_sha256):
         shown = "missing" if key_sha256 is None else "not 64 hex digits"
-        raise caller_error(config, index, "key_sha256", f"key_sha256 of the caller {name!r} is {shown}: expected "
-                           "the SHA-256 of its key in hex (never the key itself)")
+        raise caller_error(
+            config,
+            index,
+            "key_sha256",
+            f"key_sha256 of the caller {name!r} is {shown}: expected "
+            "the SHA-256 of its key in hex (never the key itself)",
+        )
     models = table.get("models")
-    if models is not None and (not isinstance(models, list) or not models
-                               or not all(isinstance(glob, str) and glob for glob in models)):
-        raise caller_error(config, index, "models", f"models of the caller {name!r} is not valid: expected a "
-                           'non-empty list of model names or glob patterns ("fast", "openai/*")')
+    if models is not None and (
+        not isinstance(models, list) or not models or not all(isinstance(glob, str) and glob for glob in models)
+    ):
+        raise caller_error(
+            config,
+            index,
+            "models",
+            f"models of the caller {name!r} is not valid: expected a "
+            'non-empty list of model names or glob patterns ("fast", "openai/*")',
+        )
     limits = {}
     for key in LIMITS:
         value = table.get(key)
         if value is not None and (type(value) is not int or value < 1):
-            raise caller_error(config, index, key, f"{key} = {value!r} of the caller {name!r} is not valid: "
-                               "expected a whole number >= 1 (leave it out for no limit)")
+            raise caller_error(
+                config,
+                index,
+                key,
+                f"{key} = {value!r} of the caller {name!r} is not valid: "
+                "expected a whole number >= 1 (leave it out for no limit)",
+            )
         limits[key] = value
     return bytes.fromhex(key_sha256), Caller(name, models, Limits(**limits))
 
@@ -582,8 +640,11 @@ def caller_error(config: ConfigFile, index: int, key: str | None, problem: str) 
 
 def table_line(text: str, index: int, key: str | None) -> int | None:
     """The line of `key` in the `index`th `[[callers]]` table (else of its header), 1-based."""
-    headers = [number for number, line in enumerate(text.splitlines(), start=1)
-               if re.fullmatch(r"\s*\[\[\s*callers\s*\]\]\s*(#.*)?", line)]
+    headers = [
+        number
+        for number, line in enumerate(text.splitlines(), start=1)
+        if re.fullmatch(r"\s*\[\[\s*callers\s*\]\]\s*(#.*)?", line)
+    ]
     if index >= len(headers):
         return None
     lines = text.splitlines()
@@ -595,4 +656,3 @@ def table_line(text: str, index: int, key: str | None) -> int | None:
             if pattern.match(lines[number]):
                 return number + 1
     return headers[index]
-

@@ -51,8 +51,12 @@ def start_redis(processes: Processes) -> tuple[subprocess.Popen[bytes], str]:
     import redis
 
     port = free_port()
-    process = processes.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                        "--appendonly", "no"], {}, CLIENT_CORE)
+    process = processes.start(
+        "redis",
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        {},
+        CLIENT_CORE,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:
@@ -93,27 +97,34 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
         mock = processes.start("mock", [sys.executable, "-m", "bench.mock_upstream"], {}, CLIENT_CORE)
         mock_port = int(mock.stdout.readline().split()[1])  # type: ignore[union-attr]
         redis_process, redis_url = start_redis(processes)
-        setups = {"no callers": {"STREAMGATE_CONFIG": str(empty)},
-                  "caller, in-process": {"STREAMGATE_CONFIG": str(config)},
-                  "caller, Redis": {"STREAMGATE_CONFIG": str(config), "REDIS_URL": redis_url}}
+        setups = {
+            "no callers": {"STREAMGATE_CONFIG": str(empty)},
+            "caller, in-process": {"STREAMGATE_CONFIG": str(config)},
+            "caller, Redis": {"STREAMGATE_CONFIG": str(config), "REDIS_URL": redis_url},
+        }
         targets: dict[str, Target] = {}
         for name, env in setups.items():
             port = free_port()
-            process = processes.start(name.replace(" ", "").replace(",", "-"), [sys.executable, "server.py"],
-                                      {**provider_env(mock_port), "HOST": host, "PORT": str(port), **env},
-                                      SERVER_CORE)
+            process = processes.start(
+                name.replace(" ", "").replace(",", "-"),
+                [sys.executable, "server.py"],
+                {**provider_env(mock_port), "HOST": host, "PORT": str(port), **env},
+                SERVER_CORE,
+            )
             await until_answering(f"http://{host}:{port}/api/v1/chat/stream/health", process)
             targets[name] = Target(name, host, port, DIALECTS["native"], "openai", process.pid)
-            await run_streams(targets[name], count=200, concurrency=CONCURRENCY, tokens=TOKENS, delay_ms=0,
-                              timeout_s=30)  # warm-up
+            await run_streams(
+                targets[name], count=200, concurrency=CONCURRENCY, tokens=TOKENS, delay_ms=0, timeout_s=30
+            )  # warm-up
         for round_number in range(args.rounds):
-            order = list(targets)[round_number % 3:] + list(targets)[: round_number % 3]
+            order = list(targets)[round_number % 3 :] + list(targets)[: round_number % 3]
             for name in order:
                 target = targets[name]
                 before = await idle_cpu_seconds(target.pid)
                 redis_before = tree_cpu_seconds(redis_process.pid)
-                outcomes = await run_streams(target, count=args.requests, concurrency=CONCURRENCY, tokens=TOKENS,
-                                             delay_ms=0, timeout_s=30)
+                outcomes = await run_streams(
+                    target, count=args.requests, concurrency=CONCURRENCY, tokens=TOKENS, delay_ms=0, timeout_s=30
+                )
                 failed = [o.failure for o in outcomes if not o.ok]
                 if failed:
                     raise SystemExit(f"{name}: {len(failed)} requests failed, e.g. {failed[0]}")
@@ -136,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     with asyncio.Runner(loop_factory=new_event_loop()) as runner:
         results = runner.run(measure(args))
     base = results["no callers"]
-    print(f"CPU per {TOKENS}-token stream, µs (median of {args.rounds} rounds of {args.requests}); the ratio is the "
-          "median of each round's ratio to the no-callers setup measured in the same round:")
+    print(
+        f"CPU per {TOKENS}-token stream, µs (median of {args.rounds} rounds of {args.requests}); the ratio is the "
+        "median of each round's ratio to the no-callers setup measured in the same round:"
+    )
     for name, values in results.items():
         ratios = [value / baseline for value, baseline in zip(values, base, strict=True)]
         ratio = "" if name == "redis-server's own" else f"  {median(ratios):.3f}×"
@@ -148,6 +161,7 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
 
 if __name__ == "__main__":
     main()

@@ -109,8 +109,9 @@ class CountingEcho(EchoAdapter):
 
 def app_with(config: str, tmp_path: Path, **overrides: Any) -> tuple[Any, CountingEcho, HeldAdapter]:
     echo, held = CountingEcho(), HeldAdapter()
-    app = create_app(settings(streamgate_config=write_config(tmp_path, config), **overrides),
-                     adapters={"echo": echo, "held": held})
+    app = create_app(
+        settings(streamgate_config=write_config(tmp_path, config), **overrides), adapters={"echo": echo, "held": held}
+    )
     return app, echo, held
 
 
@@ -132,21 +133,33 @@ def test_keys_pick_callers_and_models_are_checked(tmp_path: Path, caplog: pytest
     app, echo, _ = app_with(config, tmp_path, gateway_api_key="admin-key")
     with serve(app) as url:
         assert native(url, "ci").status_code == 200
-        assert httpx.post(url + "/api/v1/chat", json={"provider": "echo", "messages": HELLO},
-                          headers={"x-api-key": KEYS["ci"]}, timeout=10).json()["content"] == "one two three"
+        assert (
+            httpx.post(
+                url + "/api/v1/chat",
+                json={"provider": "echo", "messages": HELLO},
+                headers={"x-api-key": KEYS["ci"]},
+                timeout=10,
+            ).json()["content"]
+            == "one two three"
+        )
         refused = native(url, "web")
         assert refused.status_code == 403 and refused.json()["error"]["type"] == "forbidden_model"
         assert "'echo/echo'" in refused.json()["error"]["message"]
         for headers in ({}, {"authorization": "Bearer nope"}, {"x-api-key": "nope"}):
-            response = httpx.post(url + "/api/v1/chat/stream", json={"provider": "echo", "messages": HELLO},
-                                  headers=headers, timeout=10)
+            response = httpx.post(
+                url + "/api/v1/chat/stream", json={"provider": "echo", "messages": HELLO}, headers=headers, timeout=10
+            )
             assert response.status_code == 401 and response.json()["error"]["type"] == "unauthorized"
             assert response.headers["www-authenticate"] == "Bearer"
         assert httpx.get(url + "/v1/models", timeout=10).status_code == 401
         assert httpx.get(url + "/v1/models", headers=bearer("web"), timeout=10).status_code == 200
         # GATEWAY_API_KEY is one more caller, `default`, with every model and no limits
-        admin = httpx.post(url + "/api/v1/chat/stream", json={"provider": "echo", "messages": HELLO},
-                           headers={"authorization": "Bearer admin-key"}, timeout=10)
+        admin = httpx.post(
+            url + "/api/v1/chat/stream",
+            json={"provider": "echo", "messages": HELLO},
+            headers={"authorization": "Bearer admin-key"},
+            timeout=10,
+        )
         assert admin.status_code == 200
         # OpenAI's shape: the SDK's PermissionDeniedError, `param` naming the model
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEYS["web"], max_retries=0)
@@ -157,7 +170,8 @@ def test_keys_pick_callers_and_models_are_checked(tmp_path: Path, caplog: pytest
         assert allowed.chat.completions.create(model="echo/echo", messages=HELLO).choices[0].message.content  # type: ignore[arg-type]
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0).chat.completions.create(
-                model="echo/echo", messages=HELLO)  # type: ignore[arg-type]
+                model="echo/echo", messages=HELLO
+            )  # type: ignore[arg-type]
         wait_until(lambda: sum("caller=" in r.getMessage() for r in caplog.records) >= 6, "the log lines")
     assert echo.calls == 4  # ci twice, admin, ci on /v1: no refused request reached the provider
     lines = [r.getMessage() for r in caplog.records if r.name == "streamgate.access"]
@@ -167,15 +181,15 @@ def test_keys_pick_callers_and_models_are_checked(tmp_path: Path, caplog: pytest
 
 
 def test_the_model_is_matched_as_named_and_as_provider_slash_model(tmp_path: Path) -> None:
-    callers = load_callers(load_config(write_config(tmp_path, caller_table("ci", models=["fast", "openai/gpt-*"]))),
-                           None)
+    callers = load_callers(
+        load_config(write_config(tmp_path, caller_table("ci", models=["fast", "openai/gpt-*"]))), None
+    )
     assert callers is not None
     (caller,) = callers.by_digest.values()
     caller.check_model("fast", "gemini", "gemini-3.8-flash")  # a route, by its name
     caller.check_model("gpt-4o", "openai", "gpt-4o")  # a bare name the dialect sends to openai
     caller.check_model(None, "openai", "gpt-5")  # native: provider and model apart
-    for requested, provider, model in (("slow", "openai", "o3"), (None, "gemini", "gpt-4o"),
-                                       ("FAST", "echo", "echo")):
+    for requested, provider, model in (("slow", "openai", "o3"), (None, "gemini", "gpt-4o"), ("FAST", "echo", "echo")):
         with pytest.raises(Exception, match="may not use the model") as refused:
             caller.check_model(requested, provider, model)
         assert getattr(refused.value, "status", None) == 403
@@ -244,8 +258,9 @@ def test_tokens_per_minute_charges_usage_after_the_answer_and_never_cuts_it(tmp_
         body = {"provider": "echo", "messages": [{"role": "user", "content": words}]}
         answer = httpx.post(url + "/api/v1/chat/stream", json=body, headers=bearer("ci"), timeout=10)
         assert answer.status_code == 200 and b'"finish_reason":"stop"' in answer.content  # 60 tokens, not cut
-        assert words in "".join(json.loads(line[6:])["content"] for line in answer.text.splitlines()
-                                if line.startswith("data: {"))
+        assert words in "".join(
+            json.loads(line[6:])["content"] for line in answer.text.splitlines() if line.startswith("data: {")
+        )
         wait_until(lambda: native(url, "ci").status_code == 429, "the tokens charged")
         refused = native(url, "ci")
         assert "tokens_per_minute" in refused.json()["error"]["message"]
@@ -263,7 +278,14 @@ def test_tokens_per_minute_charges_usage_after_the_answer_and_never_cuts_it(tmp_
 
 def test_duration_is_written_as_openai_writes_it() -> None:
     assert [duration(s) for s in (0, 0.0201, 1, 1.5, 59.9999, 60, 360.25)] == [
-        "0ms", "21ms", "1s", "1.5s", "1m0s", "1m0s", "6m0.25s"]
+        "0ms",
+        "21ms",
+        "1s",
+        "1.5s",
+        "1m0s",
+        "1m0s",
+        "6m0.25s",
+    ]
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -276,8 +298,13 @@ def test_metrics_are_labelled_by_caller(tmp_path: Path) -> None:
         assert key("streamgate_caller_requests_total", caller="web") in before  # declared from the start
         assert native(url, "ci").status_code == 200
         assert native(url, "web").status_code == 403
-        with httpx.stream("POST", url + "/api/v1/chat/stream", headers=bearer("ci"), timeout=10,
-                          json={"provider": "held", "messages": HELLO}) as response:
+        with httpx.stream(
+            "POST",
+            url + "/api/v1/chat/stream",
+            headers=bearer("ci"),
+            timeout=10,
+            json={"provider": "held", "messages": HELLO},
+        ) as response:
             chunks = response.iter_bytes()
             next(chunks)  # (a generator dropped would close the response)
             assert native(url, "ci").status_code == 429
@@ -286,22 +313,31 @@ def test_metrics_are_labelled_by_caller(tmp_path: Path) -> None:
             assert b"[DONE]" in b"".join(chunks)
         wait_until(lambda: scrape(url)[key("streamgate_caller_streams_in_flight", caller="ci")] == 0, "the end")
         after = scrape(url)
-    assert after[key("streamgate_caller_requests_total", caller="ci")] - before.get(
-        key("streamgate_caller_requests_total", caller="ci"), 0) == 3
+    assert (
+        after[key("streamgate_caller_requests_total", caller="ci")]
+        - before.get(key("streamgate_caller_requests_total", caller="ci"), 0)
+        == 3
+    )
     assert after[key("streamgate_caller_errors_total", caller="ci", type="rate_limited")] >= 1
     assert after[key("streamgate_caller_errors_total", caller="web", type="forbidden_model")] >= 1
-    assert after[key("streamgate_caller_tokens_total", caller="ci")] - before[
-        key("streamgate_caller_tokens_total", caller="ci")] == 6 + 2  # echo's 3 + 3 words, held's 1 + 1
+    assert (
+        after[key("streamgate_caller_tokens_total", caller="ci")]
+        - before[key("streamgate_caller_tokens_total", caller="ci")]
+        == 6 + 2
+    )  # echo's 3 + 3 words, held's 1 + 1
     assert {dict(labels).get("caller") for _, labels in delta(before, after)} == {None, "ci", "web"}
 
 
 def test_without_callers_metrics_have_no_caller_label() -> None:
-    script = ("from prometheus_client import generate_latest; from streamgate.app import create_app; "
-              "from streamgate.providers.echo import EchoAdapter; from streamgate.settings import Settings; "
-              "create_app(Settings(model_catalog_refresh_s=0), adapters={'echo': EchoAdapter(0)}); "
-              "print(generate_latest().decode())")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/",
-                         check=False)
+    script = (
+        "from prometheus_client import generate_latest; from streamgate.app import create_app; "
+        "from streamgate.providers.echo import EchoAdapter; from streamgate.settings import Settings; "
+        "create_app(Settings(model_catalog_refresh_s=0), adapters={'echo': EchoAdapter(0)}); "
+        "print(generate_latest().decode())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/", check=False
+    )
     assert out.returncode == 0, out.stderr
     assert "streamgate_requests_total" in out.stdout and "caller" not in out.stdout
 
@@ -309,18 +345,21 @@ def test_without_callers_metrics_have_no_caller_label() -> None:
 # --- the config file -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "line", "problem"), [
-    (caller_table("ci") + '[[callers]]\nname = "web"\nkey_sha256 = "abc"\n', 7, "key_sha256 of the caller 'web'"),
-    (caller_table("ci") + caller_table("ci").replace(sha(KEYS["ci"]), sha("x")), 6, "used twice"),
-    (caller_table("ci") + caller_table("web").replace(sha(KEYS["web"]), sha(KEYS["ci"])), 7, "same key_sha256"),
-    (caller_table("ci", max_streams=0), 4, "max_streams = 0"),
-    (caller_table("ci", requests_per_minute=True), 4, "requests_per_minute = True"),
-    (caller_table("ci", tokens_per_minute="9"), 4, "tokens_per_minute = '9'"),
-    (caller_table("ci", models=[]), 4, "models of the caller 'ci'"),
-    (caller_table("ci", key="oops"), 4, "unknown key 'key'"),
-    ('[[callers]]\nname = "a b"\n', 2, "name = 'a b' is not valid"),
-    ("callers = 3\n", 1, "'callers' must be an array"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        (caller_table("ci") + '[[callers]]\nname = "web"\nkey_sha256 = "abc"\n', 7, "key_sha256 of the caller 'web'"),
+        (caller_table("ci") + caller_table("ci").replace(sha(KEYS["ci"]), sha("x")), 6, "used twice"),
+        (caller_table("ci") + caller_table("web").replace(sha(KEYS["web"]), sha(KEYS["ci"])), 7, "same key_sha256"),
+        (caller_table("ci", max_streams=0), 4, "max_streams = 0"),
+        (caller_table("ci", requests_per_minute=True), 4, "requests_per_minute = True"),
+        (caller_table("ci", tokens_per_minute="9"), 4, "tokens_per_minute = '9'"),
+        (caller_table("ci", models=[]), 4, "models of the caller 'ci'"),
+        (caller_table("ci", key="oops"), 4, "unknown key 'key'"),
+        ('[[callers]]\nname = "a b"\n', 2, "name = 'a b' is not valid"),
+        ("callers = 3\n", 1, "'callers' must be an array"),
+    ],
+)
 def test_config_errors_name_the_file_and_line(tmp_path: Path, text: str, line: int, problem: str) -> None:
     path = write_config(tmp_path, text)
     with pytest.raises(SettingsError) as error:
@@ -343,12 +382,19 @@ def test_gateway_api_key_may_not_be_a_callers_key_nor_named_twice(tmp_path: Path
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_bad_callers_table_stops_the_server_with_one_line(tmp_path: Path, workers: str) -> None:
     path = write_config(tmp_path, caller_table("ci", colour="blue"))
-    done = subprocess.run([sys.executable, str(ROOT / "server.py"), "--config", path, "--port", "0",
-                           "--workers", workers],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--config", path, "--port", "0", "--workers", workers],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
     assert done.returncode == 2
-    expected = (f"streamgate: cannot start: {path}:4: unknown key 'colour' in [[callers]]; the keys are: name, "
-                "key_sha256, models, max_streams, requests_per_minute, tokens_per_minute")
+    expected = (
+        f"streamgate: cannot start: {path}:4: unknown key 'colour' in [[callers]]; the keys are: name, "
+        "key_sha256, models, max_streams, requests_per_minute, tokens_per_minute"
+    )
     assert done.stderr.strip().splitlines() == [expected]
 
 
@@ -360,8 +406,12 @@ def redis_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[st
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed")
     directory = tmp_path_factory.mktemp("callers-redis")
-    config = write_config(directory, caller_table("ci", requests_per_minute=4) + caller_table("web", max_streams=1)
-                          + caller_table("open", tokens_per_minute=10))
+    config = write_config(
+        directory,
+        caller_table("ci", requests_per_minute=4)
+        + caller_table("web", max_streams=1)
+        + caller_table("open", tokens_per_minute=10),
+    )
     with running_redis(directory) as server:
         env = {"REDIS_URL": server.url, "STREAMGATE_CONFIG": config, "ECHO_DELAY_MS": "20"}
         with gateways(directory, 2, **env) as started:
@@ -380,8 +430,13 @@ def test_two_processes_share_requests_per_minute_through_redis(redis_gateways: l
 def test_two_processes_share_streams_and_tokens_through_redis(redis_gateways: list[str]) -> None:
     a, b = redis_gateways
     text = " ".join(f"w{i}" for i in range(60))  # 1.2 s at ECHO_DELAY_MS=20
-    with httpx.stream("POST", a + "/api/v1/chat/stream", headers=bearer("web"), timeout=20,
-                      json={"provider": "echo", "messages": [{"role": "user", "content": text}]}) as response:
+    with httpx.stream(
+        "POST",
+        a + "/api/v1/chat/stream",
+        headers=bearer("web"),
+        timeout=20,
+        json={"provider": "echo", "messages": [{"role": "user", "content": text}]},
+    ) as response:
         assert response.status_code == 200
         chunks = response.iter_bytes()
         next(chunks)
@@ -417,8 +472,9 @@ def test_redis_down_refuses_and_a_restarted_redis_is_used_again(tmp_path: Path) 
 def test_limits_and_models_in_the_anthropic_messages_shape(tmp_path: Path) -> None:
     import anthropic
 
-    app, echo, _ = app_with(caller_table("ci", requests_per_minute=1) + caller_table("web", models=["openai/*"]),
-                            tmp_path)
+    app, echo, _ = app_with(
+        caller_table("ci", requests_per_minute=1) + caller_table("web", models=["openai/*"]), tmp_path
+    )
     with serve(app) as url:
         client = anthropic.Anthropic(base_url=url, api_key=KEYS["ci"], max_retries=0)
         answer = client.messages.create(model="echo/echo", max_tokens=64, messages=HELLO)  # type: ignore[arg-type]
@@ -433,5 +489,6 @@ def test_limits_and_models_in_the_anthropic_messages_shape(tmp_path: Path) -> No
             web.messages.create(model="echo/echo", max_tokens=64, messages=HELLO)  # type: ignore[arg-type]
         with pytest.raises(anthropic.AuthenticationError):
             anthropic.Anthropic(base_url=url, api_key="nope", max_retries=0).messages.create(
-                model="echo/echo", max_tokens=64, messages=HELLO)  # type: ignore[arg-type]
+                model="echo/echo", max_tokens=64, messages=HELLO
+            )  # type: ignore[arg-type]
     assert echo.calls == 1
