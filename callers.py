@@ -99,15 +99,21 @@ class Caller:
             verdict = self._verdicts[name] = self._pattern.match(name) is not None
         return verdict
 
-    def check_model(self, requested: str | None, provider: str, model: str) -> None:
-        """`403 forbidden_model` unless the model the client named (`requested`: a route's
-        name or `<provider>/<model>`) or the `<provider>/<model>` serving it is allowed."""
+    def check_model(self, requested: str | None, provider: str, model: str, route: str | None = None) -> None:
+        """`403 forbidden_model` unless allowed: a route by its name only (its targets may be
+        any provider's); any other model by the name the client sent (`requested`) or as
+        the `<provider>/<model>` that serves it."""
         if self._pattern is None:
             return
-        served = f"{provider}/{model}"
-        if (requested is not None and self.may_use(requested)) or self.may_use(served):
-            return
-        shown = requested if requested is not None else served
+        if route is not None:
+            if self.may_use(route):
+                return
+            shown = route
+        else:
+            served = f"{provider}/{model}"
+            if (requested is not None and self.may_use(requested)) or self.may_use(served):
+                return
+            shown = requested if requested is not None else served
         raise ForbiddenModelError(
             f"$.model: the caller {self.name!r} may not use the model {shown[:200]!r}; "
             f"its models: {', '.join(self.models or ())}"

@@ -578,7 +578,8 @@ class ChatEndpoint:
             if call.resumable and self.resumable_sink is not None:
                 self.resumable_sink.admit(scope)
             if caller is not None:  # the model is known now: may this caller use it, and now?
-                caller.check_model(call.requested_model, call.provider, call.model)
+                route = call.open.route if isinstance(call.open, RoutedOpen) else None
+                caller.check_model(call.requested_model, call.provider, call.model, route)
                 call.lease = await caller.admit(call.streaming)
         except ClientGone:
             return

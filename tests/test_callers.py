@@ -186,7 +186,9 @@ def test_the_model_is_matched_as_named_and_as_provider_slash_model(tmp_path: Pat
     )
     assert callers is not None
     (caller,) = callers.by_digest.values()
-    caller.check_model("fast", "gemini", "gemini-3.8-flash")  # a route, by its name
+    caller.check_model("fast", "gemini", "gemini-3.8-flash", "fast")  # a route, by its name
+    with pytest.raises(Exception, match="may not use the model 'slow'"):  # a route never by its targets
+        caller.check_model("slow", "openai", "gpt-4o", "slow")
     caller.check_model("gpt-4o", "openai", "gpt-4o")  # a bare name the dialect sends to openai
     caller.check_model(None, "openai", "gpt-5")  # native: provider and model apart
     for requested, provider, model in (("slow", "openai", "o3"), (None, "gemini", "gpt-4o"), ("FAST", "echo", "echo")):
@@ -195,6 +197,26 @@ def test_the_model_is_matched_as_named_and_as_provider_slash_model(tmp_path: Pat
         assert getattr(refused.value, "status", None) == 403
     assert callers.find(KEYS["ci"].encode()) is caller
     assert callers.find(b"") is None and callers.find(b"ci-secret ") is None
+
+
+def test_a_route_is_allowed_by_its_name_on_every_dialect(tmp_path: Path) -> None:
+    routes = '[routes.demo]\ntargets = ["echo/echo"]\n\n'
+    app, echo, _ = app_with(
+        routes + caller_table("ci", models=["demo"]) + caller_table("web", models=["echo/*"]), tmp_path
+    )
+    with serve(app) as url:
+        body = {"model": "demo", "messages": HELLO}
+        assert httpx.post(url + "/api/v1/chat", json=body, headers=bearer("ci"), timeout=10).status_code == 200
+        refused = httpx.post(url + "/api/v1/chat", json=body, headers=bearer("web"), timeout=10)
+        assert refused.status_code == 403 and "'demo'" in refused.json()["error"]["message"]
+        assert native(url, "ci").status_code == 403  # echo/echo itself is not the route
+        ci = openai.OpenAI(base_url=url + "/v1", api_key=KEYS["ci"], max_retries=0)
+        assert ci.chat.completions.create(model="demo", messages=HELLO).choices  # type: ignore[arg-type]
+        with pytest.raises(openai.PermissionDeniedError):
+            openai.OpenAI(base_url=url + "/v1", api_key=KEYS["web"], max_retries=0).chat.completions.create(
+                model="demo", messages=HELLO
+            )  # type: ignore[arg-type]
+    assert echo.calls == 2
 
 
 # --- limits --------------------------------------------------------------------------------
