@@ -152,6 +152,8 @@ def test_keys_pick_callers_and_models_are_checked(tmp_path: Path, caplog: pytest
             assert response.status_code == 401 and response.json()["error"]["type"] == "unauthorized"
             assert response.headers["www-authenticate"] == "Bearer"
         assert httpx.get(url + "/v1/models", timeout=10).status_code == 401
+        assert httpx.get(url + "/metrics", timeout=10).status_code == 401  # a caller's key scrapes it
+        assert httpx.get(url + "/metrics", headers=bearer("web"), timeout=10).status_code == 200
         assert httpx.get(url + "/v1/models", headers=bearer("web"), timeout=10).status_code == 200
         # GATEWAY_API_KEY is one more caller, `default`, with every model and no limits
         admin = httpx.post(
@@ -314,7 +316,9 @@ def test_duration_is_written_as_openai_writes_it() -> None:
 
 
 def test_metrics_are_labelled_by_caller(tmp_path: Path) -> None:
-    app, _, held = app_with(caller_table("ci", max_streams=1) + caller_table("web", models=["held/*"]), tmp_path)
+    app, _, held = app_with(
+        caller_table("ci", max_streams=1) + caller_table("web", models=["held/*"]), tmp_path, metrics_public=True
+    )
     with serve(app) as url:
         before = scrape(url)
         assert key("streamgate_caller_requests_total", caller="web") in before  # declared from the start
