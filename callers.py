@@ -351,13 +351,16 @@ if rpm > 0 then
 end
 return {0, 0, requests_used, tokens_used}
 """
-#: KEYS: a caller's tokens key. ARGV: tokens used, tokens per minute.
-CHARGE_SCRIPT = """
+#: A request's end, one command: KEYS: a caller's tokens and streams keys. ARGV: the tokens
+#: used and the tokens per minute (0: none to charge), the stream's member ("": none).
+END_SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+local tokens, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+if tokens == 0 or tpm == 0 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-tat = tat + tonumber(ARGV[1]) * 60000000 / tonumber(ARGV[2])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + tokens * 60000000 / tpm
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 return 0
 """
@@ -407,7 +410,7 @@ class RedisMeter(Unmetered):
         self.renewer = asyncio.get_running_loop().create_task(self.renew())
 
     async def load_scripts(self) -> None:
-        for script in (ADMIT_SCRIPT, CHARGE_SCRIPT, REFRESH_SCRIPT):
+        for script in (ADMIT_SCRIPT, END_SCRIPT, REFRESH_SCRIPT):
             self.shas[script] = await self.redis.script_load(script)
 
     async def aclose(self) -> None:
@@ -446,14 +449,14 @@ class RedisMeter(Unmetered):
 
     def release(self, lease: Lease, tokens: int) -> None:
         caller = lease.caller
+        tpm = caller.limits.tokens_per_minute or 0
         if lease.slot is not None:
             live = self.live.get(caller.name)
             if live is not None:
                 live.discard(lease.slot)
-            self.queue("ZREM", keys_of(caller.name)[2:], (lease.slot,), None)
-        tpm = caller.limits.tokens_per_minute
-        if tokens and tpm is not None:
-            self.queue(CHARGE_SCRIPT, keys_of(caller.name)[1:2], (tokens, tpm), None)
+        elif not (tokens and tpm):
+            return
+        self.queue(END_SCRIPT, keys_of(caller.name)[1:], (tokens, tpm, lease.slot or ""), None)
 
     def queue(
         self, command: str, keys: tuple[str, ...], args: tuple[Any, ...], future: asyncio.Future[Any] | None
@@ -494,11 +497,8 @@ class RedisMeter(Unmetered):
 
     async def pipeline(self, batch: Sequence[tuple[str, tuple[str, ...], tuple[Any, ...], Any]]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
-        for command, keys, args, _ in batch:
-            if command == "ZREM":
-                pipe.zrem(keys[0], *args)
-            else:
-                pipe.evalsha(self.shas[command], len(keys), *keys, *args)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(self.shas[script], len(keys), *keys, *args)
         return await pipe.execute(raise_on_error=False)
 
     async def renew(self) -> None:
