@@ -245,7 +245,8 @@ class Streams:
         with the stream, follow it while the client stays. From the producer's start, the
         stream and the request's end (metrics, the log line) are the producer's."""
         frames: ResumableFrames = call.frames  # type: ignore[assignment]  # a resumable call's frames
-        stream_id = progress.stream_id = secrets.token_urlsafe(16)
+        # A dialect whose stream has an id of its own (a response's id) names it `stream_id`.
+        stream_id = progress.stream_id = getattr(frames, "stream_id", None) or secrets.token_urlsafe(16)
         generation = Generation(self, call, stream, frames, progress, send, scope)
         stream_log = await self.create(stream_id, frames, generation)
         headers = [*SSE_HEADERS, (b"x-stream-id", stream_id.encode())]

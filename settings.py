@@ -127,6 +127,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 1
     redis_url: str | None = None
     resume_ttl_s: float = 600.0
+    #: How long a stored `/v1/responses` response can be continued or read (30 days).
+    responses_ttl_s: float = 2_592_000.0
     access_log: bool = True
     #: Seconds between asks of the providers' list-models endpoints; 0: never ask (the
     #: built-in lists stay).
@@ -206,6 +208,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             workers=int(number("WORKERS", int, 1, 1)),
             redis_url=check_url("REDIS_URL", text("REDIS_URL"), ("redis", "rediss", "unix")),
             resume_ttl_s=number("RESUME_TTL_S", float, 600.0, 1),
+            responses_ttl_s=number("RESPONSES_TTL_S", float, 2_592_000.0, 1),
             access_log=flag("ACCESS_LOG", True),
             model_catalog_refresh_s=number("MODEL_CATALOG_REFRESH_S", float, 3600.0, 0),
             streamgate_config=text("STREAMGATE_CONFIG"),

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import anthropic_messages, native, openai_chat
+from . import anthropic_messages, native, openai_chat, openai_responses
 
-DIALECTS: tuple[ModuleType, ...] = (native, openai_chat, anthropic_messages)
+DIALECTS: tuple[ModuleType, ...] = (native, openai_chat, anthropic_messages, openai_responses)
