@@ -139,7 +139,8 @@ class RedisStore:
         if not ids:
             return {}
         values = await self.redis.mget([item_key(item_id) for item_id in ids])
-        return {item_id: _item_decoder.decode(value) for item_id, value in zip(ids, values) if value is not None}
+        pairs = zip(ids, values, strict=True)
+        return {item_id: _item_decoder.decode(value) for item_id, value in pairs if value is not None}
 
     async def delete(self, response_id: str) -> bool:
         return bool(await self.redis.delete(response_key(response_id)))
