@@ -42,8 +42,8 @@ def test_stream_passes_through_byte_for_byte(gateway: tuple[str, wire.ResponsesU
     request = (b'{"model":"gpt-5.5","input":"Hi","stream":true,"store":false,"prompt_cache_key":"k",'
                b'"include":["reasoning.encrypted_content"],"reasoning":{"effort":"low","summary":"auto"},'
                b'"tools":[{"type":"web_search"}],"some_future_field":{"x":[1,2]}}')
-    response = httpx.post(url + "/v1/responses", content=request, timeout=20,
-                          headers={"content-type": "application/json", "session-id": "s-1", "authorization": "Bearer c"})
+    headers = {"content-type": "application/json", "session-id": "s-1", "authorization": "Bearer c"}
+    response = httpx.post(url + "/v1/responses", content=request, timeout=20, headers=headers)
     assert response.status_code == 200
     assert response.content == body
     [received] = upstream.received
@@ -69,7 +69,8 @@ def test_not_streamed_get_and_delete_pass_through(gateway: tuple[str, wire.Respo
     answer = json.dumps(wire.response_object([wire.message_item("Hi there")], usage_=wire.usage())).encode()
     upstream.replies.clear()
     upstream.loopback.requests.clear()
-    upstream.json(answer).json(answer).json(b'{"id":"%s","object":"response","deleted":true}' % wire.RESPONSE_ID.encode())
+    deleted_body = b'{"id":"%s","object":"response","deleted":true}' % wire.RESPONSE_ID.encode()
+    upstream.json(answer).json(answer).json(deleted_body)
     client = openai.OpenAI(base_url=url + "/v1", api_key="sk-client", max_retries=0)
     created = client.responses.with_raw_response.create(model="gpt-5.5", input="Hi")
     assert created.http_response.content == answer and created.parse().output_text == "Hi there"
