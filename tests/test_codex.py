@@ -8,8 +8,10 @@ here too when it is absent); without npm the tests skip."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NPM_CACHE = Path(os.environ.get("STREAMGATE_NPM_CACHE") or Path.home() / ".cache" / "streamgate-npm")
 CODEX = NPM_CACHE / "codex" / "node_modules" / ".bin" / "codex"
 
+#: The Codex configuration the README gives.
+README_CONFIG = next(block for block in re.findall(r"^```toml\n(.*?)^```$", (ROOT / "README.md").read_text(),
+                                                   re.MULTILINE | re.DOTALL) if "[model_providers.streamgate]" in block)
+
 if shutil.which("npm") is None:
     pytest.skip("npm not installed: Codex cannot be installed", allow_module_level=True)
 
@@ -37,18 +43,14 @@ def codex() -> Path:
     return CODEX
 
 
-def codex_exec(codex: Path, home: Path, url: str, model: str, prompt: str) -> subprocess.CompletedProcess[str]:
-    """`codex exec` against the gateway at `url`, configured as the README says."""
+def codex_exec(codex: Path, home: Path, url: str, model: str, prompt: str,
+               extra: str = "") -> subprocess.CompletedProcess[str]:
+    """`codex exec` against the gateway at `url`, configured as the README says (its model
+    replaced by `model`)."""
     home.mkdir(exist_ok=True)
-    (home / "config.toml").write_text(f'''model = "{model}"
-model_provider = "gw"
-
-[model_providers.gw]
-name = "streamgate"
-base_url = "{url}/v1"
-env_key = "STREAMGATE_KEY"
-wire_api = "responses"
-''')
+    config = README_CONFIG.replace("http://127.0.0.1:8000", url)
+    config = re.sub(r'^model = "[^"]*"', f'model = "{model}"', config, flags=re.M)
+    (home / "config.toml").write_text(config + extra)
     env = {**os.environ, "CODEX_HOME": str(home), "STREAMGATE_KEY": "sk-anything"}
     return subprocess.run([str(codex), "exec", "--skip-git-repo-check", prompt], stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, env=env, timeout=120, cwd=home)
@@ -65,6 +67,15 @@ def test_codex_on_echo_with_a_tool_turn(codex: Path, tmp_path: Path, echo_url: s
                       '/tool exec_command {"cmd": "echo streamgate-codex-ok"}')
     assert done.returncode == 0, done.stderr
     assert "exec_command returned:" in done.stdout and "streamgate-codex-ok" in done.stdout
+
+
+def test_codex_falls_back_from_websocket_at_once(codex: Path, tmp_path: Path, echo_url: str) -> None:
+    """With `supports_websockets`, Codex asks for a WebSocket first: the `426` sends it to
+    HTTP at once (a `404` costs it ~6 s of retries)."""
+    started = time.monotonic()
+    done = codex_exec(codex, tmp_path / "codex", echo_url, "echo/echo", "Over HTTP", "supports_websockets = true\n")
+    assert done.returncode == 0, done.stderr
+    assert "Over HTTP" in done.stdout and time.monotonic() - started < 5
 
 
 def test_codex_on_anthropic_with_a_tool_turn(codex: Path, tmp_path: Path) -> None:

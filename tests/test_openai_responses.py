@@ -7,7 +7,10 @@ types, and checked to carry `event:` = its `type` and the next `sequence_number`
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -446,3 +449,31 @@ def test_redis_store_shared_by_two_gateways(tmp_path: Path) -> None:
             resumed = [event.model_dump() for event in rest]
             assert [e["sequence_number"] for e in events + resumed] == list(range(len(events) + len(resumed)))
             assert resumed[-1]["response"]["output"][0]["content"][0]["text"] == WORDS
+
+
+# --- the README's examples -----------------------------------------------------------------
+
+
+def readme_block(language: str, needle: str) -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.partition("\n## Codex, the Agents SDK and the Responses API\n")[2].partition("\n## ")[0]
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    (block,) = [body for lang, body in blocks if lang == language and needle in body]
+    return block
+
+
+def test_the_readme_responses_example_runs(echo_url: str) -> None:
+    example = readme_block("python", "client.responses.stream")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(example.replace("http://127.0.0.1:8000", echo_url), "README.md", "exec"), {})
+    assert printed.getvalue() == "Hello there, Responses\nand again completed\n"
+
+
+def test_the_readme_agents_example_runs(echo_url: str) -> None:
+    example = readme_block("python", "MultiProvider")
+    example = example.replace("http://127.0.0.1:8000", echo_url).replace("anthropic/claude-sonnet-5-5", "echo/echo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(example, "README.md", "exec"), {})
+    assert printed.getvalue() == "Weather in Oslo?\n"
