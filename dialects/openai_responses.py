@@ -102,7 +102,7 @@ class ResponsesRequest(msgspec.Struct):
     (and passed through as sent to `openai`)."""
 
     model: Annotated[str, msgspec.Meta(min_length=1)]
-    input: str | list[dict[str, Any]] = ""
+    input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -306,7 +306,7 @@ class Turns:
         self.text, self.calls, self.thinking = [], [], []
 
     def add(self, item: Item, where: str) -> None:
-        kind = item.get("type", "message")
+        kind = item.get("type") or "message"
         if kind == "message":
             role = item.get("role")
             content = item.get("content", "")
@@ -360,7 +360,15 @@ def to_messages(instructions: str | None, items: list[Item], names: dict[str, tu
     return turns.messages
 
 
-def input_items(value: str | list[dict[str, Any]]) -> list[Item]:
+def is_reference(item: Item) -> bool:
+    """An `item_reference` (its `type` may be left out: then it is an `id` and nothing else)."""
+    kind = item.get("type")
+    return kind == "item_reference" or (kind is None and "role" not in item and "id" in item)
+
+
+def input_items(value: str | list[dict[str, Any]] | None) -> list[Item]:
+    if value is None:
+        return []
     if isinstance(value, str):
         return [{"type": "message", "role": "user", "content": value}] if value else []
     return value
@@ -759,8 +767,8 @@ class Exchange:
     """One translated request: its items (resolved against the store), its frames, and its
     storing at the end."""
 
-    def __init__(self, request: ResponsesRequest, store: ResponseStore, frames: ResponsesFrames, plan: ToolPlan,
-                 keep: bool) -> None:
+    def __init__(self, request: ResponsesRequest, store: ResponseStore, frames: ResponsesFrames,
+                 plan: ToolPlan | None, keep: bool) -> None:
         self.request = request
         self.store = store
         self.frames = frames
@@ -776,6 +784,9 @@ class Exchange:
         if self.chat is not None:
             return msgspec.structs.replace(self.chat, provider=provider, model=model)
         request = self.request
+        if self.plan is None:  # the first target was openai's: tools are checked for this one
+            self.plan = plan_tools(request.tools, request.tool_choice, provider)
+            self.frames.names = self.plan.names
         items: list[Item] = []
         if request.previous_response_id:
             stored = await self.store.get(request.previous_response_id)
@@ -783,11 +794,10 @@ class Exchange:
                 raise not_found(request.previous_response_id)
             items = list(stored.items)
         new = input_items(request.input)
-        wanted = [item["id"] for item in new if isinstance(item, dict) and isinstance(item.get("id"), str)
-                  and (item.get("type") == "item_reference" or (item.get("type") == "reasoning"
-                                                                 and not item.get("encrypted_content")))]
+        wanted = [item["id"] for item in new if isinstance(item.get("id"), str)
+                  and (is_reference(item) or (item.get("type") == "reasoning" and not item.get("encrypted_content")))]
         found = await self.store.items(wanted) if wanted else {}
-        if found or any(item.get("type") == "item_reference" for item in new):
+        if found or any(is_reference(item) for item in new):
             new = [self.resolved(item, found, index) for index, item in enumerate(new)]
         self.new_items = new
         self.items = items + new
@@ -809,7 +819,7 @@ class Exchange:
 
     @staticmethod
     def resolved(item: Item, found: dict[str, Item], index: int) -> Item:
-        if item.get("type") == "item_reference":
+        if is_reference(item):
             stored = found.get(item.get("id", ""))
             if stored is None:
                 raise ResponseNotFoundError(f"$.input[{index}].id: no stored item with id "
@@ -876,11 +886,14 @@ class ResponsesDialect:
         first = targets[0]
         streaming = bool(request.stream)
         headers = forwarded_headers(scope)
-        background = bool(request.background) and streaming and first.adapter.name != "openai"
+        passthrough = first.adapter.name == "openai"
+        background = bool(request.background) and streaming and not passthrough
         keep = request.store is not False or background
-        plan = plan_tools(request.tools, request.tool_choice, first.adapter.name)
+        # To openai every tool goes as it is: they are planned only for a translated target.
+        plan = plan_tools(request.tools, request.tool_choice, first.adapter.name) if not passthrough else None
         include = request.include or ()
-        frames = ResponsesFrames(self.base(request, keep), ENCRYPTED_CONTENT in include, plan.names, background)
+        frames = ResponsesFrames(self.base(request, keep), ENCRYPTED_CONTENT in include,
+                                 plan.names if plan is not None else {}, background)
         exchange = Exchange(request, self.store, frames, plan, keep)
 
         async def open_target(target: Target) -> ChunkStream:

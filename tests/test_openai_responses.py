@@ -171,7 +171,7 @@ def test_echo_reasoning_item_sent_back_by_id(echo_url: str) -> None:
     again = client.responses.create(model="echo/echo", store=False, input=[
         {"role": "user", "content": "hello"},
         {"type": "reasoning", "id": reasoning.id, "summary": []},
-        {"type": "item_reference", "id": message.id},
+        {"id": message.id},  # an item_reference, its `type` left out
         {"role": "user", "content": "and again"}])
     assert again.output_text == "and again"
 

@@ -41,7 +41,7 @@ def test_stream_passes_through_byte_for_byte(gateway: tuple[str, wire.ResponsesU
     upstream.stream(body)
     request = (b'{"model":"gpt-5.5","input":"Hi","stream":true,"store":false,"prompt_cache_key":"k",'
                b'"include":["reasoning.encrypted_content"],"reasoning":{"effort":"low","summary":"auto"},'
-               b'"tools":[{"type":"web_search"}],"some_future_field":{"x":[1,2]}}')
+               b'"tools":[{"type":"web_search"}],"tool_choice":{"type":"web_search"},"some_future_field":{"x":[1,2]}}')
     headers = {"content-type": "application/json", "session-id": "s-1", "authorization": "Bearer c"}
     response = httpx.post(url + "/v1/responses", content=request, timeout=20, headers=headers)
     assert response.status_code == 200
