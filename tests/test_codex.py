@@ -19,7 +19,7 @@ import pytest
 from streamgate.app import create_app
 from streamgate.providers.echo import EchoAdapter
 from support import serve, settings
-from wire_anthropic import text_block, tool_block, whole_stream
+from wire_anthropic import text_block, thinking_block, tool_block, whole_stream
 from wire_upstreams import providers_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +81,9 @@ def test_codex_falls_back_from_websocket_at_once(codex: Path, tmp_path: Path, ec
 def test_codex_on_anthropic_with_a_tool_turn(codex: Path, tmp_path: Path) -> None:
     with providers_gateway() as (url, upstream):
         upstream.script(
-            b"".join(whole_stream(text_block(0, ["Let me run it."]),
-                                  tool_block(1, "toolu_01C", "exec_command",
+            b"".join(whole_stream(thinking_block(0, ["The user wants ", "a command run."]),
+                                  text_block(1, ["Let me run it."]),
+                                  tool_block(2, "toolu_01C", "exec_command",
                                              ["", '{"cmd": "echo codex-on-', 'claude"}']),
                                   stop_reason="tool_use")),
             b"".join(whole_stream(text_block(0, ["It printed ", "codex-on-claude."]))))
@@ -94,6 +95,7 @@ def test_codex_on_anthropic_with_a_tool_turn(codex: Path, tmp_path: Path) -> Non
     names = [tool["name"] for tool in first["tools"]]
     assert "exec_command" in names and "web_search" not in names  # Codex's built-in web_search left out
     assert first["system"] and first["messages"][-1]["content"] == "Run echo codex-on-claude"
+    assert first["thinking"] == {"type": "adaptive", "display": "summarized"}  # Codex asks for summaries
     assistant, results = second["messages"][-2:]
     assert assistant["content"][-1] == {"type": "tool_use", "id": "toolu_01C", "name": "exec_command",
                                         "input": {"cmd": "echo codex-on-claude"}}
