@@ -702,12 +702,16 @@ class ResponsesFrames:
         out += self.event("error", {"type": "error", "code": error.type, "message": error.message, "param": None})
         if final_sent:
             return out
-        status = "cancelled" if isinstance(error, CancelledError) else "failed"
-        self.completed = self.response(status, error={"code": error_code(error), "message": error.message},
-                                       output=[visible(item, self.show_signature) for item in self.items],
-                                       usage=usage_object(usage))
+        self.completed = self.failed(error, usage)
         self.final_sent = True
         return out + self.event("response.failed", {"type": "response.failed", "response": self.completed})
+
+    def failed(self, error: GatewayError, usage: Usage | None) -> dict[str, Any]:
+        """The response as `error` ended it, with the items finished so far."""
+        status = "cancelled" if isinstance(error, CancelledError) else "failed"
+        return self.response(status, error={"code": error_code(error), "message": error.message},
+                             output=[visible(item, self.show_signature) for item in self.items],
+                             usage=usage_object(usage))
 
     def done(self) -> bytes:
         return b""
@@ -834,16 +838,21 @@ class Exchange:
         """The chunks of `stream`; at the final one, the response is stored before it goes on
         (so its `response.completed` never reaches a client before the store has it)."""
         usage: Usage | None = None
-        async for chunk in stream:
-            if type(chunk) is StreamChunk:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.finish_reason is not None:
-                    if chunk.usage is None:
-                        chunk.usage = usage
-                    response = self.frames.complete(chunk)
-                    await self.save(response, self.frames.items)
-            yield chunk
+        try:
+            async for chunk in stream:
+                if type(chunk) is StreamChunk:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if chunk.finish_reason is not None:
+                        if chunk.usage is None:
+                            chunk.usage = usage
+                        response = self.frames.complete(chunk)
+                        await self.save(response, self.frames.items)
+                yield chunk
+        except GatewayError as error:  # a background response is readable as failed
+            if self.request.background and self.frames.completed is None:
+                await self.save(self.frames.failed(error, usage), self.frames.items)
+            raise
 
     async def send_answer(self, send: Send, answer: CollectedAnswer) -> None:
         """Not streamed: the `response` object (a passthrough's as the upstream sent it)."""
@@ -901,11 +910,11 @@ class ResponsesDialect:
                 sent = body if target.model == request.model else with_model(body, target.model)
                 return await open_passthrough(target, sent, headers, stream=streaming)
             chat = await exchange.resolve(target.adapter.name, target.model)
-            if background:
-                await exchange.store.put(StoredResponse(frames.response("in_progress"), []), ())
             stream = await target.adapter.stream_chat(chat)
             if not (keep and streaming):
                 return stream
+            if background:  # readable (`in_progress`) from its first event on
+                await exchange.store.put(StoredResponse(frames.response("in_progress"), exchange.items), ())
             return ChunkStream(exchange.storing(stream), stream.aclose)
 
         return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),

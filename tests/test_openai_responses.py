@@ -420,6 +420,14 @@ def test_background_stream_cancelled(slow_echo_url: str) -> None:
     assert sdk(slow_echo_url).responses.retrieve(response_id).status == "cancelled"
 
 
+def test_a_failed_background_response_reads_as_failed(echo_url: str) -> None:
+    body = {"model": "broken/broken-1", "input": "hi", "stream": True, "background": True}
+    events = read_events(httpx.post(echo_url + "/v1/responses", json=body, timeout=20).content)
+    assert [e["type"] for e in events][-2:] == ["error", "response.failed"]
+    stored = sdk(echo_url).responses.retrieve(events[0]["response"]["id"])
+    assert stored.status == "failed" and stored.error is not None and stored.error.code == "server_error"
+
+
 def test_stream_of_a_response_that_was_not_background(echo_url: str) -> None:
     answer = sdk(echo_url).responses.create(model="echo/echo", input="hi")
     refused = httpx.get(f"{echo_url}/v1/responses/{answer.id}?stream=true", timeout=10)
