@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,7 +96,7 @@ def alternate(pid: int, a: Callable[[], None], b: Callable[[], None], count: int
     return totals[0] / rounds, totals[1] / rounds
 
 
-def read_stream(client: httpx.Client, path: str, body: dict[str, object]) -> None:
+def read_stream(client: httpx.Client, path: str, body: Mapping[str, object]) -> None:
     with client.stream("POST", path, json=body) as response:
         assert response.status_code == 200, response.read()
         for _ in response.iter_raw():

@@ -25,7 +25,9 @@ from processes import running_redis
 from streamgate import sse
 from streamgate.app import create_app
 from streamgate.chat_types import FinishReason, ReasoningChunk, SignatureChunk, StreamChunk, ToolCallChunk, Usage
-from streamgate.dialects.openai_responses import ResponsesDialect, ResponsesFrames, ResponsesRequest, flat_name
+from streamgate.dialects.openai_responses import ResponsesDialect
+from streamgate.dialects.responses_events import ResponsesFrames
+from streamgate.dialects.responses_input import ResponsesRequest, flat_name
 from streamgate.providers.echo import EchoAdapter
 from support import BrokenAdapter, serve, settings
 from wire_anthropic import (
