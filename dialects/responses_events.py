@@ -129,6 +129,7 @@ class ResponsesFrames:
         "started",
         "stream_id",
         "summary_open",
+        "unshown",
     )
 
     def __init__(self, base: dict[str, Any], show_signature: bool, names: dict[str, tuple[str, str]],
@@ -150,6 +151,7 @@ class ResponsesFrames:
         self.parts: list[str] = []
         self.signed: str | None = None
         self.summary_open = False
+        self.unshown: list[str] = []  # signatures of reasoning not shown, for items at the end
         self.head = b""
         self.calls: dict[int, OpenCall] = {}
         self.completed: dict[str, Any] | None = None
@@ -281,18 +283,31 @@ class ResponsesFrames:
 
     def reasoning(self, chunk: ReasoningChunk) -> bytes:
         out = b""
-        if self.kind != REASONING or not self.summary_open:
+        if self.kind != REASONING or not self.summary_open or self.signed is not None:  # a signed one is whole
             out = self.open_reasoning(summary=True)
         self.parts.append(chunk.reasoning)
         return out + self.delta(self.head, chunk.reasoning)
 
     def signature(self, chunk: SignatureChunk) -> bytes:
-        if self.kind == REASONING:
+        """The signature of the reasoning item streaming, in its `encrypted_content`; one
+        that signs no reasoning shown (thinking not asked to be shown, a Gemini text part's
+        signature) waits, and ends the answer as a reasoning item of its own, so a message
+        streaming is not cut in two."""
+        if self.kind == REASONING and self.signed is None:
             self.signed = chunk.signature
-            return b""
-        out = self.open_reasoning(summary=False)  # signed reasoning not shown: an item of its own
-        self.signed = chunk.signature
-        return out + self.close()
+        else:
+            self.unshown.append(chunk.signature)
+        return b""
+
+    def close_unshown(self) -> bytes:
+        """The signatures of reasoning not shown, each a reasoning item with no summary."""
+        out = b""
+        for signature in self.unshown:
+            out += self.open_reasoning(summary=False)
+            self.signed = signature
+            out += self.close()
+        self.unshown = []
+        return out
 
     def tool_call(self, chunk: ToolCallChunk) -> bytes:
         out = b""
@@ -323,7 +338,7 @@ class ResponsesFrames:
         """The whole response at the final chunk (its items' `.done` events made, kept for
         `final`): what is stored, and what `response.completed` carries."""
         if self.completed is None:
-            self.closing = self.begin() + self.close()
+            self.closing = self.begin() + self.close() + self.close_unshown()
             status, incomplete = status_of(chunk.finish_reason)
             self.completed = self.response(
                 status, incomplete_details=incomplete, completed_at=int(time.time()),
@@ -345,7 +360,7 @@ class ResponsesFrames:
             return self.event("error", {"type": "error", "code": error.type, "message": error.message, "param": None})
         out = self.begin()
         if not final_sent:
-            out += self.close()
+            out += self.close() + self.close_unshown()
         out += self.event("error", {"type": "error", "code": error.type, "message": error.message, "param": None})
         if final_sent:
             return out

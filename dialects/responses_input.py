@@ -238,7 +238,8 @@ def user_content(content: Any, where: str) -> str | list[ContentPart]:
 
 class Turns:
     """Input items → messages: an assistant turn gathers the text, calls and reasoning
-    items in a row (reasoning first, as the target wants it back)."""
+    items in a row, up to the next user, system or tool item (the target's own order of
+    reasoning, text and calls is the adapter's to make)."""
 
     __slots__ = ("calls", "messages", "names", "text", "thinking")
 
@@ -287,9 +288,7 @@ class Turns:
             output = item.get("output", "")
             content = output if isinstance(output, str) else user_content(output, f"{where}.output")
             self.messages.append(ChatMessage(role="tool", content=content, tool_call_id=str(item.get("call_id", ""))))
-        elif kind == "reasoning":
-            if self.calls or self.text:
-                self.close()
+        elif kind == "reasoning":  # part of the assistant turn it is in (before or after its text)
             summary = item.get("summary") or ()
             text = "".join(str(part.get("text", "")) for part in summary if isinstance(part, dict))
             signature = item.get("encrypted_content")

@@ -257,6 +257,28 @@ def test_gemini_thoughts_are_a_reasoning_summary(gateway: tuple[str, ProviderUps
     assert answer.usage is not None and answer.usage.output_tokens_details.reasoning_tokens == 7
 
 
+def test_gemini_signature_round_trips_without_cutting_the_message(gateway: tuple[str, ProviderUpstream]) -> None:
+    """A text part's `thoughtSignature` arrives mid-message: the message stays one item, the
+    signature ends the answer as a reasoning item (`encrypted_content`, asked by `include`),
+    and going back it is on the model's part again."""
+    url, upstream = gateway
+    signed = {**text("Hel"), "thoughtSignature": "c2lnbmF0dXJl"}
+    upstream.script(gemini_body(frame(signed), frame(text("lo.")),
+                                frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, None))),
+                    text_stream("gemini", ["Again."]))
+    client = sdk(url)
+    response = post(url, {"model": "gemini/gemini-2.5-flash", "input": "Hi", "stream": True,
+                          "include": ["reasoning.encrypted_content"]})
+    output = read_events(response.content)[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["message", "reasoning"]
+    assert output[0]["content"][0]["text"] == "Hello." and output[1]["encrypted_content"] == "c2lnbmF0dXJl"
+    client.responses.create(model="gemini/gemini-2.5-flash", store=False, input=[
+        {"role": "user", "content": "Hi"}, *output, {"role": "user", "content": "More"}])
+    model_turn = upstream.seen[1].json["contents"][1]
+    assert model_turn["role"] == "model"
+    assert model_turn["parts"] == [{"text": "Hello.", "thoughtSignature": "c2lnbmF0dXJl"}]
+
+
 def test_tool_choice_requiring_a_built_in_tool_is_a_400(echo_url: str) -> None:
     with pytest.raises(openai.BadRequestError, match="web_search"):
         sdk(echo_url).responses.create(model="echo/echo", input="hi", tools=[{"type": "web_search"}],
