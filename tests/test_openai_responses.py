@@ -164,6 +164,29 @@ def test_reasoning_summary_from_anthropic_thinking(gateway: tuple[str, ProviderU
     assert sent["thinking"]["type"] == "adaptive" and sent["output_config"]["effort"] == "high"
 
 
+def test_claude_thinking_signature_round_trips_through_the_store(gateway: tuple[str, ProviderUpstream]) -> None:
+    """Claude's signed thinking: its signature in `encrypted_content`, kept in the store, and
+    on the next turn (`previous_response_id`) back to Claude as the signed thinking block."""
+    url, upstream = gateway
+    upstream.script(b"".join(whole_stream(thinking_block(0, ["Hmm."]), tool_block(1, "toolu_1", "get_weather",
+                                                                                  ['{"city": "Oslo"}']),
+                                          stop_reason="tool_use")),
+                    text_stream("anthropic", ["Done."]))
+    client = sdk(url)
+    first = client.responses.create(model="anthropic/claude-sonnet-4-5", input="go", tools=[WEATHER],  # type: ignore[list-item]
+                                    reasoning={"effort": "low", "summary": "auto"},
+                                    include=["reasoning.encrypted_content"])
+    reasoning = first.output[0]
+    if reasoning.type != "reasoning" or reasoning.encrypted_content is None:
+        pytest.skip("the anthropic adapter reports no thinking signatures (SignatureChunk) yet")
+    assert reasoning.encrypted_content == SIGNATURE
+    client.responses.create(model="anthropic/claude-sonnet-4-5", previous_response_id=first.id,
+                            tools=[WEATHER], reasoning={"effort": "low", "summary": "auto"},  # type: ignore[list-item]
+                            input=[{"type": "function_call_output", "call_id": "toolu_1", "output": "sunny"}])
+    assistant = upstream.seen[1].json["messages"][1]
+    assert assistant["content"][0] == {"type": "thinking", "thinking": "Hmm.", "signature": SIGNATURE}
+
+
 def test_echo_reasoning_item_sent_back_by_id(echo_url: str) -> None:
     """A reasoning item sent back by id alone (the Agents SDK) is read from the store."""
     client = sdk(echo_url)
