@@ -150,7 +150,7 @@ class Exchange:
             raise InvalidRequestError(f"$.reasoning.effort: {effort[:40]!r} is not one of {', '.join(EFFORTS)}")
         chat = ChatRequest(
             messages=to_messages(request.instructions, self.items, self.plan.names), provider=provider, model=model,
-            temperature=request.temperature, max_tokens=request.max_output_tokens,
+            temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_output_tokens,
             reasoning_effort=EFFORTS[effort] if effort is not None else None,
             include_reasoning=summary not in (None, "none"), response_format=response_format_of(request.text),
             tools=self.plan.tools, tool_choice=self.plan.tool_choice, resumable=bool(request.background))
