@@ -257,7 +257,8 @@ class ResponsesDialect:
             return ChunkStream(exchange.storing(stream), stream.aclose)
 
         return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
-                    frames=frames, streaming=streaming, resumable=background, send_answer=exchange.send_answer)
+                    frames=frames, streaming=streaming, resumable=background, send_answer=exchange.send_answer,
+                    requested_model=request.model)
 
     @staticmethod
     def base(request: ResponsesRequest, keep: bool) -> dict[str, Any]:
