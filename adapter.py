@@ -16,8 +16,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from . import metrics
-from .errors import GatewayError
 from .chat_types import ChatRequest, Chunk
+from .errors import GatewayError
 
 T = TypeVar("T")
 

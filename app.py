@@ -24,8 +24,8 @@ from .adapter import Adapter
 from .callers import load_callers
 from .catalog import Catalog
 from .config import ConfigFile, load_config
-from .errors import GatewayError, MethodNotAllowedError, NotFoundError
 from .dialects import DIALECTS
+from .errors import GatewayError, MethodNotAllowedError, NotFoundError
 from .gateway import Gateway
 from .http_guards import BearerAuth, ErrorShapes, OriginGuard, accepted_hosts, route_path
 from .pipeline import ErrorSender, requests_ended_at_exit

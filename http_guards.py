@@ -14,7 +14,6 @@ import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from .route_path import route_path
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,6 +21,7 @@ from . import metrics
 from .callers import CALLER, Callers
 from .errors import ForbiddenOriginError, GatewayError, InvalidHostError, UnauthorizedError
 from .pipeline import ErrorSender, StreamProgress, log_request, send_error, status_noted
+from .route_path import route_path
 from .settings import ANY_IP
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

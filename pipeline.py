@@ -25,20 +25,9 @@ import anyio
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from . import metrics
-from . import sse
-from . import timing
-from .callers import CALLER, Caller, Lease
+from . import metrics, sse, timing
 from .adapter import ChunkStream
-from .settings import Settings
-from .errors import (
-    BodyTooLargeError,
-    GatewayError,
-    InvalidJSONError,
-    InvalidRequestError,
-    ShuttingDownError,
-    UpstreamError,
-)
+from .callers import CALLER, Caller, Lease
 from .chat_types import (
     Chunk,
     FinishReason,
@@ -52,6 +41,15 @@ from .chat_types import (
     Usage,
     json_encoder,
 )
+from .errors import (
+    BodyTooLargeError,
+    GatewayError,
+    InvalidJSONError,
+    InvalidRequestError,
+    ShuttingDownError,
+    UpstreamError,
+)
+from .settings import Settings
 
 log = logging.getLogger("streamgate")
 #: One line per chat request at its end (`ACCESS_LOG`), never one per frame.

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
+from .adapter import ChunkStream
 from .errors import (
     CancelledError,
     GatewayError,
@@ -45,7 +46,6 @@ from .pipeline import (
     end_request,
     stream_chunks,
 )
-from .adapter import ChunkStream
 from .settings import Settings, redacted
 from .stream_store import MAX_LOG_BYTES, Batch, MemoryStore, StreamLog, StreamLost, StreamReader, StreamStore, not_found
 

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import msgspec
 from starlette.config import Config
 
-
 #: `HOST` values that serve only this machine, and the `Host` names they are reached by
 #: (any port): the default `ALLOWED_HOSTS` for them.
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})

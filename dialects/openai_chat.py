@@ -21,24 +21,18 @@ import msgspec
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from ..catalog import Catalog
 from .. import sse
-from . import anthropic_messages
 from ..adapter import ChunkStream
-from ..gateway import Gateway, Target
-from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, error_headers, send_json
-from ..resume import CancelEndpoint, ResumeEndpoint
-from ..request_checks import check_request
-from ..errors import GatewayError, ProviderNotConfiguredError
+from ..catalog import Catalog
 from ..chat_types import (
     ChatMessage,
     ChatRequest,
     ImagePart,
     RawEvent,
     ReasoningChunk,
-    SignatureChunk,
     ReasoningEffort,
     ResponseFormat,
+    SignatureChunk,
     StopSequence,
     StreamChunk,
     TextPart,
@@ -49,6 +43,12 @@ from ..chat_types import (
     Usage,
     json_encoder,
 )
+from ..errors import GatewayError, ProviderNotConfiguredError
+from ..gateway import Gateway, Target
+from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, error_headers, send_json
+from ..request_checks import check_request
+from ..resume import CancelEndpoint, ResumeEndpoint
+from . import anthropic_messages
 
 #: Our contract's error `type` → the `type` OpenAI clients expect; our type goes in `code`.
 OPENAI_ERROR_TYPES = {

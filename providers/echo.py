@@ -28,6 +28,7 @@ import re
 import secrets
 from collections.abc import AsyncGenerator, Sequence
 
+from ..adapter import ChunkStream
 from ..chat_types import (
     ChatMessage,
     ChatRequest,
@@ -41,7 +42,6 @@ from ..chat_types import (
     Usage,
 )
 from ..errors import ModelNotSupportedError
-from ..adapter import ChunkStream
 
 _WORD = re.compile(r"\s*\S+\s*|\s+")
 _TOOL_LINE = re.compile(r"^/tool(?:[ \t]|$)", re.M)

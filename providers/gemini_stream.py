@@ -48,22 +48,6 @@ from google.genai import types as genai_types
 
 from .. import keys
 from ..adapter import ChunkStream, open_with_retries
-from ..errors import (
-    GatewayError,
-    InvalidRequestError,
-    ProviderAuthError,
-    ProviderNotConfiguredError,
-    RateLimitedError,
-    StreamError,
-    UpstreamError,
-    UpstreamTimeoutError,
-    error_from_status,
-)
-from ..pipeline import MAX_DEPTH, nesting_depth
-from ..upstream_http import BodyTooLarge, on_close, read_at_most, response_body, sdk_http_client
-from ..settings import Settings
-from ..providers.stainless import connection_failed, map_transport_error
-from ..sdk_internals import require_internals
 from ..chat_types import (
     ChatMessage,
     ChatRequest,
@@ -81,7 +65,23 @@ from ..chat_types import (
     Usage,
     json_encoder,
 )
+from ..errors import (
+    GatewayError,
+    InvalidRequestError,
+    ProviderAuthError,
+    ProviderNotConfiguredError,
+    RateLimitedError,
+    StreamError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    error_from_status,
+)
+from ..pipeline import MAX_DEPTH, nesting_depth
+from ..providers.stainless import connection_failed, map_transport_error
+from ..sdk_internals import require_internals
+from ..settings import Settings
 from ..sse import Decoder, Event, LineTooLongError
+from ..upstream_http import BodyTooLarge, on_close, read_at_most, response_body, sdk_http_client
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"

@@ -13,13 +13,11 @@ from typing import Any
 
 import httpx2
 import uvicorn
-
 from streamgate import sse
-
 from streamgate.adapter import Adapter, ChunkStream, open_with_retries
+from streamgate.chat_types import ChatRequest, StreamChunk
 from streamgate.errors import UpstreamError, error_from_status
 from streamgate.settings import Settings
-from streamgate.chat_types import ChatRequest, StreamChunk
 
 
 def closed_port() -> int:

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-
-from streamgate.providers import build_adapters
 from streamgate.app import create_app
+from streamgate.providers import build_adapters
 from support import gateway, serve, settings
 
 HELLO = [{"role": "user", "content": "Hello there, log"}]

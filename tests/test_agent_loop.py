@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 import httpx2
 import openai
 import pytest
-
 from support import Answer
 from wire_anthropic import sdk_message, text_block, tool_block, whole_stream
 from wire_gemini import frame, function_call, sdk_request, sdk_stream, text, thought, usage_metadata

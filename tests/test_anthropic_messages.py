@@ -11,8 +11,8 @@ import contextlib
 import io
 import json
 import logging
-import time
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-
 from streamgate import sse
 from streamgate.app import create_app
 from streamgate.chat_types import FinishReason, ReasoningChunk, SignatureChunk, StreamChunk, ToolCallChunk, Usage

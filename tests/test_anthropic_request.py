@@ -13,7 +13,6 @@ import pydantic
 import pytest
 from anthropic.types import MessageParam, ToolParam
 from anthropic.types.message_create_params import MessageCreateParamsStreaming
-
 from streamgate.chat_types import ChatRequest, chat_request_decoder, json_encoder
 from streamgate.errors import InvalidRequestError
 from streamgate.providers.anthropic_request import (

@@ -17,10 +17,9 @@ import anthropic
 import httpx2
 import pytest
 from anthropic.types import ModelInfo
-
 from streamgate import sse
-from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
 from streamgate.app import create_app
+from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
 from support import serve, settings
 from test_anthropic_request import sdk_checked
 from wire_anthropic import (

@@ -15,11 +15,21 @@ from pathlib import Path
 import msgspec
 import openai
 import pytest
-
 from streamgate import sse
+
 from bench.client import DIALECTS, Outcome, StreamCheck, Target, due_count, run_open_loop, run_streams
 from bench.mock_upstream import TOOL_CALL_ID, TOOL_NAME, expected_text, model_name, script, token_text, tool_arguments
-from bench.run import CLIENT_CORE, QUICK, Bench, Processes, open_loop_holds, percentile, process_tree, summarize_own, verdict
+from bench.run import (
+    CLIENT_CORE,
+    QUICK,
+    Bench,
+    Processes,
+    open_loop_holds,
+    percentile,
+    process_tree,
+    summarize_own,
+    verdict,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = 20

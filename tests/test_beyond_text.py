@@ -11,7 +11,6 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-
 from support import Answer
 from test_anthropic_request import sdk_checked
 from wire_anthropic import sdk_message

@@ -17,11 +17,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
 from streamgate import app as server
+from streamgate.adapter import ChunkStream
 from streamgate.catalog import Catalog, with_default
 from streamgate.chat_types import ChatRequest
-from streamgate.adapter import ChunkStream
 from streamgate.providers.echo import EchoAdapter
 from support import serve, settings
 

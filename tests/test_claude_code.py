@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from wire_anthropic import text_block, tool_block, whole_stream
 from wire_gemini import frame, function_call, text, usage_metadata
 from wire_gemini import sse_body as gemini_body

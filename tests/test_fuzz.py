@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
-
-from streamgate.providers.echo import EchoAdapter
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from streamgate.app import create_app
+from streamgate.providers.echo import EchoAdapter
 from support import closed_port, serve, settings
 
 TOOLS = [{"type": "function", "function": {

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
-
+from streamgate.app import create_app
 from streamgate.chat_types import chat_request_decoder
 from streamgate.errors import ProviderAuthError
 from streamgate.pipeline import CollectedAnswer, collect
@@ -31,7 +31,6 @@ from streamgate.providers.gemini_stream import (
     signature_of,
     tool_call_chunk,
 )
-from streamgate.app import create_app
 from support import Answer, closed_port, serve, settings
 from wire_gemini import frame, function_call, sdk_request, sdk_stream, sse_body, text, thought, usage_metadata
 from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, leave_mid_stream, reset, split

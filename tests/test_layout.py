@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 import streamgate
 from streamgate.app import create_app
 from support import BrokenAdapter, serve, settings

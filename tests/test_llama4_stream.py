@@ -13,10 +13,9 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-
 from streamgate import sse
-from streamgate.providers.llama4_stream import SUPPORTED_LLAMA_MODELS, Llama4StreamAdapter
 from streamgate.app import create_app
+from streamgate.providers.llama4_stream import SUPPORTED_LLAMA_MODELS, Llama4StreamAdapter
 from support import serve, settings
 from wire_openai import (
     MockUpstream,

@@ -10,10 +10,9 @@ import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from support import BrokenAdapter, serve, settings
-
-from streamgate.providers.echo import EchoAdapter
 from streamgate.app import create_app
+from streamgate.providers.echo import EchoAdapter
+from support import BrokenAdapter, serve, settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from streamgate import sse
 from processes import ROOT, free_port, gateways, running_redis, wait_until_answering
+from streamgate import sse
 
 if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
     pytest.skip("nginx not installed", allow_module_level=True)

@@ -12,17 +12,16 @@ import httpx2
 import msgspec
 import openai
 import pytest
-
 from streamgate import app as server
+from streamgate.adapter import ChunkStream
 from streamgate.catalog import Catalog
+from streamgate.chat_types import ChatRequest, StreamChunk, chat_request_decoder
 from streamgate.dialects.openai_chat import CompletionRequest, completion_request_decoder, to_chat_request
+from streamgate.errors import GatewayError, RateLimitedError, UpstreamError
 from streamgate.providers import build_adapters
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
-from streamgate.adapter import ChunkStream
 from streamgate.providers.echo import EchoAdapter
-from streamgate.errors import GatewayError, RateLimitedError, UpstreamError
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.chat_types import ChatRequest, StreamChunk, chat_request_decoder
 from support import serve, settings
 from wire_openai import MockUpstream, Reply, chunk, completion, split, sse_body
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-
 from streamgate.app import create_app
 from support import gateway, serve, settings
 

@@ -15,10 +15,9 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-
+from streamgate.app import create_app
 from streamgate.errors import ProviderAuthError
 from streamgate.providers.openai_stream import OPENAI_MODELS, OpenAIStreamAdapter
-from streamgate.app import create_app
 from support import Answer, closed_port, serve, settings
 from wire_openai import (
     SSE_HEAD,

@@ -11,8 +11,8 @@ import shutil
 import struct
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,16 +22,15 @@ import httpx2
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import BrokenAdapter, serve, settings
-from test_gemini_stream import frame, function_call, sdk_stream, text, thought, usage_metadata
-from test_gemini_stream import sse_body as gemini_sse_body
-from wire_openai import MockUpstream, Reply, completion, split
-
+from streamgate.app import create_app
 from streamgate.providers import build_adapters
 from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.gemini_stream import GeminiStreamAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.app import create_app
+from support import BrokenAdapter, serve, settings
+from test_gemini_stream import frame, function_call, sdk_stream, text, thought, usage_metadata
+from test_gemini_stream import sse_body as gemini_sse_body
+from wire_openai import MockUpstream, Reply, completion, split
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from processes import KEYS, ROOT, gateways
 from streamgate import sse
 from streamgate.settings import Settings, SettingsError
+
 
 @contextmanager
 def server_process(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from streamgate.server import main
 from streamgate.settings import Settings, SettingsError
 from support import gateway

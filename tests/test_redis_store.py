@@ -21,13 +21,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
-
-from streamgate import sse
-from streamgate.providers.echo import EchoAdapter
-from streamgate.app import create_app
-from streamgate.stream_store import MAX_CONNECTIONS
 from processes import KEYS, ROOT, RedisServer, free_port, gateways, running_redis
 from resumable import resume_from, start
+from streamgate import sse
+from streamgate.app import create_app
+from streamgate.providers.echo import EchoAdapter
+from streamgate.stream_store import MAX_CONNECTIONS
 from support import serve, settings
 
 HEARTBEAT_S = 1.0

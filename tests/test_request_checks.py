@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx2
 import pytest
-
 from streamgate import app as server
 from streamgate.providers.echo import EchoAdapter
 from streamgate.request_checks import MAX_IMAGE_BYTES

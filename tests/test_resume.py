@@ -19,17 +19,16 @@ import openai
 import pytest
 from openai._streaming import SSEDecoder
 from openai.types.chat import ChatCompletionChunk
-
-from streamgate import resume, sse
-from streamgate.chat_types import FinishReason, StreamChunk
-from streamgate.errors import UpstreamError
-from streamgate.dialects.openai_chat import NumberedOpenAIFrames
-from streamgate.providers.echo import EchoAdapter
-from streamgate.app import create_app
-from streamgate.dialects.native import NativeFrames
-from streamgate.stream_store import Batch
 from processes import gateways
 from resumable import resume_from, start
+from streamgate import resume, sse
+from streamgate.app import create_app
+from streamgate.chat_types import FinishReason, StreamChunk
+from streamgate.dialects.native import NativeFrames
+from streamgate.dialects.openai_chat import NumberedOpenAIFrames
+from streamgate.errors import UpstreamError
+from streamgate.providers.echo import EchoAdapter
+from streamgate.stream_store import Batch
 from support import serve, settings
 
 WORDS = " ".join(f"w{i}" for i in range(12))

@@ -10,7 +10,6 @@ import openai
 import pytest
 from anthropic._models import FinalRequestOptions as AnthropicOptions
 from openai._models import FinalRequestOptions as OpenAIOptions
-
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
 from streamgate.providers.gemini_stream import GeminiStreamAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter

@@ -19,18 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
-
+from msgspec.structs import replace
+from processes import ROOT, wait_until_answering
+from streamgate.app import create_app
 from streamgate.chat_types import chat_request_decoder
 from streamgate.errors import InvalidJSONError
 from streamgate.http_guards import host_allowed, same_origin, split_host
-from streamgate.pipeline import MAX_DEPTH, decode_json, nesting_depth
+from streamgate.pipeline import MAX_DEPTH, MAX_LOG_FIELD, decode_json, nesting_depth
 from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
-from streamgate.app import create_app
-from streamgate.pipeline import MAX_LOG_FIELD
 from streamgate.settings import ANY_IP, LOOPBACK_HOSTS, Settings, redacted
-from msgspec.structs import replace
-from processes import ROOT, wait_until_answering
 from support import closed_port, serve, settings
 from wire_openai import MockUpstream, Reply, completion
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-
 from streamgate import sse
 from streamgate.adapter import ChunkStream
-from streamgate.providers.echo import EchoAdapter
-from streamgate.errors import UpstreamTimeoutError
-from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk
 from streamgate.app import create_app
+from streamgate.chat_types import ChatRequest, FinishReason, StreamChunk
+from streamgate.errors import UpstreamTimeoutError
+from streamgate.providers.echo import EchoAdapter
 from support import gateway, serve, settings
 
 HELLO = {"provider": "echo", "messages": [{"role": "user", "content": "Hello there"}]}

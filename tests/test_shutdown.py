@@ -20,12 +20,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from streamgate import sse
 from streamgate.chat_types import ChatMessage, ChatRequest
+from streamgate.dialects.native import NativeFrames, send_answer
 from streamgate.pipeline import Call, requests_ended_at_exit, run_chat, send_error
 from streamgate.providers.echo import EchoAdapter
-from streamgate.dialects.native import NativeFrames, send_answer
 from test_process import server_process
 
 WORDS = " ".join(f"w{i}" for i in range(200))

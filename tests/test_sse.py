@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
 from streamgate import sse
 from streamgate.sse import Comment, Decoder, Event
 

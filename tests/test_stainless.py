@@ -14,7 +14,6 @@ import openai
 import pytest
 from anthropic._models import FinalRequestOptions as AnthropicOptions
 from openai._models import FinalRequestOptions as OpenAIOptions
-
 from streamgate import sse
 from streamgate.errors import GatewayError
 from streamgate.providers.stainless import AnthropicRequest, OpenAIRequest, map_sdk_error, map_transport_error

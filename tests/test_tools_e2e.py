@@ -12,7 +12,6 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-
 from streamgate.providers.echo import ARGUMENTS_PIECE, REASONING, EchoAdapter
 from support import Answer, gateway
 

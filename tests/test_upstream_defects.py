@@ -21,11 +21,10 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-
-from streamgate.errors import UpstreamError
-from streamgate.chat_types import ChatMessage, ChatRequest
-from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.app import create_app
+from streamgate.chat_types import ChatMessage, ChatRequest
+from streamgate.errors import UpstreamError
+from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.upstream_http import sdk_http_client
 from support import Answer, serve, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk

@@ -30,7 +30,6 @@ import openai
 import pytest
 import trustme
 import yarl
-
 from streamgate.upstream_http import UpstreamTransport, response_body, sdk_http_client
 from support import closed_port, settings
 from wire_openai import SSE_HEAD, completion, http_chunk, split

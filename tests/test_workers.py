@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import httpx
+from processes import gateways
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-
 from streamgate import sse
-from processes import gateways
 
 REQUESTS = re.compile(rb'^streamgate_requests_total\{provider="echo"\} (\S+)$', re.M)
 

@@ -17,7 +17,6 @@ import anthropic
 import httpx2
 import pydantic
 from anthropic.types import Message, RawMessageStreamEvent
-
 from streamgate import sse
 
 MODEL = "claude-sonnet-5-5"
