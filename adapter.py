@@ -4,8 +4,8 @@ stream handle and the retry policy for opening it.
 The request path calls `await adapter.stream_chat(request)`: that call returns once the
 upstream has answered with its success status (or raises a `GatewayError` from the
 contract's table), so the server knows before the first frame whether to send a `200`.
-The returned `ChunkStream` is then iterated for chunks (`StreamChunk`, `ReasoningChunk`, `ToolCallChunk`) and always `aclose()`d,
-which releases the upstream connection even if iteration never started.
+The returned `ChunkStream` is then iterated for chunks (`chat_types.Chunk`) and always
+`aclose()`d, which releases the upstream connection even if iteration never started.
 """
 
 from __future__ import annotations

@@ -44,13 +44,20 @@ async def health(request: Request) -> JSONResponse:
     route of the config file (when there are any): its strategy and targets."""
     catalog: Catalog = request.app.state.catalog
     providers = {
-        name: {"configured": adapter.configured, "default_model": adapter.default_model,
-               "models": list(catalog.models[name])}
+        name: {
+            "configured": adapter.configured,
+            "default_model": adapter.default_model,
+            "models": list(catalog.models[name]),
+        }
         for name, adapter in catalog.adapters.items()
     }
-    routes = {name: {"strategy": "hedge" if route.hedge else "fallback",
-                     "targets": [target.label for target in route.targets]}
-              for name, route in request.app.state.gateway.routes.items()}
+    routes = {
+        name: {
+            "strategy": "hedge" if route.hedge else "fallback",
+            "targets": [target.label for target in route.targets],
+        }
+        for name, route in request.app.state.gateway.routes.items()
+    }
     return JSONResponse({"status": "ok", "providers": providers, **({"routes": routes} if routes else {})})
 
 
@@ -59,8 +66,8 @@ async def health(request: Request) -> JSONResponse:
 PAGE_HEADERS = {
     "cache-control": "no-cache",
     "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -106,8 +113,15 @@ class ErrorResponse(Response):
 def no_such_endpoint(routes: list[BaseRoute], shapes: ErrorShapes) -> Callable[[Request, Exception], Response]:
     """The handler of Starlette's 404 and 405: under `/api/` and `/v1/`, an error in the
     path's dialect naming the path and the endpoints that exist; elsewhere plain text."""
-    endpoints = sorted({f"{method} {route.path}" for route in routes if isinstance(route, Route)
-                        for method in (route.methods or ()) if method != "HEAD" and route.path.startswith(("/api/", "/v1/"))})
+    endpoints = sorted(
+        {
+            f"{method} {route.path}"
+            for route in routes
+            if isinstance(route, Route)
+            for method in (route.methods or ())
+            if method != "HEAD" and route.path.startswith(("/api/", "/v1/"))
+        }
+    )
 
     def handler(request: Request, exc: Exception) -> Response:
         path = route_path(request.scope)
@@ -118,8 +132,9 @@ def no_such_endpoint(routes: list[BaseRoute], shapes: ErrorShapes) -> Callable[[
         served = ", ".join(endpoint for endpoint in endpoints if endpoint.partition(" ")[2].startswith(prefix))
         error: GatewayError
         if status == 405:
-            error = MethodNotAllowedError(f"{request.method} is not served at {path[:200]!r}; this gateway serves: "
-                                          f"{served}")
+            error = MethodNotAllowedError(
+                f"{request.method} is not served at {path[:200]!r}; this gateway serves: {served}"
+            )
         else:
             error = NotFoundError(f"no endpoint at {path[:200]!r}; this gateway serves: {served}")
         return ErrorResponse(shapes.sender(path), error)
@@ -163,8 +178,13 @@ def direct_chains(routes: list[BaseRoute], middleware: list[Middleware]) -> dict
     return direct
 
 
-def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter] | None = None, *,
-               catalog: Catalog | None = None, config: ConfigFile | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    adapters: Mapping[str, Adapter] | None = None,
+    *,
+    catalog: Catalog | None = None,
+    config: ConfigFile | None = None,
+) -> Starlette:
     """The ASGI app. `adapters` defaults to one per provider, built from `settings`;
     `catalog` to one over them, refreshed while the app runs; `config` to the config file
     `settings.streamgate_config` names (else `./streamgate.toml` when it exists). A config file
@@ -213,14 +233,26 @@ def create_app(settings: Settings | None = None, adapters: Mapping[str, Adapter]
     senders = {prefix: sender for dialect in DIALECTS for prefix, sender in dialect.ERROR_SENDERS.items()}
     shapes = ErrorShapes(senders, log_refusals=settings.access_log)
     middleware = [
-        Middleware(OriginGuard, settings.allowed_hosts, settings.cors_origins, error_shapes=shapes,
-                   chat_paths=direct_paths),
-        Middleware(BearerAuth, settings.gateway_api_key, callers=callers, metrics_public=settings.metrics_public,
-                   error_shapes=shapes, chat_paths=direct_paths),
+        Middleware(
+            OriginGuard, settings.allowed_hosts, settings.cors_origins, error_shapes=shapes, chat_paths=direct_paths
+        ),
+        Middleware(
+            BearerAuth,
+            settings.gateway_api_key,
+            callers=callers,
+            metrics_public=settings.metrics_public,
+            error_shapes=shapes,
+            chat_paths=direct_paths,
+        ),
     ]
     not_found = no_such_endpoint(routes, shapes)
-    app = GatewayApp(routes=routes, middleware=middleware, lifespan=lifespan,
-                     direct=direct_chains(routes, middleware), exception_handlers={404: not_found, 405: not_found})
+    app = GatewayApp(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        direct=direct_chains(routes, middleware),
+        exception_handlers={404: not_found, 405: not_found},
+    )
     app.state.settings = settings
     app.state.adapters = adapters
     app.state.catalog = catalog

@@ -34,14 +34,21 @@ class Catalog:
     ever asked and the built-in lists stay (for an upstream that serves chats only, as a
     scripted test upstream does)."""
 
-    def __init__(self, adapters: Mapping[str, Adapter], *, refresh_s: float | None = REFRESH_S,
-                 retry_s: float = RETRY_S, timeout_s: float = LIST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        adapters: Mapping[str, Adapter],
+        *,
+        refresh_s: float | None = REFRESH_S,
+        retry_s: float = RETRY_S,
+        timeout_s: float = LIST_TIMEOUT_S,
+    ) -> None:
         self.adapters = adapters
         self.refresh_s = refresh_s
         self.retry_s = retry_s
         self.timeout_s = timeout_s
         self.models: dict[str, tuple[str, ...]] = {
-            name: with_default(adapter.default_model, adapter.models) for name, adapter in adapters.items()}
+            name: with_default(adapter.default_model, adapter.models) for name, adapter in adapters.items()
+        }
         self.version = 0
         #: When the catalog was made: the `created` of every `/v1/models` card.
         self.created = int(time.time())
@@ -84,8 +91,13 @@ class Catalog:
             if not models or not all(isinstance(model, str) and model for model in models):
                 raise ValueError(f"the list holds no models or a non-string id: {models!r:.200}")
         except Exception as error:  # noqa: BLE001 - any failure keeps the last list
-            log.warning("listing the %s models failed, keeping the %d known: %s: %s", name,
-                        len(self.models[name]), type(error).__name__, redacted(str(error)[:300]) or "no answer in time")
+            log.warning(
+                "listing the %s models failed, keeping the %d known: %s: %s",
+                name,
+                len(self.models[name]),
+                type(error).__name__,
+                redacted(str(error)[:300]) or "no answer in time",
+            )
             return None
         return models
 

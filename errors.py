@@ -154,13 +154,9 @@ def error_from_status(
     if len(message) > MAX_UPSTREAM_MESSAGE:
         message = message[:MAX_UPSTREAM_MESSAGE] + "..."
     if status == 401:
-        return ProviderAuthError(
-            f"{provider} rejected the API key; check {key_env}", provider=provider
-        )
+        return ProviderAuthError(f"{provider} rejected the API key; check {key_env}", provider=provider)
     if status == 429:
-        return RateLimitedError(
-            f"{provider} rate limit: {message}", provider=provider, retry_after=retry_after
-        )
+        return RateLimitedError(f"{provider} rate limit: {message}", provider=provider, retry_after=retry_after)
     if status in (408, 504):
         return UpstreamTimeoutError(f"{provider} timed out: {message}", provider=provider)
     if 400 <= status < 500:

@@ -19,8 +19,14 @@ __all__ = ["Gateway", "Target", "TargetOpener"]
 class Gateway:
     __slots__ = ("settings", "adapters", "catalog", "streams", "routes")
 
-    def __init__(self, settings: Settings, adapters: Mapping[str, Adapter], catalog: Catalog,
-                 streams: Streams, routes: Mapping[str, Route] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        adapters: Mapping[str, Adapter],
+        catalog: Catalog,
+        streams: Streams,
+        routes: Mapping[str, Route] | None = None,
+    ) -> None:
         self.settings = settings
         self.adapters = adapters
         self.catalog = catalog
@@ -47,7 +53,8 @@ class Gateway:
             valid = ", ".join(self.adapters)
             raise UnknownProviderError(
                 f"$.model: {model!r} names provider {provider!r}, which is neither a provider nor a route this "
-                f"gateway serves; write the model as <provider>/<model> with a provider of: {valid}")
+                f"gateway serves; write the model as <provider>/<model> with a provider of: {valid}"
+            )
         if not name:
             raise InvalidRequestError(f"$.model: {model!r} names no model; write it as <provider>/<model>")
         return adapter, name

@@ -107,8 +107,9 @@ class ErrorShapes:
         return send_error
 
 
-async def refuse(scope: Scope, send: Send, error: GatewayError, shapes: ErrorShapes,
-                 chat_paths: frozenset[str]) -> None:
+async def refuse(
+    scope: Scope, send: Send, error: GatewayError, shapes: ErrorShapes, chat_paths: frozenset[str]
+) -> None:
     """Answer `error` in the dialect of the route asked for; a refused chat request is
     counted like every other refusal (`metrics.record_rejected`), and every refusal is in
     the request log (`log_request`)."""
@@ -133,15 +134,24 @@ class OriginGuard:
     the `Vary: Origin` a cache of GET answers needs, while the chat POSTs (which no cache
     keeps) skip it and its per-frame `send` wrapper."""
 
-    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), *,
-                 error_shapes: ErrorShapes | None = None, chat_paths: frozenset[str] = frozenset(),
-                 vary_without_origin: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed_hosts: Iterable[str] = (),
+        cors_origins: Iterable[str] = (),
+        *,
+        error_shapes: ErrorShapes | None = None,
+        chat_paths: frozenset[str] = frozenset(),
+        vary_without_origin: bool = True,
+    ) -> None:
         self.app = app
         origins = [origin.strip().rstrip("/").lower() for origin in cors_origins]
         self.any_origin = "*" in origins
         self.cors_origins = frozenset(origins)
         self.cors = CORSMiddleware(
-            app, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+            app,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["*"],  # the OpenAI JS SDK sends x-stainless-* headers
             expose_headers=["X-Stream-Id", "Retry-After"],
         )
@@ -174,8 +184,9 @@ class OriginGuard:
             return
         else:
             shown = origin.decode("latin-1")[:100]
-            error = ForbiddenOriginError(f"Origin {shown!r} may not call this gateway: it is neither the "
-                                         f"server's own origin nor in CORS_ORIGINS")
+            error = ForbiddenOriginError(
+                f"Origin {shown!r} may not call this gateway: it is neither the server's own origin nor in CORS_ORIGINS"
+            )
         await refuse(scope, send, error, self.error_shapes, self.chat_paths)
 
 
@@ -188,9 +199,16 @@ class BearerAuth:
     (`callers.CALLER`) for the endpoint's checks and limits. Every 401 says
     `WWW-Authenticate: Bearer` (`pipeline.error_headers`)."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, *, callers: Callers | None = None,
-                 error_shapes: ErrorShapes | None = None, chat_paths: frozenset[str] = frozenset(),
-                 metrics_public: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        *,
+        callers: Callers | None = None,
+        error_shapes: ErrorShapes | None = None,
+        chat_paths: frozenset[str] = frozenset(),
+        metrics_public: bool = False,
+    ) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.callers = callers
@@ -204,8 +222,9 @@ class BearerAuth:
             if scope["type"] == "http" and route_path(scope).startswith(self.guarded):
                 caller = self.callers.find(request_key(scope))
                 if caller is None:
-                    error = UnauthorizedError("missing or unknown key; send Authorization: Bearer <your caller key> "
-                                              "(or x-api-key)")
+                    error = UnauthorizedError(
+                        "missing or unknown key; send Authorization: Bearer <your caller key> (or x-api-key)"
+                    )
                     await refuse(scope, send, error, self.error_shapes, self.chat_paths)
                     return
                 scope[CALLER] = caller

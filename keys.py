@@ -116,8 +116,18 @@ class KeyRing:
     """The keys of one provider, their requests in flight and their rests (wall-clock
     `time.time()` ends, so that Redis can share them)."""
 
-    __slots__ = ("provider", "keys", "in_flight", "rest_until", "_next", "_shared", "_names", "_synced_at",
-                 "_requests", "__weakref__")
+    __slots__ = (
+        "provider",
+        "keys",
+        "in_flight",
+        "rest_until",
+        "_next",
+        "_shared",
+        "_names",
+        "_synced_at",
+        "_requests",
+        "__weakref__",
+    )
 
     def __init__(self, provider: str, keys: tuple[str, ...], shared: SharedRests | None = None) -> None:
         self.provider = provider
@@ -126,8 +136,9 @@ class KeyRing:
         self.rest_until = [0.0] * len(keys)
         self._next = 0
         self._shared = shared
-        self._names = [f"streamgate:key-rest:{provider}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-                       for key in keys]
+        self._names = [
+            f"streamgate:key-rest:{provider}:{hashlib.sha256(key.encode()).hexdigest()[:16]}" for key in keys
+        ]
         self._synced_at = 0.0
         self._requests = [metrics.KEY_REQUESTS.labels(provider, str(index + 1)) for index in range(len(keys))]
 
@@ -237,12 +248,13 @@ async def aclose_all() -> None:
         await made.aclose()
 
 
-def key_headers(ring: KeyRing, headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]],
-                                                                               tuple[tuple[bytes, bytes], ...]]:
+def key_headers(
+    ring: KeyRing, headers: list[tuple[bytes, bytes]]
+) -> tuple[list[tuple[bytes, bytes]], tuple[tuple[bytes, bytes], ...]]:
     """`headers` without the one carrying the first key, and that header for each key."""
     first = ring.keys[0].encode()
     for position, (name, value) in enumerate(headers):
         if name.lower() in KEY_HEADERS and first in value:
-            rest = headers[:position] + headers[position + 1:]
+            rest = headers[:position] + headers[position + 1 :]
             return rest, tuple((name, value.replace(first, key.encode())) for key in ring.keys)
     return headers, ()

@@ -59,8 +59,9 @@ FRAMES_SENT = Counter(
     "Chunk frames relayed to clients: content frames and the final one (not error frames, keep-alives, [DONE]).",
     ["provider"],
 )
-STREAMS_IN_FLIGHT = Gauge("streamgate_streams_in_flight", "Chat requests being answered right now.", ["provider"],
-                          multiprocess_mode="livesum")
+STREAMS_IN_FLIGHT = Gauge(
+    "streamgate_streams_in_flight", "Chat requests being answered right now.", ["provider"], multiprocess_mode="livesum"
+)
 UPSTREAM_RETRIES = Counter(
     "streamgate_upstream_retries", "Retries of an upstream call before its first token.", ["provider"]
 )
@@ -96,8 +97,15 @@ class StreamStats(Protocol):
 class ProviderSeries:
     """One provider's labelled series, looked up once (a `labels()` call is not free)."""
 
-    __slots__ = ("requests", "in_flight", "frames_sent", "time_to_first_token", "stream_duration", "tokens",
-                 "gateway_overhead")
+    __slots__ = (
+        "requests",
+        "in_flight",
+        "frames_sent",
+        "time_to_first_token",
+        "stream_duration",
+        "tokens",
+        "gateway_overhead",
+    )
 
     def __init__(self, provider: str) -> None:
         self.requests = REQUESTS.labels(provider)
@@ -192,14 +200,25 @@ class CallerSeries:
 
 class CallerFamilies:
     def __init__(self) -> None:
-        self.requests = Counter("streamgate_caller_requests", "Chat requests per caller (refused ones included).",
-                                ["caller"])
-        self.errors = Counter("streamgate_caller_errors", "Chat requests of a caller answered with an error "
-                              "(rate_limited, forbidden_model, …).", ["caller", "type"])
-        self.tokens = Counter("streamgate_caller_tokens", "Tokens charged to a caller (prompt + completion, as the "
-                              "upstream reported them).", ["caller"])
-        self.in_flight = Gauge("streamgate_caller_streams_in_flight", "Streams of a caller running now (resumable "
-                               "ones without a reader included).", ["caller"], multiprocess_mode="livesum")
+        self.requests = Counter(
+            "streamgate_caller_requests", "Chat requests per caller (refused ones included).", ["caller"]
+        )
+        self.errors = Counter(
+            "streamgate_caller_errors",
+            "Chat requests of a caller answered with an error (rate_limited, forbidden_model, …).",
+            ["caller", "type"],
+        )
+        self.tokens = Counter(
+            "streamgate_caller_tokens",
+            "Tokens charged to a caller (prompt + completion, as the upstream reported them).",
+            ["caller"],
+        )
+        self.in_flight = Gauge(
+            "streamgate_caller_streams_in_flight",
+            "Streams of a caller running now (resumable ones without a reader included).",
+            ["caller"],
+            multiprocess_mode="livesum",
+        )
 
 
 _caller_families: CallerFamilies | None = None
@@ -235,26 +254,40 @@ async def scrape(request: Request) -> Response:
 # --- routes and keys ------------------------------------------------------------------
 
 ROUTE_ATTEMPTS = Counter(
-    "streamgate_route_attempts", "Targets asked for requests to a route (retries of one target count once).",
-    ["route", "target"])
+    "streamgate_route_attempts",
+    "Targets asked for requests to a route (retries of one target count once).",
+    ["route", "target"],
+)
 ROUTE_FALLBACKS = Counter(
-    "streamgate_route_fallbacks", "Targets asked because the one asked before failed before its first token.",
-    ["route", "target"])
+    "streamgate_route_fallbacks",
+    "Targets asked because the one asked before failed before its first token.",
+    ["route", "target"],
+)
 ROUTE_HEDGES_STARTED = Counter(
-    "streamgate_route_hedges_started", "Targets asked because the one asked before had no token after hedge_after_ms.",
-    ["route", "target"])
+    "streamgate_route_hedges_started",
+    "Targets asked because the one asked before had no token after hedge_after_ms.",
+    ["route", "target"],
+)
 ROUTE_HEDGES_WON = Counter(
-    "streamgate_route_hedges_won", "Hedge attempts (asked because another was late) whose first token came first.",
-    ["route", "target"])
+    "streamgate_route_hedges_won",
+    "Hedge attempts (asked because another was late) whose first token came first.",
+    ["route", "target"],
+)
 ROUTE_SKIPPED = Counter(
-    "streamgate_route_skipped", "Targets skipped because their breaker is open (5 failures in a row).",
-    ["route", "target"])
+    "streamgate_route_skipped",
+    "Targets skipped because their breaker is open (5 failures in a row).",
+    ["route", "target"],
+)
 KEY_REQUESTS = Counter(
-    "streamgate_upstream_key_requests", "Upstream requests per provider key (keys named by position, 1 first).",
-    ["provider", "key"])
+    "streamgate_upstream_key_requests",
+    "Upstream requests per provider key (keys named by position, 1 first).",
+    ["provider", "key"],
+)
 KEY_RESTS = Counter(
-    "streamgate_upstream_key_rests", "Times a provider key was set to rest (reason: rate_limited or rejected).",
-    ["provider", "key", "reason"])
+    "streamgate_upstream_key_rests",
+    "Times a provider key was set to rest (reason: rate_limited or rejected).",
+    ["provider", "key", "reason"],
+)
 
 
 class RouteSeries:

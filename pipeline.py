@@ -214,8 +214,19 @@ class StreamProgress(timing.RequestTiming):
     """What the watcher and the pump of one stream share (and metrics and the request log
     read at its end), with the request's timestamps (`RequestTiming`)."""
 
-    __slots__ = ("last_sent_at", "frames_sent", "first_token_at", "streaming", "error_type",
-                 "client_gone", "status", "usage", "stream_id", "stop_error", "finish_reason")
+    __slots__ = (
+        "last_sent_at",
+        "frames_sent",
+        "first_token_at",
+        "streaming",
+        "error_type",
+        "client_gone",
+        "status",
+        "usage",
+        "stream_id",
+        "stop_error",
+        "finish_reason",
+    )
 
     def __init__(self) -> None:
         self.last_sent_at = time.monotonic()
@@ -255,7 +266,8 @@ class ClientWatch:
     async def __aenter__(self) -> None:
         self.work = asyncio.current_task()
         self.watcher = asyncio.get_running_loop().create_task(
-            watch(self.receive, self.send, self.progress, self.heartbeat_s, self.work))  # type: ignore[arg-type]
+            watch(self.receive, self.send, self.progress, self.heartbeat_s, self.work)
+        )  # type: ignore[arg-type]
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         self.watcher.cancel()
@@ -267,8 +279,9 @@ class ClientWatch:
         return False
 
 
-async def watch(receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float,
-                work: asyncio.Task[Any]) -> None:
+async def watch(
+    receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float, work: asyncio.Task[Any]
+) -> None:
     """`ClientWatch`'s watcher. A function, not a method: the traceback of the cancellation
     that ends it would otherwise hold the `ClientWatch` that holds this task, a cycle per
     request (with the server's request objects) left to the cyclic garbage collector."""
@@ -350,8 +363,11 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                 if not data:
                     continue
             else:  # a reasoning or tool-call piece
-                data = (frames.reasoning(chunk) if type(chunk) is ReasoningChunk
-                        else frames.tool_call(cast(ToolCallChunk, chunk)))
+                data = (
+                    frames.reasoning(chunk)
+                    if type(chunk) is ReasoningChunk
+                    else frames.tool_call(cast(ToolCallChunk, chunk))
+                )
                 if progress.first_token_at is None:
                     progress.first_token_at = time.monotonic()
             pending.append(data)
@@ -482,11 +498,32 @@ class Call:
     or a bare name), when the dialect has one name for it; `lease` the caller's
     (`callers.Lease`), ended with the request."""
 
-    __slots__ = ("provider", "model", "open", "frames", "streaming", "resumable", "send_answer", "route", "attempts",
-                 "requested_model", "lease")
+    __slots__ = (
+        "provider",
+        "model",
+        "open",
+        "frames",
+        "streaming",
+        "resumable",
+        "send_answer",
+        "route",
+        "attempts",
+        "requested_model",
+        "lease",
+    )
 
-    def __init__(self, *, provider: str, model: str, open: StreamOpener, frames: Frames, streaming: bool,
-                 send_answer: AnswerSender, resumable: bool = False, requested_model: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        provider: str,
+        model: str,
+        open: StreamOpener,
+        frames: Frames,
+        streaming: bool,
+        send_answer: AnswerSender,
+        resumable: bool = False,
+        requested_model: str | None = None,
+    ) -> None:
         self.provider = provider
         self.model = model
         self.open = open
@@ -515,8 +552,11 @@ class Call:
 
     def served_headers(self) -> list[tuple[bytes, bytes]]:
         """`X-Streamgate-Provider`, `-Model`, `-Attempts`: what served this answer."""
-        return [(b"x-streamgate-provider", header_value(self.provider)),
-                (b"x-streamgate-model", header_value(self.model)), (b"x-streamgate-attempts", b"%d" % self.attempts)]
+        return [
+            (b"x-streamgate-provider", header_value(self.provider)),
+            (b"x-streamgate-model", header_value(self.model)),
+            (b"x-streamgate-attempts", b"%d" % self.attempts),
+        ]
 
 
 def header_value(text: str) -> bytes:
@@ -546,8 +586,15 @@ class Sink(Protocol):
     stream's log with the client following (`resume.Streams`). A sink owns the stream
     from the call on and always closes it."""
 
-    async def __call__(self, call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,
-                       handed_over: Callable[[], None], scope: Scope | None = None) -> None: ...
+    async def __call__(
+        self,
+        call: Call,
+        stream: ChunkStream,
+        send: Send,
+        progress: StreamProgress,
+        handed_over: Callable[[], None],
+        scope: Scope | None = None,
+    ) -> None: ...
 
 
 class ResumableSink(Sink, Protocol):
@@ -592,13 +639,26 @@ class ChatEndpoint:
         sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
         if timing.tracer is not None:
             progress.trace = timing.tracer.request(call, scope, progress.started_at)
-        await run_chat(call, receive, send, self.settings.sse_heartbeat_s, sink=sink,
-                       send_error=self.dialect.send_error, scope=scope if self.settings.access_log else None,
-                       progress=progress)
+        await run_chat(
+            call,
+            receive,
+            send,
+            self.settings.sse_heartbeat_s,
+            sink=sink,
+            send_error=self.dialect.send_error,
+            scope=scope if self.settings.access_log else None,
+            progress=progress,
+        )
 
 
-async def stream_to_client(call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,
-                           handed_over: Callable[[], None], scope: Scope | None = None) -> None:
+async def stream_to_client(
+    call: Call,
+    stream: ChunkStream,
+    send: Send,
+    progress: StreamProgress,
+    handed_over: Callable[[], None],
+    scope: Scope | None = None,
+) -> None:
     """The plain sink: the `200` and the frames straight to the client."""
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     progress.status = 200
@@ -607,8 +667,17 @@ async def stream_to_client(call: Call, stream: ChunkStream, send: Send, progress
     await stream_chunks(stream, call.frames, send, progress)
 
 
-async def run_chat(call: Call, receive: Receive, send: Send, heartbeat_s: float, *, sink: Sink = stream_to_client,
-                   send_error: ErrorSender, scope: Scope | None = None, progress: StreamProgress | None = None) -> None:
+async def run_chat(
+    call: Call,
+    receive: Receive,
+    send: Send,
+    heartbeat_s: float,
+    *,
+    sink: Sink = stream_to_client,
+    send_error: ErrorSender,
+    scope: Scope | None = None,
+    progress: StreamProgress | None = None,
+) -> None:
     """Open the upstream and answer: into `sink` as a stream, or (not streaming) as one
     JSON object. Shared by every dialect; the client leaving cancels it at once and the
     upstream connection is released. The server shutting down cancels it too, and then it
@@ -661,8 +730,7 @@ async def run_chat(call: Call, receive: Receive, send: Send, heartbeat_s: float,
             await end_request(call, stream, progress, scope)
 
 
-async def end_request(call: Call, stream: ChunkStream | None, progress: StreamProgress,
-                      scope: Scope | None) -> None:
+async def end_request(call: Call, stream: ChunkStream | None, progress: StreamProgress, scope: Scope | None) -> None:
     """What every request does at its end, wherever it ran: close the upstream, count it,
     log it (a cut request's line is a warning)."""
     if stream is not None:
@@ -675,8 +743,9 @@ async def end_request(call: Call, stream: ChunkStream | None, progress: StreamPr
         usage = progress.usage
         call.lease.end(usage.prompt_tokens + usage.completion_tokens if usage is not None else 0, progress.error_type)
     if scope is not None:
-        log_request(scope, progress.status, call.provider, call.model, progress, route=call.route,
-                    attempts=call.attempts)
+        log_request(
+            scope, progress.status, call.provider, call.model, progress, route=call.route, attempts=call.attempts
+        )
     elif progress.error_type == ShuttingDownError.type:
         log.warning("shutting down: cut a request to %s after %d frames", call.provider, progress.frames_sent)
 
@@ -721,8 +790,15 @@ class CollectedAnswer:
 
     __slots__ = ("content", "reasoning", "tool_calls", "final", "signature", "raw")
 
-    def __init__(self, content: str, reasoning: str | None, tool_calls: list[ToolCall] | None,
-                 final: StreamChunk, signature: str | None = None, raw: bytes = b"") -> None:
+    def __init__(
+        self,
+        content: str,
+        reasoning: str | None,
+        tool_calls: list[ToolCall] | None,
+        final: StreamChunk,
+        signature: str | None = None,
+        raw: bytes = b"",
+    ) -> None:
         self.content = content
         self.reasoning = reasoning
         self.tool_calls = tool_calls
@@ -771,10 +847,13 @@ async def collect(stream: ChunkStream) -> CollectedAnswer:
     except Exception:  # noqa: BLE001
         log.exception("upstream failed")
         raise UpstreamError("the gateway failed while reading the upstream") from None
-    tool_calls = [ToolCall(call_id, FunctionCall(name, "".join(arguments)))
-                  for _, (call_id, name, arguments) in sorted(calls.items())] or None
-    return CollectedAnswer("".join(parts), "".join(reasoning) if reasoning else None, tool_calls, final,
-                           signature, b"".join(raw))
+    tool_calls = [
+        ToolCall(call_id, FunctionCall(name, "".join(arguments)))
+        for _, (call_id, name, arguments) in sorted(calls.items())
+    ] or None
+    return CollectedAnswer(
+        "".join(parts), "".join(reasoning) if reasoning else None, tool_calls, final, signature, b"".join(raw)
+    )
 
 
 async def drain(stream: ChunkStream, final: StreamChunk) -> None:
@@ -847,9 +926,17 @@ def log_field(value: str) -> str:
     return value.encode("unicode_escape").decode("ascii").replace(" ", "\\x20")
 
 
-def log_request(scope: Scope, status: int | None, provider: str | None, model: str | None,
-                progress: StreamProgress | None = None, error_type: str | None = None, *,
-                route: str | None = None, attempts: int = 1) -> None:
+def log_request(
+    scope: Scope,
+    status: int | None,
+    provider: str | None,
+    model: str | None,
+    progress: StreamProgress | None = None,
+    error_type: str | None = None,
+    *,
+    route: str | None = None,
+    attempts: int = 1,
+) -> None:
     """One line for one chat request, at its end: method, path, status, `provider=`,
     `model=` (what served), on a route `route=` and `attempts=` (targets asked), `ttft=`
     and `duration=` in seconds, `tokens=<prompt>+<completion>` (`-` for what is not
@@ -857,8 +944,13 @@ def log_request(scope: Scope, status: int | None, provider: str | None, model: s
     `stream=` a resumable stream's id, `error=` the contract's error type or
     `client_gone`, then the dialect's own fields (`LOG_FIELDS`). Fields a client chooses
     are escaped and cut (`log_field`). A request cut by the shutdown is a warning."""
-    fields = [log_field(scope["method"]), log_field(scope["path"]), str(status or "-"),
-              f"provider={log_field(provider or '-')}", f"model={log_field(model or '-')}"]
+    fields = [
+        log_field(scope["method"]),
+        log_field(scope["path"]),
+        str(status or "-"),
+        f"provider={log_field(provider or '-')}",
+        f"model={log_field(model or '-')}",
+    ]
     if route is not None:
         fields += [f"route={log_field(route)}", f"attempts={attempts}"]
     if progress is not None:

@@ -71,8 +71,7 @@ def check_image_url(url: str, where: str) -> None:
         return
     prefix = IMAGE_DATA_URL.match(url)
     if prefix is None:
-        raise InvalidRequestError(
-            f"{where}: send a data:image/(png|jpeg|gif|webp);base64,… URL or an https:// URL")
+        raise InvalidRequestError(f"{where}: send a data:image/(png|jpeg|gif|webp);base64,… URL or an https:// URL")
     start = prefix.end()
     encoded = len(url) - start
     if encoded // 4 * 3 > MAX_IMAGE_BYTES + 2:  # refused before decoding anything
@@ -106,7 +105,8 @@ def check_tool_turn(message: ChatMessage, index: int, call_ids: set[str]) -> Non
         raise InvalidRequestError(f"{where}.tool_call_id: required for role 'tool'")
     if message.tool_call_id not in call_ids:
         raise InvalidRequestError(
-            f"{where}.tool_call_id: {message.tool_call_id!r} answers no earlier assistant tool call")
+            f"{where}.tool_call_id: {message.tool_call_id!r} answers no earlier assistant tool call"
+        )
 
 
 def check_tools(tools: Sequence[Tool] | None, tool_choice: object) -> None:
@@ -125,11 +125,13 @@ def check_tools(tools: Sequence[Tool] | None, tool_choice: object) -> None:
         parameters = function.parameters
         if parameters is not None and parameters.get("type") != "object":
             raise InvalidRequestError(
-                f'$.tools[{index}].function.parameters.type: must be "object" (a JSON Schema object)')
+                f'$.tools[{index}].function.parameters.type: must be "object" (a JSON Schema object)'
+            )
     if type(tool_choice) is NamedToolChoice and tool_choice.function.name not in names:
         raise InvalidRequestError(
             f"$.tool_choice.function.name: {tool_choice.function.name!r} is not one of the tools "
-            f"({', '.join(sorted(names)) or 'none given'})")
+            f"({', '.join(sorted(names)) or 'none given'})"
+        )
 
 
 def check_response_format(response_format: ResponseFormat) -> None:
@@ -140,7 +142,6 @@ def check_response_format(response_format: ResponseFormat) -> None:
     if json_schema is None:
         raise InvalidRequestError("$.response_format.json_schema: required for type 'json_schema'")
     if SCHEMA_NAME.fullmatch(json_schema.name) is None:
-        raise InvalidRequestError(
-            "$.response_format.json_schema.name: 1 to 64 letters, digits, underscores or dashes")
+        raise InvalidRequestError("$.response_format.json_schema.name: 1 to 64 letters, digits, underscores or dashes")
     if json_schema.schema is None:
         raise InvalidRequestError("$.response_format.json_schema.schema: required field is missing")

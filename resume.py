@@ -88,8 +88,16 @@ class Generation:
     """The producer of one resumable stream: its task runs the pump into the log (and to
     the first client while attached). `stop(error)` ends it with `error`'s frames."""
 
-    def __init__(self, streams: Streams, call: Call, stream: ChunkStream, frames: ResumableFrames,
-                 progress: StreamProgress, client_send: Send, request_scope: Scope | None = None) -> None:
+    def __init__(
+        self,
+        streams: Streams,
+        call: Call,
+        stream: ChunkStream,
+        frames: ResumableFrames,
+        progress: StreamProgress,
+        client_send: Send,
+        request_scope: Scope | None = None,
+    ) -> None:
         self.streams = streams
         self.request_scope = request_scope  # set: the request is logged when the generation ends
         self.call = call
@@ -139,8 +147,9 @@ class Generation:
             if self.stream_log.failed is not None:  # type: ignore[union-attr]
                 raise UpstreamError("the stream store (REDIS_URL) failed; the stream cannot go on resumable")
             if self.size > MAX_LOG_BYTES:
-                raise UpstreamError(f"the answer passed {MAX_LOG_BYTES} bytes of frames, the most a resumable "
-                                    "stream keeps")
+                raise UpstreamError(
+                    f"the answer passed {MAX_LOG_BYTES} bytes of frames, the most a resumable stream keeps"
+                )
 
     async def run(self) -> None:
         try:
@@ -185,8 +194,11 @@ class Streams:
     def admit(self, scope: Scope) -> None:
         """Before any upstream call: `429` when `MAX_DETACHED_STREAMS` run here already."""
         if self.detached >= self.max_detached:
-            raise RateLimitedError(f"{self.detached} resumable streams run here without a reader, the most "
-                                   f"MAX_DETACHED_STREAMS allows; try again later", retry_after="1")
+            raise RateLimitedError(
+                f"{self.detached} resumable streams run here without a reader, the most "
+                f"MAX_DETACHED_STREAMS allows; try again later",
+                retry_after="1",
+            )
 
     def attach(self, generation: Generation) -> None:
         """A reader follows `generation` (a resume in this process)."""
@@ -205,8 +217,12 @@ class Streams:
         if generation.readers == 0:
             self._count_detached(generation, 1)
             if self.detached > self.max_detached:
-                generation.stop(RateLimitedError(f"stopped when its reader left: more resumable streams than "
-                                                 f"MAX_DETACHED_STREAMS ({self.max_detached}) ran without one"))
+                generation.stop(
+                    RateLimitedError(
+                        f"stopped when its reader left: more resumable streams than "
+                        f"MAX_DETACHED_STREAMS ({self.max_detached}) ran without one"
+                    )
+                )
 
     def ended(self, generation: Generation) -> None:
         self.producers.discard(generation)
@@ -239,8 +255,15 @@ class Streams:
             await asyncio.wait(tasks, timeout=5)
         await self.store.aclose()
 
-    async def __call__(self, call: Call, stream: ChunkStream, send: Send, progress: StreamProgress,
-                       handed_over: Callable[[], None], scope: Scope | None = None) -> None:
+    async def __call__(
+        self,
+        call: Call,
+        stream: ChunkStream,
+        send: Send,
+        progress: StreamProgress,
+        handed_over: Callable[[], None],
+        scope: Scope | None = None,
+    ) -> None:
         """The resumable sink (`pipeline.Sink`): make the stream's log, start its producer
         with the stream, follow it while the client stays. From the producer's start, the
         stream and the request's end (metrics, the log line) are the producer's."""
@@ -279,7 +302,9 @@ class Streams:
             return await self.store.create(stream_id, meta, generation.cancel)
         except Exception as error:  # noqa: BLE001 - the store down is the gateway's failure
             log.warning("the stream store failed creating a stream: %s", redacted(str(error)))
-            raise UpstreamError("the stream store (REDIS_URL) is unreachable; a resumable stream cannot start") from None
+            raise UpstreamError(
+                "the stream store (REDIS_URL) is unreachable; a resumable stream cannot start"
+            ) from None
 
     async def replay(self, reader: StreamReader, after: int) -> AsyncIterator[bytes]:
         """The stream's bytes after frame `after`, live to the end; an error end if lost."""

@@ -109,14 +109,20 @@ def load_routes(config: ConfigFile, providers: Collection[str]) -> dict[str, Rou
     for name, table in config.routes.items():
         where = f"route {name!r}"
         if not isinstance(table, dict):
-            raise _error(config, _route_line(config, name),
-                         f"{where} must be a table: [routes.{name}] with targets = [\"<provider>/<model>\", ...]")
+            raise _error(
+                config,
+                _route_line(config, name),
+                f'{where} must be a table: [routes.{name}] with targets = ["<provider>/<model>", ...]',
+            )
         if not name.strip():
             raise _error(config, _route_line(config, name), "a route's name must not be empty")
         for key in table:
             if key not in ROUTE_KEYS:
-                raise _error(config, _line_in_route(config, name, key),
-                             f"{where}: unknown key {key!r}; a route takes {', '.join(ROUTE_KEYS)}")
+                raise _error(
+                    config,
+                    _line_in_route(config, name, key),
+                    f"{where}: unknown key {key!r}; a route takes {', '.join(ROUTE_KEYS)}",
+                )
         specs[name] = RouteSpec(name, _targets(config, name, table, providers), *_strategy(config, name, table))
     return specs
 
@@ -125,23 +131,33 @@ def _targets(config: ConfigFile, name: str, table: dict[str, Any], providers: Co
     where = f"route {name!r}"
     targets = table.get("targets")
     if targets is None:
-        raise _error(config, _route_line(config, name),
-                     f"{where} has no targets; add targets = [\"<provider>/<model>\", ...]")
+        raise _error(
+            config, _route_line(config, name), f'{where} has no targets; add targets = ["<provider>/<model>", ...]'
+        )
     if not isinstance(targets, list) or not targets:
-        raise _error(config, _line_in_route(config, name, "targets"),
-                     f"{where}: targets must be a non-empty list of \"<provider>/<model>\" strings")
+        raise _error(
+            config,
+            _line_in_route(config, name, "targets"),
+            f'{where}: targets must be a non-empty list of "<provider>/<model>" strings',
+        )
     pairs: list[tuple[str, str]] = []
     for target in targets:
         if not isinstance(target, str):
-            raise _error(config, _line_in_route(config, name, "targets"),
-                         f"{where}: target {target!r} is not a string; write \"<provider>/<model>\"")
+            raise _error(
+                config,
+                _line_in_route(config, name, "targets"),
+                f'{where}: target {target!r} is not a string; write "<provider>/<model>"',
+            )
         line = _line_in_route(config, name, f'"{target}"') or _line_in_route(config, name, target)
         provider, slash, model = target.partition("/")
         if not slash or not model.strip():
-            raise _error(config, line, f"{where}: target {target!r} must be \"<provider>/<model>\"")
+            raise _error(config, line, f'{where}: target {target!r} must be "<provider>/<model>"')
         if provider not in providers:
-            raise _error(config, line, f"{where}: target {target!r} names an unknown provider {provider!r}; "
-                                       f"valid: {', '.join(providers)}")
+            raise _error(
+                config,
+                line,
+                f"{where}: target {target!r} names an unknown provider {provider!r}; valid: {', '.join(providers)}",
+            )
         if (provider, model) in pairs:
             raise _error(config, line, f"{where}: target {target!r} is listed twice")
         pairs.append((provider, model))
@@ -152,16 +168,23 @@ def _strategy(config: ConfigFile, name: str, table: dict[str, Any]) -> tuple[str
     where = f"route {name!r}"
     strategy = table.get("strategy", "fallback")
     if strategy not in STRATEGIES:
-        raise _error(config, _line_in_route(config, name, "strategy"),
-                     f"{where}: strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+        raise _error(
+            config,
+            _line_in_route(config, name, "strategy"),
+            f"{where}: strategy {strategy!r} is not one of {', '.join(STRATEGIES)}",
+        )
     hedge_after = table.get("hedge_after_ms")
     if hedge_after is None:
         return strategy, DEFAULT_HEDGE_AFTER_MS / 1000
     line = _line_in_route(config, name, "hedge_after_ms")
     if strategy != "hedge":
-        raise _error(config, line, f"{where}: hedge_after_ms is only for strategy = \"hedge\"")
-    if isinstance(hedge_after, bool) or not isinstance(hedge_after, int | float) or not math.isfinite(hedge_after) \
-            or not 0 <= hedge_after <= 600_000:
+        raise _error(config, line, f'{where}: hedge_after_ms is only for strategy = "hedge"')
+    if (
+        isinstance(hedge_after, bool)
+        or not isinstance(hedge_after, int | float)
+        or not math.isfinite(hedge_after)
+        or not 0 <= hedge_after <= 600_000
+    ):
         raise _error(config, line, f"{where}: hedge_after_ms must be a number of milliseconds from 0 to 600000")
     return strategy, hedge_after / 1000
 
@@ -213,8 +236,9 @@ class Target:
 
     __slots__ = ("adapter", "model", "route", "breaker", "series")
 
-    def __init__(self, adapter: Adapter, model: str, route: Route | None = None,
-                 breaker: Breaker | None = None) -> None:
+    def __init__(
+        self, adapter: Adapter, model: str, route: Route | None = None, breaker: Breaker | None = None
+    ) -> None:
         self.adapter = adapter
         self.model = model
         self.route = route
@@ -240,8 +264,10 @@ class Route:
         self.name = spec.name
         self.hedge = spec.strategy == "hedge"
         self.hedge_after_s = spec.hedge_after_s
-        self.targets = [Target(adapters[provider], model, self, breakers.setdefault(f"{provider}/{model}", Breaker()))
-                        for provider, model in spec.targets]
+        self.targets = [
+            Target(adapters[provider], model, self, breakers.setdefault(f"{provider}/{model}", Breaker()))
+            for provider, model in spec.targets
+        ]
 
     def candidates(self, targets: list[Target]) -> list[Target]:
         """`targets` whose breaker lets them be asked now; when none, the one whose

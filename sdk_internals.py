@@ -65,5 +65,7 @@ def require_private_members(distributions: Iterable[str]) -> None:
 
 
 def mismatch(distribution: str, what: str) -> SDKMismatchError:
-    return SDKMismatchError(f"{distribution} {metadata.version(distribution)} has no {what}; streamgate needs "
-                            f"a {distribution} release within the range its pyproject.toml pins")
+    return SDKMismatchError(
+        f"{distribution} {metadata.version(distribution)} has no {what}; streamgate needs "
+        f"a {distribution} release within the range its pyproject.toml pins"
+    )

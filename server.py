@@ -48,11 +48,14 @@ OPTIONS = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "config": "STRE
 #: every upstream request at INFO, so only its warnings.
 LOG_CONFIG: dict[str, Any] = {
     **uvicorn.config.LOGGING_CONFIG,
-    "formatters": {**uvicorn.config.LOGGING_CONFIG["formatters"],
-                   "streamgate": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {**uvicorn.config.LOGGING_CONFIG["handlers"],
-                 "streamgate": {"class": "logging.StreamHandler", "formatter": "streamgate",
-                                "stream": "ext://sys.stderr"}},
+    "formatters": {
+        **uvicorn.config.LOGGING_CONFIG["formatters"],
+        "streamgate": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        **uvicorn.config.LOGGING_CONFIG["handlers"],
+        "streamgate": {"class": "logging.StreamHandler", "formatter": "streamgate", "stream": "ext://sys.stderr"},
+    },
     "loggers": {**uvicorn.config.LOGGING_CONFIG["loggers"], "httpx2": {"level": "WARNING"}},
     "root": {"handlers": ["streamgate"], "level": "INFO"},
 }
@@ -67,8 +70,10 @@ def package_version() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="streamgate", description="A lean, fast streaming gateway for LLM chat. Every option overrides its "
-        "environment variable; the README lists all of them.")
+        prog="streamgate",
+        description="A lean, fast streaming gateway for LLM chat. Every option overrides its "
+        "environment variable; the README lists all of them.",
+    )
     parser.add_argument("--version", action="version", version=f"streamgate {package_version()}")
     parser.add_argument("--host", help="the address to listen on (HOST; default 127.0.0.1)")
     parser.add_argument("--port", help="the port to listen on (PORT; default 8000)")

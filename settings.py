@@ -30,8 +30,11 @@ BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false
 
 #: A password in a URL: in its userinfo (`redis://:pw@host`, `https://user:pw@host`) or as a
 #: query parameter (`?password=pw`, `&token=…`).
-_SECRETS_IN_URLS = re.compile(r"(?<=://)([^/@\s:]*):[^/@\s]*(?=@)|(?<=[?&])((?:password|passwd|pass|pwd|token|"
-                              r"secret|api_key|key)=)[^&#\s'\"]*", re.IGNORECASE)
+_SECRETS_IN_URLS = re.compile(
+    r"(?<=://)([^/@\s:]*):[^/@\s]*(?=@)|(?<=[?&])((?:password|passwd|pass|pwd|token|"
+    r"secret|api_key|key)=)[^&#\s'\"]*",
+    re.IGNORECASE,
+)
 
 
 def redacted(text: str) -> str:
@@ -44,7 +47,9 @@ class SettingsError(ValueError):
 
 
 #: A host name (RFC 1123 labels); an all-numeric dotted name must be an IP address.
-HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
 
 
 def check_host(host: str) -> str:
@@ -67,8 +72,9 @@ def check_url(name: str, value: str | None, schemes: tuple[str, ...] = ("http", 
     parts = urlsplit(value)
     if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
         forms = " or ".join(f"{scheme}://" for scheme in schemes)
-        raise SettingsError(f"{name}={redact_url(value)!r} is not valid: expected a URL starting with {forms} "
-                            f"and naming a host")
+        raise SettingsError(
+            f"{name}={redact_url(value)!r} is not valid: expected a URL starting with {forms} and naming a host"
+        )
     return value
 
 
@@ -78,8 +84,10 @@ def check_origin(origin: str) -> str:
         return origin
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
-        raise SettingsError(f"CORS_ORIGINS entry {origin!r} is not valid: expected an origin such as "
-                            f"https://app.example.com or http://localhost:3000 (scheme, host, optional port), or *")
+        raise SettingsError(
+            f"CORS_ORIGINS entry {origin!r} is not valid: expected an origin such as "
+            f"https://app.example.com or http://localhost:3000 (scheme, host, optional port), or *"
+        )
     return origin
 
 
@@ -145,8 +153,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         def text(name: str) -> str | None:
             return config(name, default=None) or None
 
-        def number(name: str, cast: type[int] | type[float], default: float, minimum: float,
-                   maximum: float | None = None) -> float:
+        def number(
+            name: str, cast: type[int] | type[float], default: float, minimum: float, maximum: float | None = None
+        ) -> float:
             raw = config(name, default=None)
             if raw is None or not raw.strip():
                 return default
@@ -169,15 +178,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 return default
             value = BOOLEANS.get(raw.strip().lower())
             if value is None:
-                raise SettingsError(f"{name}={raw!r} is not valid: expected 1, 0, true or false "
-                                    f"(default {int(default)})")
+                raise SettingsError(
+                    f"{name}={raw!r} is not valid: expected 1, 0, true or false (default {int(default)})"
+                )
             return value
 
         origins = config("CORS_ORIGINS", default="")
         host = check_host(config("HOST", default="127.0.0.1"))
         hosts = config("ALLOWED_HOSTS", default="")
         allowed_hosts = tuple(h.strip() for h in hosts.split(",") if h.strip()) or (
-            LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ("localhost", socket.gethostname(), ANY_IP))
+            LOOPBACK_HOSTS if host in LOOPBACK_ADDRESSES else ("localhost", socket.gethostname(), ANY_IP)
+        )
         return cls(
             host=host,
             port=int(number("PORT", int, 8000, 0, 65535)),

@@ -4,8 +4,9 @@ A stream's log is a list of batches, one per `send` of its producer: the frames'
 the id of the last frame in them (so a reader after `Last-Event-ID: N` can skip and cut
 exactly), whether the final `message` frame has gone out yet, and whether the batch is
 the end. The producer's `append` never waits: the live client gets its bytes first, and
-the store catches up in order (batches queued while a write is under way are joined). The first entry holds the stream's `meta` (what a reader
-needs to write an error end in the stream's dialect).
+the store catches up in order (batches queued while a write is under way are joined).
+The first entry holds the stream's `meta` (what a reader needs to write an error end in
+the stream's dialect).
 
 `MemoryStore` keeps the batches in a list and wakes its readers with one future; the
 log is dropped `RESUME_TTL_S` after the end (or sooner, oldest first, when the ended logs
@@ -259,8 +260,14 @@ class RedisLog:
 
 
 class RedisReader:
-    def __init__(self, store: RedisStore, stream_id: str, meta: bytes, cursor: bytes,
-                 entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        stream_id: str,
+        meta: bytes,
+        cursor: bytes,
+        entries: list[tuple[bytes, dict[bytes, bytes]]],
+    ) -> None:
         self.store = store
         self.stream_id = stream_id
         self.meta = meta
@@ -273,7 +280,7 @@ class RedisReader:
         block_ms = max(1, self.store.lease_ms // 2)
         try:
             while True:
-                for cursor, fields in entries:
+                for cursor, fields in entries:  # noqa: B007 - the last one read is where the next read starts
                     batch = batch_of(fields)
                     yield batch
                     if batch.end:
@@ -283,7 +290,9 @@ class RedisReader:
                     continue
                 entries = []
                 if not await redis.exists(lease_key(self.stream_id)):
-                    found = await redis.xread({key: cursor}, count=PAGE)  # the end may have come with the lease's delete
+                    found = await redis.xread(
+                        {key: cursor}, count=PAGE
+                    )  # the end may have come with the lease's delete
                     if not found:
                         raise StreamLost("the stream's generator was lost")
                     entries = found[0][1]
@@ -402,8 +411,9 @@ class BlockingReads:
             self.reading, self.woken = streams, False
             block_ms = max(1, int((first_deadline - now) * 1000))
             try:
-                found = await self.blocking.xread({**streams, self.wake_key: self.wake_cursor}, count=PAGE,
-                                                  block=block_ms)
+                found = await self.blocking.xread(
+                    {**streams, self.wake_key: self.wake_cursor}, count=PAGE, block=block_ms
+                )
             except Exception as error:  # noqa: BLE001 - every waiter hears of it; the next read tries again
                 for waiters in self.waiters.values():
                     for waiter in waiters:
@@ -446,10 +456,12 @@ class RedisStore:
 
         # Bounded and waiting (redis-py 5.x's default pool is unbounded, 6+'s refuses past 100).
         self.pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=10, socket_connect_timeout=5)
+            url, max_connections=MAX_CONNECTIONS, timeout=10, socket_connect_timeout=5
+        )
         self.redis = redis.asyncio.Redis(connection_pool=self.pool)
         self.reads = BlockingReads(
-            redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, single_connection_client=True), self.redis)
+            redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, single_connection_client=True), self.redis
+        )
         self.ttl_ms = int(ttl_s * 1000)
         self.lease_ms = max(2, int(heartbeat_s * 1000))
         #: The streams this process is producing, by id.
@@ -462,8 +474,12 @@ class RedisStore:
     async def start(self) -> None:
         await self.redis.ping()
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self.write()), loop.create_task(self.keep_leases()),
-                      loop.create_task(self.listen_for_cancels()), loop.create_task(self.reads.run())]
+        self.tasks = [
+            loop.create_task(self.write()),
+            loop.create_task(self.keep_leases()),
+            loop.create_task(self.listen_for_cancels()),
+            loop.create_task(self.reads.run()),
+        ]
 
     async def create(self, stream_id: str, meta: bytes, on_cancel: Callable[[], None]) -> RedisLog:
         key = log_key(stream_id)
@@ -587,6 +603,8 @@ def require_redis(url: str) -> None:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
     except Exception as error:  # noqa: BLE001 - any failure: the server must not start
-        print(f"REDIS_URL={redacted(url)} cannot be reached ({redacted(str(error))}); start Redis or unset "
-              "REDIS_URL", file=sys.stderr)
+        print(
+            f"REDIS_URL={redacted(url)} cannot be reached ({redacted(str(error))}); start Redis or unset REDIS_URL",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None

@@ -103,8 +103,11 @@ def install_tracing(environ: Mapping[str, str] = os.environ) -> Tracer | None:
     try:
         from .tracing import Tracer
     except ImportError as error:
-        log.warning("OTEL_* variables are set but OpenTelemetry is not installed (pip install "
-                    "'streamgate[otel]'): tracing is off (%s)", error)
+        log.warning(
+            "OTEL_* variables are set but OpenTelemetry is not installed (pip install "
+            "'streamgate[otel]'): tracing is off (%s)",
+            error,
+        )
         return None
     tracer = Tracer.from_environment(environ)
     return tracer

@@ -148,22 +148,37 @@ class GenAIHistogram:
     def metric(self, start_ns: int, now_ns: int) -> Metric | None:
         """What was recorded so far, as the SDK's metric data (`None`: nothing yet)."""
         with self.lock:
-            points = [HistogramDataPoint(
-                attributes=series.attributes, start_time_unix_nano=start_ns, time_unix_nano=now_ns,
-                count=series.count, sum=series.sum, bucket_counts=list(series.bucket_counts),
-                explicit_bounds=self.boundaries, min=series.min, max=series.max) for series in self.series.values()]
+            points = [
+                HistogramDataPoint(
+                    attributes=series.attributes,
+                    start_time_unix_nano=start_ns,
+                    time_unix_nano=now_ns,
+                    count=series.count,
+                    sum=series.sum,
+                    bucket_counts=list(series.bucket_counts),
+                    explicit_bounds=self.boundaries,
+                    min=series.min,
+                    max=series.max,
+                )
+                for series in self.series.values()
+            ]
         if not points:
             return None
-        return Metric(name=self.name, description=self.description, unit=self.unit,
-                      data=Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE))
+        return Metric(
+            name=self.name,
+            description=self.description,
+            unit=self.unit,
+            data=Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE),
+        )
 
 
 class MetricsExport:
     """Exports the histograms every `OTEL_METRIC_EXPORT_INTERVAL` ms (default 60 s) from a
     daemon thread, and once more at `flush`."""
 
-    def __init__(self, exporter: MetricExporter, resource: Resource, histograms: list[GenAIHistogram],
-                 interval_s: float) -> None:
+    def __init__(
+        self, exporter: MetricExporter, resource: Resource, histograms: list[GenAIHistogram], interval_s: float
+    ) -> None:
         self.exporter = exporter
         self.resource = resource
         self.histograms = histograms
@@ -180,13 +195,20 @@ class MetricsExport:
 
     def export(self) -> None:
         now_ns = time.time_ns()
-        metrics = [metric for histogram in self.histograms
-                   if (metric := histogram.metric(self.started_ns, now_ns)) is not None]
+        metrics = [
+            metric for histogram in self.histograms if (metric := histogram.metric(self.started_ns, now_ns)) is not None
+        ]
         if not metrics:
             return
-        data = MetricsData(resource_metrics=[ResourceMetrics(
-            resource=self.resource, scope_metrics=[ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")],
-            schema_url="")])
+        data = MetricsData(
+            resource_metrics=[
+                ResourceMetrics(
+                    resource=self.resource,
+                    scope_metrics=[ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")],
+                    schema_url="",
+                )
+            ]
+        )
         with self.lock:
             try:
                 self.exporter.export(data)
@@ -209,27 +231,43 @@ class _Resource(Resource):
 class Tracer:
     """The process's tracer and GenAI histograms: makes one `RequestTrace` per chat request."""
 
-    def __init__(self, tracer_provider: TracerProvider, metric_exporter: MetricExporter | None, resource: Resource,
-                 export_interval_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider,
+        metric_exporter: MetricExporter | None,
+        resource: Resource,
+        export_interval_s: float = 60.0,
+    ) -> None:
         #: Metric attributes by (provider, model, upstream host, error type), made once each.
         self.metric_attributes: dict[tuple[str, str, str | None, str | None], dict[str, Any]] = {}
         self._token_attributes: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.tracer_provider = tracer_provider
         self.tracer = tracer_provider.get_tracer("streamgate")
         self.operation_duration = GenAIHistogram(
-            "gen_ai.client.operation.duration", "s", "GenAI operation duration: the upstream's, from its request "
-            "to the end of its answer", DURATION_BUCKETS)
+            "gen_ai.client.operation.duration",
+            "s",
+            "GenAI operation duration: the upstream's, from its request to the end of its answer",
+            DURATION_BUCKETS,
+        )
         self.token_usage = GenAIHistogram(
-            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used", TOKEN_BUCKETS)
+            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used", TOKEN_BUCKETS
+        )
         self.time_to_first_token = GenAIHistogram(
-            "gen_ai.server.time_to_first_token", "s", "Time from the request's arrival to its first token sent",
-            TTFT_BUCKETS)
+            "gen_ai.server.time_to_first_token",
+            "s",
+            "Time from the request's arrival to its first token sent",
+            TTFT_BUCKETS,
+        )
         self.request_duration = GenAIHistogram(
-            "gen_ai.server.request.duration", "s", "Time from the request's arrival to the end of its answer",
-            DURATION_BUCKETS)
+            "gen_ai.server.request.duration",
+            "s",
+            "Time from the request's arrival to the end of its answer",
+            DURATION_BUCKETS,
+        )
         histograms = [self.operation_duration, self.token_usage, self.time_to_first_token, self.request_duration]
-        self.metrics_export = (None if metric_exporter is None else
-                               MetricsExport(metric_exporter, resource, histograms, export_interval_s))
+        self.metrics_export = (
+            None if metric_exporter is None else MetricsExport(metric_exporter, resource, histograms, export_interval_s)
+        )
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Tracer:
@@ -243,9 +281,13 @@ class Tracer:
             # Batches of 2048 spans unless the environment says otherwise (the SDK's default is
             # 512): each export costs its thread ~5 ms of HTTP client work, and while it runs it
             # takes the GIL from the event loop.
-            tracer_provider.add_span_processor(BatchSpanProcessor(
-                exporter, max_queue_size=int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 8192),
-                max_export_batch_size=int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 2048)))
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(
+                    exporter,
+                    max_queue_size=int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 8192),
+                    max_export_batch_size=int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 2048),
+                )
+            )
         try:
             interval_s = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000
         except ValueError:
@@ -254,15 +296,22 @@ class Tracer:
 
     def request(self, call: Call, scope: Scope, started_at: float) -> RequestTrace:
         """The span of one chat request, dated from its arrival (`started_at`, monotonic)."""
-        carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"]
-                   if name in _TRACE_HEADERS}
+        carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in _TRACE_HEADERS}
         parent = _propagator.extract(carrier) if carrier else None
         provider = PROVIDER_NAMES.get(call.provider, call.provider)
-        attributes = {"gen_ai.operation.name": OPERATION, "gen_ai.provider.name": provider,
-                      "gen_ai.request.model": call.model}
+        attributes = {
+            "gen_ai.operation.name": OPERATION,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": call.model,
+        }
         start_time = time.time_ns() - int((time.monotonic() - started_at) * 1e9)
-        span = self.tracer.start_span(f"{OPERATION} {call.model}", context=parent, kind=SpanKind.SERVER,
-                                      attributes=attributes, start_time=start_time)
+        span = self.tracer.start_span(
+            f"{OPERATION} {call.model}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            start_time=start_time,
+        )
         return RequestTrace(self, span, provider)
 
     def token_attributes(self, attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -270,7 +319,9 @@ class Tracer:
         pair = self._token_attributes.get(id(attributes))
         if pair is None:
             pair = self._token_attributes[id(attributes)] = (
-                {**attributes, "gen_ai.token.type": "input"}, {**attributes, "gen_ai.token.type": "output"})
+                {**attributes, "gen_ai.token.type": "input"},
+                {**attributes, "gen_ai.token.type": "output"},
+            )
         return pair
 
     def flush(self) -> None:
@@ -300,8 +351,7 @@ class RequestTrace:
         attributes: dict[str, Any] = {"http.request.method": method, "server.address": host}
         if url.port is not None:
             attributes["server.port"] = url.port
-        span = self.tracer.tracer.start_span(method, context=self.context, kind=SpanKind.CLIENT,
-                                             attributes=attributes)
+        span = self.tracer.tracer.start_span(method, context=self.context, kind=SpanKind.CLIENT, attributes=attributes)
         context = span.get_span_context()  # as W3C Trace Context writes it (what its propagator would)
         headers.append(("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"))
         if context.trace_state:
@@ -337,8 +387,7 @@ class RequestTrace:
             span.set_status(Status(StatusCode.ERROR, progress.error_type))
         span.end()
         tracer.request_duration.record(now - progress.started_at, metric_attributes)
-        tracer.operation_duration.record(now - (progress.upstream_written_at or progress.started_at),
-                                         metric_attributes)
+        tracer.operation_duration.record(now - (progress.upstream_written_at or progress.started_at), metric_attributes)
         if progress.first_token_at is not None:
             tracer.time_to_first_token.record(progress.first_token_at - progress.started_at, metric_attributes)
         if usage is not None:
@@ -347,11 +396,14 @@ class RequestTrace:
             tracer.token_usage.record(usage.completion_tokens, output_attributes)
 
 
-def _metric_attributes(provider: str, model: str, server_address: str | None,
-                       error_type: str | None) -> dict[str, Any]:
+def _metric_attributes(provider: str, model: str, server_address: str | None, error_type: str | None) -> dict[str, Any]:
     """The attributes of a request's metrics (and the start of its span's)."""
-    attributes: dict[str, Any] = {"gen_ai.operation.name": OPERATION, "gen_ai.provider.name": provider,
-                                  "gen_ai.request.model": model, "gen_ai.response.model": model}
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": OPERATION,
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+        "gen_ai.response.model": model,
+    }
     if server_address:
         attributes["server.address"] = server_address
     if error_type is not None:
@@ -453,9 +505,16 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_field(0x1A, context.trace_state.to_header().encode()))
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    parts += (_field(0x2A, span.name.encode()), b"\x30", _varint(span.kind.value + 1),
-              b"\x39", struct.pack("<Q", span.start_time or 0), b"\x41", struct.pack("<Q", span.end_time or 0),
-              _key_values(0x4A, span.attributes or {}))
+    parts += (
+        _field(0x2A, span.name.encode()),
+        b"\x30",
+        _varint(span.kind.value + 1),
+        b"\x39",
+        struct.pack("<Q", span.start_time or 0),
+        b"\x41",
+        struct.pack("<Q", span.end_time or 0),
+        _key_values(0x4A, span.attributes or {}),
+    )
     if span.dropped_attributes:
         parts += (b"\x50", _varint(span.dropped_attributes))
     status = span.status
@@ -495,7 +554,8 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             scope_body = b""
             if scope is not None:
                 scope_body = _field(0x0A, scope.name.encode()) + (
-                    _field(0x12, scope.version.encode()) if scope.version else b"")
+                    _field(0x12, scope.version.encode()) if scope.version else b""
+                )
                 scope_body = _field(0x0A, scope_body)
             schema = _field(0x1A, scope.schema_url.encode()) if scope is not None and scope.schema_url else b""
             body.append(_field(0x12, scope_body + b"".join(encoded) + schema))

@@ -86,10 +86,18 @@ async def read_at_most(response: httpx2.Response, limit: int = MAX_ERROR_BODY_BY
             parts.append(data)
     finally:
         await response.aclose()
-    headers = [(name, value) for name, value in response.headers.raw
-               if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")]
-    return httpx2.Response(response.status_code, headers=headers, content=b"".join(parts), request=response.request,
-                           extensions=response.extensions)
+    headers = [
+        (name, value)
+        for name, value in response.headers.raw
+        if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")
+    ]
+    return httpx2.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(parts),
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 #: Where `UpstreamTransport` leaves the body stream, in the `httpx2.Response`'s extensions.
@@ -151,12 +159,16 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = _Connector(
-            limit=0, limit_per_host=MAX_CONNECTIONS_PER_ORIGIN, keepalive_timeout=self._keepalive_expiry,
+            limit=0,
+            limit_per_host=MAX_CONNECTIONS_PER_ORIGIN,
+            keepalive_timeout=self._keepalive_expiry,
             ssl=httpx2.create_ssl_context(),
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None),
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None),
             skip_auto_headers=_AIOHTTP_AUTO_HEADERS,  # the request carries httpx2's headers only
         )
         return self._session
@@ -189,8 +201,11 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             body = request.content
         except httpx2.RequestNotRead:
             body = await request.aread()  # the SDKs send JSON: sent whole, with its length
-        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
-                   if name.lower() != b"transfer-encoding"]
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.headers.raw
+            if name.lower() != b"transfer-encoding"
+        ]
         url = yarl.URL(str(request.url), encoded=True)
         proxy, proxy_auth = self._proxy(url)
         timing = REQUEST_TIMING.get()  # a chat request's: its upstream timestamps, its attempt span
@@ -203,8 +218,14 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         try:
             with _MAPPED_ERRORS:
                 response = await session.request(
-                    request.method, url, headers=headers, data=body or None, allow_redirects=False,
-                    timeout=self._timeout(request.extensions.get("timeout", {})), proxy=proxy, proxy_auth=proxy_auth,
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body or None,
+                    allow_redirects=False,
+                    timeout=self._timeout(request.extensions.get("timeout", {})),
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
                 )
         except BaseException as error:
             if attempt is not None:
@@ -220,7 +241,9 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         if not _is_event_stream(response):  # read whole by someone: bounded, decompressed here
             stream, raw_headers = _BoundedBody.of(response.status, raw_headers, raw_body)
         answer = httpx2.Response(
-            response.status, headers=raw_headers, stream=stream,
+            response.status,
+            headers=raw_headers,
+            stream=stream,
             extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
         )
         _forget_heads(response)
@@ -318,8 +341,9 @@ class _BoundedBody(httpx2.AsyncByteStream):
         decoded = httpx2.Response(status, headers=raw_headers, stream=raw)
         if "content-encoding" not in decoded.headers:
             return cls(decoded, raw), list(raw_headers)
-        plain = [(name, value) for name, value in raw_headers
-                 if name.lower() not in (b"content-encoding", b"content-length")]
+        plain = [
+            (name, value) for name, value in raw_headers if name.lower() not in (b"content-encoding", b"content-length")
+        ]
         return cls(decoded, raw), plain
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

@@ -28,9 +28,16 @@ def run_workers(settings: Settings, **uvicorn_options: Any) -> None:
     import uvicorn
 
     if not settings.redis_url:
-        log.warning("WORKERS=%d without REDIS_URL: a resumable stream can be resumed only on the worker that "
-                    "started it; set REDIS_URL to share them", settings.workers)
+        log.warning(
+            "WORKERS=%d without REDIS_URL: a resumable stream can be resumed only on the worker that "
+            "started it; set REDIS_URL to share them",
+            settings.workers,
+        )
     with tempfile.TemporaryDirectory(prefix="streamgate-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        uvicorn.run(APP_IMPORT_STRING, workers=settings.workers, timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
-                    **uvicorn_options)
+        uvicorn.run(
+            APP_IMPORT_STRING,
+            workers=settings.workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+            **uvicorn_options,
+        )

@@ -12,6 +12,6 @@ SUBCOMMANDS = {"live": "bench.live", "report": "bench.report", "compare": "bench
 if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
     sys.exit(import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:]))
 
-from bench.run import main
+from bench.run import main  # noqa: E402 - after the subcommands: the mock bench is the default
 
 main()

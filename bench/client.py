@@ -151,23 +151,35 @@ _encode = msgspec.json.encode
 
 DIALECTS = {
     "native": Dialect(
-        "native", lambda model: "/api/v1/chat/stream",
+        "native",
+        lambda model: "/api/v1/chat/stream",
         lambda model, provider: _encode({"provider": provider, "model": model, "messages": _MESSAGES}),
-        read_native, True),
+        read_native,
+        True,
+    ),
     "openai": Dialect(
-        "openai", lambda model: "/v1/chat/completions",
-        lambda model, provider: _encode({"model": model, "messages": _MESSAGES, "stream": True,
-                                         "stream_options": {"include_usage": True}}),
-        read_openai, True),
+        "openai",
+        lambda model: "/v1/chat/completions",
+        lambda model, provider: _encode(
+            {"model": model, "messages": _MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+        ),
+        read_openai,
+        True,
+    ),
     "anthropic": Dialect(
-        "anthropic", lambda model: "/v1/messages",
-        lambda model, provider: _encode({"model": model, "max_tokens": 1024, "messages": _MESSAGES,
-                                         "stream": True}),
-        read_anthropic, False),
+        "anthropic",
+        lambda model: "/v1/messages",
+        lambda model, provider: _encode({"model": model, "max_tokens": 1024, "messages": _MESSAGES, "stream": True}),
+        read_anthropic,
+        False,
+    ),
     "gemini": Dialect(
-        "gemini", lambda model: f"/v1beta/models/{model}:streamGenerateContent?alt=sse",
+        "gemini",
+        lambda model: f"/v1beta/models/{model}:streamGenerateContent?alt=sse",
         lambda model, provider: _encode({"contents": [{"role": "user", "parts": [{"text": "Say it."}]}]}),
-        read_gemini, False),
+        read_gemini,
+        False,
+    ),
 }
 
 
@@ -227,7 +239,7 @@ class StreamCheck:
                 self.final = True
 
     def verdict(self, expected: str) -> str:
-        """"" when the stream is good, else why it failed."""
+        """ "" when the stream is good, else why it failed."""
         if self.status != 200:
             return f"HTTP {self.status}"
         if self.problem:
@@ -341,15 +353,18 @@ class Target:
 
     def request(self, model: str) -> bytes:
         body = self.dialect.body(model, self.provider)
-        head = (f"POST {self.dialect.path(model)} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
-                f"content-type: application/json\r\naccept: text/event-stream\r\n"
-                f"authorization: Bearer bench\r\nx-api-key: bench\r\nx-goog-api-key: bench\r\n"
-                f"content-length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST {self.dialect.path(model)} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+            f"content-type: application/json\r\naccept: text/event-stream\r\n"
+            f"authorization: Bearer bench\r\nx-api-key: bench\r\nx-goog-api-key: bench\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
         return head.encode() + body
 
 
-async def stream_once(connection: Connection, target: Target, request: bytes, expected: str,
-                      timeout_s: float) -> Outcome:
+async def stream_once(
+    connection: Connection, target: Target, request: bytes, expected: str, timeout_s: float
+) -> Outcome:
     """Send one request on `connection` and check its stream (aborting it after `timeout_s`)."""
     check = StreamCheck(target.dialect)
     finished = connection.send(request, check)
@@ -367,8 +382,17 @@ def _time_out(connection: Connection, check: StreamCheck) -> None:
     connection.abort()
 
 
-async def run_streams(target: Target, *, count: int, concurrency: int, tokens: int, delay_ms: float,
-                      timeout_s: float, fault: str = "", tool: bool = False) -> list[Outcome]:
+async def run_streams(
+    target: Target,
+    *,
+    count: int,
+    concurrency: int,
+    tokens: int,
+    delay_ms: float,
+    timeout_s: float,
+    fault: str = "",
+    tool: bool = False,
+) -> list[Outcome]:
     """`count` streams, `concurrency` at a time, each over a reused connection."""
     model = model_name(tokens, delay_ms, fault, tool)
     request, expected = target.request(model), tool_arguments(tokens) if tool else expected_text(tokens)
@@ -405,8 +429,9 @@ def due_count(elapsed_s: float, rate: float, count: int) -> int:
     return min(count, int(elapsed_s * rate) + 1)
 
 
-async def run_open_loop(target: Target, *, rate: float, duration_s: float, tokens: int, timeout_s: float,
-                        delay_ms: float = 0) -> list[Outcome]:
+async def run_open_loop(
+    target: Target, *, rate: float, duration_s: float, tokens: int, timeout_s: float, delay_ms: float = 0
+) -> list[Outcome]:
     """Requests sent at `rate` per second for `duration_s`, each at its due time whether or
     not earlier ones have ended (a new connection when no idle one is left). An outcome's
     `started_at` is the request's due time, so a client or server falling behind shows in
@@ -480,8 +505,11 @@ class HeldStreams:
                     await asyncio.sleep(0.01)
 
         await asyncio.gather(*(one() for _ in range(count)))
-        return sum(1 for _, check, finished in self.held
-                   if check.first_content_at and not check.problem and not finished.done())
+        return sum(
+            1
+            for _, check, finished in self.held
+            if check.first_content_at and not check.problem and not finished.done()
+        )
 
     def abort_all(self) -> float:
         """Abort every held connection; return `time.monotonic()` of the abort."""
@@ -497,8 +525,14 @@ async def get_json(host: str, port: int, path: str, method: str = "GET") -> obje
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
         body = await reader.readexactly(length)
     finally:
         writer.close()

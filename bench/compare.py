@@ -94,16 +94,19 @@ def _fmt(value: float | None) -> str:
 def text_table(lines: list[tuple[str, ...]]) -> str:
     header = ("figure", "A", "B", "B/A", "better", "")
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                     for row in [header, *lines])
+    return "\n".join(
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in [header, *lines]
+    )
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__.splitlines()[0])
     parser.add_argument("a", help="the baseline result (JSON)")
     parser.add_argument("b", help="the result compared with it (JSON)")
-    parser.add_argument("--fail-over", type=float, metavar="RATIO",
-                        help="flag a figure worse by more than RATIO (e.g. 1.1) and exit 1")
+    parser.add_argument(
+        "--fail-over", type=float, metavar="RATIO", help="flag a figure worse by more than RATIO (e.g. 1.1) and exit 1"
+    )
     args = parser.parse_args(argv)
     if args.fail_over is not None and args.fail_over < 1:
         parser.error("--fail-over is a ratio of at least 1 (1.1: 10% worse)")

@@ -132,8 +132,13 @@ class OwnGateway:
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "WORKERS": "1"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in `stop`
-        self.process = subprocess.Popen([sys.executable, "-m", "streamgate"], env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamgate"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     async def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -61,8 +61,10 @@ def split(diff: list[tracemalloc.StatisticDiff], streams: int) -> str:
     total = sum(stat.size_diff for stat in diff)
     lines = [f"{total / streams / 1024:.1f} KiB of Python heap per open stream ({streams} open)"]
     for stat in diff[:20]:
-        lines.append(f"{stat.size_diff / streams:8.0f} B {stat.count_diff / streams:6.1f} objects  "
-                     f"{short_path(stat.traceback[0].filename)}")
+        lines.append(
+            f"{stat.size_diff / streams:8.0f} B {stat.count_diff / streams:6.1f} objects  "
+            f"{short_path(stat.traceback[0].filename)}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -72,7 +74,7 @@ def short_path(filename: str) -> str:
     if "site-packages/" in filename:
         return filename.split("site-packages/")[-1]
     if filename.startswith(stdlib):
-        return "stdlib/" + filename[len(stdlib):]
+        return "stdlib/" + filename[len(stdlib) :]
     return filename.removeprefix(os.getcwd() + "/")
 
 
@@ -83,8 +85,11 @@ async def drive(streams: int, provider: str) -> str:
         mock_port = int(mock.stdout.readline().split()[1])  # type: ignore[union-attr]
         port = free_port()
         server = processes.start(
-            "streamgate", [sys.executable, "-m", "bench.heap", "--serve", "--streams", str(streams)],
-            {**provider_env(mock_port), "HOST": HOST, "PORT": str(port)}, SERVER_CORE)
+            "streamgate",
+            [sys.executable, "-m", "bench.heap", "--serve", "--streams", str(streams)],
+            {**provider_env(mock_port), "HOST": HOST, "PORT": str(port)},
+            SERVER_CORE,
+        )
         await wait_ready(HOST, port, "/api/v1/chat/stream/health", server, "streamgate")
         target = Target("streamgate", HOST, port, DIALECTS["native"], provider, server.pid)
         await run_streams(target, count=200, concurrency=16, tokens=8, delay_ms=0, timeout_s=10)

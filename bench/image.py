@@ -35,8 +35,9 @@ def request_body(image_url: str | None) -> bytes:
     content: list[dict[str, object]] = [{"type": "text", "text": "What is this?"}]
     if image_url is not None:
         content.append({"type": "image_url", "image_url": {"url": image_url}})
-    return json.dumps({"provider": "openai", "model": "bench-8-0",
-                       "messages": [{"role": "user", "content": content}]}).encode()
+    return json.dumps(
+        {"provider": "openai", "model": "bench-8-0", "messages": [{"role": "user", "content": content}]}
+    ).encode()
 
 
 def measure(client: httpx.Client, url: str, pid: int, body: bytes, requests: int) -> float:
@@ -61,11 +62,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         mock_port = int(mock.stdout.readline().split()[1])  # type: ignore[union-attr]
         port = free_port()
-        env = {**os.environ, "PORT": str(port), "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
-               "OPENAI_API_KEY": "bench", "MAX_BODY_BYTES": str(int(args.mib * 2 + 1) << 20), "ACCESS_LOG": "0",
-               "MODEL_CATALOG_REFRESH_S": "0"}
-        server = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+            "OPENAI_API_KEY": "bench",
+            "MAX_BODY_BYTES": str(int(args.mib * 2 + 1) << 20),
+            "ACCESS_LOG": "0",
+            "MODEL_CATALOG_REFRESH_S": "0",
+        }
+        server = subprocess.Popen(
+            [sys.executable, "server.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(timeout=30) as client:
             for _ in range(300):
@@ -81,8 +89,10 @@ def main(argv: list[str] | None = None) -> None:
             image_ms = measure(client, url, server.pid, image_body, args.requests)
             image_rss = peak_rss_kib(server.pid)
         print(f"text only: {text_ms:.2f} ms server CPU per request, peak RSS {text_rss} KiB")
-        print(f"{args.mib:g} MiB image ({len(image_body)} bytes of body): {image_ms:.2f} ms server CPU per request, "
-              f"peak RSS {image_rss} KiB (+{image_rss - text_rss} KiB)")
+        print(
+            f"{args.mib:g} MiB image ({len(image_body)} bytes of body): {image_ms:.2f} ms server CPU per request, "
+            f"peak RSS {image_rss} KiB (+{image_rss - text_rss} KiB)"
+        )
     finally:
         for process in (server, mock):
             if process is not None:

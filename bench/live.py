@@ -127,8 +127,7 @@ class Run:
                 raise RuntimeError(f"{wanted}: the gateway answered {exc.kind}") from None
             if target.provider not in self.direct:
                 self.direct[target.provider] = direct_client(target.provider, os.environ)
-            await self.direct[target.provider].stream(target.model, self.plan.prompts[0], PROBE_MAX_TOKENS,
-                                                      Stopwatch())
+            await self.direct[target.provider].stream(target.model, self.plan.prompts[0], PROBE_MAX_TOKENS, Stopwatch())
             self.targets.append(target)
 
     async def measure(self, target: Target, mode: Mode, index: int, went_first: bool) -> None:
@@ -136,8 +135,9 @@ class Run:
         watch, tokens, error = Stopwatch(), None, None
         try:
             if mode == "through":
-                tokens = (await stream_through(self.http, self.through_body(target, prompt, self.plan.max_tokens),
-                                               watch)).output_tokens
+                tokens = (
+                    await stream_through(self.http, self.through_body(target, prompt, self.plan.max_tokens), watch)
+                ).output_tokens
             else:
                 tokens = await self.direct[target.provider].stream(target.model, prompt, self.plan.max_tokens, watch)
         except GatewayError as exc:
@@ -177,14 +177,27 @@ class Run:
         if not final and now - self._last_progress < (0.1 if tty else 0.5):
             return
         self._last_progress = now
-        line = progress_line(len(self.samples), self.total, sum(s.error is not None for s in self.samples),
-                             now - self.started, self.plan.time_limit_s)
+        line = progress_line(
+            len(self.samples),
+            self.total,
+            sum(s.error is not None for s in self.samples),
+            now - self.started,
+            self.plan.time_limit_s,
+        )
         sys.stderr.write(("\r" + line + ("\n" if final else "")) if tty else line + "\n")
         sys.stderr.flush()
 
 
-def sample_of(target: Target, mode: Mode, index: int, went_first: bool, watch: Stopwatch,
-              tokens: int | None, error: str | None, run_started: float) -> Sample:
+def sample_of(
+    target: Target,
+    mode: Mode,
+    index: int,
+    went_first: bool,
+    watch: Stopwatch,
+    tokens: int | None,
+    error: str | None,
+    run_started: float,
+) -> Sample:
     ended = watch.ended_at or time.perf_counter()
     first = watch.first_text_at
     if error is None and first is None:
@@ -192,9 +205,18 @@ def sample_of(target: Target, mode: Mode, index: int, went_first: bool, watch: S
     rate = None
     if error is None and tokens is not None and tokens > 1 and first is not None and ended > first:
         rate = (tokens - 1) / (ended - first)
-    return Sample(target=target.label, mode=mode, prompt=index, started_s=watch.started_at - run_started,
-                  total_s=ended - watch.started_at, ttft_s=None if first is None else first - watch.started_at,
-                  output_tokens=tokens, tokens_per_s=rate, error=error, went_first=went_first)
+    return Sample(
+        target=target.label,
+        mode=mode,
+        prompt=index,
+        started_s=watch.started_at - run_started,
+        total_s=ended - watch.started_at,
+        ttft_s=None if first is None else first - watch.started_at,
+        output_tokens=tokens,
+        tokens_per_s=rate,
+        error=error,
+        went_first=went_first,
+    )
 
 
 def progress_line(done: int, total: int, errors: int, elapsed_s: float, limit_s: float | None) -> str:
@@ -209,16 +231,27 @@ def progress_line(done: int, total: int, errors: int, elapsed_s: float, limit_s:
 
 
 def machine() -> Machine:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     versions = {}
     for name in ("streamgate", "openai", "anthropic", "google-genai", "httpx2"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "-"
-    return Machine(platform.platform(), cpu or platform.processor(), os.cpu_count() or 0,
-                   platform.python_version(), versions)
+    return Machine(
+        platform.platform(), cpu or platform.processor(), os.cpu_count() or 0, platform.python_version(), versions
+    )
 
 
 async def run_live(run: Run) -> None:
@@ -249,10 +282,22 @@ async def run_live(run: Run) -> None:
 def result_of(run: Run, command: str, date: str, gateway: str, took_s: float) -> LiveResult:
     labels = [target.label for target in run.targets]
     figures, added = all_figures(labels, run.samples)
-    return LiveResult(kind="live", command=command, date=date, duration_s=round(took_s, 2), machine=machine(),
-                      gateway=gateway, targets=run.targets, requests_per_target=run.plan.requests,
-                      concurrency=run.plan.concurrency, interrupted=run.stopped_by == "SIGINT",
-                      stopped_by=run.stopped_by, samples=run.samples, figures=figures, added_ttft=added)
+    return LiveResult(
+        kind="live",
+        command=command,
+        date=date,
+        duration_s=round(took_s, 2),
+        machine=machine(),
+        gateway=gateway,
+        targets=run.targets,
+        requests_per_target=run.plan.requests,
+        concurrency=run.plan.concurrency,
+        interrupted=run.stopped_by == "SIGINT",
+        stopped_by=run.stopped_by,
+        samples=run.samples,
+        figures=figures,
+        added_ttft=added,
+    )
 
 
 async def measure(plan: Plan, gateway_url: str) -> Run:
@@ -307,8 +352,9 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     try:  # what fails before any measurement is one line, no traceback
         wanted = wanted_targets(args.provider.split(","), [m for m in args.model.split(",") if m])
-        plan = Plan(wanted, args.requests, args.concurrency, args.time_limit, args.max_tokens,
-                    prompt_set.load(args.prompts))
+        plan = Plan(
+            wanted, args.requests, args.concurrency, args.time_limit, args.max_tokens, prompt_set.load(args.prompts)
+        )
         run = measure_with_gateway(plan, args.gateway, out / f"{name}.gateway.log")
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"bench live: {exc}", file=sys.stderr)
@@ -317,8 +363,13 @@ def main(argv: list[str]) -> int:
         print(f"bench live: the gateway at {args.gateway or 'our own'}: {exc}", file=sys.stderr)
         return 2
     command = "python -m bench live " + " ".join(argv)
-    result = result_of(run, command, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                       args.gateway or "own (python -m streamgate)", time.time() - started)
+    result = result_of(
+        run,
+        command,
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        args.gateway or "own (python -m streamgate)",
+        time.time() - started,
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_bytes(encoder.encode(result))
     (out / f"{name}.html").write_text(report.live_html(result), encoding="utf-8")

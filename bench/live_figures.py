@@ -28,7 +28,10 @@ def target_figures(target: str, mode: str, samples: list[Sample]) -> TargetFigur
     mine = [s for s in samples if s.target == target and s.mode == mode]
     ok = [s for s in mine if s.error is None]
     return TargetFigures(
-        target=target, mode=mode, requests=len(mine), ok=len(ok),  # type: ignore[arg-type]
+        target=target,
+        mode=mode,
+        requests=len(mine),
+        ok=len(ok),  # type: ignore[arg-type]
         ttft_ms=percentiles([s.ttft_s * 1e3 for s in ok if s.ttft_s is not None]),
         tokens_per_s=percentiles([s.tokens_per_s for s in ok if s.tokens_per_s is not None]),
         total_ms=percentiles([s.total_s * 1e3 for s in ok]),
@@ -42,8 +45,11 @@ def paired_ttft_ms(target: str, samples: list[Sample]) -> list[tuple[int, float]
     for sample in samples:
         if sample.target == target and sample.error is None and sample.ttft_s is not None:
             ttft[(sample.mode, sample.prompt)] = sample.ttft_s * 1e3
-    return [(prompt, value - ttft[("direct", prompt)]) for (mode, prompt), value in sorted(ttft.items())
-            if mode == "through" and ("direct", prompt) in ttft]
+    return [
+        (prompt, value - ttft[("direct", prompt)])
+        for (mode, prompt), value in sorted(ttft.items())
+        if mode == "through" and ("direct", prompt) in ttft
+    ]
 
 
 def added_ttft(target: str, samples: list[Sample]) -> AddedTTFT:

@@ -32,8 +32,12 @@ from bench.run import (
 
 HOST = "127.0.0.1"
 #: The Messages dialect with the model named `<provider>/<model>` for a provider not its own.
-MESSAGES = replace(DIALECTS["anthropic"], body=lambda model, provider: DIALECTS["anthropic"].body(
-    model if provider == "anthropic" else f"{provider}/{model}", provider))
+MESSAGES = replace(
+    DIALECTS["anthropic"],
+    body=lambda model, provider: DIALECTS["anthropic"].body(
+        model if provider == "anthropic" else f"{provider}/{model}", provider
+    ),
+)
 
 
 async def main_async(quick: bool) -> None:
@@ -42,9 +46,12 @@ async def main_async(quick: bool) -> None:
         mock = processes.start("mock", [sys.executable, "-m", "bench.mock_upstream"], {}, CLIENT_CORE)
         mock_port = int(mock.stdout.readline().split()[1])  # type: ignore[union-attr]
         port = free_port()
-        server = processes.start("streamgate", [sys.executable, "server.py"],
-                                 {**provider_env(mock_port), "HOST": HOST, "PORT": str(port), "ACCESS_LOG": "0"},
-                                 SERVER_CORE)
+        server = processes.start(
+            "streamgate",
+            [sys.executable, "server.py"],
+            {**provider_env(mock_port), "HOST": HOST, "PORT": str(port), "ACCESS_LOG": "0"},
+            SERVER_CORE,
+        )
         await wait_ready(HOST, port, "/api/v1/chat/stream/health", server, "streamgate")
         targets = {
             "native→anthropic": Target("native→anthropic", HOST, port, DIALECTS["native"], "anthropic", server.pid),
@@ -60,19 +67,21 @@ async def main_async(quick: bool) -> None:
             await run_streams(target, count=32, concurrency=8, tokens=16, delay_ms=0, timeout_s=30)
         names = list(targets)
         for round_index in range(rounds):
-            order = names[round_index % len(names):] + names[:round_index % len(names)]
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
             for name in order:
                 target = targets[name]
                 before = await idle_cpu_seconds(server.pid)
-                outcomes = await run_streams(target, count=streams, concurrency=16, tokens=tokens, delay_ms=0,
-                                             timeout_s=60)
+                outcomes = await run_streams(
+                    target, count=streams, concurrency=16, tokens=tokens, delay_ms=0, timeout_s=60
+                )
                 cpu[name] += await idle_cpu_seconds(server.pid) - before
                 failed = [o for o in outcomes if not o.ok]
                 assert not failed, f"{name}: {failed[0]}"
                 frames[name] += streams * tokens
                 if name in ttft:
-                    outcomes = await run_streams(target, count=ttft_streams, concurrency=1, tokens=4, delay_ms=0,
-                                                 timeout_s=30)
+                    outcomes = await run_streams(
+                        target, count=ttft_streams, concurrency=1, tokens=4, delay_ms=0, timeout_s=30
+                    )
                     ttft[name] += [o.ttft * 1000 for o in outcomes if o.ok]
         per_frame = {name: cpu[name] / frames[name] * 1e6 for name in targets}
         for name in targets:
@@ -83,10 +92,12 @@ async def main_async(quick: bool) -> None:
         print(f"translated / native → openai:     {translated:.2f}× (target ≤ 1.2×)")
         medians = {name: statistics.median(values) for name, values in ttft.items()}
         p99 = {name: percentile(values, 99) for name, values in ttft.items()}
-        print(f"TTFT c=1 median: native {medians['native→anthropic']:.3f} ms, passthrough "
-              f"{medians['messages→anthropic']:.3f} ms (added "
-              f"{medians['messages→anthropic'] - medians['native→anthropic']:+.3f} ms; target ≤ +0.1 ms); "
-              f"p99 {p99['native→anthropic']:.3f} / {p99['messages→anthropic']:.3f} ms")
+        print(
+            f"TTFT c=1 median: native {medians['native→anthropic']:.3f} ms, passthrough "
+            f"{medians['messages→anthropic']:.3f} ms (added "
+            f"{medians['messages→anthropic'] - medians['native→anthropic']:+.3f} ms; target ≤ +0.1 ms); "
+            f"p99 {p99['native→anthropic']:.3f} / {p99['messages→anthropic']:.3f} ms"
+        )
     finally:
         processes.stop_all()
 

@@ -43,8 +43,22 @@ import httptools
 # Every token's text is known to the client, so it can check each stream exactly:
 # multi-byte UTF-8, newlines, JSON escapes, and U+2028 (a line break only to `str.splitlines`).
 VOCABULARY = (
-    "Hello", " world", ",", " héllo", " naïve", " 世界", " 🙂", "\n", " line\n\n",
-    ' "quoted"', " tab\t", " back\\slash", " Ωμέγα", "\u2028", " ⅓", " end.",
+    "Hello",
+    " world",
+    ",",
+    " héllo",
+    " naïve",
+    " 世界",
+    " 🙂",
+    "\n",
+    " line\n\n",
+    ' "quoted"',
+    " tab\t",
+    " back\\slash",
+    " Ωμέγα",
+    "\u2028",
+    " ⅓",
+    " end.",
 )
 
 
@@ -130,8 +144,13 @@ END = b"0\r\n\r\n"
 def openai_script(model: str, texts: list[str], tool: bool = False) -> Script:
     """`tool`: the answer is one call, its id and name on the first delta (arguments ""),
     then one `delta.tool_calls` arguments fragment per token, then `finish_reason: tool_calls`."""
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-            "model": model, "system_fingerprint": "fp_bench"}
+    base = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "system_fingerprint": "fp_bench",
+    }
 
     def frame(choices: list[object], usage: object = None) -> bytes:
         return _chunk(b"data: " + _dumps({**base, "choices": choices, "usage": usage}) + b"\n\n")
@@ -139,16 +158,32 @@ def openai_script(model: str, texts: list[str], tool: bool = False) -> Script:
     def delta(delta: dict[str, object], finish: str | None = None) -> bytes:
         return frame([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
 
-    usage = {"prompt_tokens": 9, "completion_tokens": len(texts), "total_tokens": 9 + len(texts),
-             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+    usage = {
+        "prompt_tokens": 9,
+        "completion_tokens": len(texts),
+        "total_tokens": 9 + len(texts),
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
     first: dict[str, object] = {"role": "assistant", "content": "", "refusal": None}
     if tool:
-        first = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-            {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": TOOL_NAME, "arguments": ""}}]}
-        tokens = [delta({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
-                  for fragment in tool_fragments(texts)]
+        first = {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [
+                {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": TOOL_NAME, "arguments": ""}}
+            ],
+        }
+        tokens = [
+            delta({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+            for fragment in tool_fragments(texts)
+        ]
     else:
         tokens = [delta({"content": text}) for text in texts]
     tail = delta({}, "tool_calls" if tool else "stop") + frame([], usage) + _chunk(b"data: [DONE]\n\n") + END
@@ -159,19 +194,39 @@ def anthropic_script(model: str, texts: list[str]) -> Script:
     def event(name: str, data: dict[str, object]) -> bytes:
         return _chunk(b"event: %b\ndata: %b\n\n" % (name.encode(), _dumps({"type": name, **data})))
 
-    message = {"id": "msg_bench", "type": "message", "role": "assistant", "model": model, "content": [],
-               "stop_reason": None, "stop_sequence": None,
-               "usage": {"input_tokens": 9, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                         "output_tokens": 1}}
-    head = (HEAD + event("message_start", {"message": message})
-            + event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            + event("ping", {}))
-    tokens = [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
-              for text in texts]
-    tail = (event("content_block_stop", {"index": 0})
-            + event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                      "usage": {"output_tokens": len(texts)}})
-            + event("message_stop", {}) + END)
+    message = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 9,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 1,
+        },
+    }
+    head = (
+        HEAD
+        + event("message_start", {"message": message})
+        + event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        + event("ping", {})
+    )
+    tokens = [
+        event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}}) for text in texts
+    ]
+    tail = (
+        event("content_block_stop", {"index": 0})
+        + event(
+            "message_delta",
+            {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": len(texts)}},
+        )
+        + event("message_stop", {})
+        + END
+    )
     return Script(head, tokens, tail)
 
 
@@ -180,8 +235,12 @@ def gemini_script(model: str, texts: list[str]) -> Script:
         candidate: dict[str, object] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
         if finish:
             candidate["finishReason"] = finish
-        body = {"candidates": [candidate], "usageMetadata": usage or {"promptTokenCount": 9, "totalTokenCount": 9},
-                "modelVersion": model, "responseId": "resp_bench"}
+        body = {
+            "candidates": [candidate],
+            "usageMetadata": usage or {"promptTokenCount": 9, "totalTokenCount": 9},
+            "modelVersion": model,
+            "responseId": "resp_bench",
+        }
         return _chunk(b"data: " + _dumps(body) + b"\r\n\r\n")
 
     usage = {"promptTokenCount": 9, "candidatesTokenCount": len(texts), "totalTokenCount": 9 + len(texts)}
@@ -230,8 +289,15 @@ class Stats:
 
 
 BATCH = 16  # tokens per write when there is no delay
-REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 429: b"Too Many Requests",
-           500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable"}
+REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    429: b"Too Many Requests",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+}
 
 
 class UpstreamProtocol(asyncio.Protocol):

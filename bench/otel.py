@@ -61,8 +61,9 @@ async def measure(args: argparse.Namespace, processes: Processes) -> list[dict[s
     targets: list[Target] = []
     for name, extra in variants.items():
         port = free_port()
-        process = processes.start(name, [sys.executable, "server.py"],
-                                  {**env, "HOST": host, "PORT": str(port), **extra}, SERVER_CORE)
+        process = processes.start(
+            name, [sys.executable, "server.py"], {**env, "HOST": host, "PORT": str(port), **extra}, SERVER_CORE
+        )
         await wait_ready(host, port, "/api/v1/chat/stream/health", process, name)
         targets.append(Target(name, host, port, DIALECTS["native"], "openai", process.pid))
     rounds: list[dict[str, tuple[float, float]]] = []  # per round: target → (ms per request, µs per frame)
@@ -75,12 +76,14 @@ async def measure(args: argparse.Namespace, processes: Processes) -> list[dict[s
         figures: dict[str, tuple[float, float]] = {}
         for target in targets[shift:] + targets[:shift]:
             before = await idle_cpu_seconds(target.pid)
-            outcomes = await run_streams(target, count=args.requests, concurrency=16, tokens=8, delay_ms=0,
-                                         timeout_s=60)
+            outcomes = await run_streams(
+                target, count=args.requests, concurrency=16, tokens=8, delay_ms=0, timeout_s=60
+            )
             request_ms = (await idle_cpu_seconds(target.pid) - before) / sum(o.ok for o in outcomes) * 1e3
             before = await idle_cpu_seconds(target.pid)
-            outcomes = await run_streams(target, count=args.streams, concurrency=args.streams, tokens=args.tokens,
-                                         delay_ms=0, timeout_s=180)
+            outcomes = await run_streams(
+                target, count=args.streams, concurrency=args.streams, tokens=args.tokens, delay_ms=0, timeout_s=180
+            )
             frame_us = (await idle_cpu_seconds(target.pid) - before) / sum(o.frames for o in outcomes if o.ok) * 1e6
             figures[target.name] = (request_ms, frame_us)
         rounds.append(figures)
@@ -101,7 +104,10 @@ def main() -> None:
         rounds = asyncio.run(measure(args, processes))
     finally:
         processes.stop_all()
-    print(f"{'target':10} {'CPU ms / 8-token request':>26} {'CPU µs / content frame':>24}   (medians of {args.rounds} rounds)")
+    print(
+        f"{'target':10} {'CPU ms / 8-token request':>26} {'CPU µs / content frame':>24}   "
+        f"(medians of {args.rounds} rounds)"
+    )
     for name in rounds[0]:
         request_ms = statistics.median(figures[name][0] for figures in rounds)
         frame_us = statistics.median(figures[name][1] for figures in rounds)

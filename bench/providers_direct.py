@@ -63,8 +63,12 @@ class Upstream:
 
 def upstream_of(provider: str, env: Mapping[str, str]) -> Upstream:
     prefix = {"llama4": "TOGETHER"}.get(provider, provider.upper())
-    return Upstream(env.get(f"{prefix}_API_KEY"), env.get(f"{prefix}_BASE_URL") or None,
-                    float(env.get("UPSTREAM_TIMEOUT_S", "60")), int(env.get("UPSTREAM_MAX_RETRIES", "2")))
+    return Upstream(
+        env.get(f"{prefix}_API_KEY"),
+        env.get(f"{prefix}_BASE_URL") or None,
+        float(env.get("UPSTREAM_TIMEOUT_S", "60")),
+        int(env.get("UPSTREAM_MAX_RETRIES", "2")),
+    )
 
 
 def direct_client(provider: str, env: Mapping[str, str]) -> DirectClient:
@@ -87,13 +91,21 @@ def error_type(exc: BaseException) -> str:
 def _openai_compatible(upstream: Upstream, default_url: str, provider: str, limit_name: str) -> DirectClient:
     import openai
 
-    client = openai.AsyncOpenAI(api_key=upstream.api_key, base_url=upstream.base_url or default_url,
-                                timeout=upstream.timeout_s, max_retries=upstream.max_retries)
+    client = openai.AsyncOpenAI(
+        api_key=upstream.api_key,
+        base_url=upstream.base_url or default_url,
+        timeout=upstream.timeout_s,
+        max_retries=upstream.max_retries,
+    )
 
     async def stream(model: str, prompt: str, max_tokens: int, watch: Stopwatch) -> int | None:
         chunks = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], stream=True,
-            stream_options={"include_usage": True}, **{limit_name: max_tokens})  # type: ignore[call-overload]
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            stream_options={"include_usage": True},
+            **{limit_name: max_tokens},
+        )  # type: ignore[call-overload]
         tokens = None
         async for chunk in chunks:
             if chunk.choices:
@@ -119,12 +131,17 @@ def _together(upstream: Upstream) -> DirectClient:
 def _anthropic(upstream: Upstream) -> DirectClient:
     import anthropic
 
-    client = anthropic.AsyncAnthropic(api_key=upstream.api_key, base_url=upstream.base_url,
-                                      timeout=upstream.timeout_s, max_retries=upstream.max_retries)
+    client = anthropic.AsyncAnthropic(
+        api_key=upstream.api_key,
+        base_url=upstream.base_url,
+        timeout=upstream.timeout_s,
+        max_retries=upstream.max_retries,
+    )
 
     async def stream(model: str, prompt: str, max_tokens: int, watch: Stopwatch) -> int | None:
-        async with client.messages.stream(model=model, max_tokens=max_tokens,
-                                          messages=[{"role": "user", "content": prompt}]) as events:
+        async with client.messages.stream(
+            model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": prompt}]
+        ) as events:
             async for event in events:
                 if event.type == "text":
                     watch.text(event.text)
@@ -156,8 +173,9 @@ def _gemini(upstream: Upstream) -> DirectClient:
     from google.genai import types
 
     retry = types.HttpRetryOptions(attempts=upstream.max_retries + 1)
-    options = types.HttpOptions(base_url=upstream.base_url, api_version="v1beta",
-                                timeout=int(upstream.timeout_s * 1000), retry_options=retry)
+    options = types.HttpOptions(
+        base_url=upstream.base_url, api_version="v1beta", timeout=int(upstream.timeout_s * 1000), retry_options=retry
+    )
     client = genai.Client(api_key=upstream.api_key, http_options=options)
 
     async def stream(model: str, prompt: str, max_tokens: int, watch: Stopwatch) -> int | None:
@@ -166,8 +184,7 @@ def _gemini(upstream: Upstream) -> DirectClient:
         if thinking is not None:
             config["thinking_config"] = thinking
         tokens = None
-        async for chunk in await client.aio.models.generate_content_stream(model=model, contents=prompt,
-                                                                            config=config):  # type: ignore[arg-type]
+        async for chunk in await client.aio.models.generate_content_stream(model=model, contents=prompt, config=config):  # type: ignore[arg-type]
             watch.text(chunk.text)
             if chunk.usage_metadata is not None and chunk.usage_metadata.candidates_token_count is not None:
                 tokens = chunk.usage_metadata.candidates_token_count

@@ -47,7 +47,9 @@ def png(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def chart(title: str, xlabel: str, ylabel: str, draw: Callable[[Any], None], size: tuple[float, float] = (6.4, 3.6)) -> str:
+def chart(
+    title: str, xlabel: str, ylabel: str, draw: Callable[[Any], None], size: tuple[float, float] = (6.4, 3.6)
+) -> str:
     figure, axes = _pyplot().subplots(figsize=size)
     draw(axes)
     axes.set_title(title)
@@ -102,23 +104,31 @@ def images(uris: Iterable[str], alt: str) -> str:
 
 def page(title: str, meta: list[tuple[str, object]], sections: list[tuple[str, str]]) -> str:
     body = "".join(f"<h2>{esc(heading)}</h2>{content}" for heading, content in sections)
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"
-            f'{table(["", ""], meta, "meta")}{body}</body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>"
+        f"{table(['', ''], meta, 'meta')}{body}</body></html>"
+    )
 
 
 def machine_rows(machine: Machine) -> list[tuple[str, object]]:
     versions = ", ".join(f"{name} {version}" for name, version in machine.versions.items())
-    return [("machine", f"{machine.platform}; {machine.cpu}; {machine.cpu_count} CPUs"),
-            ("Python", machine.python), ("versions", versions)]
+    return [
+        ("machine", f"{machine.platform}; {machine.cpu}; {machine.cpu_count} CPUs"),
+        ("Python", machine.python),
+        ("versions", versions),
+    ]
 
 
 # --- a live result --------------------------------------------------------------------------
 
 
 def ttft_values(result: LiveResult, target: str, mode: str) -> list[float]:
-    return sorted(s.ttft_s * 1e3 for s in result.samples
-                  if s.target == target and s.mode == mode and s.error is None and s.ttft_s is not None)
+    return sorted(
+        s.ttft_s * 1e3
+        for s in result.samples
+        if s.target == target and s.mode == mode and s.error is None and s.ttft_s is not None
+    )
 
 
 def ttft_cdf(result: LiveResult, target: str) -> str:
@@ -127,8 +137,9 @@ def ttft_cdf(result: LiveResult, target: str) -> str:
             values = ttft_values(result, target, mode)
             if values:
                 fractions = [0.0, *((i + 1) / len(values) for i in range(len(values)))]
-                axes.step([values[0], *values], fractions, where="post", label=f"{mode} ({len(values)})",
-                          color=COLOURS[mode])
+                axes.step(
+                    [values[0], *values], fractions, where="post", label=f"{mode} ({len(values)})", color=COLOURS[mode]
+                )
         axes.set_ylim(0, 1.02)
         axes.legend(loc="lower right")
 
@@ -156,15 +167,20 @@ def added_histogram(result: LiveResult) -> str:
         for target in result.targets:
             values = [added for _, added in paired_ttft_ms(target.label, result.samples)]
             if values:
-                axes.hist(values, bins=min(30, max(5, len(values) // 2)), alpha=0.55,
-                          label=f"{short(target.label)} ({len(values)})")
+                axes.hist(
+                    values,
+                    bins=min(30, max(5, len(values) // 2)),
+                    alpha=0.55,
+                    label=f"{short(target.label)} ({len(values)})",
+                )
         axes.axvline(0, color="#444", linewidth=0.8)
         axes.yaxis.get_major_locator().set_params(integer=True)
         if result.targets:
             axes.legend(fontsize=8)
 
-    return chart("Gateway's added TTFT per prompt (through − direct)", "added time to first token (ms)",
-                 "prompts", draw, SMALL)
+    return chart(
+        "Gateway's added TTFT per prompt (through − direct)", "added time to first token (ms)", "prompts", draw, SMALL
+    )
 
 
 def short(label: str) -> str:
@@ -172,13 +188,37 @@ def short(label: str) -> str:
 
 
 def live_tables(result: LiveResult) -> str:
-    rows = [(f.target, f.mode, f.requests, f.ok, *pcts(f.ttft_ms), f.tokens_per_s.p50, f.total_ms.p50,
-             ", ".join(f"{k}: {v}" for k, v in sorted(f.errors.items())) or "–") for f in result.figures]
-    header = ["target", "mode", "requests", "ok", "TTFT p50 ms", "p90", "p99", "tokens/s p50", "total p50 ms",
-              "errors by type"]
+    rows = [
+        (
+            f.target,
+            f.mode,
+            f.requests,
+            f.ok,
+            *pcts(f.ttft_ms),
+            f.tokens_per_s.p50,
+            f.total_ms.p50,
+            ", ".join(f"{k}: {v}" for k, v in sorted(f.errors.items())) or "–",
+        )
+        for f in result.figures
+    ]
+    header = [
+        "target",
+        "mode",
+        "requests",
+        "ok",
+        "TTFT p50 ms",
+        "p90",
+        "p99",
+        "tokens/s p50",
+        "total p50 ms",
+        "errors by type",
+    ]
     added = [(a.target, a.pairs, *pcts(a.ms), a.mean_ms) for a in result.added_ttft]
-    return (table(header, rows) + "<h2>Added TTFT (through − direct, paired per prompt)</h2>"
-            + table(["target", "pairs", "p50 ms", "p90 ms", "p99 ms", "mean ms"], added))
+    return (
+        table(header, rows)
+        + "<h2>Added TTFT (through − direct, paired per prompt)</h2>"
+        + table(["target", "pairs", "p50 ms", "p90 ms", "p99 ms", "mean ms"], added)
+    )
 
 
 def pcts(values: Percentiles) -> tuple[float | None, float | None, float | None]:
@@ -186,18 +226,35 @@ def pcts(values: Percentiles) -> tuple[float | None, float | None, float | None]
 
 
 def live_html(result: LiveResult) -> str:
-    state = "interrupted (Ctrl-C): what was measured until then" if result.interrupted else (
-        f"stopped by the {result.stopped_by}" if result.stopped_by else "complete")
-    meta = [("date", result.date), ("command", result.command), *machine_rows(result.machine),
-            ("gateway", result.gateway), ("run", (f"{state}; {len(result.samples)} requests in {result.duration_s} s; "
-                                                 f"{result.requests_per_target} prompts per target, concurrency "
-                                                 f"{result.concurrency}"))]
+    state = (
+        "interrupted (Ctrl-C): what was measured until then"
+        if result.interrupted
+        else (f"stopped by the {result.stopped_by}" if result.stopped_by else "complete")
+    )
+    meta = [
+        ("date", result.date),
+        ("command", result.command),
+        *machine_rows(result.machine),
+        ("gateway", result.gateway),
+        (
+            "run",
+            (
+                f"{state}; {len(result.samples)} requests in {result.duration_s} s; "
+                f"{result.requests_per_target} prompts per target, concurrency "
+                f"{result.concurrency}"
+            ),
+        ),
+    ]
     sections = [
         ("Figures", live_tables(result)),
-        ("Time to first token: through the gateway vs direct",
-         images((ttft_cdf(result, t.label) for t in result.targets), "TTFT CDF")),
-        ("Throughput and the gateway's added TTFT",
-         images([tokens_per_s_chart(result), added_histogram(result)], "tokens per second, added TTFT")),
+        (
+            "Time to first token: through the gateway vs direct",
+            images((ttft_cdf(result, t.label) for t in result.targets), "TTFT CDF"),
+        ),
+        (
+            "Throughput and the gateway's added TTFT",
+            images([tokens_per_s_chart(result), added_histogram(result)], "tokens per second, added TTFT"),
+        ),
     ]
     return page("streamgate live bench", meta, sections)
 
@@ -208,7 +265,8 @@ def live_html(result: LiveResult) -> str:
 def servers_of(figures: dict[str, dict[str, float | None]]) -> list[str]:
     names = {name for values in figures.values() for name in values}
     return [name for name in ("upstream", "streamgate", "tutorial") if name in names] + sorted(
-        names - {"upstream", "streamgate", "tutorial"})
+        names - {"upstream", "streamgate", "tutorial"}
+    )
 
 
 def concurrencies(figures: dict[str, Any]) -> list[int]:
@@ -227,8 +285,13 @@ def mock_ttft_chart(figures: dict[str, dict[str, float | None]], concurrency: in
         axes.set_ylim(0.4, 1.02)
         axes.legend(loc="lower right")
 
-    return chart(f"TTFT at concurrency {concurrency} (p50, p90, p99)", "time to first token (ms, log)",
-                 "fraction of requests", draw, SMALL)
+    return chart(
+        f"TTFT at concurrency {concurrency} (p50, p90, p99)",
+        "time to first token (ms, log)",
+        "fraction of requests",
+        draw,
+        SMALL,
+    )
 
 
 def log_scale(axis: Any, set_scale: Callable[[str], None]) -> None:
@@ -241,8 +304,9 @@ def log_scale(axis: Any, set_scale: Callable[[str], None]) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def bars(figures: dict[str, dict[str, float | None]], names: list[tuple[str, str]], title: str,
-         ylabel: str) -> str | None:
+def bars(
+    figures: dict[str, dict[str, float | None]], names: list[tuple[str, str]], title: str, ylabel: str
+) -> str | None:
     present = [(name, label) for name, label in names if any(v is not None for v in figures.get(name, {}).values())]
     servers = [s for s in servers_of(figures) if any(figures[name].get(s) is not None for name, _ in present)]
     if not present:
@@ -252,8 +316,13 @@ def bars(figures: dict[str, dict[str, float | None]], names: list[tuple[str, str
         width = 0.8 / max(1, len(servers))
         for position, server in enumerate(servers):
             values = [figures[name].get(server) or 0.0 for name, _ in present]
-            axes.bar([i + (position - (len(servers) - 1) / 2) * width for i in range(len(present))], values, width,
-                     label=server, color=SERVER_COLOURS.get(server))
+            axes.bar(
+                [i + (position - (len(servers) - 1) / 2) * width for i in range(len(present))],
+                values,
+                width,
+                label=server,
+                color=SERVER_COLOURS.get(server),
+            )
         axes.set_xticks(range(len(present)), [label for _, label in present])
         axes.legend()
 
@@ -261,9 +330,14 @@ def bars(figures: dict[str, dict[str, float | None]], names: list[tuple[str, str
 
 
 def open_loop_chart(figures: dict[str, dict[str, float | None]]) -> str | None:
-    rates = sorted(int(name.split("_")[2]) for name in figures
-                   if name.startswith("open_loop_") and name.endswith("_p99_ms") and "added" not in name
-                   and name.split("_")[2].isdigit())
+    rates = sorted(
+        int(name.split("_")[2])
+        for name in figures
+        if name.startswith("open_loop_")
+        and name.endswith("_p99_ms")
+        and "added" not in name
+        and name.split("_")[2].isdigit()
+    )
     if not rates:
         return None
 
@@ -276,18 +350,30 @@ def open_loop_chart(figures: dict[str, dict[str, float | None]]) -> str | None:
         log_scale(axes.yaxis, axes.set_yscale)
         axes.legend()
 
-    return chart("Open loop: TTFT p99 against the offered rate", "offered rate (requests/s)",
-                 "TTFT p99 (ms, log)", draw)
+    return chart(
+        "Open loop: TTFT p99 against the offered rate", "offered rate (requests/s)", "TTFT p99 (ms, log)", draw
+    )
 
 
 def mock_charts(figures: dict[str, dict[str, float | None]]) -> list[str]:
     charts: list[str | None] = [mock_ttft_chart(figures, c) for c in concurrencies(figures)]
-    charts.append(bars(figures, [("single_stream_frames_per_s", "one stream"),
-                                 ("many_streams_frames_per_s", "many streams")],
-                       "Frames per second", "frames/s"))
+    charts.append(
+        bars(
+            figures,
+            [("single_stream_frames_per_s", "one stream"), ("many_streams_frames_per_s", "many streams")],
+            "Frames per second",
+            "frames/s",
+        )
+    )
     charts.append(bars(figures, [("cpu_us_per_frame", "per frame (µs)")], "Server CPU per frame", "CPU µs"))
-    charts.append(bars(figures, [("cpu_ms_per_short_request", "per 8-token request (ms)")],
-                       "Server CPU per short request", "CPU ms"))
+    charts.append(
+        bars(
+            figures,
+            [("cpu_ms_per_short_request", "per 8-token request (ms)")],
+            "Server CPU per short request",
+            "CPU ms",
+        )
+    )
     charts.append(open_loop_chart(figures))
     return [c for c in charts if c is not None]
 
@@ -295,9 +381,14 @@ def mock_charts(figures: dict[str, dict[str, float | None]]) -> list[str]:
 def mock_html(data: dict[str, Any]) -> str:
     machine = data.get("machine", {})
     versions = ", ".join(f"{k} {machine[k]}" for k in ("openai", "anthropic", "google-genai") if k in machine)
-    meta = [("date", data.get("date")), ("command", data.get("command")),
-            ("machine", f"Linux {machine.get('kernel', '')}; {machine.get('cpu', '')}; {machine.get('cores')} CPUs"),
-            ("Python", machine.get("python")), ("versions", versions), ("duration", f"{data.get('duration_s')} s")]
+    meta = [
+        ("date", data.get("date")),
+        ("command", data.get("command")),
+        ("machine", f"Linux {machine.get('kernel', '')}; {machine.get('cpu', '')}; {machine.get('cores')} CPUs"),
+        ("Python", machine.get("python")),
+        ("versions", versions),
+        ("duration", f"{data.get('duration_s')} s"),
+    ]
     sections = []
     for provider, result in data.get("results", {}).items():
         sections.append((f"{provider}: charts", images(mock_charts(result.get("figures", {})), provider)))

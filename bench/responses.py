@@ -47,8 +47,9 @@ def free_port() -> int:
 
 @contextmanager
 def process(argv: list[str], env: dict[str, str], ready: Callable[[], bool]) -> Iterator[subprocess.Popen[bytes]]:
-    started = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    started = subprocess.Popen(
+        argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready():
@@ -108,8 +109,13 @@ def conversation(turns: int) -> list[dict[str, object]]:
     items: list[dict[str, object]] = []
     for turn in range(turns):
         items.append({"role": "user", "content": [{"type": "input_text", "text": f"Question {turn}: " + "why? " * 40}]})
-        items.append({"type": "message", "role": "assistant", "content": [
-            {"type": "output_text", "text": f"Answer {turn}: " + "because. " * 60}]})
+        items.append(
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": f"Answer {turn}: " + "because. " * 60}],
+            }
+        )
     return items
 
 
@@ -125,8 +131,11 @@ def state_phase(url: str, pid: int, turns: int, count: int, rounds: int) -> tupl
         read_stream(client, "/v1/responses", {"model": model, "stream": True, "input": [*earlier, new]})
 
     def continued() -> None:
-        read_stream(client, "/v1/responses", {"model": model, "stream": True, "previous_response_id": stored["id"],
-                                              "input": [new]})
+        read_stream(
+            client,
+            "/v1/responses",
+            {"model": model, "stream": True, "previous_response_id": stored["id"], "input": [new]},
+        )
 
     return alternate(pid, whole, continued, count, rounds)
 
@@ -142,8 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     mock_port, gateway_port = free_port(), free_port()
     mock = [sys.executable, "-m", "bench.mock_upstream", "--port", str(mock_port)]
     with process(mock, {}, answers(f"http://127.0.0.1:{mock_port}/_bench/stats")):
-        env = {"PORT": str(gateway_port), "ANTHROPIC_API_KEY": "sk-bench", "ACCESS_LOG": "0",
-               "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{mock_port}", "MODEL_CATALOG_REFRESH_S": "0"}
+        env = {
+            "PORT": str(gateway_port),
+            "ANTHROPIC_API_KEY": "sk-bench",
+            "ACCESS_LOG": "0",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{mock_port}",
+            "MODEL_CATALOG_REFRESH_S": "0",
+        }
         url = f"http://127.0.0.1:{gateway_port}"
         with process([sys.executable, "server.py"], env, answers(url + "/api/v1/chat/stream/health")) as gateway:
             client = httpx.Client(base_url=url, timeout=60)
@@ -151,27 +165,53 @@ def main(argv: list[str] | None = None) -> None:
             native = {"provider": "anthropic", "model": model, "messages": [{"role": "user", "content": "Hi"}]}
             responses = {"model": f"anthropic/{model}", "input": "Hi", "stream": True}
             cost_native, cost_responses = alternate(
-                gateway.pid, lambda: read_stream(client, "/api/v1/chat/stream", native),
-                lambda: read_stream(client, "/v1/responses", responses), args.requests, args.rounds)
+                gateway.pid,
+                lambda: read_stream(client, "/api/v1/chat/stream", native),
+                lambda: read_stream(client, "/v1/responses", responses),
+                args.requests,
+                args.rounds,
+            )
             per_frame = [cost / args.tokens * 1e6 for cost in (cost_native, cost_responses)]
-            print(f"frames: CPU per content frame, native → anthropic {per_frame[0]:.1f} µs, "
-                  f"/v1/responses → anthropic {per_frame[1]:.1f} µs: {per_frame[1] / per_frame[0]:.2f}× (≤ 1.3×)")
+            print(
+                f"frames: CPU per content frame, native → anthropic {per_frame[0]:.1f} µs, "
+                f"/v1/responses → anthropic {per_frame[1]:.1f} µs: {per_frame[1] / per_frame[0]:.2f}× (≤ 1.3×)"
+            )
             whole, continued = state_phase(url, gateway.pid, args.turns, args.requests * 3, args.rounds)
-            print(f"state (in process): CPU per request, whole conversation {whole * 1e3:.2f} ms, "
-                  f"previous_response_id {continued * 1e3:.2f} ms: {continued / whole:.2f}× (≤ 1.1×)")
+            print(
+                f"state (in process): CPU per request, whole conversation {whole * 1e3:.2f} ms, "
+                f"previous_response_id {continued * 1e3:.2f} ms: {continued / whole:.2f}× (≤ 1.1×)"
+            )
         if shutil.which("redis-server") is None:
             print("state (Redis): skipped, redis-server not installed")
             return
         redis_port = free_port()
         with tempfile.TemporaryDirectory() as directory:
-            redis_argv = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", directory]
-            with process(redis_argv, {}, lambda: _redis_up(redis_port)), \
-                    process([sys.executable, "server.py"], {**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
-                            answers(url + "/api/v1/chat/stream/health")) as gateway:
+            redis_argv = [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                directory,
+            ]
+            with (
+                process(redis_argv, {}, lambda: _redis_up(redis_port)),
+                process(
+                    [sys.executable, "server.py"],
+                    {**env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
+                    answers(url + "/api/v1/chat/stream/health"),
+                ) as gateway,
+            ):
                 whole, continued = state_phase(url, gateway.pid, args.turns, args.requests * 3, args.rounds)
-                print(f"state (Redis): CPU per request, whole conversation {whole * 1e3:.2f} ms, "
-                      f"previous_response_id {continued * 1e3:.2f} ms: {continued / whole:.2f}× (≤ 1.1×)")
+                print(
+                    f"state (Redis): CPU per request, whole conversation {whole * 1e3:.2f} ms, "
+                    f"previous_response_id {continued * 1e3:.2f} ms: {continued / whole:.2f}× (≤ 1.1×)"
+                )
 
 
 def _redis_up(port: int) -> bool:

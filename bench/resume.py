@@ -38,21 +38,31 @@ from bench.run import (
 
 _MESSAGES = [{"role": "user", "content": "Say the bench text."}]
 RESUMABLE = Dialect(
-    "native", lambda model: "/api/v1/chat/stream",
+    "native",
+    lambda model: "/api/v1/chat/stream",
     lambda model, provider: msgspec.json.encode(
-        {"provider": provider, "model": model, "messages": _MESSAGES, "resumable": True}),
-    read_native, True)
+        {"provider": provider, "model": model, "messages": _MESSAGES, "resumable": True}
+    ),
+    read_native,
+    True,
+)
 
 
 def start(argv: list[str], env: dict[str, str], core: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["taskset", "-c", core, *argv], cwd=ROOT, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        ["taskset", "-c", core, *argv],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def cpu_per_frame(target: Target, streams: int, tokens: int, delay_ms: float) -> float:
     before = await idle_cpu_seconds(target.pid)
-    outcomes = await run_streams(target, count=streams, concurrency=streams, tokens=tokens, delay_ms=delay_ms,
-                                 timeout_s=120)
+    outcomes = await run_streams(
+        target, count=streams, concurrency=streams, tokens=tokens, delay_ms=delay_ms, timeout_s=120
+    )
     after = await idle_cpu_seconds(target.pid)
     failed = [o.failure for o in outcomes if o.failure]
     assert not failed, failed[:3]
@@ -62,8 +72,9 @@ async def cpu_per_frame(target: Target, streams: int, tokens: int, delay_ms: flo
 async def resume_latency(port: int, stream_id: str, after: int, count: int) -> list[float]:
     """Seconds from a resume request written to its first frame read, one keep-alive connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = (f"GET /api/v1/chat/stream/{stream_id} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
-               f"last-event-id: {after}\r\n\r\n").encode()
+    request = (
+        f"GET /api/v1/chat/stream/{stream_id} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nlast-event-id: {after}\r\n\r\n"
+    ).encode()
     first_frame = b"id: %d\n" % (after + 1)
     latencies = []
     for _ in range(count):
@@ -81,11 +92,15 @@ async def resume_latency(port: int, stream_id: str, after: int, count: int) -> l
 
 async def a_finished_stream(port: int, tokens: int) -> str:
     """The id of a resumable stream of `tokens` frames, read to its end."""
-    body = msgspec.json.encode({"provider": "openai", "model": f"bench-{tokens}-0", "messages": _MESSAGES,
-                                "resumable": True})
+    body = msgspec.json.encode(
+        {"provider": "openai", "model": f"bench-{tokens}-0", "messages": _MESSAGES, "resumable": True}
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"POST /api/v1/chat/stream HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+    writer.write(
+        f"POST /api/v1/chat/stream HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+        + body
+    )
     received = await reader.read()
     writer.close()
     head = received.split(b"\r\n\r\n", 1)[0].decode()
@@ -106,8 +121,13 @@ async def main(rounds: int) -> None:
         started.append(mock)
         mock_port = int(mock.stdout.readline().split()[1])  # type: ignore[union-attr]
         redis_port = free_port()
-        started.append(start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], {}, CLIENT_CORE))
+        started.append(
+            start(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                {},
+                CLIENT_CORE,
+            )
+        )
         env = {**provider_env(mock_port), "HOST": "127.0.0.1"}
         targets: dict[str, tuple[Target, Target]] = {}
         for name, extra in (("in-process", {}), ("redis", {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"})):
@@ -115,31 +135,42 @@ async def main(rounds: int) -> None:
             server = start([sys.executable, "server.py"], {**env, **extra, "PORT": str(port)}, SERVER_CORE)
             started.append(server)
             await wait_ready("127.0.0.1", port, "/api/v1/chat/stream/health", server, name)
-            targets[name] = (Target(name, "127.0.0.1", port, DIALECTS["native"], "openai", server.pid),
-                             Target(name, "127.0.0.1", port, RESUMABLE, "openai", server.pid))
+            targets[name] = (
+                Target(name, "127.0.0.1", port, DIALECTS["native"], "openai", server.pid),
+                Target(name, "127.0.0.1", port, RESUMABLE, "openai", server.pid),
+            )
         loads = {"burst 64x2000": (64, 2000, 0.0), "paced 64x300 2ms": (64, 300, 2.0)}
         cpu: dict[tuple[str, str], list[float]] = {}
         for target in [t for pair in targets.values() for t in pair]:
             await cpu_per_frame(target, 16, 200, 0)  # warm-up
         for _ in range(rounds):
             for load, (streams, tokens, delay_ms) in loads.items():
-                cases = [("plain", targets["in-process"][0]), ("in-process", targets["in-process"][1]),
-                         ("redis", targets["redis"][1])]
+                cases = [
+                    ("plain", targets["in-process"][0]),
+                    ("in-process", targets["in-process"][1]),
+                    ("redis", targets["redis"][1]),
+                ]
                 for case, target in cases:
                     cpu.setdefault((load, case), []).append(await cpu_per_frame(target, streams, tokens, delay_ms))
         print(f"| CPU per content frame (median of {rounds} rounds) | plain | resumable in-process | resumable Redis |")
         print("|---|---|---|---|")
         for load in loads:
-            plain, memory, redis = (statistics.median(cpu[load, case]) * 1e6 for case in ("plain", "in-process", "redis"))
-            print(f"| {load} | {plain:.1f} µs | {memory:.1f} µs ({memory / plain:.2f}×) | "
-                  f"{redis:.1f} µs ({redis / plain:.2f}×) |")
+            plain, memory, redis = (
+                statistics.median(cpu[load, case]) * 1e6 for case in ("plain", "in-process", "redis")
+            )
+            print(
+                f"| {load} | {plain:.1f} µs | {memory:.1f} µs ({memory / plain:.2f}×) | "
+                f"{redis:.1f} µs ({redis / plain:.2f}×) |"
+            )
         print()
         print("| resume → first replayed frame (300 resumes after frame 100 of 200) | p50 | p99 |")
         print("|---|---|---|")
         for name, (plain_target, _) in targets.items():
             stream_id = await a_finished_stream(plain_target.port, 200)
             latencies = await resume_latency(plain_target.port, stream_id, 100, 300)
-            print(f"| {name} | {percentile(latencies, 0.5) * 1e3:.2f} ms | {percentile(latencies, 0.99) * 1e3:.2f} ms |")
+            print(
+                f"| {name} | {percentile(latencies, 0.5) * 1e3:.2f} ms | {percentile(latencies, 0.99) * 1e3:.2f} ms |"
+            )
     finally:
         for process in reversed(started):
             if process.poll() is None:

@@ -58,7 +58,8 @@ HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding
 
 def sse(tokens: int) -> bytes:
     chunks: list[dict[str, object]] = [
-        {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]} for i in range(tokens)]
+        {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]} for i in range(tokens)
+    ]
     chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     usage = {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": 5 + tokens}
     chunks.append({"choices": [], "usage": usage})
@@ -83,8 +84,9 @@ class Upstreams:
     def start(self) -> None:
         loop = asyncio.new_event_loop()
         for name in ("a", "b"):
-            server = loop.run_until_complete(asyncio.start_server(
-                lambda r, w, name=name: self.connection(name, r, w), "127.0.0.1", 0, backlog=1024))
+            server = loop.run_until_complete(
+                asyncio.start_server(lambda r, w, name=name: self.connection(name, r, w), "127.0.0.1", 0, backlog=1024)
+            )
             self.ports[name] = server.sockets[0].getsockname()[1]
         threading.Thread(target=loop.run_forever, daemon=True).start()
 
@@ -92,8 +94,11 @@ class Upstreams:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
                 model = json.loads(await reader.readexactly(length))["model"]
                 self.counts[name] += 1
                 if model == MAVERICK:
@@ -101,8 +106,10 @@ class Upstreams:
                 self.ratelimit += model == "ratelimit"
                 if model == "ratelimit" and self.ratelimit % 2:  # every other one: 5 in a row open the breaker
                     body = b'{"error": {"message": "slow down", "type": "requests", "param": null, "code": null}}'
-                    writer.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
-                                 b"retry-after: 0\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
+                    writer.write(
+                        b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+                        b"retry-after: 0\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+                    )
                     self.refused_at = time.perf_counter()
                     continue
                 writer.write(HEAD)
@@ -214,17 +221,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         config = Path(directory) / "streamgate.toml"
         config.write_text(CONFIG)
-        env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
-               "OPENAI_API_KEY": "sk-bench", "TOGETHER_API_KEY": "tg-bench", "ACCESS_LOG": "0",
-               "OPENAI_BASE_URL": f"http://127.0.0.1:{upstreams.ports['a']}/v1",
-               "TOGETHER_BASE_URL": f"http://127.0.0.1:{upstreams.ports['b']}/v1",
-               "UPSTREAM_MAX_RETRIES": "0", "MODEL_CATALOG_REFRESH_S": "0", "PORT": str(port)}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+            "OPENAI_API_KEY": "sk-bench",
+            "TOGETHER_API_KEY": "tg-bench",
+            "ACCESS_LOG": "0",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{upstreams.ports['a']}/v1",
+            "TOGETHER_BASE_URL": f"http://127.0.0.1:{upstreams.ports['b']}/v1",
+            "UPSTREAM_MAX_RETRIES": "0",
+            "MODEL_CATALOG_REFRESH_S": "0",
+            "PORT": str(port),
+        }
         pinned = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
         if pinned:
             os.sched_setaffinity(0, {1})
-        gateway = subprocess.Popen([*pinned, sys.executable, "-m", "streamgate", "--config", str(config)],
-                                   cwd=directory, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=open(Path(directory) / "gateway.log", "wb"))  # noqa: SIM115
+        gateway = subprocess.Popen(
+            [*pinned, sys.executable, "-m", "streamgate", "--config", str(config)],
+            cwd=directory,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(directory) / "gateway.log", "wb"),
+        )  # noqa: SIM115
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60

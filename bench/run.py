@@ -70,12 +70,30 @@ class Plan:
 
 OPEN_LOOP_RATES = (250, 500, 1000, 1500, 2000, 2500)
 OPEN_LOOP_TOKENS = 8
-FULL = Plan(rounds=4, ttft={1: 60, 16: 320, 128: 512}, single_tokens=20_000, many_streams=64,
-            many_tokens=2_000, short_requests=1_000, held_streams=1_000, open_loop_s=8.0,
-            saturation_requests=3_000, resumes=300)
-QUICK = Plan(rounds=2, ttft={1: 15, 16: 64, 128: 384}, single_tokens=4_000, many_streams=64,
-             many_tokens=200, short_requests=160, held_streams=200, open_loop_s=1.0,
-             saturation_requests=600, resumes=100)
+FULL = Plan(
+    rounds=4,
+    ttft={1: 60, 16: 320, 128: 512},
+    single_tokens=20_000,
+    many_streams=64,
+    many_tokens=2_000,
+    short_requests=1_000,
+    held_streams=1_000,
+    open_loop_s=8.0,
+    saturation_requests=3_000,
+    resumes=300,
+)
+QUICK = Plan(
+    rounds=2,
+    ttft={1: 15, 16: 64, 128: 384},
+    single_tokens=4_000,
+    many_streams=64,
+    many_tokens=200,
+    short_requests=160,
+    held_streams=200,
+    open_loop_s=1.0,
+    saturation_requests=600,
+    resumes=100,
+)
 
 
 # --- processes --------------------------------------------------------------------------
@@ -106,8 +124,13 @@ class Processes:
         log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed in `stop_all`
         self.logs.append(log)
         pinned = ["taskset", "-c", core if core is not None else ALL_CORES]
-        process = subprocess.Popen([*pinned, *argv], cwd=ROOT, env={**os.environ, **env},
-                                   stdout=subprocess.PIPE if name == "mock" else log, stderr=log)
+        process = subprocess.Popen(
+            [*pinned, *argv],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE if name == "mock" else log,
+            stderr=log,
+        )
         self.started.append(process)
         return process
 
@@ -284,23 +307,61 @@ class Bench:
             print(f"  round {round_index + 1}/{plan.rounds}", file=sys.stderr, flush=True)
             for concurrency, count in plan.ttft.items():
                 for target in order:
-                    await self.measure(f"ttft_c{concurrency}", target, lambda t=target, c=concurrency, n=count:
-                                       run_streams(t, count=n, concurrency=c, tokens=16, delay_ms=5,
-                                                   timeout_s=30), cpu=False)
+                    await self.measure(
+                        f"ttft_c{concurrency}",
+                        target,
+                        lambda t=target, c=concurrency, n=count: run_streams(
+                            t, count=n, concurrency=c, tokens=16, delay_ms=5, timeout_s=30
+                        ),
+                        cpu=False,
+                    )
             for target in order:
-                await self.measure("single_stream", target, lambda t=target: run_streams(
-                    t, count=1, concurrency=1, tokens=plan.single_tokens, delay_ms=0, timeout_s=120), cpu=True)
+                await self.measure(
+                    "single_stream",
+                    target,
+                    lambda t=target: run_streams(
+                        t, count=1, concurrency=1, tokens=plan.single_tokens, delay_ms=0, timeout_s=120
+                    ),
+                    cpu=True,
+                )
             for target in order:
-                await self.measure("many_streams", target, lambda t=target: run_streams(
-                    t, count=plan.many_streams, concurrency=plan.many_streams, tokens=plan.many_tokens,
-                    delay_ms=0, timeout_s=180), cpu=True)
+                await self.measure(
+                    "many_streams",
+                    target,
+                    lambda t=target: run_streams(
+                        t,
+                        count=plan.many_streams,
+                        concurrency=plan.many_streams,
+                        tokens=plan.many_tokens,
+                        delay_ms=0,
+                        timeout_s=180,
+                    ),
+                    cpu=True,
+                )
             for target in order:
-                await self.measure("short_requests", target, lambda t=target: run_streams(
-                    t, count=plan.short_requests, concurrency=16, tokens=8, delay_ms=0, timeout_s=30), cpu=True)
+                await self.measure(
+                    "short_requests",
+                    target,
+                    lambda t=target: run_streams(
+                        t, count=plan.short_requests, concurrency=16, tokens=8, delay_ms=0, timeout_s=30
+                    ),
+                    cpu=True,
+                )
             if self.own_phases:  # the same load as `many_streams`, each token a tool-call fragment
-                await self.measure("tool_streams", self.streamgate, lambda t=self.streamgate: run_streams(
-                    t, count=plan.many_streams, concurrency=plan.many_streams, tokens=plan.many_tokens,
-                    delay_ms=0, timeout_s=180, tool=True), cpu=True)
+                await self.measure(
+                    "tool_streams",
+                    self.streamgate,
+                    lambda t=self.streamgate: run_streams(
+                        t,
+                        count=plan.many_streams,
+                        concurrency=plan.many_streams,
+                        tokens=plan.many_tokens,
+                        delay_ms=0,
+                        timeout_s=180,
+                        tool=True,
+                    ),
+                    cpu=True,
+                )
 
     async def held_streams(self, target: Target) -> None:
         """Memory per open stream, then how fast the upstream is let go after a mass abort."""
@@ -316,10 +377,14 @@ class Bench:
         stats = await get_json(*self.mock, "/_bench/stats")
         closed_in_1s = sum(1 for t in stats["aborted_at"] if t - aborted_at <= 1.0)  # type: ignore[index]
         self.memory[target.name] = {
-            "streams": count, "open": opened, "failed": count - opened,
-            "rss_baseline_kib": baseline, "rss_loaded_kib": loaded,
+            "streams": count,
+            "open": opened,
+            "failed": count - opened,
+            "rss_baseline_kib": baseline,
+            "rss_loaded_kib": loaded,
             "kib_per_stream": (loaded - baseline) / opened if opened and target.pid else None,
-            "upstream_closed_within_1s": closed_in_1s, "upstream_still_open_after_1_5s": stats["open"],
+            "upstream_closed_within_1s": closed_in_1s,
+            "upstream_still_open_after_1_5s": stats["open"],
         }
         await idle_cpu_seconds(target.pid)
 
@@ -335,16 +400,22 @@ class Bench:
         (added p99 TTFT over the upstream at that rate above the bound, or a failed stream)."""
         upstream, stepping = self.targets[0], self.targets[1:]
         for target in self.targets:  # connections of both hops opened, then let go idle
-            await run_open_loop(target, rate=OPEN_LOOP_RATES[0], duration_s=0.5, tokens=OPEN_LOOP_TOKENS,
-                                timeout_s=OPEN_LOOP_TIMEOUT_S)
+            await run_open_loop(
+                target, rate=OPEN_LOOP_RATES[0], duration_s=0.5, tokens=OPEN_LOOP_TOKENS, timeout_s=OPEN_LOOP_TIMEOUT_S
+            )
         for rate in OPEN_LOOP_RATES:
             if not stepping:
                 return
             print(f"  open loop: {rate} req/s", file=sys.stderr, flush=True)
             for target in [upstream, *stepping]:
                 await idle_cpu_seconds(target.pid)
-                outcomes = await run_open_loop(target, rate=rate, duration_s=self.plan.open_loop_s,
-                                               tokens=OPEN_LOOP_TOKENS, timeout_s=OPEN_LOOP_TIMEOUT_S)
+                outcomes = await run_open_loop(
+                    target,
+                    rate=rate,
+                    duration_s=self.plan.open_loop_s,
+                    tokens=OPEN_LOOP_TOKENS,
+                    timeout_s=OPEN_LOOP_TIMEOUT_S,
+                )
                 self.tally(f"open_loop_r{rate}", target).outcomes.extend(outcomes)
             stepping = [t for t in stepping if open_loop_holds(self.open_loop_p99(rate), t.name)]
 
@@ -356,8 +427,9 @@ class Bench:
     def open_loop_p99(self, rate: int) -> dict[str, tuple[float | None, int]]:
         """Target name -> (p99 TTFT in ms, failed streams) at `rate`."""
         tallies = self.tallies.get(f"open_loop_r{rate}", {})
-        return {name: (percentile([o.ttft * 1e3 for o in tally.ok], 99), tally.failed)
-                for name, tally in tallies.items()}
+        return {
+            name: (percentile([o.ttft * 1e3 for o in tally.ok], 99), tally.failed) for name, tally in tallies.items()
+        }
 
     async def workers(self, start: ServerStarter, stop: Callable[[subprocess.Popen[bytes]], None]) -> None:
         """8-token requests at saturation (closed loop) on `WORKERS=1` and `WORKERS=2`, both
@@ -372,10 +444,19 @@ class Bench:
                 await self.warm_up(target)
             for round_index in range(self.plan.rounds):
                 for workers in (1, 2) if round_index % 2 == 0 else (2, 1):
-                    await self.measure(f"workers{workers}_saturation", started[workers - 1][0],
-                                       lambda t=started[workers - 1][0]: run_streams(
-                                           t, count=self.plan.saturation_requests, concurrency=SATURATION_CONCURRENCY,
-                                           tokens=8, delay_ms=0, timeout_s=30), cpu=True)
+                    await self.measure(
+                        f"workers{workers}_saturation",
+                        started[workers - 1][0],
+                        lambda t=started[workers - 1][0]: run_streams(
+                            t,
+                            count=self.plan.saturation_requests,
+                            concurrency=SATURATION_CONCURRENCY,
+                            tokens=8,
+                            delay_ms=0,
+                            timeout_s=30,
+                        ),
+                        cpu=True,
+                    )
         finally:
             for _, process in started:
                 stop(process)
@@ -405,9 +486,19 @@ class Bench:
         for _ in range(self.plan.rounds):
             for phase, target in cases.items():
                 redis_before = tree_cpu_seconds(redis_process.pid) if redis is not None else 0.0
-                await self.measure(phase, target, lambda t=target: run_streams(
-                    t, count=self.plan.many_streams, concurrency=self.plan.many_streams,
-                    tokens=self.plan.many_tokens, delay_ms=0, timeout_s=180), cpu=True)
+                await self.measure(
+                    phase,
+                    target,
+                    lambda t=target: run_streams(
+                        t,
+                        count=self.plan.many_streams,
+                        concurrency=self.plan.many_streams,
+                        tokens=self.plan.many_tokens,
+                        delay_ms=0,
+                        timeout_s=180,
+                    ),
+                    cpu=True,
+                )
                 if phase == "resume_redis":
                     self.redis_cpu_s += tree_cpu_seconds(redis_process.pid) - redis_before
         for phase, target in cases.items():
@@ -428,8 +519,12 @@ class Bench:
             self.skipped["resume_redis"] = "redis-server is not installed"
             return None
         port = free_port()
-        process = processes.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                            "--save", "", "--appendonly", "no"], {}, CLIENT_CORE)
+        process = processes.start(
+            "redis",
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            {},
+            CLIENT_CORE,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -485,14 +580,18 @@ def summarize(bench: Bench) -> dict[str, dict[str, float | int | None]]:
         if memory:
             put("kib_per_open_stream", name, memory["kib_per_stream"])
             put("upstream_closed_within_1s", name, memory["upstream_closed_within_1s"])
-        failed = sum(t.failed for phase, tallies in bench.tallies.items() if not phase.startswith("open_loop")
-                     for n, t in tallies.items() if n == name)
+        failed = sum(
+            t.failed
+            for phase, tallies in bench.tallies.items()
+            if not phase.startswith("open_loop")
+            for n, t in tallies.items()
+            if n == name
+        )
         put("failed_streams", name, failed + (int(memory.get("failed") or 0)))
     for name in ("streamgate", "tutorial"):
         if name in figures["ttft_c1_p50_ms"] and figures["ttft_c1_p50_ms"].get("upstream") is not None:
             value = figures["ttft_c1_p50_ms"][name]
-            put("added_ttft_c1_p50_ms", name,
-                None if value is None else value - figures["ttft_c1_p50_ms"]["upstream"])  # type: ignore[operator]
+            put("added_ttft_c1_p50_ms", name, None if value is None else value - figures["ttft_c1_p50_ms"]["upstream"])  # type: ignore[operator]
     if bench.own_phases:
         summarize_own(bench, put)
     return figures
@@ -561,8 +660,11 @@ def summarize_own(bench: Bench, put: Callable[[str, str, float | int | None], No
                     put("redis_own_cpu_us_per_frame", sg, per(bench.redis_cpu_s, frames, 1e6))
         for store in ("in_process", "redis"):
             if f"resume_{store}" in cpu_per_frame:
-                put(f"resume_{store}_cpu_ratio", sg,
-                    ratio(cpu_per_frame[f"resume_{store}"], cpu_per_frame["resume_plain"]))
+                put(
+                    f"resume_{store}_cpu_ratio",
+                    sg,
+                    ratio(cpu_per_frame[f"resume_{store}"], cpu_per_frame["resume_plain"]),
+                )
             latencies = bench.resume_latency_ms.get(f"resume_{store}", [])
             if latencies:
                 put(f"resume_{store}_first_frame_p50_ms", sg, percentile(latencies, 50))
@@ -636,11 +738,13 @@ def table(figures: dict[str, dict[str, float | int | None]], held: int, judged: 
     for figure, values in figures.items():
         ours, theirs, limit = (values.get(n) for n in names[1:] + names[:1])
         target, met = verdict(figure, values, held) if judged else ("", "")
-        rows.append([figure, *(_fmt(values.get(n)) for n in names), _ratio(ours, theirs), _ratio(ours, limit),
-                     target, met])
+        rows.append(
+            [figure, *(_fmt(values.get(n)) for n in names), _ratio(ours, theirs), _ratio(ours, limit), target, met]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -665,11 +769,17 @@ def _ratio(a: float | None, b: float | None) -> str:
 def provider_env(mock_port: int) -> dict[str, str]:
     mock = f"http://127.0.0.1:{mock_port}"
     return {
-        "OPENAI_BASE_URL": f"{mock}/v1", "OPENAI_API_KEY": "bench",
-        "TOGETHER_BASE_URL": f"{mock}/v1", "TOGETHER_API_KEY": "bench",
-        "ANTHROPIC_BASE_URL": mock, "ANTHROPIC_API_KEY": "bench",
-        "GEMINI_BASE_URL": mock, "GEMINI_API_KEY": "bench",
-        "UPSTREAM_MAX_RETRIES": "0", "SHUTDOWN_GRACE_S": "1", "PYTHONUNBUFFERED": "1",
+        "OPENAI_BASE_URL": f"{mock}/v1",
+        "OPENAI_API_KEY": "bench",
+        "TOGETHER_BASE_URL": f"{mock}/v1",
+        "TOGETHER_API_KEY": "bench",
+        "ANTHROPIC_BASE_URL": mock,
+        "ANTHROPIC_API_KEY": "bench",
+        "GEMINI_BASE_URL": mock,
+        "GEMINI_API_KEY": "bench",
+        "UPSTREAM_MAX_RETRIES": "0",
+        "SHUTDOWN_GRACE_S": "1",
+        "PYTHONUNBUFFERED": "1",
     }
 
 
@@ -681,17 +791,39 @@ async def bench_provider(provider: str, plan: Plan, processes: Processes, only: 
     targets = [Target("upstream", host, mock_port, DIALECTS[provider], provider)]
     servers = {
         "streamgate": ([sys.executable, "server.py"], "/api/v1/chat/stream/health"),
-        "tutorial": ([sys.executable, "-m", "uvicorn", "bench.tutorial_app:app", "--host", host, "--port", "{port}",
-                      "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                     "/health"),
+        "tutorial": (
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.tutorial_app:app",
+                "--host",
+                host,
+                "--port",
+                "{port}",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            "/health",
+        ),
     }
 
-    async def start(name: str, extra_env: dict[str, str], core: str | None,
-                    server: str = "streamgate") -> tuple[Target, subprocess.Popen[bytes]]:
+    async def start(
+        name: str, extra_env: dict[str, str], core: str | None, server: str = "streamgate"
+    ) -> tuple[Target, subprocess.Popen[bytes]]:
         argv, health = servers[server]
         port = free_port()
-        process = processes.start(name, [a.replace("{port}", str(port)) for a in argv],
-                                  {**env, "HOST": host, "PORT": str(port), **extra_env}, core)
+        process = processes.start(
+            name,
+            [a.replace("{port}", str(port)) for a in argv],
+            {**env, "HOST": host, "PORT": str(port), **extra_env},
+            core,
+        )
         await wait_ready(host, port, health, process, name)
         return Target(server, host, port, DIALECTS["native"], provider, process.pid), process
 
@@ -711,23 +843,45 @@ async def bench_provider(provider: str, plan: Plan, processes: Processes, only: 
         print("  resume", file=sys.stderr, flush=True)
         await bench.resume(start, processes)
     figures = summarize(bench)
-    failures = {phase: {name: tally.failures() for name, tally in tallies.items() if tally.failed}
-                for phase, tallies in bench.tallies.items()}
-    samples = {phase: {name: len(tally.ok) for name, tally in tallies.items()} for phase, tallies in bench.tallies.items()}
-    return {"figures": figures, "samples": samples, "memory": bench.memory,
-            "failures": {k: v for k, v in failures.items() if v}, "skipped": bench.skipped,
-            "table": table(figures, plan.held_streams, judged=provider == "openai")}
+    failures = {
+        phase: {name: tally.failures() for name, tally in tallies.items() if tally.failed}
+        for phase, tallies in bench.tallies.items()
+    }
+    samples = {
+        phase: {name: len(tally.ok) for name, tally in tallies.items()} for phase, tallies in bench.tallies.items()
+    }
+    return {
+        "figures": figures,
+        "samples": samples,
+        "memory": bench.memory,
+        "failures": {k: v for k, v in failures.items() if v},
+        "skipped": bench.skipped,
+        "table": table(figures, plan.held_streams, judged=provider == "openai"),
+    }
 
 
 def machine() -> dict[str, object]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     import anthropic
     import google.genai
     import openai
 
-    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "openai": openai.__version__, "anthropic": anthropic.__version__, "google-genai": google.genai.__version__}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openai": openai.__version__,
+        "anthropic": anthropic.__version__,
+        "google-genai": google.genai.__version__,
+    }
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
@@ -755,9 +909,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     with asyncio.Runner(loop_factory=new_event_loop()) as runner:
         results = runner.run(main_async(args))
-    report = {"command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "duration_s": round(time.time() - started, 1), "machine": machine(), "results": results}
+    report = {
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine(),
+        "results": results,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime(started))
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -769,4 +927,3 @@ def main(argv: list[str] | None = None) -> None:
         for phase, reason in result["skipped"].items():  # type: ignore[index]
             print(f"skipped {phase}: {reason}")
     print(f"\nfigures: {path.relative_to(ROOT)}  ({report['duration_s']} s)")
-

@@ -24,10 +24,13 @@ from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 openai_client = AsyncOpenAI(base_url=os.environ.get("OPENAI_BASE_URL"), api_key=os.environ.get("OPENAI_API_KEY"))
-anthropic_client = AsyncAnthropic(base_url=os.environ.get("ANTHROPIC_BASE_URL"),
-                                  api_key=os.environ.get("ANTHROPIC_API_KEY"))
-gemini_client = genai.Client(api_key=os.environ.get("GEMINI_API_KEY", "unset"),
-                             http_options=types.HttpOptions(base_url=os.environ.get("GEMINI_BASE_URL")))
+anthropic_client = AsyncAnthropic(
+    base_url=os.environ.get("ANTHROPIC_BASE_URL"), api_key=os.environ.get("ANTHROPIC_API_KEY")
+)
+gemini_client = genai.Client(
+    api_key=os.environ.get("GEMINI_API_KEY", "unset"),
+    http_options=types.HttpOptions(base_url=os.environ.get("GEMINI_BASE_URL")),
+)
 
 app = FastAPI()
 
@@ -87,14 +90,21 @@ async def chat_stream(request: ChatRequest) -> EventSourceResponse:
 async def openai_chunks(request: ChatRequest) -> AsyncIterator[StreamChunk]:
     model = request.model or "gpt-4o"
     stream = await openai_client.chat.completions.create(
-        model=model, messages=[m.model_dump() for m in request.messages], temperature=request.temperature,
-        max_tokens=request.max_tokens, stream=True, stream_options={"include_usage": True},
+        model=model,
+        messages=[m.model_dump() for m in request.messages],
+        temperature=request.temperature,
+        max_tokens=request.max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     finish_reason, usage = "stop", None
     async for chunk in stream:
         if chunk.usage:
-            usage = Usage(prompt_tokens=chunk.usage.prompt_tokens, completion_tokens=chunk.usage.completion_tokens,
-                          total_tokens=chunk.usage.total_tokens)
+            usage = Usage(
+                prompt_tokens=chunk.usage.prompt_tokens,
+                completion_tokens=chunk.usage.completion_tokens,
+                total_tokens=chunk.usage.total_tokens,
+            )
         if not chunk.choices:
             continue
         choice = chunk.choices[0]
@@ -110,7 +120,10 @@ async def anthropic_chunks(request: ChatRequest) -> AsyncIterator[StreamChunk]:
     system = "\n".join(m.content for m in request.messages if m.role == "system")
     messages = [m.model_dump() for m in request.messages if m.role != "system"]
     stream = await anthropic_client.messages.create(
-        model=model, messages=messages, max_tokens=request.max_tokens, stream=True,
+        model=model,
+        messages=messages,
+        max_tokens=request.max_tokens,
+        stream=True,
         **({"system": system} if system else {}),
     )
     stop_reason, prompt_tokens, output_tokens = "stop", 0, 0
@@ -122,15 +135,19 @@ async def anthropic_chunks(request: ChatRequest) -> AsyncIterator[StreamChunk]:
         elif event.type == "message_delta":
             output_tokens = event.usage.output_tokens
             stop_reason = {"max_tokens": "length", "tool_use": "tool_calls"}.get(event.delta.stop_reason, "stop")
-    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=output_tokens,
-                  total_tokens=prompt_tokens + output_tokens)
+    usage = Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=output_tokens, total_tokens=prompt_tokens + output_tokens
+    )
     yield StreamChunk(content="", finish_reason=stop_reason, model=model, provider="anthropic", usage=usage)
 
 
 async def gemini_chunks(request: ChatRequest) -> AsyncIterator[StreamChunk]:
     model = request.model or "gemini-2.5-flash"
-    contents = [types.Content(role="model" if m.role == "assistant" else "user", parts=[types.Part(text=m.content)])
-                for m in request.messages if m.role != "system"]
+    contents = [
+        types.Content(role="model" if m.role == "assistant" else "user", parts=[types.Part(text=m.content)])
+        for m in request.messages
+        if m.role != "system"
+    ]
     config = types.GenerateContentConfig(temperature=request.temperature, max_output_tokens=request.max_tokens)
     finish_reason, usage = "stop", None
     async for chunk in await gemini_client.aio.models.generate_content_stream(
@@ -138,13 +155,19 @@ async def gemini_chunks(request: ChatRequest) -> AsyncIterator[StreamChunk]:
     ):
         if chunk.usage_metadata and chunk.usage_metadata.candidates_token_count is not None:
             meta = chunk.usage_metadata
-            usage = Usage(prompt_tokens=meta.prompt_token_count or 0, completion_tokens=meta.candidates_token_count,
-                          total_tokens=meta.total_token_count or 0)
+            usage = Usage(
+                prompt_tokens=meta.prompt_token_count or 0,
+                completion_tokens=meta.candidates_token_count,
+                total_tokens=meta.total_token_count or 0,
+            )
         candidate = chunk.candidates[0] if chunk.candidates else None
         if candidate is None:
             continue
-        text = "".join(p.text for p in (candidate.content.parts or []) if p.text and not p.thought) \
-            if candidate.content else ""
+        text = (
+            "".join(p.text for p in (candidate.content.parts or []) if p.text and not p.thought)
+            if candidate.content
+            else ""
+        )
         if text:
             yield StreamChunk(content=text, finish_reason=None, model=model, provider="gemini")
         if candidate.finish_reason:

@@ -273,15 +273,15 @@ request_decoder = msgspec.json.Decoder(MessagesRequest)
 _any_decoder = msgspec.json.Decoder()
 
 #: `output_config.effort` → `reasoning_effort` (our scale tops at `high`).
-EFFORTS: dict[str, ReasoningEffort] = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high",
-                                       "max": "high"}
+EFFORTS: dict[str, ReasoningEffort] = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 #: Fields that would change the answer and that no provider we translate to can honour.
 UNTRANSLATABLE = ("top_k", "mcp_servers", "container")
 
 
 def refuse(path: str, problem: str, provider: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{path}: {problem}; {provider} cannot honour it through /v1/messages",
-                               provider=provider)
+    return InvalidRequestError(
+        f"{path}: {problem}; {provider} cannot honour it through /v1/messages", provider=provider
+    )
 
 
 def to_chat_request(request: MessagesRequest, provider: str, model: str) -> ChatRequest:
@@ -306,12 +306,23 @@ def to_chat_request(request: MessagesRequest, provider: str, model: str) -> Chat
     response_format = None
     if request.output_config is not None and request.output_config.format is not None:
         response_format = ResponseFormat(
-            "json_schema", JSONSchemaFormat("output", request.output_config.format.schema, strict=True))
-    chat = ChatRequest(messages=messages, provider=provider, model=model, temperature=request.temperature,
-                       max_tokens=request.max_tokens, thinking_enabled=thinking_enabled, reasoning_effort=effort,
-                       include_reasoning=include_reasoning, stop=request.stop_sequences or None,
-                       response_format=response_format, tools=tools, tool_choice=tool_choice,
-                       top_p=request.top_p)
+            "json_schema", JSONSchemaFormat("output", request.output_config.format.schema, strict=True)
+        )
+    chat = ChatRequest(
+        messages=messages,
+        provider=provider,
+        model=model,
+        temperature=request.temperature,
+        max_tokens=request.max_tokens,
+        thinking_enabled=thinking_enabled,
+        reasoning_effort=effort,
+        include_reasoning=include_reasoning,
+        stop=request.stop_sequences or None,
+        response_format=response_format,
+        tools=tools,
+        tool_choice=tool_choice,
+        top_p=request.top_p,
+    )
     check_request(chat)
     return chat
 
@@ -413,11 +424,13 @@ def assistant_message(message: Message, index: int, keep_thinking: bool, provide
             if keep_thinking and block.signature:  # type: ignore[union-attr]
                 thinking.append(ThinkingPart(block.thinking, block.signature))  # type: ignore[union-attr]
         elif kind is not RedactedThinkingBlock:
-            raise InvalidRequestError(f"$.messages[{index}].content[{number}].type: an assistant message cannot "
-                                      f"hold {tag(block)!r} blocks")
+            raise InvalidRequestError(
+                f"$.messages[{index}].content[{number}].type: an assistant message cannot hold {tag(block)!r} blocks"
+            )
     text = "".join(texts)
-    return ChatMessage("assistant", text if text or not calls else None, tool_calls=calls or None,
-                       thinking=thinking or None)
+    return ChatMessage(
+        "assistant", text if text or not calls else None, tool_calls=calls or None, thinking=thinking or None
+    )
 
 
 def reasoning_of(request: MessagesRequest) -> tuple[bool, ReasoningEffort | None, bool]:
@@ -501,8 +514,9 @@ STOP_REASONS = {
 _TEXT, _THINKING, _TOOL = 1, 2, 3
 _BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
 _BLOCK_START = b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,"content_block":%b}\n\n'
-_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-          b'"delta":{"type":"%b","%b":%b}}\n\n')
+_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"%b","%b":%b}}\n\n'
+)
 _TEXT_START = b'{"type":"text","text":""}'
 _THINKING_START = b'{"type":"thinking","thinking":"","signature":""}'
 _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -514,9 +528,12 @@ def anthropic_usage(usage: Usage | None, input_estimate: int) -> dict[str, Any]:
         return {"input_tokens": input_estimate, "output_tokens": 0}
     cached = usage.cached_tokens or 0
     created = usage.cache_creation_tokens or 0
-    body: dict[str, Any] = {"input_tokens": usage.prompt_tokens - cached - created,
-                            "output_tokens": usage.completion_tokens,
-                            "cache_read_input_tokens": cached, "cache_creation_input_tokens": created}
+    body: dict[str, Any] = {
+        "input_tokens": usage.prompt_tokens - cached - created,
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": created,
+    }
     if usage.reasoning_tokens is not None:
         body["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}
     return body
@@ -527,8 +544,17 @@ class MessagesFrames:
     goes out with the first frame; every block is opened and closed around its deltas. A
     passthrough's events (`raw`) go as they came, and then the final chunk writes nothing."""
 
-    __slots__ = ("message_id", "model", "input_estimate", "started", "block", "index", "calls", "passthrough",
-                 "final_sent")
+    __slots__ = (
+        "message_id",
+        "model",
+        "input_estimate",
+        "started",
+        "block",
+        "index",
+        "calls",
+        "passthrough",
+        "final_sent",
+    )
 
     def __init__(self, message_id: str, model: str, input_estimate: int = 0) -> None:
         self.message_id = message_id
@@ -543,11 +569,19 @@ class MessagesFrames:
 
     def _start(self) -> bytes:
         self.started = True
-        message: dict[str, Any] = {"id": self.message_id, "type": "message", "role": "assistant", "content": [],
-                   "model": self.model, "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self.input_estimate, "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": self.model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self.input_estimate, "output_tokens": 0},
+        }
         return b"event: message_start\ndata: %b\n\n" % json_encoder.encode(
-            {"type": "message_start", "message": message})
+            {"type": "message_start", "message": message}
+        )
 
     def _close(self) -> bytes:
         """`message_start` if not yet sent, and the stop of the open block, if any."""
@@ -602,10 +636,14 @@ class MessagesFrames:
         if chunk.finish_reason is FinishReason.ERROR:  # the failure that follows ends the stream in words
             self.final_sent = False
             return head
-        delta = {"type": "message_delta",
-                 "delta": {"stop_reason": STOP_REASONS.get(chunk.finish_reason, "end_turn"),  # type: ignore[arg-type]
-                           "stop_sequence": None},
-                 "usage": anthropic_usage(chunk.usage, self.input_estimate)}
+        delta = {
+            "type": "message_delta",
+            "delta": {
+                "stop_reason": STOP_REASONS.get(chunk.finish_reason, "end_turn"),  # type: ignore[arg-type]
+                "stop_sequence": None,
+            },
+            "usage": anthropic_usage(chunk.usage, self.input_estimate),
+        }
         return head + b"event: message_delta\ndata: %b\n\n" % json_encoder.encode(delta) + _MESSAGE_STOP
 
     def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
@@ -624,17 +662,31 @@ class MessagesFrames:
             return
         content: list[dict[str, Any]] = []
         if answer.reasoning or answer.signature:
-            content.append({"type": "thinking", "thinking": answer.reasoning or "",
-                            "signature": answer.signature or ""})
+            content.append(
+                {"type": "thinking", "thinking": answer.reasoning or "", "signature": answer.signature or ""}
+            )
         if answer.content:
             content.append({"type": "text", "text": answer.content})
         for call in answer.tool_calls or ():
-            content.append({"type": "tool_use", "id": call.id, "name": call.function.name,
-                            "input": tool_input(call.function.arguments)})
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": call.id,
+                    "name": call.function.name,
+                    "input": tool_input(call.function.arguments),
+                }
+            )
         final = answer.final
-        message = {"id": self.message_id, "type": "message", "role": "assistant", "content": content,
-                   "model": self.model, "stop_reason": STOP_REASONS.get(final.finish_reason, "end_turn"),  # type: ignore[arg-type]
-                   "stop_sequence": None, "usage": anthropic_usage(final.usage, self.input_estimate)}
+        message = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "content": content,
+            "model": self.model,
+            "stop_reason": STOP_REASONS.get(final.finish_reason, "end_turn"),  # type: ignore[arg-type]
+            "stop_sequence": None,
+            "usage": anthropic_usage(final.usage, self.input_estimate),
+        }
         await send_json(send, 200, json_encoder.encode(message))
 
 
@@ -756,7 +808,8 @@ class MessagesDialect:
         streaming = bool(head.stream)
         resumable = head.resumable and streaming
         frames = (NumberedMessagesFrames if resumable else MessagesFrames)(
-            "msg_" + secrets.token_hex(12), head.model, estimate)
+            "msg_" + secrets.token_hex(12), head.model, estimate
+        )
         path = upstream_path(scope, "/v1/messages")
 
         def open_target(target: Target) -> Awaitable[ChunkStream]:
@@ -764,13 +817,21 @@ class MessagesDialect:
                 upstream_body = body
                 if target.model != head.model or b'"resumable"' in body:  # ours: never sent upstream
                     upstream_body = renamed(body, target.model)
-                return self.passthrough(target).open(path, upstream_body, headers, streaming=streaming,
-                                                     model=target.model)
+                return self.passthrough(target).open(
+                    path, upstream_body, headers, streaming=streaming, model=target.model
+                )
             return target.adapter.stream_chat(chat_request(target))
 
-        return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
-                    frames=frames, streaming=streaming, resumable=resumable, send_answer=frames.send_answer,
-                    requested_model=head.model)
+        return Call(
+            provider=first.adapter.name,
+            model=first.model,
+            open=self.gateway.opener(targets, open_target),
+            frames=frames,
+            streaming=streaming,
+            resumable=resumable,
+            send_answer=frames.send_answer,
+            requested_model=head.model,
+        )
 
     send_error = staticmethod(send_anthropic_error)
     error_status = staticmethod(anthropic_status)
@@ -832,9 +893,17 @@ def model_cards(catalog: Catalog) -> list[dict[str, Any]]:
     others as `<provider>/<model>`."""
     created = datetime.fromtimestamp(catalog.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     providers = sorted(catalog.adapters, key=lambda name: name != PROVIDER)
-    return [{"type": "model", "id": model if name == PROVIDER else f"{name}/{model}",
-             "display_name": model, "created_at": created}
-            for name in providers if catalog.adapters[name].configured for model in catalog.models[name]]
+    return [
+        {
+            "type": "model",
+            "id": model if name == PROVIDER else f"{name}/{model}",
+            "display_name": model,
+            "created_at": created,
+        }
+        for name in providers
+        if catalog.adapters[name].configured
+        for model in catalog.models[name]
+    ]
 
 
 def model_list(catalog: Catalog, scope: Scope) -> bytes:
@@ -851,10 +920,14 @@ def model_list(catalog: Catalog, scope: Scope) -> bytes:
     limit = int(query["limit"]) if query.get("limit", "").isdigit() else 20
     limit = min(max(limit, 1), 1000)
     page = cards[start:end][:limit] if "before_id" not in query else cards[start:end][-limit:]
-    return json_encoder.encode({"data": page, "has_more": start + len(page) < end if "before_id" not in query
-                                else end - len(page) > start,
-                                "first_id": page[0]["id"] if page else None,
-                                "last_id": page[-1]["id"] if page else None})
+    return json_encoder.encode(
+        {
+            "data": page,
+            "has_more": start + len(page) < end if "before_id" not in query else end - len(page) > start,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+        }
+    )
 
 
 def model_card(catalog: Catalog, model: str) -> bytes | None:

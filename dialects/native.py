@@ -96,16 +96,28 @@ class NativeFrames:
 
 async def send_answer(send: Send, answer: CollectedAnswer) -> None:
     final = answer.final
-    body = ChatResponse(content=answer.content, finish_reason=final.finish_reason or FinishReason.STOP,
-                        model=final.model, provider=final.provider, usage=final.usage, tool_calls=answer.tool_calls)
+    body = ChatResponse(
+        content=answer.content,
+        finish_reason=final.finish_reason or FinishReason.STOP,
+        model=final.model,
+        provider=final.provider,
+        usage=final.usage,
+        tool_calls=answer.tool_calls,
+    )
     await send_json(send, 200, json_encoder.encode(body))
 
 
 async def send_answer_with_reasoning(send: Send, answer: CollectedAnswer) -> None:
     final = answer.final
     body = ChatResponseWithReasoning(
-        content=answer.content, finish_reason=final.finish_reason or FinishReason.STOP, model=final.model,
-        provider=final.provider, usage=final.usage, tool_calls=answer.tool_calls, reasoning=answer.reasoning)
+        content=answer.content,
+        finish_reason=final.finish_reason or FinishReason.STOP,
+        model=final.model,
+        provider=final.provider,
+        usage=final.usage,
+        tool_calls=answer.tool_calls,
+        reasoning=answer.reasoning,
+    )
     await send_json(send, 200, json_encoder.encode(body))
 
 
@@ -125,8 +137,12 @@ class NativeDialect:
         adapter = self.gateway.adapter(request.provider)
         model = request.model or adapter.default_model
         return Call(
-            provider=adapter.name, model=model, open=lambda: adapter.stream_chat(request),
-            frames=NativeFrames(model, adapter.name), streaming=self.streaming, resumable=request.resumable,
+            provider=adapter.name,
+            model=model,
+            open=lambda: adapter.stream_chat(request),
+            frames=NativeFrames(model, adapter.name),
+            streaming=self.streaming,
+            resumable=request.resumable,
             send_answer=answer,
         )
 
@@ -141,12 +157,17 @@ class NativeDialect:
 
         def open_target(target: Target) -> Awaitable[ChunkStream]:
             return target.adapter.stream_chat(
-                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model))
+                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model)
+            )
 
         return Call(
-            provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
-            frames=NativeFrames(first.model, first.adapter.name), streaming=self.streaming,
-            resumable=request.resumable, send_answer=answer,
+            provider=first.adapter.name,
+            model=first.model,
+            open=self.gateway.opener(targets, open_target),
+            frames=NativeFrames(first.model, first.adapter.name),
+            streaming=self.streaming,
+            resumable=request.resumable,
+            send_answer=answer,
         )
 
     send_error = staticmethod(send_error)
@@ -159,8 +180,11 @@ class NativeDialect:
 def routes(gateway: Gateway) -> list[BaseRoute]:
     settings, streams = gateway.settings, gateway.streams
     return [
-        Route("/api/v1/chat/stream", ChatEndpoint(NativeDialect(gateway, streaming=True), settings, streams),
-              methods=["POST"]),
+        Route(
+            "/api/v1/chat/stream",
+            ChatEndpoint(NativeDialect(gateway, streaming=True), settings, streams),
+            methods=["POST"],
+        ),
         Route("/api/v1/chat", ChatEndpoint(NativeDialect(gateway, streaming=False), settings), methods=["POST"]),
         Route("/api/v1/chat/stream/{stream_id}", ResumeEndpoint(streams, send_error), methods=["GET"]),
         Route("/api/v1/chat/stream/{stream_id}", CancelEndpoint(streams, send_error), methods=["DELETE"]),

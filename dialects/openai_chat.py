@@ -171,14 +171,16 @@ def translate_message(message: CompletionMessage, index: int) -> CompletionMessa
     if message.role == "function":
         raise UnsupportedParameterError(
             f"$.messages[{index}].role: the legacy role 'function' is not supported; "
-            f"answer a tool call with a 'tool' message")
+            f"answer a tool call with a 'tool' message"
+        )
     content = message.content
     if type(content) is list:
         for part_index, part in enumerate(content):
             if type(part) is AudioPart or type(part) is FilePart:
                 raise UnsupportedParameterError(
                     f"$.messages[{index}].content[{part_index}].type: {part.__struct_config__.tag!r} parts "
-                    f"are not supported; send text and image_url parts")
+                    f"are not supported; send text and image_url parts"
+                )
     if message.role == "developer":
         return msgspec.structs.replace(message, role="system")
     if content is None and message.role == "assistant" and not message.tool_calls:
@@ -323,8 +325,16 @@ class OpenAIFrames:
     `[DONE]`): the OpenAI SDK raises `APIError` on it.
     """
 
-    __slots__ = ("completion_id", "created", "model", "include_usage", "head", "_content_head",
-                 "_choices_head", "_usage_head")
+    __slots__ = (
+        "completion_id",
+        "created",
+        "model",
+        "include_usage",
+        "head",
+        "_content_head",
+        "_choices_head",
+        "_usage_head",
+    )
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         self.completion_id = completion_id
@@ -336,7 +346,10 @@ class OpenAIFrames:
     def _heads(self) -> None:
         """Every chunk's bytes up to its delta, for this completion's id and model."""
         base = b'data: {"id":%b,"object":"chat.completion.chunk","created":%d,"model":%b,"choices":[' % (
-            json_encoder.encode(self.completion_id), self.created, json_encoder.encode(self.model))
+            json_encoder.encode(self.completion_id),
+            self.created,
+            json_encoder.encode(self.model),
+        )
         self._choices_head = base + b'{"index":0,"delta":'
         self._content_head = self._choices_head + b'{"content":'
         self._usage_head = base + b'],"usage":'
@@ -356,8 +369,12 @@ class OpenAIFrames:
         return self._delta(b'"reasoning_content":%b' % json_encoder.encode(chunk.reasoning))
 
     def tool_call(self, chunk: ToolCallChunk) -> bytes:
-        delta = ToolCallDelta(chunk.index, ToolCallFunctionDelta(chunk.name, chunk.arguments), chunk.id,
-                              None if chunk.id is None else "function")
+        delta = ToolCallDelta(
+            chunk.index,
+            ToolCallFunctionDelta(chunk.name, chunk.arguments),
+            chunk.id,
+            None if chunk.id is None else "function",
+        )
         return self._delta(b'"tool_calls":[%b]' % json_encoder.encode(delta))
 
     def _delta(self, fields: bytes) -> bytes:
@@ -368,8 +385,11 @@ class OpenAIFrames:
 
     def final(self, chunk: StreamChunk) -> bytes:
         delta = b"{}" if self.head is self._content_head else b'{"role":"assistant","content":""}'
-        frame = b"%b%b,\"finish_reason\":%b}]}\n\n" % (
-            self._choices_head, delta, json_encoder.encode(chunk.finish_reason))
+        frame = b'%b%b,"finish_reason":%b}]}\n\n' % (
+            self._choices_head,
+            delta,
+            json_encoder.encode(chunk.finish_reason),
+        )
         if self.include_usage:
             frame += b"%b%b}\n\n" % (self._usage_head, json_encoder.encode(CompletionUsage.of(chunk.usage)))
         return frame
@@ -390,10 +410,17 @@ class OpenAIFrames:
         """The same completion, not streamed: one `chat.completion` object."""
         final = answer.final
         content = answer.content if answer.content or not answer.tool_calls else None
-        message = AssistantMessage("assistant", content, tool_calls=answer.tool_calls, reasoning_content=answer.reasoning)
+        message = AssistantMessage(
+            "assistant", content, tool_calls=answer.tool_calls, reasoning_content=answer.reasoning
+        )
         choice = CompletionChoice(0, message, final.finish_reason or "stop")
-        completion = ChatCompletion(id=self.completion_id, created=self.created, model=self.model,
-                                    choices=[choice], usage=CompletionUsage.of(final.usage))
+        completion = ChatCompletion(
+            id=self.completion_id,
+            created=self.created,
+            model=self.model,
+            choices=[choice],
+            usage=CompletionUsage.of(final.usage),
+        )
         await send_json(send, 200, json_encoder.encode(completion))
 
 
@@ -433,8 +460,13 @@ class NumberedOpenAIFrames(OpenAIFrames):
         return b"".join(numbered)
 
     def meta(self) -> dict[str, Any]:
-        return {"dialect": "openai", "completion_id": self.completion_id, "created": self.created,
-                "model": self.model, "include_usage": self.include_usage}
+        return {
+            "dialect": "openai",
+            "completion_id": self.completion_id,
+            "created": self.created,
+            "model": self.model,
+            "include_usage": self.include_usage,
+        }
 
     @classmethod
     def restore(cls, meta: dict[str, Any]) -> NumberedOpenAIFrames:
@@ -460,17 +492,26 @@ class OpenAIChatDialect:
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
         frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(
-            f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage)
+            f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage
+        )
 
         def open_target(target: Target) -> Awaitable[ChunkStream]:
             if target is first:
                 return target.adapter.stream_chat(request)
             return target.adapter.stream_chat(
-                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model))
+                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model)
+            )
 
-        return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
-                    frames=frames, streaming=bool(completion.stream), resumable=request.resumable,
-                    send_answer=frames.send_answer, requested_model=completion.model)
+        return Call(
+            provider=first.adapter.name,
+            model=first.model,
+            open=self.gateway.opener(targets, open_target),
+            frames=frames,
+            streaming=bool(completion.stream),
+            resumable=request.resumable,
+            send_answer=frames.send_answer,
+            requested_model=completion.model,
+        )
 
     send_error = staticmethod(send_openai_error)
     error_status = staticmethod(openai_status)
@@ -544,8 +585,12 @@ class ModelEndpoint:
             body = self.cards.current().card_bodies.get(model)
         if body is None:
             send_not_found = anthropic_messages.send_anthropic_error if anthropic else send_openai_error
-            await send_not_found(send, ModelNotFoundError(
-                f"the model {model!r} does not exist on this gateway; GET /v1/models lists the ids it serves"))
+            await send_not_found(
+                send,
+                ModelNotFoundError(
+                    f"the model {model!r} does not exist on this gateway; GET /v1/models lists the ids it serves"
+                ),
+            )
             return
         await send_json(send, 200, body)
 
@@ -554,11 +599,15 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
     cards = ModelCards(gateway.catalog)
     streams = gateway.streams
     return [
-        Route("/v1/chat/completions", ChatEndpoint(OpenAIChatDialect(gateway), gateway.settings, streams),
-              methods=["POST"]),
+        Route(
+            "/v1/chat/completions",
+            ChatEndpoint(OpenAIChatDialect(gateway), gateway.settings, streams),
+            methods=["POST"],
+        ),
         Route("/v1/chat/completions/{stream_id}/stream", ResumeEndpoint(streams, send_openai_error), methods=["GET"]),
-        Route("/v1/chat/completions/{stream_id}/stream", CancelEndpoint(streams, send_openai_error),
-              methods=["DELETE"]),
+        Route(
+            "/v1/chat/completions/{stream_id}/stream", CancelEndpoint(streams, send_openai_error), methods=["DELETE"]
+        ),
         Route("/v1/models", ModelsEndpoint(cards), methods=["GET"]),
         Route("/v1/models/{model:path}", ModelEndpoint(cards), methods=["GET"]),
     ]

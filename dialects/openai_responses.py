@@ -81,14 +81,34 @@ from .responses_input import (
 # --- one request ----------------------------------------------------------------------
 
 #: Client headers never forwarded to the upstream by a passthrough.
-_NOT_FORWARDED = frozenset({b"authorization", b"x-api-key", b"host", b"content-length", b"content-type",
-                            b"connection", b"transfer-encoding", b"accept-encoding", b"cookie", b"origin",
-                            b"user-agent", b"accept", b"keep-alive", b"upgrade", b"te", b"trailer"})
+_NOT_FORWARDED = frozenset(
+    {
+        b"authorization",
+        b"x-api-key",
+        b"host",
+        b"content-length",
+        b"content-type",
+        b"connection",
+        b"transfer-encoding",
+        b"accept-encoding",
+        b"cookie",
+        b"origin",
+        b"user-agent",
+        b"accept",
+        b"keep-alive",
+        b"upgrade",
+        b"te",
+        b"trailer",
+    }
+)
 
 
 def forwarded_headers(scope: Scope) -> list[tuple[str, str]]:
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
-            if name not in _NOT_FORWARDED and not name.startswith(b"x-stainless")]
+    return [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in scope["headers"]
+        if name not in _NOT_FORWARDED and not name.startswith(b"x-stainless")
+    ]
 
 
 def with_model(body: bytes, model: str) -> bytes:
@@ -98,8 +118,15 @@ def with_model(body: bytes, model: str) -> bytes:
     return json_encoder.encode(fields)
 
 
-async def open_passthrough(target: Target, body: bytes, headers: list[tuple[str, str]], *, stream: bool,
-                           path: str = "/responses", method: str = "POST") -> ChunkStream:
+async def open_passthrough(
+    target: Target,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    *,
+    stream: bool,
+    path: str = "/responses",
+    method: str = "POST",
+) -> ChunkStream:
     # imported on use: it is built with the openai adapter
     from ..providers.openai_responses import open_responses_passthrough
 
@@ -110,8 +137,14 @@ class Exchange:
     """One translated request: its items (resolved against the store), its frames, and its
     storing at the end."""
 
-    def __init__(self, request: ResponsesRequest, store: ResponseStore, frames: ResponsesFrames,
-                 plan: ToolPlan | None, keep: bool) -> None:
+    def __init__(
+        self,
+        request: ResponsesRequest,
+        store: ResponseStore,
+        frames: ResponsesFrames,
+        plan: ToolPlan | None,
+        keep: bool,
+    ) -> None:
         self.request = request
         self.store = store
         self.frames = frames
@@ -137,8 +170,12 @@ class Exchange:
                 raise not_found(request.previous_response_id)
             items = list(stored.items)
         new = input_items(request.input)
-        wanted = [item["id"] for item in new if isinstance(item.get("id"), str)
-                  and (is_reference(item) or (item.get("type") == "reasoning" and not item.get("encrypted_content")))]
+        wanted = [
+            item["id"]
+            for item in new
+            if isinstance(item.get("id"), str)
+            and (is_reference(item) or (item.get("type") == "reasoning" and not item.get("encrypted_content")))
+        ]
         found = await self.store.items(wanted) if wanted else {}
         if found or any(is_reference(item) for item in new):
             new = [self.resolved(item, found, index) for index, item in enumerate(new)]
@@ -149,11 +186,19 @@ class Exchange:
         if effort is not None and effort not in EFFORTS:
             raise InvalidRequestError(f"$.reasoning.effort: {effort[:40]!r} is not one of {', '.join(EFFORTS)}")
         chat = ChatRequest(
-            messages=to_messages(request.instructions, self.items, self.plan.names), provider=provider, model=model,
-            temperature=request.temperature, top_p=request.top_p, max_tokens=request.max_output_tokens,
+            messages=to_messages(request.instructions, self.items, self.plan.names),
+            provider=provider,
+            model=model,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=request.max_output_tokens,
             reasoning_effort=EFFORTS[effort] if effort is not None else None,
-            include_reasoning=summary not in (None, "none"), response_format=response_format_of(request.text),
-            tools=self.plan.tools, tool_choice=self.plan.tool_choice, resumable=bool(request.background))
+            include_reasoning=summary not in (None, "none"),
+            response_format=response_format_of(request.text),
+            tools=self.plan.tools,
+            tool_choice=self.plan.tool_choice,
+            resumable=bool(request.background),
+        )
         if not chat.messages:
             raise InvalidRequestError("$.input: no input; send at least one message")
         check_request(chat)
@@ -165,8 +210,9 @@ class Exchange:
         if is_reference(item):
             stored = found.get(item.get("id", ""))
             if stored is None:
-                raise ResponseNotFoundError(f"$.input[{index}].id: no stored item with id "
-                                            f"{str(item.get('id'))[:100]!r}")
+                raise ResponseNotFoundError(
+                    f"$.input[{index}].id: no stored item with id {str(item.get('id'))[:100]!r}"
+                )
             return stored
         return found.get(item.get("id", ""), item) if item.get("type") == "reasoning" else item
 
@@ -202,9 +248,13 @@ class Exchange:
         final = answer.final
         items = answer_items(answer, frames.names)
         status, incomplete = status_of(final.finish_reason)
-        response = frames.response(status, incomplete_details=incomplete, completed_at=int(time.time()),
-                                   output=[visible(item, frames.show_signature) for item in items],
-                                   usage=usage_object(final.usage))
+        response = frames.response(
+            status,
+            incomplete_details=incomplete,
+            completed_at=int(time.time()),
+            output=[visible(item, frames.show_signature) for item in items],
+            usage=usage_object(final.usage),
+        )
         if self.keep:
             await self.save(response, items)
         await send_json(send, 200, json_encoder.encode(response))
@@ -240,8 +290,9 @@ class ResponsesDialect:
         # To openai every tool goes as it is: they are planned only for a translated target.
         plan = plan_tools(request.tools, request.tool_choice, first.adapter.name) if not passthrough else None
         include = request.include or ()
-        frames = ResponsesFrames(self.base(request, keep), ENCRYPTED_CONTENT in include,
-                                 plan.names if plan is not None else {}, background)
+        frames = ResponsesFrames(
+            self.base(request, keep), ENCRYPTED_CONTENT in include, plan.names if plan is not None else {}, background
+        )
         exchange = Exchange(request, self.store, frames, plan, keep)
 
         async def open_target(target: Target) -> ChunkStream:
@@ -256,9 +307,16 @@ class ResponsesDialect:
                 await exchange.store.put(StoredResponse(frames.response("in_progress"), exchange.items), ())
             return ChunkStream(exchange.storing(stream), stream.aclose)
 
-        return Call(provider=first.adapter.name, model=first.model, open=self.gateway.opener(targets, open_target),
-                    frames=frames, streaming=streaming, resumable=background, send_answer=exchange.send_answer,
-                    requested_model=request.model)
+        return Call(
+            provider=first.adapter.name,
+            model=first.model,
+            open=self.gateway.opener(targets, open_target),
+            frames=frames,
+            streaming=streaming,
+            resumable=background,
+            send_answer=exchange.send_answer,
+            requested_model=request.model,
+        )
 
     @staticmethod
     def base(request: ResponsesRequest, keep: bool) -> dict[str, Any]:
@@ -266,17 +324,31 @@ class ResponsesDialect:
         reasoning = request.reasoning
         text_format = request.text.format if request.text is not None and request.text.format else {"type": "text"}
         return {
-            "id": f"resp_{secrets.token_hex(24)}", "object": "response", "created_at": int(time.time()),
-            "status": "in_progress", "background": bool(request.background), "error": None,
-            "incomplete_details": None, "instructions": request.instructions,
-            "max_output_tokens": request.max_output_tokens, "model": request.model, "output": [],
+            "id": f"resp_{secrets.token_hex(24)}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "in_progress",
+            "background": bool(request.background),
+            "error": None,
+            "incomplete_details": None,
+            "instructions": request.instructions,
+            "max_output_tokens": request.max_output_tokens,
+            "model": request.model,
+            "output": [],
             "parallel_tool_calls": request.parallel_tool_calls is not False,
             "previous_response_id": request.previous_response_id,
-            "reasoning": {"effort": reasoning.effort, "summary": reasoning.summary} if reasoning is not None
+            "reasoning": {"effort": reasoning.effort, "summary": reasoning.summary}
+            if reasoning is not None
             else {"effort": None, "summary": None},
-            "store": keep, "temperature": request.temperature, "text": {"format": text_format},
-            "tool_choice": request.tool_choice or "auto", "tools": request.tools or [], "top_p": request.top_p,
-            "truncation": request.truncation or "disabled", "usage": None, "user": request.user,
+            "store": keep,
+            "temperature": request.temperature,
+            "text": {"format": text_format},
+            "tool_choice": request.tool_choice or "auto",
+            "tools": request.tools or [],
+            "top_p": request.top_p,
+            "truncation": request.truncation or "disabled",
+            "usage": None,
+            "user": request.user,
             "metadata": request.metadata or {},
         }
 
@@ -336,18 +408,26 @@ class StoredEndpoint:
         frames = ResponsesFrames({"id": response_id, "model": "openai"}, False, {})
 
         def open_upstream() -> Awaitable[ChunkStream]:
-            return open_passthrough(target, b"", headers, stream=streaming, method=method,
-                                    path=path + (f"?{query_string}" if query_string else ""))
+            return open_passthrough(
+                target,
+                b"",
+                headers,
+                stream=streaming,
+                method=method,
+                path=path + (f"?{query_string}" if query_string else ""),
+            )
 
         async def send_raw(send_: Send, answer: CollectedAnswer) -> None:
             await send_json(send_, 200, answer.raw)
 
-        call = Call(provider="openai", model="-", open=open_upstream, frames=frames, streaming=streaming,
-                    send_answer=send_raw)
+        call = Call(
+            provider="openai", model="-", open=open_upstream, frames=frames, streaming=streaming, send_answer=send_raw
+        )
         await run_chat(call, receive, send, self.gateway.settings.sse_heartbeat_s, send_error=send_responses_error)
 
-    async def replay(self, scope: Scope, receive: Receive, send: Send, response_id: str,
-                     starting_after: str | None) -> None:
+    async def replay(
+        self, scope: Scope, receive: Receive, send: Send, response_id: str, starting_after: str | None
+    ) -> None:
         """A background response's events after `starting_after`, then live to its end."""
         if starting_after is not None and not (starting_after.isdigit() and len(starting_after) < 18):
             raise InvalidRequestError("starting_after: must be a sequence number, a non-negative integer")
@@ -355,9 +435,11 @@ class StoredEndpoint:
         try:
             reader = await streams.store.open(response_id)
         except GatewayError:
-            raise InvalidRequestError(f"response '{response_id[:100]}' was not created with background: true and "
-                                      "stream: true (or its events expired, RESUME_TTL_S); only such a response "
-                                      "streams again") from None
+            raise InvalidRequestError(
+                f"response '{response_id[:100]}' was not created with background: true and "
+                "stream: true (or its events expired, RESUME_TTL_S); only such a response "
+                "streams again"
+            ) from None
         after = int(starting_after) + 1 if starting_after is not None else 0
         progress = StreamProgress()
         async with ClientWatch(receive, send, progress, streams.heartbeat_s):
@@ -373,8 +455,10 @@ class StoredEndpoint:
     async def cancel(self, send: Send, response_id: str, stored: StoredResponse) -> None:
         """Stop a background response; answer it as it ended (`cancelled`, or as it was)."""
         if not stored.response.get("background"):
-            raise InvalidRequestError(f"response '{response_id[:100]}' was not created with background: true; "
-                                      "only a background response can be cancelled")
+            raise InvalidRequestError(
+                f"response '{response_id[:100]}' was not created with background: true; "
+                "only a background response can be cancelled"
+            )
         streams = self.gateway.streams
         try:
             await streams.store.cancel(response_id)
@@ -396,8 +480,14 @@ async def refuse_websocket(websocket: WebSocket) -> None:
     """Codex asks for a WebSocket first: a `426` sends it to plain HTTP at once."""
     from starlette.responses import JSONResponse
 
-    body = {"error": {"message": "this gateway serves /v1/responses over HTTP only; POST it", "type":
-                      "invalid_request_error", "param": None, "code": "websocket_not_supported"}}
+    body = {
+        "error": {
+            "message": "this gateway serves /v1/responses over HTTP only; POST it",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "websocket_not_supported",
+        }
+    }
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(JSONResponse(body, status_code=426))
     else:

@@ -33,12 +33,16 @@ def item_id(prefix: str) -> str:
 def usage_object(usage: Usage | None) -> dict[str, Any] | None:
     if usage is None:
         return None
-    return {"input_tokens": usage.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": usage.cached_tokens or 0,
-                                     "cache_write_tokens": usage.cache_creation_tokens or 0},
-            "output_tokens": usage.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
-            "total_tokens": usage.total_tokens}
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens or 0,
+            "cache_write_tokens": usage.cache_creation_tokens or 0,
+        },
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
+        "total_tokens": usage.total_tokens,
+    }
 
 
 def status_of(finish_reason: FinishReason | None) -> tuple[str, dict[str, str] | None]:
@@ -55,22 +59,37 @@ def error_code(error: GatewayError) -> str:
 
 
 def message_item(item_id_: str, text: str, status: str = "completed") -> Item:
-    return {"id": item_id_, "type": "message", "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+    return {
+        "id": item_id_,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
 
 
 def reasoning_item(item_id_: str, text: str, signature: str | None) -> Item:
-    item: Item = {"id": item_id_, "type": "reasoning",
-                  "summary": [{"type": "summary_text", "text": text}] if text else []}
+    item: Item = {
+        "id": item_id_,
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": text}] if text else [],
+    }
     if signature is not None:
         item["encrypted_content"] = signature
     return item
 
 
-def call_item(item_id_: str, call_id: str, name: str, arguments: str, names: dict[str, tuple[str, str]],
-              status: str = "completed") -> Item:
-    item: Item = {"id": item_id_, "type": "function_call", "status": status, "arguments": arguments,
-                  "call_id": call_id, "name": name}
+def call_item(
+    item_id_: str, call_id: str, name: str, arguments: str, names: dict[str, tuple[str, str]], status: str = "completed"
+) -> Item:
+    item: Item = {
+        "id": item_id_,
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": call_id,
+        "name": name,
+    }
     namespaced = names.get(name)
     if namespaced is not None:
         item["namespace"], item["name"] = namespaced
@@ -132,8 +151,9 @@ class ResponsesFrames:
         "unshown",
     )
 
-    def __init__(self, base: dict[str, Any], show_signature: bool, names: dict[str, tuple[str, str]],
-                 numbered: bool = False) -> None:
+    def __init__(
+        self, base: dict[str, Any], show_signature: bool, names: dict[str, tuple[str, str]], numbered: bool = False
+    ) -> None:
         self.base = base
         self.model: str = base["model"]
         self.show_signature = show_signature
@@ -179,9 +199,11 @@ class ResponsesFrames:
         if self.started:
             return b""
         self.started = True
-        return (self.event("response.created", {"type": "response.created", "response": self.response("in_progress")})
-                + self.event("response.in_progress",
-                             {"type": "response.in_progress", "response": self.response("in_progress")}))
+        return self.event(
+            "response.created", {"type": "response.created", "response": self.response("in_progress")}
+        ) + self.event(
+            "response.in_progress", {"type": "response.in_progress", "response": self.response("in_progress")}
+        )
 
     def delta_head(self, kind: str, fields: str) -> bytes:
         return b'event: %b\ndata: {"type":"%b",%b,"delta":' % (kind.encode(), kind.encode(), fields.encode())
@@ -194,17 +216,27 @@ class ResponsesFrames:
         self.item_id = item["id"] = item_id(prefix)
         self.output_index = len(self.items)
         self.parts = []
-        return out + self.event("response.output_item.added", {
-            "type": "response.output_item.added", "output_index": self.output_index, "item": item})
+        return out + self.event(
+            "response.output_item.added",
+            {"type": "response.output_item.added", "output_index": self.output_index, "item": item},
+        )
 
     def open_message(self) -> bytes:
-        out = self.open_item(MESSAGE, "msg", {"type": "message", "status": "in_progress", "role": "assistant",
-                                              "content": []})
+        out = self.open_item(
+            MESSAGE, "msg", {"type": "message", "status": "in_progress", "role": "assistant", "content": []}
+        )
         where = f'"item_id":"{self.item_id}","output_index":{self.output_index},"content_index":0,"logprobs":[]'
         self.head = self.delta_head("response.output_text.delta", where)
-        return out + self.event("response.content_part.added", {
-            "type": "response.content_part.added", "item_id": self.item_id, "output_index": self.output_index,
-            "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+        return out + self.event(
+            "response.content_part.added",
+            {
+                "type": "response.content_part.added",
+                "item_id": self.item_id,
+                "output_index": self.output_index,
+                "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            },
+        )
 
     def open_reasoning(self, summary: bool) -> bytes:
         out = self.open_item(REASONING, "rs", {"type": "reasoning", "summary": []})
@@ -214,9 +246,16 @@ class ResponsesFrames:
             return out
         where = f'"item_id":"{self.item_id}","output_index":{self.output_index},"summary_index":0'
         self.head = self.delta_head("response.reasoning_summary_text.delta", where)
-        return out + self.event("response.reasoning_summary_part.added", {
-            "type": "response.reasoning_summary_part.added", "item_id": self.item_id,
-            "output_index": self.output_index, "summary_index": 0, "part": {"type": "summary_text", "text": ""}})
+        return out + self.event(
+            "response.reasoning_summary_part.added",
+            {
+                "type": "response.reasoning_summary_part.added",
+                "item_id": self.item_id,
+                "output_index": self.output_index,
+                "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""},
+            },
+        )
 
     def close(self) -> bytes:
         """The `.done` events of the open item(s); they join `items`."""
@@ -231,43 +270,69 @@ class ResponsesFrames:
 
     def item_done(self, item: Item, output_index: int) -> bytes:
         self.items.append(item)
-        return self.event("response.output_item.done", {
-            "type": "response.output_item.done", "output_index": output_index,
-            "item": visible(item, self.show_signature)})
+        return self.event(
+            "response.output_item.done",
+            {
+                "type": "response.output_item.done",
+                "output_index": output_index,
+                "item": visible(item, self.show_signature),
+            },
+        )
 
     def close_message(self) -> bytes:
         text = "".join(self.parts)
         where = {"item_id": self.item_id, "output_index": self.output_index, "content_index": 0}
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        return (self.event("response.output_text.done", {"type": "response.output_text.done", **where, "text": text,
-                                                         "logprobs": []})
-                + self.event("response.content_part.done", {"type": "response.content_part.done", **where,
-                                                            "part": part})
-                + self.item_done(message_item(self.item_id, text), self.output_index))
+        return (
+            self.event(
+                "response.output_text.done",
+                {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+            )
+            + self.event("response.content_part.done", {"type": "response.content_part.done", **where, "part": part})
+            + self.item_done(message_item(self.item_id, text), self.output_index)
+        )
 
     def close_reasoning(self) -> bytes:
         text = "".join(self.parts)
         out = b""
         if self.summary_open:
             where = {"item_id": self.item_id, "output_index": self.output_index, "summary_index": 0}
-            out = (self.event("response.reasoning_summary_text.done", {
-                "type": "response.reasoning_summary_text.done", **where, "text": text})
-                   + self.event("response.reasoning_summary_part.done", {
-                       "type": "response.reasoning_summary_part.done", **where,
-                       "part": {"type": "summary_text", "text": text}}))
+            out = self.event(
+                "response.reasoning_summary_text.done",
+                {"type": "response.reasoning_summary_text.done", **where, "text": text},
+            ) + self.event(
+                "response.reasoning_summary_part.done",
+                {
+                    "type": "response.reasoning_summary_part.done",
+                    **where,
+                    "part": {"type": "summary_text", "text": text},
+                },
+            )
         return out + self.item_done(reasoning_item(self.item_id, text, self.signed), self.output_index)
 
     def close_calls(self) -> bytes:
         out = []
         for call in self.calls.values():
             arguments = "".join(call.arguments)
-            out.append(self.event("response.function_call_arguments.done", {
-                "type": "response.function_call_arguments.done", "item_id": call.item_id,
-                "output_index": call.output_index, "arguments": arguments}))
+            out.append(
+                self.event(
+                    "response.function_call_arguments.done",
+                    {
+                        "type": "response.function_call_arguments.done",
+                        "item_id": call.item_id,
+                        "output_index": call.output_index,
+                        "arguments": arguments,
+                    },
+                )
+            )
             item = call_item(call.item_id, call.call_id, call.name, arguments, self.names)
             self.items.append(item)  # in the order the calls began: output_index order
-            out.append(self.event("response.output_item.done", {
-                "type": "response.output_item.done", "output_index": call.output_index, "item": item}))
+            out.append(
+                self.event(
+                    "response.output_item.done",
+                    {"type": "response.output_item.done", "output_index": call.output_index, "item": item},
+                )
+            )
         self.calls = {}
         return b"".join(out)
 
@@ -320,11 +385,21 @@ class ResponsesFrames:
             call_id = chunk.id or f"call_{secrets.token_hex(12)}"
             new_id = item_id("fc")
             where = f'"item_id":"{new_id}","output_index":{output_index}'
-            call = self.calls[chunk.index] = OpenCall(new_id, output_index, call_id, chunk.name or "",
-                                                      self.delta_head("response.function_call_arguments.delta", where))
-            out += self.event("response.output_item.added", {
-                "type": "response.output_item.added", "output_index": output_index,
-                "item": call_item(new_id, call_id, call.name, "", self.names, "in_progress")})
+            call = self.calls[chunk.index] = OpenCall(
+                new_id,
+                output_index,
+                call_id,
+                chunk.name or "",
+                self.delta_head("response.function_call_arguments.delta", where),
+            )
+            out += self.event(
+                "response.output_item.added",
+                {
+                    "type": "response.output_item.added",
+                    "output_index": output_index,
+                    "item": call_item(new_id, call_id, call.name, "", self.names, "in_progress"),
+                },
+            )
         if chunk.arguments:
             call.arguments.append(chunk.arguments)
             out += self.delta(call.head, chunk.arguments)
@@ -341,8 +416,12 @@ class ResponsesFrames:
             self.closing = self.begin() + self.close() + self.close_unshown()
             status, incomplete = status_of(chunk.finish_reason)
             self.completed = self.response(
-                status, incomplete_details=incomplete, completed_at=int(time.time()),
-                output=[visible(item, self.show_signature) for item in self.items], usage=usage_object(chunk.usage))
+                status,
+                incomplete_details=incomplete,
+                completed_at=int(time.time()),
+                output=[visible(item, self.show_signature) for item in self.items],
+                usage=usage_object(chunk.usage),
+            )
         return self.completed
 
     def final(self, chunk: StreamChunk) -> bytes:
@@ -371,9 +450,12 @@ class ResponsesFrames:
     def failed(self, error: GatewayError, usage: Usage | None) -> dict[str, Any]:
         """The response as `error` ended it, with the items finished so far."""
         status = "cancelled" if isinstance(error, CancelledError) else "failed"
-        return self.response(status, error={"code": error_code(error), "message": error.message},
-                             output=[visible(item, self.show_signature) for item in self.items],
-                             usage=usage_object(usage))
+        return self.response(
+            status,
+            error={"code": error_code(error), "message": error.message},
+            output=[visible(item, self.show_signature) for item in self.items],
+            usage=usage_object(usage),
+        )
 
     def done(self) -> bytes:
         return b""

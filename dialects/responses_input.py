@@ -75,8 +75,14 @@ class ResponsesRequest(msgspec.Struct):
 responses_request_decoder = msgspec.json.Decoder(ResponsesRequest)
 
 #: `reasoning.effort` → ours (`xhigh` is the most we can ask for: `high`).
-EFFORTS: dict[str, ReasoningEffort] = {"none": "none", "minimal": "minimal", "low": "low", "medium": "medium",
-                                       "high": "high", "xhigh": "high"}
+EFFORTS: dict[str, ReasoningEffort] = {
+    "none": "none",
+    "minimal": "minimal",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+}
 #: `include` value that shows reasoning items' `encrypted_content` (the provider's signature).
 ENCRYPTED_CONTENT = "reasoning.encrypted_content"
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -91,8 +97,10 @@ class ResponseNotFoundError(GatewayError):
 
 def not_found(response_id: str) -> ResponseNotFoundError:
     shown = response_id[:100]
-    return ResponseNotFoundError(f"No response found with id '{shown}': it does not exist, has expired "
-                                 "(RESPONSES_TTL_S), was created with store: false, or was deleted.")
+    return ResponseNotFoundError(
+        f"No response found with id '{shown}': it does not exist, has expired "
+        "(RESPONSES_TTL_S), was created with store: false, or was deleted."
+    )
 
 
 class UnsupportedError(GatewayError):
@@ -110,8 +118,9 @@ class ToolPlan:
 
     __slots__ = ("names", "tool_choice", "tools")
 
-    def __init__(self, tools: list[Tool] | None, tool_choice: ToolChoice | None,
-                 names: dict[str, tuple[str, str]]) -> None:
+    def __init__(
+        self, tools: list[Tool] | None, tool_choice: ToolChoice | None, names: dict[str, tuple[str, str]]
+    ) -> None:
         self.tools = tools
         self.tool_choice = tool_choice
         self.names = names
@@ -133,8 +142,14 @@ def function_tool(spec: dict[str, Any], name: str, where: str) -> Tool:
         raise InvalidRequestError(f"{where}.parameters: must be a JSON Schema object")
     description = spec.get("description")
     strict = spec.get("strict")
-    return Tool(FunctionDefinition(name, description if isinstance(description, str) else None, parameters,
-                                   strict if isinstance(strict, bool) else None))
+    return Tool(
+        FunctionDefinition(
+            name,
+            description if isinstance(description, str) else None,
+            parameters,
+            strict if isinstance(strict, bool) else None,
+        )
+    )
 
 
 def plan_tools(tools: list[dict[str, Any]] | None, choice: str | dict[str, Any] | None, provider: str) -> ToolPlan:
@@ -163,8 +178,11 @@ def plan_tools(tools: list[dict[str, Any]] | None, choice: str | dict[str, Any] 
         if choice not in ("auto", "none", "required"):
             raise InvalidRequestError(f"$.tool_choice: {choice[:40]!r} is not auto, none or required")
         if choice == "required" and not functions:
-            raise UnsupportedError(f"$.tool_choice: required, but the only tools are built-in ones "
-                                   f"({', '.join(left_out) or 'none'}), which {provider} cannot run", provider=provider)
+            raise UnsupportedError(
+                f"$.tool_choice: required, but the only tools are built-in ones "
+                f"({', '.join(left_out) or 'none'}), which {provider} cannot run",
+                provider=provider,
+            )
         tool_choice = choice  # type: ignore[assignment]
     elif isinstance(choice, dict):
         kind = choice.get("type")
@@ -173,14 +191,22 @@ def plan_tools(tools: list[dict[str, Any]] | None, choice: str | dict[str, Any] 
         elif kind == "allowed_tools":
             tool_choice = "required" if choice.get("mode") == "required" else "auto"
             allowed = {str(t.get("name")) for t in choice.get("tools") or () if isinstance(t, dict)}
-            functions = [tool for tool in functions if tool.function.name in allowed
-                         or names.get(tool.function.name, ("", ""))[1] in allowed]
+            functions = [
+                tool
+                for tool in functions
+                if tool.function.name in allowed or names.get(tool.function.name, ("", ""))[1] in allowed
+            ]
             if tool_choice == "required" and not functions:
-                raise UnsupportedError("$.tool_choice.tools: no function tool is allowed, and " f"{provider} can run "
-                                       "no built-in one", provider=provider)
+                raise UnsupportedError(
+                    f"$.tool_choice.tools: no function tool is allowed, and {provider} can run no built-in one",
+                    provider=provider,
+                )
         else:
-            raise UnsupportedError(f"$.tool_choice: requires the built-in tool {str(kind)[:40]!r}, which {provider} "
-                                   "cannot run; use auto, or send the request to an openai model", provider=provider)
+            raise UnsupportedError(
+                f"$.tool_choice: requires the built-in tool {str(kind)[:40]!r}, which {provider} "
+                "cannot run; use auto, or send the request to an openai model",
+                provider=provider,
+            )
     if not functions:
         return ToolPlan(None, None, names)
     return ToolPlan(functions, tool_choice, names)
@@ -194,14 +220,21 @@ def response_format_of(text: TextConfig | None) -> ResponseFormat | None:
     if spec.get("type") == "json_object":
         return ResponseFormat("json_object")
     if spec.get("type") != "json_schema":
-        raise InvalidRequestError(f"$.text.format.type: {str(spec.get('type'))[:40]!r} is not text, json_object "
-                                  "or json_schema")
+        raise InvalidRequestError(
+            f"$.text.format.type: {str(spec.get('type'))[:40]!r} is not text, json_object or json_schema"
+        )
     schema = spec.get("schema")
     strict = spec.get("strict")
     description = spec.get("description")
-    return ResponseFormat("json_schema", JSONSchemaFormat(
-        str(spec.get("name", "response")), schema if isinstance(schema, dict) else None,
-        description if isinstance(description, str) else None, strict if isinstance(strict, bool) else None))
+    return ResponseFormat(
+        "json_schema",
+        JSONSchemaFormat(
+            str(spec.get("name", "response")),
+            schema if isinstance(schema, dict) else None,
+            description if isinstance(description, str) else None,
+            strict if isinstance(strict, bool) else None,
+        ),
+    )
 
 
 # --- input items → our messages -------------------------------------------------------
@@ -224,13 +257,17 @@ def user_content(content: Any, where: str) -> str | list[ContentPart]:
         elif kind == "input_image":
             url = part.get("image_url")
             if not isinstance(url, str):
-                raise UnsupportedError(f"{where}[{index}].image_url: send the image as a URL (a data: URL or "
-                                       "https://); file_id images need an openai model")
+                raise UnsupportedError(
+                    f"{where}[{index}].image_url: send the image as a URL (a data: URL or "
+                    "https://); file_id images need an openai model"
+                )
             detail = part.get("detail")
             parts.append(ImagePart(ImageURL(url, detail if detail in ("auto", "low", "high") else None)))
         else:
-            raise UnsupportedError(f"{where}[{index}].type: {str(kind)[:40]!r} parts need an openai model; send "
-                                   "input_text and input_image parts")
+            raise UnsupportedError(
+                f"{where}[{index}].type: {str(kind)[:40]!r} parts need an openai model; send "
+                "input_text and input_image parts"
+            )
     if len(parts) == 1 and type(parts[0]) is TextPart:
         return parts[0].text
     return parts
@@ -252,8 +289,14 @@ class Turns:
 
     def close(self) -> None:
         if self.text or self.calls:
-            self.messages.append(ChatMessage(role="assistant", content="".join(self.text),
-                                             tool_calls=self.calls or None, thinking=self.thinking or None))
+            self.messages.append(
+                ChatMessage(
+                    role="assistant",
+                    content="".join(self.text),
+                    tool_calls=self.calls or None,
+                    thinking=self.thinking or None,
+                )
+            )
         self.text, self.calls, self.thinking = [], [], []
 
     def add(self, item: Item, where: str) -> None:
@@ -263,19 +306,27 @@ class Turns:
             content = item.get("content", "")
             if role == "assistant":
                 text = user_content(content, f"{where}.content")
-                self.text.append(text if type(text) is str else "".join(
-                    part.text for part in text if type(part) is TextPart))  # type: ignore[union-attr]
+                self.text.append(
+                    text if type(text) is str else "".join(part.text for part in text if type(part) is TextPart)
+                )  # type: ignore[union-attr]
                 return
             self.close()
             if role in ("system", "developer"):
                 text = user_content(content, f"{where}.content")
-                self.messages.append(ChatMessage(role="system", content=text if type(text) is str else "\n".join(
-                    part.text for part in text if type(part) is TextPart)))  # type: ignore[union-attr]
+                self.messages.append(
+                    ChatMessage(
+                        role="system",
+                        content=text
+                        if type(text) is str
+                        else "\n".join(part.text for part in text if type(part) is TextPart),
+                    )
+                )  # type: ignore[union-attr]
             elif role == "user":
                 self.messages.append(ChatMessage(role="user", content=user_content(content, f"{where}.content")))
             else:
-                raise InvalidRequestError(f"{where}.role: {str(role)[:40]!r} is not user, assistant, system or "
-                                          "developer")
+                raise InvalidRequestError(
+                    f"{where}.role: {str(role)[:40]!r} is not user, assistant, system or developer"
+                )
         elif kind == "function_call":
             name = str(item.get("name", ""))
             namespace = item.get("namespace")
@@ -295,8 +346,10 @@ class Turns:
             if text or signature:
                 self.thinking.append(ThinkingPart(text, signature if isinstance(signature, str) else None))
         else:
-            raise UnsupportedError(f"{where}.type: {str(kind)[:40]!r} items need an openai model; send message, "
-                                   "function_call, function_call_output, reasoning and item_reference items")
+            raise UnsupportedError(
+                f"{where}.type: {str(kind)[:40]!r} items need an openai model; send message, "
+                "function_call, function_call_output, reasoning and item_reference items"
+            )
 
 
 def to_messages(instructions: str | None, items: list[Item], names: dict[str, tuple[str, str]]) -> list[ChatMessage]:

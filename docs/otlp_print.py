@@ -53,8 +53,10 @@ class Receiver(BaseHTTPRequestHandler):
 def print_span(span: Any) -> None:
     parent = span.parent_span_id.hex() or "-"
     took_ms = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
-    print(f"{span.name}  [{KINDS.get(span.kind, span.kind)}]  trace={span.trace_id.hex()} span={span.span_id.hex()} "
-          f"parent={parent}  {took_ms:.1f} ms")
+    print(
+        f"{span.name}  [{KINDS.get(span.kind, span.kind)}]  trace={span.trace_id.hex()} span={span.span_id.hex()} "
+        f"parent={parent}  {took_ms:.1f} ms"
+    )
     for attribute in span.attributes:
         print(f"    {attribute.key} = {value_of(attribute.value)!r}")
     sys.stdout.flush()

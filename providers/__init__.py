@@ -21,8 +21,12 @@ ADAPTER_CLASSES = {
     "gemini": ("gemini_stream", "GeminiStreamAdapter"),
 }
 #: The distributions whose private members each adapter uses (`sdk_internals`).
-SDK_OF = {"openai": ("openai", "aiohttp"), "llama4": ("openai", "aiohttp"), "anthropic": ("anthropic", "aiohttp"),
-          "gemini": ("google-genai", "aiohttp")}
+SDK_OF = {
+    "openai": ("openai", "aiohttp"),
+    "llama4": ("openai", "aiohttp"),
+    "anthropic": ("anthropic", "aiohttp"),
+    "gemini": ("google-genai", "aiohttp"),
+}
 #: The providers of the contract's table, in its order.
 PROVIDERS = (*ADAPTER_CLASSES, "echo")
 

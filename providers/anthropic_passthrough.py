@@ -42,8 +42,7 @@ from .stainless import AnthropicRequest, map_sdk_error, map_transport_error
 MAX_ERROR_BODY = 64 * 1024
 #: The paths the dialect passes through (`?beta=true`: what Claude Code and the SDKs' beta
 #: clients add; kept, so Anthropic sees the request as the client made it).
-PATHS = ("/v1/messages", "/v1/messages?beta=true", "/v1/messages/count_tokens",
-         "/v1/messages/count_tokens?beta=true")
+PATHS = ("/v1/messages", "/v1/messages?beta=true", "/v1/messages/count_tokens", "/v1/messages/count_tokens?beta=true")
 _ANTHROPIC = b"anthropic-"
 
 
@@ -89,8 +88,9 @@ class AnthropicPassthrough:
 
         return await open_with_retries(open_once, max_retries=self.adapter.max_retries)
 
-    async def open(self, path: str, body: bytes, headers: list[tuple[bytes, bytes]], *, streaming: bool,
-                   model: str) -> ChunkStream:
+    async def open(
+        self, path: str, body: bytes, headers: list[tuple[bytes, bytes]], *, streaming: bool, model: str
+    ) -> ChunkStream:
         """The stream of a `POST /v1/messages`: the upstream's events (`streaming`) or its
         one JSON answer as one `RawEvent`, then the final chunk."""
         response = await self.send(path, body, headers)
@@ -117,8 +117,14 @@ def forwarded_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[byte
 def upstream_error(error: Exception) -> GatewayError:
     """The contract's error for a failed opening; an error status keeps Anthropic's own
     status and body, for the dialect to answer as Anthropic sent it."""
-    mapped = map_sdk_error(error, provider=PROVIDER, key_env=KEY_ENV, status_error=anthropic.APIStatusError,
-                           timeout_error=anthropic.APITimeoutError, connection_error=anthropic.APIConnectionError)
+    mapped = map_sdk_error(
+        error,
+        provider=PROVIDER,
+        key_env=KEY_ENV,
+        status_error=anthropic.APIStatusError,
+        timeout_error=anthropic.APITimeoutError,
+        connection_error=anthropic.APIConnectionError,
+    )
     if isinstance(error, anthropic.APIStatusError):
         body = error.response.content
         if 400 <= error.response.status_code and body and len(body) <= MAX_ERROR_BODY:
@@ -162,8 +168,9 @@ async def read_events(body: AsyncIterator[bytes], model: str) -> AsyncGenerator[
                     raise error
                 yield RawEvent(event_bytes(event))
                 if name == "message_stop":
-                    yield StreamChunk("", STOP_REASONS.get(stop_reason, FinishReason.STOP), model, PROVIDER,
-                                      usage.total())
+                    yield StreamChunk(
+                        "", STOP_REASONS.get(stop_reason, FinishReason.STOP), model, PROVIDER, usage.total()
+                    )
                     await drain(body)
                     return
     except msgspec.DecodeError:

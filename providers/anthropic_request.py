@@ -154,9 +154,13 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
         system = "\n\n".join(m.text for m in messages if m.role == "system") or None
         turns: list[ChatMessage] | list[WireMessage] = [m for m in messages if m.role != "system"]
         for message in turns:  # a plain request's messages go as they are: `{"role", "content"}`
-            if (type(message.content) is not str or message.role == "tool"  # type: ignore[union-attr]
-                    or message.tool_calls is not None or message.tool_call_id is not None  # type: ignore[union-attr]
-                    or message.thinking):  # type: ignore[union-attr]
+            if (
+                type(message.content) is not str
+                or message.role == "tool"  # type: ignore[union-attr]
+                or message.tool_calls is not None
+                or message.tool_call_id is not None  # type: ignore[union-attr]
+                or message.thinking
+            ):  # type: ignore[union-attr]
                 turns = wire_turns(messages)
                 break
         wire = cls(model, request.max_tokens or DEFAULT_MAX_TOKENS, turns, True, system)
@@ -242,7 +246,7 @@ def thinking_blocks(parts: list[ThinkingPart]) -> list[Block]:
             if part.text:
                 blocks.append(RedactedThinkingBlock(part.text))
         elif signature.startswith(REDACTED_SIGNATURE):
-            blocks.append(RedactedThinkingBlock(signature[len(REDACTED_SIGNATURE):]))
+            blocks.append(RedactedThinkingBlock(signature[len(REDACTED_SIGNATURE) :]))
         elif signature and ":" not in signature:
             blocks.append(ThinkingBlock(part.text, signature))
     return blocks
@@ -356,9 +360,11 @@ def strict_schema(schema: dict[str, Any], path: str) -> dict[str, Any]:
         # The SDK's helper meets what it does not take in many ways (`"type": ["string",
         # "null"]` fails an `assert_never`): each is the client's schema, never a 5xx.
         detail = str(error)[:200] or type(error).__name__
-        raise InvalidRequestError(f"{path}: anthropic cannot use this schema ({detail}); a nullable type "
-                                  'is written `"anyOf": [{"type": "string"}, {"type": "null"}]`',
-                                  provider=PROVIDER) from None
+        raise InvalidRequestError(
+            f"{path}: anthropic cannot use this schema ({detail}); a nullable type "
+            'is written `"anyOf": [{"type": "string"}, {"type": "null"}]`',
+            provider=PROVIDER,
+        ) from None
 
 
 # --- thinking -------------------------------------------------------------------------------

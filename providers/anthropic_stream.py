@@ -122,9 +122,14 @@ class TokenCounts:
         """Prompt tokens count the cache writes and reads too (all are billed input); each of
         those also on its own, when not zero."""
         prompt = self.input + self.cache_creation + self.cache_read
-        return Usage(prompt_tokens=prompt, completion_tokens=self.output, total_tokens=prompt + self.output,
-                     reasoning_tokens=self.thinking, cached_tokens=self.cache_read or None,
-                     cache_creation_tokens=self.cache_creation or None)
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=self.output,
+            total_tokens=prompt + self.output,
+            reasoning_tokens=self.thinking,
+            cached_tokens=self.cache_read or None,
+            cache_creation_tokens=self.cache_creation or None,
+        )
 
 
 class StartedMessage(msgspec.Struct):
@@ -241,8 +246,11 @@ class AnthropicStreamAdapter:
     async def list_models(self) -> list[str]:
         """The ids `GET /v1/models` names, every page of them, but retired ones (the API keeps
         those in its catalogue as a record; a request naming one fails)."""
-        return [model.id async for model in self._client.models.list(limit=1000)
-                if getattr(model, "lifecycle", None) != "retired"]
+        return [
+            model.id
+            async for model in self._client.models.list(limit=1000)
+            if getattr(model, "lifecycle", None) != "retired"
+        ]
 
     async def _open(self, body: bytes) -> httpx2.Response:
         """One attempt: the response once Anthropic answered with its success status."""
@@ -354,5 +362,6 @@ def stream_error(data: str) -> UpstreamError:
         detail = _error_decoder.decode(data).error
     except msgspec.DecodeError:
         return UpstreamError("anthropic reported an error mid-stream", provider=PROVIDER)
-    return UpstreamError(f"anthropic failed mid-stream: {detail.message or detail.type} ({detail.type})",
-                         provider=PROVIDER)
+    return UpstreamError(
+        f"anthropic failed mid-stream: {detail.message or detail.type} ({detail.type})", provider=PROVIDER
+    )

@@ -102,8 +102,9 @@ class EchoAdapter:
         usage = Usage.of(prompt_words, len(text.split()))
         yield StreamChunk("", FinishReason.STOP, model, self.name, usage)
 
-    async def _answer(self, text: str, calls: list[EchoCall], reasoning: str, show_reasoning: bool, model: str,
-                      prompt_words: int) -> AsyncGenerator[Chunk, None]:
+    async def _answer(
+        self, text: str, calls: list[EchoCall], reasoning: str, show_reasoning: bool, model: str, prompt_words: int
+    ) -> AsyncGenerator[Chunk, None]:
         """Reasoning (when shown), then text, then the calls: each piece `delay_s` after
         the one before. The usage counts the reasoning, shown or not."""
         pieces: list[Chunk] = []
@@ -113,8 +114,10 @@ class EchoAdapter:
         for index, call in enumerate(calls):
             pieces.append(ToolCallChunk(index, call.id, call.name, ""))
             arguments = call.arguments
-            pieces += [ToolCallChunk(index, arguments=arguments[start:start + ARGUMENTS_PIECE])
-                       for start in range(0, len(arguments), ARGUMENTS_PIECE)]
+            pieces += [
+                ToolCallChunk(index, arguments=arguments[start : start + ARGUMENTS_PIECE])
+                for start in range(0, len(arguments), ARGUMENTS_PIECE)
+            ]
         for index, piece in enumerate(pieces):
             if index and self.delay_s:
                 await asyncio.sleep(self.delay_s)
@@ -144,13 +147,13 @@ def plan_calls(text: str, tools: Sequence[Tool], tool_choice: object) -> tuple[s
         return text, []
     calls = []
     for start, end in zip(starts, [*starts[1:], len(text)]):
-        rest = text[start + len("/tool"):end]
+        rest = text[start + len("/tool") : end]
         word = _NAME.match(rest)
         name = default
         if word is not None and word.group(1) in names:
-            name, rest = word.group(1), rest[word.end():]
+            name, rest = word.group(1), rest[word.end() :]
         calls.append(EchoCall(name, rest.strip() or "{}"))
-    return text[:starts[0]].rstrip(), calls
+    return text[: starts[0]].rstrip(), calls
 
 
 def tool_results(messages: Sequence[ChatMessage]) -> str:

@@ -87,8 +87,14 @@ PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"
 DEFAULT_MODEL = "gemini-2.5-flash"
 #: The built-in model list (the catalog replaces it with `list_models()`), default first.
-MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3.8-flash",
-          "gemini-3.5-flash-lite", "gemini-3.1-pro-preview")
+MODELS = (
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash-lite",
+    "gemini-3.8-flash",
+    "gemini-3.5-flash-lite",
+    "gemini-3.1-pro-preview",
+)
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 # Gemini's finishReason → ours. Any reason not listed ends the stream with `error`.
@@ -96,8 +102,17 @@ FINISH_REASONS = {
     "STOP": FinishReason.STOP,
     "MAX_TOKENS": FinishReason.LENGTH,
     **dict.fromkeys(
-        ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
-         "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR"),
+        (
+            "SAFETY",
+            "RECITATION",
+            "BLOCKLIST",
+            "PROHIBITED_CONTENT",
+            "SPII",
+            "IMAGE_SAFETY",
+            "IMAGE_PROHIBITED_CONTENT",
+            "IMAGE_RECITATION",
+            "MODEL_ARMOR",
+        ),
         FinishReason.CONTENT_FILTER,
     ),
 }
@@ -128,8 +143,7 @@ _CALL_ID = re.compile(r"call_[0-9a-f]{24}\.([A-Za-z0-9_-]+)")
 _TO_URL_SAFE = str.maketrans("+/", "-_", "=")
 _FROM_URL_SAFE = str.maketrans("-_", "+/")
 
-IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
-               "webp": "image/webp"}
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 
 
 # --- the request we send (the REST shape of `models.streamGenerateContent`) -----------
@@ -347,8 +361,9 @@ class GeminiStreamAdapter:
             raise InvalidRequestError(f"$.model: {model!r} is not a Gemini model name", provider=PROVIDER)
         content = json_encoder.encode(request_body(request, model))
         sdk_request = client._api_client._build_request("post", f"models/{model}:streamGenerateContent?alt=sse", {})
-        upstream_request = self._http.build_request("POST", sdk_request.url, content=content,
-                                                    headers=sdk_request.headers)
+        upstream_request = self._http.build_request(
+            "POST", sdk_request.url, content=content, headers=sdk_request.headers
+        )
         response = await open_with_retries(lambda: self._open(upstream_request), max_retries=self.max_retries)
         body, release = response_body(response)
         return ChunkStream(self._chunks(body, model, request.include_reasoning), release)
@@ -361,11 +376,13 @@ class GeminiStreamAdapter:
         if not _MODEL_NAME.fullmatch(model):
             raise InvalidRequestError(f"$.model: {model!r} is not a Gemini model name", provider=PROVIDER)
         body = request_body(request, model)
-        count = _CountTokensRequest(_CountedRequest(f"models/{model}", body.contents, body.system_instruction,
-                                                    body.tools))
+        count = _CountTokensRequest(
+            _CountedRequest(f"models/{model}", body.contents, body.system_instruction, body.tools)
+        )
         sdk_request = client._api_client._build_request("post", f"models/{model}:countTokens", {})
-        upstream_request = self._http.build_request("POST", sdk_request.url, content=json_encoder.encode(count),
-                                                    headers=sdk_request.headers)
+        upstream_request = self._http.build_request(
+            "POST", sdk_request.url, content=json_encoder.encode(count), headers=sdk_request.headers
+        )
         response = await open_with_retries(lambda: self._open(upstream_request), max_retries=self.max_retries)
         try:
             return _count_decoder.decode(await response.aread()).total_tokens
@@ -380,10 +397,14 @@ class GeminiStreamAdapter:
         """`models.list` through the SDK (every page): the ids, without `models/`, of the
         models that take `generateContent`. The SDK's own timeout (per read) applies."""
         config = genai_types.ListModelsConfig(
-            page_size=1000, http_options=genai_types.HttpOptions(timeout=int(self.timeout_s * 1000)))
+            page_size=1000, http_options=genai_types.HttpOptions(timeout=int(self.timeout_s * 1000))
+        )
         pager = await self._sdk_client().aio.models.list(config=config)
-        return [model.name.removeprefix("models/") async for model in pager
-                if model.name and "generateContent" in (model.supported_actions or ())]
+        return [
+            model.name.removeprefix("models/")
+            async for model in pager
+            if model.name and "generateContent" in (model.supported_actions or ())
+        ]
 
     async def _open(self, upstream_request: httpx2.Request) -> httpx2.Response:
         """Send the request; return the response once Gemini answered 200. With several
@@ -399,8 +420,9 @@ class GeminiStreamAdapter:
                     raise
         return await self._open_with_key(upstream_request, ring, ring.choose())
 
-    async def _open_with_key(self, upstream_request: httpx2.Request, ring: keys.KeyRing | None,
-                             index: int) -> httpx2.Response:
+    async def _open_with_key(
+        self, upstream_request: httpx2.Request, ring: keys.KeyRing | None, index: int
+    ) -> httpx2.Response:
         if ring is not None:
             upstream_request.headers["x-goog-api-key"] = ring.keys[index]
         try:
@@ -425,8 +447,9 @@ class GeminiStreamAdapter:
             except genai_errors.APIError as error:
                 mapped = error_from_api(error)
                 if ring is not None:
-                    ring.answered(index, 401 if isinstance(mapped, ProviderAuthError) else mapped.status,
-                                  mapped.retry_after)
+                    ring.answered(
+                        index, 401 if isinstance(mapped, ProviderAuthError) else mapped.status, mapped.retry_after
+                    )
                 raise mapped from None
             except BodyTooLarge as error:
                 raise UpstreamError(f"gemini sent an answer too large to read: {error}", provider=PROVIDER) from None
@@ -436,8 +459,9 @@ class GeminiStreamAdapter:
                 await response.aclose()
         return response
 
-    async def _chunks(self, body: AsyncIterator[bytes], model: str,
-                      include_reasoning: bool) -> AsyncGenerator[Chunk, None]:
+    async def _chunks(
+        self, body: AsyncIterator[bytes], model: str, include_reasoning: bool
+    ) -> AsyncGenerator[Chunk, None]:
         """Every non-thought text part as a chunk, thought parts as reasoning (when asked),
         each `functionCall` part as one whole tool call; after the stream ends, the final
         chunk."""
@@ -453,8 +477,9 @@ class GeminiStreamAdapter:
                         continue
                     frame = _frame_decoder.decode(event.data)
                     if frame.error is not None:
-                        raise error_from_status(frame.error.code, frame.error.message, provider=PROVIDER,
-                                                key_env=KEY_ENV)
+                        raise error_from_status(
+                            frame.error.code, frame.error.message, provider=PROVIDER, key_env=KEY_ENV
+                        )
                     if frame.usage_metadata is not None:
                         usage = frame.usage_metadata
                     if frame.prompt_feedback is not None and frame.prompt_feedback.block_reason:
@@ -521,8 +546,9 @@ def request_body(request: ChatRequest, model: str) -> _GenerateContentRequest:
     """Our request as Gemini's: `assistant` → `model`, system messages → `systemInstruction`,
     tool calls and results → `functionCall` / `functionResponse` parts."""
     contents, system = contents_of(request.messages, model)
-    config = _GenerationConfig(thinking_of(request, model), request.temperature, request.max_tokens,
-                               request.stop_sequences, request.top_p)
+    config = _GenerationConfig(
+        thinking_of(request, model), request.temperature, request.max_tokens, request.stop_sequences, request.top_p
+    )
     response_format = request.response_format
     if response_format is not None and response_format.type != "text":
         config.response_mime_type = "application/json"
@@ -530,8 +556,14 @@ def request_body(request: ChatRequest, model: str) -> _GenerateContentRequest:
             config.response_json_schema = response_format.json_schema.schema
     body = _GenerateContentRequest(contents, config, system)
     if request.tools:
-        body.tools = [_Tool([_FunctionDeclaration(tool.function.name, tool.function.description,
-                                                  tool.function.parameters) for tool in request.tools])]
+        body.tools = [
+            _Tool(
+                [
+                    _FunctionDeclaration(tool.function.name, tool.function.description, tool.function.parameters)
+                    for tool in request.tools
+                ]
+            )
+        ]
         if request.tool_choice is not None:
             body.tool_config = tool_config_of(request.tool_choice)
     return body
@@ -615,8 +647,9 @@ def parts_of(message: ChatMessage, index: int, call_names: dict[str, str], model
                 parts.append(_Part(part.text))
             else:
                 parts.append(image_part(part, f"$.messages[{index}].content[{number}].image_url.url"))
-    signature = next((part.signature for part in reversed(message.thinking or ())
-                      if part.signature and not part.redacted), None)
+    signature = next(
+        (part.signature for part in reversed(message.thinking or ()) if part.signature and not part.redacted), None
+    )
     for number, call in enumerate(message.tool_calls or ()):
         call_names[call.id] = call.function.name
         # Gemini 3 checks the signature of the first call of every step of the current turn.
@@ -649,8 +682,7 @@ def image_part(part: ImagePart, path: str) -> _InlineDataPart | _FileDataPart:
         header, comma, data = url[5:].partition(",")
         media_type, _, encoding = header.partition(";")
         if not comma or not media_type or encoding != "base64":
-            raise InvalidRequestError(f"{path}: a data: URL must be data:<media type>;base64,<data>",
-                                      provider=PROVIDER)
+            raise InvalidRequestError(f"{path}: a data: URL must be data:<media type>;base64,<data>", provider=PROVIDER)
         return _InlineDataPart(_Blob(media_type, data))
     if url.startswith("https://"):
         extension = urlsplit(url).path.rpartition(".")[2].lower()
@@ -669,13 +701,15 @@ def function_call_part(call: ToolCall, path: str, foreign_signature: str | None)
     id carries (else `foreign_signature`: one sent back as reasoning, or the foreign one)."""
     arguments = call.function.arguments
     if too_deep(arguments):
-        raise InvalidRequestError(f"{path}.function.arguments: nested deeper than {MAX_DEPTH} levels of objects "
-                                  "and arrays", provider=PROVIDER)
+        raise InvalidRequestError(
+            f"{path}.function.arguments: nested deeper than {MAX_DEPTH} levels of objects and arrays", provider=PROVIDER
+        )
     try:
         args = _arguments_decoder.decode(arguments) if arguments.strip() else {}
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise InvalidRequestError(f"{path}.function.arguments: not the JSON text of an object",
-                                  provider=PROVIDER) from None
+        raise InvalidRequestError(
+            f"{path}.function.arguments: not the JSON text of an object", provider=PROVIDER
+        ) from None
     return _FunctionCallPart(_FunctionCall(call.function.name, args), signature_of(call.id) or foreign_signature)
 
 
@@ -685,8 +719,9 @@ def function_response_part(message: ChatMessage, index: int, call_names: dict[st
     Gemini reads as the function's output)."""
     name = call_names.get(message.tool_call_id or "")
     if name is None:
-        raise InvalidRequestError(f"$.messages[{index}].tool_call_id: answers no tool call of an earlier "
-                                  "assistant message", provider=PROVIDER)
+        raise InvalidRequestError(
+            f"$.messages[{index}].tool_call_id: answers no tool call of an earlier assistant message", provider=PROVIDER
+        )
     text = message.text
     try:
         response = {"output": text} if too_deep(text) else _arguments_decoder.decode(text)
@@ -700,14 +735,15 @@ def ending(finish_reason: str | None, block_reason: str | None) -> tuple[FinishR
     a safety stop or a blocked prompt is `content_filter`, an unknown reason an `error`."""
     if finish_reason is None:
         return FinishReason.CONTENT_FILTER, StreamError(
-            f"gemini blocked the prompt ({block_reason})", type="content_filter", provider=PROVIDER)
+            f"gemini blocked the prompt ({block_reason})", type="content_filter", provider=PROVIDER
+        )
     reason = FINISH_REASONS.get(finish_reason, FinishReason.ERROR)
     if reason is FinishReason.CONTENT_FILTER:
-        return reason, StreamError(f"gemini stopped the answer ({finish_reason})", type="content_filter",
-                                   provider=PROVIDER)
+        return reason, StreamError(
+            f"gemini stopped the answer ({finish_reason})", type="content_filter", provider=PROVIDER
+        )
     if reason is FinishReason.ERROR:
-        return reason, UpstreamError(f"gemini stopped the answer with finish reason {finish_reason}",
-                                     provider=PROVIDER)
+        return reason, UpstreamError(f"gemini stopped the answer with finish reason {finish_reason}", provider=PROVIDER)
     return reason, None
 
 
@@ -722,8 +758,13 @@ def usage_of(metadata: _UsageMetadata | None) -> Usage | None:
     thoughts = metadata.thoughts_token_count
     completion = metadata.candidates_token_count + thoughts
     total = metadata.total_token_count
-    return Usage(prompt, completion, total if total is not None else prompt + completion, thoughts or None,
-                 metadata.cached_content_token_count or None)
+    return Usage(
+        prompt,
+        completion,
+        total if total is not None else prompt + completion,
+        thoughts or None,
+        metadata.cached_content_token_count or None,
+    )
 
 
 def error_from_api(error: genai_errors.APIError) -> GatewayError:
@@ -733,8 +774,9 @@ def error_from_api(error: genai_errors.APIError) -> GatewayError:
         return ProviderAuthError(f"gemini rejected the API key; check {KEY_ENV}", provider=PROVIDER)
     retry_after = error.response.headers.get("retry-after") if error.response is not None else None
     message = error.message or str(error.status or "")
-    return error_from_status(error.code, message, provider=PROVIDER, key_env=KEY_ENV,
-                             retry_after=retry_after or retry_delay(details))
+    return error_from_status(
+        error.code, message, provider=PROVIDER, key_env=KEY_ENV, retry_after=retry_after or retry_delay(details)
+    )
 
 
 def error_details(body: Any) -> list[dict[str, Any]]:

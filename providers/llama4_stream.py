@@ -52,8 +52,9 @@ class Llama4StreamAdapter(OpenAIStreamAdapter):
         """`TOGETHER_DEFAULT_MODEL` must be a supported model (checked at start-up)."""
         default = settings.together_default_model or SUPPORTED_LLAMA_MODELS[0]
         if default not in SUPPORTED_LLAMA_MODELS:
-            raise SettingsError(f"TOGETHER_DEFAULT_MODEL={default!r} is not valid: expected one of "
-                                f"{', '.join(SUPPORTED_LLAMA_MODELS)}")
+            raise SettingsError(
+                f"TOGETHER_DEFAULT_MODEL={default!r} is not valid: expected one of {', '.join(SUPPORTED_LLAMA_MODELS)}"
+            )
         return default, (default, *(model for model in SUPPORTED_LLAMA_MODELS if model != default))
 
     @staticmethod

@@ -68,10 +68,18 @@ if TYPE_CHECKING:
 #: and the session, conversation and request ids Codex and the SDKs send. Never
 #: `authorization` nor `openai-organization` / `openai-project` (the key and its account
 #: are the adapter's), nor the SDK's own (`user-agent`, `x-stainless-*`: ours go).
-FORWARDED_HEADERS = frozenset({
-    "openai-beta", "session-id", "session_id", "conversation-id", "conversation_id", "x-client-request-id",
-    "originator", "idempotency-key",
-})
+FORWARDED_HEADERS = frozenset(
+    {
+        "openai-beta",
+        "session-id",
+        "session_id",
+        "conversation-id",
+        "conversation_id",
+        "x-client-request-id",
+        "originator",
+        "idempotency-key",
+    }
+)
 #: The most of a non-streamed answer read (bytes, after decompression); past it the call
 #: fails as `upstream_error`.
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
@@ -81,7 +89,6 @@ TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respo
 CLIENT_CALLS = frozenset({"function_call", "custom_tool_call"})
 #: What a reasoning request asks to get back: each reasoning item's encrypted content.
 ENCRYPTED_REASONING = ["reasoning.encrypted_content"]
-
 
 
 # --- the upstream's response object (only what we read) --------------------------------
@@ -170,8 +177,13 @@ def _usage(wire: _WireUsage | None) -> Usage | None:
     total = wire.total_tokens if wire.total_tokens is not None else wire.input_tokens + wire.output_tokens
     reasoning = wire.output_tokens_details.reasoning_tokens if wire.output_tokens_details is not None else None
     cached = wire.input_tokens_details.cached_tokens if wire.input_tokens_details is not None else None
-    return Usage(prompt_tokens=wire.input_tokens, completion_tokens=wire.output_tokens, total_tokens=total,
-                 reasoning_tokens=reasoning or None, cached_tokens=cached or None)
+    return Usage(
+        prompt_tokens=wire.input_tokens,
+        completion_tokens=wire.output_tokens,
+        total_tokens=total,
+        reasoning_tokens=reasoning or None,
+        cached_tokens=cached or None,
+    )
 
 
 def finish_reason(response: _Response) -> FinishReason:
@@ -195,16 +207,26 @@ def finish_reason(response: _Response) -> FinishReason:
 def _final(response: _Response | None, provider: str) -> StreamChunk:
     if response is None:
         return StreamChunk(content="", finish_reason=FinishReason.STOP, model="", provider=provider)
-    return StreamChunk(content="", finish_reason=finish_reason(response), model=response.model, provider=provider,
-                       usage=_usage(response.usage))
+    return StreamChunk(
+        content="",
+        finish_reason=finish_reason(response),
+        model=response.model,
+        provider=provider,
+        usage=_usage(response.usage),
+    )
 
 
 # --- the passthrough --------------------------------------------------------------------
 
 
 async def open_responses_passthrough(
-    adapter: OpenAIStreamAdapter, body: bytes, headers: list[tuple[str, str]], *, stream: bool,
-    path: str = "/responses", method: str = "POST",
+    adapter: OpenAIStreamAdapter,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    *,
+    stream: bool,
+    path: str = "/responses",
+    method: str = "POST",
 ) -> ChunkStream:
     """Send `body` as it came (`method` on `path` under the adapter's base URL, e.g.
     `GET /responses/{id}?stream=true&starting_after=3`) with the client's `headers` of
@@ -212,8 +234,11 @@ async def open_responses_passthrough(
     contract's error with the upstream's body in `upstream_body`. `stream`: the answer is
     an event stream (`RawEvent` per event), else one JSON body (one `RawEvent`); either
     way the final `StreamChunk` follows."""
-    forwarded = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                 for name, value in headers if name.lower() in FORWARDED_HEADERS]
+    forwarded = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in headers
+        if name.lower() in FORWARDED_HEADERS
+    ]
     chunks, release = await adapter.open_responses(body, forwarded, method=method, path=path, keep_error_body=True)
     reader = _relay(chunks, adapter.name) if stream else _answer(chunks, adapter.name)
     return ChunkStream(reader, release)
@@ -409,9 +434,17 @@ def responses_request(request: ChatRequest, model: str, effort: ReasoningEffort 
     """Our request as a streamed, unstored Responses request asking for reasoning
     summaries and encrypted reasoning. `effort` `None`: the model's own default. (`stop`
     has no Responses form: such a request never comes here, see `uses_responses_api`.)"""
-    wire = _Request(model=model, input=input_items(request.messages), stream=True, store=False,
-                    include=ENCRYPTED_REASONING, reasoning=_Reasoning(summary="auto", effort=effort),
-                    max_output_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p)
+    wire = _Request(
+        model=model,
+        input=input_items(request.messages),
+        stream=True,
+        store=False,
+        include=ENCRYPTED_REASONING,
+        reasoning=_Reasoning(summary="auto", effort=effort),
+        max_output_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+    )
     if request.response_format is not None:
         wire.text = _TextConfig(_text_format(request.response_format))
     if request.tools:
@@ -441,8 +474,7 @@ def input_items(messages: list[ChatMessage]) -> list[_InputItem]:
             if text or not message.tool_calls:
                 items.append(_Message(role="assistant", content=text))
             for call in message.tool_calls or ():
-                items.append(_FunctionCall(call_id=call.id, name=call.function.name,
-                                           arguments=call.function.arguments))
+                items.append(_FunctionCall(call_id=call.id, name=call.function.name, arguments=call.function.arguments))
     return items
 
 
@@ -452,8 +484,9 @@ def reasoning_item(part: ThinkingPart) -> _ReasoningItem | None:
     item_id, colon, encrypted = (part.signature or "").partition(":")
     if part.redacted or not colon or not item_id.startswith("rs_") or not encrypted:
         return None
-    return _ReasoningItem(id=item_id, summary=[_SummaryText(part.text)] if part.text else [],
-                          encrypted_content=encrypted)
+    return _ReasoningItem(
+        id=item_id, summary=[_SummaryText(part.text)] if part.text else [], encrypted_content=encrypted
+    )
 
 
 def reasoning_signature(item_id: str, encrypted_content: str) -> str:
@@ -476,8 +509,12 @@ def _content(content: str | list[TextPart | ImagePart] | None) -> str | list[_In
 
 def _function_tool(tool: Tool) -> _FunctionTool:
     function = tool.function
-    return _FunctionTool(name=function.name, parameters=function.parameters, strict=bool(function.strict),
-                         description=function.description)
+    return _FunctionTool(
+        name=function.name,
+        parameters=function.parameters,
+        strict=bool(function.strict),
+        description=function.description,
+    )
 
 
 def _tool_choice(choice: ToolChoice) -> Literal["auto", "none", "required"] | _NamedFunction:
@@ -490,8 +527,13 @@ def _text_format(response_format: ResponseFormat) -> _TextFormat:
     schema = response_format.json_schema
     if response_format.type != "json_schema" or schema is None:
         return _TextFormat(type=response_format.type)
-    return _TextFormat(type="json_schema", name=schema.name, schema=schema.schema or {"type": "object"},
-                       description=schema.description, strict=schema.strict)
+    return _TextFormat(
+        type="json_schema",
+        name=schema.name,
+        schema=schema.schema or {"type": "object"},
+        description=schema.description,
+        strict=schema.strict,
+    )
 
 
 # --- reasoning for the native and Chat Completions endpoints: the stream ------------------
@@ -540,8 +582,9 @@ async def _chat_chunks(chunks: AsyncIterator[bytes], model: str, provider: str) 
                     if item is not None and item.type == "function_call":
                         calls[item.id] = len(calls)
                         silent.add(item.id)
-                        yield ToolCallChunk(index=calls[item.id], id=item.call_id, name=item.name,
-                                            arguments=item.arguments)
+                        yield ToolCallChunk(
+                            index=calls[item.id], id=item.call_id, name=item.name, arguments=item.arguments
+                        )
                         if item.arguments:
                             silent.discard(item.id)
                 elif name == "response.output_item.done":
@@ -564,8 +607,9 @@ async def _chat_chunks(chunks: AsyncIterator[bytes], model: str, provider: str) 
                     reason = finish_reason(response)
                     if calls and reason is FinishReason.STOP:
                         reason = FinishReason.TOOL_CALLS
-                    yield StreamChunk(content="", finish_reason=reason, model=model, provider=provider,
-                                      usage=_usage(response.usage))
+                    yield StreamChunk(
+                        content="", finish_reason=reason, model=model, provider=provider, usage=_usage(response.usage)
+                    )
                     await _drain(chunks)
                     return
                 elif name == "error":

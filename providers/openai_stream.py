@@ -63,9 +63,24 @@ OPENAI_DEFAULT_MODEL = "gpt-4o"
 #: The built-in list (the default first): the chat models of the pinned SDK's `ChatModel`
 #: that are current (no dated snapshots, none announced to shut down within weeks).
 OPENAI_MODELS = (
-    OPENAI_DEFAULT_MODEL, "gpt-6.2-sol", "gpt-6.2-astra", "gpt-6.1-sol", "gpt-6.1-terra", "gpt-6-sol",
-    "gpt-6-astra", "gpt-6-luna", "gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna", "gpt-5.5", "gpt-5.4",
-    "gpt-5.4-mini", "gpt-5.2", "gpt-4.1", "gpt-4.1-mini", "gpt-4o-mini",
+    OPENAI_DEFAULT_MODEL,
+    "gpt-6.2-sol",
+    "gpt-6.2-astra",
+    "gpt-6.1-sol",
+    "gpt-6.1-terra",
+    "gpt-6-sol",
+    "gpt-6-astra",
+    "gpt-6-luna",
+    "gpt-5.6-sol",
+    "gpt-5.6-terra",
+    "gpt-5.6-luna",
+    "gpt-5.5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "gpt-5.2",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4o-mini",
 )
 #: Models that reason (and take `reasoning_effort`): the o-series and GPT-5 onwards, also
 #: fine-tuned (`ft:o4-mini:…`); not the `*-chat-latest` aliases, which take no effort.
@@ -285,8 +300,13 @@ class OpenAIStreamAdapter:
         reasons (`REASONING_MODEL`) and is not told not to (`reasoning_effort: none`), and
         asks nothing the Responses API lacks (`stop`: that request goes to Chat Completions
         as before, and the upstream decides)."""
-        return (request.include_reasoning and self.has_responses_api and request.reasoning_effort != "none"
-                and request.stop is None and REASONING_MODEL.match(model) is not None)
+        return (
+            request.include_reasoning
+            and self.has_responses_api
+            and request.reasoning_effort != "none"
+            and request.stop is None
+            and REASONING_MODEL.match(model) is not None
+        )
 
     async def stream_chat(self, request: ChatRequest) -> ChunkStream:
         model = request.model or self.default_model
@@ -294,17 +314,33 @@ class OpenAIStreamAdapter:
         self._require_key()
         if self.uses_responses_api(request, model):
             return await openai_responses.stream_chat(self, request, model)
-        body = json_encoder.encode(self._request_type(
-            model, request.messages, True, _STREAM_OPTIONS, request.temperature, request.max_tokens,
-            self.reasoning_effort(request, model), request.stop, request.response_format, request.tools,
-            request.tool_choice, request.top_p,
-        ))
+        body = json_encoder.encode(
+            self._request_type(
+                model,
+                request.messages,
+                True,
+                _STREAM_OPTIONS,
+                request.temperature,
+                request.max_tokens,
+                self.reasoning_effort(request, model),
+                request.stop,
+                request.response_format,
+                request.tools,
+                request.tool_choice,
+                request.top_p,
+            )
+        )
         chunks, release = response_body(await self._send(self._chat, body))
         return ChunkStream(self._chunks(chunks, model, request.include_reasoning), release)
 
     async def open_responses(
-        self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (), *, method: str = "POST",
-        path: str = "/responses", keep_error_body: bool = False,
+        self,
+        body: bytes,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        method: str = "POST",
+        path: str = "/responses",
+        keep_error_body: bool = False,
     ) -> tuple[AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
         """One call to the upstream's Responses API (`method` on `path` under the base URL,
         which may carry a query), sent as `_send` sends: the body's bytes as they arrive
@@ -321,8 +357,14 @@ class OpenAIStreamAdapter:
             raise ProviderNotConfiguredError(f"{self.name} is not configured; set {self.key_env}", provider=self.name)
 
     async def _send(
-        self, prepared: PreparedRequest, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (), *,
-        method: str = "POST", url: httpx2.URL | None = None, keep_error_body: bool = False,
+        self,
+        prepared: PreparedRequest,
+        body: bytes,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        method: str = "POST",
+        url: httpx2.URL | None = None,
+        keep_error_body: bool = False,
     ) -> httpx2.Response:
         """`body` through a request the SDK prepared (its auth and headers), plus `headers`
         and an `X-Request-Id` fresh per call and the same across its retries, under our
@@ -472,8 +514,13 @@ def _usage(wire: _WireUsage) -> Usage:
     reasoning = details.reasoning_tokens if details is not None and details.reasoning_tokens else None
     prompt_details = wire.prompt_tokens_details
     cached = prompt_details.cached_tokens if prompt_details is not None and prompt_details.cached_tokens else None
-    return Usage(prompt_tokens=wire.prompt_tokens, completion_tokens=wire.completion_tokens, total_tokens=total,
-                 reasoning_tokens=reasoning, cached_tokens=cached)
+    return Usage(
+        prompt_tokens=wire.prompt_tokens,
+        completion_tokens=wire.completion_tokens,
+        total_tokens=total,
+        reasoning_tokens=reasoning,
+        cached_tokens=cached,
+    )
 
 
 def _stream_error(error: _WireError | str, provider: str) -> UpstreamError:

@@ -47,8 +47,9 @@ class PreparedRequest:
 
     def __init__(self, client: Any, options: Any) -> None:
         """`options`: the SDK's `FinalRequestOptions` for the call, with any body."""
-        require_internals(self.sdk, client, ("_build_request", "_make_status_error_from_response", "_prepare_url",
-                                             *self.internals))
+        require_internals(
+            self.sdk, client, ("_build_request", "_make_status_error_from_response", "_prepare_url", *self.internals)
+        )
         template: httpx2.Request = client._build_request(options)
         self._client = client
         self._url = template.url
@@ -78,8 +79,14 @@ class PreparedRequest:
         joins them."""
         return self._client._prepare_url(path)  # type: ignore[no-any-return]
 
-    async def send(self, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (), *, method: str = "POST",
-                   url: httpx2.URL | None = None) -> httpx2.Response:
+    async def send(
+        self,
+        body: bytes,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        method: str = "POST",
+        url: httpx2.URL | None = None,
+    ) -> httpx2.Response:
         """Send `body` (plus `headers`) as `method` to `url` (else the prepared URL); the
         response once its status is a `2xx`, its body unread. Any other status (a redirect
         too: it is never followed) raises the SDK's status error, its body read up to
@@ -89,7 +96,10 @@ class PreparedRequest:
         if ring is not None and self._key_headers:
             return await self._send_with_key(ring, body, headers, method, url or self._url)
         request = httpx2.Request(
-            method, url or self._url, headers=[*self._headers, *headers], content=body,
+            method,
+            url or self._url,
+            headers=[*self._headers, *headers],
+            content=body,
             extensions=dict(self._extensions),
         )
         response = await self._send(request)
@@ -97,15 +107,21 @@ class PreparedRequest:
             return response
         raise self._client._make_status_error_from_response(await read_at_most(response))
 
-    async def _send_with_key(self, ring: keys.KeyRing, body: bytes, headers: Iterable[tuple[bytes, bytes]],
-                             method: str, url: httpx2.URL) -> httpx2.Response:
+    async def _send_with_key(
+        self, ring: keys.KeyRing, body: bytes, headers: Iterable[tuple[bytes, bytes]], method: str, url: httpx2.URL
+    ) -> httpx2.Response:
         """`send` with the key `ring` chooses, held until the response is let go; a `429`,
         `401` or `403` answer sets that key to rest and, while another key is usable,
         the request goes out again with it (not a retry: the key failed, not the request)."""
         for _ in ring.keys:  # a key refused (and now resting) is replaced by another at once
             index = ring.choose()
-            request = httpx2.Request(method, url, headers=[*self._headers, self._key_headers[index], *headers],
-                                     content=body, extensions=dict(self._extensions))
+            request = httpx2.Request(
+                method,
+                url,
+                headers=[*self._headers, self._key_headers[index], *headers],
+                content=body,
+                extensions=dict(self._extensions),
+            )
             try:
                 response = await self._send(request)
             except BaseException:
@@ -174,8 +190,9 @@ def map_sdk_error(
     if isinstance(exc, status_error):
         response: httpx2.Response = exc.response  # type: ignore[attr-defined]
         if response.status_code < 400:  # a redirect (never followed): not the stream asked for
-            return UpstreamError(f"{provider} answered HTTP {response.status_code} instead of a stream",
-                                 provider=provider)
+            return UpstreamError(
+                f"{provider} answered HTTP {response.status_code} instead of a stream", provider=provider
+            )
         return error_from_status(
             response.status_code,
             _upstream_message(exc),

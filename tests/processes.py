@@ -51,8 +51,22 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -86,8 +100,13 @@ def gateways(directory: Path, count: int, **env: str) -> Iterator[list[tuple[sub
         port = free_port()
         environment = {k: v for k, v in os.environ.items() if k not in KEYS}
         environment.update({"PORT": str(port), **env})
-        process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=directory, env=environment,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "server.py")],
+            cwd=directory,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         started.append((process, f"http://127.0.0.1:{port}"))
     try:
         for process, url in started:

@@ -7,8 +7,9 @@ from typing import Any
 import httpx
 
 
-def start(url: str, frames: int, payload: dict[str, Any], path: str = "/api/v1/chat/stream",
-          **kwargs: Any) -> tuple[str, bytes]:
+def start(
+    url: str, frames: int, payload: dict[str, Any], path: str = "/api/v1/chat/stream", **kwargs: Any
+) -> tuple[str, bytes]:
     """POST a resumable stream, read until `frames` frames arrived, leave; (id, bytes read)."""
     with httpx.stream("POST", url + path, json=payload, timeout=20, **kwargs) as response:
         assert response.status_code == 200, response.read()
@@ -20,8 +21,13 @@ def start(url: str, frames: int, payload: dict[str, Any], path: str = "/api/v1/c
         return response.headers["x-stream-id"], received
 
 
-def resume_from(url: str, stream_id: str, after: int | None = None, path: str = "/api/v1/chat/stream/{}",
-                headers: dict[str, str] | None = None) -> httpx.Response:
+def resume_from(
+    url: str,
+    stream_id: str,
+    after: int | None = None,
+    path: str = "/api/v1/chat/stream/{}",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """`GET` the stream, with `Last-Event-ID: after` when given (none: from the start)."""
     headers = dict(headers or {})
     if after is not None:

@@ -30,8 +30,16 @@ def closed_port() -> int:
 @contextmanager
 def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Run `app` under uvicorn (httptools) on 127.0.0.1 in a thread; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, http="httptools", loop="asyncio",
-                            access_log=False, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        http="httptools",
+        loop="asyncio",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -43,36 +43,52 @@ def test_a_stream_and_an_answer_each_log_one_line(base_url: str, caplog: pytest.
     assert httpx.post(base_url + "/api/v1/chat/stream", json=body).status_code == 200
     assert httpx.post(base_url + "/api/v1/chat", json=body).status_code == 200
     with openai.OpenAI(base_url=base_url + "/v1", api_key="-", max_retries=0) as client:
-        text = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
-            model="echo/echo", messages=HELLO, stream=True) if chunk.choices)
+        text = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(model="echo/echo", messages=HELLO, stream=True)
+            if chunk.choices
+        )
         assert text == HELLO[0]["content"]
     stream, answer, sdk = wait_for_lines(caplog, 3)
-    assert re.fullmatch(rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
-                        rf"duration={NUMBER} tokens=3\+3", stream), stream
-    assert re.fullmatch(rf"POST /api/v1/chat 200 provider=echo model=echo ttft=- duration={NUMBER} tokens=3\+3",
-                        answer), answer
-    assert re.fullmatch(rf"POST /v1/chat/completions 200 provider=echo model=echo ttft={NUMBER} "
-                        rf"duration={NUMBER} tokens=3\+3", sdk), sdk
+    assert re.fullmatch(
+        rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
+        rf"duration={NUMBER} tokens=3\+3",
+        stream,
+    ), stream
+    assert re.fullmatch(
+        rf"POST /api/v1/chat 200 provider=echo model=echo ttft=- duration={NUMBER} tokens=3\+3", answer
+    ), answer
+    assert re.fullmatch(
+        rf"POST /v1/chat/completions 200 provider=echo model=echo ttft={NUMBER} "
+        rf"duration={NUMBER} tokens=3\+3",
+        sdk,
+    ), sdk
     assert all(record.levelno == logging.INFO for record in caplog.records if record.name == "streamgate.access")
 
 
 def test_a_resumable_stream_logs_its_stream_id_when_its_generation_ends(
-        base_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    base_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="streamgate.access")
     body = {"provider": "echo", "messages": HELLO, "resumable": True}
     response = httpx.post(base_url + "/api/v1/chat/stream", json=body)
     assert response.status_code == 200
     stream_id = response.headers["x-stream-id"]
     (line,) = wait_for_lines(caplog, 1)
-    assert re.fullmatch(rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
-                        rf"duration={NUMBER} tokens=3\+3 stream={re.escape(stream_id)}", line), line
+    assert re.fullmatch(
+        rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
+        rf"duration={NUMBER} tokens=3\+3 stream={re.escape(stream_id)}",
+        line,
+    ), line
 
 
 def test_refused_requests_log_the_status_each_dialect_sent(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="streamgate.access")
     with serve(create_app(settings())) as url:  # every provider, none configured but echo
         assert httpx.post(url + "/api/v1/chat/stream", json={"provider": "nope", "messages": HELLO}).status_code == 422
-        assert httpx.post(url + "/api/v1/chat/stream", json={"provider": "openai", "messages": HELLO}).status_code == 401
+        assert (
+            httpx.post(url + "/api/v1/chat/stream", json={"provider": "openai", "messages": HELLO}).status_code == 401
+        )
         with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0) as client:
             for model in ("echo/other", "anthropic/claude-x"):
                 with pytest.raises(openai.BadRequestError):
@@ -100,8 +116,11 @@ def test_a_client_that_leaves_is_logged_as_gone(caplog: pytest.LogCaptureFixture
         with httpx.stream("POST", url + "/api/v1/chat/stream", json=body) as response:
             next(response.iter_bytes())
         (line,) = wait_for_lines(caplog, 1)
-    assert re.fullmatch(rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
-                        rf"duration={NUMBER} tokens=- error=client_gone", line), line
+    assert re.fullmatch(
+        rf"POST /api/v1/chat/stream 200 provider=echo model=echo ttft={NUMBER} "
+        rf"duration={NUMBER} tokens=- error=client_gone",
+        line,
+    ), line
 
 
 def test_access_log_off_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -38,10 +38,16 @@ def run(url: str, model: str, prompt: str, **settings_: Any) -> tuple[str, list[
         client = AsyncOpenAI(base_url=url + "/v1", api_key="sk-anything", max_retries=0)
         # `<provider>/<model>` names: the SDK's MultiProvider takes a prefix it does not know
         # as part of the model id when asked to.
-        config = RunConfig(model_provider=MultiProvider(openai_client=client, unknown_prefix_mode="model_id"),
-                           tracing_disabled=True)
-        agent = Agent(name="weather", instructions="Answer with the tool.", model=model, tools=[get_weather],
-                      model_settings=ModelSettings(**settings_))
+        config = RunConfig(
+            model_provider=MultiProvider(openai_client=client, unknown_prefix_mode="model_id"), tracing_disabled=True
+        )
+        agent = Agent(
+            name="weather",
+            instructions="Answer with the tool.",
+            model=model,
+            tools=[get_weather],
+            model_settings=ModelSettings(**settings_),
+        )
         result = Runner.run_streamed(agent, input=prompt, run_config=config)
         kinds = [event.item.type async for event in result.stream_events() if event.type == "run_item_stream_event"]
         return str(result.final_output), kinds
@@ -64,12 +70,18 @@ def test_agent_with_a_tool_on_anthropic() -> None:
     calls.clear()
     with providers_gateway() as (url, upstream):
         upstream.script(
-            b"".join(whole_stream(thinking_block(0, ["The user wants ", "weather."]),
-                                  tool_block(1, "toolu_01A", "get_weather", ["", '{"city": "Oslo"}']),
-                                  stop_reason="tool_use")),
-            b"".join(whole_stream(text_block(0, ["Oslo is ", "sunny."]))))
-        output, kinds = run(url, "anthropic/claude-sonnet-5-5", "Weather in Oslo?",
-                            reasoning=Reasoning(effort="low", summary="auto"))
+            b"".join(
+                whole_stream(
+                    thinking_block(0, ["The user wants ", "weather."]),
+                    tool_block(1, "toolu_01A", "get_weather", ["", '{"city": "Oslo"}']),
+                    stop_reason="tool_use",
+                )
+            ),
+            b"".join(whole_stream(text_block(0, ["Oslo is ", "sunny."]))),
+        )
+        output, kinds = run(
+            url, "anthropic/claude-sonnet-5-5", "Weather in Oslo?", reasoning=Reasoning(effort="low", summary="auto")
+        )
         sent = [seen.json for seen in upstream.seen]
     assert calls == ["Oslo"] and output == "Oslo is sunny."
     assert kinds == ["reasoning_item", "tool_call_item", "tool_call_output_item", "message_output_item"]

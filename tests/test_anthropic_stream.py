@@ -56,8 +56,15 @@ OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": 
 
 def answer(pieces: list[str] = TEXT_PIECES, stop_reason: str = "end_turn") -> list[bytes]:
     """A whole stream, event by event, as the Messages API documents it."""
-    return [message_start(), BLOCK_START, PING, *map(text_delta, pieces), BLOCK_STOP,
-            message_delta(stop_reason), MESSAGE_STOP]
+    return [
+        message_start(),
+        BLOCK_START,
+        PING,
+        *map(text_delta, pieces),
+        BLOCK_STOP,
+        message_delta(stop_reason),
+        MESSAGE_STOP,
+    ]
 
 
 def split_every(data: bytes, size: int) -> list[bytes]:
@@ -95,8 +102,9 @@ def error_reply(status: int, error_type: str, message: str, **headers: str) -> h
 
 
 @contextmanager
-def gateway(upstream: Callable[[httpx2.Request], Awaitable[httpx2.Response]] | None = None,
-            **overrides: Any) -> Iterator[str]:
+def gateway(
+    upstream: Callable[[httpx2.Request], Awaitable[httpx2.Response]] | None = None, **overrides: Any
+) -> Iterator[str]:
     """Our app on loopback with an `anthropic` adapter whose SDK talks to `upstream`
     (through `httpx2.MockTransport`) or, without one, to `ANTHROPIC_BASE_URL`."""
     config = settings(**{"anthropic_api_key": KEY, "upstream_max_retries": 0, **overrides})
@@ -128,8 +136,13 @@ def error_frame(raw: bytes) -> dict[str, Any]:
 
 
 def chunk(content: str, finish_reason: str | None = None, usage: dict[str, int] | None = None) -> dict[str, Any]:
-    return {"content": content, "finish_reason": finish_reason, "model": DEFAULT_MODEL,
-            "provider": "anthropic", "usage": usage}
+    return {
+        "content": content,
+        "finish_reason": finish_reason,
+        "model": DEFAULT_MODEL,
+        "provider": "anthropic",
+        "usage": usage,
+    }
 
 
 USAGE = {"prompt_tokens": 25, "completion_tokens": 15, "total_tokens": 40}
@@ -151,13 +164,18 @@ def test_named_events_become_exact_frames(read_size: int) -> None:
 
 def test_what_is_sent_upstream() -> None:
     upstream = Upstream(answer())
-    body = {"provider": "anthropic", "temperature": 0.2, "max_tokens": 77, "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "system", "content": "Answer in French."},
-        {"role": "user", "content": "How are you? 🎉"},
-    ]}
+    body = {
+        "provider": "anthropic",
+        "temperature": 0.2,
+        "max_tokens": 77,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "How are you? 🎉"},
+        ],
+    }
     with gateway(upstream, anthropic_base_url="http://anthropic.test") as base_url:
         assert post(base_url, body).status_code == 200
     [request] = upstream.requests
@@ -166,8 +184,11 @@ def test_what_is_sent_upstream() -> None:
         "model": DEFAULT_MODEL,
         "max_tokens": 77,
         "system": "Be brief.\n\nAnswer in French.",
-        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                     {"role": "user", "content": "How are you? 🎉"}],
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "How are you? 🎉"},
+        ],
         "stream": True,
     }  # no `temperature`: the pinned SDK's `messages.create` takes none
     # the pinned SDK sends the key as a bearer token (no `x-api-key`) and API version 2026-10-21.
@@ -187,11 +208,19 @@ def test_no_system_parameter_without_system_messages_and_model_chosen() -> None:
     assert frames[0]["model"] == "claude-haiku-5-5"
 
 
-@pytest.mark.parametrize(("stop_reason", "finish_reason"), [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-    ("refusal", "content_filter"), ("pause_turn", "length"), ("model_context_window_exceeded", "length"),
-    ("some_future_reason", "stop"),
-])
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("some_future_reason", "stop"),
+    ],
+)
 def test_stop_reasons_are_mapped(stop_reason: str, finish_reason: str) -> None:
     with gateway(Upstream(answer(["Hi"], stop_reason))) as base_url:
         response = post(base_url, path="/api/v1/chat")
@@ -200,15 +229,32 @@ def test_stop_reasons_are_mapped(stop_reason: str, finish_reason: str) -> None:
 
 
 def test_prompt_tokens_include_cache_tokens_and_later_usage_wins() -> None:
-    reads = [message_start(10, cache_creation_input_tokens=200, cache_read_input_tokens=3000),
-             text_delta("cached"), event("message_delta", {
-                 "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                 "usage": {"input_tokens": 12, "cache_read_input_tokens": None, "output_tokens": 6}}),
-             MESSAGE_STOP]
+    reads = [
+        message_start(10, cache_creation_input_tokens=200, cache_read_input_tokens=3000),
+        text_delta("cached"),
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"input_tokens": 12, "cache_read_input_tokens": None, "output_tokens": 6},
+            },
+        ),
+        MESSAGE_STOP,
+    ]
     with gateway(Upstream(reads)) as base_url:
         frames = message_frames(post(base_url).content)
-    assert frames[-1] == chunk("", "stop", {"prompt_tokens": 3212, "completion_tokens": 6, "total_tokens": 3218,
-                                            "cached_tokens": 3000, "cache_creation_tokens": 200})
+    assert frames[-1] == chunk(
+        "",
+        "stop",
+        {
+            "prompt_tokens": 3212,
+            "completion_tokens": 6,
+            "total_tokens": 3218,
+            "cached_tokens": 3000,
+            "cache_creation_tokens": 200,
+        },
+    )
 
 
 def test_whole_answer_at_once() -> None:
@@ -222,12 +268,19 @@ def test_whole_answer_at_once() -> None:
 
 
 THOUGHTS = ["The user greets me; ", "a short, warm reply — ", "日本語 fits. 🎉"]
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather now in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-SENT_WEATHER_TOOL = {"name": "get_weather", "description": "The weather now in a city",
-                     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
-                                      "required": ["city"]}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather now in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+SENT_WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The weather now in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 @pytest.mark.parametrize("stop_reason", ["end_turn", "max_tokens", "tool_use", "refusal", "pause_turn"])
@@ -261,19 +314,28 @@ def test_thinking_streams_as_reasoning_frames_when_asked(read_size: int) -> None
     reads = whole_stream(thinking_block(0, THOUGHTS), text_block(1, TEXT_PIECES), thinking_tokens=40)
     message = sdk_message(reads)
     assert [(b.type, getattr(b, "thinking", None)) for b in message.content] == [
-        ("thinking", "".join(THOUGHTS)), ("text", None)]
+        ("thinking", "".join(THOUGHTS)),
+        ("text", None),
+    ]
     assert message.content[0].signature == SIGNATURE  # type: ignore[union-attr]
     assert message.usage.output_tokens_details.thinking_tokens == 40  # type: ignore[union-attr]
     upstream = Upstream(split_every(b"".join(reads), read_size))
     with gateway(upstream) as base_url:
         response = post(base_url, REASONING_ASKED)
     assert sdk_checked(json.loads(upstream.requests[0].content)) == {
-        "model": "claude-sonnet-5-5", "max_tokens": 16384, "stream": True,
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 16384,
+        "stream": True,
         "messages": [{"role": "user", "content": "Hello"}],
-        "thinking": {"type": "adaptive", "display": "summarized"}, "output_config": {"effort": "high"}}
+        "thinking": {"type": "adaptive", "display": "summarized"},
+        "output_config": {"effort": "high"},
+    }
     usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115, "reasoning_tokens": 40}
-    assert frames(response.content) == [*map(reasoning, THOUGHTS), *(("message", chunk(p)) for p in TEXT_PIECES),
-                                        ("message", chunk("", "stop", usage))]
+    assert frames(response.content) == [
+        *map(reasoning, THOUGHTS),
+        *(("message", chunk(p)) for p in TEXT_PIECES),
+        ("message", chunk("", "stop", usage)),
+    ]
 
 
 def test_thinking_without_include_reasoning_never_reaches_the_client() -> None:
@@ -295,8 +357,11 @@ def test_whole_answer_carries_the_reasoning_when_asked() -> None:
     with gateway(Upstream(reads)) as base_url:
         response = post(base_url, REASONING_ASKED, path="/api/v1/chat")
     usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}
-    assert response.json() == {**chunk("".join(TEXT_PIECES), "stop", usage), "tool_calls": None,
-                               "reasoning": "".join(THOUGHTS)}
+    assert response.json() == {
+        **chunk("".join(TEXT_PIECES), "stop", usage),
+        "tool_calls": None,
+        "reasoning": "".join(THOUGHTS),
+    }
 
 
 #: A call's JSON split mid-escape (a fragment ends in the backslash of `\"`); read one byte
@@ -307,9 +372,13 @@ ZURICH_FRAGMENTS = ['{"city":', ' "Zürich"}']
 
 def parallel_calls() -> list[bytes]:
     """Thinking (block 0), text (block 1), then two calls (blocks 2 and 3)."""
-    return whole_stream(thinking_block(0, THOUGHTS), text_block(1, ["Let me check both cities."]),
-                        tool_block(2, "toolu_01A", "get_weather", PARIS_FRAGMENTS),
-                        tool_block(3, "toolu_01B", "get_weather", ZURICH_FRAGMENTS), stop_reason="tool_use")
+    return whole_stream(
+        thinking_block(0, THOUGHTS),
+        text_block(1, ["Let me check both cities."]),
+        tool_block(2, "toolu_01A", "get_weather", PARIS_FRAGMENTS),
+        tool_block(3, "toolu_01B", "get_weather", ZURICH_FRAGMENTS),
+        stop_reason="tool_use",
+    )
 
 
 @pytest.mark.parametrize("read_size", [1, 3, 4096])
@@ -317,7 +386,9 @@ def test_parallel_tool_calls_after_text(read_size: int) -> None:
     reads = parallel_calls()
     calls = [b for b in sdk_message(reads).content if b.type == "tool_use"]
     assert [(c.id, c.input) for c in calls] == [  # type: ignore[union-attr]
-        ("toolu_01A", {"city": "Paris", "note": 'say "hi" — 日本'}), ("toolu_01B", {"city": "Zürich"})]
+        ("toolu_01A", {"city": "Paris", "note": 'say "hi" — 日本'}),
+        ("toolu_01B", {"city": "Zürich"}),
+    ]
     upstream = Upstream(split_every(b"".join(reads), read_size))
     body = {**HELLO, "tools": [WEATHER_TOOL], "tool_choice": "auto"}
     with gateway(upstream) as base_url:
@@ -339,11 +410,21 @@ def test_whole_answer_carries_the_tool_calls() -> None:
     with gateway(Upstream(split_every(b"".join(parallel_calls()), 2))) as base_url:
         response = post(base_url, {**HELLO, "tools": [WEATHER_TOOL]}, path="/api/v1/chat")
     usage = {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}
-    assert response.json() == {**chunk("Let me check both cities.", "tool_calls", usage), "tool_calls": [
-        {"id": "toolu_01A", "type": "function",
-         "function": {"name": "get_weather", "arguments": "".join(PARIS_FRAGMENTS)}},
-        {"id": "toolu_01B", "type": "function",
-         "function": {"name": "get_weather", "arguments": "".join(ZURICH_FRAGMENTS)}}]}
+    assert response.json() == {
+        **chunk("Let me check both cities.", "tool_calls", usage),
+        "tool_calls": [
+            {
+                "id": "toolu_01A",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": "".join(PARIS_FRAGMENTS)},
+            },
+            {
+                "id": "toolu_01B",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": "".join(ZURICH_FRAGMENTS)},
+            },
+        ],
+    }
     assert json.loads(response.json()["tool_calls"][0]["function"]["arguments"])["note"] == 'say "hi" — 日本'
 
 
@@ -356,44 +437,73 @@ def test_call_without_arguments_has_arguments_braces(fragments: list[str]) -> No
     with gateway(upstream) as base_url:
         response = post(base_url, body)
     sent = json.loads(upstream.requests[0].content)
-    assert (sent["tools"], sent["tool_choice"]) == ([{"name": "now", "input_schema": {"type": "object"}}],
-                                                    {"type": "none"})
+    assert (sent["tools"], sent["tool_choice"]) == (
+        [{"name": "now", "input_schema": {"type": "object"}}],
+        {"type": "none"},
+    )
     assert frames(response.content) == [
-        tool_call(0, id="toolu_01N", name="now", arguments=""), tool_call(0, arguments="{}"),
-        ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 12, "total_tokens": 37}))]
+        tool_call(0, id="toolu_01N", name="now", arguments=""),
+        tool_call(0, arguments="{}"),
+        ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 12, "total_tokens": 37})),
+    ]
 
 
 def test_server_tool_blocks_and_citations_are_not_calls_or_content() -> None:
-    citation = {"type": "web_search_result_location", "cited_text": "Paris: 18°C", "encrypted_index": "Eo8BCioI",
-                "title": "Weather", "url": "https://weather.example/paris"}
+    citation = {
+        "type": "web_search_result_location",
+        "cited_text": "Paris: 18°C",
+        "encrypted_index": "Eo8BCioI",
+        "title": "Weather",
+        "url": "https://weather.example/paris",
+    }
     reads = whole_stream(
-        [block_start(0, {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}}),
-         block_delta(0, {"type": "input_json_delta", "partial_json": '{"query": "weather Paris"}'}), block_stop(0)],
-        [block_start(1, {"type": "text", "text": ""}),
-         block_delta(1, {"type": "citations_delta", "citation": citation}), text_delta("It is 18°C.", 1), block_stop(1)],
-        tool_block(2, "toolu_01C", "get_weather", ['{"city": "Lyon"}']), stop_reason="tool_use")
+        [
+            block_start(0, {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {}}),
+            block_delta(0, {"type": "input_json_delta", "partial_json": '{"query": "weather Paris"}'}),
+            block_stop(0),
+        ],
+        [
+            block_start(1, {"type": "text", "text": ""}),
+            block_delta(1, {"type": "citations_delta", "citation": citation}),
+            text_delta("It is 18°C.", 1),
+            block_stop(1),
+        ],
+        tool_block(2, "toolu_01C", "get_weather", ['{"city": "Lyon"}']),
+        stop_reason="tool_use",
+    )
     assert [b.type for b in sdk_message(reads).content] == ["server_tool_use", "text", "tool_use"]
     with gateway(Upstream(reads)) as base_url:
         response = post(base_url, {**HELLO, "tools": [WEATHER_TOOL]})
     assert frames(response.content) == [
-        ("message", chunk("It is 18°C.")), tool_call(0, id="toolu_01C", name="get_weather", arguments=""),
+        ("message", chunk("It is 18°C.")),
+        tool_call(0, id="toolu_01C", name="get_weather", arguments=""),
         tool_call(0, arguments='{"city": "Lyon"}'),
-        ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115}))]
+        ("message", chunk("", "tool_calls", {"prompt_tokens": 25, "completion_tokens": 90, "total_tokens": 115})),
+    ]
 
 
 def test_two_turn_request_sends_tool_use_and_tool_result_blocks() -> None:
     upstream = Upstream(answer(["Paris is warmer."]))
-    calls = [{"id": "toolu_01A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-             {"id": "toolu_01B", "type": "function", "function": {"name": "get_weather",
-                                                                  "arguments": '{"city":  "Zürich"}'}}]
-    body = {**REASONING_ASKED, "tools": [WEATHER_TOOL], "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Weather in Paris and Zürich?"},
-        {"role": "assistant", "content": "Checking both.", "tool_calls": calls},
-        {"role": "tool", "tool_call_id": "toolu_01A", "content": "18°C, sunny"},
-        {"role": "tool", "tool_call_id": "toolu_01B", "content": [{"type": "text", "text": "12°C"}]},
-        {"role": "user", "content": "Which is warmer?"},
-    ]}
+    calls = [
+        {"id": "toolu_01A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {
+            "id": "toolu_01B",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":  "Zürich"}'},
+        },
+    ]
+    body = {
+        **REASONING_ASKED,
+        "tools": [WEATHER_TOOL],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris and Zürich?"},
+            {"role": "assistant", "content": "Checking both.", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "toolu_01A", "content": "18°C, sunny"},
+            {"role": "tool", "tool_call_id": "toolu_01B", "content": [{"type": "text", "text": "12°C"}]},
+            {"role": "user", "content": "Which is warmer?"},
+        ],
+    }
     with gateway(upstream) as base_url:
         response = post(base_url, body)
     assert message_frames(response.content)[0] == chunk("Paris is warmer.")
@@ -401,32 +511,52 @@ def test_two_turn_request_sends_tool_use_and_tool_result_blocks() -> None:
     assert b'"input":{"city":  "Z\xc3\xbcrich"}' in raw, "arguments pass through as the client wrote them"
     sent = sdk_checked(json.loads(raw))
     assert sent["system"] == "Be brief."
-    assert (sent["thinking"], sent["output_config"]) == ({"type": "adaptive", "display": "summarized"},
-                                                         {"effort": "high"}), "adaptive thinking takes the turn as is"
+    assert (sent["thinking"], sent["output_config"]) == (
+        {"type": "adaptive", "display": "summarized"},
+        {"effort": "high"},
+    ), "adaptive thinking takes the turn as is"
     assert sent["messages"] == [
         {"role": "user", "content": "Weather in Paris and Zürich?"},
-        {"role": "assistant", "content": [
-            {"type": "text", "text": "Checking both."},
-            {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}},
-            {"type": "tool_use", "id": "toolu_01B", "name": "get_weather", "input": {"city": "Zürich"}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "18°C, sunny"},
-            {"type": "tool_result", "tool_use_id": "toolu_01B", "content": [{"type": "text", "text": "12°C"}]},
-            {"type": "text", "text": "Which is warmer?"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking both."},
+                {"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_01B", "name": "get_weather", "input": {"city": "Zürich"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "18°C, sunny"},
+                {"type": "tool_result", "tool_use_id": "toolu_01B", "content": [{"type": "text", "text": "12°C"}]},
+                {"type": "text", "text": "Which is warmer?"},
+            ],
+        },
     ]
 
 
 def test_invalid_call_arguments_are_422_before_any_upstream_call() -> None:
     upstream = Upstream(answer())
     calls = [{"id": "toolu_01A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": '}}]
-    body = {**HELLO, "messages": [{"role": "user", "content": "Weather?"},
-                                  {"role": "assistant", "tool_calls": calls},
-                                  {"role": "tool", "tool_call_id": "toolu_01A", "content": "18°C"}]}
+    body = {
+        **HELLO,
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "toolu_01A", "content": "18°C"},
+        ],
+    }
     with gateway(upstream) as base_url:
         response = post(base_url, body)
     assert response.status_code == 422
-    assert response.json() == {"error": {"type": "invalid_request", "provider": "anthropic",
-                                         "message": "$.messages[1].tool_calls[0].function.arguments: not a JSON object"}}
+    assert response.json() == {
+        "error": {
+            "type": "invalid_request",
+            "provider": "anthropic",
+            "message": "$.messages[1].tool_calls[0].function.arguments: not a JSON object",
+        }
+    }
     assert upstream.requests == []
 
 
@@ -435,16 +565,24 @@ PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDw
 
 def test_image_parts_become_image_blocks_in_order() -> None:
     upstream = Upstream(answer(["A red dot and a cat."]))
-    content = [{"type": "text", "text": "What are these?"},
-               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_BASE64}"}},
-               {"type": "image_url", "image_url": {"url": "https://upload.wikimedia.org/cat.jpg", "detail": "low"}}]
+    content = [
+        {"type": "text", "text": "What are these?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_BASE64}"}},
+        {"type": "image_url", "image_url": {"url": "https://upload.wikimedia.org/cat.jpg", "detail": "low"}},
+    ]
     with gateway(upstream) as base_url:
         response = post(base_url, {**HELLO, "messages": [{"role": "user", "content": content}]})
     assert message_frames(response.content)[0] == chunk("A red dot and a cat.")
-    assert sdk_checked(json.loads(upstream.requests[0].content))["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": "What are these?"},
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_BASE64}},
-        {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/cat.jpg"}}]}]
+    assert sdk_checked(json.loads(upstream.requests[0].content))["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What are these?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_BASE64}},
+                {"type": "image", "source": {"type": "url", "url": "https://upload.wikimedia.org/cat.jpg"}},
+            ],
+        }
+    ]
 
 
 def test_structured_output_and_stop_sequences() -> None:
@@ -453,18 +591,34 @@ def test_structured_output_and_stop_sequences() -> None:
     assert sdk_message(reads).content[0].text == '{"city": "Paris", "temp": 18}'  # type: ignore[union-attr]
     upstream = Upstream(reads)
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}}
-    body = {**HELLO, "stop": ["\n\nEND"], "response_format": {
-        "type": "json_schema", "json_schema": {"name": "weather", "schema": schema, "strict": True}}}
+    body = {
+        **HELLO,
+        "stop": ["\n\nEND"],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "schema": schema, "strict": True},
+        },
+    }
     with gateway(upstream) as base_url:
         response = post(base_url, body, path="/api/v1/chat")
     sent = sdk_checked(json.loads(upstream.requests[0].content))
     assert sent["stop_sequences"] == ["\n\nEND"]
-    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}}}}}
-    assert response.json() == {**chunk('{"city": "Paris", "temp": 18}', "stop",
-                                       {"prompt_tokens": 25, "completion_tokens": 9, "total_tokens": 34}),
-                               "tool_calls": None}
+    assert sent["output_config"] == {
+        "format": {
+            "type": "json_schema",
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}},
+            },
+        }
+    }
+    assert response.json() == {
+        **chunk(
+            '{"city": "Paris", "temp": 18}', "stop", {"prompt_tokens": 25, "completion_tokens": 9, "total_tokens": 34}
+        ),
+        "tool_calls": None,
+    }
 
 
 def test_json_object_is_an_object_schema() -> None:
@@ -472,7 +626,8 @@ def test_json_object_is_an_object_schema() -> None:
     with gateway(upstream) as base_url:
         post(base_url, {**HELLO, "response_format": {"type": "json_object"}})
     assert json.loads(upstream.requests[0].content)["output_config"] == {
-        "format": {"type": "json_schema", "schema": {"type": "object"}}}
+        "format": {"type": "json_schema", "schema": {"type": "object"}}
+    }
 
 
 def test_default_model_from_settings() -> None:
@@ -491,18 +646,40 @@ def test_default_model_from_settings() -> None:
 
 def model_info(model_id: str, display_name: str, lifecycle: str = "active") -> dict[str, Any]:
     retired = lifecycle == "retired"
-    return {"type": "model", "id": model_id, "display_name": display_name, "created_at": "2025-05-14T00:00:00Z",
-            "lifecycle": lifecycle, "deprecated_at": "2026-01-05T00:00:00Z" if retired else None,
-            "retires_at": None, "max_input_tokens": 1000000, "max_tokens": 128000}
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": display_name,
+        "created_at": "2025-05-14T00:00:00Z",
+        "lifecycle": lifecycle,
+        "deprecated_at": "2026-01-05T00:00:00Z" if retired else None,
+        "retires_at": None,
+        "max_input_tokens": 1000000,
+        "max_tokens": 128000,
+    }
 
 
 def test_list_models_reads_every_page_through_the_sdk_and_leaves_retired_ones_out() -> None:
-    pages = [{"data": [model_info("claude-sonnet-5-5", "Claude Sonnet 5.5"),
-                       model_info("claude-opus-5-5", "Claude Opus 5.5")],
-              "has_more": True, "first_id": "claude-sonnet-5-5", "last_id": "claude-opus-5-5"},
-             {"data": [model_info("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
-                       model_info("claude-sonnet-4-20250514", "Claude Sonnet 4", "retired")],
-              "has_more": False, "first_id": "claude-haiku-4-5-20251001", "last_id": "claude-sonnet-4-20250514"}]
+    pages = [
+        {
+            "data": [
+                model_info("claude-sonnet-5-5", "Claude Sonnet 5.5"),
+                model_info("claude-opus-5-5", "Claude Opus 5.5"),
+            ],
+            "has_more": True,
+            "first_id": "claude-sonnet-5-5",
+            "last_id": "claude-opus-5-5",
+        },
+        {
+            "data": [
+                model_info("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
+                model_info("claude-sonnet-4-20250514", "Claude Sonnet 4", "retired"),
+            ],
+            "has_more": False,
+            "first_id": "claude-haiku-4-5-20251001",
+            "last_id": "claude-sonnet-4-20250514",
+        },
+    ]
     for page in pages:
         for card in page["data"]:
             ModelInfo.model_validate(card)
@@ -512,13 +689,15 @@ def test_list_models_reads_every_page_through_the_sdk_and_leaves_retired_ones_ou
     assert asyncio.run(adapter.list_models()) == ["claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5-20251001"]
     assert [(r.method, str(r.url)) for r in upstream.requests] == [
         ("GET", "http://anthropic.test/v1/models?limit=1000"),
-        ("GET", "http://anthropic.test/v1/models?limit=1000&after_id=claude-opus-5-5")]
+        ("GET", "http://anthropic.test/v1/models?limit=1000&after_id=claude-opus-5-5"),
+    ]
 
 
 def test_list_models_raises_on_failure() -> None:
     upstream = Upstream(error_reply(401, "authentication_error", "invalid x-api-key"))
-    adapter = AnthropicStreamAdapter(settings(anthropic_api_key=KEY),
-                                     http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(upstream)))
+    adapter = AnthropicStreamAdapter(
+        settings(anthropic_api_key=KEY), http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(upstream))
+    )
     with pytest.raises(anthropic.AuthenticationError):
         asyncio.run(adapter.list_models())
 
@@ -532,8 +711,13 @@ def test_missing_key_refuses_without_calling_upstream() -> None:
         response = post(base_url)
         health = httpx2.get(base_url + "/api/v1/chat/stream/health").json()
     assert response.status_code == 401
-    assert response.json() == {"error": {"type": "provider_auth_error", "provider": "anthropic",
-                                         "message": "anthropic is not configured; set ANTHROPIC_API_KEY"}}
+    assert response.json() == {
+        "error": {
+            "type": "provider_auth_error",
+            "provider": "anthropic",
+            "message": "anthropic is not configured; set ANTHROPIC_API_KEY",
+        }
+    }
     assert upstream.requests == []
     assert health["providers"]["anthropic"]["configured"] is False
     assert health["providers"]["anthropic"]["models"][0] == DEFAULT_MODEL
@@ -551,8 +735,11 @@ def test_rejected_key_is_provider_auth_error() -> None:
 
 
 def test_rate_limit_passes_retry_after_on() -> None:
-    upstream = Upstream(error_reply(429, "rate_limit_error", "Number of request tokens has exceeded your limit",
-                                    **{"retry-after": "17"}))
+    upstream = Upstream(
+        error_reply(
+            429, "rate_limit_error", "Number of request tokens has exceeded your limit", **{"retry-after": "17"}
+        )
+    )
     with gateway(upstream) as base_url:
         response = post(base_url)
     assert response.status_code == 429
@@ -581,16 +768,25 @@ def test_server_error_then_success_is_retried() -> None:
     assert len(upstream.requests) == 2
 
 
-@pytest.mark.parametrize(("status", "error_type", "message"), [
-    (500, "api_error", "Internal server error"), (529, "overloaded_error", "Overloaded"),
-])
+@pytest.mark.parametrize(
+    ("status", "error_type", "message"),
+    [
+        (500, "api_error", "Internal server error"),
+        (529, "overloaded_error", "Overloaded"),
+    ],
+)
 def test_persistent_server_error_is_502(status: int, error_type: str, message: str) -> None:
     upstream = Upstream(error_reply(status, error_type, message))
     with gateway(upstream, upstream_max_retries=1) as base_url:
         response = post(base_url)
     assert response.status_code == 502
-    assert response.json() == {"error": {"type": "upstream_error", "provider": "anthropic",
-                                         "message": f"anthropic failed with HTTP {status}: {message}"}}
+    assert response.json() == {
+        "error": {
+            "type": "upstream_error",
+            "provider": "anthropic",
+            "message": f"anthropic failed with HTTP {status}: {message}",
+        }
+    }
     assert len(upstream.requests) == 2
 
 
@@ -603,15 +799,23 @@ def test_mid_stream_error_event_ends_with_error_frames() -> None:
         response = post(base_url)
     assert response.status_code == 200
     assert message_frames(response.content) == [chunk("Hel"), chunk("lo"), chunk("", "error")]
-    assert error_frame(response.content) == {"error": {
-        "type": "upstream_error", "provider": "anthropic",
-        "message": "anthropic failed mid-stream: Overloaded (overloaded_error)"}}
+    assert error_frame(response.content) == {
+        "error": {
+            "type": "upstream_error",
+            "provider": "anthropic",
+            "message": "anthropic failed mid-stream: Overloaded (overloaded_error)",
+        }
+    }
 
 
 @pytest.mark.parametrize("bad_data", [b"{not json", b'{"type": "content_block_delta", "delta": "x"}'])
 def test_malformed_frame_is_upstream_error(bad_data: bytes) -> None:
-    reads = [message_start(), text_delta("Hi"), b"event: content_block_delta\ndata: " + bad_data + b"\n\n",
-             text_delta("never sent")]
+    reads = [
+        message_start(),
+        text_delta("Hi"),
+        b"event: content_block_delta\ndata: " + bad_data + b"\n\n",
+        text_delta("never sent"),
+    ]
     with gateway(Upstream(reads)) as base_url:
         response = post(base_url)
     assert message_frames(response.content) == [chunk("Hi"), chunk("", "error")]
@@ -624,8 +828,10 @@ def test_stream_without_message_stop_is_upstream_error() -> None:
         response = post(base_url)
     assert message_frames(response.content) == [chunk("Hi"), chunk("", "error")]
     assert error_frame(response.content)["error"] == {
-        "type": "upstream_error", "provider": "anthropic",
-        "message": "anthropic ended the stream before message_stop"}
+        "type": "upstream_error",
+        "provider": "anthropic",
+        "message": "anthropic ended the stream before message_stop",
+    }
 
 
 # --- a loopback upstream: real sockets for resets, stalls and disconnects -------------------
@@ -648,7 +854,8 @@ class LoopbackUpstream:
     def __enter__(self) -> str:
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self.handle, "127.0.0.1", 0), self.loop).result(5)
+            asyncio.start_server(self.handle, "127.0.0.1", 0), self.loop
+        ).result(5)
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     def __exit__(self, *exc_info: object) -> None:
@@ -656,6 +863,7 @@ class LoopbackUpstream:
             self.server.close()
             for task in asyncio.all_tasks() - {asyncio.current_task()}:
                 task.cancel()
+
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -726,8 +934,10 @@ def test_stalled_stream_is_upstream_timeout() -> None:
         await send_events(writer, message_start(), text_delta("Hi"))
         await asyncio.sleep(30)
 
-    with LoopbackUpstream(script) as upstream_url, \
-            gateway(anthropic_base_url=upstream_url, upstream_timeout_s=0.3) as base_url:
+    with (
+        LoopbackUpstream(script) as upstream_url,
+        gateway(anthropic_base_url=upstream_url, upstream_timeout_s=0.3) as base_url,
+    ):
         started = time.monotonic()
         response = post(base_url)
         elapsed = time.monotonic() - started
@@ -740,8 +950,10 @@ def test_upstream_silent_before_its_status_is_504() -> None:
     async def script(writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
 
-    with LoopbackUpstream(script) as upstream_url, \
-            gateway(anthropic_base_url=upstream_url, upstream_timeout_s=0.3, upstream_max_retries=1) as base_url:
+    with (
+        LoopbackUpstream(script) as upstream_url,
+        gateway(anthropic_base_url=upstream_url, upstream_timeout_s=0.3, upstream_max_retries=1) as base_url,
+    ):
         response = post(base_url)
     assert response.status_code == 504
     assert response.json()["error"]["type"] == "upstream_timeout"
@@ -761,8 +973,10 @@ def test_client_disconnect_closes_the_upstream_connection() -> None:
         host, port = base_url.removeprefix("http://").split(":")
         body = json.dumps(HELLO).encode()
         with socket.create_connection((host, int(port)), timeout=5) as client:
-            client.sendall(b"POST /api/v1/chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                           b"content-length: %d\r\n\r\n%b" % (len(body), body))
+            client.sendall(
+                b"POST /api/v1/chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%b" % (len(body), body)
+            )
             received = b""
             while received.count(b"event: message") < 3:
                 received += client.recv(65536)

@@ -133,8 +133,9 @@ def test_the_load_client_counts_faults_over_real_http(mock_port: int, wire: str)
     target = Target("upstream", "127.0.0.1", mock_port, DIALECTS[wire])
 
     def run(fault: str) -> list[str]:
-        outcomes = asyncio.run(run_streams(target, count=6, concurrency=3, tokens=TOKENS, delay_ms=1,
-                                           timeout_s=10, fault=fault))
+        outcomes = asyncio.run(
+            run_streams(target, count=6, concurrency=3, tokens=TOKENS, delay_ms=1, timeout_s=10, fault=fault)
+        )
         return [outcome.failure for outcome in outcomes]
 
     assert run("") == [""] * 6
@@ -190,8 +191,9 @@ def native_verdict_for(body: bytes, expected: str) -> str:
 def test_the_mock_tool_call_wire_is_one_fragment_per_token() -> None:
     stream, _ = script("openai", model_name(TOKENS, 0, tool=True))
     assert len(stream.tokens) == TOKENS
-    fragments = [json.loads(_dechunk(token)[len(b"data: "):])["choices"][0]["delta"]["tool_calls"][0]
-                 for token in stream.tokens]
+    fragments = [
+        json.loads(_dechunk(token)[len(b"data: ") :])["choices"][0]["delta"]["tool_calls"][0] for token in stream.tokens
+    ]
     assert [f["index"] for f in fragments] == [0] * TOKENS
     assert "".join(f["function"]["arguments"] for f in fragments) == tool_arguments(TOKENS)
 
@@ -200,8 +202,9 @@ def test_the_openai_sdk_reads_the_mock_tool_call(mock_port: int) -> None:
     """The same bytes the bench sends streamgate, parsed and accumulated by the SDK's own helper."""
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{mock_port}/v1", api_key="bench", max_retries=0)
     try:
-        with client.chat.completions.stream(model=model_name(TOKENS, 0, tool=True),
-                                            messages=[{"role": "user", "content": "call"}]) as stream:
+        with client.chat.completions.stream(
+            model=model_name(TOKENS, 0, tool=True), messages=[{"role": "user", "content": "call"}]
+        ) as stream:
             completion = stream.get_final_completion()
     finally:
         client.close()
@@ -268,7 +271,10 @@ def test_an_unpinned_server_runs_on_every_core_not_on_the_benchs_own() -> None:
 
 
 def test_process_tree_finds_grandchildren() -> None:
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(9)']); time.sleep(9)"
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(9)']); time.sleep(9)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 5
@@ -289,7 +295,8 @@ def test_the_open_loop_figures_step_until_the_first_failing_rate() -> None:
     def streams(rate: int, name: str, ttft_ms: float, failed: int = 0) -> None:
         ok = [Outcome("", 0.0, ttft_ms / 1e3, 1.0, 8)] * 100
         bench.tally(f"open_loop_r{rate}", targets[[t.name for t in targets].index(name)]).outcomes.extend(
-            ok + [Outcome("timed out", 0.0, 0.0, 5.0, 0)] * failed)
+            ok + [Outcome("timed out", 0.0, 0.0, 5.0, 0)] * failed
+        )
 
     for rate, upstream, ours in ((250, 0.5, 1.0), (500, 0.5, 1.2), (1000, 0.6, 1.4), (1500, 0.7, 30.0)):
         streams(rate, "upstream", upstream)

@@ -25,26 +25,48 @@ MOCK_SPEC = f"bench-16-2-ttft{SCRIPTED_TTFT_MS}j5"
 LLAMA = "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8"
 MODELS = f"openai/gpt-bench,anthropic/claude-bench,gemini/gemini-2.5-flash,llama4/{LLAMA}"
 TARGETS = ("openai/gpt-bench", "anthropic/claude-bench", "gemini/gemini-2.5-flash", f"llama4/{LLAMA}")
-PROMPTS = ["Say hello.", "Name a colour.", "This one fails: bench-status-500", "Count to three.",
-           "A longer prompt. " * 40, "One more.", "The last."]
+PROMPTS = [
+    "Say hello.",
+    "Name a colour.",
+    "This one fails: bench-status-500",
+    "Count to three.",
+    "A longer prompt. " * 40,
+    "One more.",
+    "The last.",
+]
 FAILING_PROMPT = 2
-DIRECT_500 = {"openai/gpt-bench": "InternalServerError 500", "anthropic/claude-bench": "InternalServerError 500",
-              "gemini/gemini-2.5-flash": "ServerError 500", f"llama4/{LLAMA}": "InternalServerError 500"}
+DIRECT_500 = {
+    "openai/gpt-bench": "InternalServerError 500",
+    "anthropic/claude-bench": "InternalServerError 500",
+    "gemini/gemini-2.5-flash": "ServerError 500",
+    f"llama4/{LLAMA}": "InternalServerError 500",
+}
 
 
 @pytest.fixture(scope="module")
 def mock_env() -> Iterator[dict[str, str]]:
     """The mock upstream, and the environment pointing every provider at it."""
-    process = subprocess.Popen([sys.executable, "-m", "bench.mock_upstream", "--any-model", MOCK_SPEC], cwd=ROOT,
-                               stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.mock_upstream", "--any-model", MOCK_SPEC], cwd=ROOT, stdout=subprocess.PIPE
+    )
     try:
         port = int(process.stdout.readline().split()[1])  # type: ignore[union-attr]
         mock = f"http://127.0.0.1:{port}"
-        yield {**os.environ, "OPENAI_BASE_URL": f"{mock}/v1", "OPENAI_API_KEY": "x",
-               "TOGETHER_BASE_URL": f"{mock}/v1", "TOGETHER_API_KEY": "x", "ANTHROPIC_BASE_URL": mock,
-               "ANTHROPIC_API_KEY": "x", "GEMINI_BASE_URL": mock, "GEMINI_API_KEY": "x",
-               "UPSTREAM_MAX_RETRIES": "0", "MODEL_CATALOG_REFRESH_S": "0", "SHUTDOWN_GRACE_S": "1",
-               "PYTHONUNBUFFERED": "1"}
+        yield {
+            **os.environ,
+            "OPENAI_BASE_URL": f"{mock}/v1",
+            "OPENAI_API_KEY": "x",
+            "TOGETHER_BASE_URL": f"{mock}/v1",
+            "TOGETHER_API_KEY": "x",
+            "ANTHROPIC_BASE_URL": mock,
+            "ANTHROPIC_API_KEY": "x",
+            "GEMINI_BASE_URL": mock,
+            "GEMINI_API_KEY": "x",
+            "UPSTREAM_MAX_RETRIES": "0",
+            "MODEL_CATALOG_REFRESH_S": "0",
+            "SHUTDOWN_GRACE_S": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
     finally:
         process.kill()
         process.wait(10)
@@ -53,8 +75,12 @@ def mock_env() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="module")
 def gateway(mock_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "streamgate"], env={**mock_env, "PORT": str(port)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamgate"],
+        env={**mock_env, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_until_answering(process, f"http://127.0.0.1:{port}/api/v1/chat/stream/health")
         yield f"http://127.0.0.1:{port}"
@@ -64,15 +90,31 @@ def gateway(mock_env: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def live_run(mock_env: dict[str, str], gateway: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LiveResult]:
+def live_run(
+    mock_env: dict[str, str], gateway: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, LiveResult]:
     """One `bench live` over the four providers, 7 prompts each (one answered with a 500)."""
     out = tmp_path_factory.mktemp("live")
     prompts = out / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    argv = ["live", "--provider", "openai,anthropic,gemini,llama4", "--model", MODELS, "--requests",
-            str(len(PROMPTS)), "--prompts", str(prompts), "--gateway", gateway, "--out", str(out)]
-    finished = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, env=mock_env, capture_output=True,
-                              check=False, timeout=90)
+    argv = [
+        "live",
+        "--provider",
+        "openai,anthropic,gemini,llama4",
+        "--model",
+        MODELS,
+        "--requests",
+        str(len(PROMPTS)),
+        "--prompts",
+        str(prompts),
+        "--gateway",
+        gateway,
+        "--out",
+        str(out),
+    ]
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", *argv], cwd=ROOT, env=mock_env, capture_output=True, check=False, timeout=90
+    )
     assert finished.returncode == 0, finished.stderr.decode()
     path = next(out.glob("live-*.json"))
     return path, decoder.decode(path.read_bytes())
@@ -129,8 +171,25 @@ def test_the_html_report_is_written_next_to_the_json(live_run: tuple[Path, LiveR
 def test_ctrl_c_writes_what_was_measured(mock_env: dict[str, str], tmp_path: Path) -> None:
     """Its own gateway this time (no `--gateway`); SIGINT mid-run: a valid partial JSON and HTML."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench", "live", "--provider", "openai", "--model", "gpt-bench", "--requests", "200",
-         "--out", str(tmp_path)], cwd=ROOT, env=mock_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "live",
+            "--provider",
+            "openai",
+            "--model",
+            "gpt-bench",
+            "--requests",
+            "200",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=mock_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -151,15 +210,40 @@ def test_ctrl_c_writes_what_was_measured(mock_env: dict[str, str], tmp_path: Pat
     assert all(s.error is None for s in result.samples)
     assert figures(result, "openai/gpt-bench", "through").ok >= 3
     assert "interrupted (Ctrl-C)" in next(tmp_path.glob("live-*.html")).read_text()
-    assert not list(tmp_path.glob("*.gateway.log")) or "Finished server process" in next(
-        tmp_path.glob("*.gateway.log")).read_text()
+    assert (
+        not list(tmp_path.glob("*.gateway.log"))
+        or "Finished server process" in next(tmp_path.glob("*.gateway.log")).read_text()
+    )
 
 
 def test_the_time_limit_bounds_the_run(mock_env: dict[str, str], gateway: str, tmp_path: Path) -> None:
     finished = subprocess.run(
-        [sys.executable, "-m", "bench", "live", "--provider", "openai", "--model", "gpt-bench", "--requests", "100",
-         "--concurrency", "2", "--time-limit", "0.5", "--gateway", gateway, "--out", str(tmp_path)],
-        cwd=ROOT, env=mock_env, capture_output=True, check=False, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "live",
+            "--provider",
+            "openai",
+            "--model",
+            "gpt-bench",
+            "--requests",
+            "100",
+            "--concurrency",
+            "2",
+            "--time-limit",
+            "0.5",
+            "--gateway",
+            gateway,
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=mock_env,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
     assert finished.returncode == 0, finished.stderr.decode()
     result = decoder.decode(next(tmp_path.glob("live-*.json")).read_bytes())
     assert result.stopped_by == "time limit" and not result.interrupted
@@ -171,6 +255,9 @@ def test_models_name_targets_per_provider_or_for_all() -> None:
     assert both == [Wanted("openai", None), Wanted("llama4", None)]
     assert wanted_targets(["openai", "gemini"], ["m1"]) == [Wanted("openai", "m1"), Wanted("gemini", "m1")]
     assert wanted_targets(["openai", "llama4"], ["openai/gpt-x", f"llama4/{LLAMA}", "route:fast"]) == [
-        Wanted("openai", "gpt-x"), Wanted("llama4", LLAMA), Wanted(None, None, "fast")]
+        Wanted("openai", "gpt-x"),
+        Wanted("llama4", LLAMA),
+        Wanted(None, None, "fast"),
+    ]
     with pytest.raises(ValueError, match="expected one of"):
         wanted_targets(["mistral"], [])

@@ -31,12 +31,38 @@ def live_result(through_ms: float = 120.0, direct_ms: float = 118.0, prompts: in
             for mode, ttft_ms in (("through", through_ms), ("direct", direct_ms)):
                 ttft = (ttft_ms + rng.uniform(-10, 10)) / 1e3
                 error = "http 502 upstream_error" if mode == "through" and prompt == 3 else None
-                samples.append(Sample(target.label, mode, prompt, prompt * 0.5, ttft + 0.4, ttft, 64,  # type: ignore[arg-type]
-                                      rng.uniform(140, 160), error, (prompt % 2 == 0) == (mode == "through")))
+                samples.append(
+                    Sample(
+                        target.label,
+                        mode,
+                        prompt,
+                        prompt * 0.5,
+                        ttft + 0.4,
+                        ttft,
+                        64,  # type: ignore[arg-type]
+                        rng.uniform(140, 160),
+                        error,
+                        (prompt % 2 == 0) == (mode == "through"),
+                    )
+                )
     figures, added = all_figures([t.label for t in TARGETS], samples)
     machine = Machine("Linux-test", "a CPU", 2, "3.11.7", {"openai": "3", "anthropic": "2", "google-genai": "3"})
-    return LiveResult("live", "python -m bench live --provider openai,anthropic", "2026-12-07T12:00:00Z", 31.0,
-                      machine, "own (python -m streamgate)", TARGETS, prompts, 1, False, None, samples, figures, added)
+    return LiveResult(
+        "live",
+        "python -m bench live --provider openai,anthropic",
+        "2026-12-07T12:00:00Z",
+        31.0,
+        machine,
+        "own (python -m streamgate)",
+        TARGETS,
+        prompts,
+        1,
+        False,
+        None,
+        samples,
+        figures,
+        added,
+    )
 
 
 def mock_result(scale: float = 1.0) -> dict[str, object]:
@@ -51,19 +77,40 @@ def mock_result(scale: float = 1.0) -> dict[str, object]:
     figures["cpu_us_per_frame"] = {"upstream": None, "streamgate": 4.0 * scale, "tutorial": 80.0}
     figures["cpu_ms_per_short_request"] = {"upstream": None, "streamgate": 0.35 * scale, "tutorial": 3.1}
     for rate in (250, 500, 1000, 1500):
-        figures[f"open_loop_{rate}_p99_ms"] = {"upstream": 0.2, "streamgate": 0.5 * rate / 250 * scale,
-                                               "tutorial": 5.0 * rate / 250 if rate <= 500 else None}
-    result = {"figures": figures, "samples": {}, "memory": {}, "failures": {}, "skipped": {},
-              "table": table(figures, 1000, judged=True)}
-    return {"command": "python -m bench --quick", "date": "2026-12-07T12:00:00Z", "duration_s": 180.0,
-            "machine": {"cpu": "a CPU", "cores": 2, "kernel": "6.1", "python": "3.11.7", "openai": "3",
-                        "anthropic": "2", "google-genai": "3"},
-            "results": {"openai": result}}
+        figures[f"open_loop_{rate}_p99_ms"] = {
+            "upstream": 0.2,
+            "streamgate": 0.5 * rate / 250 * scale,
+            "tutorial": 5.0 * rate / 250 if rate <= 500 else None,
+        }
+    result = {
+        "figures": figures,
+        "samples": {},
+        "memory": {},
+        "failures": {},
+        "skipped": {},
+        "table": table(figures, 1000, judged=True),
+    }
+    return {
+        "command": "python -m bench --quick",
+        "date": "2026-12-07T12:00:00Z",
+        "duration_s": 180.0,
+        "machine": {
+            "cpu": "a CPU",
+            "cores": 2,
+            "kernel": "6.1",
+            "python": "3.11.7",
+            "openai": "3",
+            "anthropic": "2",
+            "google-genai": "3",
+        },
+        "results": {"openai": result},
+    }
 
 
 def bench(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, capture_output=True, text=True,
-                          check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *argv], cwd=ROOT, capture_output=True, text=True, check=False, timeout=60
+    )
 
 
 def render(page_path: Path, screenshot: str) -> list[int]:
@@ -87,8 +134,9 @@ def render(page_path: Path, screenshot: str) -> list[int]:
     return widths
 
 
-needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-                                    reason="no Chromium at /usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and shutil.which("chromium") is None, reason="no Chromium at /usr/bin/chromium"
+)
 
 
 @needs_chromium
@@ -146,8 +194,11 @@ def test_compare_flags_a_mock_regression_in_either_direction(tmp_path: Path) -> 
     b.write_text(json.dumps(mock_result(scale=1.3)))
     finished = bench("compare", str(a), str(b), "--fail-over", "1.1")
     assert finished.returncode == 1
-    flagged = {line.split()[1] + " " + line.split()[2] for line in finished.stdout.splitlines()
-               if line.rstrip().endswith("WORSE")}
+    flagged = {
+        line.split()[1] + " " + line.split()[2]
+        for line in finished.stdout.splitlines()
+        if line.rstrip().endswith("WORSE")
+    }
     assert "cpu_us_per_frame streamgate" in flagged  # lower is better, 1.3x higher
     assert "single_stream_frames_per_s streamgate" in flagged  # higher is better, 1/1.3 as high
     assert "cpu_us_per_frame tutorial" not in flagged

@@ -41,8 +41,9 @@ class Upstream:
             await asyncio.sleep(self.hang_s)
         if self.failing:
             return JSONResponse({"error": {"message": "The server had an error", "type": "server_error"}}, 500)
-        data = [{"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
-                for model in self.models]
+        data = [
+            {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system"} for model in self.models
+        ]
         return JSONResponse({"object": "list", "data": data})
 
 
@@ -86,8 +87,11 @@ def listed(url: str) -> list[str]:
 @contextmanager
 def gateway(upstream: Upstream, **timing: float) -> Iterator[tuple[str, Catalog]]:
     with serve(upstream.app) as upstream_url:
-        adapters = {"echo": EchoAdapter(0), "listing": ListingAdapter("listing", upstream_url),
-                    "off": ListingAdapter("off", upstream_url, configured=False)}
+        adapters = {
+            "echo": EchoAdapter(0),
+            "listing": ListingAdapter("listing", upstream_url),
+            "off": ListingAdapter("off", upstream_url, configured=False),
+        }
         catalog = Catalog(adapters, **{"refresh_s": 0.05, "retry_s": 0.05, "timeout_s": 1.0, **timing})
         with serve(server.create_app(settings(), adapters, catalog=catalog)) as url:
             yield url, catalog
@@ -97,8 +101,11 @@ def test_the_catalog_follows_the_upstream() -> None:
     upstream = Upstream(["m-a", "m-b", "m-default"])
     with gateway(upstream) as (url, catalog):
         wait_for(lambda: health(url)["listing"] == ["m-default", "m-a", "m-b"])
-        assert health(url) == {"echo": ["echo"], "listing": ["m-default", "m-a", "m-b"],
-                               "off": ["m-default", "m-built-in"]}  # not configured: never asked
+        assert health(url) == {
+            "echo": ["echo"],
+            "listing": ["m-default", "m-a", "m-b"],
+            "off": ["m-default", "m-built-in"],
+        }  # not configured: never asked
         assert listed(url) == ["echo/echo", "listing/m-default", "listing/m-a", "listing/m-b"]
         card = httpx2.get(url + "/v1/models/listing/m-b").json()
         assert card == {"id": "listing/m-b", "created": catalog.created, "owned_by": "listing", "object": "model"}
@@ -132,8 +139,10 @@ def test_a_failing_upstream_keeps_the_built_in_list(caplog: pytest.LogCaptureFix
         assert listed(url) == ["echo/echo", "listing/m-default", "listing/m-built-in"]
     assert upstream.requests == 1  # the next try was an hour (here a minute) away
     [record] = [r for r in caplog.records if r.name == "streamgate.catalog"]
-    assert record.getMessage() == ("listing the listing models failed, keeping the 2 known: "
-                                   "InternalServerError: Error code: 500 - The server had an error")
+    assert record.getMessage() == (
+        "listing the listing models failed, keeping the 2 known: "
+        "InternalServerError: Error code: 500 - The server had an error"
+    )
 
 
 def test_a_silent_upstream_times_out_and_is_asked_again() -> None:

@@ -47,10 +47,21 @@ def claude(url: str, home: Path, prompt: str, *options: str) -> dict[str, Any]:
     """`claude -p prompt --output-format json` against the gateway, in a fresh HOME; its
     JSON result (the exit status must be 0)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("ANTHROPIC_", "CLAUDE_"))}
-    env.update(HOME=str(home), ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY="sk-gateway-client",
-               CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_TELEMETRY="1", DISABLE_AUTOUPDATER="1")
-    done = subprocess.run([str(claude_binary()), "-p", prompt, "--output-format", "json", *options],
-                          cwd=home, env=env, capture_output=True, timeout=120)
+    env.update(
+        HOME=str(home),
+        ANTHROPIC_BASE_URL=url,
+        ANTHROPIC_API_KEY="sk-gateway-client",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+        DISABLE_TELEMETRY="1",
+        DISABLE_AUTOUPDATER="1",
+    )
+    done = subprocess.run(
+        [str(claude_binary()), "-p", prompt, "--output-format", "json", *options],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -81,15 +92,21 @@ def test_claude_code_runs_a_tool_and_sends_its_result_back(gateway, tmp_path: Pa
     notes = tmp_path / "notes.txt"
     notes.write_text("The launch code is 4242.\n")
     read = tool_block(0, "toolu_01Read", "Read", ["", json.dumps({"file_path": str(notes)})])
-    upstream.script(b"".join(whole_stream(read, stop_reason="tool_use")),
-                    b"".join(whole_stream(text_block(0, ["The code is 4242."]))))
+    upstream.script(
+        b"".join(whole_stream(read, stop_reason="tool_use")),
+        b"".join(whole_stream(text_block(0, ["The code is 4242."]))),
+    )
     result = claude(url, tmp_path, "What is the launch code in notes.txt?", "--allowedTools", "Read")
     assert (result["is_error"], result["result"]) == (False, "The code is 4242.")
     first, second = upstream.seen
-    assert second.json["messages"][:len(first.json["messages"])] != []  # the conversation went on
-    results = [block for message in second.json["messages"] if message["role"] == "user"
-               and isinstance(message["content"], list) for block in message["content"]
-               if block.get("type") == "tool_result"]
+    assert second.json["messages"][: len(first.json["messages"])] != []  # the conversation went on
+    results = [
+        block
+        for message in second.json["messages"]
+        if message["role"] == "user" and isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    ]
     assert results and results[-1]["tool_use_id"] == "toolu_01Read"
     assert "4242" in json.dumps(results[-1]["content"])
     assistant = [m for m in second.json["messages"] if m["role"] == "assistant"][-1]
@@ -105,13 +122,23 @@ def test_claude_code_runs_a_tool_on_gemini_with_its_thought_signature(gateway, t
     signature = "KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZX"
     upstream.script(
         gemini_body(frame(function_call("Read", {"file_path": str(notes)}, signature), finish_reason="STOP")),
-        gemini_body(frame(text("The code is 4242."), finish_reason="STOP", usage=usage_metadata(30, 6, None))))
-    result = claude(url, tmp_path, "What is the launch code in notes.txt?", "--allowedTools", "Read",
-                    "--model", "gemini/gemini-3.8-flash")
+        gemini_body(frame(text("The code is 4242."), finish_reason="STOP", usage=usage_metadata(30, 6, None))),
+    )
+    result = claude(
+        url,
+        tmp_path,
+        "What is the launch code in notes.txt?",
+        "--allowedTools",
+        "Read",
+        "--model",
+        "gemini/gemini-3.8-flash",
+    )
     assert (result["is_error"], result["result"]) == (False, "The code is 4242.")
     first, second = upstream.seen
     assert first.path.endswith("/models/gemini-3.8-flash:streamGenerateContent?alt=sse")
     call, answer = second.json["contents"][-2:]
-    assert call["parts"][0] == {"functionCall": {"name": "Read", "args": {"file_path": str(notes)}},
-                                "thoughtSignature": signature}
+    assert call["parts"][0] == {
+        "functionCall": {"name": "Read", "args": {"file_path": str(notes)}},
+        "thoughtSignature": signature,
+    }
     assert "4242" in json.dumps(answer["parts"][0]["functionResponse"])

@@ -27,8 +27,11 @@ NPM_CACHE = Path(os.environ.get("STREAMGATE_NPM_CACHE") or Path.home() / ".cache
 CODEX = NPM_CACHE / "codex" / "node_modules" / ".bin" / "codex"
 
 #: The Codex configuration the README gives.
-README_CONFIG = next(block for block in re.findall(r"^```toml\n(.*?)^```$", (ROOT / "README.md").read_text(),
-                                                   re.MULTILINE | re.DOTALL) if "[model_providers.streamgate]" in block)
+README_CONFIG = next(
+    block
+    for block in re.findall(r"^```toml\n(.*?)^```$", (ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    if "[model_providers.streamgate]" in block
+)
 
 if shutil.which("npm") is None:
     pytest.skip("npm not installed: Codex cannot be installed", allow_module_level=True)
@@ -43,8 +46,9 @@ def codex() -> Path:
     return CODEX
 
 
-def codex_exec(codex: Path, home: Path, url: str, model: str, prompt: str,
-               extra: str = "") -> subprocess.CompletedProcess[str]:
+def codex_exec(
+    codex: Path, home: Path, url: str, model: str, prompt: str, extra: str = ""
+) -> subprocess.CompletedProcess[str]:
     """`codex exec` against the gateway at `url`, configured as the README says (its model
     replaced by `model`)."""
     home.mkdir(exist_ok=True)
@@ -52,8 +56,15 @@ def codex_exec(codex: Path, home: Path, url: str, model: str, prompt: str,
     config = re.sub(r'^model = "[^"]*"', f'model = "{model}"', config, flags=re.M)
     (home / "config.toml").write_text(config + extra)
     env = {**os.environ, "CODEX_HOME": str(home), "STREAMGATE_KEY": "sk-anything"}
-    return subprocess.run([str(codex), "exec", "--skip-git-repo-check", prompt], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, env=env, timeout=120, cwd=home)
+    return subprocess.run(
+        [str(codex), "exec", "--skip-git-repo-check", prompt],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=home,
+    )
 
 
 @pytest.fixture
@@ -63,8 +74,9 @@ def echo_url() -> Iterator[str]:
 
 
 def test_codex_on_echo_with_a_tool_turn(codex: Path, tmp_path: Path, echo_url: str) -> None:
-    done = codex_exec(codex, tmp_path / "codex", echo_url, "echo/echo",
-                      '/tool exec_command {"cmd": "echo streamgate-codex-ok"}')
+    done = codex_exec(
+        codex, tmp_path / "codex", echo_url, "echo/echo", '/tool exec_command {"cmd": "echo streamgate-codex-ok"}'
+    )
     assert done.returncode == 0, done.stderr
     assert "exec_command returned:" in done.stdout and "streamgate-codex-ok" in done.stdout
 
@@ -81,12 +93,16 @@ def test_codex_falls_back_from_websocket_at_once(codex: Path, tmp_path: Path, ec
 def test_codex_on_anthropic_with_a_tool_turn(codex: Path, tmp_path: Path) -> None:
     with providers_gateway() as (url, upstream):
         upstream.script(
-            b"".join(whole_stream(thinking_block(0, ["The user wants ", "a command run."]),
-                                  text_block(1, ["Let me run it."]),
-                                  tool_block(2, "toolu_01C", "exec_command",
-                                             ["", '{"cmd": "echo codex-on-', 'claude"}']),
-                                  stop_reason="tool_use")),
-            b"".join(whole_stream(text_block(0, ["It printed ", "codex-on-claude."]))))
+            b"".join(
+                whole_stream(
+                    thinking_block(0, ["The user wants ", "a command run."]),
+                    text_block(1, ["Let me run it."]),
+                    tool_block(2, "toolu_01C", "exec_command", ["", '{"cmd": "echo codex-on-', 'claude"}']),
+                    stop_reason="tool_use",
+                )
+            ),
+            b"".join(whole_stream(text_block(0, ["It printed ", "codex-on-claude."]))),
+        )
         done = codex_exec(codex, tmp_path / "codex", url, "anthropic/claude-sonnet-5-5", "Run echo codex-on-claude")
         sent = [seen.json for seen in upstream.seen]
     assert done.returncode == 0, done.stderr
@@ -97,8 +113,12 @@ def test_codex_on_anthropic_with_a_tool_turn(codex: Path, tmp_path: Path) -> Non
     assert first["system"] and first["messages"][-1]["content"] == "Run echo codex-on-claude"
     assert first["thinking"] == {"type": "adaptive", "display": "summarized"}  # Codex asks for summaries
     assistant, results = second["messages"][-2:]
-    assert assistant["content"][-1] == {"type": "tool_use", "id": "toolu_01C", "name": "exec_command",
-                                        "input": {"cmd": "echo codex-on-claude"}}
+    assert assistant["content"][-1] == {
+        "type": "tool_use",
+        "id": "toolu_01C",
+        "name": "exec_command",
+        "input": {"cmd": "echo codex-on-claude"},
+    }
     [result] = results["content"]
     assert result["type"] == "tool_result" and result["tool_use_id"] == "toolu_01C"
     assert "codex-on-claude" in str(result["content"])

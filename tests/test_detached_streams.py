@@ -64,8 +64,16 @@ def test_past_max_detached_streams_a_resumable_request_is_429_before_any_upstrea
         assert refused.json()["error"]["type"] == "rate_limited"
         assert "MAX_DETACHED_STREAMS" in refused.json()["error"]["message"]
         assert refused.headers["retry-after"] == "1"
-        v1 = httpx.post(url + "/v1/chat/completions", timeout=10, json={
-            "model": "echo/echo", "stream": True, "resumable": True, "messages": [{"role": "user", "content": "hi"}]})
+        v1 = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=10,
+            json={
+                "model": "echo/echo",
+                "stream": True,
+                "resumable": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
         assert v1.status_code == 429 and v1.json()["error"]["code"] == "rate_limited"  # OpenAI's shape
         assert echo.opened == opened  # refused before any upstream call
         # Streams that are not resumable are not bounded by it.
@@ -93,6 +101,7 @@ def test_streams_left_at_once_past_the_bound_are_stopped() -> None:
 
         async def leave_together() -> list[str]:
             async with httpx.AsyncClient(timeout=10) as client:
+
                 async def one() -> str:
                     async with client.stream("POST", url + "/api/v1/chat/stream", json=body()) as response:
                         await anext(response.aiter_bytes())
@@ -132,8 +141,10 @@ async def abandon(url: str, count: int, concurrency: int = 100) -> int:
     number answered 200 (the others were refused)."""
     host, port = url.removeprefix("http://").split(":")
     payload = json.dumps(body(" ".join(f"w{i}" for i in range(300)))).encode()  # 6 s of words each
-    request = (b"POST /api/v1/chat/stream HTTP/1.1\r\nhost: %b:%b\r\ncontent-type: application/json\r\n"
-               b"content-length: %d\r\n\r\n%b" % (host.encode(), port.encode(), len(payload), payload))
+    request = (
+        b"POST /api/v1/chat/stream HTTP/1.1\r\nhost: %b:%b\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%b" % (host.encode(), port.encode(), len(payload), payload)
+    )
     gate = asyncio.Semaphore(concurrency)
     started = 0
 
@@ -164,8 +175,10 @@ def test_2000_abandoned_resumable_requests_keep_the_gateway_small(tmp_path: Path
         seconds = time.monotonic() - began
         wait_for(lambda: in_flight(url) == 0, 60)  # every stream generated to its end, its log kept
         grown = (rss_kib(process.pid) - idle) / 1024
-        print(f"\n2000 abandoned resumable requests in {seconds:.1f} s: {started} answered 200; "
-              f"RSS {idle / 1024:.0f} MiB idle, +{grown:.1f} MiB once they ended (their logs kept)")
+        print(
+            f"\n2000 abandoned resumable requests in {seconds:.1f} s: {started} answered 200; "
+            f"RSS {idle / 1024:.0f} MiB idle, +{grown:.1f} MiB once they ended (their logs kept)"
+        )
         assert started >= 256
         assert grown <= 64
         assert httpx.post(url + "/api/v1/chat/stream", json=body("still here", False), timeout=10).status_code == 200

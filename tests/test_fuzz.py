@@ -25,40 +25,102 @@ from streamgate.app import create_app
 from streamgate.providers.echo import EchoAdapter
 from support import closed_port, serve, settings
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
-    {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "call_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-    {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ],
+    },
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
     {"role": "user", "content": "Hello there"},
 ]
-RESPONSE_FORMAT = {"type": "json_schema",
-                   "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True}}
-NATIVE = {"messages": MESSAGES, "provider": "echo", "model": "echo", "temperature": 0.7, "max_tokens": 64,
-          "thinking_enabled": False, "reasoning_effort": "low", "include_reasoning": False, "stop": ["END"],
-          "response_format": RESPONSE_FORMAT, "tools": TOOLS, "tool_choice": "auto", "resumable": False}
-V1 = {"messages": MESSAGES, "model": "echo/echo", "stream": True, "stream_options": {"include_usage": True},
-      "temperature": 0.7, "max_completion_tokens": 64, "reasoning_effort": "low", "stop": ["END"],
-      "response_format": RESPONSE_FORMAT, "tools": TOOLS, "tool_choice": "auto"}
+RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+}
+NATIVE = {
+    "messages": MESSAGES,
+    "provider": "echo",
+    "model": "echo",
+    "temperature": 0.7,
+    "max_tokens": 64,
+    "thinking_enabled": False,
+    "reasoning_effort": "low",
+    "include_reasoning": False,
+    "stop": ["END"],
+    "response_format": RESPONSE_FORMAT,
+    "tools": TOOLS,
+    "tool_choice": "auto",
+    "resumable": False,
+}
+V1 = {
+    "messages": MESSAGES,
+    "model": "echo/echo",
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "temperature": 0.7,
+    "max_completion_tokens": 64,
+    "reasoning_effort": "low",
+    "stop": ["END"],
+    "response_format": RESPONSE_FORMAT,
+    "tools": TOOLS,
+    "tool_choice": "auto",
+}
 
 #: The contract's error types (and on `/v1` the OpenAI dialect's own codes).
-ERROR_TYPES = {"invalid_json", "invalid_request", "unknown_provider", "model_not_supported", "provider_auth_error",
-               "body_too_large", "unauthorized", "forbidden_origin", "invalid_host", "rate_limited",
-               "upstream_error", "upstream_timeout"}
+ERROR_TYPES = {
+    "invalid_json",
+    "invalid_request",
+    "unknown_provider",
+    "model_not_supported",
+    "provider_auth_error",
+    "body_too_large",
+    "unauthorized",
+    "forbidden_origin",
+    "invalid_host",
+    "rate_limited",
+    "upstream_error",
+    "upstream_timeout",
+}
 V1_CODES = ERROR_TYPES | {"provider_not_configured", "model_not_found", "unsupported_parameter"}
 
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=10**20, max_value=10**400)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-           | st.sampled_from(["", "user", "tool", "function", "text", "image_url", "json_schema", "auto", "HIGH"]))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=6) | st.sampled_from(["type", "role", "name"]),
-                                             inner, max_size=3), max_leaves=8)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**20, max_value=10**400)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["", "user", "tool", "function", "text", "image_url", "json_schema", "auto", "HIGH"])
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=6) | st.sampled_from(["type", "role", "name"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -146,15 +208,22 @@ def answer_of(client: httpx.Client, path: str, body: bytes, tracebacks: Tracebac
     assert response.status_code < 500, (body[:300], response.text)
     assert not tracebacks.records, [record.getMessage() for record in tracebacks.records]
     if response.status_code == 200:
-        assert response.content.rstrip().endswith(b"data: [DONE]") or \
-            response.headers["content-type"] == "application/json"
+        assert (
+            response.content.rstrip().endswith(b"data: [DONE]")
+            or response.headers["content-type"] == "application/json"
+        )
         return None
     assert response.headers["content-type"] == "application/json"
     return response.json()["error"]  # type: ignore[no-any-return]
 
 
-FUZZ = hypothesis_settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = hypothesis_settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @FUZZ
@@ -189,9 +258,15 @@ def providers_gateway() -> Iterator[tuple[httpx.Client, Tracebacks]]:
     handler = Tracebacks()
     loggers = [logging.getLogger(name) for name in ("", "streamgate", "uvicorn", "uvicorn.error")]
     nowhere = f"http://127.0.0.1:{closed_port()}"
-    config = settings(openai_api_key="sk-fuzz", anthropic_api_key="sk-ant-fuzz", gemini_api_key="AIza-fuzz",
-                      openai_base_url=nowhere + "/v1", anthropic_base_url=nowhere, gemini_base_url=nowhere,
-                      upstream_max_retries=0)
+    config = settings(
+        openai_api_key="sk-fuzz",
+        anthropic_api_key="sk-ant-fuzz",
+        gemini_api_key="AIza-fuzz",
+        openai_base_url=nowhere + "/v1",
+        anthropic_base_url=nowhere,
+        gemini_base_url=nowhere,
+        upstream_max_retries=0,
+    )
     with serve(create_app(config)) as url:
         for logger in loggers:
             logger.addHandler(handler)
@@ -223,13 +298,23 @@ def strings_that_hold_json(draw: st.DrawFn, template: dict[str, Any], v1: bool) 
     body: Any = copy.deepcopy(template)
     provider = draw(st.sampled_from(PROVIDERS))
     if v1:
-        body["model"] = {"echo": "echo/echo", "openai": "openai/gpt-4o", "anthropic": "anthropic/claude-sonnet-4-5",
-                         "gemini": "gemini/gemini-2.5-flash"}[provider]
+        body["model"] = {
+            "echo": "echo/echo",
+            "openai": "openai/gpt-4o",
+            "anthropic": "anthropic/claude-sonnet-4-5",
+            "gemini": "gemini/gemini-2.5-flash",
+        }[provider]
     else:
         body["provider"] = provider
         body.pop("model")
-    for place in draw(st.lists(st.sampled_from(["arguments", "result", "tool_schema", "format_schema"]),
-                               min_size=1, max_size=4, unique=True)):
+    for place in draw(
+        st.lists(
+            st.sampled_from(["arguments", "result", "tool_schema", "format_schema"]),
+            min_size=1,
+            max_size=4,
+            unique=True,
+        )
+    ):
         if place == "arguments":
             body["messages"][2]["tool_calls"][0]["function"]["arguments"] = draw(nested_json_text())
         elif place == "result":
@@ -240,7 +325,9 @@ def strings_that_hold_json(draw: st.DrawFn, template: dict[str, Any], v1: bool) 
             function["parameters"]["properties"]["city"]["type"] = draw(schema_types)
         else:
             body["response_format"]["json_schema"]["schema"] = {
-                "type": "object", "properties": {"answer": {"type": draw(schema_types)}}}
+                "type": "object",
+                "properties": {"answer": {"type": draw(schema_types)}},
+            }
     return json.dumps(body).encode()
 
 
@@ -261,7 +348,8 @@ def provider_answer_of(client: httpx.Client, path: str, body: bytes, tracebacks:
 @FUZZ
 @given(body=strings_that_hold_json(NATIVE, v1=False))
 def test_json_inside_strings_is_never_a_5xx_on_the_native_endpoint(
-        providers_gateway: tuple[httpx.Client, Tracebacks], body: bytes) -> None:
+    providers_gateway: tuple[httpx.Client, Tracebacks], body: bytes
+) -> None:
     client, tracebacks = providers_gateway
     error = provider_answer_of(client, "/api/v1/chat/stream", body, tracebacks)
     if error is not None:
@@ -271,7 +359,8 @@ def test_json_inside_strings_is_never_a_5xx_on_the_native_endpoint(
 @FUZZ
 @given(body=strings_that_hold_json(V1, v1=True))
 def test_json_inside_strings_is_never_a_5xx_on_the_openai_endpoint(
-        providers_gateway: tuple[httpx.Client, Tracebacks], body: bytes) -> None:
+    providers_gateway: tuple[httpx.Client, Tracebacks], body: bytes
+) -> None:
     client, tracebacks = providers_gateway
     error = provider_answer_of(client, "/v1/chat/completions", body, tracebacks)
     if error is not None:

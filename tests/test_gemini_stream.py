@@ -48,32 +48,51 @@ USAGE = {"prompt_tokens": 9, "completion_tokens": 12 + 27, "total_tokens": 48, "
 
 def answer_of(pieces: list[str], finish_reason: str = "STOP") -> bytes:
     """A streamed answer: a thought summary first, the pieces, the finish reason with usage."""
-    return sse_body(frame(thought("**Planning** the greeting")),
-                    *(frame(text(p)) for p in pieces),
-                    frame(text(""), finish_reason=finish_reason, usage=usage_metadata()))
+    return sse_body(
+        frame(thought("**Planning** the greeting")),
+        *(frame(text(p)) for p in pieces),
+        frame(text(""), finish_reason=finish_reason, usage=usage_metadata()),
+    )
 
 
-def google_error(status: int, message: str, status_name: str, *details: dict[str, Any],
-                 headers: dict[str, str] | None = None) -> Reply:
+def google_error(
+    status: int, message: str, status_name: str, *details: dict[str, Any], headers: dict[str, str] | None = None
+) -> Reply:
     body: dict[str, Any] = {"error": {"code": status, "message": message, "status": status_name}}
     if details:
         body["error"]["details"] = list(details)
-    return Reply(status, [json.dumps(body, indent=2).encode()], {"content-type": "application/json; charset=UTF-8",
-                                                                  **(headers or {})})
+    return Reply(
+        status,
+        [json.dumps(body, indent=2).encode()],
+        {"content-type": "application/json; charset=UTF-8", **(headers or {})},
+    )
 
 
 API_KEY_INVALID = google_error(
-    400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT",
-    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-     "metadata": {"service": "generativelanguage.googleapis.com"}},
-    {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-     "message": "API key not valid. Please pass a valid API key."},
+    400,
+    "API key not valid. Please pass a valid API key.",
+    "INVALID_ARGUMENT",
+    {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "API_KEY_INVALID",
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    },
+    {
+        "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+        "locale": "en-US",
+        "message": "API key not valid. Please pass a valid API key.",
+    },
 )
 
 
 def server_error(status: int = 500) -> Reply:
-    return google_error(status, "An internal error has occurred. Please retry or report in "
-                        "https://developers.generativeai.google/guide/troubleshooting", "INTERNAL")
+    return google_error(
+        status,
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+        "INTERNAL",
+    )
 
 
 # --- our side ---------------------------------------------------------------------------
@@ -137,14 +156,21 @@ def test_text_arrives_exactly_without_thoughts_with_usage_in_the_final_frame(pie
     assert [m["content"] for m in messages] == [*TEXT, ""]
     assert [int(e.id) for e in answer.events[:-1]] == list(range(1, len(TEXT) + 2))
     assert all(m["finish_reason"] is None and m["usage"] is None for m in messages[:-1])
-    assert messages[-1] == {"content": "", "finish_reason": "stop", "model": "gemini-2.5-flash",
-                            "provider": "gemini", "usage": USAGE}
+    assert messages[-1] == {
+        "content": "",
+        "finish_reason": "stop",
+        "model": "gemini-2.5-flash",
+        "provider": "gemini",
+        "usage": USAGE,
+    }
     assert answer.events[-1].data == "[DONE]"
 
 
 def test_every_non_thought_part_of_a_frame_is_text_and_the_final_frame_may_carry_text(shared: Shared) -> None:
-    body = sse_body(frame(thought("Let me think."), text("Bonjour"), text(" à tous")),
-                    frame(text(" !"), finish_reason="STOP", usage=usage_metadata(5, 4, None)))
+    body = sse_body(
+        frame(thought("Let me think."), text("Bonjour"), text(" à tous")),
+        frame(text(" !"), finish_reason="STOP", usage=usage_metadata(5, 4, None)),
+    )
     url, _ = script(shared, Reply(200, [body]))
     messages = post(url).messages
     assert [m["content"] for m in messages] == ["Bonjour", " à tous", " !", ""]
@@ -154,10 +180,19 @@ def test_every_non_thought_part_of_a_frame_is_text_and_the_final_frame_may_carry
 @pytest.mark.parametrize(("thinking_enabled", "budget"), [(True, 1024), (False, 0)])
 def test_what_is_sent_upstream(thinking_enabled: bool, budget: int, shared: Shared) -> None:
     url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
-    body = {"provider": "gemini", "temperature": 0.2, "max_tokens": 50, "thinking_enabled": thinking_enabled,
-            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                         {"role": "assistant", "content": "Hello!"}, {"role": "system", "content": "Use French."},
-                         {"role": "user", "content": "Again"}]}
+    body = {
+        "provider": "gemini",
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "thinking_enabled": thinking_enabled,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "system", "content": "Use French."},
+            {"role": "user", "content": "Again"},
+        ],
+    }
     assert post(url, body).text == "ok"
     (seen,) = upstream.seen
     assert (seen.method, seen.url) == ("POST", BASE_URL + PATH)
@@ -165,9 +200,11 @@ def test_what_is_sent_upstream(thinking_enabled: bool, budget: int, shared: Shar
     assert seen.headers["content-type"] == "application/json"
     assert "x-server-timeout" not in seen.headers
     assert seen.json == {
-        "contents": [{"parts": [{"text": "Hi"}], "role": "user"},
-                     {"parts": [{"text": "Hello!"}], "role": "model"},
-                     {"parts": [{"text": "Again"}], "role": "user"}],
+        "contents": [
+            {"parts": [{"text": "Hi"}], "role": "user"},
+            {"parts": [{"text": "Hello!"}], "role": "model"},
+            {"parts": [{"text": "Again"}], "role": "user"},
+        ],
         "generationConfig": {"temperature": 0.2, "maxOutputTokens": 50, "thinkingConfig": {"thinkingBudget": budget}},
         "systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Use French."}]},
     }
@@ -192,58 +229,99 @@ def test_non_streaming_chat_collects_the_answer(shared: Shared) -> None:
     url, upstream = script(shared, Reply(200, split(answer_of(TEXT, finish_reason="MAX_TOKENS"), 3)))
     answer = post(url, path="/api/v1/chat")
     assert answer.status == 200
-    assert answer.json() == {"content": "".join(TEXT), "finish_reason": "length", "model": "gemini-2.5-flash",
-                             "provider": "gemini", "usage": USAGE, "tool_calls": None}
+    assert answer.json() == {
+        "content": "".join(TEXT),
+        "finish_reason": "length",
+        "model": "gemini-2.5-flash",
+        "provider": "gemini",
+        "usage": USAGE,
+        "tool_calls": None,
+    }
 
 
 def test_registered_as_gemini_and_configured_only_with_a_key(shared: Shared) -> None:
     assert isinstance(build_adapters(settings(gemini_api_key=KEY))["gemini"], GeminiStreamAdapter)
     url, _ = script(shared)
     health = httpx2.get(url + "/api/v1/chat/stream/health").json()["providers"]["gemini"]
-    assert health == {"configured": True, "default_model": "gemini-2.5-flash",
-                      "models": ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3.8-flash",
-                                 "gemini-3.5-flash-lite", "gemini-3.1-pro-preview"]}
+    assert health == {
+        "configured": True,
+        "default_model": "gemini-2.5-flash",
+        "models": [
+            "gemini-2.5-flash",
+            "gemini-2.5-pro",
+            "gemini-2.5-flash-lite",
+            "gemini-3.8-flash",
+            "gemini-3.5-flash-lite",
+            "gemini-3.1-pro-preview",
+        ],
+    }
 
 
 # --- safety blocks --------------------------------------------------------------------------
 
 
-SAFETY_RATINGS = [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH", "blocked": True},
-                  {"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE"}]
+SAFETY_RATINGS = [
+    {"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH", "blocked": True},
+    {"category": "HARM_CATEGORY_HATE_SPEECH", "probability": "NEGLIGIBLE"},
+]
 
 
 @pytest.mark.parametrize("reason", ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"])
 def test_a_safety_stop_is_content_filter_then_an_error_event(reason: str, shared: Shared) -> None:
-    body = sse_body(frame(text("Sure, here")),
-                    {"candidates": [{"finishReason": reason, "index": 0, "safetyRatings": SAFETY_RATINGS}],
-                     "usageMetadata": usage_metadata(9, 3, 0), "modelVersion": "gemini-2.5-flash"})
+    body = sse_body(
+        frame(text("Sure, here")),
+        {
+            "candidates": [{"finishReason": reason, "index": 0, "safetyRatings": SAFETY_RATINGS}],
+            "usageMetadata": usage_metadata(9, 3, 0),
+            "modelVersion": "gemini-2.5-flash",
+        },
+    )
     url, _ = script(shared, Reply(200, [body]))
     answer = post(url)
     assert answer.status == 200 and answer.text == "Sure, here"
     final, error = error_tail(answer)
-    assert final == {"content": "", "finish_reason": "content_filter", "model": "gemini-2.5-flash",
-                     "provider": "gemini", "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
-    assert error == {"type": "content_filter", "message": f"gemini stopped the answer ({reason})",
-                     "provider": "gemini"}
+    assert final == {
+        "content": "",
+        "finish_reason": "content_filter",
+        "model": "gemini-2.5-flash",
+        "provider": "gemini",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+    }
+    assert error == {"type": "content_filter", "message": f"gemini stopped the answer ({reason})", "provider": "gemini"}
     assert sum(1 for m in answer.messages if m["finish_reason"] is not None) == 1
 
 
 def test_a_safety_stop_without_streaming_is_a_200_with_content_filter(shared: Shared) -> None:
-    body = sse_body(frame(text("Sure, here")),
-                    {"candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": SAFETY_RATINGS}],
-                     "usageMetadata": usage_metadata(9, 3, 0), "modelVersion": "gemini-2.5-flash"})
+    body = sse_body(
+        frame(text("Sure, here")),
+        {
+            "candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": SAFETY_RATINGS}],
+            "usageMetadata": usage_metadata(9, 3, 0),
+            "modelVersion": "gemini-2.5-flash",
+        },
+    )
     url, _ = script(shared, Reply(200, [body]))
     answer = post(url, path="/api/v1/chat")
     assert answer.status == 200
-    assert answer.json() == {"content": "Sure, here", "finish_reason": "content_filter", "model": "gemini-2.5-flash",
-                             "provider": "gemini",
-                             "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}, "tool_calls": None}
+    assert answer.json() == {
+        "content": "Sure, here",
+        "finish_reason": "content_filter",
+        "model": "gemini-2.5-flash",
+        "provider": "gemini",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+        "tool_calls": None,
+    }
 
 
 def test_a_blocked_prompt_without_candidates_is_content_filter(shared: Shared) -> None:
-    body = sse_body({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
-                     "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8},
-                     "modelVersion": "gemini-2.5-flash", "responseId": "x1"})
+    body = sse_body(
+        {
+            "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+            "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8},
+            "modelVersion": "gemini-2.5-flash",
+            "responseId": "x1",
+        }
+    )
     url, _ = script(shared, Reply(200, [body]))
     answer = post(url)
     assert answer.status == 200
@@ -259,8 +337,11 @@ def test_another_finish_reason_ends_with_error_frames_keeping_usage(shared: Shar
     assert answer.text == "par"
     final, error = error_tail(answer)
     assert final["finish_reason"] == "error" and final["usage"] == USAGE
-    assert error == {"type": "upstream_error", "message": "gemini stopped the answer with finish reason OTHER",
-                     "provider": "gemini"}
+    assert error == {
+        "type": "upstream_error",
+        "message": "gemini stopped the answer with finish reason OTHER",
+        "provider": "gemini",
+    }
     whole = post(url, path="/api/v1/chat")
     assert (whole.status, whole.json()["error"]["type"]) == (502, "upstream_error")
 
@@ -274,30 +355,44 @@ def test_missing_key_is_401_naming_the_variable_without_an_upstream_call() -> No
         answer = post(url)
         health = httpx2.get(url + "/api/v1/chat/stream/health").json()
     assert answer.status == 401
-    assert answer.json()["error"] == {"type": "provider_auth_error", "provider": "gemini",
-                                      "message": "gemini is not configured; set GEMINI_API_KEY"}
+    assert answer.json()["error"] == {
+        "type": "provider_auth_error",
+        "provider": "gemini",
+        "message": "gemini is not configured; set GEMINI_API_KEY",
+    }
     assert upstream.seen == []
     assert health["providers"]["gemini"]["configured"] is False
 
 
-@pytest.mark.parametrize("reply", [
-    API_KEY_INVALID,
-    google_error(403, "Method doesn't allow unregistered callers.", "PERMISSION_DENIED"),
-    google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED"),
-], ids=["400-API_KEY_INVALID", "403", "401"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        API_KEY_INVALID,
+        google_error(403, "Method doesn't allow unregistered callers.", "PERMISSION_DENIED"),
+        google_error(401, "Request had invalid authentication credentials.", "UNAUTHENTICATED"),
+    ],
+    ids=["400-API_KEY_INVALID", "403", "401"],
+)
 def test_a_rejected_key_is_401_provider_auth_error_not_retried(reply: Reply, shared: Shared) -> None:
     url, upstream = script(shared, reply)
     answer = post(url)
     assert answer.status == 401
-    assert answer.json()["error"] == {"type": "provider_auth_error", "provider": "gemini",
-                                      "message": "gemini rejected the API key; check GEMINI_API_KEY"}
+    assert answer.json()["error"] == {
+        "type": "provider_auth_error",
+        "provider": "gemini",
+        "message": "gemini rejected the API key; check GEMINI_API_KEY",
+    }
     assert KEY not in answer.raw.decode()
     assert len(upstream.seen) == 1
 
 
 def test_another_400_passes_through(shared: Shared) -> None:
-    url, upstream = script(shared, google_error(400, "* GenerateContentRequest.generation_config.max_output_tokens: "
-                                         "must be positive", "INVALID_ARGUMENT"))
+    url, upstream = script(
+        shared,
+        google_error(
+            400, "* GenerateContentRequest.generation_config.max_output_tokens: must be positive", "INVALID_ARGUMENT"
+        ),
+    )
     answer = post(url)
     assert answer.status == 400
     assert answer.json()["error"]["type"] == "upstream_error"
@@ -305,8 +400,14 @@ def test_another_400_passes_through(shared: Shared) -> None:
 
 
 def test_unknown_model_404_passes_through(shared: Shared) -> None:
-    url, upstream = script(shared, google_error(404, "models/gemini-9 is not found for API version v1beta, or is not "
-                                         "supported for generateContent.", "NOT_FOUND"))
+    url, upstream = script(
+        shared,
+        google_error(
+            404,
+            "models/gemini-9 is not found for API version v1beta, or is not supported for generateContent.",
+            "NOT_FOUND",
+        ),
+    )
     answer = post(url, {**HELLO, "model": "gemini-9"})
     assert answer.status == 404
     assert answer.json()["error"]["type"] == "upstream_error" and "gemini-9" in answer.json()["error"]["message"]
@@ -324,14 +425,19 @@ QUOTA = "You exceeded your current quota, please check your plan and billing det
 
 
 def test_429_is_retried_then_passed_on_with_retry_after(shared: Shared) -> None:
-    url, upstream = script(shared, *(google_error(429, QUOTA, "RESOURCE_EXHAUSTED", headers={"retry-after": "0"})
-                              for _ in range(2)),
-                            google_error(429, QUOTA, "RESOURCE_EXHAUSTED", headers={"retry-after": "7"}))
+    url, upstream = script(
+        shared,
+        *(google_error(429, QUOTA, "RESOURCE_EXHAUSTED", headers={"retry-after": "0"}) for _ in range(2)),
+        google_error(429, QUOTA, "RESOURCE_EXHAUSTED", headers={"retry-after": "7"}),
+    )
     answer = post(url)
     assert answer.status == 429
     assert answer.headers["retry-after"] == "7"
-    assert answer.json()["error"] == {"type": "rate_limited", "message": f"gemini rate limit: {QUOTA}",
-                                      "provider": "gemini"}
+    assert answer.json()["error"] == {
+        "type": "rate_limited",
+        "message": f"gemini rate limit: {QUOTA}",
+        "provider": "gemini",
+    }
     assert len(upstream.seen) == 3
 
 
@@ -352,14 +458,17 @@ def test_500_then_success_is_retried_with_the_same_request(shared: Shared) -> No
 
 
 def test_persistent_5xx_is_502() -> None:
-    upstream = MockUpstream(server_error(500), google_error(503, "The model is overloaded. Please try again later.",
-                                                            "UNAVAILABLE"))
+    upstream = MockUpstream(
+        server_error(500), google_error(503, "The model is overloaded. Please try again later.", "UNAVAILABLE")
+    )
     with gateway(upstream, upstream_max_retries=1) as url:
         answer = post(url)
     assert answer.status == 502
-    assert answer.json()["error"] == {"type": "upstream_error", "provider": "gemini",
-                                      "message": "gemini failed with HTTP 503: The model is overloaded. "
-                                                 "Please try again later."}
+    assert answer.json()["error"] == {
+        "type": "upstream_error",
+        "provider": "gemini",
+        "message": "gemini failed with HTTP 503: The model is overloaded. Please try again later.",
+    }
     assert len(upstream.seen) == 2
 
 
@@ -367,8 +476,11 @@ def test_unreachable_upstream_is_502() -> None:
     with gateway(gemini_base_url=f"http://127.0.0.1:{closed_port()}", upstream_max_retries=0) as url:
         answer = post(url)
     assert answer.status == 502
-    assert answer.json()["error"] == {"type": "upstream_error", "message": "could not connect to gemini",
-                                      "provider": "gemini"}
+    assert answer.json()["error"] == {
+        "type": "upstream_error",
+        "message": "could not connect to gemini",
+        "provider": "gemini",
+    }
 
 
 # --- after the 200: the error frames -------------------------------------------------------
@@ -385,14 +497,18 @@ def test_malformed_frame_mid_stream_ends_with_error_frames(shared: Shared) -> No
 
 
 def test_error_object_mid_stream_ends_with_error_frames(shared: Shared) -> None:
-    body = sse_body(frame(text("Hel")), {"error": {"code": 503, "message": "The model is overloaded.",
-                                                   "status": "UNAVAILABLE"}})
+    body = sse_body(
+        frame(text("Hel")), {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
+    )
     url, _ = script(shared, Reply(200, [body]))
     answer = post(url)
     assert answer.text == "Hel"
     _, error = error_tail(answer)
-    assert error == {"type": "upstream_error", "message": "gemini failed with HTTP 503: The model is overloaded.",
-                     "provider": "gemini"}
+    assert error == {
+        "type": "upstream_error",
+        "message": "gemini failed with HTTP 503: The model is overloaded.",
+        "provider": "gemini",
+    }
 
 
 def test_stream_ending_without_finish_reason_is_an_error(shared: Shared) -> None:
@@ -454,8 +570,11 @@ def test_upstream_that_never_answers_is_504_after_retries() -> None:
         with gateway(gemini_base_url=host_root(upstream), upstream_timeout_s=0.2, upstream_max_retries=1) as url:
             answer = post(url)
     assert answer.status == 504
-    assert answer.json()["error"] == {"type": "upstream_timeout", "message": "gemini did not answer in time",
-                                      "provider": "gemini"}
+    assert answer.json()["error"] == {
+        "type": "upstream_timeout",
+        "message": "gemini did not answer in time",
+        "provider": "gemini",
+    }
     assert len(upstream.requests) == 2
 
 
@@ -504,35 +623,48 @@ def test_the_sdk_reads_the_scripted_streams_as_we_do() -> None:
 # --- thinking: budget (2.5), level (3+), nothing (models that cannot think) ----------------
 
 
-@pytest.mark.parametrize(("model", "fields", "thinking"), [
-    ("gemini-2.5-flash", {"thinking_enabled": True}, {"thinkingBudget": 1024}),
-    ("gemini-2.5-flash", {}, {"thinkingBudget": 0}),
-    ("gemini-2.5-flash", {"reasoning_effort": "none", "thinking_enabled": True}, {"thinkingBudget": 0}),
-    ("gemini-2.5-flash", {"reasoning_effort": "minimal"}, {"thinkingBudget": 512}),
-    ("gemini-2.5-flash", {"reasoning_effort": "low"}, {"thinkingBudget": 1024}),
-    ("gemini-2.5-flash", {"reasoning_effort": "medium"}, {"thinkingBudget": 8192}),
-    ("gemini-2.5-flash-lite", {"reasoning_effort": "high"}, {"thinkingBudget": 24576}),
-    ("gemini-2.5-flash", {"thinking_enabled": True, "include_reasoning": True},
-     {"thinkingBudget": 1024, "includeThoughts": True}),
-    ("gemini-2.5-pro", {}, {"thinkingBudget": 128}),
-    ("gemini-2.5-pro", {"reasoning_effort": "none", "include_reasoning": True},
-     {"thinkingBudget": 128, "includeThoughts": True}),
-    ("gemini-2.5-pro", {"reasoning_effort": "high"}, {"thinkingBudget": 24576}),
-    ("gemini-3.8-flash", {}, {"thinkingLevel": "LOW"}),
-    ("gemini-3.8-flash", {"thinking_enabled": True}, {"thinkingLevel": "HIGH"}),
-    ("gemini-3.8-flash", {"reasoning_effort": "none"}, {"thinkingLevel": "MINIMAL"}),
-    ("gemini-3.8-flash", {"reasoning_effort": "minimal"}, {"thinkingLevel": "MINIMAL"}),
-    ("gemini-3.8-flash", {"reasoning_effort": "low", "include_reasoning": True},
-     {"thinkingLevel": "LOW", "includeThoughts": True}),
-    ("gemini-3.5-flash-lite", {"reasoning_effort": "medium"}, {"thinkingLevel": "MEDIUM"}),
-    ("gemini-3.1-pro-preview", {"reasoning_effort": "high"}, {"thinkingLevel": "HIGH"}),
-    ("gemini-4-argon", {"reasoning_effort": "low"}, {"thinkingLevel": "LOW"}),
-    ("gemini-flash-latest", {"thinking_enabled": True}, {"thinkingLevel": "HIGH"}),
-    ("gemini-2.0-flash", {"reasoning_effort": "high", "include_reasoning": True, "thinking_enabled": True}, None),
-    ("gemma-4-31b-it", {"thinking_enabled": True}, None),
-])
-def test_the_thinking_config_sent_per_model_and_request(model: str, fields: dict[str, Any],
-                                                        thinking: dict[str, Any] | None, shared: Shared) -> None:
+@pytest.mark.parametrize(
+    ("model", "fields", "thinking"),
+    [
+        ("gemini-2.5-flash", {"thinking_enabled": True}, {"thinkingBudget": 1024}),
+        ("gemini-2.5-flash", {}, {"thinkingBudget": 0}),
+        ("gemini-2.5-flash", {"reasoning_effort": "none", "thinking_enabled": True}, {"thinkingBudget": 0}),
+        ("gemini-2.5-flash", {"reasoning_effort": "minimal"}, {"thinkingBudget": 512}),
+        ("gemini-2.5-flash", {"reasoning_effort": "low"}, {"thinkingBudget": 1024}),
+        ("gemini-2.5-flash", {"reasoning_effort": "medium"}, {"thinkingBudget": 8192}),
+        ("gemini-2.5-flash-lite", {"reasoning_effort": "high"}, {"thinkingBudget": 24576}),
+        (
+            "gemini-2.5-flash",
+            {"thinking_enabled": True, "include_reasoning": True},
+            {"thinkingBudget": 1024, "includeThoughts": True},
+        ),
+        ("gemini-2.5-pro", {}, {"thinkingBudget": 128}),
+        (
+            "gemini-2.5-pro",
+            {"reasoning_effort": "none", "include_reasoning": True},
+            {"thinkingBudget": 128, "includeThoughts": True},
+        ),
+        ("gemini-2.5-pro", {"reasoning_effort": "high"}, {"thinkingBudget": 24576}),
+        ("gemini-3.8-flash", {}, {"thinkingLevel": "LOW"}),
+        ("gemini-3.8-flash", {"thinking_enabled": True}, {"thinkingLevel": "HIGH"}),
+        ("gemini-3.8-flash", {"reasoning_effort": "none"}, {"thinkingLevel": "MINIMAL"}),
+        ("gemini-3.8-flash", {"reasoning_effort": "minimal"}, {"thinkingLevel": "MINIMAL"}),
+        (
+            "gemini-3.8-flash",
+            {"reasoning_effort": "low", "include_reasoning": True},
+            {"thinkingLevel": "LOW", "includeThoughts": True},
+        ),
+        ("gemini-3.5-flash-lite", {"reasoning_effort": "medium"}, {"thinkingLevel": "MEDIUM"}),
+        ("gemini-3.1-pro-preview", {"reasoning_effort": "high"}, {"thinkingLevel": "HIGH"}),
+        ("gemini-4-argon", {"reasoning_effort": "low"}, {"thinkingLevel": "LOW"}),
+        ("gemini-flash-latest", {"thinking_enabled": True}, {"thinkingLevel": "HIGH"}),
+        ("gemini-2.0-flash", {"reasoning_effort": "high", "include_reasoning": True, "thinking_enabled": True}, None),
+        ("gemma-4-31b-it", {"thinking_enabled": True}, None),
+    ],
+)
+def test_the_thinking_config_sent_per_model_and_request(
+    model: str, fields: dict[str, Any], thinking: dict[str, Any] | None, shared: Shared
+) -> None:
     url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
     assert post(url, {**HELLO, "model": model, **fields}).status == 200
     sent = upstream.seen[0].json
@@ -549,22 +681,31 @@ def test_every_thinking_level_sent_is_one_the_sdk_lists() -> None:
 
 
 def test_gemini_3_streams_reasoning_frames_and_reasoning_tokens(shared: Shared) -> None:
-    body = sse_body(frame(thought("**Greeting** the user, ")), frame(thought("briefly.")),
-                    frame(text("Hi"), text(" there")),
-                    frame(text("!"), finish_reason="STOP", usage=usage_metadata(7, 3, 52)))
+    body = sse_body(
+        frame(thought("**Greeting** the user, ")),
+        frame(thought("briefly.")),
+        frame(text("Hi"), text(" there")),
+        frame(text("!"), finish_reason="STOP", usage=usage_metadata(7, 3, 52)),
+    )
     url, upstream = script(shared, Reply(200, split(body, 5)))
     answer = post(url, {**HELLO, "model": "gemini-3.8-flash", "reasoning_effort": "low", "include_reasoning": True})
-    assert upstream.seen[0].json["generationConfig"] == {"thinkingConfig": {"thinkingLevel": "LOW",
-                                                                            "includeThoughts": True}}
+    assert upstream.seen[0].json["generationConfig"] == {
+        "thinkingConfig": {"thinkingLevel": "LOW", "includeThoughts": True}
+    }
     events = [(e.event, json.loads(e.data)) for e in answer.events[:-1]]
     assert [int(e.id) for e in answer.events[:-1]] == list(range(1, 7))
     assert events[:2] == [
         ("reasoning", {"reasoning": "**Greeting** the user, ", "model": "gemini-3.8-flash", "provider": "gemini"}),
-        ("reasoning", {"reasoning": "briefly.", "model": "gemini-3.8-flash", "provider": "gemini"})]
+        ("reasoning", {"reasoning": "briefly.", "model": "gemini-3.8-flash", "provider": "gemini"}),
+    ]
     assert answer.text == "Hi there!"
     assert answer.messages[-1]["finish_reason"] == "stop"
-    assert answer.messages[-1]["usage"] == {"prompt_tokens": 7, "completion_tokens": 55, "total_tokens": 62,
-                                            "reasoning_tokens": 52}
+    assert answer.messages[-1]["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 55,
+        "total_tokens": 62,
+        "reasoning_tokens": 52,
+    }
     whole = collected(body, {**HELLO, "model": "gemini-3.8-flash", "include_reasoning": True})
     assert (whole.reasoning, whole.content) == ("**Greeting** the user, briefly.", "Hi there!")
 
@@ -574,8 +715,10 @@ def collected(body: bytes, request: dict[str, Any]) -> CollectedAnswer:
     answers)."""
 
     async def run() -> CollectedAnswer:
-        adapter = GeminiStreamAdapter(settings(gemini_api_key=KEY, gemini_base_url=BASE_URL),
-                                      http_client=MockUpstream(Reply(200, split(body, 3))).client())
+        adapter = GeminiStreamAdapter(
+            settings(gemini_api_key=KEY, gemini_base_url=BASE_URL),
+            http_client=MockUpstream(Reply(200, split(body, 3))).client(),
+        )
         stream = await adapter.stream_chat(chat_request_decoder.decode(json.dumps(request)))
         try:
             return await collect(stream)
@@ -596,29 +739,52 @@ def test_thought_parts_are_dropped_without_include_reasoning(shared: Shared) -> 
 
 WEATHER_SCHEMA = {
     "type": "object",
-    "properties": {"city": {"type": "string", "description": "City name"},
-                   "units": {"anyOf": [{"$ref": "#/$defs/units"}, {"type": "null"}]}},
-    "required": ["city"], "additionalProperties": False,
+    "properties": {
+        "city": {"type": "string", "description": "City name"},
+        "units": {"anyOf": [{"$ref": "#/$defs/units"}, {"type": "null"}]},
+    },
+    "required": ["city"],
+    "additionalProperties": False,
     "$defs": {"units": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
 }
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather now.",
-                                           "parameters": WEATHER_SCHEMA, "strict": True}},
-         {"type": "function", "function": {"name": "get_time"}}]
-DECLARATIONS = [{"functionDeclarations": [
-    {"name": "get_weather", "description": "The weather now.", "parametersJsonSchema": WEATHER_SCHEMA},
-    {"name": "get_time"}]}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather now.",
+            "parameters": WEATHER_SCHEMA,
+            "strict": True,
+        },
+    },
+    {"type": "function", "function": {"name": "get_time"}},
+]
+DECLARATIONS = [
+    {
+        "functionDeclarations": [
+            {"name": "get_weather", "description": "The weather now.", "parametersJsonSchema": WEATHER_SCHEMA},
+            {"name": "get_time"},
+        ]
+    }
+]
 
 
-@pytest.mark.parametrize(("tool_choice", "tool_config"), [
-    (None, None),
-    ("auto", {"functionCallingConfig": {"mode": "AUTO"}}),
-    ("required", {"functionCallingConfig": {"mode": "ANY"}}),
-    ("none", {"functionCallingConfig": {"mode": "NONE"}}),
-    ({"type": "function", "function": {"name": "get_time"}},
-     {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}}),
-])
-def test_tools_and_tool_choice_are_sent_as_function_declarations(tool_choice: Any, tool_config: Any,
-                                                                 shared: Shared) -> None:
+@pytest.mark.parametrize(
+    ("tool_choice", "tool_config"),
+    [
+        (None, None),
+        ("auto", {"functionCallingConfig": {"mode": "AUTO"}}),
+        ("required", {"functionCallingConfig": {"mode": "ANY"}}),
+        ("none", {"functionCallingConfig": {"mode": "NONE"}}),
+        (
+            {"type": "function", "function": {"name": "get_time"}},
+            {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}},
+        ),
+    ],
+)
+def test_tools_and_tool_choice_are_sent_as_function_declarations(
+    tool_choice: Any, tool_config: Any, shared: Shared
+) -> None:
     """The JSON Schema goes whole as `parametersJsonSchema` ($ref, anyOf, additionalProperties
     and all); `strict` has no Gemini counterpart and is not sent."""
     url, upstream = script(shared, Reply(200, [answer_of(["ok"])]))
@@ -645,22 +811,28 @@ def test_calls_stream_whole_with_ids_after_text_and_end_with_tool_calls(piece_si
     calls = [data for kind, data in events if kind == "tool_call"]
     assert [(c["index"], c["name"], c["arguments"]) for c in calls] == [
         (0, "get_weather", json.dumps(ARGS, ensure_ascii=False, separators=(",", ":"))),
-        (1, "get_time", "{}"), (2, "get_weather", "{}")]
+        (1, "get_time", "{}"),
+        (2, "get_weather", "{}"),
+    ]
     signed, *unsigned = (c["id"] for c in calls)
     assert re.fullmatch(CALL_ID.pattern + r"\.[A-Za-z0-9_-]+", signed)
     assert all(CALL_ID.fullmatch(i) for i in unsigned) and len({signed, *unsigned}) == 3
-    assert events[-1][1] == {"content": "", "finish_reason": "tool_calls", "model": "gemini-2.5-flash",
-                             "provider": "gemini", "usage": {"prompt_tokens": 40, "completion_tokens": 86,
-                                                             "total_tokens": 126, "reasoning_tokens": 61}}
+    assert events[-1][1] == {
+        "content": "",
+        "finish_reason": "tool_calls",
+        "model": "gemini-2.5-flash",
+        "provider": "gemini",
+        "usage": {"prompt_tokens": 40, "completion_tokens": 86, "total_tokens": 126, "reasoning_tokens": 61},
+    }
 
 
 def test_calls_without_streaming_are_the_answers_tool_calls(shared: Shared) -> None:
     url, _ = script(shared, Reply(200, split(CALLS_BODY, 9)))
     answer = post(url, {**HELLO, "tools": TOOLS}, path="/api/v1/chat").json()
     assert (answer["content"], answer["finish_reason"]) == ("Let me check.", "tool_calls")
-    assert [(c["type"], c["function"]["name"], json.loads(c["function"]["arguments"]))
-            for c in answer["tool_calls"]] == [("function", "get_weather", ARGS), ("function", "get_time", {}),
-                                               ("function", "get_weather", {})]
+    assert [
+        (c["type"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in answer["tool_calls"]
+    ] == [("function", "get_weather", ARGS), ("function", "get_time", {}), ("function", "get_weather", {})]
 
 
 def streamed_call_ids(shared: Shared) -> list[str]:
@@ -670,18 +842,36 @@ def streamed_call_ids(shared: Shared) -> list[str]:
 
 def second_turn(ids: list[str], model: str = "gemini-2.5-flash") -> dict[str, Any]:
     """The next request: the assistant's calls (ids as the gateway made them) and their results."""
-    return {"provider": "gemini", "model": model, "tools": TOOLS, "messages": [
-        {"role": "system", "content": "Use tools."},
-        {"role": "user", "content": "Weather and time in Zürich?"},
-        {"role": "assistant", "content": "Let me check.", "tool_calls": [
-            {"id": ids[0], "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(ARGS)}},
-            {"id": ids[1], "type": "function", "function": {"name": "get_time", "arguments": ""}}]},
-        {"role": "tool", "tool_call_id": ids[1], "content": "14:05"},
-        {"role": "tool", "tool_call_id": ids[0], "content": '{"temp_c": 21.5, "sky": "clear"}'},
-        {"role": "assistant", "tool_calls": [
-            {"id": ids[2], "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": ids[2], "content": "[1, 2]"},
-    ]}
+    return {
+        "provider": "gemini",
+        "model": model,
+        "tools": TOOLS,
+        "messages": [
+            {"role": "system", "content": "Use tools."},
+            {"role": "user", "content": "Weather and time in Zürich?"},
+            {
+                "role": "assistant",
+                "content": "Let me check.",
+                "tool_calls": [
+                    {
+                        "id": ids[0],
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": json.dumps(ARGS)},
+                    },
+                    {"id": ids[1], "type": "function", "function": {"name": "get_time", "arguments": ""}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": ids[1], "content": "14:05"},
+            {"role": "tool", "tool_call_id": ids[0], "content": '{"temp_c": 21.5, "sky": "clear"}'},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": ids[2], "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": ids[2], "content": "[1, 2]"},
+        ],
+    }
 
 
 def test_a_second_turn_returns_calls_with_their_signature_and_results_by_name(shared: Shared) -> None:
@@ -692,12 +882,21 @@ def test_a_second_turn_returns_calls_with_their_signature_and_results_by_name(sh
     assert sent["systemInstruction"] == {"parts": [{"text": "Use tools."}]}
     assert sent["contents"] == [
         {"role": "user", "parts": [{"text": "Weather and time in Zürich?"}]},
-        {"role": "model", "parts": [{"text": "Let me check."},
-                                    {"functionCall": {"name": "get_weather", "args": ARGS}, "thoughtSignature": SIGNATURE},
-                                    {"functionCall": {"name": "get_time", "args": {}}}]},
-        {"role": "user", "parts": [{"functionResponse": {"name": "get_time", "response": {"output": "14:05"}}},
-                                   {"functionResponse": {"name": "get_weather",
-                                                         "response": {"temp_c": 21.5, "sky": "clear"}}}]},
+        {
+            "role": "model",
+            "parts": [
+                {"text": "Let me check."},
+                {"functionCall": {"name": "get_weather", "args": ARGS}, "thoughtSignature": SIGNATURE},
+                {"functionCall": {"name": "get_time", "args": {}}},
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "get_time", "response": {"output": "14:05"}}},
+                {"functionResponse": {"name": "get_weather", "response": {"temp_c": 21.5, "sky": "clear"}}},
+            ],
+        },
         {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {}}}]},
         {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"output": "[1, 2]"}}}]},
     ]
@@ -716,7 +915,7 @@ def test_gemini_3_gets_the_documented_stand_in_for_calls_it_did_not_sign(shared:
     assert contents[3]["parts"][0]["thoughtSignature"] == SIGNATURE
 
 
-@pytest.mark.parametrize(("arguments", "problem"), [("{\"city\": ", "not the JSON text"), ("[1]", "not the JSON text")])
+@pytest.mark.parametrize(("arguments", "problem"), [('{"city": ', "not the JSON text"), ("[1]", "not the JSON text")])
 def test_arguments_that_are_not_a_json_object_are_422(arguments: str, problem: str, shared: Shared) -> None:
     url, upstream = script(shared)
     body = second_turn(["call_1", "call_2", "call_3"])
@@ -728,8 +927,10 @@ def test_arguments_that_are_not_a_json_object_are_422(arguments: str, problem: s
 
 def test_a_tool_result_answering_no_call_is_422(shared: Shared) -> None:
     url, upstream = script(shared)
-    body = {**HELLO, "messages": [{"role": "user", "content": "Hi"},
-                                  {"role": "tool", "tool_call_id": "call_x", "content": "1"}]}
+    body = {
+        **HELLO,
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "tool", "tool_call_id": "call_x", "content": "1"}],
+    }
     answer = post(url, body)
     assert answer.status == 422 and upstream.seen == []
     assert "$.messages[1].tool_call_id" in answer.json()["error"]["message"]
@@ -742,17 +943,25 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").decode()
 
 def test_images_go_inline_or_as_file_data(shared: Shared) -> None:
     url, upstream = script(shared, Reply(200, [answer_of(["A cat."])]))
-    content = [{"type": "text", "text": "What is this?"},
-               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-               {"type": "image_url", "image_url": {"url": "https://example.com/cats/Tom.JPG?size=2", "detail": "low"}},
-               {"type": "image_url", "image_url": {"url": "https://example.com/render?id=7"}}]
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cats/Tom.JPG?size=2", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/render?id=7"}},
+    ]
     assert post(url, {**HELLO, "messages": [{"role": "user", "content": content}]}).text == "A cat."
     sent = upstream.seen[0].json
-    assert sent["contents"] == [{"role": "user", "parts": [
-        {"text": "What is this?"},
-        {"inlineData": {"mimeType": "image/png", "data": PNG}},
-        {"fileData": {"fileUri": "https://example.com/cats/Tom.JPG?size=2", "mimeType": "image/jpeg"}},
-        {"fileData": {"fileUri": "https://example.com/render?id=7"}}]}]
+    assert sent["contents"] == [
+        {
+            "role": "user",
+            "parts": [
+                {"text": "What is this?"},
+                {"inlineData": {"mimeType": "image/png", "data": PNG}},
+                {"fileData": {"fileUri": "https://example.com/cats/Tom.JPG?size=2", "mimeType": "image/jpeg"}},
+                {"fileData": {"fileUri": "https://example.com/render?id=7"}},
+            ],
+        }
+    ]
     parts = sdk_request(sent)["contents"][0].parts
     assert parts[1].inline_data.data == base64.b64decode(PNG)
     assert parts[2].file_data.file_uri == "https://example.com/cats/Tom.JPG?size=2"
@@ -766,43 +975,92 @@ def test_an_image_url_gemini_cannot_take_is_422_naming_the_part(shared: Shared) 
     assert "$.messages[0].content[1].image_url.url" in answer.json()["error"]["message"]
 
 
-@pytest.mark.parametrize(("fields", "config"), [
-    ({"stop": "END"}, {"stopSequences": ["END"]}),
-    ({"stop": ["\n\n", "User:"], "max_tokens": 64}, {"stopSequences": ["\n\n", "User:"], "maxOutputTokens": 64}),
-    ({"response_format": {"type": "text"}}, {}),
-    ({"response_format": {"type": "json_object"}}, {"responseMimeType": "application/json"}),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA,
-                                                                 "strict": True}}},
-     {"responseMimeType": "application/json", "responseJsonSchema": WEATHER_SCHEMA}),
-])
-def test_stop_and_response_format_go_in_the_generation_config(fields: dict[str, Any], config: dict[str, Any],
-                                                              shared: Shared) -> None:
+@pytest.mark.parametrize(
+    ("fields", "config"),
+    [
+        ({"stop": "END"}, {"stopSequences": ["END"]}),
+        ({"stop": ["\n\n", "User:"], "max_tokens": 64}, {"stopSequences": ["\n\n", "User:"], "maxOutputTokens": 64}),
+        ({"response_format": {"type": "text"}}, {}),
+        ({"response_format": {"type": "json_object"}}, {"responseMimeType": "application/json"}),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA, "strict": True},
+                }
+            },
+            {"responseMimeType": "application/json", "responseJsonSchema": WEATHER_SCHEMA},
+        ),
+    ],
+)
+def test_stop_and_response_format_go_in_the_generation_config(
+    fields: dict[str, Any], config: dict[str, Any], shared: Shared
+) -> None:
     url, upstream = script(shared, Reply(200, [answer_of(["{}"])]))
     assert post(url, {**HELLO, "model": "gemini-2.0-flash", **fields}).status == 200
     sent = upstream.seen[0].json
     assert sent["generationConfig"] == config
     read = sdk_request(sent)["generationConfig"]
     assert (read.stop_sequences, read.response_mime_type, read.response_json_schema) == (
-        config.get("stopSequences"), config.get("responseMimeType"), config.get("responseJsonSchema"))
+        config.get("stopSequences"),
+        config.get("responseMimeType"),
+        config.get("responseJsonSchema"),
+    )
 
 
 # --- the model list ---------------------------------------------------------------------------
 
 MODEL_PAGES = [
-    {"models": [
-        {"name": "models/gemini-2.5-flash", "version": "001", "displayName": "Gemini 2.5 Flash",
-         "description": "Stable version of Gemini 2.5 Flash", "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
-         "supportedGenerationMethods": ["generateContent", "countTokens", "createCachedContent",
-                                        "batchGenerateContent"],
-         "temperature": 1, "topP": 0.95, "topK": 64, "maxTemperature": 2, "thinking": True},
-        {"name": "models/gemini-embedding-001", "version": "001", "displayName": "Gemini Embedding 001",
-         "inputTokenLimit": 2048, "outputTokenLimit": 1,
-         "supportedGenerationMethods": ["embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent"]}],
-     "nextPageToken": "Ch1tb2RlbHMvZ2VtaW5pLWVtYmVkZGluZy0wMDE="},
-    {"models": [
-        {"name": "models/gemini-3.8-flash", "version": "3.8", "displayName": "Gemini 3.8 Flash",
-         "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
-         "supportedGenerationMethods": ["generateContent", "countTokens", "batchGenerateContent"], "thinking": True}]},
+    {
+        "models": [
+            {
+                "name": "models/gemini-2.5-flash",
+                "version": "001",
+                "displayName": "Gemini 2.5 Flash",
+                "description": "Stable version of Gemini 2.5 Flash",
+                "inputTokenLimit": 1048576,
+                "outputTokenLimit": 65536,
+                "supportedGenerationMethods": [
+                    "generateContent",
+                    "countTokens",
+                    "createCachedContent",
+                    "batchGenerateContent",
+                ],
+                "temperature": 1,
+                "topP": 0.95,
+                "topK": 64,
+                "maxTemperature": 2,
+                "thinking": True,
+            },
+            {
+                "name": "models/gemini-embedding-001",
+                "version": "001",
+                "displayName": "Gemini Embedding 001",
+                "inputTokenLimit": 2048,
+                "outputTokenLimit": 1,
+                "supportedGenerationMethods": [
+                    "embedContent",
+                    "countTextTokens",
+                    "countTokens",
+                    "asyncBatchEmbedContent",
+                ],
+            },
+        ],
+        "nextPageToken": "Ch1tb2RlbHMvZ2VtaW5pLWVtYmVkZGluZy0wMDE=",
+    },
+    {
+        "models": [
+            {
+                "name": "models/gemini-3.8-flash",
+                "version": "3.8",
+                "displayName": "Gemini 3.8 Flash",
+                "inputTokenLimit": 1048576,
+                "outputTokenLimit": 65536,
+                "supportedGenerationMethods": ["generateContent", "countTokens", "batchGenerateContent"],
+                "thinking": True,
+            }
+        ]
+    },
 ]
 
 
@@ -835,13 +1093,15 @@ def test_list_models_reads_every_page_and_keeps_the_generate_content_models() ->
     assert ids == ["gemini-2.5-flash", "gemini-3.8-flash"]
     assert [(r.method, str(r.url)) for r in seen] == [
         ("GET", BASE_URL + "/v1beta/models?pageSize=1000"),
-        ("GET", BASE_URL + "/v1beta/models?pageSize=1000&pageToken=Ch1tb2RlbHMvZ2VtaW5pLWVtYmVkZGluZy0wMDE%3D")]
+        ("GET", BASE_URL + "/v1beta/models?pageSize=1000&pageToken=Ch1tb2RlbHMvZ2VtaW5pLWVtYmVkZGluZy0wMDE%3D"),
+    ]
     assert all(r.headers["x-goog-api-key"] == KEY for r in seen)
 
 
 def test_list_models_raises_on_failure_or_without_a_key() -> None:
-    error, _ = list_models(httpx2.Response(500, json={"error": {"code": 500, "message": "internal",
-                                                                "status": "INTERNAL"}}))
+    error, _ = list_models(
+        httpx2.Response(500, json={"error": {"code": 500, "message": "internal", "status": "INTERNAL"}})
+    )
     assert isinstance(error, genai_errors.ServerError)
     error, seen = list_models(gemini_api_key=None)
     assert isinstance(error, ProviderAuthError) and seen == []
@@ -855,8 +1115,10 @@ def test_the_default_model_comes_from_the_settings() -> None:
     assert upstream.seen[0].url == BASE_URL + "/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=sse"
     assert upstream.seen[0].json["generationConfig"] == {"thinkingConfig": {"thinkingLevel": "LOW"}}
     assert {m["model"] for m in answer.messages} == {"gemini-3.8-flash"}
-    assert health["default_model"] == "gemini-3.8-flash" and health["models"][:2] == ["gemini-3.8-flash",
-                                                                                     "gemini-2.5-flash"]
+    assert health["default_model"] == "gemini-3.8-flash" and health["models"][:2] == [
+        "gemini-3.8-flash",
+        "gemini-2.5-flash",
+    ]
 
 
 @pytest.mark.parametrize("size", range(1, 9))

@@ -51,8 +51,10 @@ def hostile_upstream(bomb: bytes) -> Iterator[tuple[str, list[bytes]]]:
                         length = int(line.split(b":")[1])
                 await reader.readexactly(length)
                 status = b"400 Bad Request" if head.startswith(b"POST") else b"200 OK"
-                writer.write(b"HTTP/1.1 %b\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
-                             b"content-length: %d\r\n\r\n%b" % (status, len(bomb), bomb))
+                writer.write(
+                    b"HTTP/1.1 %b\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+                    b"content-length: %d\r\n\r\n%b" % (status, len(bomb), bomb)
+                )
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -83,9 +85,15 @@ def memory_kib(pid: int) -> dict[str, int]:
 def test_a_gzip_bomb_from_every_upstream_keeps_the_gateway_small(tmp_path: Path, bomb: bytes) -> None:
     assert MAX_ERROR_BODY_BYTES < MAX_WHOLE_BODY_BYTES < INFLATED_MIB << 20
     with hostile_upstream(bomb) as (upstream, seen):
-        env = {"OPENAI_API_KEY": "sk-hostile", "ANTHROPIC_API_KEY": "sk-ant-hostile", "GEMINI_API_KEY": "AIza-h",
-               "OPENAI_BASE_URL": upstream + "/v1", "ANTHROPIC_BASE_URL": upstream, "GEMINI_BASE_URL": upstream,
-               "UPSTREAM_MAX_RETRIES": "0"}
+        env = {
+            "OPENAI_API_KEY": "sk-hostile",
+            "ANTHROPIC_API_KEY": "sk-ant-hostile",
+            "GEMINI_API_KEY": "AIza-h",
+            "OPENAI_BASE_URL": upstream + "/v1",
+            "ANTHROPIC_BASE_URL": upstream,
+            "GEMINI_BASE_URL": upstream,
+            "UPSTREAM_MAX_RETRIES": "0",
+        }
         with gateways(tmp_path, 1, **env) as [(process, url)]:
             deadline = time.monotonic() + 60
             while sum(line.startswith(b"GET") for line in seen) < 3:  # the catalog asked all three
@@ -105,8 +113,10 @@ def test_a_gzip_bomb_from_every_upstream_keeps_the_gateway_small(tmp_path: Path,
             output = process.communicate(timeout=30)[0].decode()
     assert sum(line.startswith(b"POST") for line in seen) == 6
     grown_mib = (memory["VmHWM"] - memory["VmRSS"]) / 1024
-    print(f"\ngzip bomb ({len(bomb) / 1e6:.1f} MB → {INFLATED_MIB} MiB) x 9: RSS {memory['VmRSS'] / 1024:.0f} MiB, "
-          f"peak {memory['VmHWM'] / 1024:.0f} MiB")
+    print(
+        f"\ngzip bomb ({len(bomb) / 1e6:.1f} MB → {INFLATED_MIB} MiB) x 9: RSS {memory['VmRSS'] / 1024:.0f} MiB, "
+        f"peak {memory['VmHWM'] / 1024:.0f} MiB"
+    )
     assert grown_mib < 64, memory
     listing = [line for line in output.splitlines() if "listing the" in line]
     assert len(listing) == 3 and all(len(line) < 600 for line in listing), listing

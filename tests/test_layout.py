@@ -21,12 +21,19 @@ SDKS = ("openai", "anthropic", "google.genai")
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **env}, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        cwd=ROOT,
+    )
 
 
-@pytest.mark.parametrize("module", ["streamgate.pipeline", "streamgate.resume", "streamgate.dialects",
-                                    "streamgate.server", "streamgate.app"])
+@pytest.mark.parametrize(
+    "module", ["streamgate.pipeline", "streamgate.resume", "streamgate.dialects", "streamgate.server", "streamgate.app"]
+)
 def test_importing_the_core_imports_no_sdk(module: str) -> None:
     result = run_python(f"import {module}")
     assert result.returncode == 0, result.stderr
@@ -40,27 +47,41 @@ def test_importing_the_server_with_a_bad_setting_does_nothing() -> None:
 
 
 def test_a_process_with_a_bad_setting_stops_with_one_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "streamgate"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PORT": "abc"}, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamgate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PORT": "abc"},
+        cwd=ROOT,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "streamgate: cannot start: PORT='abc' is not valid: expected a whole number from 0 to 65535 (default 8000)"]
+        "streamgate: cannot start: PORT='abc' is not valid: expected a whole number from 0 to 65535 (default 8000)"
+    ]
 
 
 def test_tests_collect_with_a_bad_setting_in_the_environment() -> None:
-    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                             "tests/test_sse.py"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PORT": "abc"}, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_sse.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PORT": "abc"},
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_command_takes_the_options_of_a_server() -> None:
-    result = subprocess.run([sys.executable, "-m", "streamgate", "--help"], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamgate", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode == 0
     assert all(option in result.stdout for option in ("--version", "--host", "--port", "--workers", "--config"))
-    version = subprocess.run([sys.executable, "-m", "streamgate", "--version"], capture_output=True, text=True,
-                             timeout=60, cwd=ROOT)
+    version = subprocess.run(
+        [sys.executable, "-m", "streamgate", "--version"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert version.returncode == 0 and version.stdout.startswith("streamgate ")
 
 
@@ -75,7 +96,6 @@ def test_every_module_is_loaded_once() -> None:
     assert {file: sorted(names.values()) for file, names in by_file.items() if len(names) > 1} == {}
 
 
-
 def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -86,14 +106,18 @@ def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
     raise AssertionError(f"expected {count} request log lines")
 
 
-@pytest.mark.parametrize(("path", "model", "provider"), [
-    ("/api/v1/chat/stream", None, "openai"),  # not configured: 401 provider_auth_error
-    ("/api/v1/chat/stream", None, "broken"),  # failed opening after retries: 503
-    ("/v1/chat/completions", "openai/gpt-4o", None),  # not configured: 400 on /v1
-    ("/v1/chat/completions", "broken/broken-1", None),
-])
+@pytest.mark.parametrize(
+    ("path", "model", "provider"),
+    [
+        ("/api/v1/chat/stream", None, "openai"),  # not configured: 401 provider_auth_error
+        ("/api/v1/chat/stream", None, "broken"),  # failed opening after retries: 503
+        ("/v1/chat/completions", "openai/gpt-4o", None),  # not configured: 400 on /v1
+        ("/v1/chat/completions", "broken/broken-1", None),
+    ],
+)
 def test_the_plain_and_resumable_paths_log_the_same_status(
-        path: str, model: str | None, provider: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    path: str, model: str | None, provider: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="streamgate.access")
     from streamgate.providers import build_adapters
 
@@ -101,8 +125,11 @@ def test_the_plain_and_resumable_paths_log_the_same_status(
     with serve(create_app(settings(), adapters)) as url:
         statuses = []
         for resumable in (False, True):
-            body: dict[str, object] = {"messages": [{"role": "user", "content": "hi"}], "stream": True,
-                                       "resumable": resumable}
+            body: dict[str, object] = {
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+                "resumable": resumable,
+            }
             if model:
                 body["model"] = model
             if provider:

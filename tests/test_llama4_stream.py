@@ -32,8 +32,10 @@ from wire_together import together_chunk
 
 KEY = "together-test-key-0123456789"
 MAVERICK, SCOUT = SUPPORTED_LLAMA_MODELS[:2]
-HELLO = {"provider": "llama4", "messages": [{"role": "system", "content": "Be brief."},
-                                            {"role": "user", "content": "Hello"}]}
+HELLO = {
+    "provider": "llama4",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+}
 TEXT = ["Bonjour", " le monde", " — ", "こんにちは", " 👋"]
 
 
@@ -68,8 +70,13 @@ def test_together_stream_with_eos_and_usage(piece_size: int) -> None:
     assert response.status_code == 200
     messages = messages_of(response)
     assert [m["content"] for m in messages] == [*TEXT, ""]
-    assert messages[-1] == {"content": "", "finish_reason": "stop", "model": MAVERICK, "provider": "llama4",
-                            "usage": {"prompt_tokens": 14, "completion_tokens": 5, "total_tokens": 19}}
+    assert messages[-1] == {
+        "content": "",
+        "finish_reason": "stop",
+        "model": MAVERICK,
+        "provider": "llama4",
+        "usage": {"prompt_tokens": 14, "completion_tokens": 5, "total_tokens": 19},
+    }
 
 
 def test_what_is_sent_to_together() -> None:
@@ -78,8 +85,14 @@ def test_what_is_sent_to_together() -> None:
         post(url, {**HELLO, "model": SCOUT, "temperature": 1.5, "max_tokens": 7})
     (seen,) = upstream.seen
     assert (seen.method, seen.url) == ("POST", "https://api.together.xyz/v1/chat/completions")
-    assert seen.json == {"model": SCOUT, "messages": HELLO["messages"], "temperature": 1.5, "max_tokens": 7,
-                         "stream": True, "stream_options": {"include_usage": True}}
+    assert seen.json == {
+        "model": SCOUT,
+        "messages": HELLO["messages"],
+        "temperature": 1.5,
+        "max_tokens": 7,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     assert seen.headers["authorization"] == f"Bearer {KEY}"
     assert re.fullmatch(r"[0-9a-f]{32}", seen.headers["x-request-id"])
 
@@ -133,8 +146,11 @@ def test_together_401_names_its_key() -> None:
     with gateway(upstream) as url:
         response = post(url)
     assert response.status_code == 401
-    assert response.json()["error"] == {"type": "provider_auth_error", "provider": "llama4",
-                                         "message": "llama4 rejected the API key; check TOGETHER_API_KEY"}
+    assert response.json()["error"] == {
+        "type": "provider_auth_error",
+        "provider": "llama4",
+        "message": "llama4 rejected the API key; check TOGETHER_API_KEY",
+    }
 
 
 def test_models_listed_for_health() -> None:
@@ -146,67 +162,122 @@ def test_models_listed_for_health() -> None:
 
 # --- today's contract: reasoning, tools, images, stop, structured output, model list --------
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def test_together_gets_openais_shapes_and_no_reasoning_effort_for_llama_4() -> None:
     """Maverick and Scout do not reason: `reasoning_effort` and `thinking_enabled` send
     nothing. Tools, images, stop and response_format go as the openai SDK sends them."""
-    messages = [{"role": "user", "content": [
-        {"type": "text", "text": "Weather where this photo was taken?"},
-        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRgABAQ=="}},
-        {"type": "image_url", "image_url": {"url": "https://upload.example.org/street.jpg"}}]},
-        {"role": "assistant", "tool_calls": [{"id": "call_0", "type": "function",
-                                              "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}}]},
-        {"role": "tool", "tool_call_id": "call_0", "content": "21°C"}]
-    fields = {"tools": [WEATHER_TOOL], "tool_choice": "auto", "stop": ["<|eot|>", "END"],
-              "response_format": {"type": "json_object"}}
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather where this photo was taken?"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRgABAQ=="}},
+                {"type": "image_url", "image_url": {"url": "https://upload.example.org/street.jpg"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": "21°C"},
+    ]
+    fields = {
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "auto",
+        "stop": ["<|eot|>", "END"],
+        "response_format": {"type": "json_object"},
+    }
     upstream = MockUpstream(Reply(200, [together_completion(["{}"])]))
     with gateway(upstream) as url:
-        assert post(url, {**HELLO, "messages": messages, "reasoning_effort": "high", "thinking_enabled": True,
-                          **fields}).status_code == 200
-    expected = {"model": MAVERICK, "messages": messages, **fields, "stream": True,
-                "stream_options": {"include_usage": True}}
+        assert (
+            post(
+                url, {**HELLO, "messages": messages, "reasoning_effort": "high", "thinking_enabled": True, **fields}
+            ).status_code
+            == 200
+        )
+    expected = {
+        "model": MAVERICK,
+        "messages": messages,
+        **fields,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     assert upstream.seen[0].json == expected == sdk_request_body(**expected)
 
 
 def test_together_tool_calls_stream_as_tool_call_frames() -> None:
-    body = sse_body([
-        together_chunk("", tool_calls=[call_start(0, "call_kx9", "get_weather")]),
-        together_chunk("", tool_calls=[call_arguments(0, '{"city": "Mün')]),
-        together_chunk("", tool_calls=[call_arguments(0, 'chen"}')]),
-        together_chunk("", "tool_calls", {"prompt_tokens": 80, "completion_tokens": 9, "total_tokens": 89}),
-    ])
+    body = sse_body(
+        [
+            together_chunk("", tool_calls=[call_start(0, "call_kx9", "get_weather")]),
+            together_chunk("", tool_calls=[call_arguments(0, '{"city": "Mün')]),
+            together_chunk("", tool_calls=[call_arguments(0, 'chen"}')]),
+            together_chunk("", "tool_calls", {"prompt_tokens": 80, "completion_tokens": 9, "total_tokens": 89}),
+        ]
+    )
     final = sdk_final(body)
     assert [(c.id, c.function.arguments) for c in final.choices[0].message.tool_calls or []] == [
-        ("call_kx9", '{"city": "München"}')]
+        ("call_kx9", '{"city": "München"}')
+    ]
     upstream = MockUpstream(Reply(200, split(body, 3)))
     with gateway(upstream) as url:
-        frames = [(e.event, json.loads(e.data)) for e in sse.Decoder().feed(post(url, {**HELLO, "tools": [
-            WEATHER_TOOL]}).content) if isinstance(e, sse.Event) and e.data != "[DONE]"]
+        frames = [
+            (e.event, json.loads(e.data))
+            for e in sse.Decoder().feed(post(url, {**HELLO, "tools": [WEATHER_TOOL]}).content)
+            if isinstance(e, sse.Event) and e.data != "[DONE]"
+        ]
     assert frames == [
         ("tool_call", {"index": 0, "id": "call_kx9", "name": "get_weather", "arguments": ""}),
         ("tool_call", {"index": 0, "arguments": '{"city": "Mün'}),
         ("tool_call", {"index": 0, "arguments": 'chen"}'}),
-        ("message", {"content": "", "finish_reason": "tool_calls", "model": MAVERICK, "provider": "llama4",
-                     "usage": {"prompt_tokens": 80, "completion_tokens": 9, "total_tokens": 89}})]
+        (
+            "message",
+            {
+                "content": "",
+                "finish_reason": "tool_calls",
+                "model": MAVERICK,
+                "provider": "llama4",
+                "usage": {"prompt_tokens": 80, "completion_tokens": 9, "total_tokens": 89},
+            },
+        ),
+    ]
 
 
 def test_together_reasoning_delta_streams_as_reasoning_frames_when_asked() -> None:
-    body = sse_body([together_chunk("", reasoning="Lyon is in France; "), together_chunk("", reasoning="answer."),
-                     together_chunk("Bonjour"),
-                     together_chunk("", "eos", {"prompt_tokens": 14, "completion_tokens": 9, "total_tokens": 23})])
+    body = sse_body(
+        [
+            together_chunk("", reasoning="Lyon is in France; "),
+            together_chunk("", reasoning="answer."),
+            together_chunk("Bonjour"),
+            together_chunk("", "eos", {"prompt_tokens": 14, "completion_tokens": 9, "total_tokens": 23}),
+        ]
+    )
     assert [c.choices[0].delta.model_extra["reasoning"] for c in sdk_chunks(body)[:2]] == [  # type: ignore[index]
-        "Lyon is in France; ", "answer."]
+        "Lyon is in France; ",
+        "answer.",
+    ]
     upstream = MockUpstream(Reply(200, [body]), Reply(200, [body]))
     with gateway(upstream) as url:
         asked, not_asked = (messages_of(post(url, {**HELLO, "include_reasoning": flag})) for flag in (True, False))
-    assert asked[:3] == [{"reasoning": "Lyon is in France; ", "model": MAVERICK, "provider": "llama4"},
-                         {"reasoning": "answer.", "model": MAVERICK, "provider": "llama4"},
-                         {"content": "Bonjour", "finish_reason": None, "model": MAVERICK, "provider": "llama4",
-                          "usage": None}]
+    assert asked[:3] == [
+        {"reasoning": "Lyon is in France; ", "model": MAVERICK, "provider": "llama4"},
+        {"reasoning": "answer.", "model": MAVERICK, "provider": "llama4"},
+        {"content": "Bonjour", "finish_reason": None, "model": MAVERICK, "provider": "llama4", "usage": None},
+    ]
     assert [m["content"] for m in not_asked] == ["Bonjour", ""]
 
 
@@ -223,15 +294,28 @@ def test_default_model_from_settings_must_be_supported() -> None:
 
 def together_card(model_id: str, kind: str = "chat") -> dict[str, Any]:
     """One entry of Together's `GET /v1/models`: a bare JSON array of these."""
-    return {"id": model_id, "object": "model", "created": 1743877200, "type": kind, "running": False,
-            "display_name": model_id.split("/")[-1], "organization": "Meta",
-            "link": f"https://huggingface.co/{model_id}", "license": "Llama 4 Community License Agreement", "context_length": 1048576,
-            "config": {"chat_template": None, "stop": ["<|eot|>"], "bos_token": None, "eos_token": None},
-            "pricing": {"hourly": 0, "input": 0.18, "output": 0.59, "base": 0, "finetune": 0}}
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 1743877200,
+        "type": kind,
+        "running": False,
+        "display_name": model_id.split("/")[-1],
+        "organization": "Meta",
+        "link": f"https://huggingface.co/{model_id}",
+        "license": "Llama 4 Community License Agreement",
+        "context_length": 1048576,
+        "config": {"chat_template": None, "stop": ["<|eot|>"], "bos_token": None, "eos_token": None},
+        "pricing": {"hourly": 0, "input": 0.18, "output": 0.59, "base": 0, "finetune": 0},
+    }
 
 
-TOGETHER_LIST = [together_card("deepseek-ai/DeepSeek-R1"), together_card(SCOUT),
-                 together_card("BAAI/bge-large-en-v1.5", "embedding"), together_card(MAVERICK)]
+TOGETHER_LIST = [
+    together_card("deepseek-ai/DeepSeek-R1"),
+    together_card(SCOUT),
+    together_card("BAAI/bge-large-en-v1.5", "embedding"),
+    together_card(MAVERICK),
+]
 
 
 def test_list_models_reads_togethers_bare_array_without_openais_headers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,8 +111,11 @@ def test_a_chat_request_refused_for_its_bearer_token_is_counted_as_unauthorized(
         before = scrape(url)
         assert chat(url, "echo").status_code == 401
         assert chat(url, "echo", path="/api/v1/chat").status_code == 401
-        completions = httpx.post(f"{url}/v1/chat/completions", headers={"authorization": "Bearer wrong"},
-                                 json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]})
+        completions = httpx.post(
+            f"{url}/v1/chat/completions",
+            headers={"authorization": "Bearer wrong"},
+            json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert completions.status_code == 401
         assert completions.json()["error"]["code"] == "unauthorized"
         for path in ("/v1/models", "/v1/models/echo/echo", "/api/v1/chat/stream/health", "/api/v1/chat/stream"):

@@ -30,8 +30,10 @@ def text_of(raw: bytes) -> str:
 
 
 def test_a_stream_resumes_through_nginx_on_either_replica(tmp_path: Path) -> None:
-    with running_redis(tmp_path) as store, gateways(tmp_path, 2, REDIS_URL=store.url, ECHO_DELAY_MS="400",
-                                                   SSE_HEARTBEAT_S="0.15") as replicas:
+    with (
+        running_redis(tmp_path) as store,
+        gateways(tmp_path, 2, REDIS_URL=store.url, ECHO_DELAY_MS="400", SSE_HEARTBEAT_S="0.15") as replicas,
+    ):
         port = free_port()
         config = (ROOT / "docs" / "nginx.conf").read_text()
         for default, replica in zip(("127.0.0.1:8001", "127.0.0.1:8002"), replicas, strict=True):
@@ -40,8 +42,11 @@ def test_a_stream_resumes_through_nginx_on_either_replica(tmp_path: Path) -> Non
         prefix = tmp_path / "nginx"
         prefix.mkdir()
         (prefix / "nginx.conf").write_text(config)
-        nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr",
-                                  "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        nginx = subprocess.Popen(
+            [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_answering(nginx, url + "/api/v1/chat/stream/health", timeout_s=10)
@@ -53,8 +58,10 @@ def test_a_stream_resumes_through_nginx_on_either_replica(tmp_path: Path) -> Non
                 first = next(response.iter_bytes())
                 first_after = time.monotonic() - sent_at
             assert first.startswith(b"id: 1\n") and first_after < 1.0  # not held back to the end (1.6 s)
-            resumes = [httpx.get(url + f"/api/v1/chat/stream/{stream_id}", headers={"last-event-id": "1"},
-                                 timeout=20) for _ in range(2)]  # one on each replica
+            resumes = [
+                httpx.get(url + f"/api/v1/chat/stream/{stream_id}", headers={"last-event-id": "1"}, timeout=20)
+                for _ in range(2)
+            ]  # one on each replica
             assert b": keep-alive\n\n" in resumes[0].content  # live: idle 0.4 s between words, heartbeat 0.15 s
             assert resumes[0].content.replace(b": keep-alive\n\n", b"") == resumes[1].content
             assert text_of(first) + text_of(resumes[1].content) == words

@@ -92,14 +92,20 @@ def test_stream_without_include_usage(client: openai.OpenAI) -> None:
 
 
 def test_stream_with_include_usage(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="echo/echo", messages=USER, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="echo/echo", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
 
     *choice_chunks, usage_chunk = chunks
     assert usage_chunk.choices == []
     assert usage_chunk.usage is not None
     assert usage_chunk.usage.model_dump(exclude_none=True) == {
-        "prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+        "prompt_tokens": 5,
+        "completion_tokens": 5,
+        "total_tokens": 10,
+    }
     assert usage_chunk.id == choice_chunks[0].id
     assert all(c.usage is None and len(c.choices) == 1 for c in choice_chunks)
     assert "".join(c.choices[0].delta.content or "" for c in choice_chunks) == TEXT
@@ -110,15 +116,20 @@ def test_stream_with_include_usage(client: openai.OpenAI) -> None:
 def test_stream_wire_bytes(client: openai.OpenAI) -> None:
     """The exact frames: `data:` lines only, the role in the first delta, `[DONE]` last."""
     response = client.chat.completions.with_raw_response.create(
-        model="echo/echo", messages=[{"role": "user", "content": "Hi you"}], stream=True,
-        stream_options={"include_usage": True})
+        model="echo/echo",
+        messages=[{"role": "user", "content": "Hi you"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     body = response.http_response.read()
     assert response.http_response.headers["content-type"].startswith("text/event-stream")
     frames = body.split(b"\n\n")
     assert frames[-2:] == [b"data: [DONE]", b""]
     first = msgspec.json.decode(frames[0].removeprefix(b"data: "))
     head = b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":"echo/echo","choices":[' % (
-        first["id"].encode(), first["created"])
+        first["id"].encode(),
+        first["created"],
+    )
     assert frames[:-2] == [
         head + b'{"index":0,"delta":{"role":"assistant","content":"Hi "},"finish_reason":null}]}',
         head + b'{"index":0,"delta":{"content":"you"},"finish_reason":null}]}',
@@ -138,18 +149,32 @@ def test_not_streaming(client: openai.OpenAI) -> None:
     assert completion.model == "echo/echo"
     [choice] = completion.choices
     assert (choice.index, choice.message.role, choice.message.content, choice.finish_reason) == (
-        0, "assistant", TEXT, "stop")
+        0,
+        "assistant",
+        TEXT,
+        "stop",
+    )
     assert completion.usage is not None
-    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens,
-            completion.usage.total_tokens) == (5, 5, 10)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (
+        5,
+        5,
+        10,
+    )
 
 
 def test_text_parts_developer_role_and_ignored_fields(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
         model="echo/echo",
-        messages=[{"role": "developer", "content": "Be brief."},
-                  {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]}],
-        n=1, top_p=0.5, seed=7, user="u-1", logprobs=False, response_format={"type": "text"},
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
+        ],
+        n=1,
+        top_p=0.5,
+        seed=7,
+        user="u-1",
+        logprobs=False,
+        response_format={"type": "text"},
         extra_body={"some_future_field": {"x": 1}},
     )
     assert completion.choices[0].message.content == "one\ntwo"
@@ -158,24 +183,40 @@ def test_text_parts_developer_role_and_ignored_fields(client: openai.OpenAI) -> 
 # --- errors before the upstream accepted ----------------------------------------------
 
 
-@pytest.mark.parametrize(("fields", "param"), [
-    ({"n": 2}, "n"),
-    ({"logprobs": True}, "logprobs"),
-    ({"top_logprobs": 2}, "top_logprobs"),
-    ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions"),
-    ({"function_call": {"name": "f"}}, "function_call"),
-    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
-    ({"modalities": ["text", "audio"]}, "modalities"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
-     "messages[0].content[1].type"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "file", "file": {"file_id": "file-1"}}]}]},
-     "messages[0].content[0].type"),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "function", "name": "f", "content": "42"}]},
-     "messages[1].role"),
-])
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions"),
+        ({"function_call": {"name": "f"}}, "function_call"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this?"},
+                            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[1].type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
+            "messages[0].content[0].type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "function", "name": "f", "content": "42"}]},
+            "messages[1].role",
+        ),
+    ],
+)
 @pytest.mark.parametrize("stream", [False, True])
 def test_unsupported_field_is_refused(client: openai.OpenAI, fields: dict, param: str, stream: bool) -> None:
     request = {"model": "echo/echo", "messages": USER, "stream": stream, **fields}
@@ -194,7 +235,11 @@ def test_unknown_provider(client: openai.OpenAI, model: str) -> None:
         client.chat.completions.create(model=model, messages=USER, stream=True)
     error = caught.value
     assert (error.status_code, error.code, error.type, error.param) == (
-        400, "unknown_provider", "invalid_request_error", "model")
+        400,
+        "unknown_provider",
+        "invalid_request_error",
+        "model",
+    )
     assert model in error.body["message"] and "echo, broken, off" in error.body["message"]  # type: ignore[index]
 
 
@@ -202,27 +247,37 @@ def test_model_not_supported_passes_through(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="echo/other", messages=USER)
     assert (caught.value.code, caught.value.type, caught.value.param) == (
-        "model_not_supported", "invalid_request_error", "model")
+        "model_not_supported",
+        "invalid_request_error",
+        "model",
+    )
 
 
-@pytest.mark.parametrize(("fields", "param"), [
-    ({"temperature": 2.5}, "temperature"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "system", "content": "only a system message"}]}, "messages"),
-    ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role"),
-    ({"model": "echo/"}, "model"),
-])
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "system", "content": "only a system message"}]}, "messages"),
+        ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role"),
+        ({"model": "echo/"}, "model"),
+    ],
+)
 def test_invalid_request(client: openai.OpenAI, fields: dict, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(**{"model": "echo/echo", "messages": USER, **fields})
     assert (caught.value.code, caught.value.type, caught.value.param) == (
-        "invalid_request", "invalid_request_error", param)
+        "invalid_request",
+        "invalid_request_error",
+        param,
+    )
 
 
 def test_invalid_json_is_400_in_openai_shape(client: openai.OpenAI) -> None:
-    response = httpx2.post(f"{client.base_url}chat/completions", content=b"{not json",
-                           headers={"content-type": "application/json"})
+    response = httpx2.post(
+        f"{client.base_url}chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_json", None)
@@ -237,16 +292,21 @@ def test_rate_limit_before_first_token() -> None:
             error = caught.value
             assert (error.status_code, error.code, error.type) == (429, "rate_limited", "rate_limit_error")
             assert error.response.headers["retry-after"] == "7"
-            assert error.body == {"message": "broken rate limit: slow down", "type": "rate_limit_error",
-                                  "param": None, "code": "rate_limited"}
+            assert error.body == {
+                "message": "broken rate limit: slow down",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "rate_limited",
+            }
 
 
 # --- errors after the first token -----------------------------------------------------
 
 
 def test_error_after_first_token_raises_while_iterating(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(model="broken/m1", messages=USER, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="broken/m1", messages=USER, stream=True, stream_options={"include_usage": True}
+    )
     received: list[str] = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:
@@ -260,13 +320,16 @@ def test_error_after_first_token_raises_while_iterating(client: openai.OpenAI) -
 
 def test_error_after_first_token_wire_bytes(client: openai.OpenAI) -> None:
     """One `data: {"error": ...}` line and the end: no `[DONE]` that could hide it."""
-    response = httpx2.post(f"{client.base_url}chat/completions",
-                           json={"model": "broken/m1", "messages": USER, "stream": True})
+    response = httpx2.post(
+        f"{client.base_url}chat/completions", json={"model": "broken/m1", "messages": USER, "stream": True}
+    )
     assert response.status_code == 200
     frames = response.content.split(b"\n\n")
     assert frames[-2:] == [
         b'data: {"error":{"message":"the upstream reset the connection","type":"api_error",'
-        b'"param":null,"code":"upstream_error"}}', b""]
+        b'"param":null,"code":"upstream_error"}}',
+        b"",
+    ]
     assert len(frames) == 3 and b"[DONE]" not in response.content
 
 
@@ -290,8 +353,11 @@ def test_models_retrieve_a_listed_model(client: openai.OpenAI) -> None:
     for model_id in ("echo/echo", "broken/m2"):
         model = client.models.retrieve(model_id)
         assert model.model_dump(exclude_none=True) == {
-            "id": model_id, "object": "model", "created": listed[model_id].created,
-            "owned_by": model_id.partition("/")[0]}
+            "id": model_id,
+            "object": "model",
+            "created": listed[model_id].created,
+            "owned_by": model_id.partition("/")[0],
+        }
 
 
 LLAMA = "llama4/meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8"
@@ -316,18 +382,27 @@ def test_models_retrieve_an_unknown_id(client: openai.OpenAI, model_id: str) -> 
     assert error.status_code == 404
     assert error.body == {
         "message": f"the model {model_id!r} does not exist on this gateway; GET /v1/models lists the ids it serves",
-        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
     assert (error.code, error.type, error.param) == ("model_not_found", "invalid_request_error", "model")
 
 
 def test_gateway_api_key() -> None:
     with sdk_client(echo_app(gateway_api_key="gw-secret"), api_key="wrong") as sdk:
-        for call in (sdk.models.list, lambda: sdk.models.retrieve("echo/echo"),
-                     lambda: sdk.chat.completions.create(model="echo/echo", messages=USER, stream=True)):
+        for call in (
+            sdk.models.list,
+            lambda: sdk.models.retrieve("echo/echo"),
+            lambda: sdk.chat.completions.create(model="echo/echo", messages=USER, stream=True),
+        ):
             with pytest.raises(openai.AuthenticationError) as caught:
                 call()
             assert (caught.value.status_code, caught.value.code, caught.value.type) == (
-                401, "unauthorized", "authentication_error")
+                401,
+                "unauthorized",
+                "authentication_error",
+            )
         native = httpx2.post(f"{sdk.base_url}".replace("/v1/", "/api/v1/chat"), json={})
         assert native.status_code == 401 and native.json()["error"]["type"] == "unauthorized"
         good = sdk.with_options(api_key="gw-secret")
@@ -341,17 +416,32 @@ def test_gateway_api_key() -> None:
 
 
 def test_to_chat_request() -> None:
-    body = (b'{"model":"x","messages":[{"role":"developer","content":"d"},{"role":"user","content":"u"},'
-            b'{"role":"assistant","content":null,"name":"bot"}],"max_tokens":10,"max_completion_tokens":20,'
-            b'"temperature":0,"unknown":[1]}')
+    body = (
+        b'{"model":"x","messages":[{"role":"developer","content":"d"},{"role":"user","content":"u"},'
+        b'{"role":"assistant","content":null,"name":"bot"}],"max_tokens":10,"max_completion_tokens":20,'
+        b'"temperature":0,"unknown":[1]}'
+    )
     request: CompletionRequest = completion_request_decoder.decode(body)
     chat = to_chat_request(request, "anthropic", "claude-x")
     assert msgspec.to_builtins(chat) == {
-        "messages": [{"role": "system", "content": "d"}, {"role": "user", "content": "u"},
-                     {"role": "assistant", "content": ""}],
-        "provider": "anthropic", "model": "claude-x", "temperature": 0.0, "max_tokens": 20,
-        "thinking_enabled": False, "reasoning_effort": None, "include_reasoning": True, "stop": None,
-        "response_format": None, "tools": None, "tool_choice": None, "resumable": False, "top_p": None,
+        "messages": [
+            {"role": "system", "content": "d"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": ""},
+        ],
+        "provider": "anthropic",
+        "model": "claude-x",
+        "temperature": 0.0,
+        "max_tokens": 20,
+        "thinking_enabled": False,
+        "reasoning_effort": None,
+        "include_reasoning": True,
+        "stop": None,
+        "response_format": None,
+        "tools": None,
+        "tool_choice": None,
+        "resumable": False,
+        "top_p": None,
     }
     one = b'{"model":"x","messages":[{"role":"user","content":"u"}]'
     defaults = to_chat_request(completion_request_decoder.decode(one + b"}"), "echo", "echo")
@@ -363,20 +453,47 @@ def test_to_chat_request() -> None:
 AGENT_TURN = {
     "messages": [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Weather here?"},
-                                     {"type": "image_url", "image_url": {"url": "https://x.test/a.png",
-                                                                         "detail": "low"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather here?"},
+                {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": "low"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "21 °C"},
     ],
-    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather.",
-                                                "parameters": {"type": "object", "properties": {}}, "strict": True}}],
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather.",
+                "parameters": {"type": "object", "properties": {}},
+                "strict": True,
+            },
+        }
+    ],
     "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-    "stop": ["\n\n"], "response_format": {"type": "json_schema", "json_schema": {
-        "name": "answer", "schema": {"type": "object"}, "strict": True}},
-    "reasoning_effort": "low", "temperature": 0.5, "max_completion_tokens": 99, "resumable": True,
+    "stop": ["\n\n"],
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+    },
+    "reasoning_effort": "low",
+    "temperature": 0.5,
+    "max_completion_tokens": 99,
+    "resumable": True,
 }
 
 
@@ -387,15 +504,17 @@ def test_to_chat_request_is_the_native_request() -> None:
     del native["max_completion_tokens"]
     expected = chat_request_decoder.decode(msgspec.json.encode(native))
     assert msgspec.to_builtins(to_chat_request(v1, "openai", "m")) == msgspec.to_builtins(expected)
-    v1_off = completion_request_decoder.decode(msgspec.json.encode(
-        {"model": "m", **AGENT_TURN, "include_reasoning": False}))
+    v1_off = completion_request_decoder.decode(
+        msgspec.json.encode({"model": "m", **AGENT_TURN, "include_reasoning": False})
+    )
     assert to_chat_request(v1_off, "openai", "m").include_reasoning is False
 
 
 def test_a_plain_request_keeps_its_decoded_messages() -> None:
     """No copy for a plain text request: the decoded messages are the request's."""
-    request = completion_request_decoder.decode(b'{"model":"x","messages":[{"role":"system","content":"s"},'
-                                                b'{"role":"user","content":"u"}]}')
+    request = completion_request_decoder.decode(
+        b'{"model":"x","messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}]}'
+    )
     decoded = list(request.messages)
     chat = to_chat_request(request, "echo", "echo")
     assert all(a is b for a, b in zip(chat.messages, decoded, strict=True))
@@ -409,8 +528,9 @@ OPENAI_PIECES = ["Hel", "lo, ", "世界", " 🙂\nbye"]
 @contextmanager
 def openai_routed(*replies: Reply) -> Iterator[tuple[openai.OpenAI, MockUpstream]]:
     upstream = MockUpstream(*replies)
-    config = settings(openai_api_key="sk-upstream", openai_base_url="https://openai.upstream.test/v1",
-                      upstream_max_retries=0)
+    config = settings(
+        openai_api_key="sk-upstream", openai_base_url="https://openai.upstream.test/v1", upstream_max_retries=0
+    )
     adapters = {"openai": OpenAIStreamAdapter(config, http_client=upstream.client())}
     with sdk_client(server.create_app(config, adapters, catalog=Catalog(adapters, refresh_s=None))) as sdk:
         yield sdk, upstream
@@ -419,9 +539,16 @@ def openai_routed(*replies: Reply) -> Iterator[tuple[openai.OpenAI, MockUpstream
 @pytest.mark.parametrize("model", ["gpt-4o", "openai/gpt-4o"])
 def test_openai_routed_stream_with_usage(model: str) -> None:
     with openai_routed(Reply(200, split(completion(OPENAI_PIECES, usage=(9, 12)), 7))) as (sdk, upstream):
-        chunks = list(sdk.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "Hi"}], stream=True, max_completion_tokens=50,
-            temperature=0.2, stream_options={"include_usage": True}))
+        chunks = list(
+            sdk.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Hi"}],
+                stream=True,
+                max_completion_tokens=50,
+                temperature=0.2,
+                stream_options={"include_usage": True},
+            )
+        )
     *choice_chunks, usage_chunk = chunks
     assert "".join(c.choices[0].delta.content or "" for c in choice_chunks) == "".join(OPENAI_PIECES)
     assert {c.model for c in chunks} == {model} and len({c.id for c in chunks}) == 1
@@ -429,7 +556,9 @@ def test_openai_routed_stream_with_usage(model: str) -> None:
     assert usage_chunk.choices == [] and usage_chunk.usage is not None
     assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens) == (9, 12)
     [seen] = upstream.seen
-    assert seen.json["model"] == "gpt-4o" and seen.json["max_completion_tokens"] == 50 and seen.json["temperature"] == 0.2
+    assert (
+        seen.json["model"] == "gpt-4o" and seen.json["max_completion_tokens"] == 50 and seen.json["temperature"] == 0.2
+    )
     assert seen.json["messages"] == [{"role": "user", "content": "Hi"}]
 
 
@@ -465,7 +594,7 @@ def test_openai_routed_errors_before_and_after_the_first_token() -> None:
 
 def test_readme_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("## Use it from the OpenAI SDK"):]
+    section = readme[readme.index("## Use it from the OpenAI SDK") :]
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match is not None
     with serve(server.create_app(settings(), {"echo": EchoAdapter(0)})) as url:
@@ -483,21 +612,36 @@ def anthropic_event(name: str, data: dict) -> bytes:
 def anthropic_stream(pieces: list[str], stop_reason: str = "end_turn", *, fail: bool = False) -> bytes:
     """A Messages API stream as Anthropic sends it (or, with `fail`, one cut by an
     `overloaded_error` after the first text delta)."""
-    message = {"id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "content": [],
-               "model": "claude-sonnet-4-20250514", "stop_reason": None, "stop_sequence": None,
-               "usage": {"input_tokens": 25, "output_tokens": 1}}
-    deltas = [anthropic_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
-              for piece in pieces]
-    head = [anthropic_event("message_start", {"message": message}),
-            anthropic_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-            anthropic_event("ping", {})]
+    message = {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": "claude-sonnet-4-20250514",
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 25, "output_tokens": 1},
+    }
+    deltas = [
+        anthropic_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+        for piece in pieces
+    ]
+    head = [
+        anthropic_event("message_start", {"message": message}),
+        anthropic_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        anthropic_event("ping", {}),
+    ]
     if fail:
         error = anthropic_event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
         return b"".join([*head, deltas[0], error])
-    tail = [anthropic_event("content_block_stop", {"index": 0}),
-            anthropic_event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                              "usage": {"output_tokens": 15}}),
-            anthropic_event("message_stop", {})]
+    tail = [
+        anthropic_event("content_block_stop", {"index": 0}),
+        anthropic_event(
+            "message_delta",
+            {"delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": {"output_tokens": 15}},
+        ),
+        anthropic_event("message_stop", {}),
+    ]
     return b"".join([*head, *deltas, *tail])
 
 
@@ -523,12 +667,18 @@ CLAUDE = "anthropic/claude-sonnet-4-20250514"
 
 @pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-20250514' is deprecated")
 def test_anthropic_routed_stream_and_not_streamed() -> None:
-    bodies = [anthropic_stream(ANTHROPIC_PIECES), anthropic_stream(ANTHROPIC_PIECES, "max_tokens"),
-              anthropic_stream(ANTHROPIC_PIECES)]
+    bodies = [
+        anthropic_stream(ANTHROPIC_PIECES),
+        anthropic_stream(ANTHROPIC_PIECES, "max_tokens"),
+        anthropic_stream(ANTHROPIC_PIECES),
+    ]
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     with anthropic_routed(*bodies) as (sdk, seen):
-        with_usage = list(sdk.chat.completions.create(model=CLAUDE, messages=messages, stream=True,
-                                                      max_tokens=64, stream_options={"include_usage": True}))
+        with_usage = list(
+            sdk.chat.completions.create(
+                model=CLAUDE, messages=messages, stream=True, max_tokens=64, stream_options={"include_usage": True}
+            )
+        )
         without_usage = list(sdk.chat.completions.create(model=CLAUDE, messages=messages, stream=True))
         answer = sdk.chat.completions.create(model=CLAUDE, messages=messages)
 
@@ -538,8 +688,11 @@ def test_anthropic_routed_stream_and_not_streamed() -> None:
     assert choice_chunks[-1].choices[0].finish_reason == "stop"
     assert {c.model for c in with_usage} == {CLAUDE} and len({c.id for c in with_usage}) == 1
     assert usage_chunk.choices == [] and usage_chunk.usage is not None
-    assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens,
-            usage_chunk.usage.total_tokens) == (25, 15, 40)
+    assert (usage_chunk.usage.prompt_tokens, usage_chunk.usage.completion_tokens, usage_chunk.usage.total_tokens) == (
+        25,
+        15,
+        40,
+    )
     assert all(c.usage is None and len(c.choices) == 1 for c in without_usage)
     assert without_usage[-1].choices[0].finish_reason == "length"
     assert answer.choices[0].message.content == "".join(ANTHROPIC_PIECES)

@@ -46,10 +46,19 @@ from wire_upstreams import ProviderUpstream, providers_gateway, text_stream
 
 _events = pydantic.TypeAdapter(ResponseStreamEvent)
 
-TEXT_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
-               "response.content_part.added", "response.output_text.delta", "response.output_text.delta",
-               "response.output_text.delta", "response.output_text.done", "response.content_part.done",
-               "response.output_item.done", "response.completed"]
+TEXT_EVENTS = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.delta",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
 
 
 def read_events(raw: bytes, first_sequence: int = 0) -> list[dict[str, Any]]:
@@ -93,8 +102,14 @@ def sdk(url: str) -> openai.OpenAI:
 # --- the event sequence, per provider ---------------------------------------------------
 
 
-@pytest.mark.parametrize("provider,model", [("anthropic", "claude-sonnet-5-5"), ("gemini", "gemini-2.5-flash"),
-                                            ("llama4", "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8")])
+@pytest.mark.parametrize(
+    "provider,model",
+    [
+        ("anthropic", "claude-sonnet-5-5"),
+        ("gemini", "gemini-2.5-flash"),
+        ("llama4", "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8"),
+    ],
+)
 def test_event_sequence_per_provider(gateway: tuple[str, ProviderUpstream], provider: str, model: str) -> None:
     url, upstream = gateway
     upstream.script(text_stream(provider, ["Hé", "llo ", "wörld 🌍"], usage=(9, 12)))
@@ -123,18 +138,22 @@ def test_sdk_stream_and_create_to_echo(echo_url: str) -> None:
     assert final.instructions == "Be brief." and final.status == "completed"
     assert final.usage is not None and final.usage.output_tokens == 3
 
-    answer = client.responses.create(model="echo/echo", input=[
-        {"role": "user", "content": [{"type": "input_text", "text": "one two"}]}])
+    answer = client.responses.create(
+        model="echo/echo", input=[{"role": "user", "content": [{"type": "input_text", "text": "one two"}]}]
+    )
     assert answer.object == "response" and answer.output_text == "one two"
     assert client.responses.retrieve(answer.id).output_text == "one two"
 
 
 def test_cached_and_reasoning_tokens(gateway: tuple[str, ProviderUpstream]) -> None:
     url, upstream = gateway
-    reads = [message_start(4, cache_read_input_tokens=20), *text_block(0, ["ok"]),
-             b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
-             b'"stop_sequence":null},"usage":{"output_tokens":30,"output_tokens_details":{"thinking_tokens":25}}}\n\n',
-             MESSAGE_STOP]
+    reads = [
+        message_start(4, cache_read_input_tokens=20),
+        *text_block(0, ["ok"]),
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+        b'"stop_sequence":null},"usage":{"output_tokens":30,"output_tokens_details":{"thinking_tokens":25}}}\n\n',
+        MESSAGE_STOP,
+    ]
     upstream.script(b"".join(reads))
     usage = sdk(url).responses.create(model="anthropic/claude-sonnet-5-5", input="Hi").usage
     assert usage is not None
@@ -147,18 +166,32 @@ def test_cached_and_reasoning_tokens(gateway: tuple[str, ProviderUpstream]) -> N
 
 def test_reasoning_summary_from_anthropic_thinking(gateway: tuple[str, ProviderUpstream]) -> None:
     url, upstream = gateway
-    upstream.script(b"".join(whole_stream(thinking_block(0, ["Let me ", "think."]), text_block(1, ["Four."]),
-                                          thinking_tokens=12)))
-    response = post(url, {"model": "anthropic/claude-sonnet-5-5", "input": "2+2?", "stream": True,
-                          "reasoning": {"effort": "high", "summary": "auto"}})
+    upstream.script(
+        b"".join(whole_stream(thinking_block(0, ["Let me ", "think."]), text_block(1, ["Four."]), thinking_tokens=12))
+    )
+    response = post(
+        url,
+        {
+            "model": "anthropic/claude-sonnet-5-5",
+            "input": "2+2?",
+            "stream": True,
+            "reasoning": {"effort": "high", "summary": "auto"},
+        },
+    )
     events = read_events(response.content)
     assert [e["type"] for e in events][2:9] == [
-        "response.output_item.added", "response.reasoning_summary_part.added",
-        "response.reasoning_summary_text.delta", "response.reasoning_summary_text.delta",
-        "response.reasoning_summary_text.done", "response.reasoning_summary_part.done", "response.output_item.done"]
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+    ]
     reasoning, message = events[-1]["response"]["output"]
-    assert reasoning["type"] == "reasoning" and reasoning["summary"] == [{"type": "summary_text",
-                                                                          "text": "Let me think."}]
+    assert reasoning["type"] == "reasoning" and reasoning["summary"] == [
+        {"type": "summary_text", "text": "Let me think."}
+    ]
     assert message["content"][0]["text"] == "Four."
     sent = upstream.seen[0].json
     assert sent["thinking"]["type"] == "adaptive" and sent["output_config"]["effort"] == "high"
@@ -168,21 +201,35 @@ def test_claude_thinking_signature_round_trips_through_the_store(gateway: tuple[
     """Claude's signed thinking: its signature in `encrypted_content`, kept in the store, and
     on the next turn (`previous_response_id`) back to Claude as the signed thinking block."""
     url, upstream = gateway
-    upstream.script(b"".join(whole_stream(thinking_block(0, ["Hmm."]), tool_block(1, "toolu_1", "get_weather",
-                                                                                  ['{"city": "Oslo"}']),
-                                          stop_reason="tool_use")),
-                    text_stream("anthropic", ["Done."]))
+    upstream.script(
+        b"".join(
+            whole_stream(
+                thinking_block(0, ["Hmm."]),
+                tool_block(1, "toolu_1", "get_weather", ['{"city": "Oslo"}']),
+                stop_reason="tool_use",
+            )
+        ),
+        text_stream("anthropic", ["Done."]),
+    )
     client = sdk(url)
-    first = client.responses.create(model="anthropic/claude-sonnet-4-5", input="go", tools=[WEATHER],  # type: ignore[list-item]
-                                    reasoning={"effort": "low", "summary": "auto"},
-                                    include=["reasoning.encrypted_content"])
+    first = client.responses.create(
+        model="anthropic/claude-sonnet-4-5",
+        input="go",
+        tools=[WEATHER],  # type: ignore[list-item]
+        reasoning={"effort": "low", "summary": "auto"},
+        include=["reasoning.encrypted_content"],
+    )
     reasoning = first.output[0]
     if reasoning.type != "reasoning" or reasoning.encrypted_content is None:
         pytest.skip("the anthropic adapter reports no thinking signatures (SignatureChunk) yet")
     assert reasoning.encrypted_content == SIGNATURE
-    client.responses.create(model="anthropic/claude-sonnet-4-5", previous_response_id=first.id,
-                            tools=[WEATHER], reasoning={"effort": "low", "summary": "auto"},  # type: ignore[list-item]
-                            input=[{"type": "function_call_output", "call_id": "toolu_1", "output": "sunny"}])
+    client.responses.create(
+        model="anthropic/claude-sonnet-4-5",
+        previous_response_id=first.id,
+        tools=[WEATHER],
+        reasoning={"effort": "low", "summary": "auto"},  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": "toolu_1", "output": "sunny"}],
+    )
     assistant = upstream.seen[1].json["messages"][1]
     assert assistant["content"][0] == {"type": "thinking", "thinking": "Hmm.", "signature": SIGNATURE}
 
@@ -193,11 +240,16 @@ def test_echo_reasoning_item_sent_back_by_id(echo_url: str) -> None:
     first = client.responses.create(model="echo/echo", input="hello", reasoning={"effort": "low", "summary": "auto"})
     reasoning, message = first.output
     assert reasoning.type == "reasoning" and reasoning.summary[0].text.startswith("I am echo")
-    again = client.responses.create(model="echo/echo", store=False, input=[
-        {"role": "user", "content": "hello"},
-        {"type": "reasoning", "id": reasoning.id, "summary": []},
-        {"id": message.id},  # an item_reference, its `type` left out
-        {"role": "user", "content": "and again"}])
+    again = client.responses.create(
+        model="echo/echo",
+        store=False,
+        input=[
+            {"role": "user", "content": "hello"},
+            {"type": "reasoning", "id": reasoning.id, "summary": []},
+            {"id": message.id},  # an item_reference, its `type` left out
+            {"role": "user", "content": "and again"},
+        ],
+    )
     assert again.output_text == "and again"
 
 
@@ -219,17 +271,28 @@ def test_signature_round_trips_in_encrypted_content() -> None:
 
 # --- tools ------------------------------------------------------------------------------
 
-WEATHER = {"type": "function", "name": "get_weather", "description": "Weather of a city", "strict": False,
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather of a city",
+    "strict": False,
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 def test_two_turn_tool_loop_with_anthropic(gateway: tuple[str, ProviderUpstream]) -> None:
     url, upstream = gateway
     client = sdk(url)
-    upstream.script(b"".join(whole_stream(text_block(0, ["Checking."]),
-                                          tool_block(1, "toolu_01", "get_weather", ["", '{"city":', ' "Paris"}']),
-                                          stop_reason="tool_use")),
-                    b"".join(whole_stream(text_block(0, ["Sunny in Paris."]))))
+    upstream.script(
+        b"".join(
+            whole_stream(
+                text_block(0, ["Checking."]),
+                tool_block(1, "toolu_01", "get_weather", ["", '{"city":', ' "Paris"}']),
+                stop_reason="tool_use",
+            )
+        ),
+        b"".join(whole_stream(text_block(0, ["Sunny in Paris."]))),
+    )
     tools: Any = [WEATHER, {"type": "web_search"}]
     with client.responses.stream(model="anthropic/claude-sonnet-5-5", input="Weather in Paris?", tools=tools) as s:
         types = [event.type for event in s]
@@ -241,26 +304,45 @@ def test_two_turn_tool_loop_with_anthropic(gateway: tuple[str, ProviderUpstream]
     assert json.loads(call.arguments) == {"city": "Paris"}
     assert [t["name"] for t in upstream.seen[0].json["tools"]] == ["get_weather"]  # web_search left out
 
-    second = client.responses.create(model="anthropic/claude-sonnet-5-5", previous_response_id=first.id, tools=tools,
-                                     input=[{"type": "function_call_output", "call_id": "toolu_01", "output": "sunny"}])
+    second = client.responses.create(
+        model="anthropic/claude-sonnet-5-5",
+        previous_response_id=first.id,
+        tools=tools,
+        input=[{"type": "function_call_output", "call_id": "toolu_01", "output": "sunny"}],
+    )
     assert second.output_text == "Sunny in Paris." and second.previous_response_id == first.id
     turns = upstream.seen[1].json["messages"]
     assert turns[0] == {"role": "user", "content": "Weather in Paris?"}
     assert turns[1]["role"] == "assistant"
     assert [b["type"] for b in turns[1]["content"]] == ["text", "tool_use"]
     assert turns[1]["content"][1]["input"] == {"city": "Paris"}
-    assert turns[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01",
-                                                     "content": "sunny"}]}
+    assert turns[2] == {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny"}],
+    }
 
 
 def test_namespace_tools_come_back_under_their_namespace(gateway: tuple[str, ProviderUpstream]) -> None:
     url, upstream = gateway
     flat = flat_name("multi_agent_v1", "spawn_agent")
-    upstream.script(gemini_body(frame(function_call(flat, {"task": "x"})),
-                                frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, None))))
-    namespace = {"type": "namespace", "name": "multi_agent_v1", "description": "Agents", "tools": [
-        {"type": "function", "name": "spawn_agent", "parameters": {"type": "object", "properties": {
-            "task": {"type": "string"}}}}]}
+    upstream.script(
+        gemini_body(
+            frame(function_call(flat, {"task": "x"})),
+            frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, None)),
+        )
+    )
+    namespace = {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Agents",
+        "tools": [
+            {
+                "type": "function",
+                "name": "spawn_agent",
+                "parameters": {"type": "object", "properties": {"task": {"type": "string"}}},
+            }
+        ],
+    }
     answer = sdk(url).responses.create(model="gemini/gemini-2.5-flash", input="go", tools=[namespace])  # type: ignore[list-item]
     [call] = answer.output
     assert call.type == "function_call" and (call.namespace, call.name) == ("multi_agent_v1", "spawn_agent")
@@ -270,10 +352,16 @@ def test_namespace_tools_come_back_under_their_namespace(gateway: tuple[str, Pro
 
 def test_gemini_thoughts_are_a_reasoning_summary(gateway: tuple[str, ProviderUpstream]) -> None:
     url, upstream = gateway
-    upstream.script(gemini_body(frame(thought("Pondering.")), frame(text("Done.")),
-                                frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, 7))))
-    answer = sdk(url).responses.create(model="gemini/gemini-2.5-flash", input="go",
-                                       reasoning={"effort": "low", "summary": "detailed"})
+    upstream.script(
+        gemini_body(
+            frame(thought("Pondering.")),
+            frame(text("Done.")),
+            frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, 7)),
+        )
+    )
+    answer = sdk(url).responses.create(
+        model="gemini/gemini-2.5-flash", input="go", reasoning={"effort": "low", "summary": "detailed"}
+    )
     reasoning, message = answer.output
     assert reasoning.type == "reasoning" and reasoning.summary[0].text == "Pondering."
     assert answer.output_text == "Done."
@@ -286,17 +374,25 @@ def test_gemini_signature_round_trips_without_cutting_the_message(gateway: tuple
     and going back it is on the model's part again."""
     url, upstream = gateway
     signed = {**text("Hel"), "thoughtSignature": "c2lnbmF0dXJl"}
-    upstream.script(gemini_body(frame(signed), frame(text("lo.")),
-                                frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, None))),
-                    text_stream("gemini", ["Again."]))
+    upstream.script(
+        gemini_body(
+            frame(signed), frame(text("lo.")), frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, None))
+        ),
+        text_stream("gemini", ["Again."]),
+    )
     client = sdk(url)
-    response = post(url, {"model": "gemini/gemini-2.5-flash", "input": "Hi", "stream": True,
-                          "include": ["reasoning.encrypted_content"]})
+    response = post(
+        url,
+        {"model": "gemini/gemini-2.5-flash", "input": "Hi", "stream": True, "include": ["reasoning.encrypted_content"]},
+    )
     output = read_events(response.content)[-1]["response"]["output"]
     assert [item["type"] for item in output] == ["message", "reasoning"]
     assert output[0]["content"][0]["text"] == "Hello." and output[1]["encrypted_content"] == "c2lnbmF0dXJl"
-    client.responses.create(model="gemini/gemini-2.5-flash", store=False, input=[
-        {"role": "user", "content": "Hi"}, *output, {"role": "user", "content": "More"}])
+    client.responses.create(
+        model="gemini/gemini-2.5-flash",
+        store=False,
+        input=[{"role": "user", "content": "Hi"}, *output, {"role": "user", "content": "More"}],
+    )
     model_turn = upstream.seen[1].json["contents"][1]
     assert model_turn["role"] == "model"
     assert model_turn["parts"] == [{"text": "Hello.", "thoughtSignature": "c2lnbmF0dXJl"}]
@@ -304,25 +400,33 @@ def test_gemini_signature_round_trips_without_cutting_the_message(gateway: tuple
 
 def test_tool_choice_requiring_a_built_in_tool_is_a_400(echo_url: str) -> None:
     with pytest.raises(openai.BadRequestError, match="web_search"):
-        sdk(echo_url).responses.create(model="echo/echo", input="hi", tools=[{"type": "web_search"}],
-                                       tool_choice={"type": "web_search"})  # type: ignore[typeddict-item]
+        sdk(echo_url).responses.create(
+            model="echo/echo", input="hi", tools=[{"type": "web_search"}], tool_choice={"type": "web_search"}
+        )  # type: ignore[typeddict-item]
 
 
 def test_text_format_and_limits_reach_the_upstream(gateway: tuple[str, ProviderUpstream]) -> None:
     url, upstream = gateway
     upstream.script(text_stream("anthropic", ['{"a": 1}']))
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
-              "additionalProperties": False}
-    sdk(url).responses.create(model="anthropic/claude-sonnet-5-5", input="json please", max_output_tokens=300,
-                              text={"format": {"type": "json_schema", "name": "a", "schema": schema, "strict": True}})
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    sdk(url).responses.create(
+        model="anthropic/claude-sonnet-5-5",
+        input="json please",
+        max_output_tokens=300,
+        text={"format": {"type": "json_schema", "name": "a", "schema": schema, "strict": True}},
+    )
     sent = upstream.seen[0].json
     assert sent["max_tokens"] == 300 and sent["output_config"]["format"]["type"] == "json_schema"
 
 
 def test_length_limit_is_incomplete(gateway: tuple[str, ProviderUpstream]) -> None:
     url, upstream = gateway
-    upstream.script(b"".join([message_start(3), *text_block(0, ["cut"]), message_delta("max_tokens", 5),
-                              MESSAGE_STOP]))
+    upstream.script(b"".join([message_start(3), *text_block(0, ["cut"]), message_delta("max_tokens", 5), MESSAGE_STOP]))
     answer = sdk(url).responses.create(model="anthropic/claude-sonnet-5-5", input="long", max_output_tokens=5)
     assert answer.status == "incomplete" and answer.incomplete_details is not None
     assert answer.incomplete_details.reason == "max_output_tokens"
@@ -336,13 +440,17 @@ def test_previous_response_id_continues_the_conversation(gateway: tuple[str, Pro
     client = sdk(url)
     upstream.script(text_stream("anthropic", ["Hi Ann."]), text_stream("anthropic", ["Ann."]))
     first = client.responses.create(model="anthropic/claude-sonnet-5-5", input="I am Ann.", instructions="Be brief.")
-    second = client.responses.create(model="anthropic/claude-sonnet-5-5", input="My name?",
-                                     previous_response_id=first.id)
+    second = client.responses.create(
+        model="anthropic/claude-sonnet-5-5", input="My name?", previous_response_id=first.id
+    )
     assert second.output_text == "Ann."
     sent = upstream.seen[1].json
     assert "system" not in sent  # instructions are not carried over, as OpenAI does
-    assert sent["messages"] == [{"role": "user", "content": "I am Ann."}, {"role": "assistant", "content": "Hi Ann."},
-                                {"role": "user", "content": "My name?"}]
+    assert sent["messages"] == [
+        {"role": "user", "content": "I am Ann."},
+        {"role": "assistant", "content": "Hi Ann."},
+        {"role": "user", "content": "My name?"},
+    ]
     assert client.responses.retrieve(second.id).output_text == "Ann."
 
 
@@ -379,8 +487,9 @@ def test_errors_in_openai_shape(echo_url: str) -> None:
         sdk(echo_url).responses.create(model="nowhere/x", input="hi")
     assert refused.value.code == "unknown_provider"
     with pytest.raises(openai.BadRequestError, match="input_file"):
-        sdk(echo_url).responses.create(model="echo/echo", input=[{"role": "user", "content": [
-            {"type": "input_file", "file_id": "file-1"}]}])
+        sdk(echo_url).responses.create(
+            model="echo/echo", input=[{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]
+        )
 
 
 def test_failure_after_the_start_is_error_then_response_failed(echo_url: str) -> None:
@@ -432,7 +541,7 @@ def start_background(url: str, events: int, text: str = WORDS) -> tuple[str, lis
             received += part
             if received.count(b"\n\n") >= events:
                 break
-    whole = received[:received.rfind(b"\n\n") + 2]
+    whole = received[: received.rfind(b"\n\n") + 2]
     read = read_events(whole)
     assert response.headers["x-stream-id"] == read[0]["response"]["id"]
     return read[0]["response"]["id"], read
@@ -488,15 +597,23 @@ def test_stream_of_a_response_that_was_not_background(echo_url: str) -> None:
 def test_redis_store_shared_by_two_gateways(tmp_path: Path) -> None:
     with running_redis(tmp_path) as redis_server:
         config = settings(redis_url=redis_server.url, sse_heartbeat_s=1.0, echo_delay_ms=10.0)
-        with serve(create_app(config, {"echo": EchoAdapter(10.0)})) as one, \
-                serve(create_app(config, {"echo": EchoAdapter(10.0)})) as two:
-            first = sdk(one).responses.create(model="echo/echo", input="hello",
-                                              reasoning={"effort": "low", "summary": "auto"})
+        with (
+            serve(create_app(config, {"echo": EchoAdapter(10.0)})) as one,
+            serve(create_app(config, {"echo": EchoAdapter(10.0)})) as two,
+        ):
+            first = sdk(one).responses.create(
+                model="echo/echo", input="hello", reasoning={"effort": "low", "summary": "auto"}
+            )
             reasoning, message = first.output
-            second = sdk(two).responses.create(model="echo/echo", previous_response_id=first.id,
-                                               input=[{"type": "item_reference", "id": message.id},
-                                                      {"type": "reasoning", "id": reasoning.id, "summary": []},
-                                                      {"role": "user", "content": "from two"}])
+            second = sdk(two).responses.create(
+                model="echo/echo",
+                previous_response_id=first.id,
+                input=[
+                    {"type": "item_reference", "id": message.id},
+                    {"type": "reasoning", "id": reasoning.id, "summary": []},
+                    {"role": "user", "content": "from two"},
+                ],
+            )
             assert second.output_text == "from two"
             assert sdk(one).responses.retrieve(second.id).previous_response_id == first.id
             response_id, events = start_background(one, 4)

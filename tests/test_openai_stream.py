@@ -89,31 +89,58 @@ def test_text_arrives_exactly_with_one_final_frame_carrying_usage(piece_size: in
     assert [m["content"] for m in messages] == [*TEXT, ""]
     assert [int(e.id) for e in answer.events[:-1]] == list(range(1, len(TEXT) + 2))
     assert all(m["finish_reason"] is None and m["usage"] is None for m in messages[:-1])
-    assert messages[-1] == {"content": "", "finish_reason": "stop", "model": "gpt-4o", "provider": "openai",
-                            "usage": USAGE}
+    assert messages[-1] == {
+        "content": "",
+        "finish_reason": "stop",
+        "model": "gpt-4o",
+        "provider": "openai",
+        "usage": USAGE,
+    }
     assert answer.events[-1].data == "[DONE]"
 
 
 def test_what_is_sent_upstream() -> None:
     upstream = MockUpstream(Reply(200, [completion(["ok"])]))
-    body = {"provider": "openai", "model": "gpt-4o-mini", "temperature": 0.2, "max_tokens": 50,
-            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Again"}]}
+    body = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Again"},
+        ],
+    }
     with gateway(upstream) as url:
         assert post(url, body).text == "ok"
     (seen,) = upstream.seen
     assert (seen.method, seen.url) == ("POST", BASE_URL + "/chat/completions")
-    assert seen.json == {"model": "gpt-4o-mini", "messages": body["messages"], "temperature": 0.2,
-                         "max_completion_tokens": 50, "stream": True, "stream_options": {"include_usage": True}}
+    assert seen.json == {
+        "model": "gpt-4o-mini",
+        "messages": body["messages"],
+        "temperature": 0.2,
+        "max_completion_tokens": 50,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     assert seen.headers["authorization"] == f"Bearer {KEY}"
     assert re.fullmatch(r"[0-9a-f]{32}", seen.headers["x-request-id"])
     assert seen.headers["accept"] == "application/json"
 
 
-@pytest.mark.parametrize(("upstream_reason", "ours"), [
-    ("stop", "stop"), ("length", "length"), ("content_filter", "content_filter"),
-    ("tool_calls", "tool_calls"), ("function_call", "tool_calls"), ("eos", "stop"),
-])
+@pytest.mark.parametrize(
+    ("upstream_reason", "ours"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("content_filter", "content_filter"),
+        ("tool_calls", "tool_calls"),
+        ("function_call", "tool_calls"),
+        ("eos", "stop"),
+    ],
+)
 def test_finish_reasons_are_mapped(upstream_reason: str, ours: str) -> None:
     upstream = MockUpstream(Reply(200, [completion(["a"], finish_reason=upstream_reason, usage=None)]))
     with gateway(upstream) as url:
@@ -126,8 +153,14 @@ def test_non_streaming_chat_collects_the_answer() -> None:
     with gateway(upstream) as url:
         answer = post(url, path="/api/v1/chat")
     assert answer.status == 200
-    assert answer.json() == {"content": "".join(TEXT), "finish_reason": "length", "model": "gpt-4o",
-                             "provider": "openai", "usage": USAGE, "tool_calls": None}
+    assert answer.json() == {
+        "content": "".join(TEXT),
+        "finish_reason": "length",
+        "model": "gpt-4o",
+        "provider": "openai",
+        "usage": USAGE,
+        "tool_calls": None,
+    }
 
 
 # --- before the 200: errors with real statuses -------------------------------------------
@@ -157,8 +190,10 @@ def test_upstream_401_is_provider_auth_error_never_echoing_the_key() -> None:
 
 
 def test_429_is_retried_then_passed_on_with_retry_after() -> None:
-    upstream = MockUpstream(*(Reply.error(429, "Rate limit reached", {"retry-after": "0"}) for _ in range(2)),
-                            Reply.error(429, "Rate limit reached for gpt-4o", {"retry-after": "7"}))
+    upstream = MockUpstream(
+        *(Reply.error(429, "Rate limit reached", {"retry-after": "0"}) for _ in range(2)),
+        Reply.error(429, "Rate limit reached for gpt-4o", {"retry-after": "7"}),
+    )
     with gateway(upstream) as url:
         answer = post(url)
     assert answer.status == 429
@@ -183,8 +218,11 @@ def test_persistent_500_is_502() -> None:
         answer = post(url)
     assert answer.status == 502
     error = answer.json()["error"]
-    assert error == {"type": "upstream_error", "message": "openai failed with HTTP 503: Service Unavailable",
-                     "provider": "openai"}
+    assert error == {
+        "type": "upstream_error",
+        "message": "openai failed with HTTP 503: Service Unavailable",
+        "provider": "openai",
+    }
     assert len(upstream.seen) == 2
 
 
@@ -201,8 +239,11 @@ def test_unreachable_upstream_is_502() -> None:
     with gateway(openai_base_url=f"http://127.0.0.1:{closed_port()}/v1", upstream_max_retries=0) as url:
         answer = post(url)
     assert answer.status == 502
-    assert answer.json()["error"] == {"type": "upstream_error", "message": "could not connect to openai",
-                                      "provider": "openai"}
+    assert answer.json()["error"] == {
+        "type": "upstream_error",
+        "message": "could not connect to openai",
+        "provider": "openai",
+    }
 
 
 # --- after the 200: the error frames -------------------------------------------------------
@@ -218,8 +259,19 @@ def test_malformed_frame_mid_stream_ends_with_error_frames() -> None:
 
 
 def test_error_object_mid_stream_ends_with_error_frames() -> None:
-    body = sse_body([chunk("Hel"), {"error": {"message": "The server had an error while processing your request.",
-                                              "type": "server_error", "param": None, "code": None}}])
+    body = sse_body(
+        [
+            chunk("Hel"),
+            {
+                "error": {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        ]
+    )
     with gateway(MockUpstream(Reply(200, [body]))) as url:
         answer = post(url)
     assert answer.text == "Hel"
@@ -237,8 +289,9 @@ def _deltas_then(after: str) -> Any:
     """A loopback behaviour: the SSE head and three deltas, then `after` (reset / stall)."""
 
     async def behaviour(writer: asyncio.StreamWriter) -> None:
-        writer.write(SSE_HEAD + http_chunk(sse_body([chunk(role="assistant"), chunk("a"), chunk("b"), chunk("c")],
-                                                    done=False)))
+        writer.write(
+            SSE_HEAD + http_chunk(sse_body([chunk(role="assistant"), chunk("a"), chunk("b"), chunk("c")], done=False))
+        )
         await writer.drain()
         await asyncio.sleep(0.05)
         if after == "reset":
@@ -318,9 +371,14 @@ GPT_55 = "gpt-5.5-2026-04-23"  # what OpenAI names in its chunks for `gpt-5.5`
 def reasoning_completion(pieces: list[str], reasoning_tokens: int = 128) -> bytes:
     """A `gpt-5.5` answer: text only (OpenAI streams no reasoning text on Chat Completions),
     the reasoning counted in the usage."""
-    return sse_body([chunk(role="assistant", model=GPT_55), *(chunk(p, model=GPT_55) for p in pieces),
-                     chunk(finish_reason="stop", model=GPT_55),
-                     usage_chunk(9, 140, model=GPT_55, reasoning_tokens=reasoning_tokens)])
+    return sse_body(
+        [
+            chunk(role="assistant", model=GPT_55),
+            *(chunk(p, model=GPT_55) for p in pieces),
+            chunk(finish_reason="stop", model=GPT_55),
+            usage_chunk(9, 140, model=GPT_55, reasoning_tokens=reasoning_tokens),
+        ]
+    )
 
 
 def test_reasoning_model_streams_with_no_temperature_or_max_tokens_sent() -> None:
@@ -329,9 +387,13 @@ def test_reasoning_model_streams_with_no_temperature_or_max_tokens_sent() -> Non
     with gateway(upstream) as url:
         answer = post(url, {**HELLO, "model": "gpt-5.5"})
     assert answer.status == 200 and answer.text == "".join(TEXT)
-    assert answer.messages[-1] == {"content": "", "finish_reason": "stop", "model": "gpt-5.5", "provider": "openai",
-                                   "usage": {"prompt_tokens": 9, "completion_tokens": 140, "total_tokens": 149,
-                                             "reasoning_tokens": 128}}
+    assert answer.messages[-1] == {
+        "content": "",
+        "finish_reason": "stop",
+        "model": "gpt-5.5",
+        "provider": "openai",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 140, "total_tokens": 149, "reasoning_tokens": 128},
+    }
     assert upstream.seen[0].json == {"model": "gpt-5.5", "messages": HELLO["messages"], **STREAMED}
     assert sdk_chunks(body)[-1].usage.completion_tokens_details.reasoning_tokens == 128  # type: ignore[union-attr]
 
@@ -349,9 +411,10 @@ def test_gpt_55_and_gpt_4o_against_a_loopback_openai() -> None:
     assert reasoning.messages[-1]["usage"]["reasoning_tokens"] == 128
     assert refused.status == 400 and "'temperature' does not support 0.7" in refused.json()["error"]["message"]
     sent = [json.loads(request.split(b"\r\n\r\n", 1)[1]) for request in upstream.requests]
-    assert sent[:2] == [{"model": "gpt-5.5", "messages": HELLO["messages"], **STREAMED},
-                        {"model": "gpt-4o", "messages": HELLO["messages"], "temperature": 0.7,
-                         "max_completion_tokens": 64, **STREAMED}]
+    assert sent[:2] == [
+        {"model": "gpt-5.5", "messages": HELLO["messages"], **STREAMED},
+        {"model": "gpt-4o", "messages": HELLO["messages"], "temperature": 0.7, "max_completion_tokens": 64, **STREAMED},
+    ]
 
 
 def test_what_reasoning_and_other_models_are_sent() -> None:
@@ -364,8 +427,11 @@ def test_what_reasoning_and_other_models_are_sent() -> None:
         ("o4-mini", {"reasoning_effort": "none", "thinking_enabled": True}, {"reasoning_effort": "none"}),
         ("gpt-6.2-sol", {"thinking_enabled": True}, {"reasoning_effort": "medium"}),
         ("o3", {"thinking_enabled": False, "temperature": 1.0}, {"temperature": 1.0}),
-        ("gpt-4o", {"reasoning_effort": "high", "max_tokens": 50, "temperature": 0.2},
-         {"max_completion_tokens": 50, "temperature": 0.2}),
+        (
+            "gpt-4o",
+            {"reasoning_effort": "high", "max_tokens": 50, "temperature": 0.2},
+            {"max_completion_tokens": 50, "temperature": 0.2},
+        ),
         ("gpt-5-chat-latest", {"thinking_enabled": True}, {}),
         ("ft:o4-mini-2025-04-16:acme::B1x2y3z4", {"reasoning_effort": "low"}, {"reasoning_effort": "low"}),
     ]
@@ -383,23 +449,27 @@ def test_openai_refusing_a_temperature_passes_through_as_its_400() -> None:
         answer = post(url, {**HELLO, "model": "gpt-5.5", "temperature": 0.2})
     assert answer.status == 400
     assert answer.json()["error"] == {
-        "type": "upstream_error", "provider": "openai",
+        "type": "upstream_error",
+        "provider": "openai",
         "message": "openai refused the request: Unsupported value: 'temperature' does not support 0.2 with this "
-                   "model. "
-                   "Only the default (1) value is supported."}
+        "model. "
+        "Only the default (1) value is supported.",
+    }
     assert len(upstream.seen) == 1
 
 
 def test_the_upstreams_refusals_read_as_openais_own_through_the_sdk() -> None:
     async def ask(**params: Any) -> None:
-        client = openai.AsyncOpenAI(api_key=KEY, base_url=BASE_URL, max_retries=0,
-                                    http_client=MockUpstream(check=openai_refusal).client())
+        client = openai.AsyncOpenAI(
+            api_key=KEY, base_url=BASE_URL, max_retries=0, http_client=MockUpstream(check=openai_refusal).client()
+        )
         await client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **params)
 
-    for params, param, code in [({"model": "o3", "max_tokens": 5}, "max_tokens", "unsupported_parameter"),
-                                ({"model": "gpt-5.5", "temperature": 0}, "temperature", "unsupported_value"),
-                                ({"model": "gpt-4o", "reasoning_effort": "low"}, "reasoning_effort",
-                                 "unsupported_parameter")]:
+    for params, param, code in [
+        ({"model": "o3", "max_tokens": 5}, "max_tokens", "unsupported_parameter"),
+        ({"model": "gpt-5.5", "temperature": 0}, "temperature", "unsupported_value"),
+        ({"model": "gpt-4o", "reasoning_effort": "low"}, "reasoning_effort", "unsupported_parameter"),
+    ]:
         with pytest.raises(openai.BadRequestError) as refused:
             asyncio.run(ask(**params))
         assert (refused.value.param, refused.value.code) == (param, code)
@@ -429,10 +499,15 @@ def reasoning_delta(text: str, field: str) -> dict[str, Any]:
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_reasoning_text_streams_as_reasoning_frames_only_when_asked(field: str) -> None:
     thoughts = ["The user greets; ", "reply in kind 🙂"]
-    body = sse_body([chunk(role="assistant", model="deepseek-reasoner"),
-                     *(reasoning_delta(t, field) for t in thoughts), chunk("Hello!", model="deepseek-reasoner"),
-                     chunk(finish_reason="stop", model="deepseek-reasoner"),
-                     usage_chunk(9, 30, model="deepseek-reasoner", reasoning_tokens=21)])
+    body = sse_body(
+        [
+            chunk(role="assistant", model="deepseek-reasoner"),
+            *(reasoning_delta(t, field) for t in thoughts),
+            chunk("Hello!", model="deepseek-reasoner"),
+            chunk(finish_reason="stop", model="deepseek-reasoner"),
+            usage_chunk(9, 30, model="deepseek-reasoner", reasoning_tokens=21),
+        ]
+    )
     assert [c.choices[0].delta.model_extra[field] for c in sdk_chunks(body)[1:3]] == thoughts  # type: ignore[index]
     upstream = MockUpstream(Reply(200, split(body, 5)), Reply(200, [body]))
     with gateway(upstream) as url:
@@ -442,38 +517,67 @@ def test_reasoning_text_streams_as_reasoning_frames_only_when_asked(field: str) 
     assert frames[:3] == [
         ("reasoning", {"reasoning": thoughts[0], "model": "deepseek-reasoner", "provider": "openai"}),
         ("reasoning", {"reasoning": thoughts[1], "model": "deepseek-reasoner", "provider": "openai"}),
-        ("message", {"content": "Hello!", "finish_reason": None, "model": "deepseek-reasoner", "provider": "openai",
-                     "usage": None}),
+        (
+            "message",
+            {
+                "content": "Hello!",
+                "finish_reason": None,
+                "model": "deepseek-reasoner",
+                "provider": "openai",
+                "usage": None,
+            },
+        ),
     ]
-    assert frames[3][1]["usage"] == {"prompt_tokens": 9, "completion_tokens": 30, "total_tokens": 39,
-                                     "reasoning_tokens": 21}
+    assert frames[3][1]["usage"] == {
+        "prompt_tokens": 9,
+        "completion_tokens": 30,
+        "total_tokens": 39,
+        "reasoning_tokens": 21,
+    }
     assert [e.event for e in not_asked.events[:-1]] == ["message", "message"] and not_asked.text == "Hello!"
 
 
 # --- tools ----------------------------------------------------------------------------------
 
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city", "strict": True,
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
-                   "required": ["city", "unit"], "additionalProperties": False}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
 TIME_TOOL = {"type": "function", "function": {"name": "get_time"}}
 #: The weather call's arguments, cut mid-escape (`\` | `"`) and after an emoji.
 WEATHER_ARGS = json.dumps({"city": 'Zürich "Altstadt" 🙂', "unit": "°C"}, ensure_ascii=False)
 _CUT = WEATHER_ARGS.index("\\") + 1
-WEATHER_PIECES = [WEATHER_ARGS[:_CUT], WEATHER_ARGS[_CUT:_CUT + 12], WEATHER_ARGS[_CUT + 12:]]
+WEATHER_PIECES = [WEATHER_ARGS[:_CUT], WEATHER_ARGS[_CUT : _CUT + 12], WEATHER_ARGS[_CUT + 12 :]]
 TIME_PIECES = ['{"tz": ', '"Europe/Zurich"}']
 
 
 def parallel_calls() -> bytes:
     """Text, then two calls whose argument fragments interleave, ended by `tool_calls`."""
-    return sse_body([
-        chunk(role="assistant"), chunk("Let me check. "),
-        tool_chunk(call_start(0, "call_w8Hq", "get_weather")), tool_chunk(call_arguments(0, WEATHER_PIECES[0])),
-        tool_chunk(call_start(1, "call_t3Zp", "get_time")), tool_chunk(call_arguments(1, TIME_PIECES[0])),
-        tool_chunk(call_arguments(0, WEATHER_PIECES[1])), tool_chunk(call_arguments(1, TIME_PIECES[1])),
-        tool_chunk(call_arguments(0, WEATHER_PIECES[2])),
-        chunk(finish_reason="tool_calls"), usage_chunk(40, 31),
-    ])
+    return sse_body(
+        [
+            chunk(role="assistant"),
+            chunk("Let me check. "),
+            tool_chunk(call_start(0, "call_w8Hq", "get_weather")),
+            tool_chunk(call_arguments(0, WEATHER_PIECES[0])),
+            tool_chunk(call_start(1, "call_t3Zp", "get_time")),
+            tool_chunk(call_arguments(1, TIME_PIECES[0])),
+            tool_chunk(call_arguments(0, WEATHER_PIECES[1])),
+            tool_chunk(call_arguments(1, TIME_PIECES[1])),
+            tool_chunk(call_arguments(0, WEATHER_PIECES[2])),
+            chunk(finish_reason="tool_calls"),
+            usage_chunk(40, 31),
+        ]
+    )
 
 
 def test_parallel_calls_bytes_are_openais() -> None:
@@ -481,7 +585,9 @@ def test_parallel_calls_bytes_are_openais() -> None:
     message = final.choices[0].message
     assert message.content == "Let me check. " and final.choices[0].finish_reason == "tool_calls"
     assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []] == [
-        ("call_w8Hq", "get_weather", WEATHER_ARGS), ("call_t3Zp", "get_time", "".join(TIME_PIECES))]
+        ("call_w8Hq", "get_weather", WEATHER_ARGS),
+        ("call_t3Zp", "get_time", "".join(TIME_PIECES)),
+    ]
 
 
 @pytest.mark.parametrize("piece_size", [1, 7, 10_000])
@@ -493,8 +599,16 @@ def test_parallel_tool_calls_stream_as_tool_call_frames(piece_size: int) -> None
     frames = [(e.event, json.loads(e.data)) for e in answer.events[:-1]]
     assert [int(e.id) for e in answer.events[:-1]] == list(range(1, 10))
     assert frames == [
-        ("message", {"content": "Let me check. ", "finish_reason": None, "model": "gpt-4o", "provider": "openai",
-                     "usage": None}),
+        (
+            "message",
+            {
+                "content": "Let me check. ",
+                "finish_reason": None,
+                "model": "gpt-4o",
+                "provider": "openai",
+                "usage": None,
+            },
+        ),
         ("tool_call", {"index": 0, "id": "call_w8Hq", "name": "get_weather", "arguments": ""}),
         ("tool_call", {"index": 0, "arguments": WEATHER_PIECES[0]}),
         ("tool_call", {"index": 1, "id": "call_t3Zp", "name": "get_time", "arguments": ""}),
@@ -502,14 +616,28 @@ def test_parallel_tool_calls_stream_as_tool_call_frames(piece_size: int) -> None
         ("tool_call", {"index": 0, "arguments": WEATHER_PIECES[1]}),
         ("tool_call", {"index": 1, "arguments": TIME_PIECES[1]}),
         ("tool_call", {"index": 0, "arguments": WEATHER_PIECES[2]}),
-        ("message", {"content": "", "finish_reason": "tool_calls", "model": "gpt-4o", "provider": "openai",
-                     "usage": {"prompt_tokens": 40, "completion_tokens": 31, "total_tokens": 71}}),
+        (
+            "message",
+            {
+                "content": "",
+                "finish_reason": "tool_calls",
+                "model": "gpt-4o",
+                "provider": "openai",
+                "usage": {"prompt_tokens": 40, "completion_tokens": 31, "total_tokens": 71},
+            },
+        ),
     ]
     (seen,) = upstream.seen
-    assert seen.json == {"model": "gpt-4o", "messages": HELLO["messages"], "tools": [WEATHER_TOOL, TIME_TOOL],
-                         "tool_choice": "required", **STREAMED}
-    assert seen.json == sdk_request_body(model="gpt-4o", messages=HELLO["messages"], tools=[WEATHER_TOOL, TIME_TOOL],
-                                         tool_choice="required", **STREAMED)
+    assert seen.json == {
+        "model": "gpt-4o",
+        "messages": HELLO["messages"],
+        "tools": [WEATHER_TOOL, TIME_TOOL],
+        "tool_choice": "required",
+        **STREAMED,
+    }
+    assert seen.json == sdk_request_body(
+        model="gpt-4o", messages=HELLO["messages"], tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="required", **STREAMED
+    )
 
 
 def test_calls_split_across_tcp_reads_arrive_whole_in_the_json_answer() -> None:
@@ -529,41 +657,56 @@ def test_calls_split_across_tcp_reads_arrive_whole_in_the_json_answer() -> None:
         with gateway(openai_base_url=upstream.url) as url:
             answer = post(url, {**HELLO, "tools": [WEATHER_TOOL, TIME_TOOL]}, path="/api/v1/chat")
     assert answer.json() == {
-        "content": "Let me check. ", "finish_reason": "tool_calls", "model": "gpt-4o", "provider": "openai",
+        "content": "Let me check. ",
+        "finish_reason": "tool_calls",
+        "model": "gpt-4o",
+        "provider": "openai",
         "usage": {"prompt_tokens": 40, "completion_tokens": 31, "total_tokens": 71},
         "tool_calls": [
             {"id": "call_w8Hq", "type": "function", "function": {"name": "get_weather", "arguments": WEATHER_ARGS}},
-            {"id": "call_t3Zp", "type": "function", "function": {"name": "get_time",
-                                                                 "arguments": "".join(TIME_PIECES)}}]}
+            {
+                "id": "call_t3Zp",
+                "type": "function",
+                "function": {"name": "get_time", "arguments": "".join(TIME_PIECES)},
+            },
+        ],
+    }
 
 
 def test_calls_keep_the_order_they_began_whatever_the_upstream_numbers_them() -> None:
     """An OpenAI-compatible server numbering its calls 1, 0 (or every call 0 with new ids):
     our indexes are 0, 1 in the order the calls began; a call with no id gets one."""
-    body = sse_body([
-        tool_chunk(call_start(1, "call_b", "get_weather"), first=True), tool_chunk(call_arguments(1, '{"city":')),
-        tool_chunk({"index": 0, "type": "function", "function": {"name": "get_time", "arguments": "{}"}}),
-        tool_chunk(call_arguments(1, '"Oslo"}')), tool_chunk(call_start(1, "call_c", "get_time")),
-        chunk(finish_reason="tool_calls"),
-    ])
+    body = sse_body(
+        [
+            tool_chunk(call_start(1, "call_b", "get_weather"), first=True),
+            tool_chunk(call_arguments(1, '{"city":')),
+            tool_chunk({"index": 0, "type": "function", "function": {"name": "get_time", "arguments": "{}"}}),
+            tool_chunk(call_arguments(1, '"Oslo"}')),
+            tool_chunk(call_start(1, "call_c", "get_time")),
+            chunk(finish_reason="tool_calls"),
+        ]
+    )
     read = [(call.index, call.id) for piece in sdk_chunks(body) for call in piece.choices[0].delta.tool_calls or []]
     assert read == [(1, "call_b"), (1, None), (0, None), (1, None), (1, "call_c")]
     with gateway(MockUpstream(Reply(200, [body]))) as url:
         frames = [json.loads(e.data) for e in post(url).events if e.event == "tool_call"]
     made_id = frames[2].pop("id")
     assert re.fullmatch(r"call_[0-9a-f]{24}", made_id)
-    assert frames == [{"index": 0, "id": "call_b", "name": "get_weather", "arguments": ""},
-                      {"index": 0, "arguments": '{"city":'},
-                      {"index": 1, "name": "get_time", "arguments": "{}"},
-                      {"index": 0, "arguments": '"Oslo"}'},
-                      {"index": 2, "id": "call_c", "name": "get_time", "arguments": ""}]
+    assert frames == [
+        {"index": 0, "id": "call_b", "name": "get_weather", "arguments": ""},
+        {"index": 0, "arguments": '{"city":'},
+        {"index": 1, "name": "get_time", "arguments": "{}"},
+        {"index": 0, "arguments": '"Oslo"}'},
+        {"index": 2, "id": "call_c", "name": "get_time", "arguments": ""},
+    ]
 
 
 def test_forced_call_with_empty_arguments_ends_as_tool_calls() -> None:
     """OpenAI ends a call forced by a named `tool_choice` with `stop`; a call whose
     arguments stay empty still has its frame."""
-    body = sse_body([tool_chunk(call_start(0, "call_e5", "get_time"), first=True), chunk(finish_reason="stop"),
-                     usage_chunk(20, 5)])
+    body = sse_body(
+        [tool_chunk(call_start(0, "call_e5", "get_time"), first=True), chunk(finish_reason="stop"), usage_chunk(20, 5)]
+    )
     final = sdk_final(body)
     assert [(c.id, c.function.arguments) for c in final.choices[0].message.tool_calls or []] == [("call_e5", "")]
     forced = {"type": "function", "function": {"name": "get_time"}}
@@ -574,10 +717,20 @@ def test_forced_call_with_empty_arguments_ends_as_tool_calls() -> None:
         whole = post(url, request, path="/api/v1/chat")
     assert [(e.event, json.loads(e.data)) for e in streamed.events[:-1]] == [
         ("tool_call", {"index": 0, "id": "call_e5", "name": "get_time", "arguments": ""}),
-        ("message", {"content": "", "finish_reason": "tool_calls", "model": "gpt-4o", "provider": "openai",
-                     "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}})]
-    assert whole.json()["tool_calls"] == [{"id": "call_e5", "type": "function",
-                                           "function": {"name": "get_time", "arguments": ""}}]
+        (
+            "message",
+            {
+                "content": "",
+                "finish_reason": "tool_calls",
+                "model": "gpt-4o",
+                "provider": "openai",
+                "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+            },
+        ),
+    ]
+    assert whole.json()["tool_calls"] == [
+        {"id": "call_e5", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+    ]
     assert upstream.seen[0].json["tool_choice"] == forced
 
 
@@ -586,29 +739,55 @@ def test_forced_call_with_empty_arguments_ends_as_tool_calls() -> None:
 
 TWO_TURNS = [
     {"role": "user", "content": "Weather in Paris?"},
-    {"role": "assistant", "tool_calls": [{"id": "call_w8Hq", "type": "function",
-                                          "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "id": "call_w8Hq",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_w8Hq", "content": "18°C, sunny"},
 ]
-IMAGES = [{"role": "user", "content": [
-    {"type": "text", "text": "What is in these?"},
-    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAE="}},
-    {"type": "image_url", "image_url": {"url": "https://upload.example.org/cat.jpg", "detail": "low"}},
-]}]
-JSON_SCHEMA = {"type": "json_schema", "json_schema": {
-    "name": "weather", "strict": True,
-    "schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-               "additionalProperties": False}}}
+IMAGES = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in these?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAE="}},
+            {"type": "image_url", "image_url": {"url": "https://upload.example.org/cat.jpg", "detail": "low"}},
+        ],
+    }
+]
+JSON_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "weather",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
-@pytest.mark.parametrize(("messages", "fields"), [
-    (TWO_TURNS, {"tools": [WEATHER_TOOL]}),
-    (IMAGES, {}),
-    (HELLO["messages"], {"stop": "END"}),
-    (HELLO["messages"], {"stop": ["\n\n", "END"]}),
-    (HELLO["messages"], {"response_format": {"type": "json_object"}}),
-    (HELLO["messages"], {"response_format": JSON_SCHEMA}),
-], ids=["two-turns", "images", "stop", "stops", "json_object", "json_schema"])
+@pytest.mark.parametrize(
+    ("messages", "fields"),
+    [
+        (TWO_TURNS, {"tools": [WEATHER_TOOL]}),
+        (IMAGES, {}),
+        (HELLO["messages"], {"stop": "END"}),
+        (HELLO["messages"], {"stop": ["\n\n", "END"]}),
+        (HELLO["messages"], {"response_format": {"type": "json_object"}}),
+        (HELLO["messages"], {"response_format": JSON_SCHEMA}),
+    ],
+    ids=["two-turns", "images", "stop", "stops", "json_object", "json_schema"],
+)
 def test_request_fields_reach_openai_as_the_sdk_sends_them(messages: list[Any], fields: dict[str, Any]) -> None:
     upstream = MockUpstream(Reply(200, [completion(['{"city": "Paris"}'])]))
     with gateway(upstream) as url:
@@ -625,19 +804,31 @@ def model_card(model_id: str, owned_by: str = "system") -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 1715367049, "owned_by": owned_by}
 
 
-OPENAI_LIST = [model_card("gpt-4o"), model_card("text-embedding-3-small"), model_card("gpt-5.5"),
-               model_card("o4-mini"), model_card("gpt-4o-mini-tts"), model_card("whisper-1", "openai-internal"),
-               model_card("dall-e-3"), model_card("gpt-realtime"), model_card("gpt-image-1"),
-               model_card("omni-moderation-latest"), model_card("gpt-4o-transcribe"), model_card("gpt-5.1-codex"),
-               model_card("gpt-3.5-turbo-instruct"), model_card("ft:gpt-4o-mini-2024-07-18:acme::B1x2y3z4", "acme")]
+OPENAI_LIST = [
+    model_card("gpt-4o"),
+    model_card("text-embedding-3-small"),
+    model_card("gpt-5.5"),
+    model_card("o4-mini"),
+    model_card("gpt-4o-mini-tts"),
+    model_card("whisper-1", "openai-internal"),
+    model_card("dall-e-3"),
+    model_card("gpt-realtime"),
+    model_card("gpt-image-1"),
+    model_card("omni-moderation-latest"),
+    model_card("gpt-4o-transcribe"),
+    model_card("gpt-5.1-codex"),
+    model_card("gpt-3.5-turbo-instruct"),
+    model_card("ft:gpt-4o-mini-2024-07-18:acme::B1x2y3z4", "acme"),
+]
 
 
 def test_list_models_keeps_the_chat_models_openai_lists() -> None:
     body = json.dumps({"object": "list", "data": OPENAI_LIST}).encode()
-    upstream = MockUpstream(Reply(200, [body], {"content-type": "application/json"}),
-                            Reply(200, [body], {"content-type": "application/json"}))
-    adapter = OpenAIStreamAdapter(settings(openai_api_key=KEY, openai_base_url=BASE_URL),
-                                  http_client=upstream.client())
+    upstream = MockUpstream(
+        Reply(200, [body], {"content-type": "application/json"}),
+        Reply(200, [body], {"content-type": "application/json"}),
+    )
+    adapter = OpenAIStreamAdapter(settings(openai_api_key=KEY, openai_base_url=BASE_URL), http_client=upstream.client())
     models = asyncio.run(adapter.list_models())
     assert models == ["gpt-4o", "gpt-5.5", "o4-mini", "ft:gpt-4o-mini-2024-07-18:acme::B1x2y3z4"]
     (seen,) = upstream.seen
@@ -652,7 +843,6 @@ def test_list_models_keeps_the_chat_models_openai_lists() -> None:
 
 def test_list_models_failure_raises() -> None:
     upstream = MockUpstream(Reply.error(401, "Incorrect API key provided."))
-    adapter = OpenAIStreamAdapter(settings(openai_api_key=KEY, openai_base_url=BASE_URL),
-                                  http_client=upstream.client())
+    adapter = OpenAIStreamAdapter(settings(openai_api_key=KEY, openai_base_url=BASE_URL), http_client=upstream.client())
     with pytest.raises(ProviderAuthError, match="OPENAI_API_KEY"):
         asyncio.run(adapter.list_models())

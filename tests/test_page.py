@@ -109,9 +109,7 @@ def record_reply_states(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_the_pickers_come_from_the_health_endpoint(page) -> None:  # type: ignore[no-untyped-def]
-    options = page.eval_on_selector_all(
-        "#provider option", "options => options.map(o => [o.value, o.disabled])"
-    )
+    options = page.eval_on_selector_all("#provider option", "options => options.map(o => [o.value, o.disabled])")
     assert ["echo", False] in options and ["openai", True] in options  # no key: not selectable
     assert page.input_value("#provider") == "echo"
     assert page.get_attribute("#model", "placeholder") == "echo"
@@ -221,7 +219,8 @@ SSE_BODY = (
 def test_the_sse_reader_survives_any_split_of_the_bytes(page) -> None:  # type: ignore[no-untyped-def]
     """The page's own `readEvents`, fed the body in two reads split at every byte: CRLF,
     CR and multi-byte characters cut in half must not change a single event."""
-    results = page.evaluate("""async (raw) => {
+    results = page.evaluate(
+        """async (raw) => {
         const bytes = new TextEncoder().encode(raw);
         const results = new Set();
         for (let cut = 0; cut <= bytes.length; cut++) {
@@ -235,13 +234,17 @@ def test_the_sse_reader_survives_any_split_of_the_bytes(page) -> None:  # type: 
             results.add(JSON.stringify(events));
         }
         return [...results];
-    }""", SSE_BODY)
-    assert [json.loads(result) for result in results] == [[
-        ["message", '{"content":"h€llo 👋"}'],
-        ["message", "a\nb"],
-        ["error", '{"x":1}'],
-        ["message", "[DONE]"],
-    ]]
+    }""",
+        SSE_BODY,
+    )
+    assert [json.loads(result) for result in results] == [
+        [
+            ["message", '{"content":"h€llo 👋"}'],
+            ["message", "a\nb"],
+            ["error", '{"x":1}'],
+            ["message", "[DONE]"],
+        ]
+    ]
 
 
 def test_with_a_gateway_key_the_page_asks_for_it(browser) -> None:  # type: ignore[no-untyped-def]
@@ -250,8 +253,9 @@ def test_with_a_gateway_key_the_page_asks_for_it(browser) -> None:  # type: igno
         page.set_default_timeout(10_000)
         page.goto(f"{url}/")
         reply = last_reply(page, "error")
-        assert text_of(reply, ".error") == ("unauthorized (HTTP 401): This gateway needs a key: enter it in "
-                                            "“Gateway key” above.")
+        assert text_of(reply, ".error") == (
+            "unauthorized (HTTP 401): This gateway needs a key: enter it in “Gateway key” above."
+        )
         assert page.evaluate("document.activeElement.id") == "key"
         assert page.locator("#provider option").all_inner_texts() == ["enter the gateway key first"]
         page.fill("#key", "sekret")
@@ -267,7 +271,7 @@ def test_with_a_gateway_key_the_page_asks_for_it(browser) -> None:  # type: igno
 
 MARKDOWN = (
     "# Plan\n\nSome **bold** and *em*, a [link](https://example.com/docs) and a list:\n\n"
-    "- one\n- two\n\n```python\nprint(\"hi\")\nfor word in words:\n    print(word)\n```\n\n"
+    '- one\n- two\n\n```python\nprint("hi")\nfor word in words:\n    print(word)\n```\n\n'
     "| a | b |\n|---|---|\n| 1 | 2 |"
 )
 
@@ -286,7 +290,10 @@ def test_an_answer_renders_as_markdown_while_the_question_stays_plain_text(page)
     assert reply.eval_on_selector_all(".text li", "items => items.map(i => i.textContent)") == ["one", "two"]
     link = reply.query_selector(".text a")
     assert (link.get_attribute("href"), link.get_attribute("target"), link.get_attribute("rel")) == (
-        "https://example.com/docs", "_blank", "noopener noreferrer")
+        "https://example.com/docs",
+        "_blank",
+        "noopener noreferrer",
+    )
     assert reply.eval_on_selector_all(".text td", "cells => cells.map(c => c.textContent)") == ["1", "2"]
     code = reply.query_selector(".text pre > code")
     assert code.text_content() == 'print("hi")\nfor word in words:\n    print(word)\n'
@@ -300,7 +307,7 @@ def test_an_answer_renders_as_markdown_while_the_question_stays_plain_text(page)
 
 HOSTILE = (
     'Hi <img src=x onerror="window.__pwned=1"> <script>window.__pwned=1</script> '
-    "[click](javascript:window.__pwned=1) <a href=\"javascript:window.__pwned=1\" id=raw>raw</a> "
+    '[click](javascript:window.__pwned=1) <a href="javascript:window.__pwned=1" id=raw>raw</a> '
     '<svg onload="window.__pwned=1"></svg> <iframe src="javascript:window.__pwned=1"></iframe> '
     '<p style="position:fixed;inset:0" class="error">cover</p> ![x](https://tracker.example/pixel.png) **done**'
 )
@@ -331,9 +338,13 @@ def test_html_in_an_answer_never_runs(page) -> None:  # type: ignore[no-untyped-
         assert link.get_attribute("href") is None
         link.click()
     assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert page.eval_on_selector_all(
-        "#log img, #log script, #log svg, #log iframe, #log [onerror], #log [onload], #log [style]", "found => found.length"
-    ) == 0
+    assert (
+        page.eval_on_selector_all(
+            "#log img, #log script, #log svg, #log iframe, #log [onerror], #log [onload], #log [style]",
+            "found => found.length",
+        )
+        == 0
+    )
     assert page.evaluate("window.inserted") == []  # not even for a moment, while a tag was half streamed
     assert reply.query_selector(".text p.error") is None  # no page classes from an answer
     assert text_of(page, ".msg.user .text") == HOSTILE
@@ -385,8 +396,12 @@ class Upstreams(NamedTuple):
 def upstreams() -> Iterator[Upstreams]:
     """Our app with `openai` and `gemini` over scripted upstreams (and `echo`)."""
     openai_upstream, gemini_upstream = ChatUpstream(), ChatUpstream()
-    config = settings(openai_api_key=OPENAI_KEY, openai_base_url="https://openai.upstream.test/v1",
-                      gemini_api_key=GEMINI_KEY, gemini_base_url="https://gemini.upstream.test")
+    config = settings(
+        openai_api_key=OPENAI_KEY,
+        openai_base_url="https://openai.upstream.test/v1",
+        gemini_api_key=GEMINI_KEY,
+        gemini_base_url="https://gemini.upstream.test",
+    )
     adapters = {
         "openai": OpenAIStreamAdapter(config, http_client=openai_upstream.client()),
         "gemini": GeminiStreamAdapter(config, http_client=gemini_upstream.client()),
@@ -398,18 +413,27 @@ def upstreams() -> Iterator[Upstreams]:
 
 def tiny_png(rgb: tuple[int, int, int]) -> bytes:
     """A 1×1 PNG of one colour."""
+
     def block(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + block(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + block(b"IDAT", zlib.compress(b"\x00" + bytes(rgb))) + block(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + block(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + block(b"IDAT", zlib.compress(b"\x00" + bytes(rgb)))
+        + block(b"IEND", b"")
+    )
 
 
 OPENAI_ANSWER = ["A ", "red ", "dot."]
 
 
 def test_the_openai_sdk_reads_the_scripted_answer() -> None:
-    chunks = [openai.types.chat.ChatCompletionChunk.model_validate_json(line[6:])
-              for line in completion(OPENAI_ANSWER).decode().split("\n\n") if line.startswith("data: {")]
+    chunks = [
+        openai.types.chat.ChatCompletionChunk.model_validate_json(line[6:])
+        for line in completion(OPENAI_ANSWER).decode().split("\n\n")
+        if line.startswith("data: {")
+    ]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "A red dot."
     assert chunks[-1].usage.total_tokens == 21
 
@@ -419,8 +443,10 @@ def test_an_attached_image_goes_upstream_as_an_image_url_part(browser, upstreams
     red_url = "data:image/png;base64," + base64.b64encode(red).decode()
     blue_url = "data:image/png;base64," + base64.b64encode(blue).decode()
     upstreams.openai.seen.clear()
-    upstreams.openai.replies[:] = [Reply(200, split(completion(OPENAI_ANSWER), 40)),
-                                   Reply(200, split(completion(["Blue."]), 40))]
+    upstreams.openai.replies[:] = [
+        Reply(200, split(completion(OPENAI_ANSWER), 40)),
+        Reply(200, split(completion(["Blue."]), 40)),
+    ]
     with opened(browser, upstreams.url) as page:
         page.select_option("#provider", "openai")
         page.set_input_files("#image", files=[{"name": "red.png", "mimeType": "image/png", "buffer": red}])
@@ -431,12 +457,15 @@ def test_an_attached_image_goes_upstream_as_an_image_url_part(browser, upstreams
         assert page.get_attribute(".msg.user .thumb", "src") == red_url
         assert page.is_hidden("#attachments")
 
-        page.evaluate("""(b64) => {  // an image pasted into the prompt, as a browser hands it over
+        page.evaluate(
+            """(b64) => {  // an image pasted into the prompt, as a browser hands it over
             const data = new DataTransfer();
             data.items.add(new File([Uint8Array.from(atob(b64), c => c.charCodeAt(0))], "p.png", {type: "image/png"}));
             document.getElementById("prompt").dispatchEvent(
                 new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true}));
-        }""", base64.b64encode(blue).decode())
+        }""",
+            base64.b64encode(blue).decode(),
+        )
         page.wait_for_selector("#attachments .thumb")
         page.press("#prompt", "Enter")  # an image alone is a message too
         assert text_of(last_reply(page, "done"), ".text") == "Blue."
@@ -444,10 +473,20 @@ def test_an_attached_image_goes_upstream_as_an_image_url_part(browser, upstreams
     # The temperature field left empty sends none: the model's own default (reasoning models take no other).
     assert [("temperature" in seen.json) for seen in upstreams.openai.seen] == [False, False]
     first, second = (seen.json["messages"] for seen in upstreams.openai.seen)
-    assert first == [{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": red_url}}]}]
-    assert second == [*first, {"role": "assistant", "content": "A red dot."},
-                      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": blue_url}}]}]
+    assert first == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": red_url}},
+            ],
+        }
+    ]
+    assert second == [
+        *first,
+        {"role": "assistant", "content": "A red dot."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": blue_url}}]},
+    ]
 
 
 WEATHER_ARGS = {"city": "Zürich", "days": 3, "units": {"temperature": "celsius"}}
@@ -455,7 +494,7 @@ GEMINI_ANSWER = gemini_sse_body(
     frame(thought("**Planning** the answer: ")),
     frame(thought("a code sample, then the weather tool.")),
     frame(text("Here is how to *read* it:\n\n```python\nimport json\n")),
-    frame(text("print(json.loads(data)[\"city\"])\n```\n\nNow the ")),
+    frame(text('print(json.loads(data)["city"])\n```\n\nNow the ')),
     frame(text("**weather**.")),
     frame(function_call("get_weather", WEATHER_ARGS)),
     frame(text(""), finish_reason="STOP", usage=usage_metadata(20, 30, 40)),
@@ -522,8 +561,11 @@ THOUGHTS = ["The user ", "asks for ", "a haiku; ", "five, seven, ", "five ", "sy
 
 
 def test_the_thinking_block_grows_while_it_streams(browser, upstreams: Upstreams) -> None:  # type: ignore[no-untyped-def]
-    frames = [*(frame(thought(t)) for t in THOUGHTS), frame(text("Autumn moonlight")),
-              frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, 9))]
+    frames = [
+        *(frame(thought(t)) for t in THOUGHTS),
+        frame(text("Autumn moonlight")),
+        frame(text(""), finish_reason="STOP", usage=usage_metadata(5, 3, 9)),
+    ]
     upstreams.gemini.replies[:] = [SlowReply([gemini_sse_body(f) for f in frames])]
     with opened(browser, upstreams.url) as page:
         page.select_option("#provider", "gemini")
@@ -571,6 +613,7 @@ def test_a_reload_mid_answer_continues_the_same_answer(page, base_url: str) -> N
     assert page.eval_on_selector_all(".msg.user .text", "texts => texts.map(t => t.textContent)") == [MESSAGE]
     states = page.evaluate("window.states")
     assert all(later.startswith(earlier) for earlier, later in zip(states, states[1:]))
+
     def resumes() -> list[Any]:
         return [r for r in requests if r.method == "GET" and r.url == f"{base_url}/api/v1/chat/stream/{stream_id}"]
 
@@ -638,8 +681,10 @@ def test_a_dropped_connection_resumes_from_the_last_frame_shown(page, base_url: 
 def test_routes_are_offered_as_models(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = tmp_path / "streamgate.toml"
     config.write_text('[routes.demo]\ntargets = ["echo/echo"]\n')
-    with serve(create_app(settings(echo_delay_ms=0, streamgate_config=str(config)))) as url, \
-            opened(browser, url) as page:
+    with (
+        serve(create_app(settings(echo_delay_ms=0, streamgate_config=str(config)))) as url,
+        opened(browser, url) as page,
+    ):
         page.wait_for_selector("#provider option[value=routes]", state="attached")
         page.select_option("#provider", "routes")
         assert page.get_attribute("#model", "placeholder") == "demo"

@@ -74,7 +74,8 @@ BAD_SETTINGS = {  # variable, value → the one line a server started with it pr
 
 @pytest.mark.parametrize(("variable", "value"), list(BAD_SETTINGS))
 def test_a_bad_setting_is_named_with_the_form_expected(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(tmp_path / ".env")
@@ -85,11 +86,15 @@ def test_a_bad_setting_stops_start_up_with_one_line_and_status_2(tmp_path: Path)
     """`python server.py` (and so the `streamgate` command: the same `main`) and `uvicorn
     streamgate.server:app` each print one line and exit with status 2, no traceback."""
     environment = {k: v for k, v in os.environ.items() if k not in KEYS}
-    starts = {("PORT", "abc"): [str(ROOT / "server.py")],
-              ("WORKERS", "0"): ["-m", "uvicorn", "streamgate.server:app"]}
+    starts = {("PORT", "abc"): [str(ROOT / "server.py")], ("WORKERS", "0"): ["-m", "uvicorn", "streamgate.server:app"]}
     processes = {
-        setting: subprocess.Popen([sys.executable, *command], cwd=tmp_path, env={**environment, setting[0]: setting[1]},
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        setting: subprocess.Popen(
+            [sys.executable, *command],
+            cwd=tmp_path,
+            env={**environment, setting[0]: setting[1]},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for setting, command in starts.items()
     }
     for setting, process in processes.items():

@@ -26,8 +26,11 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 def blocks(language: str = "") -> list[str]:
     """The README's fenced code blocks of `language` (`""`: those without one)."""
-    return [body for lang, body in re.findall(r"^```(\w*)\n(.*?)^```$", README, re.MULTILINE | re.DOTALL)
-            if lang == language]
+    return [
+        body
+        for lang, body in re.findall(r"^```(\w*)\n(.*?)^```$", README, re.MULTILINE | re.DOTALL)
+        if lang == language
+    ]
 
 
 def section(title: str) -> str:
@@ -60,10 +63,11 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_echo_example_serves_what_the_readme_shows(base_url: str) -> None:
-    command = [block for block in blocks("bash") if block.startswith("curl -N") and "\"provider\": \"echo\"" in block][0]
+    command = [block for block in blocks("bash") if block.startswith("curl -N") and '"provider": "echo"' in block][0]
     shown = blocks()[0]
-    output = subprocess.run(["bash", "-c", command.replace(DEFAULT_URL, base_url)], capture_output=True,
-                            check=True, timeout=30).stdout.decode()
+    output = subprocess.run(
+        ["bash", "-c", command.replace(DEFAULT_URL, base_url)], capture_output=True, check=True, timeout=30
+    ).stdout.decode()
     head, _, tail = shown.partition("...\n\n")
     assert output.startswith(head) and output.endswith(tail + "\n")  # a block cannot end in a blank line
 
@@ -90,8 +94,11 @@ def test_every_configuration_row_is_a_setting_and_the_api_lists_them_all() -> No
     named = {name.lower() for row in rows for name in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
     assert named and named <= fields
     api = (ROOT / "docs" / "API.md").read_text()
-    listed = {name.lower() for name in re.findall(r"^\| (.*?) \|", api, re.MULTILINE) for name in
-              re.findall(r"`([A-Z_]+)`", name)}
+    listed = {
+        name.lower()
+        for name in re.findall(r"^\| (.*?) \|", api, re.MULTILINE)
+        for name in re.findall(r"`([A-Z_]+)`", name)
+    }
     assert fields <= listed
 
 

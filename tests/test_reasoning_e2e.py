@@ -43,30 +43,55 @@ THOUGHTS = ["Light meets air molecules; ", "shorter wavelengths scatter — ", "
 GEMINI_THOUGHTS = ["**Recalling** Rayleigh scattering, ", "then answering briefly."]
 
 CASES = [
-    Case("openai", "gpt-5.5", {},
-         sse_body([chunk(role="assistant", model=GPT_55), *(chunk(p, model=GPT_55) for p in TEXT),
-                   chunk(finish_reason="stop", model=GPT_55),
-                   usage_chunk(14, 160, model=GPT_55, reasoning_tokens=128)]),
-         [],  # OpenAI streams no reasoning text on Chat Completions, only its count
-         {"prompt_tokens": 14, "completion_tokens": 160, "total_tokens": 174, "reasoning_tokens": 128},
-         {"model": "gpt-5.5", "messages": QUESTION, "stream": True, "stream_options": {"include_usage": True}}),
-    Case("anthropic", "claude-sonnet-5-5", {"reasoning_effort": "high", "include_reasoning": True},
-         b"".join(whole_stream(thinking_block(0, THOUGHTS), text_block(1, TEXT), output_tokens=95,
-                               thinking_tokens=61)),
-         THOUGHTS,
-         {"prompt_tokens": 25, "completion_tokens": 95, "total_tokens": 120, "reasoning_tokens": 61},
-         {"model": "claude-sonnet-5-5", "max_tokens": 16384, "messages": QUESTION, "stream": True,
-          "thinking": {"type": "adaptive", "display": "summarized"}, "output_config": {"effort": "high"}}),
-    Case("gemini", "gemini-3.8-flash", {"reasoning_effort": "low", "include_reasoning": True},
-         gemini_body(*(frame(thought(t), model_version="gemini-3.8-flash") for t in GEMINI_THOUGHTS),
-                     frame(text(TEXT[0]), text(TEXT[1]), model_version="gemini-3.8-flash"),
-                     *(frame(text(p), model_version="gemini-3.8-flash") for p in TEXT[2:]),
-                     frame(text(""), finish_reason="STOP", usage=usage_metadata(7, 20, 52),
-                           model_version="gemini-3.8-flash")),
-         GEMINI_THOUGHTS,
-         {"prompt_tokens": 7, "completion_tokens": 72, "total_tokens": 79, "reasoning_tokens": 52},
-         {"contents": [{"role": "user", "parts": [{"text": QUESTION[0]["content"]}]}],
-          "generationConfig": {"thinkingConfig": {"thinkingLevel": "LOW", "includeThoughts": True}}}),
+    Case(
+        "openai",
+        "gpt-5.5",
+        {},
+        sse_body(
+            [
+                chunk(role="assistant", model=GPT_55),
+                *(chunk(p, model=GPT_55) for p in TEXT),
+                chunk(finish_reason="stop", model=GPT_55),
+                usage_chunk(14, 160, model=GPT_55, reasoning_tokens=128),
+            ]
+        ),
+        [],  # OpenAI streams no reasoning text on Chat Completions, only its count
+        {"prompt_tokens": 14, "completion_tokens": 160, "total_tokens": 174, "reasoning_tokens": 128},
+        {"model": "gpt-5.5", "messages": QUESTION, "stream": True, "stream_options": {"include_usage": True}},
+    ),
+    Case(
+        "anthropic",
+        "claude-sonnet-5-5",
+        {"reasoning_effort": "high", "include_reasoning": True},
+        b"".join(whole_stream(thinking_block(0, THOUGHTS), text_block(1, TEXT), output_tokens=95, thinking_tokens=61)),
+        THOUGHTS,
+        {"prompt_tokens": 25, "completion_tokens": 95, "total_tokens": 120, "reasoning_tokens": 61},
+        {
+            "model": "claude-sonnet-5-5",
+            "max_tokens": 16384,
+            "messages": QUESTION,
+            "stream": True,
+            "thinking": {"type": "adaptive", "display": "summarized"},
+            "output_config": {"effort": "high"},
+        },
+    ),
+    Case(
+        "gemini",
+        "gemini-3.8-flash",
+        {"reasoning_effort": "low", "include_reasoning": True},
+        gemini_body(
+            *(frame(thought(t), model_version="gemini-3.8-flash") for t in GEMINI_THOUGHTS),
+            frame(text(TEXT[0]), text(TEXT[1]), model_version="gemini-3.8-flash"),
+            *(frame(text(p), model_version="gemini-3.8-flash") for p in TEXT[2:]),
+            frame(text(""), finish_reason="STOP", usage=usage_metadata(7, 20, 52), model_version="gemini-3.8-flash"),
+        ),
+        GEMINI_THOUGHTS,
+        {"prompt_tokens": 7, "completion_tokens": 72, "total_tokens": 79, "reasoning_tokens": 52},
+        {
+            "contents": [{"role": "user", "parts": [{"text": QUESTION[0]["content"]}]}],
+            "generationConfig": {"thinkingConfig": {"thinkingLevel": "LOW", "includeThoughts": True}},
+        },
+    ),
 ]
 
 
@@ -90,7 +115,9 @@ def test_the_scripted_streams_are_todays_wire(case: Case) -> None:
     elif case.provider == "anthropic":
         message = sdk_message([case.body])
         assert [(b.type, getattr(b, "thinking", None) or getattr(b, "text", None)) for b in message.content] == [
-            ("thinking", "".join(THOUGHTS)), ("text", "".join(TEXT))]
+            ("thinking", "".join(THOUGHTS)),
+            ("text", "".join(TEXT)),
+        ]
         assert message.usage.output_tokens_details.thinking_tokens == 61  # type: ignore[union-attr]
     else:
         responses = sdk_stream(case.body)
@@ -113,27 +140,35 @@ def assert_sent(case: Case, upstream: ProviderUpstream) -> None:
         sdk_request(request.json)
 
 
-def test_native_stream_has_reasoning_frames_and_reasoning_tokens(gateway: tuple[str, ProviderUpstream],
-                                                                 case: Case) -> None:
+def test_native_stream_has_reasoning_frames_and_reasoning_tokens(
+    gateway: tuple[str, ProviderUpstream], case: Case
+) -> None:
     url, upstream = gateway
     upstream.script(case.body)
-    answer = Answer(httpx2.post(f"{url}/api/v1/chat/stream", timeout=10,
-                                json={"provider": case.provider, "model": case.model, "messages": QUESTION,
-                                      **case.fields}))
+    answer = Answer(
+        httpx2.post(
+            f"{url}/api/v1/chat/stream",
+            timeout=10,
+            json={"provider": case.provider, "model": case.model, "messages": QUESTION, **case.fields},
+        )
+    )
     assert answer.status == 200 and answer.raw.endswith(b"data: [DONE]\n\n")
     events = [e for e in answer.events if e.data != "[DONE]"]
     assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
     who = {"model": case.model, "provider": case.provider}
     reasoning = [json.loads(e.data) for e in events if e.event == "reasoning"]
     assert reasoning == [{"reasoning": r, **who} for r in case.reasoning]
-    assert answer.messages == [*({"content": p, "finish_reason": None, **who, "usage": None} for p in TEXT),
-                               {"content": "", "finish_reason": "stop", **who, "usage": case.usage}]
+    assert answer.messages == [
+        *({"content": p, "finish_reason": None, **who, "usage": None} for p in TEXT),
+        {"content": "", "finish_reason": "stop", **who, "usage": case.usage},
+    ]
     assert [e.event for e in events] == ["reasoning"] * len(case.reasoning) + ["message"] * (len(TEXT) + 1)
     assert_sent(case, upstream)
 
 
-def test_v1_stream_has_reasoning_content_and_reasoning_tokens(gateway: tuple[str, ProviderUpstream],
-                                                              case: Case) -> None:
+def test_v1_stream_has_reasoning_content_and_reasoning_tokens(
+    gateway: tuple[str, ProviderUpstream], case: Case
+) -> None:
     url, upstream = gateway
     upstream.script(case.body)
     effort = case.fields.get("reasoning_effort")
@@ -142,8 +177,13 @@ def test_v1_stream_has_reasoning_content_and_reasoning_tokens(gateway: tuple[str
     opt_out = {"extra_body": {"include_reasoning": False}} if case.provider == "openai" else {}
     with openai.OpenAI(base_url=f"{url}/v1", api_key="sk-gateway", max_retries=0) as client:
         stream = client.chat.completions.create(
-            model=f"{case.provider}/{case.model}", messages=QUESTION, stream=True,  # type: ignore[arg-type]
-            stream_options={"include_usage": True}, **({"reasoning_effort": effort} if effort else {}), **opt_out)
+            model=f"{case.provider}/{case.model}",
+            messages=QUESTION,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+            **({"reasoning_effort": effort} if effort else {}),
+            **opt_out,
+        )
         chunks = list(stream)
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     reasoning = [(d.model_extra or {}).get("reasoning_content") for d in deltas]
@@ -153,41 +193,88 @@ def test_v1_stream_has_reasoning_content_and_reasoning_tokens(gateway: tuple[str
     assert never_both, "reasoning never enters content"
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens_details is not None
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
-            usage.completion_tokens_details.reasoning_tokens) == tuple(case.usage.values())
+    assert (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        usage.completion_tokens_details.reasoning_tokens,
+    ) == tuple(case.usage.values())
     assert_sent(case, upstream)
 
 
 # --- the seeds' requests, as before ----------------------------------------------------------
 
 SEEDS = [
-    ("openai", {"model": "gpt-4o", "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": False},
-     {"model": "gpt-4o", "messages": QUESTION, "temperature": 0.7, "max_completion_tokens": 1024, "stream": True,
-      "stream_options": {"include_usage": True}}),
-    ("gemini", {"model": "gemini-2.5-flash", "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": True},
-     {"contents": [{"role": "user", "parts": [{"text": QUESTION[0]["content"]}]}],
-      "generationConfig": {"temperature": 0.7, "maxOutputTokens": 1024, "thinkingConfig": {"thinkingBudget": 1024}}}),
-    ("gemini", {"model": "gemini-2.5-flash", "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": False},
-     {"contents": [{"role": "user", "parts": [{"text": QUESTION[0]["content"]}]}],
-      "generationConfig": {"temperature": 0.7, "maxOutputTokens": 1024, "thinkingConfig": {"thinkingBudget": 0}}}),
-    ("llama4", {"model": MAVERICK, "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": True},
-     {"model": MAVERICK, "messages": QUESTION, "temperature": 0.7, "max_tokens": 1024, "stream": True,
-      "stream_options": {"include_usage": True}}),
+    (
+        "openai",
+        {"model": "gpt-4o", "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": False},
+        {
+            "model": "gpt-4o",
+            "messages": QUESTION,
+            "temperature": 0.7,
+            "max_completion_tokens": 1024,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ),
+    (
+        "gemini",
+        {"model": "gemini-2.5-flash", "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": True},
+        {
+            "contents": [{"role": "user", "parts": [{"text": QUESTION[0]["content"]}]}],
+            "generationConfig": {
+                "temperature": 0.7,
+                "maxOutputTokens": 1024,
+                "thinkingConfig": {"thinkingBudget": 1024},
+            },
+        },
+    ),
+    (
+        "gemini",
+        {"model": "gemini-2.5-flash", "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": False},
+        {
+            "contents": [{"role": "user", "parts": [{"text": QUESTION[0]["content"]}]}],
+            "generationConfig": {"temperature": 0.7, "maxOutputTokens": 1024, "thinkingConfig": {"thinkingBudget": 0}},
+        },
+    ),
+    (
+        "llama4",
+        {"model": MAVERICK, "temperature": 0.7, "max_tokens": 1024, "thinking_enabled": True},
+        {
+            "model": MAVERICK,
+            "messages": QUESTION,
+            "temperature": 0.7,
+            "max_tokens": 1024,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ),
 ]
 
 
-@pytest.mark.parametrize(("provider", "fields", "sent"), SEEDS,
-                         ids=["gpt-4o", "gemini-2.5-flash-thinking", "gemini-2.5-flash", "llama4-maverick"])
-def test_the_seeds_requests_reach_the_upstream_as_before(gateway: tuple[str, ProviderUpstream], provider: str,
-                                                         fields: dict[str, Any], sent: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("provider", "fields", "sent"),
+    SEEDS,
+    ids=["gpt-4o", "gemini-2.5-flash-thinking", "gemini-2.5-flash", "llama4-maverick"],
+)
+def test_the_seeds_requests_reach_the_upstream_as_before(
+    gateway: tuple[str, ProviderUpstream], provider: str, fields: dict[str, Any], sent: dict[str, Any]
+) -> None:
     url, upstream = gateway
     upstream.script(text_stream(provider, TEXT))
-    answer = Answer(httpx2.post(f"{url}/api/v1/chat/stream", timeout=10,
-                                json={"provider": provider, "messages": QUESTION, **fields}))
+    answer = Answer(
+        httpx2.post(
+            f"{url}/api/v1/chat/stream", timeout=10, json={"provider": provider, "messages": QUESTION, **fields}
+        )
+    )
     assert answer.text == "".join(TEXT) and [e.event for e in answer.events] == ["message"] * (len(TEXT) + 2)
-    assert answer.messages[-1] == {"content": "", "finish_reason": "stop", "model": fields["model"],
-                                   "provider": provider,
-                                   "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}
+    assert answer.messages[-1] == {
+        "content": "",
+        "finish_reason": "stop",
+        "model": fields["model"],
+        "provider": provider,
+        "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21},
+    }
     [request] = upstream.seen
     assert request.json == sent
     if provider == "gemini":

@@ -60,23 +60,29 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="module")
 def processes(shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """Three gateway processes sharing Redis: A and B serve, C is there to be killed."""
-    env = {"REDIS_URL": shared_redis.url, "ECHO_DELAY_MS": "40", "SSE_HEARTBEAT_S": str(HEARTBEAT_S),
-           "RESUME_TTL_S": str(TTL_S)}
+    env = {
+        "REDIS_URL": shared_redis.url,
+        "ECHO_DELAY_MS": "40",
+        "SSE_HEARTBEAT_S": str(HEARTBEAT_S),
+        "RESUME_TTL_S": str(TTL_S),
+    }
     with gateways(tmp_path_factory.mktemp("gateways"), 3, **env) as started:
         yield [url for _, url in started] + [started[2][0]]  # type: ignore[list-item]
 
 
 def test_resume_on_the_same_process_reads_redis(shared_redis: RedisServer) -> None:
-    app = create_app(settings(redis_url=shared_redis.url, sse_heartbeat_s=HEARTBEAT_S),
-                     adapters={"echo": EchoAdapter(5)})
+    app = create_app(
+        settings(redis_url=shared_redis.url, sse_heartbeat_s=HEARTBEAT_S), adapters={"echo": EchoAdapter(5)}
+    )
     with serve(app) as url:
         response = httpx.post(url + "/api/v1/chat/stream", json=body(WORDS), timeout=20)
         stream_id = response.headers["x-stream-id"]
         assert text_of(response.content) == WORDS
         for after in (0, 1, 5, 10, 11):
             resumed = resume_from(url, stream_id, after)
-            start_at = 0 if after == 0 else response.content.index(b"\n\n", response.content.index(
-                b"id: %d\n" % after)) + 2
+            start_at = (
+                0 if after == 0 else response.content.index(b"\n\n", response.content.index(b"id: %d\n" % after)) + 2
+            )
             assert resumed.content == response.content[start_at:], after
     client = redis.Redis.from_url(shared_redis.url)
     key = b"streamgate:stream:" + stream_id.encode()
@@ -103,8 +109,9 @@ def test_two_readers_on_two_processes_follow_one_stream(processes: list[Any]) ->
     a, b = processes[0], processes[1]
     stream_id, _ = start(a, 1, body(WORDS))
     results: dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda u=u: results.__setitem__(u, resume_from(u, stream_id).content))
-               for u in (a, b)]
+    readers = [
+        threading.Thread(target=lambda u=u: results.__setitem__(u, resume_from(u, stream_id).content)) for u in (a, b)
+    ]
     for reader in readers:
         reader.start()
     for reader in readers:
@@ -159,7 +166,9 @@ def test_readers_get_an_error_end_when_the_producing_process_dies(processes: lis
     assert ended_after < 2 * HEARTBEAT_S
     end = events(received)[-3:]
     assert json.loads(end[0].data)["finish_reason"] == "error"
-    assert json.loads(end[1].data) == {"error": {"type": "upstream_error", "message": "the stream's generator was lost"}}
+    assert json.loads(end[1].data) == {
+        "error": {"type": "upstream_error", "message": "the stream's generator was lost"}
+    }
     assert end[2].data == "[DONE]"
     ids = [int(e.id) for e in events(received)[:-1]]
     assert ids == list(range(1, len(ids) + 1))
@@ -167,8 +176,7 @@ def test_readers_get_an_error_end_when_the_producing_process_dies(processes: lis
 
 def test_redis_restarting_mid_stream_fails_the_stream_and_the_server_stays_up(tmp_path: Path) -> None:
     with running_redis(tmp_path) as store:
-        app = create_app(settings(redis_url=store.url, sse_heartbeat_s=HEARTBEAT_S),
-                         adapters={"echo": EchoAdapter(30)})
+        app = create_app(settings(redis_url=store.url, sse_heartbeat_s=HEARTBEAT_S), adapters={"echo": EchoAdapter(30)})
         with serve(app) as url:
             text = " ".join(f"z{i}" for i in range(100))
             with httpx.stream("POST", url + "/api/v1/chat/stream", json=body(text), timeout=20) as response:
@@ -180,13 +188,15 @@ def test_redis_restarting_mid_stream_fails_the_stream_and_the_server_stays_up(tm
             assert json.loads(end[0].data)["finish_reason"] == "error"
             assert json.loads(end[1].data)["error"] == {
                 "type": "upstream_error",
-                "message": "the stream store (REDIS_URL) failed; the stream cannot go on resumable"}
+                "message": "the stream store (REDIS_URL) failed; the stream cannot go on resumable",
+            }
             assert end[2].data == "[DONE]"
             assert httpx.get(url + "/api/v1/chat/stream/health", timeout=10).status_code == 200
             refused = httpx.post(url + "/api/v1/chat/stream", json=body("a b"), timeout=20)
             assert refused.status_code == 502
             assert refused.json()["error"]["message"] == (
-                "the stream store (REDIS_URL) is unreachable; a resumable stream cannot start")
+                "the stream store (REDIS_URL) is unreachable; a resumable stream cannot start"
+            )
             plain = httpx.post(url + "/api/v1/chat/stream", json={**body("a b"), "resumable": False}, timeout=20)
             assert text_of(plain.content) == "a b"
             store.start()
@@ -195,13 +205,13 @@ def test_redis_restarting_mid_stream_fails_the_stream_and_the_server_stays_up(tm
             assert resume_from(url, again.headers["x-stream-id"]).content == again.content
 
 
-@pytest.mark.parametrize("command", [[str(ROOT / "server.py")], ["-m", "uvicorn", "streamgate.server:app"]],
-                         ids=["server.py", "uvicorn"])
+@pytest.mark.parametrize(
+    "command", [[str(ROOT / "server.py")], ["-m", "uvicorn", "streamgate.server:app"]], ids=["server.py", "uvicorn"]
+)
 def test_an_unreachable_redis_url_stops_the_start(tmp_path: Path, command: list[str]) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in KEYS}
     environment["REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    result = subprocess.run([sys.executable, *command], cwd=tmp_path, env=environment,
-                            capture_output=True, timeout=90)
+    result = subprocess.run([sys.executable, *command], cwd=tmp_path, env=environment, capture_output=True, timeout=90)
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("REDIS_URL=redis://:***@127.0.0.1:")
@@ -211,8 +221,9 @@ def test_an_unreachable_redis_url_stops_the_start(tmp_path: Path, command: list[
 def test_a_password_in_the_query_string_is_not_printed_either(tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in KEYS}
     environment["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0?password=hunter2&socket_timeout=1"
-    result = subprocess.run([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
-                            capture_output=True, timeout=90)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment, capture_output=True, timeout=90
+    )
     assert result.returncode == 2
     assert "hunter2" not in result.stderr.decode() and "password=***" in result.stderr.decode()
 
@@ -221,22 +232,27 @@ def test_many_readers_of_ones_own_stream_cannot_break_another_users_stream(share
     """The review's abuse: 110 `GET`s of one's own stream id (each one a blocking reader)
     held a connection each of a pool of 100, and another user's live stream failed. Now
     the readers of a process share one blocking read, and the pool is bounded."""
-    app = create_app(settings(redis_url=shared_redis.url, sse_heartbeat_s=HEARTBEAT_S),
-                     adapters={"echo": EchoAdapter(20)})
+    app = create_app(
+        settings(redis_url=shared_redis.url, sse_heartbeat_s=HEARTBEAT_S), adapters={"echo": EchoAdapter(20)}
+    )
     theirs = " ".join(f"t{i}" for i in range(60))
     mine = " ".join(f"m{i}" for i in range(40))
     client = redis.Redis.from_url(shared_redis.url)
     before = client.info("clients")["connected_clients"]
     with serve(app) as url:
         other_user: list[bytes] = []
-        victim = threading.Thread(target=lambda: other_user.append(
-            httpx.post(url + "/api/v1/chat/stream", json=body(theirs), timeout=30).content))
+        victim = threading.Thread(
+            target=lambda: other_user.append(
+                httpx.post(url + "/api/v1/chat/stream", json=body(theirs), timeout=30).content
+            )
+        )
         victim.start()
         stream_id, _ = start(url, 1, body(mine))
 
         async def readers() -> list[bytes]:
             limits = httpx.Limits(max_connections=200)
             async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+
                 async def one() -> bytes:
                     return (await http.get(f"{url}/api/v1/chat/stream/{stream_id}")).content
 

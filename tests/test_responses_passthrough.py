@@ -39,9 +39,11 @@ def test_stream_passes_through_byte_for_byte(gateway: tuple[str, wire.ResponsesU
     upstream.replies.clear()
     upstream.loopback.requests.clear()
     upstream.stream(body)
-    request = (b'{"model":"gpt-5.5","input":"Hi","stream":true,"store":false,"prompt_cache_key":"k",'
-               b'"include":["reasoning.encrypted_content"],"reasoning":{"effort":"low","summary":"auto"},'
-               b'"tools":[{"type":"web_search"}],"tool_choice":{"type":"web_search"},"some_future_field":{"x":[1,2]}}')
+    request = (
+        b'{"model":"gpt-5.5","input":"Hi","stream":true,"store":false,"prompt_cache_key":"k",'
+        b'"include":["reasoning.encrypted_content"],"reasoning":{"effort":"low","summary":"auto"},'
+        b'"tools":[{"type":"web_search"}],"tool_choice":{"type":"web_search"},"some_future_field":{"x":[1,2]}}'
+    )
     headers = {"content-type": "application/json", "session-id": "s-1", "authorization": "Bearer c"}
     response = httpx.post(url + "/v1/responses", content=request, timeout=20, headers=headers)
     assert response.status_code == 200
@@ -78,16 +80,21 @@ def test_not_streamed_get_and_delete_pass_through(gateway: tuple[str, wire.Respo
     deleted = httpx.delete(f"{url}/v1/responses/{wire.RESPONSE_ID}", timeout=10)
     assert deleted.json()["deleted"] is True
     assert [(r.method, r.path) for r in upstream.received] == [
-        ("POST", "/v1/responses"), ("GET", f"/v1/responses/{wire.RESPONSE_ID}"),
-        ("DELETE", f"/v1/responses/{wire.RESPONSE_ID}")]
+        ("POST", "/v1/responses"),
+        ("GET", f"/v1/responses/{wire.RESPONSE_ID}"),
+        ("DELETE", f"/v1/responses/{wire.RESPONSE_ID}"),
+    ]
 
 
 def test_upstream_error_passes_as_sent(gateway: tuple[str, wire.ResponsesUpstream]) -> None:
     url, upstream = gateway
-    error = (b'{"error":{"message":"Previous response with id \'resp_x\' not found.","type":"invalid_request_error",'
-             b'"param":"previous_response_id","code":"previous_response_not_found"}}')
+    error = (
+        b'{"error":{"message":"Previous response with id \'resp_x\' not found.","type":"invalid_request_error",'
+        b'"param":"previous_response_id","code":"previous_response_not_found"}}'
+    )
     upstream.replies.clear()
     upstream.json(error, status=400)
-    response = httpx.post(url + "/v1/responses", json={"model": "gpt-5.5", "input": "Hi",
-                                                       "previous_response_id": "resp_x"}, timeout=10)
+    response = httpx.post(
+        url + "/v1/responses", json={"model": "gpt-5.5", "input": "Hi", "previous_response_id": "resp_x"}, timeout=10
+    )
     assert response.status_code == 400 and response.content == error

@@ -88,15 +88,18 @@ def test_the_generation_goes_on_after_its_client_leaves(url: str) -> None:
     assert text_of(received) + text_of(resumed.content) == WORDS
     ids = [int(e.id) for e in events(resumed.content)[:-1]]
     assert ids == list(range(last_seen + 1, last_seen + 1 + len(ids)))  # each frame exactly once
-    assert resumed.content.endswith(b'"finish_reason":"stop","model":"echo","provider":"echo","usage":'
-                                    b'{"prompt_tokens":12,"completion_tokens":12,"total_tokens":24}}\n\ndata: [DONE]\n\n')
+    assert resumed.content.endswith(
+        b'"finish_reason":"stop","model":"echo","provider":"echo","usage":'
+        b'{"prompt_tokens":12,"completion_tokens":12,"total_tokens":24}}\n\ndata: [DONE]\n\n'
+    )
 
 
 def test_several_readers_follow_one_live_stream(url: str) -> None:
     stream_id, _ = start(url, 1, body())
     results: list[bytes] = []
-    readers = [threading.Thread(target=lambda: results.append(resume_from(url, stream_id, 0).content))
-               for _ in range(3)]
+    readers = [
+        threading.Thread(target=lambda: results.append(resume_from(url, stream_id, 0).content)) for _ in range(3)
+    ]
     for reader in readers:
         reader.start()
     for reader in readers:
@@ -132,7 +135,8 @@ def test_delete_stops_the_generation_and_ends_every_reader_with_cancelled(url: s
         end = events(raw)[-3:]
         assert json.loads(end[0].data)["finish_reason"] == "error"
         assert end[1].event == "error" and json.loads(end[1].data) == {
-            "error": {"type": "cancelled", "message": "the stream was stopped by DELETE"}}
+            "error": {"type": "cancelled", "message": "the stream was stopped by DELETE"}
+        }
         assert end[2].data == "[DONE]"
         assert len(text_of(raw)) < len(payload["messages"][0]["content"])  # stopped, not run to the end
     assert reader[0] == received
@@ -155,8 +159,10 @@ def test_a_bad_last_event_id_is_422(url: str) -> None:
     stream_id, _ = start(url, 1, body())
     response = resume_from(url, stream_id, None, headers={"last-event-id": "-1"})
     assert response.status_code == 422
-    assert response.json()["error"] == {"type": "invalid_request",
-                                        "message": "Last-Event-ID: must be a frame id, a non-negative integer"}
+    assert response.json()["error"] == {
+        "type": "invalid_request",
+        "message": "Last-Event-ID: must be a frame id, a non-negative integer",
+    }
 
 
 def test_the_stream_expires_resume_ttl_after_its_end() -> None:
@@ -176,7 +182,8 @@ def test_a_stream_past_the_memory_bound_ends_with_an_error(app: Any, url: str, m
     end = events(response.content)[-3:]
     assert json.loads(end[0].data)["finish_reason"] == "error"
     assert json.loads(end[1].data)["error"]["message"] == (
-        "the answer passed 1000 bytes of frames, the most a resumable stream keeps")
+        "the answer passed 1000 bytes of frames, the most a resumable stream keeps"
+    )
     kept = app.state.streams.store.logs[response.headers["x-stream-id"]].batches
     assert sum(len(batch.data) for batch in kept) < 1000 + 2 * 200  # the bound, one batch and the end
     assert resume_from(url, response.headers["x-stream-id"]).content == response.content
@@ -192,8 +199,12 @@ def test_a_plain_stream_is_not_resumable(url: str) -> None:
 def test_v1_resumable_frames_carry_ids_and_the_sdk_reads_them_and_the_resume(url: str) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
     raw = client.chat.completions.with_raw_response.create(
-        model="echo/echo", messages=[{"role": "user", "content": "one two three"}], stream=True,
-        stream_options={"include_usage": True}, extra_body={"resumable": True})
+        model="echo/echo",
+        messages=[{"role": "user", "content": "one two three"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"resumable": True},
+    )
     stream_id = raw.headers["x-stream-id"]
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three"
@@ -248,8 +259,9 @@ def test_at_shutdown_a_detached_producer_gets_the_grace_then_ends_with_shutting_
 
 def test_sigterm_ends_an_attached_resumable_stream_in_words_after_the_grace(tmp_path: Any) -> None:
     with gateways(tmp_path, 1, SHUTDOWN_GRACE_S="1", ECHO_DELAY_MS="200") as [(process, base_url)]:
-        with httpx.stream("POST", base_url + "/api/v1/chat/stream", json=body(" ".join(["word"] * 50)),
-                          timeout=20) as response:
+        with httpx.stream(
+            "POST", base_url + "/api/v1/chat/stream", json=body(" ".join(["word"] * 50)), timeout=20
+        ) as response:
             chunks = response.iter_bytes()
             received = next(chunks)
             process.send_signal(signal.SIGTERM)
@@ -275,7 +287,8 @@ def test_each_dialect_s_frames_are_restored_from_their_meta_for_an_error_end() -
 
 
 def test_a_browser_eventsource_on_the_resume_url_reads_each_frame_once_and_reconnects_with_last_event_id(
-        url: str) -> None:
+    url: str,
+) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).is_file():
@@ -285,17 +298,24 @@ def test_a_browser_eventsource_on_the_resume_url_reads_each_frame_once_and_recon
         browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
         resumes: list[str | None] = []
-        page.on("request", lambda request: resumes.append(request.all_headers().get("last-event-id"))
-                if stream_id in request.url else None)
+        page.on(
+            "request",
+            lambda request: (
+                resumes.append(request.all_headers().get("last-event-id")) if stream_id in request.url else None
+            ),
+        )
         page.goto(url + "/api/v1/chat/stream/health")
-        seen = page.evaluate("""(path) => new Promise((resolve) => {
+        seen = page.evaluate(
+            """(path) => new Promise((resolve) => {
             const seen = [];
             const source = new EventSource(path);
             source.onmessage = (event) => {
                 seen.push([event.lastEventId, event.data]);
                 if (seen.filter(([, data]) => data === "[DONE]").length === 2) { source.close(); resolve(seen); }
             };
-        })""", f"/api/v1/chat/stream/{stream_id}")
+        })""",
+            f"/api/v1/chat/stream/{stream_id}",
+        )
         browser.close()
     texts = [json.loads(data)["content"] for _, data in seen if data != "[DONE]"]
     assert "".join(texts) == WORDS  # every frame once: the reconnect asked for what came after the last id

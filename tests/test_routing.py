@@ -81,8 +81,12 @@ class Upstream:
 
     @property
     def keys(self) -> list[str]:
-        return [line.split(b" ")[-1].decode() for head in self.heads for line in head.split(b"\r\n")
-                if line.lower().startswith(b"authorization:")]
+        return [
+            line.split(b" ")[-1].decode()
+            for head in self.heads
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"authorization:")
+        ]
 
     @contextmanager
     def running(self) -> Iterator[Upstream]:
@@ -94,6 +98,7 @@ class Upstream:
         try:
             yield self
         finally:
+
             async def stop() -> None:
                 server.close()
                 for task in asyncio.all_tasks():
@@ -109,8 +114,11 @@ class Upstream:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
                 await reader.readexactly(length)
                 self.heads.append(head)
                 command = self.commands.pop(0) if self.commands else {}
@@ -122,16 +130,20 @@ class Upstream:
             self.closed_at.append(time.monotonic())
             writer.transport.abort()
 
-    async def _answer(self, command: dict[str, Any], reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> bool:
+    async def _answer(
+        self, command: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer one request; False when the connection is done."""
         status = command.get("status", 200)
         if status != 200:
-            body = json.dumps({"error": {"message": f"scripted {status}", "type": "x", "param": None,
-                                         "code": None}}).encode()
+            body = json.dumps(
+                {"error": {"message": f"scripted {status}", "type": "x", "param": None, "code": None}}
+            ).encode()
             extra = "".join(f"{name}: {value}\r\n" for name, value in command.get("headers", {}).items())
-            writer.write(b"HTTP/1.1 %d Scripted\r\ncontent-type: application/json\r\n%bcontent-length: %d\r\n\r\n%b"
-                         % (status, extra.encode(), len(body), body))
+            writer.write(
+                b"HTTP/1.1 %d Scripted\r\ncontent-type: application/json\r\n%bcontent-length: %d\r\n\r\n%b"
+                % (status, extra.encode(), len(body), body)
+            )
             await writer.drain()
             return True
         writer.write(SSE_HEAD)
@@ -171,9 +183,17 @@ def route_config(text: str = CONFIG, path: str = "streamgate.toml") -> ConfigFil
 
 @contextmanager
 def gateway(a: Upstream, b: Upstream, **overrides: Any) -> Iterator[tuple[str, Any]]:
-    config = settings(**{"openai_api_key": "sk-a", "openai_base_url": a.url, "together_api_key": "tg-b",
-                         "together_base_url": b.url, "upstream_max_retries": 0, "upstream_timeout_s": 5.0,
-                         **overrides})
+    config = settings(
+        **{
+            "openai_api_key": "sk-a",
+            "openai_base_url": a.url,
+            "together_api_key": "tg-b",
+            "together_base_url": b.url,
+            "upstream_max_retries": 0,
+            "upstream_timeout_s": 5.0,
+            **overrides,
+        }
+    )
     app = create_app(config, config=route_config())
     with serve(app) as url:
         yield url, app
@@ -209,13 +229,25 @@ def served_by(answer: Answer) -> tuple[str, str, str]:
 # --- fallback -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [
-    {"status": 429, "headers": {"retry-after": "0"}}, {"status": 500}, {"status": 529}, {"status": 503},
-    {"status": 401}, {"status": 403}, {"status": 404}, {"status": 408}, {"status": 409},
-    {"cut": ""},  # the connection drops after the 200, before any token
-], ids=lambda c: str(c.get("status", "cut")))
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"status": 429, "headers": {"retry-after": "0"}},
+        {"status": 500},
+        {"status": 529},
+        {"status": 503},
+        {"status": 401},
+        {"status": 403},
+        {"status": 404},
+        {"status": 408},
+        {"status": 409},
+        {"cut": ""},  # the connection drops after the 200, before any token
+    ],
+    ids=lambda c: str(c.get("status", "cut")),
+)
 def test_a_failure_another_provider_may_not_share_falls_back(
-        url: str, upstreams: tuple[Upstream, Upstream], command: dict[str, Any]) -> None:
+    url: str, upstreams: tuple[Upstream, Upstream], command: dict[str, Any]
+) -> None:
     a, b = upstreams
     a.script(command)
     answer = native(url)
@@ -257,8 +289,9 @@ def test_retries_of_one_target_come_first_and_do_not_count_as_attempts(upstreams
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
-def test_the_requests_own_fault_is_answered_at_once(url: str, upstreams: tuple[Upstream, Upstream],
-                                                    status: int) -> None:
+def test_the_requests_own_fault_is_answered_at_once(
+    url: str, upstreams: tuple[Upstream, Upstream], status: int
+) -> None:
     a, b = upstreams
     a.script({"status": status})
     answer = native(url)
@@ -298,7 +331,8 @@ def test_every_target_failing_answers_the_last_failure(url: str, upstreams: tupl
 
 
 def test_a_hedge_is_won_by_the_second_target_and_the_first_is_closed_at_once(
-        url: str, upstreams: tuple[Upstream, Upstream]) -> None:
+    url: str, upstreams: tuple[Upstream, Upstream]
+) -> None:
     a, b = upstreams
     a.script({"delay": 5.0})
     started = time.monotonic()
@@ -321,7 +355,8 @@ def test_a_hedge_asks_no_second_target_when_the_first_is_quick(url: str, upstrea
 
 
 def test_a_hedge_asks_the_next_target_at_once_when_the_first_fails(
-        url: str, upstreams: tuple[Upstream, Upstream]) -> None:
+    url: str, upstreams: tuple[Upstream, Upstream]
+) -> None:
     a, b = upstreams
     a.script({"status": 529})
     started = time.monotonic()
@@ -377,7 +412,8 @@ def test_routes_on_the_native_endpoints(url: str, upstreams: tuple[Upstream, Ups
 
 
 def test_health_lists_routes_and_metrics_and_log_name_them(
-        url: str, upstreams: tuple[Upstream, Upstream], caplog: pytest.LogCaptureFixture) -> None:
+    url: str, upstreams: tuple[Upstream, Upstream], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="streamgate.access")
     a, _ = upstreams
     routes = httpx.get(f"{url}/api/v1/chat/stream/health").json()["routes"]
@@ -389,10 +425,12 @@ def test_health_lists_routes_and_metrics_and_log_name_them(
     native(url, "quick")
     after = httpx.get(f"{url}/metrics").text
     target_b = f'route="fast",target="llama4/{SCOUT}"'
-    for name, labels in [("streamgate_route_attempts_total", 'route="fast",target="openai/gpt-4o"'),
-                         ("streamgate_route_fallbacks_total", target_b),
-                         ("streamgate_route_hedges_started_total", target_b.replace("fast", "quick")),
-                         ("streamgate_route_hedges_won_total", target_b.replace("fast", "quick"))]:
+    for name, labels in [
+        ("streamgate_route_attempts_total", 'route="fast",target="openai/gpt-4o"'),
+        ("streamgate_route_fallbacks_total", target_b),
+        ("streamgate_route_hedges_started_total", target_b.replace("fast", "quick")),
+        ("streamgate_route_hedges_won_total", target_b.replace("fast", "quick")),
+    ]:
         assert metric(after, name, labels) == metric(before, name, labels) + 1, name
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline and not any("route=quick" in r.getMessage() for r in caplog.records):
@@ -405,7 +443,7 @@ def test_health_lists_routes_and_metrics_and_log_name_them(
 def metric(text: str, name: str, labels: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + "{"):
-            inside = line[len(name) + 1:line.index("}")]
+            inside = line[len(name) + 1 : line.index("}")]
             if sorted(inside.split(",")) == sorted(labels.split(",")):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -415,7 +453,8 @@ def metric(text: str, name: str, labels: str) -> float:
 
 
 def test_the_breaker_skips_a_failing_target_then_tries_it_once(
-        url: str, upstreams: tuple[Upstream, Upstream], monkeypatch: pytest.MonkeyPatch) -> None:
+    url: str, upstreams: tuple[Upstream, Upstream], monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, _ = upstreams
     monkeypatch.setattr(routing, "BREAKER_OPEN_S", 0.3)
     a.script(*[{"status": 500}] * routing.BREAKER_FAILURES)
@@ -481,21 +520,32 @@ def test_a_route_on_a_provider_with_several_keys(upstreams: tuple[Upstream, Upst
 # --- the config file ------------------------------------------------------------------------
 
 BAD_CONFIGS = {
-    "not TOML": ("[routes.fast]\ntargets = [\"openai/gpt-4o\"\n", 2, "not valid TOML"),
-    "twice": ("[routes.fast]\ntargets = [\"openai/x\"]\n\n[routes.fast]\ntargets = [\"gemini/y\"]\n", 4,
-              "route 'fast' is defined twice"),
-    "unknown provider": ("[routes.a]\ntargets = [\"openai/x\"]\n[routes.b]\ntargets = [\n  \"openai/x\",\n"
-                         "  \"nobody/y\",\n]\n", 6, "unknown provider 'nobody'"),
-    "no slash": ("[routes.a]\ntargets = [\"gpt-4o\"]\n", 2, "must be \"<provider>/<model>\""),
-    "no targets": ("[routes.a]\nstrategy = \"hedge\"\n", 1, "has no targets"),
+    "not TOML": ('[routes.fast]\ntargets = ["openai/gpt-4o"\n', 2, "not valid TOML"),
+    "twice": (
+        '[routes.fast]\ntargets = ["openai/x"]\n\n[routes.fast]\ntargets = ["gemini/y"]\n',
+        4,
+        "route 'fast' is defined twice",
+    ),
+    "unknown provider": (
+        '[routes.a]\ntargets = ["openai/x"]\n[routes.b]\ntargets = [\n  "openai/x",\n  "nobody/y",\n]\n',
+        6,
+        "unknown provider 'nobody'",
+    ),
+    "no slash": ('[routes.a]\ntargets = ["gpt-4o"]\n', 2, 'must be "<provider>/<model>"'),
+    "no targets": ('[routes.a]\nstrategy = "hedge"\n', 1, "has no targets"),
     "empty targets": ("[routes.a]\ntargets = []\n", 2, "non-empty list"),
-    "strategy": ("[routes.a]\ntargets = [\"openai/x\"]\nstrategy = \"fastest\"\n", 3, "is not one of"),
-    "hedge_after_ms": ("[routes.a]\ntargets = [\"openai/x\"]\nstrategy = \"hedge\"\nhedge_after_ms = -1\n", 4,
-                       "hedge_after_ms must be"),
-    "hedge_after_ms on fallback": ("[routes.a]\ntargets = [\"openai/x\"]\nhedge_after_ms = 10\n", 3,
-                                   "only for strategy"),
-    "unknown key": ("[routes.a]\ntargets = [\"openai/x\"]\n\n[routes.b]\ntargets = [\"openai/x\"]\nretries = 3\n",
-                    6, "unknown key 'retries'"),
+    "strategy": ('[routes.a]\ntargets = ["openai/x"]\nstrategy = "fastest"\n', 3, "is not one of"),
+    "hedge_after_ms": (
+        '[routes.a]\ntargets = ["openai/x"]\nstrategy = "hedge"\nhedge_after_ms = -1\n',
+        4,
+        "hedge_after_ms must be",
+    ),
+    "hedge_after_ms on fallback": ('[routes.a]\ntargets = ["openai/x"]\nhedge_after_ms = 10\n', 3, "only for strategy"),
+    "unknown key": (
+        '[routes.a]\ntargets = ["openai/x"]\n\n[routes.b]\ntargets = ["openai/x"]\nretries = 3\n',
+        6,
+        "unknown key 'retries'",
+    ),
     "not a table": ("routes = 3\n", 1, "must be a table"),
 }
 
@@ -517,8 +567,13 @@ def test_the_server_refuses_to_start_on_a_bad_config(tmp_path: Path, case: str) 
     path = tmp_path / "bad.toml"
     path.write_text(text)
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    done = subprocess.run([sys.executable, "-m", "streamgate", "--config", str(path), "--port", "0"],
-                          cwd=tmp_path, env=environment, capture_output=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "streamgate", "--config", str(path), "--port", "0"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and f"{path}:{line}: " in lines[0] and problem in lines[0]
@@ -541,8 +596,10 @@ def test_sse_frames_are_well_formed_through_a_route(url: str) -> None:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_resting_keys_are_shared_through_redis(upstreams: tuple[Upstream, Upstream], tmp_path: Path) -> None:
     a, b = upstreams
-    with running_redis(tmp_path) as server, gateway(a, b, openai_api_key="key-one,key-two",
-                                                      redis_url=server.url) as (first, _):
+    with (
+        running_redis(tmp_path) as server,
+        gateway(a, b, openai_api_key="key-one,key-two", redis_url=server.url) as (first, _),
+    ):
         a.script({"status": 429, "headers": {"retry-after": "30"}})
         assert native(first, provider="openai").text == "from A"  # key-one rests; key-two answered
         assert a.keys == ["key-one", "key-two"]
@@ -567,8 +624,14 @@ def test_resting_keys_are_shared_through_redis(upstreams: tuple[Upstream, Upstre
 
 def test_gemini_spreads_its_keys_and_rests_a_refused_one() -> None:
     seen: list[str] = []
-    quota = {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": [
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "20s"}]}}
+    quota = {
+        "error": {
+            "code": 429,
+            "message": "quota",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "20s"}],
+        }
+    }
 
     def handle(request: httpx2.Request) -> httpx2.Response:
         seen.append(request.headers["x-goog-api-key"])

@@ -99,8 +99,10 @@ def test_the_page_works_same_origin_with_no_configuration() -> None:
 
 def test_cors_origins_allow_a_page_elsewhere_and_its_preflight_needs_no_token() -> None:
     app = echo_app(cors_origins=("https://App.example/",), gateway_api_key=KEY)
-    preflight = {"access-control-request-method": "POST",
-                 "access-control-request-headers": "authorization, content-type, x-stainless-os"}
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type, x-stainless-os",
+    }
     with serve(app) as url:
         allowed = httpx.options(url + "/api/v1/chat/stream", headers={"origin": "https://app.example", **preflight})
         assert allowed.status_code == 200
@@ -179,8 +181,9 @@ def test_a_host_outside_allowed_hosts_is_refused_on_every_route() -> None:
         for path in ("/", "/static/app.js", "/metrics", "/api/v1/chat/stream/health"):
             assert_native_error(httpx.get(url + path, headers=rebound), 400, "invalid_host")
         # The origin of a rebound page is its own Host: the Host check is what stops it.
-        assert_native_error(post(url, headers={**rebound, "origin": f"http://evil.example:{port}"}), 400,
-                            "invalid_host")
+        assert_native_error(
+            post(url, headers={**rebound, "origin": f"http://evil.example:{port}"}), 400, "invalid_host"
+        )
         for host in (f"localhost:{port}", f"LOCALHOST:{port}", "127.0.0.1", f"[::1]:{port}"):
             assert post(url, headers={"host": host}).status_code == 200, host
 
@@ -213,8 +216,13 @@ def test_every_401_says_www_authenticate_bearer() -> None:
     config = settings(gateway_api_key=KEY)
     adapters = {"echo": EchoAdapter(0), "openai": OpenAIStreamAdapter(config, http_client=MockUpstream().client())}
     with serve(create_app(config, adapters=adapters)) as url:
-        refusals = [post(url), post(url, path="/api/v1/chat"), httpx.get(url + "/api/v1/chat/stream/health"),
-                    post(url, V1_HELLO, "/v1/chat/completions"), httpx.get(url + "/v1/models")]
+        refusals = [
+            post(url),
+            post(url, path="/api/v1/chat"),
+            httpx.get(url + "/api/v1/chat/stream/health"),
+            post(url, V1_HELLO, "/v1/chat/completions"),
+            httpx.get(url + "/v1/models"),
+        ]
         for response in refusals:
             assert response.status_code == 401
             assert response.headers["www-authenticate"] == "Bearer"
@@ -231,8 +239,11 @@ def test_auth_holds_under_a_root_path_in_the_scope() -> None:
         transport = httpx.ASGITransport(app=echo_app(gateway_api_key=KEY), root_path="/gw")
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             for prefix in ("/gw", ""):
-                for path, body in (("/api/v1/chat/stream", HELLO), ("/api/v1/chat", HELLO),
-                                   ("/v1/chat/completions", V1_HELLO)):
+                for path, body in (
+                    ("/api/v1/chat/stream", HELLO),
+                    ("/api/v1/chat", HELLO),
+                    ("/v1/chat/completions", V1_HELLO),
+                ):
                     refused = await client.post(prefix + path, json=body)
                     assert refused.status_code == 401, (prefix, path)
                     answered = await client.post(prefix + path, json=body, headers={"authorization": f"Bearer {KEY}"})
@@ -250,9 +261,24 @@ def uvicorn_process(tmp_path: Path, *args: str, **env: str) -> Iterator[str]:
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     environment.update({"ECHO_DELAY_MS": "0", **env})
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "streamgate.server:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", *args],
-        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "streamgate.server:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *args,
+        ],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(process, url + "/")
@@ -281,8 +307,14 @@ def test_auth_holds_under_uvicorn_root_path(tmp_path: Path) -> None:
 def nested(depth: int) -> bytes:
     """A chat request `depth` (3 or more) levels deep (the top-level object is level 1)."""
     inner = depth - 1
-    return (b'{"provider":"echo","messages":[{"role":"user","content":"hi"}],"extra":'
-            + b'{"a":[' * (inner // 2) + b'{}' * (inner % 2) + b'1' * (1 - inner % 2) + b']}' * (inner // 2) + b'}')
+    return (
+        b'{"provider":"echo","messages":[{"role":"user","content":"hi"}],"extra":'
+        + b'{"a":[' * (inner // 2)
+        + b"{}" * (inner % 2)
+        + b"1" * (1 - inner % 2)
+        + b"]}" * (inner // 2)
+        + b"}"
+    )
 
 
 def test_nesting_depth_counts_objects_and_arrays_outside_strings() -> None:
@@ -307,16 +339,21 @@ def test_a_request_up_to_64_levels_deep_is_accepted_and_deeper_is_invalid_json()
         assert post(url, nested(64)).status_code == 200
         assert_native_error(post(url, nested(65)), 400, "invalid_json")
         assert_native_error(post(url, nested(100_000)), 400, "invalid_json")
-        v1_deep = (b'{"model":"echo/echo","messages":[{"role":"user","content":"hi"}],"x":'
-                   + b"[" * 5000 + b"]" * 5000 + b"}")
+        v1_deep = (
+            b'{"model":"echo/echo","messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        )
         assert_openai_error(post(url, v1_deep, "/v1/chat/completions"), 400, "invalid_json")
 
 
 def test_an_allowed_upstream_call_still_goes_through() -> None:
     """The guards in front of a real upstream call: an allowed origin reaches it once."""
     upstream = MockUpstream(Reply(200, [completion(["Hi"])]))
-    config = settings(openai_api_key="sk-test", openai_base_url="http://upstream.test/v1",
-                      cors_origins=("https://app.example",), allowed_hosts=LOOPBACK_HOSTS)
+    config = settings(
+        openai_api_key="sk-test",
+        openai_base_url="http://upstream.test/v1",
+        cors_origins=("https://app.example",),
+        allowed_hosts=LOOPBACK_HOSTS,
+    )
     app = create_app(config, adapters={"openai": OpenAIStreamAdapter(config, http_client=upstream.client())})
     body = {"provider": "openai", "messages": [{"role": "user", "content": "hi"}]}
     with serve(app) as url:
@@ -329,7 +366,8 @@ def test_an_allowed_upstream_call_still_goes_through() -> None:
 
 
 def test_a_non_loopback_host_accepts_ip_literals_localhost_and_this_machine_only(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The review's rebinding: with `HOST=0.0.0.0` and no `ALLOWED_HOSTS` a page at a name
     rebound to the gateway spent the key. Now only names that cannot be rebound pass."""
     monkeypatch.chdir(tmp_path)  # no .env
@@ -337,12 +375,18 @@ def test_a_non_loopback_host_accepts_ip_literals_localhost_and_this_machine_only
     monkeypatch.delenv("ALLOWED_HOSTS", raising=False)
     config = Settings.from_env()
     assert config.allowed_hosts == ("localhost", socket.gethostname(), ANY_IP)
-    app = create_app(replace(config, echo_delay_ms=0.0, model_catalog_refresh_s=0.0),
-                     adapters={"echo": EchoAdapter(0)})
+    app = create_app(replace(config, echo_delay_ms=0.0, model_catalog_refresh_s=0.0), adapters={"echo": EchoAdapter(0)})
     with serve(app) as url:
         port = url.rsplit(":", 1)[1]
-        for host in (f"127.0.0.1:{port}", "10.1.2.3:8000", "[::1]", f"[fe80::1]:{port}", f"localhost:{port}",
-                     f"{socket.gethostname()}:{port}", "192.168.0.7"):
+        for host in (
+            f"127.0.0.1:{port}",
+            "10.1.2.3:8000",
+            "[::1]",
+            f"[fe80::1]:{port}",
+            f"localhost:{port}",
+            f"{socket.gethostname()}:{port}",
+            "192.168.0.7",
+        ):
             assert post(url, headers={"host": host}).status_code == 200, host
         for host in (f"evil.example:{port}", "rebind.attacker.test", "127.0.0.1.nip.io", "1.2.3.4.evil", "0x7f.1"):
             refused = post(url, headers={"host": host})
@@ -361,8 +405,13 @@ def test_the_start_says_which_hosts_are_accepted(tmp_path: Path) -> None:
     port = closed_port()
     environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "ALLOWED_HOSTS"}
     environment.update({"HOST": "0.0.0.0", "PORT": str(port)})
-    process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=tmp_path, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "server.py")],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_until_answering(process, f"http://127.0.0.1:{port}/api/v1/chat/stream/health")
     finally:
@@ -389,8 +438,7 @@ def test_the_page_cannot_be_framed() -> None:
 def test_metrics_need_the_key_unless_metrics_public() -> None:
     with serve(echo_app(gateway_api_key=KEY)) as url:
         assert_native_error(httpx.get(url + "/metrics"), 401, "unauthorized")
-        assert_native_error(httpx.get(url + "/metrics/", headers={"authorization": "Bearer nope"}), 401,
-                            "unauthorized")
+        assert_native_error(httpx.get(url + "/metrics/", headers={"authorization": "Bearer nope"}), 401, "unauthorized")
         scraped = httpx.get(url + "/metrics", headers={"authorization": f"Bearer {KEY}"})
         assert scraped.status_code == 200 and b"streamgate_requests_total" in scraped.content
         assert httpx.get(url + "/").status_code == 200  # the page itself needs no key
@@ -448,12 +496,19 @@ def test_refusals_by_the_guards_are_in_the_request_log(caplog: pytest.LogCapture
         "GET /metrics 401 provider=- model=-",
     ]
     assert [line.split(" error=")[1] for line in lines] == [
-        "unauthorized", "invalid_host", "forbidden_origin", "forbidden_origin", "body_too_large", "unauthorized"]
+        "unauthorized",
+        "invalid_host",
+        "forbidden_origin",
+        "forbidden_origin",
+        "body_too_large",
+        "unauthorized",
+    ]
 
 
 def test_passwords_in_urls_are_redacted() -> None:
     assert redacted("redis://:hunter2@h:6379/0") == "redis://:***@h:6379/0"
     assert redacted("rediss://user:hunter2@h/0?password=hunter3&db=1") == "rediss://user:***@h/0?password=***&db=1"
     assert redacted("failed for url 'https://u:pw@proxy.example/v1/models?key=AIza1'") == (
-        "failed for url 'https://u:***@proxy.example/v1/models?key=***'")
+        "failed for url 'https://u:***@proxy.example/v1/models?key=***'"
+    )
     assert redacted("https://api.openai.com/v1") == "https://api.openai.com/v1"

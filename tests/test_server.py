@@ -59,8 +59,10 @@ def check_invariants(raw: bytes) -> list[dict[str, Any]]:
 
 def test_stream_frames_are_exactly_the_contracts(base_url: str) -> None:
     text = "Hello there,  世界 🎉\nnext line\u2028same line "
-    body = {"provider": "echo", "messages": [{"role": "system", "content": "Be brief."},
-                                             {"role": "user", "content": text}]}
+    body = {
+        "provider": "echo",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+    }
     response = post(base_url, body)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -69,8 +71,13 @@ def test_stream_frames_are_exactly_the_contracts(base_url: str) -> None:
     chunks = check_invariants(response.content)
     assert "".join(c["content"] for c in chunks) == text
     assert chunks[0] == {"content": "Hello ", "finish_reason": None, "model": "echo", "provider": "echo", "usage": None}
-    assert chunks[-1] == {"content": "", "finish_reason": "stop", "model": "echo", "provider": "echo",
-                          "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}}
+    assert chunks[-1] == {
+        "content": "",
+        "finish_reason": "stop",
+        "model": "echo",
+        "provider": "echo",
+        "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18},
+    }
     assert response.content.startswith(
         b'id: 1\nevent: message\ndata: {"content":"Hello ","finish_reason":null,"model":"echo",'
         b'"provider":"echo","usage":null}\n\nid: 2\n'
@@ -86,9 +93,14 @@ def test_empty_user_message_still_ends_with_one_final_frame(base_url: str) -> No
 def test_non_streaming_answer(base_url: str) -> None:
     response = post(base_url, HELLO, path="/api/v1/chat")
     assert response.status_code == 200
-    assert response.json() == {"content": "Hello there", "finish_reason": "stop", "model": "echo", "provider": "echo",
-                               "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
-                               "tool_calls": None}
+    assert response.json() == {
+        "content": "Hello there",
+        "finish_reason": "stop",
+        "model": "echo",
+        "provider": "echo",
+        "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4},
+        "tool_calls": None,
+    }
 
 
 def test_start_up_freezes_the_heap_once_so_full_collections_skip_it() -> None:
@@ -103,8 +115,10 @@ def test_start_up_freezes_the_heap_once_so_full_collections_skip_it() -> None:
 def test_health_lists_every_adapter_without_keys(base_url: str) -> None:
     response = httpx.get(base_url + "/api/v1/chat/stream/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "providers": {
-        "echo": {"configured": True, "default_model": "echo", "models": ["echo"]}}}
+    assert response.json() == {
+        "status": "ok",
+        "providers": {"echo": {"configured": True, "default_model": "echo", "models": ["echo"]}},
+    }
 
 
 # --- the error table ----------------------------------------------------------------
@@ -117,13 +131,30 @@ ERROR_CASES = [
     ({"messages": [{"role": "user", "content": "x"}]}, 422, "invalid_request", "$.provider: required"),
     ({"provider": "echo"}, 422, "invalid_request", "$.messages: required"),
     ({"provider": "echo", "messages": []}, 422, "invalid_request", "$.messages"),
-    ({"provider": "echo", "messages": [{"role": "robot", "content": "x"}]}, 422, "invalid_request",
-     "$.messages[0].role"),
-    ({"provider": "echo", "messages": [{"role": "user"}]}, 422, "invalid_request", "$.messages[0].content: required field is missing"),
-    ({"provider": "echo", "messages": [{"role": "user", "content": 5}]}, 422, "invalid_request",
-     "$.messages[0].content"),
-    ({"provider": "echo", "messages": [{"role": "system", "content": "x"}]}, 422, "invalid_request",
-     "$.messages: at least one"),
+    (
+        {"provider": "echo", "messages": [{"role": "robot", "content": "x"}]},
+        422,
+        "invalid_request",
+        "$.messages[0].role",
+    ),
+    (
+        {"provider": "echo", "messages": [{"role": "user"}]},
+        422,
+        "invalid_request",
+        "$.messages[0].content: required field is missing",
+    ),
+    (
+        {"provider": "echo", "messages": [{"role": "user", "content": 5}]},
+        422,
+        "invalid_request",
+        "$.messages[0].content",
+    ),
+    (
+        {"provider": "echo", "messages": [{"role": "system", "content": "x"}]},
+        422,
+        "invalid_request",
+        "$.messages: at least one",
+    ),
     ({**HELLO, "temperature": 2.5}, 422, "invalid_request", "$.temperature"),
     ({**HELLO, "temperature": -0.1}, 422, "invalid_request", "$.temperature"),
     ({**HELLO, "max_tokens": 0}, 422, "invalid_request", "$.max_tokens"),
@@ -183,8 +214,12 @@ def test_a_huge_upload_is_answered_before_it_is_sent() -> None:
 def test_bearer_auth_guards_the_api_in_constant_time() -> None:
     app = create_app(settings(gateway_api_key="s3cret"), adapters={"echo": EchoAdapter(0)})
     with serve(app) as url:
-        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"},
-                        {"authorization": "Bearer s3cret2"}):
+        for headers in (
+            {},
+            {"authorization": "Bearer wrong"},
+            {"authorization": "s3cret"},
+            {"authorization": "Bearer s3cret2"},
+        ):
             response = post(url, HELLO, headers=headers)
             assert response.status_code == 401
             assert response.json()["error"]["type"] == "unauthorized"
@@ -198,8 +233,10 @@ def test_bearer_auth_guards_the_api_in_constant_time() -> None:
 def test_cors_allows_the_configured_origins_only() -> None:
     app = create_app(settings(cors_origins=("https://app.example",)), adapters={"echo": EchoAdapter(0)})
     with serve(app) as url:
-        preflight = {"access-control-request-method": "POST",
-                     "access-control-request-headers": "authorization, content-type, x-stainless-os"}
+        preflight = {
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type, x-stainless-os",
+        }
         allowed = httpx.options(url + "/api/v1/chat/stream", headers={"origin": "https://app.example", **preflight})
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
@@ -252,8 +289,10 @@ def test_keep_alive_before_the_first_token_and_between_tokens() -> None:
     with serve(create_app(settings(sse_heartbeat_s=0.3), adapters={"thinking": adapter})) as url:
         response = post(url, {"provider": "thinking", "messages": [{"role": "user", "content": "?"}]})
     events = frames_of(response.content)
-    kinds = ["ka" if isinstance(e, sse.Comment) else json.loads(e.data)["content"] if e.data != "[DONE]" else "done"
-             for e in events]
+    kinds = [
+        "ka" if isinstance(e, sse.Comment) else json.loads(e.data)["content"] if e.data != "[DONE]" else "done"
+        for e in events
+    ]
     first_word = kinds.index("a ")
     # 0.3, 0.6 and 0.9 s into each 1 s silence; a late timer on a loaded machine may miss the last
     assert 2 <= kinds[:first_word].count("ka") <= 3, kinds
@@ -285,8 +324,10 @@ def open_stream(url: str, body: dict[str, Any]) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     sock = socket.create_connection((host, int(port)))
-    sock.sendall(b"POST /api/v1/chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                 b"content-length: %d\r\n\r\n%b" % (len(payload), payload))
+    sock.sendall(
+        b"POST /api/v1/chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%b" % (len(payload), payload)
+    )
     return sock
 
 
@@ -367,22 +408,32 @@ class BrokenAdapter(ThinkingAdapter):
         raise self.failure
 
 
-@pytest.mark.parametrize(("failure", "error_type"), [
-    (UpstreamTimeoutError("the upstream stalled", provider="broken"), "upstream_timeout"),
-    (RuntimeError("a bug"), "upstream_error"),
-])
+@pytest.mark.parametrize(
+    ("failure", "error_type"),
+    [
+        (UpstreamTimeoutError("the upstream stalled", provider="broken"), "upstream_timeout"),
+        (RuntimeError("a bug"), "upstream_error"),
+    ],
+)
 def test_a_failure_after_the_200_ends_with_an_error_frame_then_done(failure: Exception, error_type: str) -> None:
     with serve(create_app(settings(), adapters={"broken": BrokenAdapter(failure)})) as url:
         response = post(url, {"provider": "broken", "messages": [{"role": "user", "content": "?"}]})
         events = [e for e in frames_of(response.content) if isinstance(e, sse.Event)]
         assert response.status_code == 200
         assert [e.event for e in events] == ["message", "message", "error", "message"]
-        assert json.loads(events[1].data) == {"content": "", "finish_reason": "error", "model": "thinker",
-                                              "provider": "broken", "usage": None}
+        assert json.loads(events[1].data) == {
+            "content": "",
+            "finish_reason": "error",
+            "model": "thinker",
+            "provider": "broken",
+            "usage": None,
+        }
         assert json.loads(events[2].data)["error"]["type"] == error_type
         assert events[2].id == "3"
         assert events[3].data == "[DONE]"
         check_invariants(response.content)
         whole = post(url, {"provider": "broken", "messages": [{"role": "user", "content": "?"}]}, path="/api/v1/chat")
-        assert (whole.status_code, whole.json()["error"]["type"]) == (504 if error_type == "upstream_timeout" else 502,
-                                                                      error_type)
+        assert (whole.status_code, whole.json()["error"]["type"]) == (
+            504 if error_type == "upstream_timeout" else 502,
+            error_type,
+        )

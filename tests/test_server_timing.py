@@ -38,8 +38,10 @@ class SlowUpstream:
             writer.write(SSE_HEAD + http_chunk(completion(["Hi", " there"])) + b"0\r\n\r\n")
         else:
             body = b'{"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}}'
-            writer.write(b"HTTP/1.1 %d Too Many Requests\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n%b" % (self.status, len(body), body))
+            writer.write(
+                b"HTTP/1.1 %d Too Many Requests\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%b" % (self.status, len(body), body)
+            )
         await writer.drain()
 
 
@@ -80,7 +82,8 @@ def test_chat_completions_answers_carry_it(running: tuple[str, SlowUpstream], st
     url, upstream = running
     upstream.status = 200
     response, gateway_ms, upstream_ms, waited_ms = timed_post(
-        url + "/v1/chat/completions", {"model": "gpt-4o", "messages": HELLO, "stream": stream})
+        url + "/v1/chat/completions", {"model": "gpt-4o", "messages": HELLO, "stream": stream}
+    )
     assert response.status_code == 200
     assert DELAY_S * 1000 <= upstream_ms and gateway_ms + upstream_ms <= waited_ms
 
@@ -88,8 +91,9 @@ def test_chat_completions_answers_carry_it(running: tuple[str, SlowUpstream], st
 def test_a_resumable_stream_carries_it(running: tuple[str, SlowUpstream]) -> None:
     url, upstream = running
     upstream.status = 200
-    response, _, upstream_ms, _ = timed_post(url + "/api/v1/chat/stream",
-                                             {"provider": "openai", "messages": HELLO, "resumable": True})
+    response, _, upstream_ms, _ = timed_post(
+        url + "/api/v1/chat/stream", {"provider": "openai", "messages": HELLO, "resumable": True}
+    )
     assert response.headers["x-stream-id"] and upstream_ms >= DELAY_S * 1000
 
 
@@ -98,20 +102,25 @@ def test_an_upstream_error_carries_it(running: tuple[str, SlowUpstream]) -> None
     upstream.status = 429
     try:
         response, gateway_ms, upstream_ms, waited_ms = timed_post(
-            url + "/v1/chat/completions", {"model": "gpt-4o", "messages": HELLO})
+            url + "/v1/chat/completions", {"model": "gpt-4o", "messages": HELLO}
+        )
     finally:
         upstream.status = 200
     assert response.status_code == 429
     assert DELAY_S * 1000 <= upstream_ms and gateway_ms + upstream_ms <= waited_ms
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/api/v1/chat/stream", {"provider": "openai", "messages": []}),  # refused before any upstream call
-    ("/v1/chat/completions", {"model": "nope/x", "messages": HELLO}),
-    ("/api/v1/chat/stream", {"provider": "echo", "messages": HELLO}),  # no upstream at all
-])
-def test_answers_without_an_upstream_have_none(running: tuple[str, SlowUpstream], path: str,
-                                               body: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/chat/stream", {"provider": "openai", "messages": []}),  # refused before any upstream call
+        ("/v1/chat/completions", {"model": "nope/x", "messages": HELLO}),
+        ("/api/v1/chat/stream", {"provider": "echo", "messages": HELLO}),  # no upstream at all
+    ],
+)
+def test_answers_without_an_upstream_have_none(
+    running: tuple[str, SlowUpstream], path: str, body: dict[str, object]
+) -> None:
     url, _ = running
     _, gateway_ms, upstream_ms, waited_ms = timed_post(url + path, body)
     assert upstream_ms == 0 and gateway_ms <= waited_ms
@@ -128,5 +137,6 @@ def test_metrics_count_the_gateway_overhead(running: tuple[str, SlowUpstream]) -
     changed = delta(before, after)
     assert changed[key("streamgate_gateway_overhead_seconds_count", provider="openai")] == 3
     total = after[key("streamgate_gateway_overhead_seconds_sum", provider="openai")] - before.get(
-        key("streamgate_gateway_overhead_seconds_sum", provider="openai"), 0.0)
+        key("streamgate_gateway_overhead_seconds_sum", provider="openai"), 0.0
+    )
     assert 0 < total < 3 * DELAY_S

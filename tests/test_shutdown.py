@@ -86,10 +86,18 @@ def start_requests(url: str, requests: list[Callable[[str], Any]]) -> tuple[Thre
 def check_native_cut(raw: bytes) -> None:
     events = [e for e in sse.Decoder().feed(raw) if isinstance(e, sse.Event)]
     *words, final, error, done = events
-    assert words and "".join(json.loads(e.data)["content"] for e in words) == WORDS[:len("".join(
-        json.loads(e.data)["content"] for e in words))]
-    assert json.loads(final.data) == {"content": "", "finish_reason": "error", "model": "echo",
-                                      "provider": "echo", "usage": None}
+    assert (
+        words
+        and "".join(json.loads(e.data)["content"] for e in words)
+        == WORDS[: len("".join(json.loads(e.data)["content"] for e in words))]
+    )
+    assert json.loads(final.data) == {
+        "content": "",
+        "finish_reason": "error",
+        "model": "echo",
+        "provider": "echo",
+        "usage": None,
+    }
     assert (error.event, json.loads(error.data)) == ("error", {"error": {"type": "shutting_down", "message": MESSAGE}})
     assert [int(e.id) for e in (*words, final, error)] == list(range(1, len(words) + 3))
     assert done.data == "[DONE]" and raw.endswith(b"data: [DONE]\n\n")
@@ -113,7 +121,8 @@ def check_log(log: str, cut: int) -> None:
 def test_the_grace_running_out_ends_every_open_answer_in_words(tmp_path: Path) -> None:
     with server_process(tmp_path, ECHO_DELAY_MS="100", SHUTDOWN_GRACE_S="1") as (process, url):
         pool, (native, sdk, answer, sdk_whole) = start_requests(
-            url, [native_stream, sdk_stream, native_answer, sdk_answer])
+            url, [native_stream, sdk_stream, native_answer, sdk_answer]
+        )
         signalled_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         check_native_cut(native.result(10))
@@ -174,10 +183,17 @@ class Exchange:
     def chat(self, streaming: bool) -> asyncio.Task[None]:
         request = ChatRequest(messages=[ChatMessage(role="user", content=WORDS)], provider="echo")
         adapter = EchoAdapter(5)
-        call = Call(provider="echo", model="echo", open=lambda: adapter.stream_chat(request),
-                    frames=NativeFrames("echo", "echo"), streaming=streaming, send_answer=send_answer)
-        return asyncio.get_running_loop().create_task(run_chat(call, self.receive, self.send, 60,
-                                                               send_error=send_error))
+        call = Call(
+            provider="echo",
+            model="echo",
+            open=lambda: adapter.stream_chat(request),
+            frames=NativeFrames("echo", "echo"),
+            streaming=streaming,
+            send_answer=send_answer,
+        )
+        return asyncio.get_running_loop().create_task(
+            run_chat(call, self.receive, self.send, 60, send_error=send_error)
+        )
 
     @property
     def body(self) -> bytes:

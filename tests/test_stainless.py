@@ -30,22 +30,31 @@ def error_reply(status: int, message: str, headers: dict[str, str] | None = None
 def failing(exc: type[httpx2.TransportError]) -> Handler:
     def handler(request: httpx2.Request) -> httpx2.Response:
         raise exc("boom", request=request)
+
     return handler
 
 
 def sdk_client(sdk: str, handler: Handler) -> Any:
     http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
     if sdk == "openai":
-        return openai.AsyncOpenAI(api_key=KEY, base_url="https://upstream.test/v1", max_retries=0,
-                                  http_client=http_client)
-    return anthropic.AsyncAnthropic(api_key=KEY, base_url="https://upstream.test", max_retries=0,
-                                    http_client=http_client)
+        return openai.AsyncOpenAI(
+            api_key=KEY, base_url="https://upstream.test/v1", max_retries=0, http_client=http_client
+        )
+    return anthropic.AsyncAnthropic(
+        api_key=KEY, base_url="https://upstream.test", max_retries=0, http_client=http_client
+    )
 
 
 def map_error(sdk: str, exc: BaseException) -> GatewayError:
     module: Any = openai if sdk == "openai" else anthropic
-    return map_sdk_error(exc, provider=sdk, key_env=f"{sdk.upper()}_API_KEY", status_error=module.APIStatusError,
-                         timeout_error=module.APITimeoutError, connection_error=module.APIConnectionError)
+    return map_sdk_error(
+        exc,
+        provider=sdk,
+        key_env=f"{sdk.upper()}_API_KEY",
+        status_error=module.APIStatusError,
+        timeout_error=module.APITimeoutError,
+        connection_error=module.APIConnectionError,
+    )
 
 
 async def sdk_error(sdk: str, handler: Handler) -> GatewayError:
@@ -57,8 +66,9 @@ async def sdk_error(sdk: str, handler: Handler) -> GatewayError:
                 await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
         else:
             async with anthropic.AsyncAnthropic(api_key=KEY, max_retries=0, http_client=http_client) as client:
-                await client.messages.create(model="claude-sonnet-5", max_tokens=5,
-                                             messages=[{"role": "user", "content": "x"}])
+                await client.messages.create(
+                    model="claude-sonnet-5", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+                )
     except Exception as exc:  # noqa: BLE001 - the point is what the SDK raised
         return map_error(sdk, exc)
     raise AssertionError("the SDK did not raise")
@@ -108,8 +118,11 @@ def test_transport_errors_mid_stream() -> None:
     stalled = map_transport_error(httpx2.ReadTimeout("slow", request=request), provider="openai")
     assert (stalled.status, stalled.type) == (504, "upstream_timeout")
     reset = map_transport_error(httpx2.ReadError("reset", request=request), provider="openai")
-    assert (reset.status, reset.type, reset.message) == (502, "upstream_error",
-                                                        "openai connection failed mid-stream: ReadError")
+    assert (reset.status, reset.type, reset.message) == (
+        502,
+        "upstream_error",
+        "openai connection failed mid-stream: ReadError",
+    )
 
 
 def prepared(sdk: str, client: Any) -> OpenAIRequest | AnthropicRequest:
@@ -160,7 +173,8 @@ async def test_a_request_the_client_refuses_to_send_is_not_retried(sdk: str) -> 
 
 
 def test_an_endless_sse_line_mid_stream_is_upstream_error() -> None:
-    error = map_transport_error(sse.LineTooLongError("an event-stream line is longer than 1048576 bytes"),
-                                provider="anthropic")
+    error = map_transport_error(
+        sse.LineTooLongError("an event-stream line is longer than 1048576 bytes"), provider="anthropic"
+    )
     assert (error.status, error.type, error.retryable) == (502, "upstream_error", False)
     assert error.message == "anthropic sent a broken stream: an event-stream line is longer than 1048576 bytes"

@@ -53,8 +53,9 @@ class OTLPReceiver:
             resource = attributes_of(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
                 self.spans.extend((resource, span) for span in scope_spans.spans)
-        return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
-                            content_type="application/x-protobuf")
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         export = ExportMetricsServiceRequest.FromString(await self._body(request))
@@ -63,9 +64,11 @@ class OTLPReceiver:
                 for metric in scope_metrics.metrics:
                     points = metric.histogram.data_points
                     self.metrics.setdefault(metric.name, []).extend(
-                        {**attributes_of(point.attributes), "count": point.count} for point in points)
-        return web.Response(body=ExportMetricsServiceResponse().SerializeToString(),
-                            content_type="application/x-protobuf")
+                        {**attributes_of(point.attributes), "count": point.count} for point in points
+                    )
+        return web.Response(
+            body=ExportMetricsServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
 
     @staticmethod
     async def _body(request: web.Request) -> bytes:
@@ -123,30 +126,49 @@ class FlakyUpstream:
         self.answered += 1
         if self.answered == 1:
             body = b'{"error": {"message": "overloaded", "type": "server_error"}}'
-            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\n"
-                         b"content-length: %d\r\n\r\n%b" % (len(body), body))
+            writer.write(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\n"
+                b"content-length: %d\r\n\r\n%b" % (len(body), body)
+            )
         else:
             writer.write(SSE_HEAD + http_chunk(completion(["Hi", " there"], usage=(9, 2))) + b"0\r\n\r\n")
         await writer.drain()
 
     def traceparents(self) -> list[str]:
-        return [line.split(b":", 1)[1].strip().decode() for raw in self.loopback.requests
-                for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n") if line.lower().startswith(b"traceparent:")]
+        return [
+            line.split(b":", 1)[1].strip().decode()
+            for raw in self.loopback.requests
+            for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+            if line.lower().startswith(b"traceparent:")
+        ]
 
 
 def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Path) -> None:
     receiver, upstream = OTLPReceiver(), FlakyUpstream()
     with receiver.running(), upstream.loopback.running():
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "MODEL_CATALOG_REFRESH_S": "0", "OTEL_SERVICE_NAME": "streamgate-test",
-               "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "200",
-               "OPENAI_API_KEY": "sk-otel", "OPENAI_BASE_URL": upstream.loopback.url, "UPSTREAM_MAX_RETRIES": "1"}
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "MODEL_CATALOG_REFRESH_S": "0",
+            "OTEL_SERVICE_NAME": "streamgate-test",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_METRIC_EXPORT_INTERVAL": "200",
+            "OPENAI_API_KEY": "sk-otel",
+            "OPENAI_BASE_URL": upstream.loopback.url,
+            "UPSTREAM_MAX_RETRIES": "1",
+        }
         with gateways(tmp_path, 1, **env) as [(_, url)]:
-            response = httpx.post(url + "/api/v1/chat/stream", timeout=10, headers={"traceparent": TRACEPARENT},
-                                  json={"provider": "openai", "model": "gpt-4o", "messages": HELLO})
+            response = httpx.post(
+                url + "/api/v1/chat/stream",
+                timeout=10,
+                headers={"traceparent": TRACEPARENT},
+                json={"provider": "openai", "model": "gpt-4o", "messages": HELLO},
+            )
             assert response.status_code == 200 and "Hi" in response.text
             wait_for(lambda: len(receiver.spans) >= 3, "spans")
-            wait_for(lambda: {"gen_ai.client.token.usage", "gen_ai.server.time_to_first_token"} <= set(
-                receiver.metrics), "metrics")
+            wait_for(
+                lambda: {"gen_ai.client.token.usage", "gen_ai.server.time_to_first_token"} <= set(receiver.metrics),
+                "metrics",
+            )
 
     spans = {span.name: (resource, span) for resource, span in receiver.spans}
     resource, request = spans["chat gpt-4o"]
@@ -155,9 +177,14 @@ def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Pat
     assert request.kind == Span.SPAN_KIND_SERVER
     attributes = attributes_of(request.attributes)
     assert attributes == {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-        "gen_ai.response.model": "gpt-4o", "gen_ai.response.finish_reasons": ["stop"],
-        "gen_ai.usage.input_tokens": 9, "gen_ai.usage.output_tokens": 2, "server.address": "127.0.0.1",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.input_tokens": 9,
+        "gen_ai.usage.output_tokens": 2,
+        "server.address": "127.0.0.1",
     }
     assert not any("Hello" in json.dumps(attributes_of(span.attributes)) for _, span in receiver.spans)
 
@@ -170,13 +197,22 @@ def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Pat
     statuses = sorted(attributes_of(attempt.attributes)["http.response.status_code"] for attempt in attempts)
     assert statuses == [200, 503]
     # Each attempt's own context went upstream as its `traceparent`.
-    assert upstream.traceparents() == [f"00-{TRACE_ID}-{attempt.span_id.hex()}-01" for attempt in
-                                       sorted(attempts, key=lambda span: span.start_time_unix_nano)]
+    assert upstream.traceparents() == [
+        f"00-{TRACE_ID}-{attempt.span_id.hex()}-01"
+        for attempt in sorted(attempts, key=lambda span: span.start_time_unix_nano)
+    ]
 
-    for name in ("gen_ai.client.operation.duration", "gen_ai.server.request.duration",
-                 "gen_ai.server.time_to_first_token"):
-        assert any(point["gen_ai.provider.name"] == "openai" and point["gen_ai.request.model"] == "gpt-4o"
-                   and point["count"] == 1 for point in receiver.metrics[name]), name
+    for name in (
+        "gen_ai.client.operation.duration",
+        "gen_ai.server.request.duration",
+        "gen_ai.server.time_to_first_token",
+    ):
+        assert any(
+            point["gen_ai.provider.name"] == "openai"
+            and point["gen_ai.request.model"] == "gpt-4o"
+            and point["count"] == 1
+            for point in receiver.metrics[name]
+        ), name
     tokens = {point["gen_ai.token.type"]: point["count"] for point in receiver.metrics["gen_ai.client.token.usage"]}
     assert tokens == {"input": 1, "output": 1}
 
@@ -185,12 +221,17 @@ def test_an_error_is_recorded_as_error_type(tmp_path: Path) -> None:
     """A refusal from the upstream: `error.type` on the request span, no trace parent needed."""
     receiver, upstream = OTLPReceiver(), FlakyUpstream()
     with receiver.running(), upstream.loopback.running():
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "MODEL_CATALOG_REFRESH_S": "0", "OTEL_BSP_SCHEDULE_DELAY": "50",
-               "OTEL_METRICS_EXPORTER": "none", "OPENAI_API_KEY": "sk-otel",
-               "OPENAI_BASE_URL": upstream.loopback.url, "UPSTREAM_MAX_RETRIES": "0"}
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "MODEL_CATALOG_REFRESH_S": "0",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OPENAI_API_KEY": "sk-otel",
+            "OPENAI_BASE_URL": upstream.loopback.url,
+            "UPSTREAM_MAX_RETRIES": "0",
+        }
         with gateways(tmp_path, 1, **env) as [(_, url)]:
-            response = httpx.post(url + "/v1/chat/completions", timeout=10,
-                                  json={"model": "gpt-4o", "messages": HELLO})
+            response = httpx.post(url + "/v1/chat/completions", timeout=10, json={"model": "gpt-4o", "messages": HELLO})
             assert response.status_code == 502
             wait_for(lambda: len(receiver.spans) >= 2, "spans")
     request = next(span for _, span in receiver.spans if span.name == "chat gpt-4o")
@@ -222,8 +263,9 @@ print(sorted(ours | {name for name in sys.modules if name == "streamgate.tracing
 def test_off_nothing_of_opentelemetry_is_imported() -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env.update(ECHO_DELAY_MS="0", MODEL_CATALOG_REFRESH_S="0", ALLOWED_HOSTS="127.0.0.1")
-    result = subprocess.run([sys.executable, "-c", OFF_CHECK], check=False, env=env, cwd=ROOT.parent, capture_output=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", OFF_CHECK], check=False, env=env, cwd=ROOT.parent, capture_output=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().strip() == "[]"
 
@@ -266,11 +308,23 @@ def test_our_span_encoding_is_the_sdk_encoders_message() -> None:
     provider.add_span_processor(SimpleSpanProcessor(Keep()))
     tracer = provider.get_tracer("streamgate")
     remote = TraceContextTextMapPropagator().extract({"traceparent": TRACEPARENT, "tracestate": "vendor=x"})
-    request = tracer.start_span("chat gpt-4o", context=remote, kind=SpanKind.SERVER, attributes={
-        "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 3000, "flag": True, "ratio": 0.5,
-        "gen_ai.response.finish_reasons": ("stop",), "negative": -5, "日本": "語 🎉"})
-    attempt = tracer.start_span("POST", context=set_span_in_context(request), kind=SpanKind.CLIENT,
-                                attributes={"server.port": 443, "flag": 1})
+    request = tracer.start_span(
+        "chat gpt-4o",
+        context=remote,
+        kind=SpanKind.SERVER,
+        attributes={
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 3000,
+            "flag": True,
+            "ratio": 0.5,
+            "gen_ai.response.finish_reasons": ("stop",),
+            "negative": -5,
+            "日本": "語 🎉",
+        },
+    )
+    attempt = tracer.start_span(
+        "POST", context=set_span_in_context(request), kind=SpanKind.CLIENT, attributes={"server.port": 443, "flag": 1}
+    )
     attempt.set_status(Status(StatusCode.ERROR, "503"))
     attempt.end()
     request.set_status(Status(StatusCode.ERROR))

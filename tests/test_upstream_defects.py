@@ -61,8 +61,15 @@ def scripted(*replies: bytes | tuple[bytes, ...]) -> Any:
 
 
 def adapter(upstream: LoopbackUpstream, **overrides: Any) -> OpenAIStreamAdapter:
-    config = settings(**{"openai_api_key": KEY, "openai_base_url": upstream.url, "upstream_max_retries": 0,
-                         "upstream_timeout_s": 3.0, **overrides})
+    config = settings(
+        **{
+            "openai_api_key": KEY,
+            "openai_base_url": upstream.url,
+            "upstream_max_retries": 0,
+            "upstream_timeout_s": 3.0,
+            **overrides,
+        }
+    )
     return OpenAIStreamAdapter(config)
 
 
@@ -84,7 +91,9 @@ def texts(upstream: LoopbackUpstream, requests: int, pause_s: float = 0.0) -> li
 
 
 async def text_of(streaming: OpenAIStreamAdapter) -> str:
-    stream = await streaming.stream_chat(ChatRequest(messages=[ChatMessage(role="user", content="Hello")], provider="openai"))
+    stream = await streaming.stream_chat(
+        ChatRequest(messages=[ChatMessage(role="user", content="Hello")], provider="openai")
+    )
     try:
         return "".join([chunk.content async for chunk in stream])
     finally:
@@ -93,8 +102,15 @@ async def text_of(streaming: OpenAIStreamAdapter) -> str:
 
 @contextmanager
 def gateway(upstream: LoopbackUpstream, **overrides: Any) -> Iterator[str]:
-    config = settings(**{"openai_api_key": KEY, "openai_base_url": upstream.url, "upstream_max_retries": 2,
-                         "upstream_timeout_s": 3.0, **overrides})
+    config = settings(
+        **{
+            "openai_api_key": KEY,
+            "openai_base_url": upstream.url,
+            "upstream_max_retries": 2,
+            "upstream_timeout_s": 3.0,
+            **overrides,
+        }
+    )
     with serve(create_app(config, adapters={"openai": OpenAIStreamAdapter(config)})) as url:
         yield url
 
@@ -135,16 +151,17 @@ def test_the_sdk_reads_the_scripted_answers() -> None:
 
     async def run(url: str) -> list[str]:
         answers = []
-        async with openai.AsyncOpenAI(api_key=KEY, base_url=url, max_retries=0,
-                                      http_client=sdk_http_client(settings(upstream_timeout_s=3.0))) as client:
+        async with openai.AsyncOpenAI(
+            api_key=KEY, base_url=url, max_retries=0, http_client=sdk_http_client(settings(upstream_timeout_s=3.0))
+        ) as client:
             for _ in range(3):
-                stream = await client.chat.completions.create(model="gpt-4o", messages=HELLO["messages"],
-                                                              stream=True)
+                stream = await client.chat.completions.create(model="gpt-4o", messages=HELLO["messages"], stream=True)
                 answers.append("".join([c.choices[0].delta.content or "" async for c in stream if c.choices]))
         return answers
 
-    script = scripted((INFORMATIONAL["100+103"], sse_answer("one")), sized_answer("two") + sized_answer("x"),
-                      sse_answer("three"))
+    script = scripted(
+        (INFORMATIONAL["100+103"], sse_answer("one")), sized_answer("two") + sized_answer("x"), sse_answer("three")
+    )
     with LoopbackUpstream(script).running() as upstream:
         assert asyncio.run(run(upstream.url)) == ["one", "two", "three"]
 
@@ -207,14 +224,18 @@ def test_an_endless_sse_line_ends_the_stream_with_upstream_error_after_the_limit
 
 
 def test_a_redirect_is_a_502_before_any_200_and_never_retried() -> None:
-    redirect = (b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.test/v1/chat/completions\r\n"
-                b"content-length: 0\r\n\r\n")
+    redirect = (
+        b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.test/v1/chat/completions\r\ncontent-length: 0\r\n\r\n"
+    )
     with LoopbackUpstream(scripted(redirect, redirect, redirect)).running() as upstream:
         with gateway(upstream) as url:
             answer = post(url)
     assert answer.status == 502
-    assert answer.json()["error"] == {"type": "upstream_error", "provider": "openai",
-                                      "message": "openai answered HTTP 302 instead of a stream"}
+    assert answer.json()["error"] == {
+        "type": "upstream_error",
+        "provider": "openai",
+        "message": "openai answered HTTP 302 instead of a stream",
+    }
     assert len(upstream.requests) == 1
 
 

@@ -132,7 +132,11 @@ async def hang_up(request: bytes, writer: asyncio.StreamWriter) -> bool:
 def sized(body: bytes, status: bytes = b"200 OK", headers: bytes = b"") -> bytes:
     """A whole `content-length` response."""
     return b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
-        status, len(body), headers, body)
+        status,
+        len(body),
+        headers,
+        body,
+    )
 
 
 def chunked(*pieces: bytes, end: bool = True) -> bytes:
@@ -192,10 +196,11 @@ async def streamed(data: bytes) -> AsyncIterator[bytes]:
 @pytest.mark.parametrize("content", [bytes, streamed], ids=["bytes", "streamed"])
 async def test_chunked_response_and_the_exact_request_bytes(http: httpx2.AsyncClient, content: Any) -> None:
     body = b'{"model": "gpt-4o", "q": "\xc3\xa9"}'
-    pieces = [b"data: 1\n\n", b"data: {\"a\": \"\xe4\xb8\x96\"}\n\n", b"data: [DONE]\n\n"]
+    pieces = [b"data: 1\n\n", b'data: {"a": "\xe4\xb8\x96"}\n\n', b"data: [DONE]\n\n"]
     async with Upstream(answer(chunked(*pieces))) as upstream:
-        request = http.build_request("POST", upstream.url + "/v1/chat/completions?api-version=2024-10-21&q=a%20b",
-                                     content=content(body))
+        request = http.build_request(
+            "POST", upstream.url + "/v1/chat/completions?api-version=2024-10-21&q=a%20b", content=content(body)
+        )
         response = await http.send(request, stream=True)
         received = [piece async for piece in response.aiter_raw()]
         await response.aclose()
@@ -213,11 +218,13 @@ async def test_chunked_response_and_the_exact_request_bytes(http: httpx2.AsyncCl
 
 async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(http: httpx2.AsyncClient) -> None:
     """`_forget_heads`: once the `httpx2.Response` has the headers, the aiohttp response
-    under an open stream drops both header blocks (and its parser its copies); its body and its connection work as before."""
+    under an open stream drops both header blocks (and its parser its copies); its body
+    and its connection work as before."""
     pieces = [b"data: 1\n\n", b"data: [DONE]\n\n"]
     async with Upstream(answer(chunked(*pieces), sized(b"{}"))) as upstream:
-        request = http.build_request("POST", upstream.url + "/v1/chat/completions", content=b"{}",
-                                     headers={"authorization": f"Bearer {KEY}"})
+        request = http.build_request(
+            "POST", upstream.url + "/v1/chat/completions", content=b"{}", headers={"authorization": f"Bearer {KEY}"}
+        )
         response = await http.send(request, stream=True)
         body, release = response_body(response)
         held = response.extensions["streamgate.raw_stream"]._response
@@ -242,8 +249,11 @@ async def test_content_length_response_to_a_get(http: httpx2.AsyncClient) -> Non
         b"accept-encoding: identity\r\nuser-agent: streamgate-test\r\n\r\n" % upstream.port
     ]  # no body, no content-length
     assert response.status_code == 429
-    assert response.headers.raw == [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-                                    (b"retry-after", b"2")]
+    assert response.headers.raw == [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"retry-after", b"2"),
+    ]
     assert response.content == body
 
 
@@ -314,8 +324,10 @@ async def test_idle_connection_the_server_closed_is_not_reused(http: httpx2.Asyn
 
 async def test_idle_connections_close_once_idle_past_the_expiry_without_a_new_request() -> None:
     transport = UpstreamTransport(keepalive_expiry=0.2)
-    async with httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS) as http, \
-            Upstream(answer(chunked(b"data: 1\n\n"))) as upstream:
+    async with (
+        httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS) as http,
+        Upstream(answer(chunked(b"data: 1\n\n"))) as upstream,
+    ):
         await asyncio.gather(http.get(upstream.url), http.get(upstream.url))  # two idle now
         assert upstream.eofs == 0
         await eventually(lambda: upstream.eofs == 2, within=3.0)
@@ -323,8 +335,10 @@ async def test_idle_connections_close_once_idle_past_the_expiry_without_a_new_re
 
 async def test_expired_idle_connections_are_not_reused() -> None:
     transport = UpstreamTransport(keepalive_expiry=0.2)
-    async with httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS) as http, \
-            Upstream(answer(chunked(b"data: 1\n\n"))) as upstream:
+    async with (
+        httpx2.AsyncClient(transport=transport, headers=CLIENT_HEADERS) as http,
+        Upstream(answer(chunked(b"data: 1\n\n"))) as upstream,
+    ):
         assert (await http.get(upstream.url)).content == b"data: 1\n\n"
         await asyncio.sleep(0.3)
         assert (await http.get(upstream.url)).content == b"data: 1\n\n"
@@ -351,11 +365,14 @@ def server_tls(authority: trustme.CA) -> ssl.SSLContext:
 
 
 async def test_https_verifies_the_upstream_and_keeps_the_connection(
-        certificate_authority: tuple[trustme.CA, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    certificate_authority: tuple[trustme.CA, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     authority, ca_file = certificate_authority
     monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # what httpx2.create_ssl_context() trusts
-    async with httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS) as http, \
-            Upstream(answer(chunked(b"data: 1\n\n")), tls=server_tls(authority)) as upstream:
+    async with (
+        httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS) as http,
+        Upstream(answer(chunked(b"data: 1\n\n")), tls=server_tls(authority)) as upstream,
+    ):
         first = await http.post(upstream.url + "/v1/chat/completions", content=b"{}")
         second = await http.post(upstream.url + "/v1/chat/completions", content=b"{}")
     assert (first.status_code, first.content, second.content) == (200, b"data: 1\n\n", b"data: 1\n\n")
@@ -363,10 +380,13 @@ async def test_https_verifies_the_upstream_and_keeps_the_connection(
 
 
 async def test_https_to_an_untrusted_certificate_is_connect_error(
-        certificate_authority: tuple[trustme.CA, str]) -> None:
+    certificate_authority: tuple[trustme.CA, str],
+) -> None:
     authority, _ = certificate_authority  # its CA is not trusted here
-    async with httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS) as http, \
-            Upstream(answer(sized(b"{}")), tls=server_tls(authority)) as upstream:
+    async with (
+        httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS) as http,
+        Upstream(answer(sized(b"{}")), tls=server_tls(authority)) as upstream,
+    ):
         with raises_exactly(httpx2.ConnectError) as caught:
             await http.get(upstream.url)
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
@@ -403,11 +423,15 @@ async def test_stall_mid_body_is_read_timeout(http: httpx2.AsyncClient) -> None:
         await eventually(lambda: upstream.eofs == 1)
 
 
-@pytest.mark.parametrize("partial", [
-    chunked(b"data: 1\n\n", end=False),
-    sized(b'{"a": 1}')[:-3],
-    sized(b'{"a": 1}', headers=b"connection: close\r\n")[:-3],  # not read as a body that ends at the close
-], ids=["chunked", "content-length", "content-length-connection-close"])
+@pytest.mark.parametrize(
+    "partial",
+    [
+        chunked(b"data: 1\n\n", end=False),
+        sized(b'{"a": 1}')[:-3],
+        sized(b'{"a": 1}', headers=b"connection: close\r\n")[:-3],  # not read as a body that ends at the close
+    ],
+    ids=["chunked", "content-length", "content-length-connection-close"],
+)
 async def test_close_mid_body_is_read_error(http: httpx2.AsyncClient, partial: bytes) -> None:
     async with Upstream(answer(partial, close=True)) as upstream:
         async with http.stream("GET", upstream.url) as response:
@@ -488,8 +512,9 @@ async def test_openai_sdk_streams_over_one_kept_alive_connection() -> None:
     async with Upstream(answer(reply)) as upstream, openai_client(upstream.url) as client:
         assert type(client._client._transport) is UpstreamTransport
         for _ in range(2):
-            stream = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
-                                                          stream_options={"include_usage": True})
+            stream = await client.chat.completions.create(
+                model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            )
             chunks = [chunk async for chunk in stream]
             assert [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content] == TEXT
             assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 21
@@ -502,14 +527,20 @@ async def test_openai_sdk_streams_over_one_kept_alive_connection() -> None:
     assert headers[b"host"] == b"127.0.0.1:%d" % upstream.port
     assert headers[b"authorization"] == b"Bearer " + KEY.encode()
     assert headers[b"content-length"] == b"%d" % len(body) and b"transfer-encoding" not in headers
-    assert json.loads(body) == {"model": "gpt-4o", "messages": MESSAGES, "stream": True,
-                                "stream_options": {"include_usage": True}}
+    assert json.loads(body) == {
+        "model": "gpt-4o",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
 
 async def test_openai_sdk_maps_a_status_and_a_refused_connection() -> None:
     error = json.dumps({"error": {"message": "Rate limit reached", "type": "requests", "code": None}}).encode()
-    async with Upstream(answer(sized(error, b"429 Too Many Requests"), sized(b'{"object": "list", "data": []}'))
-                        ) as upstream, openai_client(upstream.url) as client:
+    async with (
+        Upstream(answer(sized(error, b"429 Too Many Requests"), sized(b'{"object": "list", "data": []}'))) as upstream,
+        openai_client(upstream.url) as client,
+    ):
         with raises_exactly(openai.RateLimitError) as caught:
             await client.models.list()
         assert caught.value.status_code == 429 and caught.value.message.endswith("Rate limit reached")
@@ -538,8 +569,7 @@ async def proxy_answer(request: bytes, writer: asyncio.StreamWriter) -> bool:
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
-async def test_a_proxy_from_the_environment_carries_the_request(
-        monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+async def test_a_proxy_from_the_environment_carries_the_request(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     async with Upstream(proxy_answer) as proxy:
         monkeypatch.setenv(variable, proxy.url)
         async with httpx2.AsyncClient(transport=UpstreamTransport(), headers=CLIENT_HEADERS, trust_env=False) as http:

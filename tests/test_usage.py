@@ -29,10 +29,20 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 def anthropic_stream() -> bytes:
     """A cache hit and a cache write: 3000 read, 200 written, 10 more input tokens."""
-    end = event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                  "usage": {"output_tokens": 6}})
-    reads = [message_start(10, cache_creation_input_tokens=200, cache_read_input_tokens=3000),
-             *text_block(0, ["Hi", " there"]), end, MESSAGE_STOP]
+    end = event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 6},
+        },
+    )
+    reads = [
+        message_start(10, cache_creation_input_tokens=200, cache_read_input_tokens=3000),
+        *text_block(0, ["Hi", " there"]),
+        end,
+        MESSAGE_STOP,
+    ]
     usage = sdk_message(reads).usage
     assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (10, 3000, 200)
     return b"".join(reads)
@@ -40,8 +50,11 @@ def anthropic_stream() -> bytes:
 
 def gemini_stream() -> bytes:
     """`cachedContentTokenCount` 2048 of a 2100-token prompt (implicit caching)."""
-    usage = {**usage_metadata(2100, 6, None), "cachedContentTokenCount": 2048,
-             "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 2048}]}
+    usage = {
+        **usage_metadata(2100, 6, None),
+        "cachedContentTokenCount": 2048,
+        "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 2048}],
+    }
     body = gemini_body(frame(text("Hi")), frame(text(" there"), finish_reason="STOP", usage=usage))
     assert sdk_stream(body)[-1].usage_metadata.cached_content_token_count == 2048
     return body
@@ -49,8 +62,12 @@ def gemini_stream() -> bytes:
 
 def together_stream() -> bytes:
     """Together's OpenAI-shaped usage with `prompt_tokens_details.cached_tokens`."""
-    usage = {"prompt_tokens": 1500, "completion_tokens": 6, "total_tokens": 1506,
-             "prompt_tokens_details": {"cached_tokens": 1024}}
+    usage = {
+        "prompt_tokens": 1500,
+        "completion_tokens": 6,
+        "total_tokens": 1506,
+        "prompt_tokens_details": {"cached_tokens": 1024},
+    }
     body = sse_body([together_chunk("Hi"), together_chunk(" there"), together_chunk("", "eos", usage)])
     assert sdk_chunks(body)[-1].usage.prompt_tokens_details.cached_tokens == 1024  # type: ignore[union-attr]
     return body
@@ -58,13 +75,30 @@ def together_stream() -> bytes:
 
 #: provider, model, its stream, the usage the gateway reports.
 CASES = [
-    ("anthropic", "claude-sonnet-5-5", anthropic_stream,
-     {"prompt_tokens": 3210, "completion_tokens": 6, "total_tokens": 3216, "cached_tokens": 3000,
-      "cache_creation_tokens": 200}),
-    ("gemini", "gemini-2.5-flash", gemini_stream,
-     {"prompt_tokens": 2100, "completion_tokens": 6, "total_tokens": 2106, "cached_tokens": 2048}),
-    ("llama4", MAVERICK, together_stream,
-     {"prompt_tokens": 1500, "completion_tokens": 6, "total_tokens": 1506, "cached_tokens": 1024}),
+    (
+        "anthropic",
+        "claude-sonnet-5-5",
+        anthropic_stream,
+        {
+            "prompt_tokens": 3210,
+            "completion_tokens": 6,
+            "total_tokens": 3216,
+            "cached_tokens": 3000,
+            "cache_creation_tokens": 200,
+        },
+    ),
+    (
+        "gemini",
+        "gemini-2.5-flash",
+        gemini_stream,
+        {"prompt_tokens": 2100, "completion_tokens": 6, "total_tokens": 2106, "cached_tokens": 2048},
+    ),
+    (
+        "llama4",
+        MAVERICK,
+        together_stream,
+        {"prompt_tokens": 1500, "completion_tokens": 6, "total_tokens": 1506, "cached_tokens": 1024},
+    ),
 ]
 IDS = [case[0] for case in CASES]
 
@@ -81,8 +115,9 @@ def last_message(body: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("provider", "model", "stream", "usage"), CASES, ids=IDS)
-def test_native_usage_carries_cached_tokens(running: tuple[str, ProviderUpstream], provider: str, model: str,
-                                            stream: Any, usage: dict[str, int]) -> None:
+def test_native_usage_carries_cached_tokens(
+    running: tuple[str, ProviderUpstream], provider: str, model: str, stream: Any, usage: dict[str, int]
+) -> None:
     url, upstream = running
     body = stream()
     upstream.script(body, body)
@@ -94,14 +129,18 @@ def test_native_usage_carries_cached_tokens(running: tuple[str, ProviderUpstream
 
 
 @pytest.mark.parametrize(("provider", "model", "stream", "usage"), CASES, ids=IDS)
-def test_chat_completions_usage_carries_prompt_tokens_details(running: tuple[str, ProviderUpstream], provider: str,
-                                                              model: str, stream: Any, usage: dict[str, int]) -> None:
+def test_chat_completions_usage_carries_prompt_tokens_details(
+    running: tuple[str, ProviderUpstream], provider: str, model: str, stream: Any, usage: dict[str, int]
+) -> None:
     url, upstream = running
     body = stream()
     upstream.script(body, body)
     with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0) as client:
-        chunks = list(client.chat.completions.create(model=f"{provider}/{model}", messages=HELLO, stream=True,
-                                                     stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model=f"{provider}/{model}", messages=HELLO, stream=True, stream_options={"include_usage": True}
+            )
+        )
         completion = client.chat.completions.create(model=f"{provider}/{model}", messages=HELLO)
     for reported in (chunks[-1].usage, completion.usage):
         assert reported is not None and reported.prompt_tokens_details is not None
@@ -112,19 +151,33 @@ def test_chat_completions_usage_carries_prompt_tokens_details(running: tuple[str
 def test_no_cache_no_cached_fields(running: tuple[str, ProviderUpstream]) -> None:
     """A provider that read nothing from its cache (Anthropic says 0): no cached keys."""
     url, upstream = running
-    reads = [message_start(10, cache_creation_input_tokens=0, cache_read_input_tokens=0), *text_block(0, ["Hi"]),
-             event("message_delta", {"type": "message_delta", "usage": {"output_tokens": 1},
-                                     "delta": {"stop_reason": "end_turn", "stop_sequence": None}}), MESSAGE_STOP]
+    reads = [
+        message_start(10, cache_creation_input_tokens=0, cache_read_input_tokens=0),
+        *text_block(0, ["Hi"]),
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "usage": {"output_tokens": 1},
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            },
+        ),
+        MESSAGE_STOP,
+    ]
     upstream.script(b"".join(reads))
     with openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0) as client:
         completion = client.chat.completions.create(model="anthropic/claude-sonnet-5-5", messages=HELLO)
     assert completion.usage is not None and completion.usage.prompt_tokens_details is None
-    assert completion.usage.model_dump(exclude_none=True) == {"prompt_tokens": 10, "completion_tokens": 1,
-                                                               "total_tokens": 11}
+    assert completion.usage.model_dump(exclude_none=True) == {
+        "prompt_tokens": 10,
+        "completion_tokens": 1,
+        "total_tokens": 11,
+    }
 
 
-def test_log_and_metrics_count_cached_tokens(running: tuple[str, ProviderUpstream],
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_log_and_metrics_count_cached_tokens(
+    running: tuple[str, ProviderUpstream], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="streamgate.access")
     url, upstream = running
     upstream.script(anthropic_stream())

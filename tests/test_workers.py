@@ -57,15 +57,19 @@ def test_two_workers_serve_streams_and_metrics_add_them_up(tmp_path: Path) -> No
     with gateways(tmp_path, 1, WORKERS="2", ECHO_DELAY_MS="30") as [(process, url)]:
         deadline = time.monotonic() + 90
         while len(workers := children(process.pid)) < 2 or not all(
-                httpx.get(url + "/api/v1/chat/stream/health", timeout=5).status_code == 200 for _ in range(4)):
+            httpx.get(url + "/api/v1/chat/stream/health", timeout=5).status_code == 200 for _ in range(4)
+        ):
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.2)
         words = " ".join(f"w{i}" for i in range(10))
         texts: list[str] = []
 
         def one_stream() -> None:
-            response = httpx.post(url + "/api/v1/chat/stream", timeout=30,
-                                  json={"provider": "echo", "messages": [{"role": "user", "content": words}]})
+            response = httpx.post(
+                url + "/api/v1/chat/stream",
+                timeout=30,
+                json={"provider": "echo", "messages": [{"role": "user", "content": words}]},
+            )
             messages = [e for e in sse.Decoder().feed(response.content) if isinstance(e, sse.Event)][:-1]
             texts.append("".join(json.loads(e.data)["content"] for e in messages))
 
@@ -83,8 +87,12 @@ def test_two_workers_serve_streams_and_metrics_add_them_up(tmp_path: Path) -> No
         counts = per_worker_requests(directory.decode())
         assert set(counts) <= set(workers) and sum(counts.values()) == 8.0
 
-        with httpx.stream("POST", url + "/api/v1/chat/stream", timeout=30,
-                          json={"provider": "echo", "messages": [{"role": "user", "content": words}]}) as response:
+        with httpx.stream(
+            "POST",
+            url + "/api/v1/chat/stream",
+            timeout=30,
+            json={"provider": "echo", "messages": [{"role": "user", "content": words}]},
+        ) as response:
             chunks = response.iter_bytes()
             received = next(chunks)
             process.send_signal(signal.SIGTERM)

@@ -30,8 +30,13 @@ def usage_metadata(prompt: int = 9, candidates: int | None = 12, thoughts: int |
     return usage
 
 
-def frame(*parts: dict[str, Any], finish_reason: str | None = None, usage: dict[str, Any] | None = None,
-          model_version: str = "gemini-2.5-flash", **extra: Any) -> dict[str, Any]:
+def frame(
+    *parts: dict[str, Any],
+    finish_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    model_version: str = "gemini-2.5-flash",
+    **extra: Any,
+) -> dict[str, Any]:
     """One `GenerateContentResponse` of the stream: candidate 0 with `parts`."""
     candidate: dict[str, Any] = {}
     if parts:
@@ -62,19 +67,27 @@ def function_call(name: str, args: dict[str, Any] | None, signature: str | None 
 
 def sse_body(*frames: dict[str, Any] | bytes) -> bytes:
     """`data: <json>` events ended by CRLF CRLF, as Gemini's `alt=sse` sends them."""
-    return b"".join(f if isinstance(f, bytes) else b"data: " + json.dumps(f, ensure_ascii=False).encode() + b"\r\n\r\n"
-                    for f in frames)
+    return b"".join(
+        f if isinstance(f, bytes) else b"data: " + json.dumps(f, ensure_ascii=False).encode() + b"\r\n\r\n"
+        for f in frames
+    )
 
 
 def sdk_stream(body: bytes) -> list[genai_types.GenerateContentResponse]:
     """What `google-genai`'s own `generate_content_stream` makes of a scripted `alt=sse` body."""
 
     async def read() -> list[genai_types.GenerateContentResponse]:
-        transport = httpx2.MockTransport(lambda _: httpx2.Response(
-            200, headers={"content-type": "text/event-stream"}, content=body))
+        transport = httpx2.MockTransport(
+            lambda _: httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+        )
         async with httpx2.AsyncClient(transport=transport) as http:
-            client = genai.Client(api_key="AIzaSy-proof", vertexai=False, http_options=genai_types.HttpOptions(
-                base_url="https://gemini.proof.test", api_version="v1beta", httpx_async_client=http))
+            client = genai.Client(
+                api_key="AIzaSy-proof",
+                vertexai=False,
+                http_options=genai_types.HttpOptions(
+                    base_url="https://gemini.proof.test", api_version="v1beta", httpx_async_client=http
+                ),
+            )
             stream = await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="Hi")
             return [response async for response in stream]
 
@@ -84,9 +97,17 @@ def sdk_stream(body: bytes) -> list[genai_types.GenerateContentResponse]:
 def sdk_request(body: dict[str, Any]) -> dict[str, Any]:
     """The request body we sent, read into the SDK's own types from its JSON (unknown or
     misspelled fields fail: the types forbid extras; bytes fields are base64-decoded)."""
-    types = {"contents": genai_types.Content, "systemInstruction": genai_types.Content,
-             "tools": genai_types.Tool, "toolConfig": genai_types.ToolConfig,
-             "generationConfig": genai_types.GenerationConfig}
+    types = {
+        "contents": genai_types.Content,
+        "systemInstruction": genai_types.Content,
+        "tools": genai_types.Tool,
+        "toolConfig": genai_types.ToolConfig,
+        "generationConfig": genai_types.GenerationConfig,
+    }
     assert set(body) <= set(types)
-    return {key: [types[key].model_validate_json(json.dumps(item)) for item in value] if isinstance(value, list)
-            else types[key].model_validate_json(json.dumps(value)) for key, value in body.items()}
+    return {
+        key: [types[key].model_validate_json(json.dumps(item)) for item in value]
+        if isinstance(value, list)
+        else types[key].model_validate_json(json.dumps(value))
+        for key, value in body.items()
+    }

@@ -50,8 +50,12 @@ def chunk(
     if content is not None:
         delta["content"] = content
     return {
-        "id": CHUNK_ID, "object": "chat.completion.chunk", "created": 1741569952, "model": model,
-        "service_tier": "default", "system_fingerprint": "fp_eb9dce56a8",
+        "id": CHUNK_ID,
+        "object": "chat.completion.chunk",
+        "created": 1741569952,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_eb9dce56a8",
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
         "usage": None,
     }
@@ -79,26 +83,38 @@ def tool_chunk(*calls: dict[str, Any], first: bool = False, model: str = UPSTREA
     return body
 
 
-def usage_chunk(prompt_tokens: int, completion_tokens: int, model: str = UPSTREAM_MODEL,
-                reasoning_tokens: int = 0) -> dict[str, Any]:
+def usage_chunk(
+    prompt_tokens: int, completion_tokens: int, model: str = UPSTREAM_MODEL, reasoning_tokens: int = 0
+) -> dict[str, Any]:
     """The last chunk when `stream_options.include_usage` is set: empty `choices`."""
     return {
-        "id": CHUNK_ID, "object": "chat.completion.chunk", "created": 1741569952, "model": model,
-        "service_tier": "default", "system_fingerprint": "fp_eb9dce56a8", "choices": [],
+        "id": CHUNK_ID,
+        "object": "chat.completion.chunk",
+        "created": 1741569952,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_eb9dce56a8",
+        "choices": [],
         "usage": {
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         },
     }
 
 
 def sse_body(chunks: Iterable[dict[str, Any] | bytes], done: bool = True) -> bytes:
     """`data: <json>` events (bytes are sent as they are), then `data: [DONE]`."""
-    parts = [c if isinstance(c, bytes) else b"data: " + json.dumps(c, ensure_ascii=False).encode() + b"\n\n"
-             for c in chunks]
+    parts = [
+        c if isinstance(c, bytes) else b"data: " + json.dumps(c, ensure_ascii=False).encode() + b"\n\n" for c in chunks
+    ]
     if done:
         parts.append(b"data: [DONE]\n\n")
     return b"".join(parts)
@@ -127,8 +143,7 @@ class Reply:
     def __init__(self, status: int = 200, pieces: Iterable[bytes] = (), headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.pieces = list(pieces)
-        self.headers = {"content-type": "text/event-stream" if status == 200 else "application/json",
-                        **(headers or {})}
+        self.headers = {"content-type": "text/event-stream" if status == 200 else "application/json", **(headers or {})}
 
     @classmethod
     def error(cls, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -156,14 +171,25 @@ def openai_refusal(body: dict[str, Any]) -> Reply | None:
     else `None` (accepted)."""
     reasons = bool(OPENAI_REASONING.match(body["model"]))
     if reasons and "max_tokens" in body:
-        return openai_error("Unsupported parameter: 'max_tokens' is not supported with this model. "
-                            "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+        return openai_error(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
     if reasons and body.get("temperature", 1) != 1:
-        return openai_error(f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
-                            "model. Only the default (1) value is supported.", "temperature", "unsupported_value")
+        return openai_error(
+            f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+            "model. Only the default (1) value is supported.",
+            "temperature",
+            "unsupported_value",
+        )
     if not reasons and "reasoning_effort" in body:
-        return openai_error("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
-                            "reasoning_effort", "unsupported_parameter")
+        return openai_error(
+            "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+            "reasoning_effort",
+            "unsupported_parameter",
+        )
     return None
 
 
@@ -263,8 +289,14 @@ class LoopbackUpstream:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)  # a GET may send none
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )  # a GET may send none
                 self.requests.append(head + await reader.readexactly(length))
                 await self.behaviour(writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -285,8 +317,10 @@ def openai_like(body: bytes) -> LoopbackUpstream:
             writer.write(SSE_HEAD + http_chunk(body) + b"0\r\n\r\n")
         else:
             error = b"".join(refusal.pieces)
-            writer.write(b"HTTP/1.1 %d Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
-                         % (refusal.status, len(error), error))
+            writer.write(
+                b"HTTP/1.1 %d Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                % (refusal.status, len(error), error)
+            )
         await writer.drain()
 
     upstream = LoopbackUpstream(behaviour)
@@ -309,8 +343,9 @@ def leave_mid_stream(url: str, body: dict[str, Any], until: bytes) -> tuple[byte
 
 
 def _sdk_client(upstream: MockUpstream) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(api_key="sk-proof", base_url="https://proof.test/v1", max_retries=0,
-                              http_client=upstream.client())
+    return openai.AsyncOpenAI(
+        api_key="sk-proof", base_url="https://proof.test/v1", max_retries=0, http_client=upstream.client()
+    )
 
 
 def sdk_chunks(body: bytes) -> list[ChatCompletionChunk]:
@@ -318,8 +353,9 @@ def sdk_chunks(body: bytes) -> list[ChatCompletionChunk]:
 
     async def read() -> list[ChatCompletionChunk]:
         client = _sdk_client(MockUpstream(Reply(200, [body])))
-        stream = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
-                                                      stream=True)
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         return [piece async for piece in stream]
 
     return asyncio.run(read())

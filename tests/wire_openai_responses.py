@@ -36,8 +36,10 @@ RESPONSE_ID = "resp_68af4030592c81938ec0a5fbab4a3e9f05438e46b5f69a3b"
 REASONING_ID = "rs_68af4030baa48193b0b43b4c2a176a1a05438e46b5f69a3b"
 MESSAGE_ID = "msg_68af40337e58819392e935fb404414d005438e46b5f69a3b"
 CALL_ITEM_ID = "fc_68af4033dfb48193a2b1e1e4ee2d7a8c05438e46b5f69a3b"
-ENCRYPTED = ("gAAAAABor0A0XU4RwQhP4cVf7Fz3bJ2m0iLZJrj2y0tM2cS6PjW0dW8eL3Pp5pV9Qk3d5qkKfL8l2T0e0ZzR9uYy1Q6rDg4A"
-             "aB3c5d7e9f1h3j5l7n9p1r3t5v7x9z1B3D5F7H9J1L3N5P7R9T1V3X5Z7==")
+ENCRYPTED = (
+    "gAAAAABor0A0XU4RwQhP4cVf7Fz3bJ2m0iLZJrj2y0tM2cS6PjW0dW8eL3Pp5pV9Qk3d5qkKfL8l2T0e0ZzR9uYy1Q6rDg4A"
+    "aB3c5d7e9f1h3j5l7n9p1r3t5v7x9z1B3D5F7H9J1L3N5P7R9T1V3X5Z7=="
+)
 
 
 def event(kind: str, data: dict[str, Any]) -> bytes:
@@ -45,32 +47,68 @@ def event(kind: str, data: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **data}, ensure_ascii=False)}\n\n".encode()
 
 
-def usage(input_tokens: int = 14, output_tokens: int = 160, reasoning_tokens: int = 128,
-          cached_tokens: int = 0) -> dict[str, Any]:
-    return {"input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
-            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
-            "total_tokens": input_tokens + output_tokens}
+def usage(
+    input_tokens: int = 14, output_tokens: int = 160, reasoning_tokens: int = 128, cached_tokens: int = 0
+) -> dict[str, Any]:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        "total_tokens": input_tokens + output_tokens,
+    }
 
 
-def response_object(output: list[dict[str, Any]], *, status: str = "completed", model: str = MODEL,
-                    usage_: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+def response_object(
+    output: list[dict[str, Any]],
+    *,
+    status: str = "completed",
+    model: str = MODEL,
+    usage_: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """A `response` object as the API returns it (its fields in the API's order)."""
     return {
-        "id": RESPONSE_ID, "object": "response", "created_at": 1756315696, "status": status, "background": False,
-        "error": None, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
-        "max_tool_calls": None, "model": model, "output": output, "parallel_tool_calls": True,
-        "previous_response_id": None, "prompt_cache_key": None,
-        "reasoning": {"effort": "medium", "summary": "auto"}, "safety_identifier": None, "service_tier": "default",
-        "store": False, "temperature": 1.0, "text": {"format": {"type": "text"}, "verbosity": "medium"},
-        "tool_choice": "auto", "tools": [], "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
-        "usage": usage_, "user": None, "metadata": {}, **fields,
+        "id": RESPONSE_ID,
+        "object": "response",
+        "created_at": 1756315696,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "prompt_cache_key": None,
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "safety_identifier": None,
+        "service_tier": "default",
+        "store": False,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage_,
+        "user": None,
+        "metadata": {},
+        **fields,
     }
 
 
 def reasoning_item(summaries: list[str], *, item_id: str = REASONING_ID, encrypted: str = ENCRYPTED) -> dict[str, Any]:
-    return {"id": item_id, "type": "reasoning", "encrypted_content": encrypted,
-            "summary": [{"type": "summary_text", "text": text} for text in summaries]}
+    return {
+        "id": item_id,
+        "type": "reasoning",
+        "encrypted_content": encrypted,
+        "summary": [{"type": "summary_text", "text": text} for text in summaries],
+    }
 
 
 def message_item(text: str, status: str = "completed") -> dict[str, Any]:
@@ -79,10 +117,17 @@ def message_item(text: str, status: str = "completed") -> dict[str, Any]:
     return {"id": MESSAGE_ID, "type": "message", "status": status, "content": content, "role": "assistant"}
 
 
-def call_item(call_id: str, name: str, arguments: str, status: str = "completed",
-              item_id: str = CALL_ITEM_ID) -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "arguments": arguments, "call_id": call_id,
-            "name": name}
+def call_item(
+    call_id: str, name: str, arguments: str, status: str = "completed", item_id: str = CALL_ITEM_ID
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": call_id,
+        "name": name,
+    }
 
 
 class ResponseScript:
@@ -98,12 +143,16 @@ class ResponseScript:
     def emit(self, kind: str, **data: Any) -> None:
         self.events.append(event(kind, {**data, "sequence_number": len(self.events)}))
 
-    def reasoning(self, summaries: list[list[str]], *, item_id: str = REASONING_ID,
-                  encrypted: str = ENCRYPTED) -> ResponseScript:
+    def reasoning(
+        self, summaries: list[list[str]], *, item_id: str = REASONING_ID, encrypted: str = ENCRYPTED
+    ) -> ResponseScript:
         """A reasoning item whose summary parts stream as the given delta pieces."""
         index = len(self.output)
-        self.emit("response.output_item.added", output_index=index,
-                  item={"id": item_id, "type": "reasoning", "encrypted_content": encrypted, "summary": []})
+        self.emit(
+            "response.output_item.added",
+            output_index=index,
+            item={"id": item_id, "type": "reasoning", "encrypted_content": encrypted, "summary": []},
+        )
         texts = []
         for number, pieces in enumerate(summaries):
             text = "".join(pieces)
@@ -124,35 +173,49 @@ class ResponseScript:
         text = "".join(pieces)
         where = {"item_id": MESSAGE_ID, "output_index": index, "content_index": 0}
         self.emit("response.output_item.added", output_index=index, item=message_item("", "in_progress"))
-        self.emit("response.content_part.added", **where,
-                  part={"type": "output_text", "annotations": [], "logprobs": [], "text": ""})
+        self.emit(
+            "response.content_part.added",
+            **where,
+            part={"type": "output_text", "annotations": [], "logprobs": [], "text": ""},
+        )
         for piece in pieces:
             self.emit("response.output_text.delta", **where, delta=piece, logprobs=[], obfuscation="Qm")
         self.emit("response.output_text.done", **where, text=text, logprobs=[])
-        self.emit("response.content_part.done", **where,
-                  part={"type": "output_text", "annotations": [], "logprobs": [], "text": text})
+        self.emit(
+            "response.content_part.done",
+            **where,
+            part={"type": "output_text", "annotations": [], "logprobs": [], "text": text},
+        )
         item = message_item(text)
         self.emit("response.output_item.done", output_index=index, item=item)
         self.output.append(item)
         return self
 
-    def function_call(self, call_id: str, name: str, fragments: list[str],
-                      item_id: str = CALL_ITEM_ID) -> ResponseScript:
+    def function_call(
+        self, call_id: str, name: str, fragments: list[str], item_id: str = CALL_ITEM_ID
+    ) -> ResponseScript:
         index = len(self.output)
         arguments = "".join(fragments)
-        self.emit("response.output_item.added", output_index=index,
-                  item=call_item(call_id, name, "", "in_progress", item_id))
+        self.emit(
+            "response.output_item.added", output_index=index, item=call_item(call_id, name, "", "in_progress", item_id)
+        )
         for fragment in fragments:
-            self.emit("response.function_call_arguments.delta", item_id=item_id, output_index=index,
-                      delta=fragment, obfuscation="k")
+            self.emit(
+                "response.function_call_arguments.delta",
+                item_id=item_id,
+                output_index=index,
+                delta=fragment,
+                obfuscation="k",
+            )
         self.emit("response.function_call_arguments.done", item_id=item_id, output_index=index, arguments=arguments)
         item = call_item(call_id, name, arguments, "completed", item_id)
         self.emit("response.output_item.done", output_index=index, item=item)
         self.output.append(item)
         return self
 
-    def response(self, status: str = "completed", usage_: dict[str, Any] | None = None,
-                 **fields: Any) -> dict[str, Any]:
+    def response(
+        self, status: str = "completed", usage_: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
         return response_object(self.output, status=status, model=self.model, usage_=usage_ or usage(), **fields)
 
     def body(self, status: str = "completed", usage_: dict[str, Any] | None = None, **fields: Any) -> bytes:
@@ -181,10 +244,15 @@ def sdk_events(body: bytes) -> list[Any]:
 
 
 def _proof_client(body: bytes, content_type: str = "text/event-stream") -> openai.AsyncOpenAI:
-    transport = httpx2.MockTransport(lambda _: httpx2.Response(200, headers={"content-type": content_type},
-                                                               content=body))
-    return openai.AsyncOpenAI(api_key="sk-proof", base_url="https://proof.test/v1", max_retries=0,
-                              http_client=httpx2.AsyncClient(transport=transport))
+    transport = httpx2.MockTransport(
+        lambda _: httpx2.Response(200, headers={"content-type": content_type}, content=body)
+    )
+    return openai.AsyncOpenAI(
+        api_key="sk-proof",
+        base_url="https://proof.test/v1",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=transport),
+    )
 
 
 async def final_response(body: bytes) -> Response:
@@ -217,8 +285,10 @@ class Received:
         head, _, self.body = raw.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         self.method, self.path, _ = lines[0].decode().split(" ", 2)
-        self.headers = {name.decode().lower(): value.decode().strip()
-                        for name, _, value in (line.partition(b":") for line in lines[1:])}
+        self.headers = {
+            name.decode().lower(): value.decode().strip()
+            for name, _, value in (line.partition(b":") for line in lines[1:])
+        }
 
     @property
     def json(self) -> Any:
@@ -250,7 +320,9 @@ class ResponsesUpstream:
     async def _answer(self, writer: asyncio.StreamWriter) -> None:
         status, content_type, body = self.replies.pop(0)
         head = b"HTTP/1.1 %d OK\r\ncontent-type: %b\r\ntransfer-encoding: chunked\r\nx-request-id: req_up\r\n\r\n" % (
-            status, content_type.encode())
-        pieces = (http_chunk(body[i:i + self.PIECE]) for i in range(0, len(body), self.PIECE))
+            status,
+            content_type.encode(),
+        )
+        pieces = (http_chunk(body[i : i + self.PIECE]) for i in range(0, len(body), self.PIECE))
         writer.write(head + b"".join(pieces) + b"0\r\n\r\n")
         await writer.drain()

@@ -63,16 +63,22 @@ class ProviderUpstream:
     async def _answer(self, writer: asyncio.StreamWriter) -> None:
         status, body = self.replies.pop(0)
         if status == 200 and not body.startswith(b"{"):  # a stream; a JSON object is a whole answer
-            pieces = (http_chunk(body[i:i + PIECE]) for i in range(0, len(body), PIECE))
+            pieces = (http_chunk(body[i : i + PIECE]) for i in range(0, len(body), PIECE))
             writer.write(SSE_HEAD + b"".join(pieces) + b"0\r\n\r\n")
         else:
-            writer.write(b"HTTP/1.1 %d Answer\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
-                         % (status, len(body), body))
+            writer.write(
+                b"HTTP/1.1 %d Answer\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                % (status, len(body), body)
+            )
         await writer.drain()
 
 
-KEYS = {"openai_api_key": "sk-e2e-openai", "anthropic_api_key": "sk-ant-e2e", "gemini_api_key": "AIzaSy-e2e",
-        "together_api_key": "together-e2e"}
+KEYS = {
+    "openai_api_key": "sk-e2e-openai",
+    "anthropic_api_key": "sk-ant-e2e",
+    "gemini_api_key": "AIzaSy-e2e",
+    "together_api_key": "together-e2e",
+}
 
 
 @contextmanager
@@ -83,8 +89,14 @@ def providers_gateway() -> Iterator[tuple[str, ProviderUpstream]]:
     with upstream.loopback.running():
         v1 = upstream.loopback.url
         root = v1.removesuffix("/v1")
-        config = settings(**KEYS, openai_base_url=v1, together_base_url=v1, anthropic_base_url=root,
-                          gemini_base_url=root, upstream_max_retries=0)
+        config = settings(
+            **KEYS,
+            openai_base_url=v1,
+            together_base_url=v1,
+            anthropic_base_url=root,
+            gemini_base_url=root,
+            upstream_max_retries=0,
+        )
         with serve(create_app(config)) as url:
             yield url, upstream
 
@@ -99,7 +111,10 @@ def text_stream(provider: str, pieces: list[str], usage: tuple[int, int] = (9, 1
         end = {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
         return sse_body([*(together_chunk(p) for p in pieces), together_chunk("", "eos", end)])
     if provider == "anthropic":
-        return b"".join([message_start(prompt), *text_block(0, pieces), message_delta("end_turn", output),
-                         MESSAGE_STOP])
-    return gemini_body(*(frame(text(p)) for p in pieces),
-                       frame(text(""), finish_reason="STOP", usage=usage_metadata(prompt, output, None)))
+        return b"".join(
+            [message_start(prompt), *text_block(0, pieces), message_delta("end_turn", output), MESSAGE_STOP]
+        )
+    return gemini_body(
+        *(frame(text(p)) for p in pieces),
+        frame(text(""), finish_reason="STOP", usage=usage_metadata(prompt, output, None)),
+    )
