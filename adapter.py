@@ -112,4 +112,4 @@ def retry_delay(retry_after: str | None, attempt: int) -> float:
             return min(max(float(retry_after), 0.0), 60.0)
         except ValueError:
             pass  # an HTTP-date: fall back to backoff
-    return min(0.25 * 2**attempt, 8.0) * (0.5 + random.random() / 2)
+    return min(0.25 * 2.0**attempt, 8.0) * (0.5 + random.random() / 2)

@@ -27,10 +27,11 @@ from .config import ConfigFile, load_config
 from .dialects import DIALECTS
 from .errors import GatewayError, MethodNotAllowedError, NotFoundError
 from .gateway import Gateway
-from .http_guards import BearerAuth, ErrorShapes, OriginGuard, accepted_hosts, route_path
+from .http_guards import BearerAuth, ErrorShapes, OriginGuard, accepted_hosts
 from .pipeline import ErrorSender, requests_ended_at_exit
 from .providers import PROVIDERS, build_adapters
 from .resume import Streams, store_for
+from .route_path import route_path
 from .routing import build_routes, load_routes
 from .settings import Settings
 

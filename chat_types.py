@@ -94,7 +94,7 @@ class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
             return ""
         if type(content) is str:
             return content
-        return "\n".join(part.text for part in content if type(part) is TextPart)  # type: ignore[union-attr]
+        return "\n".join(part.text for part in content if type(part) is TextPart)
 
 
 class FunctionDefinition(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -31,7 +31,7 @@ from starlette.responses import Response
 
 from .chat_types import Usage
 
-prometheus_client.disable_created_metrics()  # no `*_created` series: half the scrape, no use here
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `*_created` series: half the scrape, no use here
 
 #: The `provider` label of a request rejected before a provider was picked (bad JSON, …).
 NO_PROVIDER = "unknown"
@@ -237,7 +237,7 @@ def scraped_registry() -> CollectorRegistry:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
 
 

@@ -264,17 +264,19 @@ class ClientWatch:
         self.heartbeat_s = heartbeat_s
 
     async def __aenter__(self) -> None:
-        self.work = asyncio.current_task()
+        work = asyncio.current_task()
+        assert work is not None  # entered from a request's task
+        self.work = work
         self.watcher = asyncio.get_running_loop().create_task(
-            watch(self.receive, self.send, self.progress, self.heartbeat_s, self.work)
-        )  # type: ignore[arg-type]
+            watch(self.receive, self.send, self.progress, self.heartbeat_s, work)
+        )
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         self.watcher.cancel()
         if self.watcher.done() and not self.watcher.cancelled() and self.watcher.exception() is not None:
             log.error("the client watcher failed", exc_info=self.watcher.exception())
         if self.progress.client_gone and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            self.work.uncancel()  # type: ignore[union-attr]
+            self.work.uncancel()
             return True
         return False
 

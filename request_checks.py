@@ -54,7 +54,7 @@ def check_content(message: ChatMessage, index: int) -> None:
         raise InvalidRequestError(f"$.messages[{index}].content: required field is missing")
     if not content:
         raise InvalidRequestError(f"$.messages[{index}].content: an empty list of parts; send at least one")
-    for part_index, part in enumerate(content):  # type: ignore[union-attr]
+    for part_index, part in enumerate(content):
         if type(part) is ImagePart:
             where = f"$.messages[{index}].content[{part_index}]"
             if message.role != "user":

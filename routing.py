@@ -304,11 +304,10 @@ def falls_back(error: GatewayError) -> bool:
 def carries_output(chunk: Chunk) -> bool:
     """A chunk that is output a client sees: text, the end, reasoning, a tool call, a
     passthrough's token event. Not: an empty non-final chunk, a passthrough's envelope."""
-    kind = type(chunk)
-    if kind is StreamChunk:
-        return bool(chunk.content) or chunk.finish_reason is not None  # type: ignore[union-attr]
-    if kind is RawEvent:
-        return chunk.token  # type: ignore[union-attr,no-any-return]
+    if isinstance(chunk, StreamChunk):
+        return bool(chunk.content) or chunk.finish_reason is not None
+    if isinstance(chunk, RawEvent):
+        return chunk.token
     return True
 
 

@@ -27,7 +27,7 @@ import logging
 import secrets
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from .errors import StreamNotFoundError
 from .settings import redacted
@@ -295,7 +295,7 @@ class RedisReader:
                     )  # the end may have come with the lease's delete
                     if not found:
                         raise StreamLost("the stream's generator was lost")
-                    entries = found[0][1]
+                    entries = cast(Entries, found[0][1])  # type: ignore[index]  # a list of [key, entries] pairs
         except StreamLost:
             raise
         except Exception as error:  # noqa: BLE001
@@ -493,7 +493,7 @@ class RedisStore:
 
     async def open(self, stream_id: str) -> RedisReader:
         key = log_key(stream_id)
-        entries = await self.redis.xrange(key, b"-", b"+", count=PAGE)
+        entries = cast(Entries, await self.redis.xrange(key, b"-", b"+", count=PAGE))
         if not entries:
             raise not_found(stream_id)
         cursor, fields = entries[0]
@@ -529,7 +529,7 @@ class RedisStore:
                 last = batches[-1]
                 data = last.data if len(batches) == 1 else b"".join(batch.data for batch in batches)
                 key = log_key(stream_log.stream_id)
-                pipe.xadd(key, batch_fields(last._replace(data=data)))
+                pipe.xadd(key, batch_fields(last._replace(data=data)))  # type: ignore[arg-type]  # redis-py's narrow stub
                 if last.end:
                     pipe.pexpire(key, self.ttl_ms)
                     pipe.delete(lease_key(stream_log.stream_id))

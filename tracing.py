@@ -477,9 +477,9 @@ def _key_values(tag: int, attributes: Mapping[str, Any]) -> bytes:
     number of them)."""
     parts = []
     for key, value in attributes.items():
-        pair = (tag, key, type(value), value)  # the type too: True, 1 and 1.0 are equal keys
+        pair: tuple[int, str, type[Any], Any] | None = (tag, key, type(value), value)  # True, 1 and 1.0 differ
         try:
-            encoded = _encoded_pairs.get(pair)
+            encoded = _encoded_pairs.get(pair)  # type: ignore[arg-type]  # not None here
         except TypeError:  # an unhashable value
             encoded = pair = None
         if encoded is None:
@@ -539,13 +539,13 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
     for span in spans:
         resource = span.resource
-        scopes = groups.get(id(resource))
-        if scopes is None:
-            scopes = groups[id(resource)] = (resource, {})
+        group = groups.get(id(resource))
+        if group is None:
+            group = groups[id(resource)] = (resource, {})
         scope = span.instrumentation_scope
-        entry = scopes[1].get(id(scope))
+        entry = group[1].get(id(scope))
         if entry is None:
-            entry = scopes[1][id(scope)] = (scope, [])
+            entry = group[1][id(scope)] = (scope, [])
         entry[1].append(_field(0x12, _span(span)))
     resource_spans = []
     for resource, scopes in groups.values():

@@ -36,7 +36,7 @@ import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import httpx2
@@ -126,7 +126,7 @@ def on_close(response: httpx2.Response, closed: Callable[[], None]) -> None:
     if isinstance(stream, _BodyStream):
         stream.closed = closed
     else:
-        response.stream = _NotifyingStream(response.stream, closed)  # type: ignore[arg-type]
+        response.stream = _NotifyingStream(response.stream, closed)
 
 
 class _NotifyingStream(httpx2.AsyncByteStream):
@@ -368,7 +368,7 @@ class _MappedErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object) -> Literal[False]:
         if error is not None and (mapped := _mapped(error)) is not None:
             raise mapped from error
         return False

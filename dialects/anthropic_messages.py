@@ -298,7 +298,7 @@ def to_chat_request(request: MessagesRequest, provider: str, model: str) -> Chat
         if message.role == "assistant":
             messages.append(assistant_message(message, index, keep_thinking, provider))
         elif message.role == "system":
-            messages.append(ChatMessage("system", system_text(message.content, index)))  # type: ignore[arg-type]
+            messages.append(ChatMessage("system", system_text(message.content, index)))
         else:
             messages.extend(user_messages(message, index, provider))
     thinking_enabled, effort, include_reasoning = reasoning_of(request)
@@ -333,7 +333,7 @@ def system_text(system: str | list[TextBlock] | list[Block], index: int | None =
         return system
     where = "$.system" if index is None else f"$.messages[{index}].content"
     texts = []
-    for number, block in enumerate(system):  # type: ignore[union-attr]
+    for number, block in enumerate(system):
         if type(block) is not TextBlock:
             raise InvalidRequestError(f"{where}[{number}]: a system prompt holds text blocks only")
         texts.append(block.text)
@@ -348,7 +348,7 @@ def user_messages(message: Message, index: int, provider: str) -> list[ChatMessa
         return [ChatMessage("user", content)]
     results: list[ChatMessage] = []
     parts: list[ContentPart] = []
-    for number, block in enumerate(content):  # type: ignore[arg-type]
+    for number, block in enumerate(content):
         where = f"$.messages[{index}].content[{number}]"
         kind = type(block)
         if kind is TextBlock:
@@ -383,7 +383,7 @@ def tool_message(block: ToolResultBlock, where: str, images: list[ContentPart], 
         text = content or ""
     else:
         texts = []
-        for number, part in enumerate(content):  # type: ignore[union-attr]
+        for number, part in enumerate(content):
             if type(part) is TextBlock:
                 texts.append(part.text)
             elif type(part) is ToolReferenceBlock:
@@ -414,7 +414,7 @@ def assistant_message(message: Message, index: int, keep_thinking: bool, provide
     texts: list[str] = []
     calls: list[ToolCall] = []
     thinking: list[ThinkingPart] = []
-    for number, block in enumerate(content):  # type: ignore[arg-type]
+    for number, block in enumerate(content):
         kind = type(block)
         if kind is TextBlock:
             texts.append(block.text)  # type: ignore[union-attr]
@@ -490,7 +490,7 @@ def estimate_tokens(request: ChatRequest) -> int:
         if type(content) is str:
             chars += len(content)
         elif content is not None:
-            for part in content:  # type: ignore[union-attr]
+            for part in content:
                 if type(part) is TextPart:
                     chars += len(part.text)
                 else:

@@ -130,7 +130,8 @@ async def open_passthrough(
     # imported on use: it is built with the openai adapter
     from ..providers.openai_responses import open_responses_passthrough
 
-    return await open_responses_passthrough(target.adapter, body, headers, stream=stream, path=path, method=method)
+    adapter: Any = target.adapter  # the openai adapter: the only target a passthrough is opened on
+    return await open_responses_passthrough(adapter, body, headers, stream=stream, path=path, method=method)
 
 
 class Exchange:

@@ -308,7 +308,7 @@ class Turns:
                 text = user_content(content, f"{where}.content")
                 self.text.append(
                     text if type(text) is str else "".join(part.text for part in text if type(part) is TextPart)
-                )  # type: ignore[union-attr]
+                )
                 return
             self.close()
             if role in ("system", "developer"):
@@ -320,7 +320,7 @@ class Turns:
                         if type(text) is str
                         else "\n".join(part.text for part in text if type(part) is TextPart),
                     )
-                )  # type: ignore[union-attr]
+                )
             elif role == "user":
                 self.messages.append(ChatMessage(role="user", content=user_content(content, f"{where}.content")))
             else:

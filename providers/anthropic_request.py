@@ -152,15 +152,16 @@ class WireRequest(msgspec.Struct, omit_defaults=True):
     def of(cls, request: ChatRequest, model: str) -> WireRequest:
         messages = request.messages
         system = "\n\n".join(m.text for m in messages if m.role == "system") or None
-        turns: list[ChatMessage] | list[WireMessage] = [m for m in messages if m.role != "system"]
-        for message in turns:  # a plain request's messages go as they are: `{"role", "content"}`
+        plain = [m for m in messages if m.role != "system"]
+        turns: list[ChatMessage] | list[WireMessage] = plain
+        for message in plain:  # a plain request's messages go as they are: `{"role", "content"}`
             if (
                 type(message.content) is not str
-                or message.role == "tool"  # type: ignore[union-attr]
+                or message.role == "tool"
                 or message.tool_calls is not None
-                or message.tool_call_id is not None  # type: ignore[union-attr]
+                or message.tool_call_id is not None
                 or message.thinking
-            ):  # type: ignore[union-attr]
+            ):
                 turns = wire_turns(messages)
                 break
         wire = cls(model, request.max_tokens or DEFAULT_MAX_TOKENS, turns, True, system)
@@ -217,7 +218,8 @@ def wire_turns(messages: list[ChatMessage]) -> list[WireMessage]:
             results = None
         else:
             content = message.content
-            turns.append(WireMessage("user", content if type(content) is str else content_blocks(content, index)))
+            blocks: str | list[Block] = content if isinstance(content, str) else list(content_blocks(content, index))
+            turns.append(WireMessage("user", blocks))
     return turns
 
 
@@ -275,7 +277,7 @@ def tool_result(message: ChatMessage, index: int) -> ToolResultBlock:
     content = message.content
     if content is None or type(content) is str:
         return ToolResultBlock(message.tool_call_id, content or "")
-    return ToolResultBlock(message.tool_call_id, content_blocks(content, index))  # type: ignore[arg-type]
+    return ToolResultBlock(message.tool_call_id, content_blocks(content, index))
 
 
 def content_blocks(content: str | list[ContentPart] | None, index: int) -> list[TextBlock | ImageBlock]:
@@ -283,7 +285,7 @@ def content_blocks(content: str | list[ContentPart] | None, index: int) -> list[
     if content is None or type(content) is str:
         return [TextBlock(content)] if content else []
     blocks: list[TextBlock | ImageBlock] = []
-    for number, part in enumerate(content):  # type: ignore[arg-type]
+    for number, part in enumerate(content):
         if type(part) is TextPart:
             if part.text:
                 blocks.append(TextBlock(part.text))

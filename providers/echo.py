@@ -91,7 +91,7 @@ class EchoAdapter:
             return ChunkStream(self._words(text, model, prompt_words))
         reasoning = REASONING if thinks else ""
         answer = self._answer(text, calls, reasoning, request.include_reasoning, model, prompt_words)
-        return ChunkStream(answer)  # type: ignore[arg-type]  # every chunk kind, as the pipeline takes
+        return ChunkStream(answer)  # every chunk kind, as the pipeline takes
 
     async def _words(self, text: str, model: str, prompt_words: int) -> AsyncGenerator[StreamChunk, None]:
         words = _WORD.findall(text)

@@ -318,7 +318,7 @@ _arguments_decoder = msgspec.json.Decoder(dict[str, Any])
 class GeminiStreamAdapter:
     name = PROVIDER
     default_model = DEFAULT_MODEL
-    models = MODELS
+    models: tuple[str, ...] = MODELS
 
     def __init__(self, settings: Settings, *, http_client: httpx2.AsyncClient | None = None) -> None:
         """Build the one SDK client (only when a key is set). `http_client` is for tests."""
@@ -643,9 +643,9 @@ def parts_of(message: ChatMessage, index: int, call_names: dict[str, str], model
             parts.append(_Part(content))
     elif content is not None:
         for number, part in enumerate(content):  # type: ignore[arg-type]
-            if type(part) is TextPart:
+            if isinstance(part, TextPart):
                 parts.append(_Part(part.text))
-            else:
+            elif isinstance(part, ImagePart):
                 parts.append(image_part(part, f"$.messages[{index}].content[{number}].image_url.url"))
     signature = next(
         (part.signature for part in reversed(message.thinking or ()) if part.signature and not part.redacted), None

@@ -498,7 +498,7 @@ def _content(content: str | list[TextPart | ImagePart] | None) -> str | list[_In
     if content is None or type(content) is str:
         return content or ""
     parts: list[_InputText | _InputImage] = []
-    for part in content:  # type: ignore[union-attr]
+    for part in content:
         if type(part) is TextPart:
             parts.append(_InputText(part.text))
         else:

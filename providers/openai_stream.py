@@ -393,7 +393,8 @@ class OpenAIStreamAdapter:
             raise self._gateway_error(error) from None
         except msgspec.DecodeError:
             raise UpstreamError(f"malformed model list from {self.name}", provider=self.name) from None
-        return self.chat_models([card.id for card in (cards.data if type(cards) is _ModelPage else cards)])
+        listed = cards.data if isinstance(cards, _ModelPage) else cards
+        return self.chat_models([card.id for card in listed])
 
     @staticmethod
     def chat_models(ids: list[str]) -> list[str]:
@@ -444,9 +445,9 @@ class OpenAIStreamAdapter:
                         choice = chunk.choices[0]
                         delta = choice.delta
                         if delta is not None:
-                            if include_reasoning and (delta.reasoning_content or delta.reasoning):
-                                # servers that send both fields send the same text in each
-                                yield ReasoningChunk(delta.reasoning_content or delta.reasoning, model, provider)
+                            reasoning = delta.reasoning_content or delta.reasoning
+                            if include_reasoning and reasoning:  # servers that send both send the same text
+                                yield ReasoningChunk(reasoning, model, provider)
                             if delta.content:
                                 yield StreamChunk(delta.content, None, model, provider)
                             if delta.tool_calls:
