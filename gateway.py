@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+import msgspec
+
 from .adapter import Adapter, ChunkStream
 from .catalog import Catalog
+from .chat_types import ChatRequest
 from .errors import InvalidRequestError, UnknownProviderError
 from .resume import Streams
 from .routing import Route, RouteOpener, Target, TargetOpener
@@ -75,3 +78,16 @@ class Gateway:
         if first.route is not None:
             return RouteOpener(first.route, targets, open_target)
         return lambda: open_target(first)
+
+
+def translated(request: ChatRequest) -> TargetOpener:
+    """Opens a target with our `request`, named for that target's provider and model (the
+    request as it is when it names them already: no copy on the plain path)."""
+
+    def open_target(target: Target) -> Awaitable[ChunkStream]:
+        adapter = target.adapter
+        if request.provider == adapter.name and request.model == target.model:
+            return adapter.stream_chat(request)
+        return adapter.stream_chat(msgspec.structs.replace(request, provider=adapter.name, model=target.model))
+
+    return open_target

@@ -36,6 +36,16 @@ def data_frame(data_json: bytes) -> bytes:
     return b"data: %b\n\n" % data_json
 
 
+def numbered(frames: bytes, last_id: int) -> tuple[bytes, int]:
+    """`frames` (each ending in a blank line, none holding one) with an `id:` line each,
+    numbered on from `last_id`; and the last id given (for a resumable stream's frames)."""
+    out = []
+    for frame in frames.split(b"\n\n")[:-1]:
+        last_id += 1
+        out.append(b"id: %d\n%b\n\n" % (last_id, frame))
+    return b"".join(out), last_id
+
+
 def encode_event(
     data: str | None = None,
     *,

@@ -38,6 +38,7 @@ import msgspec
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from .. import sse
 from ..adapter import ChunkStream
 from ..chat_types import (
     ChatMessage,
@@ -731,11 +732,8 @@ class NumberedMessagesFrames(MessagesFrames):
         return self.numbered(super().failure(error, final_sent, usage))
 
     def numbered(self, frames: bytes) -> bytes:
-        numbered = []
-        for frame in frames.split(b"\n\n")[:-1]:
-            self.last_id += 1
-            numbered.append(b"id: %d\n%b\n\n" % (self.last_id, frame))
-        return b"".join(numbered)
+        data, self.last_id = sse.numbered(frames, self.last_id)
+        return data
 
     def meta(self) -> dict[str, Any]:
         return {"dialect": "anthropic", "message_id": self.message_id, "model": self.model}

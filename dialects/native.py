@@ -7,15 +7,12 @@ StreamChunk JSON (`event: reasoning`, `event: tool_call`, `event: error` beside 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Any
 
-import msgspec
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope, Send
 
 from .. import sse
-from ..adapter import ChunkStream
 from ..chat_types import (
     ChatRequest,
     ChatResponse,
@@ -31,7 +28,7 @@ from ..chat_types import (
     json_encoder,
 )
 from ..errors import GatewayError, InvalidRequestError
-from ..gateway import Gateway, Target
+from ..gateway import Gateway, translated
 from ..pipeline import AnswerSender, Call, ChatEndpoint, CollectedAnswer, decode_json, send_error, send_json
 from ..request_checks import check_request
 from ..resume import CancelEndpoint, ResumeEndpoint
@@ -94,9 +91,10 @@ class NativeFrames:
         return cls(meta["model"], meta["provider"])
 
 
-async def send_answer(send: Send, answer: CollectedAnswer) -> None:
+async def send_answer(send: Send, answer: CollectedAnswer, *, with_reasoning: bool = False) -> None:
+    """The whole answer of `POST /api/v1/chat`; `with_reasoning`: its `reasoning` too."""
     final = answer.final
-    body = ChatResponse(
+    fields: dict[str, Any] = dict(
         content=answer.content,
         finish_reason=final.finish_reason or FinishReason.STOP,
         model=final.model,
@@ -104,21 +102,12 @@ async def send_answer(send: Send, answer: CollectedAnswer) -> None:
         usage=final.usage,
         tool_calls=answer.tool_calls,
     )
+    body = ChatResponseWithReasoning(**fields, reasoning=answer.reasoning) if with_reasoning else ChatResponse(**fields)
     await send_json(send, 200, json_encoder.encode(body))
 
 
 async def send_answer_with_reasoning(send: Send, answer: CollectedAnswer) -> None:
-    final = answer.final
-    body = ChatResponseWithReasoning(
-        content=answer.content,
-        finish_reason=final.finish_reason or FinishReason.STOP,
-        model=final.model,
-        provider=final.provider,
-        usage=final.usage,
-        tool_calls=answer.tool_calls,
-        reasoning=answer.reasoning,
-    )
-    await send_json(send, 200, json_encoder.encode(body))
+    await send_answer(send, answer, with_reasoning=True)
 
 
 class NativeDialect:
@@ -155,15 +144,10 @@ class NativeDialect:
         targets = self.gateway.targets(request.model, "")
         first = targets[0]
 
-        def open_target(target: Target) -> Awaitable[ChunkStream]:
-            return target.adapter.stream_chat(
-                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model)
-            )
-
         return Call(
             provider=first.adapter.name,
             model=first.model,
-            open=self.gateway.opener(targets, open_target),
+            open=self.gateway.opener(targets, translated(request)),
             frames=NativeFrames(first.model, first.adapter.name),
             streaming=self.streaming,
             resumable=request.resumable,

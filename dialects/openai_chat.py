@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -22,7 +21,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from .. import sse
-from ..adapter import ChunkStream
 from ..catalog import Catalog
 from ..chat_types import (
     ChatMessage,
@@ -44,7 +42,7 @@ from ..chat_types import (
     json_encoder,
 )
 from ..errors import GatewayError, ProviderNotConfiguredError
-from ..gateway import Gateway, Target
+from ..gateway import Gateway, translated
 from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, error_headers, send_json
 from ..request_checks import check_request
 from ..resume import CancelEndpoint, ResumeEndpoint
@@ -452,12 +450,8 @@ class NumberedOpenAIFrames(OpenAIFrames):
         return self.numbered(super().failure(error, final_sent, usage))
 
     def numbered(self, frames: bytes) -> bytes:
-        """`frames` (each ending in a blank line, none holding one) with an `id:` line each."""
-        numbered = []
-        for frame in frames.split(b"\n\n")[:-1]:
-            self.last_id += 1
-            numbered.append(b"id: %d\n%b\n\n" % (self.last_id, frame))
-        return b"".join(numbered)
+        data, self.last_id = sse.numbered(frames, self.last_id)
+        return data
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -495,17 +489,10 @@ class OpenAIChatDialect:
             f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage
         )
 
-        def open_target(target: Target) -> Awaitable[ChunkStream]:
-            if target is first:
-                return target.adapter.stream_chat(request)
-            return target.adapter.stream_chat(
-                msgspec.structs.replace(request, provider=target.adapter.name, model=target.model)
-            )
-
         return Call(
             provider=first.adapter.name,
             model=first.model,
-            open=self.gateway.opener(targets, open_target),
+            open=self.gateway.opener(targets, translated(request)),
             frames=frames,
             streaming=bool(completion.stream),
             resumable=request.resumable,
