@@ -11,7 +11,6 @@ the disconnect watcher, the non-streaming collector and the request log.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import re
 import time
@@ -49,6 +48,7 @@ from .errors import (
     ShuttingDownError,
     UpstreamError,
 )
+from .json_depth import MAX_DEPTH, too_deep
 from .settings import Settings
 
 log = logging.getLogger("streamgate")
@@ -90,32 +90,12 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
-#: The deepest nesting of objects and arrays a request may have (the top-level object is
-#: level 1). No chat request needs as many; far deeper, the decoder would recurse too far.
-MAX_DEPTH = 64
-_NOT_OPENERS = bytes(sorted(set(range(256)) - set(b"[{")))
-_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"[]{}')))
-_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
-
-
-def nesting_depth(body: bytes) -> int:
-    """The deepest nesting of objects and arrays in `body`, in C-speed passes: the escapes
-    `\\\\` and `\\"` removed (so every `"` left opens or closes a string), only quotes and
-    brackets kept, the parts outside strings joined, their brackets made +1/-1 steps; the
-    deepest running sum is the depth. Exact for valid JSON; for invalid JSON at least the
-    depth of its valid prefix, which is all a decoder reads."""
-    if b"\\" in body:
-        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside = b"".join(body.translate(None, _NOT_MARKS).split(b'"')[::2])
-    return max(itertools.accumulate(memoryview(outside.translate(_DEPTH_STEP)).cast("b")), default=0)
-
-
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     """Decode `body` with `decoder`; a failure names the field at fault (`$.messages[0].role`).
     The depth is scanned only when the body opens more than `MAX_DEPTH` objects and arrays."""
     if not body.strip():
         raise InvalidJSONError("the request body is empty; send a JSON object")
-    if len(body.translate(None, _NOT_OPENERS)) > MAX_DEPTH and nesting_depth(body) > MAX_DEPTH:
+    if too_deep(body):
         raise InvalidJSONError(f"the request body is nested deeper than {MAX_DEPTH} levels of objects and arrays")
     try:
         return decoder.decode(body)

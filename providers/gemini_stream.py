@@ -76,7 +76,7 @@ from ..errors import (
     UpstreamTimeoutError,
     error_from_status,
 )
-from ..pipeline import MAX_DEPTH, nesting_depth
+from ..json_depth import MAX_DEPTH, nesting_depth
 from ..providers.stainless import connection_failed, map_transport_error
 from ..sdk_internals import require_internals
 from ..settings import Settings

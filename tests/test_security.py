@@ -25,7 +25,8 @@ from streamgate.app import create_app
 from streamgate.chat_types import chat_request_decoder
 from streamgate.errors import InvalidJSONError
 from streamgate.http_guards import host_allowed, same_origin, split_host
-from streamgate.pipeline import MAX_DEPTH, MAX_LOG_FIELD, decode_json, nesting_depth
+from streamgate.json_depth import MAX_DEPTH, nesting_depth
+from streamgate.pipeline import MAX_LOG_FIELD, decode_json
 from streamgate.providers.echo import EchoAdapter
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.settings import ANY_IP, LOOPBACK_HOSTS, Settings, redacted
