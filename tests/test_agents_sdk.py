@@ -35,7 +35,12 @@ def run(url: str, model: str, prompt: str, **settings_: Any) -> tuple[str, list[
     """The agent's final output and the types of the items it streamed."""
 
     async def main() -> tuple[str, list[str]]:
-        client = AsyncOpenAI(base_url=url + "/v1", api_key="sk-anything", max_retries=0)
+        # Closed here, in its own loop: an unclosed client's `__del__` would close it later on
+        # whichever loop runs then (another test's), where its connections' loop is gone.
+        async with AsyncOpenAI(base_url=url + "/v1", api_key="sk-anything", max_retries=0) as client:
+            return await run_agent(client)
+
+    async def run_agent(client: AsyncOpenAI) -> tuple[str, list[str]]:
         # `<provider>/<model>` names: the SDK's MultiProvider takes a prefix it does not know
         # as part of the model id when asked to.
         config = RunConfig(
