@@ -28,7 +28,7 @@ from .dialects import DIALECTS
 from .errors import GatewayError, MethodNotAllowedError, NotFoundError
 from .gateway import Gateway
 from .http_guards import BearerAuth, ErrorShapes, OriginGuard, accepted_hosts
-from .pipeline import ErrorSender, requests_ended_at_exit
+from .pipeline import ErrorSender, lighter_log_records, requests_ended_at_exit
 from .providers import PROVIDERS, build_adapters
 from .resume import Streams, store_for
 from .route_path import route_path
@@ -209,6 +209,7 @@ def create_app(
         await streams.start()
         if callers is not None:
             await callers.meter.start()
+        lighter_log_records()
         if not gc.get_freeze_count():  # once per process: what start-up made is kept for good,
             gc.freeze()  # so the full collections under load no longer rescan every SDK's modules
         async with requests_ended_at_exit():

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -58,7 +59,20 @@ _AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agen
 
 def sdk_http_client(settings: Settings) -> httpx2.AsyncClient:
     """One long-lived client for one SDK client (create it at start-up, never per request)."""
-    return httpx2.AsyncClient(timeout=httpx2.Timeout(settings.upstream_timeout_s), transport=UpstreamTransport())
+    transport = UpstreamTransport()
+    client = httpx2.AsyncClient(timeout=httpx2.Timeout(settings.upstream_timeout_s), transport=transport)
+    _TRANSPORTS[client] = transport
+    return client
+
+
+#: The transport of each client `sdk_http_client` made (`transport_of`).
+_TRANSPORTS: weakref.WeakKeyDictionary[httpx2.AsyncClient, UpstreamTransport] = weakref.WeakKeyDictionary()
+
+
+def transport_of(http_client: object) -> UpstreamTransport | None:
+    """The `UpstreamTransport` under `http_client` when `sdk_http_client` made it (nothing
+    else, hooks or auth, on that client), else None (a test's own client)."""
+    return _TRANSPORTS.get(http_client) if isinstance(http_client, httpx2.AsyncClient) else None
 
 
 #: Most bytes of an upstream's answer that is read whole (not `text/event-stream`: an error,
@@ -173,7 +187,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         )
         return self._session
 
-    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+    def timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx2's `connect`, `read` and `pool` (the wait for a free connection, plus
         connecting) as aiohttp's; never a total: a long answer is not cut."""
         key = (timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool"))
@@ -196,7 +210,6 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         return proxy
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        session = self._session or self._open_session()
         try:
             body = request.content
         except httpx2.RequestNotRead:
@@ -207,6 +220,17 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             if name.lower() != b"transfer-encoding"
         ]
         url = yarl.URL(str(request.url), encoded=True)
+        timeout = self.timeout(request.extensions.get("timeout", {}))
+        return await self.open(request.method, url, headers, body, timeout)
+
+    async def open(
+        self, method: str, url: yarl.URL, headers: list[tuple[str, str]], body: bytes, timeout: aiohttp.ClientTimeout
+    ) -> httpx2.Response:
+        """Send one request (`headers` is this request's own list: a trace may add to it);
+        the response once its head arrived, its body unread. An event stream's body is
+        read as it comes (`response_body`); any other is bounded and decompressed here.
+        The response carries no `request`: whoever words an error from it sets one."""
+        session = self._session or self._open_session()
         proxy, proxy_auth = self._proxy(url)
         timing = REQUEST_TIMING.get()  # a chat request's: its upstream timestamps, its attempt span
         attempt = None
@@ -214,16 +238,16 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             if timing.upstream_written_at is None:
                 timing.upstream_written_at = time.monotonic()
             if timing.trace is not None:
-                attempt = timing.trace.attempt(request.method, url, headers)  # adds `traceparent`
+                attempt = timing.trace.attempt(method, url, headers)  # adds `traceparent`
         try:
             with _MAPPED_ERRORS:
                 response = await session.request(
-                    request.method,
+                    method,
                     url,
                     headers=headers,
                     data=body or None,
                     allow_redirects=False,
-                    timeout=self._timeout(request.extensions.get("timeout", {})),
+                    timeout=timeout,
                     proxy=proxy,
                     proxy_auth=proxy_auth,
                 )

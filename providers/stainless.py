@@ -17,12 +17,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx2
+import yarl
 
 from .. import keys
 from ..errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
 from ..sdk_internals import require_internals
 from ..sse import LineTooLongError
-from ..upstream_http import BodyTooLarge, on_close, read_at_most
+from ..upstream_http import BodyTooLarge, on_close, read_at_most, transport_of
 
 
 class PreparedRequest:
@@ -31,15 +32,35 @@ class PreparedRequest:
 
     The SDK's `_build_request` resolves everything that is the same for every call — the
     URL against `base_url`, the auth and default headers (user agent, `x-stainless-*`
-    platform headers), the timeout. Per call we only copy its headers with the new body
-    into a fresh `httpx2.Request` and hand that to the SDK's own send path (`_send`: one
-    subclass per SDK), and an error status still becomes the SDK's own exception
-    (`_make_status_error_from_response`), as `client.request` does. These are internals
-    of the SDKs' current majors, which `pyproject.toml` pins: each subclass names the
-    ones it calls (`internals`), checked when it is built; the tests run the real SDKs.
+    platform headers), the timeout. Per call only the body and a few headers change, and
+    an error status still becomes the SDK's own exception
+    (`_make_status_error_from_response`), as `client.request` does.
+
+    How a call goes out: when the SDK client would add nothing to a request on its way
+    out (a plain API key: no request signing, no token exchange, no auth hook; `direct_ok`,
+    per SDK) and its HTTP client is `sdk_http_client`'s, the headers the SDK built go
+    straight to that client's `UpstreamTransport.open` (aiohttp): no `httpx2.Request`, no
+    trip through the SDK's and `httpx2`'s send layers, which cost about a sixth of a short
+    request's CPU (`docs/BENCHMARKS.md`). Otherwise each call builds an `httpx2.Request`
+    and hands it to the SDK's own send path (`_send`: one subclass per SDK). These are
+    internals of the SDKs' current majors, which `pyproject.toml` pins: each subclass
+    names the ones it calls (`internals`), checked when it is built; the tests run the
+    real SDKs, both ways.
     """
 
-    __slots__ = ("_client", "_url", "_headers", "_extensions", "_keys", "_key_headers")
+    __slots__ = (
+        "_client",
+        "_url",
+        "_headers",
+        "_extensions",
+        "_keys",
+        "_key_headers",
+        "_direct",
+        "_direct_url",
+        "_direct_timeout",
+        "_text_headers",
+        "_text_key_headers",
+    )
 
     #: The distribution name of the SDK, and the client internals `_send` calls.
     sdk = ""
@@ -57,8 +78,19 @@ class PreparedRequest:
         #: out with one of them (`keys.KeyRing.choose`) in place of the client's own.
         self._keys = keys.ring_of(client)
         self._key_headers: tuple[tuple[bytes, bytes], ...] = ()
-        self.headers = [(name, value) for name, value in template.headers.raw if name.lower() != b"content-length"]
+        self._text_key_headers: tuple[tuple[str, str], ...] = ()
         self._extensions = template.extensions
+        self._direct = transport_of(getattr(client, "_client", None)) if self.direct_ok(client) else None
+        if self._direct is not None:
+            self._direct_url = yarl.URL(str(template.url), encoded=True)
+            self._direct_timeout = self._direct.timeout(template.extensions.get("timeout", {}))
+        self.headers = [(name, value) for name, value in template.headers.raw if name.lower() != b"content-length"]
+
+    @classmethod
+    def direct_ok(cls, client: Any) -> bool:
+        """Whether `client` would send a prepared request as it is (then it may go straight
+        to the transport)."""
+        return False
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -73,6 +105,8 @@ class PreparedRequest:
         else:  # the key's header as the SDK built it, or as an adapter put it back
             self._headers, key_headers = keys.key_headers(self._keys, headers)
             self._key_headers = key_headers or self._key_headers
+        self._text_headers = _text(self._headers)
+        self._text_key_headers = tuple(_text(self._key_headers))
 
     def url_for(self, path: str) -> httpx2.URL:
         """The URL of `path` (with any query) under the client's `base_url`, as the SDK
@@ -94,36 +128,28 @@ class PreparedRequest:
         read, `httpx2.RequestError`."""
         ring = self._keys
         if ring is not None and self._key_headers:
-            return await self._send_with_key(ring, body, headers, method, url or self._url)
-        request = httpx2.Request(
-            method,
-            url or self._url,
-            headers=[*self._headers, *headers],
-            content=body,
-            extensions=dict(self._extensions),
-        )
-        response = await self._send(request)
+            return await self._send_with_key(ring, body, headers, method, url)
+        response = await self._attempt(body, headers, method, url, None)
         if 200 <= response.status_code < 300:
             return response
         raise self._client._make_status_error_from_response(await read_at_most(response))
 
     async def _send_with_key(
-        self, ring: keys.KeyRing, body: bytes, headers: Iterable[tuple[bytes, bytes]], method: str, url: httpx2.URL
+        self,
+        ring: keys.KeyRing,
+        body: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        method: str,
+        url: httpx2.URL | None,
     ) -> httpx2.Response:
         """`send` with the key `ring` chooses, held until the response is let go; a `429`,
         `401` or `403` answer sets that key to rest and, while another key is usable,
         the request goes out again with it (not a retry: the key failed, not the request)."""
+        headers = tuple(headers)
         for _ in ring.keys:  # a key refused (and now resting) is replaced by another at once
             index = ring.choose()
-            request = httpx2.Request(
-                method,
-                url,
-                headers=[*self._headers, self._key_headers[index], *headers],
-                content=body,
-                extensions=dict(self._extensions),
-            )
             try:
-                response = await self._send(request)
+                response = await self._attempt(body, headers, method, url, index)
             except BaseException:
                 ring.release(index)
                 raise
@@ -138,8 +164,48 @@ class PreparedRequest:
                 break
         raise self._client._make_status_error_from_response(response)
 
+    async def _attempt(
+        self,
+        body: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        method: str,
+        url: httpx2.URL | None,
+        key: int | None,
+    ) -> httpx2.Response:
+        """One request with the `key`-th key's header (None: the client's own), whatever its
+        status; an error status's response carries its `httpx2.Request` (the SDK words
+        its exception from both)."""
+        direct = self._direct
+        if direct is None:
+            return await self._send(self._request(body, headers, method, url, key))
+        sent = [*self._text_headers, *_text(headers)]
+        if key is not None:
+            sent.append(self._text_key_headers[key])
+        target = self._direct_url if url is None else yarl.URL(str(url), encoded=True)
+        response = await direct.open(method, target, sent, body, self._direct_timeout)
+        if not 200 <= response.status_code < 300:
+            response.request = self._request(body, headers, method, url, key)
+        return response
+
+    def _request(
+        self, body: bytes, headers: Iterable[tuple[bytes, bytes]], method: str, url: httpx2.URL | None, key: int | None
+    ) -> httpx2.Request:
+        key_header = () if key is None else (self._key_headers[key],)
+        return httpx2.Request(
+            method,
+            url or self._url,
+            headers=[*self._headers, *key_header, *headers],
+            content=body,
+            extensions=dict(self._extensions),
+        )
+
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         raise NotImplementedError
+
+
+def _text(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Header pairs as aiohttp takes them."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
 
 
 class OpenAIRequest(PreparedRequest):
@@ -149,6 +215,16 @@ class OpenAIRequest(PreparedRequest):
     __slots__ = ()
     sdk = "openai"
     internals = ("_send_request",)
+
+    @classmethod
+    def direct_ok(cls, client: Any) -> bool:
+        """No workload identity (a token per request) and no provider runtime (a response
+        rewritten): `_send_request` would pass the request to its `httpx2` client as it is."""
+        absent = object()
+        return (
+            getattr(client, "_workload_identity_auth", absent) is None
+            and getattr(client, "_provider_runtime", absent) is None
+        )
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         return await self._client._send_request(request, stream=True)  # type: ignore[no-any-return]
@@ -161,6 +237,13 @@ class AnthropicRequest(PreparedRequest):
     __slots__ = ()
     sdk = "anthropic"
     internals = ("_prepare_request",)
+
+    @classmethod
+    def direct_ok(cls, client: Any) -> bool:
+        """No `custom_auth`, and `_prepare_request` is the base client's no-op (Bedrock's and
+        Vertex's clients sign each request there)."""
+        owner = next((kind for kind in type(client).__mro__ if "_prepare_request" in vars(kind)), None)
+        return client.custom_auth is None and owner is not None and owner.__module__ == "anthropic._base_client"
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         client = self._client

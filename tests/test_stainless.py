@@ -1,9 +1,11 @@
 """`providers.stainless`: the exceptions the real openai and anthropic SDKs raise (over
-an `httpx2.MockTransport` upstream) mapped to the contract's errors, and the prepared
-request that opens a stream only on a `2xx`."""
+an `httpx2.MockTransport` upstream) mapped to the contract's errors, the prepared
+request that opens a stream only on a `2xx`, and its direct path (over a loopback
+upstream) sending what the SDK's own send path sends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +19,9 @@ from openai._models import FinalRequestOptions as OpenAIOptions
 from streamgate import sse
 from streamgate.errors import GatewayError
 from streamgate.providers.stainless import AnthropicRequest, OpenAIRequest, map_sdk_error, map_transport_error
+from streamgate.upstream_http import UpstreamTransport, sdk_http_client
+from support import settings
+from wire_upstreams import ProviderUpstream
 
 KEY = "sk-secret-0123456789"
 Handler = Callable[[httpx2.Request], httpx2.Response]
@@ -178,3 +183,88 @@ def test_an_endless_sse_line_mid_stream_is_upstream_error() -> None:
     )
     assert (error.status, error.type, error.retryable) == (502, "upstream_error", False)
     assert error.message == "anthropic sent a broken stream: an event-stream line is longer than 1048576 bytes"
+
+
+# --- the direct path: a plain-key client's prepared request skips the SDK's send layers ---
+
+
+def loopback_client(sdk: str, base_url: str, http_client: httpx2.AsyncClient, kind: type | None = None) -> Any:
+    if sdk == "openai":
+        return (kind or openai.AsyncOpenAI)(api_key=KEY, base_url=base_url, max_retries=0, http_client=http_client)
+    root = base_url.removesuffix("/v1")
+    return (kind or anthropic.AsyncAnthropic)(api_key=KEY, base_url=root, max_retries=0, http_client=http_client)
+
+
+def httpx2_sends(monkeypatch: pytest.MonkeyPatch) -> list[httpx2.Request]:
+    """Every request that goes through an `httpx2.AsyncClient.send` from now on."""
+    sent: list[httpx2.Request] = []
+    send = httpx2.AsyncClient.send
+
+    async def counted(self: httpx2.AsyncClient, request: httpx2.Request, **options: Any) -> httpx2.Response:
+        sent.append(request)
+        return await send(self, request, **options)
+
+    monkeypatch.setattr(httpx2.AsyncClient, "send", counted)
+    return sent
+
+
+async def send_both_ways(sdk: str, url: str, status: int = 200) -> tuple[list[Any], list[Any]]:
+    """The same call sent through `sdk_http_client` (direct) and through an `httpx2` client
+    on the same transport that `sdk_http_client` did not make (the SDK's send path): what
+    each returned or raised (mapped)."""
+    outcomes: list[Any] = []
+    timeout = httpx2.Timeout(settings().upstream_timeout_s)
+    for http_client in (
+        sdk_http_client(settings()),
+        httpx2.AsyncClient(timeout=timeout, transport=UpstreamTransport()),
+    ):
+        async with loopback_client(sdk, url, http_client) as client:
+            try:
+                response = await prepared(sdk, client).send(b'{"a": 1}', [(b"x-request-id", b"r-1")])
+                outcomes.append((response.status_code, await response.aread()))
+            except Exception as error:  # noqa: BLE001 - the SDK's status error, compared both ways
+                mapped = map_error(sdk, error)
+                outcomes.append((mapped.status, mapped.type, mapped.message, mapped.retry_after))
+    return outcomes[:1], outcomes[1:]
+
+
+@SDKS
+def test_the_direct_path_sends_what_the_sdk_path_sends(sdk: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream = ProviderUpstream().script(b"data: 1\n\n", b"data: 1\n\n")
+    sends = httpx2_sends(monkeypatch)
+    with upstream.loopback.running():
+        direct, through_sdk = asyncio.run(send_both_ways(sdk, upstream.loopback.url))
+    assert direct == through_sdk == [(200, b"data: 1\n\n")]
+    assert len(sends) == 1  # the SDK's path only: the direct one never built an `httpx2.Request`
+    first, second = upstream.seen
+    assert (first.path, first.body) == (second.path, second.body) == (second.path, b'{"a": 1}')
+    assert first.headers == second.headers and first.headers["x-request-id"] == "r-1"
+
+
+@SDKS
+def test_the_direct_path_raises_the_sdks_own_status_error(sdk: str) -> None:
+    body = json.dumps({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}).encode()
+    upstream = ProviderUpstream().script((429, body), (429, body))
+    with upstream.loopback.running():
+        direct, through_sdk = asyncio.run(send_both_ways(sdk, upstream.loopback.url))
+    assert direct == through_sdk
+    assert direct[0][:3] == (429, "rate_limited", f"{sdk} rate limit: slow down")
+
+
+class _SigningAnthropic(anthropic.AsyncAnthropic):
+    """A client that signs each request in `_prepare_request`, as Bedrock's and Vertex's do."""
+
+    async def _prepare_request(self, request: httpx2.Request) -> None:
+        request.headers["x-signature"] = f"signed:{len(request.content)}"
+
+
+def test_a_client_that_signs_its_requests_keeps_the_sdk_path() -> None:
+    async def send_once(url: str) -> None:
+        async with loopback_client("anthropic", url, sdk_http_client(settings()), _SigningAnthropic) as client:
+            response = await prepared("anthropic", client).send(b"{}")
+            await response.aread()
+
+    upstream = ProviderUpstream().script(b"data: 1\n\n")
+    with upstream.loopback.running():
+        asyncio.run(send_once(upstream.loopback.url))
+    assert upstream.seen[0].headers["x-signature"] == "signed:2"
