@@ -227,57 +227,74 @@ class StreamProgress(timing.RequestTiming):
 
 class ClientWatch:
     """`async with ClientWatch(...)` around a request's work: a watcher task cancels the
-    work as soon as the client disconnects (also while the upstream is silent) and sends
-    `: keep-alive` after `heartbeat_s` without a frame. Leaving the block stops the
-    watcher; the cancellation it caused ends the block quietly.
+    work as soon as the client disconnects (also while the upstream is silent), and a
+    timer sends `: keep-alive` after `heartbeat_s` without a frame. Leaving the block
+    stops both; the cancellation the watcher caused ends the block quietly.
 
-    One plain asyncio task, not an anyio task group: per request the group's scopes,
-    events and bookkeeping cost CPU and memory per open stream (docs/BENCHMARKS.md).
+    One plain asyncio task that only waits for the client's messages, and one timer, not
+    an anyio task group nor a timeout per wait: per request those cost CPU and memory per
+    open stream (docs/BENCHMARKS.md). A keep-alive is sent by a task of its own, made only
+    when one is due (the frames' own sends go on meanwhile, as they did beside the watcher).
     """
 
-    __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "watcher")
+    __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "watcher", "timer", "beat")
 
     def __init__(self, receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float) -> None:
         self.receive = receive
         self.send = send
         self.progress = progress
         self.heartbeat_s = heartbeat_s
+        self.beat: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
         work = asyncio.current_task()
         assert work is not None  # entered from a request's task
         self.work = work
-        self.watcher = asyncio.get_running_loop().create_task(
-            watch(self.receive, self.send, self.progress, self.heartbeat_s, work)
-        )
+        loop = asyncio.get_running_loop()
+        self.watcher = loop.create_task(watch(self.receive, self.progress, work))
+        self.timer = loop.call_at(self.progress.last_sent_at + self.heartbeat_s, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        """The timer: a keep-alive when a stream has been silent for `heartbeat_s` (none
+        while a previous one is still being sent), then the timer again."""
+        progress = self.progress
+        now = time.monotonic()
+        due = progress.last_sent_at + self.heartbeat_s
+        if not progress.streaming:  # no response begun yet, or it has ended: nothing to keep alive
+            due = now + self.heartbeat_s
+        elif due <= now and (self.beat is None or self.beat.done()):
+            progress.last_sent_at = now
+            self.beat = asyncio.get_running_loop().create_task(keep_alive(self.send))
+            due = now + self.heartbeat_s
+        self.timer = asyncio.get_running_loop().call_at(max(due, now + 0.001), self._heartbeat)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        self.timer.cancel()
         self.watcher.cancel()
         if self.watcher.done() and not self.watcher.cancelled() and self.watcher.exception() is not None:
             log.error("the client watcher failed", exc_info=self.watcher.exception())
+        if self.beat is not None:
+            self.beat.cancel()  # waiting for a slow client to read: nothing of it was written yet
         if self.progress.client_gone and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             self.work.uncancel()
             return True
         return False
 
 
-async def watch(
-    receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float, work: asyncio.Task[Any]
-) -> None:
+async def keep_alive(send: Send) -> None:
+    """One `: keep-alive` comment (a failure is logged: nobody waits for this task)."""
+    try:
+        await send({"type": "http.response.body", "body": sse.KEEP_ALIVE, "more_body": True})
+    except Exception:  # noqa: BLE001
+        log.exception("sending a keep-alive failed")
+
+
+async def watch(receive: Receive, progress: StreamProgress, work: asyncio.Task[Any]) -> None:
     """`ClientWatch`'s watcher. A function, not a method: the traceback of the cancellation
     that ends it would otherwise hold the `ClientWatch` that holds this task, a cycle per
     request (with the server's request objects) left to the cyclic garbage collector."""
     while True:
-        try:
-            async with asyncio.timeout(progress.last_sent_at + heartbeat_s - time.monotonic()):
-                message = await receive()
-        except TimeoutError:
-            if progress.streaming and time.monotonic() - progress.last_sent_at >= heartbeat_s:
-                await send({"type": "http.response.body", "body": sse.KEEP_ALIVE, "more_body": True})
-                progress.last_sent_at = time.monotonic()
-            elif not progress.streaming:
-                progress.last_sent_at = time.monotonic()
-            continue
+        message = await receive()
         if message["type"] == "http.disconnect":
             progress.client_gone = True
             work.cancel()

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 from typing import Any
@@ -43,6 +44,23 @@ from .settings import Settings, SettingsError
 OPTIONS = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "config": "STREAMGATE_CONFIG"}
 
 
+class LineFormatter(logging.Formatter):
+    """`logging.Formatter`, its `%(asctime)s` written as the default one writes it but with
+    the date and time made once per second: the request log writes a line per request."""
+
+    _second = -1
+    _date_and_time = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._date_and_time = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return self.default_msec_format % (self._date_and_time, record.msecs)
+
+
 #: Logging for the server and each of its workers: uvicorn's own, and every other logger
 #: (ours: the request log `streamgate.access`, warnings) at INFO on stderr; `httpx2` logs
 #: every upstream request at INFO, so only its warnings.
@@ -50,7 +68,7 @@ LOG_CONFIG: dict[str, Any] = {
     **uvicorn.config.LOGGING_CONFIG,
     "formatters": {
         **uvicorn.config.LOGGING_CONFIG["formatters"],
-        "streamgate": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "streamgate": {"()": LineFormatter, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
     "handlers": {
         **uvicorn.config.LOGGING_CONFIG["handlers"],

@@ -13,6 +13,7 @@ import openai
 import pytest
 from streamgate.app import create_app
 from streamgate.providers import build_adapters
+from streamgate.server import LineFormatter
 from support import gateway, serve, settings
 
 HELLO = [{"role": "user", "content": "Hello there, log"}]
@@ -129,3 +130,12 @@ def test_access_log_off_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
         assert httpx.post(url + "/api/v1/chat/stream", json={"provider": "echo", "messages": HELLO}).status_code == 200
         assert httpx.post(url + "/api/v1/chat", json={"provider": "nope", "messages": HELLO}).status_code == 422
     assert lines_of(caplog) == []  # the server has ended: every request is done
+
+
+@pytest.mark.parametrize("created", [0.0, 1_765_000_000.25, 1_765_000_000.999, 1_765_000_001.0005, 1_900_000_000.5])
+def test_the_server_formatter_writes_the_time_as_logging_does(created: float) -> None:
+    ours, standard = LineFormatter("%(asctime)s %(message)s"), logging.Formatter("%(asctime)s %(message)s")
+    for when in (created, created + 0.5, created + 1.0):  # within the second it keeps, and the next
+        record = logging.LogRecord("streamgate.access", logging.INFO, __file__, 1, "POST /v1", None, None)
+        record.created, record.msecs = when, (when - int(when)) * 1000
+        assert ours.format(record) == standard.format(record)
