@@ -63,8 +63,7 @@ def split(diff: list[tracemalloc.StatisticDiff], streams: int, key: str = "filen
     for stat in diff[:30]:
         lines.append(
             f"{stat.size_diff / streams:8.0f} B {stat.count_diff / streams:6.1f} objects  "
-            f"{short_path(stat.traceback[0].filename)}"
-            + (f":{stat.traceback[0].lineno}" if key == "lineno" else "")
+            f"{short_path(stat.traceback[0].filename)}" + (f":{stat.traceback[0].lineno}" if key == "lineno" else "")
         )
     return "\n".join(lines) + "\n"
 
