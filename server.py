@@ -58,6 +58,8 @@ class LineFormatter(logging.Formatter):
         if second != self._second:
             self._date_and_time = time.strftime(self.default_time_format, self.converter(record.created))
             self._second = second
+        if self.default_msec_format is None:
+            return self._date_and_time
         return self.default_msec_format % (self._date_and_time, record.msecs)
 
 

@@ -37,11 +37,12 @@ import math
 import re
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx2
 import msgspec
+import yarl
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
@@ -81,7 +82,7 @@ from ..providers.stainless import connection_failed, map_transport_error
 from ..sdk_internals import require_internals
 from ..settings import Settings
 from ..sse import Decoder, Event, LineTooLongError
-from ..upstream_http import BodyTooLarge, on_close, read_at_most, response_body, sdk_http_client
+from ..upstream_http import BodyTooLarge, on_close, read_at_most, response_body, sdk_http_client, transport_of
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"
@@ -315,6 +316,15 @@ _frame_decoder = msgspec.json.Decoder(_Frame)
 _arguments_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
+class _Request(NamedTuple):
+    """One call as the genai client built it: its URL, its headers (a key's may be put
+    in per attempt), and our body."""
+
+    url: str
+    headers: dict[str, str]
+    content: bytes
+
+
 class GeminiStreamAdapter:
     name = PROVIDER
     default_model = DEFAULT_MODEL
@@ -328,6 +338,11 @@ class GeminiStreamAdapter:
             self.default_model = settings.gemini_default_model
             self.models = (self.default_model, *(m for m in MODELS if m != self.default_model))
         self._http = http_client or sdk_http_client(settings)
+        self._direct = transport_of(self._http)
+        if self._direct is not None:
+            self._direct_timeout = self._direct.timeout(self._http.timeout.as_dict())
+            #: The `httpx2` client's own headers (accept, encodings, keep-alive), names in lower case.
+            self._default_headers = [(name.lower(), value) for name, value in self._http.headers.items()]
         self._client: genai.Client | None = None
         #: Several keys (`GEMINI_API_KEY=k1,k2`): each request's `x-goog-api-key` chosen per call.
         self._keys = keys.ring(PROVIDER, settings.gemini_api_key, settings.redis_url)
@@ -361,9 +376,7 @@ class GeminiStreamAdapter:
             raise InvalidRequestError(f"$.model: {model!r} is not a Gemini model name", provider=PROVIDER)
         content = json_encoder.encode(request_body(request, model))
         sdk_request = client._api_client._build_request("post", f"models/{model}:streamGenerateContent?alt=sse", {})
-        upstream_request = self._http.build_request(
-            "POST", sdk_request.url, content=content, headers=sdk_request.headers
-        )
+        upstream_request = _Request(sdk_request.url, sdk_request.headers, content)
         response = await open_with_retries(lambda: self._open(upstream_request), max_retries=self.max_retries)
         body, release = response_body(response)
         return ChunkStream(self._chunks(body, model, request.include_reasoning), release)
@@ -380,9 +393,7 @@ class GeminiStreamAdapter:
             _CountedRequest(f"models/{model}", body.contents, body.system_instruction, body.tools)
         )
         sdk_request = client._api_client._build_request("post", f"models/{model}:countTokens", {})
-        upstream_request = self._http.build_request(
-            "POST", sdk_request.url, content=json_encoder.encode(count), headers=sdk_request.headers
-        )
+        upstream_request = _Request(sdk_request.url, sdk_request.headers, json_encoder.encode(count))
         response = await open_with_retries(lambda: self._open(upstream_request), max_retries=self.max_retries)
         try:
             return _count_decoder.decode(await response.aread()).total_tokens
@@ -406,7 +417,7 @@ class GeminiStreamAdapter:
             if model.name and "generateContent" in (model.supported_actions or ())
         ]
 
-    async def _open(self, upstream_request: httpx2.Request) -> httpx2.Response:
+    async def _open(self, upstream_request: _Request) -> httpx2.Response:
         """Send the request; return the response once Gemini answered 200. With several
         keys, a key refused (and now resting) is replaced by another at once."""
         ring = self._keys
@@ -421,12 +432,12 @@ class GeminiStreamAdapter:
         return await self._open_with_key(upstream_request, ring, ring.choose())
 
     async def _open_with_key(
-        self, upstream_request: httpx2.Request, ring: keys.KeyRing | None, index: int
+        self, upstream_request: _Request, ring: keys.KeyRing | None, index: int
     ) -> httpx2.Response:
         if ring is not None:
             upstream_request.headers["x-goog-api-key"] = ring.keys[index]
         try:
-            response = await self._http.send(upstream_request, stream=True)
+            response = await self._send(upstream_request)
         except BaseException as error:
             if ring is not None:
                 ring.release(index)
@@ -457,6 +468,24 @@ class GeminiStreamAdapter:
                 raise map_transport_error(error, provider=PROVIDER) from None
             finally:
                 await response.aclose()
+        return response
+
+    async def _send(self, upstream_request: _Request) -> httpx2.Response:
+        """One attempt, whatever its status. With `sdk_http_client`'s client, straight to its
+        transport (the headers `httpx2` would send: the client's defaults under the SDK's),
+        without building an `httpx2.Request` or passing `httpx2`'s send layers; an error
+        status's response then gets the `httpx2.Request` the SDK's error is worded from."""
+        url, headers, content = upstream_request
+        direct = self._direct
+        if direct is None:
+            built = self._http.build_request("POST", url, content=content, headers=headers)
+            return await self._http.send(built, stream=True)
+        sdk_headers = {name.lower(): value for name, value in headers.items()}
+        sent = [(name, value) for name, value in self._default_headers if name not in sdk_headers]
+        sent += sdk_headers.items()
+        response = await direct.open("POST", yarl.URL(url), sent, content, self._direct_timeout)
+        if response.status_code != 200:
+            response.request = self._http.build_request("POST", url, content=content, headers=headers)
         return response
 
     async def _chunks(

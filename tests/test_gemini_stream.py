@@ -31,9 +31,11 @@ from streamgate.providers.gemini_stream import (
     signature_of,
     tool_call_chunk,
 )
+from streamgate.upstream_http import UpstreamTransport
 from support import Answer, closed_port, serve, settings
 from wire_gemini import frame, function_call, sdk_request, sdk_stream, sse_body, text, thought, usage_metadata
 from wire_openai import SSE_HEAD, LoopbackUpstream, MockUpstream, Reply, http_chunk, leave_mid_stream, reset, split
+from wire_upstreams import ProviderUpstream, text_stream
 
 KEY = "AIzaSyTest-0123456789abcdefghijklmnopqr"
 BASE_URL = "https://gemini.upstream.test"
@@ -1132,3 +1134,30 @@ def test_a_call_id_gives_back_the_signature_it_was_made_with(size: int) -> None:
     assert signature_of(chunk.id or "") == signature
     assert signature_of(tool_call_chunk(0, call, None).id or "") is None
     assert signature_of("call_" + "0" * 24 + ".abc/") is None and signature_of("toolu_01.abc") is None
+
+
+# --- the direct path: sdk_http_client's client sends without building an httpx2.Request ---
+
+
+def test_the_direct_path_sends_what_the_httpx2_client_sends() -> None:
+    """The same request through `sdk_http_client` (straight to its transport) and through
+    an `httpx2` client on the same transport that `sdk_http_client` did not make: the same
+    path, headers and body reach a real loopback upstream, and both answer alike."""
+    refusal = (400, b"".join(API_KEY_INVALID.pieces))
+    upstream = ProviderUpstream().script(text_stream("gemini", ["same"]), refusal, text_stream("gemini", ["same"]))
+    answers: list[str] = []
+    with upstream.loopback.running():
+        base = upstream.loopback.url.removesuffix("/v1")
+        config = settings(gemini_api_key=KEY, gemini_base_url=base, upstream_max_retries=0)
+        timeout = httpx2.Timeout(config.upstream_timeout_s)
+        for http_client in (None, httpx2.AsyncClient(timeout=timeout, transport=UpstreamTransport())):
+            adapter = GeminiStreamAdapter(config, http_client=http_client)
+            with serve(create_app(config, adapters={"gemini": adapter})) as url:
+                answers.append(post(url).text)
+                if http_client is None:
+                    failed = post(url)
+        direct, _, through_httpx2 = upstream.seen
+    assert answers == ["same", "same"]
+    assert (direct.path, direct.body) == (through_httpx2.path, through_httpx2.body)
+    assert direct.headers == through_httpx2.headers and direct.headers["x-goog-api-key"] == KEY
+    assert (failed.status, failed.json()["error"]["type"]) == (401, "provider_auth_error")  # worded by the SDK
