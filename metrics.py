@@ -336,38 +336,16 @@ GC_PAUSE = Histogram(
     ["generation"],
     buckets=GC_PAUSE_BUCKETS,
 )
-#: Seconds from one run of the lag timer to when the next is due. A stall is seen when it
+#: Seconds from one run of the stall timer to when the next is due. A stall is seen when it
 #: holds the loop as the timer comes due: one of 20 ms, once in five.
 LAG_INTERVAL_S = 0.1
 
 
-class LoopLag:
-    """Records in `EVENT_LOOP_LAG` how late `loop` runs a timer due every `LAG_INTERVAL_S`:
-    one timer pending at a time, set again each time it runs (no task). Its cost is one
-    callback per interval, whatever the load."""
-
-    __slots__ = ("_due", "_handle", "_loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._due = 0.0
-        self._handle = self._arm()
-
-    def _arm(self) -> asyncio.TimerHandle:
-        # `perf_counter`, not `loop.time()`: uvloop's clock counts whole milliseconds
-        self._due = time.perf_counter() + LAG_INTERVAL_S
-        return self._loop.call_later(LAG_INTERVAL_S, self._ran)
-
-    def _ran(self) -> None:
-        EVENT_LOOP_LAG.observe(max(0.0, time.perf_counter() - self._due))
-        self._handle = self._arm()
-
-    def stop(self) -> None:
-        self._handle.cancel()
-
-
 class GcPauses:
-    """A `gc.callbacks` entry recording each collection's duration in `GC_PAUSE`. It is in
+    """A `gc.callbacks` entry keeping each collection's duration until the stall timer
+    moves them into `GC_PAUSE` (`flush`). The callback takes no lock and records nothing
+    itself: a collection can start inside prometheus-client's own lock (in multiprocess
+    mode one lock for every value), where recording would wait for ever. It is in
     `gc.callbacks` once while any app of the process runs (`start` and `stop` are counted:
     tests run several apps in one process, one after another or at once). Its cost is two
     calls per collection, not per request (measured in the README, "Metrics")."""
@@ -375,6 +353,7 @@ class GcPauses:
     def __init__(self) -> None:
         self._by_generation = tuple(GC_PAUSE.labels(str(generation)) for generation in range(3))
         self._started_at = 0.0
+        self._pending: list[list[float]] = [[], [], []]  # seconds, by generation
         self._apps = 0
         self._lock = threading.Lock()
 
@@ -382,7 +361,15 @@ class GcPauses:
         if phase == "start":
             self._started_at = time.perf_counter()
         else:
-            self._by_generation[info["generation"]].observe(time.perf_counter() - self._started_at)
+            self._pending[info["generation"]].append(time.perf_counter() - self._started_at)
+
+    def flush(self) -> None:
+        with self._lock:  # one flush at a time (apps in threads); the callback never waits for it
+            for generation, pauses in enumerate(self._by_generation):
+                if self._pending[generation]:
+                    durations, self._pending[generation] = self._pending[generation], []
+                    for duration in durations:
+                        pauses.observe(duration)
 
     def start(self) -> None:
         with self._lock:
@@ -395,21 +382,38 @@ class GcPauses:
             self._apps -= 1
             if self._apps == 0:
                 gc.callbacks.remove(self)
+        self.flush()
 
 
 GC_PAUSES = GcPauses()
 
 
 class Stalls:
-    """What an app records of its process's stalls while it runs (started in its lifespan,
-    in the loop that serves it): the event-loop lag of that loop, and the GC pauses."""
+    """What an app records of its process's stalls while it runs: a timer in the loop that
+    serves it, due every `LAG_INTERVAL_S` (one pending at a time, set again each time it
+    runs; no task), records how late it ran in `EVENT_LOOP_LAG` — a callback, a GC pause or
+    a blocking call holding the loop delays it by as long — and moves the GC pauses kept
+    since its last run into `GC_PAUSE`. Its cost is one callback per interval, whatever
+    the load."""
 
-    __slots__ = ("_lag",)
+    __slots__ = ("_due", "_handle", "_loop")
 
     def __init__(self) -> None:
-        self._lag = LoopLag(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        self._due = 0.0
         GC_PAUSES.start()
+        self._handle = self._arm()
+
+    def _arm(self) -> asyncio.TimerHandle:
+        # `perf_counter`, not `loop.time()`: uvloop's clock counts whole milliseconds
+        self._due = time.perf_counter() + LAG_INTERVAL_S
+        return self._loop.call_later(LAG_INTERVAL_S, self._ran)
+
+    def _ran(self) -> None:
+        EVENT_LOOP_LAG.observe(max(0.0, time.perf_counter() - self._due))
+        GC_PAUSES.flush()
+        self._handle = self._arm()
 
     def stop(self) -> None:
-        self._lag.stop()
+        self._handle.cancel()
         GC_PAUSES.stop()

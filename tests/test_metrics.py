@@ -7,6 +7,7 @@ asserts exact differences.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 
 import httpx
@@ -192,13 +193,34 @@ def test_a_request_that_blocks_the_event_loop_shows_in_the_lag_histogram() -> No
 
 
 def test_a_collection_shows_in_the_gc_pauses_of_its_generation() -> None:
+    full = key(f"{GC_PAUSE}_count", generation="2")
     with serve(create_app(settings(), {"echo": EchoAdapter(0)})) as url:
         before = scrape(url)
         gc.collect()
-        after = scrape(url)
-    full = key(f"{GC_PAUSE}_count", generation="2")
-    assert after[full] - before[full] >= 1
+        deadline = time.monotonic() + 5  # the stall timer records it on its next run
+        while (after := scrape(url))[full] == before[full]:
+            assert time.monotonic() < deadline, "the collection was not recorded"
+            time.sleep(0.02)
     assert after[key(f"{GC_PAUSE}_sum", generation="2")] > before[key(f"{GC_PAUSE}_sum", generation="2")]
+
+
+def test_a_collection_inside_a_metrics_lock_does_not_wait_for_it() -> None:
+    """prometheus-client holds a value's lock while it changes it (in multiprocess mode one
+    lock for every value), and a collection can start there: the GC callback must not
+    record into a metric itself, or that thread waits for ever."""
+    metrics.GC_PAUSES.start()
+    try:
+        collected = threading.Event()
+
+        def collect_inside_the_lock() -> None:
+            with metrics.GC_PAUSE.labels("2")._sum._lock:  # type: ignore[attr-defined]
+                gc.collect()
+            collected.set()
+
+        threading.Thread(target=collect_inside_the_lock, daemon=True).start()
+        assert collected.wait(5), "the collection waited for the metric's lock"
+    finally:
+        metrics.GC_PAUSES.stop()
 
 
 def test_the_gc_callback_is_registered_once_while_any_app_runs() -> None:
