@@ -427,11 +427,19 @@ class Bench:
             stepping = [t for t in stepping if open_loop_holds(self.open_loop_p99(rate), t.name)]
 
     async def scrape_metrics(self, target: Target) -> str | None:
-        """streamgate's `/metrics` (the other targets have none)."""
-        return await get_text(target.host, target.port, "/metrics") if target is self.streamgate else None
+        """streamgate's `/metrics` (the other targets have none); None when it does not answer."""
+        if target is not self.streamgate:
+            return None
+        try:
+            return await asyncio.wait_for(get_text(target.host, target.port, "/metrics"), 30)
+        except (OSError, RuntimeError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            self.skipped["open_loop_stalls"] = f"GET /metrics failed: {exc!r}"
+            return None
 
     def record_stalls(self, rate: int, before: str, after: str | None) -> None:
-        found = stalls.summary(before, after or "")
+        if after is None:
+            return
+        found = stalls.summary(before, after)
         if found is None:
             self.skipped["open_loop_stalls"] = f"the server's /metrics has no {stalls.LAG}"
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -345,3 +346,17 @@ def test_the_stalls_of_a_rate_are_read_from_two_scrapes() -> None:
         "1000 1.50 9.25 ≤ 5 ≤ 50 10, 0.5, ≤ 0.1 0 1, 20.0, ≤ 25".split()
     )
     assert stalls.summary(before, "") is None  # a server without the series
+
+
+def test_a_metrics_scrape_that_fails_skips_the_stalls_not_the_run() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    targets = [Target(name, "127.0.0.1", closed, DIALECTS["native"]) for name in ("upstream", "streamgate")]
+    bench = Bench(QUICK, targets, ("127.0.0.1", 1))
+    assert asyncio.run(bench.scrape_metrics(targets[0])) is None  # the upstream has no /metrics: not asked
+    assert "open_loop_stalls" not in bench.skipped
+    assert asyncio.run(bench.scrape_metrics(targets[1])) is None
+    assert bench.skipped["open_loop_stalls"].startswith("GET /metrics failed")
+    bench.record_stalls(500, "", None)
+    assert bench.stalls == {}
