@@ -212,8 +212,10 @@ def create_app(
         lighter_log_records()
         if not gc.get_freeze_count():  # once per process: what start-up made is kept for good,
             gc.freeze()  # so the full collections under load no longer rescan every SDK's modules
+        stalls = metrics.Stalls()  # the event-loop lag and GC pauses in /metrics
         async with requests_ended_at_exit():
             yield
+        stalls.stop()
         await streams.aclose()
         if callers is not None:
             await callers.meter.aclose()

@@ -2,6 +2,8 @@
 
 Everything is recorded per request or per stream, never per frame: the pipeline counts
 its frames in `pipeline.StreamProgress` and `record_stream` adds them once at the end.
+What held the event loop is recorded apart from requests (`Stalls`, at the end): a timer
+every 100 ms measures how late it runs, and a `gc.callbacks` entry times each collection.
 
 The metrics live in prometheus-client's default registry: one process serves one app,
 the process collectors (CPU, memory, open files, GC) come with it for free, and the
@@ -17,7 +19,10 @@ process collectors have no meaning summed, so they are left out there).
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
+import threading
 import time
 from collections.abc import Iterable
 from typing import Protocol
@@ -313,3 +318,102 @@ def moved(old_provider: str, new_provider: str) -> None:
     first)."""
     series(old_provider).in_flight.dec()
     series(new_provider).in_flight.inc()
+
+
+# --- stalls: what held the event loop ------------------------------------------------------
+
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+GC_PAUSE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+EVENT_LOOP_LAG = Histogram(
+    "streamgate_event_loop_lag_seconds",
+    "How late the event loop ran a timer due every 100 ms: how long something held the loop "
+    "(a long callback, a GC pause, a blocking call) when the timer came due.",
+    buckets=LAG_BUCKETS,
+)
+GC_PAUSE = Histogram(
+    "streamgate_gc_pause_seconds",
+    "Each garbage collection of the process, start to end, by generation (2: a full collection).",
+    ["generation"],
+    buckets=GC_PAUSE_BUCKETS,
+)
+#: Seconds from one run of the stall timer to when the next is due. A stall is seen when it
+#: holds the loop as the timer comes due: one of 20 ms, once in five.
+LAG_INTERVAL_S = 0.1
+
+
+class GcPauses:
+    """A `gc.callbacks` entry keeping each collection's duration until the stall timer
+    moves them into `GC_PAUSE` (`flush`). The callback takes no lock and records nothing
+    itself: a collection can start inside prometheus-client's own lock (in multiprocess
+    mode one lock for every value), where recording would wait for ever. It is in
+    `gc.callbacks` once while any app of the process runs (`start` and `stop` are counted:
+    tests run several apps in one process, one after another or at once). Its cost is two
+    calls per collection, not per request (measured in the README, "Metrics")."""
+
+    def __init__(self) -> None:
+        self._by_generation = tuple(GC_PAUSE.labels(str(generation)) for generation in range(3))
+        self._started_at = 0.0
+        self._pending: list[list[float]] = [[], [], []]  # seconds, by generation
+        self._apps = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started_at = time.perf_counter()
+        else:
+            self._pending[info["generation"]].append(time.perf_counter() - self._started_at)
+
+    def flush(self) -> None:
+        with self._lock:  # one flush at a time (apps in threads); the callback never waits for it
+            for generation, pauses in enumerate(self._by_generation):
+                if self._pending[generation]:
+                    durations, self._pending[generation] = self._pending[generation], []
+                    for duration in durations:
+                        pauses.observe(duration)
+
+    def start(self) -> None:
+        with self._lock:
+            self._apps += 1
+            if self._apps == 1:
+                gc.callbacks.append(self)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._apps -= 1
+            if self._apps == 0:
+                gc.callbacks.remove(self)
+        self.flush()
+
+
+GC_PAUSES = GcPauses()
+
+
+class Stalls:
+    """What an app records of its process's stalls while it runs: a timer in the loop that
+    serves it, due every `LAG_INTERVAL_S` (one pending at a time, set again each time it
+    runs; no task), records how late it ran in `EVENT_LOOP_LAG` — a callback, a GC pause or
+    a blocking call holding the loop delays it by as long — and moves the GC pauses kept
+    since its last run into `GC_PAUSE`. Its cost is one callback per interval, whatever
+    the load."""
+
+    __slots__ = ("_due", "_handle", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._due = 0.0
+        GC_PAUSES.start()
+        self._handle = self._arm()
+
+    def _arm(self) -> asyncio.TimerHandle:
+        # `perf_counter`, not `loop.time()`: uvloop's clock counts whole milliseconds
+        self._due = time.perf_counter() + LAG_INTERVAL_S
+        return self._loop.call_later(LAG_INTERVAL_S, self._ran)
+
+    def _ran(self) -> None:
+        EVENT_LOOP_LAG.observe(max(0.0, time.perf_counter() - self._due))
+        GC_PAUSES.flush()
+        self._handle = self._arm()
+
+    def stop(self) -> None:
+        self._handle.cancel()
+        GC_PAUSES.stop()

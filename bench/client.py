@@ -521,6 +521,16 @@ class HeldStreams:
 
 async def get_json(host: str, port: int, path: str, method: str = "GET") -> object:
     """A tiny HTTP/1.1 JSON request (the mock's stats, a health check)."""
+    return msgspec.json.decode(await get_body(host, port, path, method))
+
+
+async def get_text(host: str, port: int, path: str) -> str:
+    """A tiny HTTP/1.1 GET of a text body (a server's `/metrics`)."""
+    return (await get_body(host, port, path)).decode()
+
+
+async def get_body(host: str, port: int, path: str, method: str = "GET") -> bytes:
+    """The body of a 200 answer to a tiny HTTP/1.1 request with a `content-length` answer."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\n\r\n".encode())
@@ -538,4 +548,4 @@ async def get_json(host: str, port: int, path: str, method: str = "GET") -> obje
         writer.close()
     if b" 200 " not in head.split(b"\r\n", 1)[0]:
         raise RuntimeError(f"{path}: {head[:100]!r}")
-    return msgspec.json.decode(body)
+    return body

@@ -393,6 +393,8 @@ def mock_html(data: dict[str, Any]) -> str:
     for provider, result in data.get("results", {}).items():
         sections.append((f"{provider}: charts", images(mock_charts(result.get("figures", {})), provider)))
         sections.append((f"{provider}: figures", f"<pre>{esc(result.get('table', ''))}</pre>"))
+        if "stalls_table" in result:
+            sections.append((f"{provider}: open-loop stalls", f"<pre>{esc(result['stalls_table'])}</pre>"))
     return page("streamgate bench (mock upstream)", meta, sections)
 
 

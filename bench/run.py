@@ -32,12 +32,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO
 
+from bench import stalls
 from bench.client import (
     DIALECTS,
     HeldStreams,
     Outcome,
     Target,
     get_json,
+    get_text,
     run_open_loop,
     run_streams,
 )
@@ -278,6 +280,8 @@ class Bench:
         self.skipped: dict[str, str] = {}
         self.redis_cpu_s = 0.0
         self.resume_latency_ms: dict[str, list[float]] = {}
+        self.stalls: dict[int, dict[str, object]] = {}  # rate -> streamgate's lag and GC pauses (`bench/stalls.py`)
+        self.profile: dict[str, object] = {}
 
     def tally(self, phase: str, target: Target) -> Tally:
         return self.tallies.setdefault(phase, {}).setdefault(target.name, Tally())
@@ -409,6 +413,7 @@ class Bench:
             print(f"  open loop: {rate} req/s", file=sys.stderr, flush=True)
             for target in [upstream, *stepping]:
                 await idle_cpu_seconds(target.pid)
+                scraped = await self.scrape_metrics(target)
                 outcomes = await run_open_loop(
                     target,
                     rate=rate,
@@ -417,7 +422,78 @@ class Bench:
                     timeout_s=OPEN_LOOP_TIMEOUT_S,
                 )
                 self.tally(f"open_loop_r{rate}", target).outcomes.extend(outcomes)
+                if scraped is not None:
+                    self.record_stalls(rate, scraped, await self.scrape_metrics(target))
             stepping = [t for t in stepping if open_loop_holds(self.open_loop_p99(rate), t.name)]
+
+    async def scrape_metrics(self, target: Target) -> str | None:
+        """streamgate's `/metrics` (the other targets have none); None when it does not answer."""
+        if target is not self.streamgate:
+            return None
+        try:
+            return await asyncio.wait_for(get_text(target.host, target.port, "/metrics"), 30)
+        except (OSError, RuntimeError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            self.skipped["open_loop_stalls"] = f"GET /metrics failed: {exc!r}"
+            return None
+
+    def record_stalls(self, rate: int, before: str, after: str | None) -> None:
+        if after is None:
+            return
+        found = stalls.summary(before, after)
+        if found is None:
+            self.skipped["open_loop_stalls"] = f"the server's /metrics has no {stalls.LAG}"
+        else:
+            self.stalls[rate] = found
+
+    def stalls_by_rate(self) -> dict[int, dict[str, object]]:
+        """Rate -> streamgate's p99 and p99.9 TTFT there beside its lag and GC pauses."""
+        return {
+            rate: {
+                "ttft_p99_ms": self.open_loop_p99(rate)["streamgate"][0],
+                "ttft_p999_ms": self.open_loop_p999(rate)["streamgate"],
+                **found,
+            }
+            for rate, found in self.stalls.items()
+        }
+
+    async def profile_open_loop(self, out: Path) -> None:
+        """One more pass of streamgate alone at the highest rate it ran (its figures not
+        counted) under `py-spy record`: the collapsed stacks of its threads in `out`."""
+        if shutil.which("py-spy") is None:
+            self.skipped["open_loop_profile"] = "py-spy is not installed"
+            return
+        target = self.streamgate
+        assert target is not None and target.pid is not None
+        rate = max(r for r in OPEN_LOOP_RATES if self.tallies.get(f"open_loop_r{r}", {}).get(target.name))
+        print(f"  open loop: {rate} req/s under py-spy", file=sys.stderr, flush=True)
+        await idle_cpu_seconds(target.pid)
+        with open(RESULTS / "py-spy.log", "wb") as log:
+            spy = await asyncio.create_subprocess_exec(  # on this process's core, as the client
+                *("py-spy", "record", "--pid", str(target.pid), "--format", "raw", "--nonblocking"),
+                *("--rate", "200", "--output", str(out)),
+                stdout=log,
+                stderr=log,
+            )
+        try:
+            # Its "Sampling" line comes only at its end when it writes to a file; an idle
+            # server's samples are left out (no --idle), so starting early costs nothing.
+            await asyncio.sleep(1.0)
+            if spy.returncode is not None:
+                raise RuntimeError("py-spy did not start; see bench/results/py-spy.log")
+            await run_open_loop(
+                target,
+                rate=rate,
+                duration_s=self.plan.open_loop_s,
+                tokens=OPEN_LOOP_TOKENS,
+                timeout_s=OPEN_LOOP_TIMEOUT_S,
+            )
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            await asyncio.wait_for(spy.wait(), 30)
+        finally:
+            if spy.returncode is None:
+                spy.kill()
+                await spy.wait()
+        self.profile = {"rate": rate, "collapsed_stacks": str(out.relative_to(ROOT))}
 
     def open_loop_p999(self, rate: int) -> dict[str, float | None]:
         """Target name -> p99.9 TTFT in ms at `rate` (the tail a 1–3 s window hides)."""
@@ -783,7 +859,9 @@ def provider_env(mock_port: int) -> dict[str, str]:
     }
 
 
-async def bench_provider(provider: str, plan: Plan, processes: Processes, only: list[str]) -> dict[str, object]:
+async def bench_provider(
+    provider: str, plan: Plan, processes: Processes, only: list[str], profile_to: Path | None = None
+) -> dict[str, object]:
     host = "127.0.0.1"
     mock_process = processes.start("mock", [sys.executable, "-m", "bench.mock_upstream"], {}, CLIENT_CORE)
     mock_port = int(mock_process.stdout.readline().split()[1])  # type: ignore[union-attr]
@@ -838,6 +916,8 @@ async def bench_provider(provider: str, plan: Plan, processes: Processes, only: 
     await bench.run_rounds()
     if bench.own_phases:
         await bench.open_loop()
+        if profile_to is not None:
+            await bench.profile_open_loop(profile_to)
         print("  workers", file=sys.stderr, flush=True)
         await bench.workers(start, processes.stop)
         print("  resume", file=sys.stderr, flush=True)
@@ -850,7 +930,7 @@ async def bench_provider(provider: str, plan: Plan, processes: Processes, only: 
     samples = {
         phase: {name: len(tally.ok) for name, tally in tallies.items()} for phase, tallies in bench.tallies.items()
     }
-    return {
+    result: dict[str, object] = {
         "figures": figures,
         "samples": samples,
         "memory": bench.memory,
@@ -858,6 +938,12 @@ async def bench_provider(provider: str, plan: Plan, processes: Processes, only: 
         "skipped": bench.skipped,
         "table": table(figures, plan.held_streams, judged=provider == "openai"),
     }
+    if bench.stalls:
+        result["open_loop_stalls"] = bench.stalls_by_rate()
+        result["stalls_table"] = stalls.table(bench.stalls_by_rate())
+    if bench.profile:
+        result["open_loop_profile"] = bench.profile
+    return result
 
 
 def machine() -> dict[str, object]:
@@ -884,14 +970,15 @@ def machine() -> dict[str, object]:
     }
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, object]:
+async def main_async(args: argparse.Namespace, stamp: str) -> dict[str, object]:
     plan = QUICK if args.quick else FULL
     processes = Processes()
     results: dict[str, object] = {}
     try:
         for provider in args.provider.split(","):
             print(f"{provider}:", file=sys.stderr, flush=True)
-            results[provider] = await bench_provider(provider, plan, processes, args.targets.split(","))
+            profile_to = RESULTS / f"{stamp}-{provider}-open-loop.collapsed" if args.profile_open_loop else None
+            results[provider] = await bench_provider(provider, plan, processes, args.targets.split(","), profile_to)
             processes.stop_all()
     finally:
         processes.stop_all()
@@ -903,12 +990,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller run, about three minutes")
     parser.add_argument("--provider", default="openai", help="comma-separated: openai,anthropic,gemini")
     parser.add_argument("--targets", default="streamgate,tutorial", help="servers to measure besides the upstream")
+    parser.add_argument(
+        "--profile-open-loop",
+        action="store_true",
+        help="py-spy on streamgate in one more pass at its highest open-loop rate: bench/results/<time>-*.collapsed",
+    )
     args = parser.parse_args(argv)
     raise_open_files_limit()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     started = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     with asyncio.Runner(loop_factory=new_event_loop()) as runner:
-        results = runner.run(main_async(args))
+        results = runner.run(main_async(args, stamp))
     report = {
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -917,11 +1010,15 @@ def main(argv: list[str] | None = None) -> None:
         "results": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime(started))
+    path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     for provider, result in results.items():
         print(f"\n{provider} — {report['command']} — {report['date']} — {report['machine']['cpu']}")  # type: ignore[index]
         print(result["table"])  # type: ignore[index]
+        if "stalls_table" in result:  # type: ignore[operator]
+            print("\n" + result["stalls_table"])  # type: ignore[index]
+        if "open_loop_profile" in result:  # type: ignore[operator]
+            print("profile:", json.dumps(result["open_loop_profile"]))  # type: ignore[index]
         if result["failures"]:  # type: ignore[index]
             print("failures:", json.dumps(result["failures"], ensure_ascii=False))  # type: ignore[index]
         for phase, reason in result["skipped"].items():  # type: ignore[index]

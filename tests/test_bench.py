@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +16,11 @@ from pathlib import Path
 import msgspec
 import openai
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from streamgate import sse
+from streamgate.metrics import GC_PAUSE_BUCKETS, LAG_BUCKETS
 
+from bench import stalls
 from bench.client import DIALECTS, Outcome, StreamCheck, Target, due_count, run_open_loop, run_streams
 from bench.mock_upstream import TOOL_CALL_ID, TOOL_NAME, expected_text, model_name, script, token_text, tool_arguments
 from bench.run import (
@@ -309,3 +313,50 @@ def test_the_open_loop_figures_step_until_the_first_failing_rate() -> None:
     assert figures["open_loop_1000_added_p99_ms"] == {"streamgate": pytest.approx(0.8)}
     assert figures["open_loop_500_failed"] == {"upstream": 0, "streamgate": 0, "tutorial": 1}
     assert figures["open_loop_250_added_p99_ms"]["tutorial"] == pytest.approx(8.5)
+
+
+def test_the_stalls_of_a_rate_are_read_from_two_scrapes() -> None:
+    """Two expositions written by prometheus-client itself, with streamgate's buckets."""
+    registry = CollectorRegistry()
+    lag = Histogram(stalls.LAG, "lag", buckets=LAG_BUCKETS, registry=registry)
+    pauses = Histogram(stalls.GC_PAUSE, "gc", ["generation"], buckets=GC_PAUSE_BUCKETS, registry=registry)
+    lag.observe(0.2)  # before the rate: not counted
+    pauses.labels("2").observe(0.03)
+    before = generate_latest(registry).decode()
+    for value in [0.0004] * 97 + [0.002, 0.004, 0.04]:
+        lag.observe(value)
+    for _ in range(10):
+        pauses.labels("0").observe(0.00005)
+    pauses.labels("2").observe(0.02)
+    found = stalls.summary(before, generate_latest(registry).decode())
+    assert found == {
+        "loop_lag_timers": 100,
+        "loop_lag_p99_le_ms": 5.0,  # the 99th of 100 lags: 4 ms, in the bucket up to 5 ms
+        "loop_lag_max_le_ms": 50.0,
+        "gc": {
+            "0": {"count": 10, "total_ms": 0.5, "longest_le_ms": 0.1},
+            "1": {"count": 0, "total_ms": 0.0, "longest_le_ms": None},
+            "2": {"count": 1, "total_ms": 20.0, "longest_le_ms": 25.0},
+        },
+    }
+    lag.observe(2.0)
+    assert stalls.summary(before, generate_latest(registry).decode())["loop_lag_max_le_ms"] is None  # type: ignore[index]
+    row = {"ttft_p99_ms": 1.5, "ttft_p999_ms": 9.25, **found}
+    assert stalls.table({1000: row}).splitlines()[2].split() == (
+        "1000 1.50 9.25 ≤ 5 ≤ 50 10, 0.5, ≤ 0.1 0 1, 20.0, ≤ 25".split()
+    )
+    assert stalls.summary(before, "") is None  # a server without the series
+
+
+def test_a_metrics_scrape_that_fails_skips_the_stalls_not_the_run() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    targets = [Target(name, "127.0.0.1", closed, DIALECTS["native"]) for name in ("upstream", "streamgate")]
+    bench = Bench(QUICK, targets, ("127.0.0.1", 1))
+    assert asyncio.run(bench.scrape_metrics(targets[0])) is None  # the upstream has no /metrics: not asked
+    assert "open_loop_stalls" not in bench.skipped
+    assert asyncio.run(bench.scrape_metrics(targets[1])) is None
+    assert bench.skipped["open_loop_stalls"].startswith("GET /metrics failed")
+    bench.record_stalls(500, "", None)
+    assert bench.stalls == {}

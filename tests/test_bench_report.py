@@ -89,6 +89,7 @@ def mock_result(scale: float = 1.0) -> dict[str, object]:
         "failures": {},
         "skipped": {},
         "table": table(figures, 1000, judged=True),
+        "stalls_table": "open loop, streamgate: its TTFT tail, and what held its event loop\n250 ...",
     }
     return {
         "command": "python -m bench --quick",
@@ -160,7 +161,7 @@ def test_the_mock_bench_report_draws_what_its_json_holds(tmp_path: Path) -> None
     out = tmp_path / "mock.html"
     assert bench("report", str(source), "--out", str(out)).returncode == 0
     text = out.read_text()
-    for title in ("streamgate bench (mock upstream)", "python -m bench --quick", "cpu_us_per_frame"):
+    for title in ("streamgate bench (mock upstream)", "python -m bench --quick", "cpu_us_per_frame", "what held its"):
         assert title in text
     widths = render(out, "bench-mock-report.png")
     # TTFT at 3 concurrencies, frames/s, CPU per frame, CPU per request, the open loop

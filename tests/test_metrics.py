@@ -6,11 +6,16 @@ asserts exact differences.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from streamgate import metrics
+from streamgate.adapter import ChunkStream
 from streamgate.app import create_app
+from streamgate.chat_types import ChatRequest
 from streamgate.providers.echo import EchoAdapter
 from support import BrokenAdapter, serve, settings
 
@@ -29,12 +34,19 @@ def scrape(url: str) -> Samples:
     }
 
 
+#: The series that change with the clock and the garbage collector, not with requests.
+STALLS = ("streamgate_event_loop_lag_seconds", "streamgate_gc_pause_seconds")
+
+
 def delta(before: Samples, after: Samples) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """What changed between two scrapes (bucket lines left out: counts and sums say enough)."""
+    """What requests changed between two scrapes (bucket lines left out: counts and sums say
+    enough; the stall series left out)."""
     return {
         key: after[key] - before.get(key, 0.0)
         for key in after
-        if after[key] != before.get(key, 0.0) and not key[0].endswith(("_bucket", "_sum"))
+        if after[key] != before.get(key, 0.0)
+        and not key[0].endswith(("_bucket", "_sum"))
+        and not key[0].startswith(STALLS)
     }
 
 
@@ -141,3 +153,80 @@ def test_openmetrics_when_the_scraper_asks_for_it() -> None:
         response = httpx.get(f"{url}/metrics", headers={"accept": "application/openmetrics-text"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
+
+
+# --- stalls: event-loop lag and GC pauses ----------------------------------------------------
+
+LAG = "streamgate_event_loop_lag_seconds"
+GC_PAUSE = "streamgate_gc_pause_seconds"
+
+
+class LoopBlockingEcho(EchoAdapter):
+    """echo, after holding the event loop `block_s` in a blocking call (as an adapter calling
+    a synchronous client would)."""
+
+    def __init__(self, block_s: float) -> None:
+        super().__init__(0)
+        self.block_s = block_s
+
+    async def stream_chat(self, request: ChatRequest) -> ChunkStream:
+        time.sleep(self.block_s)
+        return await super().stream_chat(request)
+
+
+def lag_over(samples: Samples, bound: str) -> float:
+    """How many times the lag timer ran later than `bound` (a bucket's `le`)."""
+    return samples.get(key(f"{LAG}_count"), 0.0) - samples.get(key(f"{LAG}_bucket", le=bound), 0.0)
+
+
+def test_a_request_that_blocks_the_event_loop_shows_in_the_lag_histogram() -> None:
+    with serve(create_app(settings(), {"echo": LoopBlockingEcho(0.3)})) as url:
+        before = scrape(url)
+        assert chat(url, "echo").status_code == 200
+        deadline = time.monotonic() + 5
+        while lag_over(after := scrape(url), "0.1") == lag_over(before, "0.1"):
+            assert time.monotonic() < deadline, "no lag timer ran late while the loop was held 0.3 s"
+            time.sleep(0.02)
+    # the timer came due within 0.1 s of the block's start: it ran 0.2 to 0.3 s late
+    assert after[key(f"{LAG}_sum")] - before[key(f"{LAG}_sum")] >= 0.19
+    assert lag_over(after, "0.5") == lag_over(before, "0.5")
+
+
+def test_a_collection_shows_in_the_gc_pauses_of_its_generation() -> None:
+    full = key(f"{GC_PAUSE}_count", generation="2")
+    with serve(create_app(settings(), {"echo": EchoAdapter(0)})) as url:
+        before = scrape(url)
+        gc.collect()
+        deadline = time.monotonic() + 5  # the stall timer records it on its next run
+        while (after := scrape(url))[full] == before[full]:
+            assert time.monotonic() < deadline, "the collection was not recorded"
+            time.sleep(0.02)
+    assert after[key(f"{GC_PAUSE}_sum", generation="2")] > before[key(f"{GC_PAUSE}_sum", generation="2")]
+
+
+def test_a_collection_inside_a_metrics_lock_does_not_wait_for_it() -> None:
+    """prometheus-client holds a value's lock while it changes it (in multiprocess mode one
+    lock for every value), and a collection can start there: the GC callback must not
+    record into a metric itself, or that thread waits for ever."""
+    metrics.GC_PAUSES.start()
+    try:
+        collected = threading.Event()
+
+        def collect_inside_the_lock() -> None:
+            with metrics.GC_PAUSE.labels("2")._sum._lock:  # type: ignore[attr-defined]
+                gc.collect()
+            collected.set()
+
+        threading.Thread(target=collect_inside_the_lock, daemon=True).start()
+        assert collected.wait(5), "the collection waited for the metric's lock"
+    finally:
+        metrics.GC_PAUSES.stop()
+
+
+def test_the_gc_callback_is_registered_once_while_any_app_runs() -> None:
+    callbacks = list(gc.callbacks)
+    with serve(create_app(settings(), {"echo": EchoAdapter(0)})):
+        with serve(create_app(settings(), {"echo": EchoAdapter(0)})):
+            assert gc.callbacks.count(metrics.GC_PAUSES) == 1
+        assert gc.callbacks.count(metrics.GC_PAUSES) == 1
+    assert gc.callbacks == callbacks

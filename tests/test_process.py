@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,6 +37,19 @@ def test_runs_with_no_keys_and_echo_streams(tmp_path: Path) -> None:
         events = [e for e in sse.Decoder().feed(response.content) if isinstance(e, sse.Event)]
         assert [json.loads(e.data)["content"] for e in events[:-1]] == ["Hello ", "there", ""]
         assert events[-1].data == "[DONE]"
+        # under uvloop too, the lag timer runs and the collections are timed
+        deadline = time.monotonic() + 10
+        while not all(count > 0 for count in stall_counts(url)):
+            assert time.monotonic() < deadline, f"no lag timer run or no collection seen: {stall_counts(url)}"
+            time.sleep(0.05)
+
+
+def stall_counts(url: str) -> tuple[float, float]:
+    """The lag timer's runs and the generation-0 collections, from `/metrics`."""
+    scrape = httpx.get(url + "/metrics").text
+    lag = re.search(r"^streamgate_event_loop_lag_seconds_count (\S+)$", scrape, re.M)
+    young = re.search(r'^streamgate_gc_pause_seconds_count\{generation="0"\} (\S+)$', scrape, re.M)
+    return float(lag.group(1)) if lag else 0.0, float(young.group(1)) if young else 0.0
 
 
 def test_sigterm_lets_the_streams_in_flight_finish(tmp_path: Path) -> None:

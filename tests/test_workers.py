@@ -82,6 +82,7 @@ def test_two_workers_serve_streams_and_metrics_add_them_up(tmp_path: Path) -> No
         scrapes = [httpx.get(url + "/metrics", timeout=10).content for _ in range(6)]
         assert [echo_requests(scrape) for scrape in scrapes] == [8.0] * 6
         assert b'streamgate_streams_in_flight{provider="echo"} 0.0' in scrapes[0]
+        assert re.search(rb"^streamgate_event_loop_lag_seconds_count [1-9]", scrapes[0], re.M)  # the workers' timers
         metrics_dir = (Path("/proc") / str(workers[0]) / "environ").read_bytes().split(b"\0")
         directory = next(v.split(b"=", 1)[1] for v in metrics_dir if v.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
         counts = per_worker_requests(directory.decode())
