@@ -31,7 +31,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from processes import ROOT, gateways
-from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk
+from wire_anthropic import sdk_message, text_block, thinking_block, tool_block, whole_message, whole_stream
+from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk, openai_like
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN_ID = "00f067aa0ba902b7"
@@ -101,6 +102,8 @@ def value_of(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
     if kind == "array_value":
         return [value_of(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_of(value.kvlist_value.values)
     return getattr(value, kind) if kind else None
 
 
@@ -186,7 +189,9 @@ def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Pat
         "gen_ai.usage.output_tokens": 2,
         "server.address": "127.0.0.1",
     }
+    # The capture variable is unset: no text, ever.
     assert not any("Hello" in json.dumps(attributes_of(span.attributes)) for _, span in receiver.spans)
+    assert not any(name.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.system")) for name in attributes)
 
     attempts = [span for _, span in receiver.spans if span.name == "POST"]
     assert len(attempts) == 2  # the 503, then the stream
@@ -332,3 +337,148 @@ def test_our_span_encoding_is_the_sdk_encoders_message() -> None:
     tracer.start_span("root").end()
     assert encodable(ended)
     assert ExportTraceServiceRequest.FromString(encode_spans(ended)) == sdk_encode_spans(ended)
+
+
+def test_captured_content_is_the_prompt_and_the_answer_in_the_conventions_schema(tmp_path: Path) -> None:
+    """`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`: the prompt and the answer
+    of a streamed and of a whole answer go on their spans, structured (maps and lists)."""
+    receiver = OTLPReceiver()
+    upstream = openai_like(completion(["Hi", " there"], usage=(9, 2)))
+    with receiver.running(), upstream.running():
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_METRICS_EXPORTER": "none",
+            "MODEL_CATALOG_REFRESH_S": "0",
+            "OPENAI_API_KEY": "sk-otel",
+            "OPENAI_BASE_URL": upstream.url,
+        }
+        messages = [{"role": "system", "content": "Be brief."}, *HELLO]
+        with gateways(tmp_path, 1, **env) as [(_, url)]:
+            streamed = httpx.post(
+                url + "/api/v1/chat/stream",
+                timeout=10,
+                json={"provider": "openai", "model": "gpt-4o", "messages": messages},
+            )
+            assert streamed.status_code == 200 and "Hi" in streamed.text
+            whole = httpx.post(url + "/v1/chat/completions", timeout=10, json={"model": "gpt-4o", "messages": messages})
+            assert whole.status_code == 200 and whole.json()["choices"][0]["message"]["content"] == "Hi there"
+            wait_for(lambda: sum(span.name == "chat gpt-4o" for _, span in receiver.spans) >= 2, "spans")
+
+    requests = [attributes_of(span.attributes) for _, span in receiver.spans if span.name == "chat gpt-4o"]
+    for attributes in requests:
+        assert attributes["gen_ai.input.messages"] == [
+            {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+            {"role": "user", "parts": [{"type": "text", "content": "Hello"}]},
+        ]
+        assert attributes["gen_ai.output.messages"] == [
+            {"role": "assistant", "parts": [{"type": "text", "content": "Hi there"}], "finish_reason": "stop"}
+        ]
+        assert "gen_ai.system_instructions" not in attributes  # OpenAI's system turn is in the history
+    attempts = [attributes_of(span.attributes) for _, span in receiver.spans if span.name == "POST"]
+    assert attempts and not any("Hello" in json.dumps(attempt) for attempt in attempts)
+
+
+def test_content_from_each_dialects_body_and_a_passthroughs_events() -> None:
+    """The prompt from Anthropic's and the Responses API's bodies, the answer from the
+    Messages events Anthropic streams (the SDK parses the same bytes: `wire_anthropic`)."""
+    from streamgate.genai_content import input_messages, raw_parts
+
+    anthropic_body = {
+        "model": "claude-sonnet-5-5",
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/cat.png"}}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "look", "input": {"q": 1}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a cat"}]},
+        ],
+    }
+    system, messages = input_messages(json.dumps(anthropic_body).encode())
+    assert system == [{"type": "text", "content": "Be brief."}]
+    assert messages == [
+        {"role": "user", "parts": [{"type": "uri", "modality": "image", "uri": "https://x/cat.png"}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "name": "look", "id": "toolu_1", "arguments": {"q": 1}}]},
+        {"role": "user", "parts": [{"type": "tool_call_response", "response": "a cat", "id": "toolu_1"}]},
+    ]
+
+    responses_body = {
+        "model": "gpt-5.5",
+        "instructions": "Answer in French.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": '{"city": "Paris"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "rainy"},
+        ],
+    }
+    system, messages = input_messages(json.dumps(responses_body).encode())
+    assert system == [{"type": "text", "content": "Answer in French."}]
+    assert [message["parts"][0] for message in messages] == [
+        {"type": "text", "content": "Weather?"},
+        {"type": "tool_call", "name": "weather", "id": "call_1", "arguments": {"city": "Paris"}},
+        {"type": "tool_call_response", "response": "rainy", "id": "call_1"},
+    ]
+    assert input_messages(b"not json") == ([], [])
+
+    events = whole_stream(
+        thinking_block(0, ["Let me ", "think."]),
+        text_block(1, ["Hello", " world"]),
+        tool_block(2, "toolu_2", "look", ["", '{"q":', " 2}"]),
+        stop_reason="tool_use",
+    )
+    assert sdk_message(events).content[1].text == "Hello world"  # type: ignore[union-attr]  # the bytes are Anthropic's
+    assert raw_parts(events) == [
+        {"type": "reasoning", "content": "Let me think."},
+        {"type": "text", "content": "Hello world"},
+        {"type": "tool_call", "name": "look", "id": "toolu_2", "arguments": {"q": 2}},
+    ]
+    whole = whole_message([{"type": "text", "text": "Hi"}])
+    assert raw_parts([whole]) == [{"type": "text", "content": "Hi"}]
+
+
+def test_our_span_records_encode_as_the_sdk_encodes_their_readable_spans() -> None:
+    """A request's and an attempt's `SpanRecord` (structured content included) encode to the
+    message the SDK's encoder builds from the same spans as its own `ReadableSpan`s."""
+    import yarl
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from streamgate.chat_types import FinishReason, Usage
+    from streamgate.pipeline import Call, StreamProgress
+    from streamgate.tracing import Tracer, encode_spans, readable
+
+    ended: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    tracer = Tracer.from_environment(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        }
+    )
+    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}]}).encode()
+    scope = {"headers": [(b"traceparent", TRACEPARENT.encode()), (b"tracestate", b"vendor=x")]}
+    progress = StreamProgress()
+    request = tracer.request(call, scope, progress.started_at, body)  # type: ignore[arg-type]
+    headers: list[tuple[str, str]] = []
+    request.attempt("POST", yarl.URL("http://127.0.0.1:8080/v1/chat/completions"), headers).end(503, None)
+    request.attempt("POST", yarl.URL("https://api.openai.com/v1/chat/completions"), headers).end(200, None)
+    assert request.content is not None
+    request.content.text.append("Hello")
+    progress.usage = Usage(prompt_tokens=9, completion_tokens=8, total_tokens=17)
+    progress.finish_reason = FinishReason.STOP
+    progress.error_type = "upstream_error"
+    request.end(call, progress)
+    tracer.tracer_provider.force_flush()
+    assert len(ended) == 3
+    assert [value for name, value in headers if name == "tracestate"] == ["vendor=x", "vendor=x"]
+    assert ExportTraceServiceRequest.FromString(encode_spans(ended)) == sdk_encode_spans(readable(ended))
