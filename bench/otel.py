@@ -37,7 +37,6 @@ from bench.run import (
     wait_ready,
 )
 
-
 SPANS_PER_REQUEST = 2  # the request's span and its one upstream attempt's
 
 
@@ -128,7 +127,9 @@ async def measure(args: argparse.Namespace, processes: Processes) -> list[dict[s
             frame_us = (await idle_cpu_seconds(target.pid) - before) / sum(o.frames for o in outcomes if o.ok) * 1e6
             figures[target.name] = (request_ms, frame_us)
         rounds.append(figures)
-        print("   " + "  ".join(f"{name} {ms:.3f} ms {us:.2f} µs" for name, (ms, us) in figures.items()), file=sys.stderr)
+        print(
+            "   " + "  ".join(f"{name} {ms:.3f} ms {us:.2f} µs" for name, (ms, us) in figures.items()), file=sys.stderr
+        )
     return rounds
 
 
