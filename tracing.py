@@ -511,7 +511,13 @@ class RequestTrace:
     def attempt(self, method: str, url: yarl.URL, headers: list[tuple[str, str]]) -> Attempt:
         """A child span for one upstream HTTP request; its `traceparent` is appended to `headers`."""
         host = self.server_address = url.host or ""
-        attributes: dict[str, Any] = {"http.request.method": method, "server.address": host}
+        key = (url.scheme, url.raw_authority, url.raw_path)
+        full = _full_urls.get(key)
+        if full is None:  # without its query (a key may ride there) and user info: made once per path
+            full = str(url.with_user(None).with_query(None).with_fragment(None))
+            if len(_full_urls) < _MAX_FULL_URLS:
+                _full_urls[key] = full
+        attributes: dict[str, Any] = {"http.request.method": method, "server.address": host, "url.full": full}
         if url.port is not None:
             attributes["server.port"] = url.port
         tracer = self.tracer
@@ -565,6 +571,10 @@ class RequestTrace:
             input_attributes, output_attributes = tracer.token_attributes(metric_attributes)
             tracer.token_usage.record(usage.prompt_tokens, input_attributes)
             tracer.token_usage.record(usage.completion_tokens, output_attributes)
+
+
+_full_urls: dict[tuple[str, str, str], str] = {}  # an upstream URL's `url.full`, by scheme, authority, path
+_MAX_FULL_URLS = 1024
 
 
 def _metric_attributes(provider: str, model: str, server_address: str | None, error_type: str | None) -> dict[str, Any]:

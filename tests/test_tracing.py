@@ -201,6 +201,9 @@ def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Pat
         assert request.start_time_unix_nano <= attempt.start_time_unix_nano <= attempt.end_time_unix_nano
     statuses = sorted(attributes_of(attempt.attributes)["http.response.status_code"] for attempt in attempts)
     assert statuses == [200, 503]
+    assert {attributes_of(attempt.attributes)["url.full"] for attempt in attempts} == {
+        upstream.loopback.url + "/chat/completions"
+    }
     # Each attempt's own context went upstream as its `traceparent`.
     assert upstream.traceparents() == [
         f"00-{TRACE_ID}-{attempt.span_id.hex()}-01"
@@ -487,3 +490,37 @@ def test_our_span_records_encode_as_the_sdk_encodes_their_readable_spans() -> No
     assert len(ended) == 3
     assert [value for name, value in headers if name == "tracestate"] == ["vendor=x", "vendor=x"]
     assert ExportTraceServiceRequest.FromString(encode_spans(ended)) == sdk_encode_spans(readable(ended))
+
+
+def test_span_limits_cut_captured_text(monkeypatch: Any) -> None:
+    """`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT` (the SDK's) cuts every string of a recorded
+    span, inside the structured content too, as the SDK's own spans are cut."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from streamgate.pipeline import Call, StreamProgress
+    from streamgate.tracing import Tracer, encode_spans
+
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    ended: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    tracer = Tracer.from_environment(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        }
+    )
+    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
+    progress = StreamProgress()
+    request = tracer.request(call, {"headers": []}, progress.started_at, json.dumps({"messages": HELLO}).encode())  # type: ignore[arg-type]
+    request.end(call, progress)
+    tracer.tracer_provider.force_flush()
+    [span] = ExportTraceServiceRequest.FromString(encode_spans(ended)).resource_spans[0].scope_spans[0].spans
+    attributes = attributes_of(span.attributes)
+    assert attributes["gen_ai.input.messages"] == [{"role": "user", "parts": [{"type": "text", "content": "Hell"}]}]
+    assert attributes["gen_ai.request.model"] == "gpt-"
