@@ -46,7 +46,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -428,7 +428,7 @@ class Tracer:
         else:
             parent_context = None if parent is None else trace.set_span_in_context(trace.NonRecordingSpan(parent))
             result = sampler.should_sample(parent_context, trace_id, name, kind, attributes)
-            sampled = result.decision.is_sampled()
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
             attributes = dict(result.attributes or {})
             trace_state = result.trace_state
         context = SpanContext(

@@ -524,3 +524,42 @@ def test_span_limits_cut_captured_text(monkeypatch: Any) -> None:
     attributes = attributes_of(span.attributes)
     assert attributes["gen_ai.input.messages"] == [{"role": "user", "parts": [{"type": "text", "content": "Hell"}]}]
     assert attributes["gen_ai.request.model"] == "gpt-"
+
+
+def test_the_sdks_sampler_decides(monkeypatch: Any) -> None:
+    """`OTEL_TRACES_SAMPLER` is the SDK's: a ratio of 0 records no root span, yet its context
+    still goes upstream (not sampled); under a sampled client parent, parent-based sampling
+    records the request and its attempt."""
+    import yarl
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from streamgate.pipeline import Call, StreamProgress
+    from streamgate.tracing import Tracer
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    ended: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    tracer = Tracer.from_environment(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "none"}
+    )
+    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
+    url = yarl.URL("http://127.0.0.1:8080/v1/chat/completions")
+    traceparents = []
+    for headers in ([], [(b"traceparent", TRACEPARENT.encode())]):
+        progress = StreamProgress()
+        request = tracer.request(call, {"headers": headers}, progress.started_at)  # type: ignore[arg-type]
+        sent: list[tuple[str, str]] = []
+        request.attempt("POST", url, sent).end(200, None)
+        request.end(call, progress)
+        traceparents.append(sent[0][1])
+    tracer.tracer_provider.force_flush()
+    assert traceparents[0].endswith("-02")  # not sampled (a random trace id, as the SDK flags it)
+    assert traceparents[1].startswith(f"00-{TRACE_ID}-") and traceparents[1].endswith("-01")
+    assert sorted(span.name for span in ended) == ["POST", "chat gpt-4o"]
+    assert all(span.context.trace_id == int(TRACE_ID, 16) for span in ended)
