@@ -139,24 +139,35 @@ class GenAIHistogram:
     once and kept: `Tracer.metric_attributes`), a bisect and four additions.
     """
 
-    def __init__(self, name: str, unit: str, description: str, boundaries: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        boundaries: tuple[float, ...],
+        lock: threading.Lock | None = None,
+    ) -> None:
         self.name, self.unit, self.description, self.boundaries = name, unit, description, boundaries
         self.series: dict[int, HistogramSeries] = {}
-        self.lock = threading.Lock()
+        self.lock = lock or threading.Lock()  # shared by a tracer's histograms: one take per request
 
     def record(self, value: float, attributes: Mapping[str, Any]) -> None:
         """Record `value` under `attributes` (one long-lived mapping per attribute set)."""
         with self.lock:
-            series = self.series.get(id(attributes))
-            if series is None:
-                series = self.series[id(attributes)] = HistogramSeries(attributes, len(self.boundaries) + 1)
-            series.bucket_counts[bisect.bisect_left(self.boundaries, value)] += 1
-            series.count += 1
-            series.sum += value
-            if value < series.min:
-                series.min = value
-            if value > series.max:
-                series.max = value
+            self.add(value, attributes)
+
+    def add(self, value: float, attributes: Mapping[str, Any]) -> None:
+        """`record`, the caller holding `lock`."""
+        series = self.series.get(id(attributes))
+        if series is None:
+            series = self.series[id(attributes)] = HistogramSeries(attributes, len(self.boundaries) + 1)
+        series.bucket_counts[bisect.bisect_left(self.boundaries, value)] += 1
+        series.count += 1
+        series.sum += value
+        if value < series.min:
+            series.min = value
+        if value > series.max:
+            series.max = value
 
     def metric(self, start_ns: int, now_ns: int) -> Metric | None:
         """What was recorded so far, as the SDK's metric data (`None`: nothing yet)."""
@@ -351,26 +362,34 @@ class Tracer:
         self.max_attribute_length: int | None = limits.max_span_attribute_length
         #: `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`: the prompt and the answer go on the span.
         self.capture_content = capture_content
+        self.metrics_lock = threading.Lock()  # the histograms' (a request's five records take it once)
         self.operation_duration = GenAIHistogram(
             "gen_ai.client.operation.duration",
             "s",
             "GenAI operation duration: the upstream's, from its request to the end of its answer",
             DURATION_BUCKETS,
+            self.metrics_lock,
         )
         self.token_usage = GenAIHistogram(
-            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used", TOKEN_BUCKETS
+            "gen_ai.client.token.usage",
+            "{token}",
+            "Number of input and output tokens used",
+            TOKEN_BUCKETS,
+            self.metrics_lock,
         )
         self.time_to_first_token = GenAIHistogram(
             "gen_ai.server.time_to_first_token",
             "s",
             "Time from the request's arrival to its first token sent",
             TTFT_BUCKETS,
+            self.metrics_lock,
         )
         self.request_duration = GenAIHistogram(
             "gen_ai.server.request.duration",
             "s",
             "Time from the request's arrival to the end of its answer",
             DURATION_BUCKETS,
+            self.metrics_lock,
         )
         histograms = [self.operation_duration, self.token_usage, self.time_to_first_token, self.request_duration]
         self.metrics_export = (
@@ -563,14 +582,17 @@ class RequestTrace:
             if progress.error_type is not None:
                 record.status = Status(StatusCode.ERROR, progress.error_type)
             tracer.emit(record)
-        tracer.request_duration.record(now - progress.started_at, metric_attributes)
-        tracer.operation_duration.record(now - (progress.upstream_written_at or progress.started_at), metric_attributes)
-        if progress.first_token_at is not None:
-            tracer.time_to_first_token.record(progress.first_token_at - progress.started_at, metric_attributes)
-        if usage is not None:
-            input_attributes, output_attributes = tracer.token_attributes(metric_attributes)
-            tracer.token_usage.record(usage.prompt_tokens, input_attributes)
-            tracer.token_usage.record(usage.completion_tokens, output_attributes)
+        token_attributes = tracer.token_attributes(metric_attributes) if usage is not None else None
+        with tracer.metrics_lock:
+            tracer.request_duration.add(now - progress.started_at, metric_attributes)
+            tracer.operation_duration.add(
+                now - (progress.upstream_written_at or progress.started_at), metric_attributes
+            )
+            if progress.first_token_at is not None:
+                tracer.time_to_first_token.add(progress.first_token_at - progress.started_at, metric_attributes)
+            if usage is not None and token_attributes is not None:
+                tracer.token_usage.add(usage.prompt_tokens, token_attributes[0])
+                tracer.token_usage.add(usage.completion_tokens, token_attributes[1])
 
 
 _full_urls: dict[tuple[str, str, str], str] = {}  # an upstream URL's `url.full`, by scheme, authority, path
