@@ -637,7 +637,7 @@ class ChatEndpoint:
             return
         sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
         if timing.tracer is not None:
-            progress.trace = timing.tracer.request(call, scope, progress.started_at)
+            progress.trace = timing.tracer.request(call, scope, progress.started_at, body)
         await run_chat(
             call,
             receive,
@@ -704,6 +704,8 @@ async def run_chat(
         async with ClientWatch(receive, send, progress, heartbeat_s):
             try:
                 stream = await open_stream(call)
+                if progress.trace is not None:  # the content capture reads the stream when it is on
+                    stream = progress.trace.opened(stream)
                 if call.streaming:
                     await sink(call, stream, noted_send, progress, handed_over, scope)
                 else:

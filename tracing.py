@@ -27,11 +27,11 @@ import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yarl
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
@@ -44,15 +44,19 @@ from opentelemetry.sdk.metrics.export import (
     ScopeMetrics,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .genai_content import CAPTURE_VARIABLE, Content
 
 if TYPE_CHECKING:
     from starlette.types import Scope
 
+    from .adapter import ChunkStream
     from .pipeline import Call, StreamProgress
 
 log = logging.getLogger("streamgate")
@@ -73,7 +77,7 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 def _exporter(environ: Mapping[str, str]) -> SpanExporter | None:
     kind = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     if kind == "console":
-        return ConsoleSpanExporter()
+        return _ConsoleExporter()
     if kind != "otlp":
         log.warning("OTEL_TRACES_EXPORTER=%s is not supported here (otlp, console): traces are off", kind)
         return None
@@ -88,10 +92,17 @@ def _exporter(environ: Mapping[str, str]) -> SpanExporter | None:
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             client = getattr(self, "_client", None)
             if getattr(self, "_shutdown", True) or client is None or not encodable(spans):
-                return super().export(spans)
+                return super().export(readable(spans))
             return SpanExportResult.SUCCESS if client.export(encode_spans(spans)).success else SpanExportResult.FAILURE
 
     return Exporter()
+
+
+class _ConsoleExporter(ConsoleSpanExporter):
+    """The SDK's console exporter, given our spans as the SDK's."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return super().export(readable(spans))
 
 
 def _metric_exporter(environ: Mapping[str, str]) -> MetricExporter | None:
@@ -128,22 +139,35 @@ class GenAIHistogram:
     once and kept: `Tracer.metric_attributes`), a bisect and four additions.
     """
 
-    def __init__(self, name: str, unit: str, description: str, boundaries: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        boundaries: tuple[float, ...],
+        lock: threading.Lock | None = None,
+    ) -> None:
         self.name, self.unit, self.description, self.boundaries = name, unit, description, boundaries
         self.series: dict[int, HistogramSeries] = {}
-        self.lock = threading.Lock()
+        self.lock = lock or threading.Lock()  # shared by a tracer's histograms: one take per request
 
     def record(self, value: float, attributes: Mapping[str, Any]) -> None:
         """Record `value` under `attributes` (one long-lived mapping per attribute set)."""
         with self.lock:
-            series = self.series.get(id(attributes))
-            if series is None:
-                series = self.series[id(attributes)] = HistogramSeries(attributes, len(self.boundaries) + 1)
-            series.bucket_counts[bisect.bisect_left(self.boundaries, value)] += 1
-            series.count += 1
-            series.sum += value
-            series.min = min(series.min, value)
-            series.max = max(series.max, value)
+            self.add(value, attributes)
+
+    def add(self, value: float, attributes: Mapping[str, Any]) -> None:
+        """`record`, the caller holding `lock`."""
+        series = self.series.get(id(attributes))
+        if series is None:
+            series = self.series[id(attributes)] = HistogramSeries(attributes, len(self.boundaries) + 1)
+        series.bucket_counts[bisect.bisect_left(self.boundaries, value)] += 1
+        series.count += 1
+        series.sum += value
+        if value < series.min:
+            series.min = value
+        if value > series.max:
+            series.max = value
 
     def metric(self, start_ns: int, now_ns: int) -> Metric | None:
         """What was recorded so far, as the SDK's metric data (`None`: nothing yet)."""
@@ -228,8 +252,91 @@ class _Resource(Resource):
         return self._hash
 
 
+class SpanRecord:
+    """One of our spans as the SDK's span processor and exporters read a `ReadableSpan`:
+    the same names, plain slots. Not the SDK's `Span`: starting and ending one of those
+    (attribute cleaning, a lock per attribute set, context objects, the processors' fan-out)
+    was most of tracing's cost per request. Handed to the SDK's `BatchSpanProcessor` as
+    ended spans are; encoded by `encode_spans`, or turned into a `ReadableSpan`
+    (`readable`) for any other exporter."""
+
+    __slots__ = (
+        "attributes",
+        "context",
+        "dropped_attributes",
+        "end_time",
+        "instrumentation_scope",
+        "kind",
+        "name",
+        "parent",
+        "resource",
+        "start_time",
+        "status",
+    )
+
+    events: tuple[()] = ()
+    links: tuple[()] = ()
+    dropped_events = 0
+    dropped_links = 0
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        start_time: int,
+        attributes: dict[str, Any],
+        tracer: Tracer,
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = kind
+        self.start_time = start_time
+        self.end_time: int | None = None
+        self.attributes: Mapping[str, Any] = attributes
+        self.dropped_attributes = 0
+        self.status = _UNSET
+        self.resource = tracer.resource
+        self.instrumentation_scope = tracer.scope
+
+    def readable(self) -> ReadableSpan:
+        """The SDK's own `ReadableSpan` of this record (for exporters other than ours)."""
+        return ReadableSpan(
+            name=self.name,
+            context=self.context,
+            parent=self.parent,
+            resource=self.resource,
+            attributes=self.attributes,
+            kind=self.kind,
+            status=self.status,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            instrumentation_scope=self.instrumentation_scope,
+        )
+
+
+def readable(spans: Sequence[ReadableSpan | SpanRecord]) -> list[ReadableSpan]:
+    """`spans` as the SDK's `ReadableSpan`s."""
+    return [span.readable() if isinstance(span, SpanRecord) else span for span in spans]
+
+
+_UNSET = Status(StatusCode.UNSET)
+#: Trace flags by (sampled, random trace id), made once.
+_FLAGS = {
+    (sampled, random): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
+
+
 class Tracer:
-    """The process's tracer and GenAI histograms: makes one `RequestTrace` per chat request."""
+    """The process's span factory and GenAI histograms: makes one `RequestTrace` per chat
+    request. The SDK's `TracerProvider` is kept for what it reads from the environment (the
+    sampler, the id generator, the resource) and to flush and shut down the span processor."""
 
     def __init__(
         self,
@@ -237,32 +344,52 @@ class Tracer:
         metric_exporter: MetricExporter | None,
         resource: Resource,
         export_interval_s: float = 60.0,
+        processor: SpanProcessor | None = None,
+        capture_content: bool = False,
     ) -> None:
         #: Metric attributes by (provider, model, upstream host, error type), made once each.
         self.metric_attributes: dict[tuple[str, str, str | None, str | None], dict[str, Any]] = {}
         self._token_attributes: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.tracer_provider = tracer_provider
-        self.tracer = tracer_provider.get_tracer("streamgate")
+        self.processor = processor
+        self.resource = resource
+        self.scope = InstrumentationScope("streamgate")
+        self.sampler = tracer_provider.sampler
+        self.id_generator = tracer_provider.id_generator
+        self.random_trace_ids = self.id_generator.is_trace_id_random()
+        limits = SpanLimits()
+        self.max_attributes: int | None = limits.max_span_attributes
+        self.max_attribute_length: int | None = limits.max_span_attribute_length
+        #: `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`: the prompt and the answer go on the span.
+        self.capture_content = capture_content
+        self.metrics_lock = threading.Lock()  # the histograms' (a request's five records take it once)
         self.operation_duration = GenAIHistogram(
             "gen_ai.client.operation.duration",
             "s",
             "GenAI operation duration: the upstream's, from its request to the end of its answer",
             DURATION_BUCKETS,
+            self.metrics_lock,
         )
         self.token_usage = GenAIHistogram(
-            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used", TOKEN_BUCKETS
+            "gen_ai.client.token.usage",
+            "{token}",
+            "Number of input and output tokens used",
+            TOKEN_BUCKETS,
+            self.metrics_lock,
         )
         self.time_to_first_token = GenAIHistogram(
             "gen_ai.server.time_to_first_token",
             "s",
             "Time from the request's arrival to its first token sent",
             TTFT_BUCKETS,
+            self.metrics_lock,
         )
         self.request_duration = GenAIHistogram(
             "gen_ai.server.request.duration",
             "s",
             "Time from the request's arrival to the end of its answer",
             DURATION_BUCKETS,
+            self.metrics_lock,
         )
         histograms = [self.operation_duration, self.token_usage, self.time_to_first_token, self.request_duration]
         self.metrics_export = (
@@ -277,27 +404,86 @@ class Tracer:
         resource = _Resource(created.attributes, created.schema_url)
         tracer_provider = TracerProvider(resource=resource)
         exporter = _exporter(environ)
+        processor = None
         if exporter is not None:
             # Batches of 2048 spans unless the environment says otherwise (the SDK's default is
             # 512): each export costs its thread ~5 ms of HTTP client work, and while it runs it
             # takes the GIL from the event loop.
-            tracer_provider.add_span_processor(
-                BatchSpanProcessor(
-                    exporter,
-                    max_queue_size=int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 8192),
-                    max_export_batch_size=int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 2048),
-                )
+            processor = BatchSpanProcessor(
+                exporter,
+                max_queue_size=int(environ.get("OTEL_BSP_MAX_QUEUE_SIZE") or 8192),
+                max_export_batch_size=int(environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 2048),
             )
+            tracer_provider.add_span_processor(processor)  # flushed and shut down with the provider
         try:
             interval_s = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000
         except ValueError:
             interval_s = 60.0
-        return cls(tracer_provider, _metric_exporter(environ), resource, interval_s if interval_s > 0 else 60.0)
+        capture = environ.get(CAPTURE_VARIABLE, "").strip().lower() == "true"
+        return cls(
+            tracer_provider,
+            _metric_exporter(environ),
+            resource,
+            interval_s if interval_s > 0 else 60.0,
+            processor,
+            capture,
+        )
 
-    def request(self, call: Call, scope: Scope, started_at: float) -> RequestTrace:
-        """The span of one chat request, dated from its arrival (`started_at`, monotonic)."""
-        carrier = {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in _TRACE_HEADERS}
-        parent = _propagator.extract(carrier) if carrier else None
+    def start(
+        self, name: str, kind: SpanKind, parent: SpanContext | None, attributes: dict[str, Any], start_time: int
+    ) -> tuple[SpanContext, SpanRecord | None]:
+        """A new span's context, and its record when it is sampled (by the SDK's sampler:
+        parent-based always-on unless `OTEL_TRACES_SAMPLER` says otherwise)."""
+        sampler = self.sampler
+        if parent is None:
+            trace_id = self.id_generator.generate_trace_id()
+            random = self.random_trace_ids
+        else:
+            trace_id = parent.trace_id
+            random = parent.trace_flags.random_trace_id
+        if sampler is DEFAULT_ON or sampler is ALWAYS_ON:  # the sampler's decision, without its call
+            sampled = parent is None or sampler is ALWAYS_ON or parent.trace_flags.sampled
+            trace_state = parent.trace_state if parent is not None else None
+        else:
+            parent_context = None if parent is None else trace.set_span_in_context(trace.NonRecordingSpan(parent))
+            result = sampler.should_sample(parent_context, trace_id, name, kind, attributes)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            attributes = dict(result.attributes or {})
+            trace_state = result.trace_state
+        context = SpanContext(
+            trace_id,
+            self.id_generator.generate_span_id(),
+            is_remote=False,
+            trace_flags=_FLAGS[sampled, random],
+            trace_state=trace_state,
+        )
+        if not sampled or self.processor is None:
+            return context, None
+        return context, SpanRecord(name, context, parent, kind, start_time, attributes, self)
+
+    def emit(self, record: SpanRecord) -> None:
+        """Hand an ended span to the batch processor (within the span limits, when set)."""
+        record.end_time = time.time_ns()
+        if self.max_attribute_length is not None or (
+            self.max_attributes is not None and len(record.attributes) > self.max_attributes
+        ):
+            bounded = BoundedAttributes(self.max_attributes, record.attributes, max_value_len=self.max_attribute_length)
+            record.attributes, record.dropped_attributes = bounded, bounded.dropped
+        self.processor.on_end(record)  # type: ignore[union-attr, arg-type]  # a record only with a processor
+
+    def request(self, call: Call, scope: Scope, started_at: float, body: bytes = b"") -> RequestTrace:
+        """The span of one chat request, dated from its arrival (`started_at`, monotonic);
+        `body` is the request as the client sent it (read only to capture content)."""
+        parent = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                carrier = {
+                    name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in _TRACE_HEADERS
+                }
+                parent = trace.get_current_span(_propagator.extract(carrier)).get_span_context()
+                if not parent.is_valid:
+                    parent = None
+                break
         provider = PROVIDER_NAMES.get(call.provider, call.provider)
         attributes = {
             "gen_ai.operation.name": OPERATION,
@@ -305,14 +491,11 @@ class Tracer:
             "gen_ai.request.model": call.model,
         }
         start_time = time.time_ns() - int((time.monotonic() - started_at) * 1e9)
-        span = self.tracer.start_span(
-            f"{OPERATION} {call.model}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            start_time=start_time,
-        )
-        return RequestTrace(self, span, provider)
+        context, record = self.start(f"{OPERATION} {call.model}", SpanKind.SERVER, parent, attributes, start_time)
+        request_trace = RequestTrace(self, context, record, provider)
+        if self.capture_content and record is not None:
+            request_trace.content = Content(body)
+        return request_trace
 
     def token_attributes(self, attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """`attributes` with `gen_ai.token.type` `input`, and with `output` (made once each)."""
@@ -332,31 +515,41 @@ class Tracer:
 
 
 class RequestTrace:
-    """One chat request's span, its attempts' parent."""
+    """One chat request's span (`record`: `None` when it is not sampled), its attempts' parent."""
 
-    __slots__ = ("context", "provider", "server_address", "span", "tracer")
+    __slots__ = ("content", "context", "provider", "record", "server_address", "tracer")
 
-    def __init__(self, tracer: Tracer, span: trace.Span, provider: str) -> None:
+    def __init__(self, tracer: Tracer, context: SpanContext, record: SpanRecord | None, provider: str) -> None:
         self.tracer = tracer
-        self.span = span
+        self.context = context
+        self.record = record
         self.provider = provider
         self.server_address: str | None = None
-        self.context: Context | None = None
+        self.content: Content | None = None  # the prompt and the answer, when captured
 
     def attempt(self, method: str, url: yarl.URL, headers: list[tuple[str, str]]) -> Attempt:
         """A child span for one upstream HTTP request; its `traceparent` is appended to `headers`."""
-        if self.context is None:
-            self.context = trace.set_span_in_context(self.span)
         host = self.server_address = url.host or ""
-        attributes: dict[str, Any] = {"http.request.method": method, "server.address": host}
+        key = (url.scheme, url.raw_authority, url.raw_path)
+        full = _full_urls.get(key)
+        if full is None:  # without its query (a key may ride there) and user info: made once per path
+            full = str(url.with_user(None).with_query(None).with_fragment(None))
+            if len(_full_urls) < _MAX_FULL_URLS:
+                _full_urls[key] = full
+        attributes: dict[str, Any] = {"http.request.method": method, "server.address": host, "url.full": full}
         if url.port is not None:
             attributes["server.port"] = url.port
-        span = self.tracer.tracer.start_span(method, context=self.context, kind=SpanKind.CLIENT, attributes=attributes)
-        context = span.get_span_context()  # as W3C Trace Context writes it (what its propagator would)
+        tracer = self.tracer
+        context, record = tracer.start(method, SpanKind.CLIENT, self.context, attributes, time.time_ns())
+        # W3C Trace Context, as its propagator writes it
         headers.append(("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"))
         if context.trace_state:
             headers.append(("tracestate", context.trace_state.to_header()))
-        return Attempt(span)
+        return Attempt(tracer, record)
+
+    def opened(self, stream: ChunkStream) -> ChunkStream:
+        """The upstream's stream, read through the content capture when it is on."""
+        return stream if self.content is None else self.content.reading(stream)
 
     def end(self, call: Call, progress: StreamProgress) -> None:
         """Set what the request came to, end its span, record the metrics (one attribute set
@@ -367,33 +560,43 @@ class RequestTrace:
         metric_attributes = tracer.metric_attributes.get(key)
         if metric_attributes is None:
             metric_attributes = tracer.metric_attributes[key] = _metric_attributes(*key)
-        attributes = dict(metric_attributes)
-        response_id = getattr(call.frames, "completion_id", None) or progress.stream_id
-        if response_id:
-            attributes["gen_ai.response.id"] = response_id
-        if progress.finish_reason is not None:
-            attributes["gen_ai.response.finish_reasons"] = (progress.finish_reason.value,)
         usage = progress.usage
-        if usage is not None:
-            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
-            if usage.cached_tokens:
-                attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
-            if usage.cache_creation_tokens:
-                attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_creation_tokens
-        span = self.span
-        span.set_attributes(attributes)
-        if progress.error_type is not None:
-            span.set_status(Status(StatusCode.ERROR, progress.error_type))
-        span.end()
-        tracer.request_duration.record(now - progress.started_at, metric_attributes)
-        tracer.operation_duration.record(now - (progress.upstream_written_at or progress.started_at), metric_attributes)
-        if progress.first_token_at is not None:
-            tracer.time_to_first_token.record(progress.first_token_at - progress.started_at, metric_attributes)
-        if usage is not None:
-            input_attributes, output_attributes = tracer.token_attributes(metric_attributes)
-            tracer.token_usage.record(usage.prompt_tokens, input_attributes)
-            tracer.token_usage.record(usage.completion_tokens, output_attributes)
+        record = self.record
+        if record is not None:
+            attributes = cast(dict[str, Any], record.attributes)
+            attributes.update(metric_attributes)
+            response_id = getattr(call.frames, "completion_id", None) or progress.stream_id
+            if response_id:
+                attributes["gen_ai.response.id"] = response_id
+            if progress.finish_reason is not None:
+                attributes["gen_ai.response.finish_reasons"] = (progress.finish_reason.value,)
+            if usage is not None:
+                attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+                attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+                if usage.cached_tokens:
+                    attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+                if usage.cache_creation_tokens:
+                    attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_creation_tokens
+            if self.content is not None:
+                self.content.record(attributes, progress.finish_reason)
+            if progress.error_type is not None:
+                record.status = Status(StatusCode.ERROR, progress.error_type)
+            tracer.emit(record)
+        token_attributes = tracer.token_attributes(metric_attributes) if usage is not None else None
+        with tracer.metrics_lock:
+            tracer.request_duration.add(now - progress.started_at, metric_attributes)
+            tracer.operation_duration.add(
+                now - (progress.upstream_written_at or progress.started_at), metric_attributes
+            )
+            if progress.first_token_at is not None:
+                tracer.time_to_first_token.add(progress.first_token_at - progress.started_at, metric_attributes)
+            if usage is not None and token_attributes is not None:
+                tracer.token_usage.add(usage.prompt_tokens, token_attributes[0])
+                tracer.token_usage.add(usage.completion_tokens, token_attributes[1])
+
+
+_full_urls: dict[tuple[str, str, str], str] = {}  # an upstream URL's `url.full`, by scheme, authority, path
+_MAX_FULL_URLS = 1024
 
 
 def _metric_attributes(provider: str, model: str, server_address: str | None, error_type: str | None) -> dict[str, Any]:
@@ -414,22 +617,29 @@ def _metric_attributes(provider: str, model: str, server_address: str | None, er
 class Attempt:
     """One upstream HTTP request's span, ended at its response head or its failure."""
 
-    __slots__ = ("span",)
+    __slots__ = ("record", "tracer")
 
-    def __init__(self, span: trace.Span) -> None:
-        self.span = span
+    def __init__(self, tracer: Tracer, record: SpanRecord | None) -> None:
+        self.tracer = tracer
+        self.record = record
 
     def end(self, status: int | None, error: BaseException | None) -> None:
-        span = self.span
+        record = self.record
+        if record is None:
+            return
+        attributes = cast(dict[str, Any], record.attributes)
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
             if status >= 400:
-                span.set_attribute("error.type", str(status))
-                span.set_status(Status(StatusCode.ERROR))
+                attributes["error.type"] = str(status)
+                record.status = _ERROR
         elif error is not None:
-            span.set_attribute("error.type", type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, str(error)[:200] or None))
-        span.end()
+            attributes["error.type"] = type(error).__qualname__
+            record.status = Status(StatusCode.ERROR, str(error)[:200] or None)
+        self.tracer.emit(record)
+
+
+_ERROR = Status(StatusCode.ERROR)
 
 
 # --- the OTLP span encoding -------------------------------------------------------------
@@ -468,6 +678,10 @@ def _any_value(value: Any) -> bytes:
         return _field(0x3A, value)
     if isinstance(value, (tuple, list)):
         return _field(0x2A, b"".join(_field(0x0A, _any_value(item)) for item in value))
+    if isinstance(value, Mapping):  # a `KeyValueList` (structured content: `genai_content.py`)
+        return _field(0x32, _key_values(0x0A, value))
+    if value is None:
+        return b""  # an empty `AnyValue`
     return _field(0x0A, str(value).encode())
 
 
@@ -484,7 +698,7 @@ def _key_values(tag: int, attributes: Mapping[str, Any]) -> bytes:
             encoded = pair = None
         if encoded is None:
             encoded = _field(tag, _field(0x0A, key.encode()) + _field(0x12, _any_value(value)))
-            if pair is not None:
+            if pair is not None and len(encoded) <= _MAX_ENCODED_PAIR_BYTES:  # not a captured text
                 if len(_encoded_pairs) >= _MAX_ENCODED_PAIRS:
                     _encoded_pairs.clear()
                 _encoded_pairs[pair] = encoded
@@ -494,45 +708,61 @@ def _key_values(tag: int, attributes: Mapping[str, Any]) -> bytes:
 
 _encoded_pairs: dict[tuple[Any, ...], bytes] = {}
 _MAX_ENCODED_PAIRS = 4096
+_MAX_ENCODED_PAIR_BYTES = 256
 
 
-def _span(span: ReadableSpan) -> bytes:
+def _span(span: ReadableSpan | SpanRecord) -> bytes:
     """One `Span` message's bytes (events and links: see `encodable`)."""
     context = span.context
     parent = span.parent
-    parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+    trace_id = context.trace_id
+    parts = [_IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW_64, 0x12, 0x08, context.span_id)]
     if context.trace_state:
         parts.append(_field(0x1A, context.trace_state.to_header().encode()))
     if parent is not None:
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        parts.append(_PARENT.pack(0x22, 0x08, parent.span_id))
+    name = _names.get(span.name)
+    if name is None:
+        name = _field(0x2A, span.name.encode())
+        if len(_names) < _MAX_NAMES:
+            _names[span.name] = name
     parts += (
-        _field(0x2A, span.name.encode()),
-        b"\x30",
-        _varint(span.kind.value + 1),
-        b"\x39",
-        struct.pack("<Q", span.start_time or 0),
-        b"\x41",
-        struct.pack("<Q", span.end_time or 0),
+        name,
+        _KINDS[span.kind],
+        _TIMES.pack(0x39, span.start_time or 0, 0x41, span.end_time or 0),
         _key_values(0x4A, span.attributes or {}),
     )
     if span.dropped_attributes:
         parts += (b"\x50", _varint(span.dropped_attributes))
     status = span.status
-    code = status.status_code.value
-    message = _field(0x12, status.description.encode()) if status.description else b""
-    parts.append(_field(0x7A, message + (b"\x18" + _varint(code) if code else b"")))  # always, as the SDK
-    flags = 0x100 | (0x200 if parent is not None and parent.is_remote else 0)  # HAS_IS_REMOTE, IS_REMOTE
-    parts += (b"\x85\x01", struct.pack("<I", flags))
+    if status is _UNSET:
+        parts.append(b"\x7a\x00")  # always, as the SDK
+    else:
+        code = status.status_code.value
+        message = _field(0x12, status.description.encode()) if status.description else b""
+        parts.append(_field(0x7A, message + (b"\x18" + _varint(code) if code else b"")))
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
 
-def encodable(spans: Sequence[ReadableSpan]) -> bool:
+_IDS = struct.Struct(">BBQQBBQ")  # trace_id (16 bytes, big-endian), span_id (8)
+_PARENT = struct.Struct(">BBQ")
+_TIMES = struct.Struct("<BQBQ")  # start and end, fixed64
+_LOW_64 = (1 << 64) - 1
+_KINDS = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}
+_FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)  # HAS_IS_REMOTE
+_FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)  # HAS_IS_REMOTE, IS_REMOTE
+_names: dict[str, bytes] = {}  # a span name's field (`chat {model}`, `POST`): a bounded number
+_MAX_NAMES = 1024
+
+
+def encodable(spans: Sequence[ReadableSpan | SpanRecord]) -> bool:
     """Whether `encode_spans` can write these spans: none has events or links (ours have
     neither; anything else goes through the SDK's encoder)."""
     return not any(span.events or span.links for span in spans)
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+def encode_spans(spans: Sequence[ReadableSpan | SpanRecord]) -> bytes:
     """An OTLP `ExportTraceServiceRequest` holding `spans`, grouped by resource and scope,
     as the SDK's encoder writes it, at a fraction of its CPU (it builds a protobuf object per
     attribute: ~40 µs a span; this joins bytes)."""

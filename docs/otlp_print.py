@@ -26,6 +26,8 @@ def value_of(value: Any) -> Any:
     kind = value.WhichOneof("value")
     if kind == "array_value":
         return [value_of(item) for item in value.array_value.values]
+    if kind == "kvlist_value":  # a structured value (the captured prompt and answer)
+        return {item.key: value_of(item.value) for item in value.kvlist_value.values}
     return getattr(value, kind) if kind else None
 
 

@@ -31,7 +31,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from processes import ROOT, gateways
-from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk
+from wire_anthropic import sdk_message, text_block, thinking_block, tool_block, whole_message, whole_stream
+from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk, openai_like
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN_ID = "00f067aa0ba902b7"
@@ -101,6 +102,8 @@ def value_of(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
     if kind == "array_value":
         return [value_of(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_of(value.kvlist_value.values)
     return getattr(value, kind) if kind else None
 
 
@@ -186,7 +189,9 @@ def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Pat
         "gen_ai.usage.output_tokens": 2,
         "server.address": "127.0.0.1",
     }
+    # The capture variable is unset: no text, ever.
     assert not any("Hello" in json.dumps(attributes_of(span.attributes)) for _, span in receiver.spans)
+    assert not any(name.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.system")) for name in attributes)
 
     attempts = [span for _, span in receiver.spans if span.name == "POST"]
     assert len(attempts) == 2  # the 503, then the stream
@@ -196,6 +201,9 @@ def test_a_chat_request_is_a_genai_span_with_one_child_per_attempt(tmp_path: Pat
         assert request.start_time_unix_nano <= attempt.start_time_unix_nano <= attempt.end_time_unix_nano
     statuses = sorted(attributes_of(attempt.attributes)["http.response.status_code"] for attempt in attempts)
     assert statuses == [200, 503]
+    assert {attributes_of(attempt.attributes)["url.full"] for attempt in attempts} == {
+        upstream.loopback.url + "/chat/completions"
+    }
     # Each attempt's own context went upstream as its `traceparent`.
     assert upstream.traceparents() == [
         f"00-{TRACE_ID}-{attempt.span_id.hex()}-01"
@@ -255,12 +263,17 @@ async def chat():
             {"role": "user", "content": "hi"}]})
         assert response.status_code == 200, response.text
 asyncio.run(chat())
-ours = {name for name in sys.modules if name.startswith("opentelemetry")} - baseline
-print(sorted(ours | {name for name in sys.modules if name == "streamgate.tracing"}))
+loaded = {name for name in sys.modules if name.startswith("opentelemetry")}
+sdk = {name for name in loaded if name.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))}
+tracing = {name for name in sys.modules if name in ("streamgate.tracing", "streamgate.genai_content")}
+print(sorted((loaded - baseline) | sdk | tracing))
 """
 
 
 def test_off_nothing_of_opentelemetry_is_imported() -> None:
+    """Off: neither our tracing modules nor OpenTelemetry's SDK or exporters are imported,
+    nor any OpenTelemetry module beyond the API that the provider SDKs import themselves
+    (anthropic imports `opentelemetry.trace` when it is installed), through a whole chat."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env.update(ECHO_DELAY_MS="0", MODEL_CATALOG_REFRESH_S="0", ALLOWED_HOSTS="127.0.0.1")
     result = subprocess.run(
@@ -332,3 +345,221 @@ def test_our_span_encoding_is_the_sdk_encoders_message() -> None:
     tracer.start_span("root").end()
     assert encodable(ended)
     assert ExportTraceServiceRequest.FromString(encode_spans(ended)) == sdk_encode_spans(ended)
+
+
+def test_captured_content_is_the_prompt_and_the_answer_in_the_conventions_schema(tmp_path: Path) -> None:
+    """`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`: the prompt and the answer
+    of a streamed and of a whole answer go on their spans, structured (maps and lists)."""
+    receiver = OTLPReceiver()
+    upstream = openai_like(completion(["Hi", " there"], usage=(9, 2)))
+    with receiver.running(), upstream.running():
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_METRICS_EXPORTER": "none",
+            "MODEL_CATALOG_REFRESH_S": "0",
+            "OPENAI_API_KEY": "sk-otel",
+            "OPENAI_BASE_URL": upstream.url,
+        }
+        messages = [{"role": "system", "content": "Be brief."}, *HELLO]
+        with gateways(tmp_path, 1, **env) as [(_, url)]:
+            streamed = httpx.post(
+                url + "/api/v1/chat/stream",
+                timeout=10,
+                json={"provider": "openai", "model": "gpt-4o", "messages": messages},
+            )
+            assert streamed.status_code == 200 and "Hi" in streamed.text
+            whole = httpx.post(url + "/v1/chat/completions", timeout=10, json={"model": "gpt-4o", "messages": messages})
+            assert whole.status_code == 200 and whole.json()["choices"][0]["message"]["content"] == "Hi there"
+            wait_for(lambda: sum(span.name == "chat gpt-4o" for _, span in receiver.spans) >= 2, "spans")
+
+    requests = [attributes_of(span.attributes) for _, span in receiver.spans if span.name == "chat gpt-4o"]
+    for attributes in requests:
+        assert attributes["gen_ai.input.messages"] == [
+            {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+            {"role": "user", "parts": [{"type": "text", "content": "Hello"}]},
+        ]
+        assert attributes["gen_ai.output.messages"] == [
+            {"role": "assistant", "parts": [{"type": "text", "content": "Hi there"}], "finish_reason": "stop"}
+        ]
+        assert "gen_ai.system_instructions" not in attributes  # OpenAI's system turn is in the history
+    attempts = [attributes_of(span.attributes) for _, span in receiver.spans if span.name == "POST"]
+    assert attempts and not any("Hello" in json.dumps(attempt) for attempt in attempts)
+
+
+def test_content_from_each_dialects_body_and_a_passthroughs_events() -> None:
+    """The prompt from Anthropic's and the Responses API's bodies, the answer from the
+    Messages events Anthropic streams (the SDK parses the same bytes: `wire_anthropic`)."""
+    from streamgate.genai_content import input_messages, raw_parts
+
+    anthropic_body = {
+        "model": "claude-sonnet-5-5",
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/cat.png"}}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "look", "input": {"q": 1}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "a cat"}]},
+        ],
+    }
+    system, messages = input_messages(json.dumps(anthropic_body).encode())
+    assert system == [{"type": "text", "content": "Be brief."}]
+    assert messages == [
+        {"role": "user", "parts": [{"type": "uri", "modality": "image", "uri": "https://x/cat.png"}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "name": "look", "id": "toolu_1", "arguments": {"q": 1}}]},
+        {"role": "user", "parts": [{"type": "tool_call_response", "response": "a cat", "id": "toolu_1"}]},
+    ]
+
+    responses_body = {
+        "model": "gpt-5.5",
+        "instructions": "Answer in French.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": '{"city": "Paris"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "rainy"},
+        ],
+    }
+    system, messages = input_messages(json.dumps(responses_body).encode())
+    assert system == [{"type": "text", "content": "Answer in French."}]
+    assert [message["parts"][0] for message in messages] == [
+        {"type": "text", "content": "Weather?"},
+        {"type": "tool_call", "name": "weather", "id": "call_1", "arguments": {"city": "Paris"}},
+        {"type": "tool_call_response", "response": "rainy", "id": "call_1"},
+    ]
+    assert input_messages(b"not json") == ([], [])
+
+    events = whole_stream(
+        thinking_block(0, ["Let me ", "think."]),
+        text_block(1, ["Hello", " world"]),
+        tool_block(2, "toolu_2", "look", ["", '{"q":', " 2}"]),
+        stop_reason="tool_use",
+    )
+    assert sdk_message(events).content[1].text == "Hello world"  # type: ignore[union-attr]  # the bytes are Anthropic's
+    assert raw_parts(events) == [
+        {"type": "reasoning", "content": "Let me think."},
+        {"type": "text", "content": "Hello world"},
+        {"type": "tool_call", "name": "look", "id": "toolu_2", "arguments": {"q": 2}},
+    ]
+    whole = whole_message([{"type": "text", "text": "Hi"}])
+    assert raw_parts([whole]) == [{"type": "text", "content": "Hi"}]
+
+
+def test_our_span_records_encode_as_the_sdk_encodes_their_readable_spans() -> None:
+    """A request's and an attempt's `SpanRecord` (structured content included) encode to the
+    message the SDK's encoder builds from the same spans as its own `ReadableSpan`s."""
+    import yarl
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from streamgate.chat_types import FinishReason, Usage
+    from streamgate.pipeline import Call, StreamProgress
+    from streamgate.tracing import Tracer, encode_spans, readable
+
+    ended: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    tracer = Tracer.from_environment(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        }
+    )
+    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}]}).encode()
+    scope = {"headers": [(b"traceparent", TRACEPARENT.encode()), (b"tracestate", b"vendor=x")]}
+    progress = StreamProgress()
+    request = tracer.request(call, scope, progress.started_at, body)  # type: ignore[arg-type]
+    headers: list[tuple[str, str]] = []
+    request.attempt("POST", yarl.URL("http://127.0.0.1:8080/v1/chat/completions"), headers).end(503, None)
+    request.attempt("POST", yarl.URL("https://api.openai.com/v1/chat/completions"), headers).end(200, None)
+    assert request.content is not None
+    request.content.text.append("Hello")
+    progress.usage = Usage(prompt_tokens=9, completion_tokens=8, total_tokens=17)
+    progress.finish_reason = FinishReason.STOP
+    progress.error_type = "upstream_error"
+    request.end(call, progress)
+    tracer.tracer_provider.force_flush()
+    assert len(ended) == 3
+    assert [value for name, value in headers if name == "tracestate"] == ["vendor=x", "vendor=x"]
+    assert ExportTraceServiceRequest.FromString(encode_spans(ended)) == sdk_encode_spans(readable(ended))
+
+
+def test_span_limits_cut_captured_text(monkeypatch: Any) -> None:
+    """`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT` (the SDK's) cuts every string of a recorded
+    span, inside the structured content too, as the SDK's own spans are cut."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from streamgate.pipeline import Call, StreamProgress
+    from streamgate.tracing import Tracer, encode_spans
+
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    ended: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    tracer = Tracer.from_environment(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        }
+    )
+    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
+    progress = StreamProgress()
+    request = tracer.request(call, {"headers": []}, progress.started_at, json.dumps({"messages": HELLO}).encode())  # type: ignore[arg-type]
+    request.end(call, progress)
+    tracer.tracer_provider.force_flush()
+    [span] = ExportTraceServiceRequest.FromString(encode_spans(ended)).resource_spans[0].scope_spans[0].spans
+    attributes = attributes_of(span.attributes)
+    assert attributes["gen_ai.input.messages"] == [{"role": "user", "parts": [{"type": "text", "content": "Hell"}]}]
+    assert attributes["gen_ai.request.model"] == "gpt-"
+
+
+def test_the_sdks_sampler_decides(monkeypatch: Any) -> None:
+    """`OTEL_TRACES_SAMPLER` is the SDK's: a ratio of 0 records no root span, yet its context
+    still goes upstream (not sampled); under a sampled client parent, parent-based sampling
+    records the request and its attempt."""
+    import yarl
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from streamgate.pipeline import Call, StreamProgress
+    from streamgate.tracing import Tracer
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    ended: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    tracer = Tracer.from_environment(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "none"}
+    )
+    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
+    url = yarl.URL("http://127.0.0.1:8080/v1/chat/completions")
+    traceparents = []
+    for headers in ([], [(b"traceparent", TRACEPARENT.encode())]):
+        progress = StreamProgress()
+        request = tracer.request(call, {"headers": headers}, progress.started_at)  # type: ignore[arg-type]
+        sent: list[tuple[str, str]] = []
+        request.attempt("POST", url, sent).end(200, None)
+        request.end(call, progress)
+        traceparents.append(sent[0][1])
+    tracer.tracer_provider.force_flush()
+    assert traceparents[0].endswith("-02")  # not sampled (a random trace id, as the SDK flags it)
+    assert traceparents[1].startswith(f"00-{TRACE_ID}-") and traceparents[1].endswith("-01")
+    assert sorted(span.name for span in ended) == ["POST", "chat gpt-4o"]
+    assert all(span.context.trace_id == int(TRACE_ID, 16) for span in ended)
