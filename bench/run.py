@@ -71,6 +71,12 @@ class Plan:
 
 #: The servers a run can measure besides the upstream (`--targets`), in the table's order.
 SERVERS = ("streamgate", "streamgate-granian", "tutorial")
+#: The table's ratio columns: name -> (numerator, denominator).
+RATIOS = {
+    "sg/tut": ("streamgate", "tutorial"),
+    "sg/up": ("streamgate", "upstream"),
+    "gr/sg": ("streamgate-granian", "streamgate"),
+}
 OPEN_LOOP_RATES = (250, 500, 1000, 1500, 2000, 2500)
 OPEN_LOOP_TOKENS = 8
 FULL = Plan(
@@ -748,10 +754,11 @@ def table(figures: dict[str, dict[str, float | int | None]], held: int, judged: 
     """The figures side by side, with ratios; `judged` adds the issue's targets (openai path)."""
     measured = {name for values in figures.values() for name in values}
     names = ["upstream", *(name for name in SERVERS if name in measured)]
-    # ratio column -> (numerator, denominator); a column whose two targets did not run is left out
-    ratios = {"sg/tut": ("streamgate", "tutorial"), "sg/up": ("streamgate", "upstream")}
-    ratios["gr/sg"] = ("streamgate-granian", "streamgate")
-    ratios = {column: pair for column, pair in ratios.items() if set(pair) <= measured}
+    ratios = {
+        column: pair
+        for column, pair in RATIOS.items()
+        if set(pair) <= measured  # both servers of the ratio ran
+    }
     header = ["figure", *names, *ratios, "target", "met"]
     rows = [header]
     for figure, values in figures.items():
