@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -70,6 +71,14 @@ class Plan:
     resumes: int
 
 
+#: The servers a run can measure besides the upstream (`--targets`), in the table's order.
+SERVERS = ("streamgate", "streamgate-granian", "tutorial")
+#: The table's ratio columns: name -> (numerator, denominator).
+RATIOS = {
+    "sg/tut": ("streamgate", "tutorial"),
+    "sg/up": ("streamgate", "upstream"),
+    "gr/sg": ("streamgate-granian", "streamgate"),
+}
 OPEN_LOOP_RATES = (250, 500, 1000, 1500, 2000, 2500)
 OPEN_LOOP_TOKENS = 8
 FULL = Plan(
@@ -191,6 +200,17 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of `pid` and its living descendants (granian serves from a worker process)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += rss_kib(member)
+        except (OSError, RuntimeError):
+            pass  # ended, or a zombie without memory
+    return total
 
 
 async def idle_cpu_seconds(pid: int | None, timeout_s: float = 5.0) -> float:
@@ -397,7 +417,7 @@ class Bench:
         if pid is None:
             return 0
         await idle_cpu_seconds(pid)
-        return rss_kib(pid)
+        return tree_rss_kib(pid)
 
     async def open_loop(self) -> None:
         """Requests at fixed rates, stepped up; each server stops at its first failing rate
@@ -664,7 +684,7 @@ def summarize(bench: Bench) -> dict[str, dict[str, float | int | None]]:
             if n == name
         )
         put("failed_streams", name, failed + (int(memory.get("failed") or 0)))
-    for name in ("streamgate", "tutorial"):
+    for name in SERVERS:
         if name in figures["ttft_c1_p50_ms"] and figures["ttft_c1_p50_ms"].get("upstream") is not None:
             value = figures["ttft_c1_p50_ms"][name]
             put("added_ttft_c1_p50_ms", name, None if value is None else value - figures["ttft_c1_p50_ms"]["upstream"])  # type: ignore[operator]
@@ -808,14 +828,25 @@ def _target_words(kind: str, bound: float, held: int) -> str:
 
 def table(figures: dict[str, dict[str, float | int | None]], held: int, judged: bool) -> str:
     """The figures side by side, with ratios; `judged` adds the issue's targets (openai path)."""
-    names = ("upstream", "streamgate", "tutorial")
-    header = ["figure", *names, "sg/tut", "sg/up", "target", "met"]
+    measured = {name for values in figures.values() for name in values}
+    names = ["upstream", *(name for name in SERVERS if name in measured)]
+    ratios = {
+        column: pair
+        for column, pair in RATIOS.items()
+        if set(pair) <= measured  # both servers of the ratio ran
+    }
+    header = ["figure", *names, *ratios, "target", "met"]
     rows = [header]
     for figure, values in figures.items():
-        ours, theirs, limit = (values.get(n) for n in names[1:] + names[:1])
         target, met = verdict(figure, values, held) if judged else ("", "")
         rows.append(
-            [figure, *(_fmt(values.get(n)) for n in names), _ratio(ours, theirs), _ratio(ours, limit), target, met]
+            [
+                figure,
+                *(_fmt(values.get(n)) for n in names),
+                *(_ratio(values.get(a), values.get(b)) for a, b in ratios.values()),
+                target,
+                met,
+            ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
@@ -889,6 +920,8 @@ async def bench_provider(
             ],
             "/health",
         ),
+        # The same app under granian instead of uvicorn (not adopted: docs/BENCHMARKS.md).
+        "streamgate-granian": ([sys.executable, "-m", "bench.granian_server"], "/api/v1/chat/stream/health"),
     }
 
     async def start(
@@ -989,13 +1022,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="streamgate vs upstream vs tutorial")
     parser.add_argument("--quick", action="store_true", help="a smaller run, about three minutes")
     parser.add_argument("--provider", default="openai", help="comma-separated: openai,anthropic,gemini")
-    parser.add_argument("--targets", default="streamgate,tutorial", help="servers to measure besides the upstream")
+    parser.add_argument(
+        "--targets",
+        default="streamgate,tutorial",
+        help=f"servers to measure besides the upstream, of: {', '.join(SERVERS)} (streamgate-granian: "
+        "the same app under granian; pip install granian)",
+    )
     parser.add_argument(
         "--profile-open-loop",
         action="store_true",
         help="py-spy on streamgate in one more pass at its highest open-loop rate: bench/results/<time>-*.collapsed",
     )
     args = parser.parse_args(argv)
+    unknown = set(args.targets.split(",")) - set(SERVERS)
+    if unknown:
+        parser.error(f"--targets: no server named {', '.join(sorted(unknown))}; the servers: {', '.join(SERVERS)}")
+    if "streamgate-granian" in args.targets.split(",") and importlib.util.find_spec("granian") is None:
+        parser.error("--targets streamgate-granian: granian is not installed (pip install granian)")
     raise_open_files_limit()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     started = time.time()

@@ -4,8 +4,11 @@ frame, a missing end, or a non-200 counts as failed (so nothing looks fast by dr
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -13,9 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import openai
 import pytest
+from processes import KEYS, free_port, wait_until_answering
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from streamgate import sse
 from streamgate.metrics import GC_PAUSE_BUCKETS, LAG_BUCKETS
@@ -31,7 +36,10 @@ from bench.run import (
     open_loop_holds,
     percentile,
     process_tree,
+    rss_kib,
     summarize_own,
+    table,
+    tree_rss_kib,
     verdict,
 )
 
@@ -292,6 +300,39 @@ def test_process_tree_finds_grandchildren() -> None:
         parent.wait(5)
 
 
+def test_tree_rss_counts_the_worker_a_server_serves_from() -> None:
+    """granian serves from a worker process its main process forked: the RSS per open stream
+    must be read over the whole tree, or that server's streams would cost nothing."""
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'b = bytearray(64 << 20); import time; time.sleep(9)']); "
+        "time.sleep(9)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 10
+        while tree_rss_kib(parent.pid) - rss_kib(parent.pid) < 64 << 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert tree_rss_kib(parent.pid) - rss_kib(parent.pid) >= 64 << 10
+    finally:
+        for pid in reversed(process_tree(parent.pid)):
+            subprocess.run(["kill", str(pid)], check=False)
+        parent.wait(5)
+
+
+def test_the_table_shows_the_servers_measured_and_their_ratios() -> None:
+    figures: dict[str, dict[str, float | int | None]] = {
+        "cpu_ms_per_short_request": {"streamgate": 0.6, "streamgate-granian": 0.9},
+    }
+    header, _, row = table(figures, held=200, judged=False).splitlines()
+    assert header.split() == ["figure", "upstream", "streamgate", "streamgate-granian", "gr/sg", "target", "met"]
+    assert row.split() == ["cpu_ms_per_short_request", "-", "0.600", "0.900", "1.500"]
+    figures["cpu_ms_per_short_request"].update(upstream=None, tutorial=3.0)
+    header = table(figures, held=200, judged=False).splitlines()[0]
+    servers = ["upstream", "streamgate", "streamgate-granian", "tutorial"]
+    assert header.split()[1:8] == [*servers, "sg/tut", "sg/up", "gr/sg"]
+
+
 def test_the_open_loop_figures_step_until_the_first_failing_rate() -> None:
     targets = [Target(name, "127.0.0.1", 1, DIALECTS["native"]) for name in ("upstream", "streamgate", "tutorial")]
     bench = Bench(QUICK, targets, ("127.0.0.1", 1))
@@ -360,3 +401,49 @@ def test_a_metrics_scrape_that_fails_skips_the_stalls_not_the_run() -> None:
     assert bench.skipped["open_loop_stalls"].startswith("GET /metrics failed")
     bench.record_stalls(500, "", None)
     assert bench.stalls == {}
+
+
+def in_flight(url: str) -> float:
+    scrape = httpx.get(url + "/metrics").text
+    found = re.search(r'^streamgate_streams_in_flight\{provider="echo"\} (\S+)$', scrape, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+NO_GRANIAN = importlib.util.find_spec("granian") is None
+
+
+@pytest.mark.skipif(NO_GRANIAN, reason="granian is not installed (pip install granian)")
+def test_the_granian_target_streams_frees_a_left_stream_and_stops_on_sigterm() -> None:
+    """`bench.granian_server`, the `streamgate-granian` target, over real HTTP: what the bench
+    measures there is the gateway working (every frame as it is made, the upstream freed when
+    a client leaves, the lifespan run), not a server failing fast."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if k not in KEYS}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.granian_server"],
+        cwd=ROOT,
+        env={**environment, "PORT": str(port), "ECHO_DELAY_MS": "300", "SHUTDOWN_GRACE_S": "5"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(process, url + "/api/v1/chat/stream/health")
+        body = {"provider": "echo", "messages": [{"role": "user", "content": "one two three"}]}
+        with httpx.stream("POST", url + "/api/v1/chat/stream", json=body, timeout=10) as response:
+            assert response.headers["server-timing"].startswith("gateway;dur=")
+            first = next(response.iter_bytes())  # frame one arrives alone, 300 ms before frame two
+            assert b'"content":"one "' in first and b'"two ' not in first
+        left_at = time.monotonic()
+        # the client left: its stream ends at once (the rest would take 600 ms), not at its end
+        while in_flight(url) and time.monotonic() - left_at < 5:
+            time.sleep(0.02)
+        assert time.monotonic() - left_at < 0.5
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        output = process.stdout.read().decode()  # type: ignore[union-attr]
+        assert "error=client_gone" in output and "Traceback" not in output, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
