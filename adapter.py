@@ -1,5 +1,5 @@
 """The adapter interface every provider implements, and what they share: the opened
-stream handle and the retry policy for opening it.
+stream handle, the retry policy for opening it, and the model list's order.
 
 The request path calls `await adapter.stream_chat(request)`: that call returns once the
 upstream has answered with its success status (or raises a `GatewayError` from the
@@ -113,3 +113,8 @@ def retry_delay(retry_after: str | None, attempt: int) -> float:
         except ValueError:
             pass  # an HTTP-date: fall back to backoff
     return min(0.25 * 2.0**attempt, 8.0) * (0.5 + random.random() / 2)
+
+
+def default_first(default: str, models: tuple[str, ...]) -> tuple[str, ...]:
+    """A provider's model list with its default model first, and once."""
+    return (default, *(model for model in models if model != default))

@@ -23,11 +23,13 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.types import Receive, Scope, Send
 
+from . import sse
 from .adapter import ChunkStream
+from .chat_types import RawEvent, ReasoningChunk, SignatureChunk, StreamChunk, ToolCallChunk, Usage
 from .errors import (
     CancelledError,
     GatewayError,
@@ -63,12 +65,80 @@ class ResumableFrames(Frames, Protocol):
     """A dialect's frames for a resumable stream."""
 
     last_id: int  # the id of the last frame made
-    model: str
-    final_sent: bool  # the final `message` frame has been made
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def final_sent(self) -> bool:
+        """The final `message` frame has been made."""
+        ...
 
     def meta(self) -> dict[str, Any]:
         """What `restore` needs to make this stream's frames again; `dialect` names it."""
         ...
+
+
+class PlainFrames(Frames, Protocol):
+    """A dialect's frames that `NumberedFrames` can number (they carry no `id:` lines)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def final_sent(self) -> bool: ...
+
+
+F = TypeVar("F", bound=PlainFrames)
+
+
+class NumberedFrames(Generic[F]):
+    """A dialect's frames (`frames`) for a resumable stream: the same frames, each also
+    carrying an `id:` line (1, 2, 3, …, as on the native stream) so that a resume can name
+    where it left off. A dialect's subclass adds how to describe and rebuild them (`meta`,
+    a `restore` for `RESTORERS`)."""
+
+    __slots__ = ("frames", "last_id")
+
+    def __init__(self, frames: F) -> None:
+        self.frames = frames
+        self.last_id = 0
+
+    @property
+    def model(self) -> str:
+        return self.frames.model
+
+    @property
+    def final_sent(self) -> bool:
+        return self.frames.final_sent
+
+    def content(self, chunk: StreamChunk) -> bytes:
+        return self.numbered(self.frames.content(chunk))
+
+    def reasoning(self, chunk: ReasoningChunk) -> bytes:
+        return self.numbered(self.frames.reasoning(chunk))
+
+    def tool_call(self, chunk: ToolCallChunk) -> bytes:
+        return self.numbered(self.frames.tool_call(chunk))
+
+    def signature(self, chunk: SignatureChunk) -> bytes:
+        return self.numbered(self.frames.signature(chunk))
+
+    def raw(self, chunk: RawEvent) -> bytes:
+        return self.numbered(self.frames.raw(chunk))
+
+    def final(self, chunk: StreamChunk) -> bytes:
+        return self.numbered(self.frames.final(chunk))
+
+    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
+        return self.numbered(self.frames.failure(error, final_sent, usage))
+
+    def done(self) -> bytes:
+        return self.frames.done()
+
+    def numbered(self, frames: bytes) -> bytes:
+        data, self.last_id = sse.numbered(frames, self.last_id)
+        return data
 
 
 #: Per dialect name: frames like the producer's, rebuilt from `meta()` (for an error end).

@@ -38,7 +38,6 @@ import msgspec
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from .. import sse
 from ..adapter import ChunkStream
 from ..chat_types import (
     ChatMessage,
@@ -81,7 +80,7 @@ from ..pipeline import (
     send_json,
 )
 from ..request_checks import check_request
-from ..resume import CancelEndpoint, ResumeEndpoint
+from ..resume import CancelEndpoint, NumberedFrames, ResumeEndpoint
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
@@ -701,46 +700,17 @@ def tool_input(arguments: str) -> msgspec.Raw:
     return msgspec.Raw(b"{}")
 
 
-class NumberedMessagesFrames(MessagesFrames):
-    """The frames of a resumable stream: each event also carries an `id:` line (1, 2, 3, …)."""
+class NumberedMessagesFrames(NumberedFrames[MessagesFrames]):
+    """The events of a resumable message, numbered (`NumberedFrames`)."""
 
-    __slots__ = ("last_id",)
-
-    def __init__(self, message_id: str, model: str, input_estimate: int = 0) -> None:
-        super().__init__(message_id, model, input_estimate)
-        self.last_id = 0
-
-    def content(self, chunk: StreamChunk) -> bytes:
-        return self.numbered(super().content(chunk))
-
-    def reasoning(self, chunk: ReasoningChunk) -> bytes:
-        return self.numbered(super().reasoning(chunk))
-
-    def signature(self, chunk: SignatureChunk) -> bytes:
-        return self.numbered(super().signature(chunk))
-
-    def tool_call(self, chunk: ToolCallChunk) -> bytes:
-        return self.numbered(super().tool_call(chunk))
-
-    def raw(self, chunk: RawEvent) -> bytes:
-        return self.numbered(super().raw(chunk))
-
-    def final(self, chunk: StreamChunk) -> bytes:
-        return self.numbered(super().final(chunk))
-
-    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
-        return self.numbered(super().failure(error, final_sent, usage))
-
-    def numbered(self, frames: bytes) -> bytes:
-        data, self.last_id = sse.numbered(frames, self.last_id)
-        return data
+    __slots__ = ()
 
     def meta(self) -> dict[str, Any]:
-        return {"dialect": "anthropic", "message_id": self.message_id, "model": self.model}
+        return {"dialect": "anthropic", "message_id": self.frames.message_id, "model": self.frames.model}
 
     @classmethod
     def restore(cls, meta: dict[str, Any]) -> NumberedMessagesFrames:
-        return cls(meta["message_id"], meta["model"])
+        return cls(MessagesFrames(meta["message_id"], meta["model"]))
 
 
 # --- the endpoints ---------------------------------------------------------------------------
@@ -805,9 +775,8 @@ class MessagesDialect:
             estimate = estimate_tokens(chat_request(first))
         streaming = bool(head.stream)
         resumable = head.resumable and streaming
-        frames = (NumberedMessagesFrames if resumable else MessagesFrames)(
-            "msg_" + secrets.token_hex(12), head.model, estimate
-        )
+        plain = MessagesFrames("msg_" + secrets.token_hex(12), head.model, estimate)
+        frames = NumberedMessagesFrames(plain) if resumable else plain
         path = upstream_path(scope, "/v1/messages")
 
         def open_target(target: Target) -> Awaitable[ChunkStream]:
@@ -827,7 +796,7 @@ class MessagesDialect:
             frames=frames,
             streaming=streaming,
             resumable=resumable,
-            send_answer=frames.send_answer,
+            send_answer=plain.send_answer,
             requested_model=head.model,
         )
 

@@ -45,7 +45,7 @@ from ..errors import GatewayError, ProviderNotConfiguredError
 from ..gateway import Gateway, translated
 from ..pipeline import Call, ChatEndpoint, CollectedAnswer, decode_json, error_headers, send_json
 from ..request_checks import check_request
-from ..resume import CancelEndpoint, ResumeEndpoint
+from ..resume import CancelEndpoint, NumberedFrames, ResumeEndpoint
 from . import anthropic_messages
 
 #: Our contract's error `type` → the `type` OpenAI clients expect; our type goes in `code`.
@@ -332,6 +332,7 @@ class OpenAIFrames:
         "_content_head",
         "_choices_head",
         "_usage_head",
+        "final_sent",
     )
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
@@ -339,6 +340,7 @@ class OpenAIFrames:
         self.created = created
         self.model = model
         self.include_usage = include_usage
+        self.final_sent = False
         self._heads()
 
     def _heads(self) -> None:
@@ -382,6 +384,7 @@ class OpenAIFrames:
         return b'%b{%b%b},"finish_reason":null}]}\n\n' % (self._choices_head, role, fields)
 
     def final(self, chunk: StreamChunk) -> bytes:
+        self.final_sent = True
         delta = b"{}" if self.head is self._content_head else b'{"role":"assistant","content":""}'
         frame = b'%b%b,"finish_reason":%b}]}\n\n' % (
             self._choices_head,
@@ -422,49 +425,27 @@ class OpenAIFrames:
         await send_json(send, 200, json_encoder.encode(completion))
 
 
-class NumberedOpenAIFrames(OpenAIFrames):
-    """The chunks of a resumable completion: each frame also carries an `id:` line (1, 2,
-    3, …, as on the native stream) so that a resume can name where it left off."""
+class NumberedOpenAIFrames(NumberedFrames[OpenAIFrames]):
+    """The chunks of a resumable completion, numbered (`NumberedFrames`)."""
 
-    __slots__ = ("last_id", "final_sent")
+    __slots__ = ()
 
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
-        super().__init__(completion_id, created, model, include_usage)
-        self.last_id = 0
-        self.final_sent = False
-
-    def content(self, chunk: StreamChunk) -> bytes:
-        return self.numbered(super().content(chunk))
-
-    def reasoning(self, chunk: ReasoningChunk) -> bytes:
-        return self.numbered(super().reasoning(chunk))
-
-    def tool_call(self, chunk: ToolCallChunk) -> bytes:
-        return self.numbered(super().tool_call(chunk))
-
-    def final(self, chunk: StreamChunk) -> bytes:
-        self.final_sent = True
-        return self.numbered(super().final(chunk))
-
-    def failure(self, error: GatewayError, final_sent: bool, usage: Usage | None) -> bytes:
-        return self.numbered(super().failure(error, final_sent, usage))
-
-    def numbered(self, frames: bytes) -> bytes:
-        data, self.last_id = sse.numbered(frames, self.last_id)
-        return data
+    def serve(self, provider: str, model: str) -> None:
+        self.frames.serve(provider, model)
 
     def meta(self) -> dict[str, Any]:
+        frames = self.frames
         return {
             "dialect": "openai",
-            "completion_id": self.completion_id,
-            "created": self.created,
-            "model": self.model,
-            "include_usage": self.include_usage,
+            "completion_id": frames.completion_id,
+            "created": frames.created,
+            "model": frames.model,
+            "include_usage": frames.include_usage,
         }
 
     @classmethod
     def restore(cls, meta: dict[str, Any]) -> NumberedOpenAIFrames:
-        return cls(meta["completion_id"], meta["created"], meta["model"], meta["include_usage"])
+        return cls(OpenAIFrames(meta["completion_id"], meta["created"], meta["model"], meta["include_usage"]))
 
 
 # --- the endpoints --------------------------------------------------------------------
@@ -485,9 +466,8 @@ class OpenAIChatDialect:
         check_request(request)
         options = completion.stream_options
         include_usage = bool(options and options.include_usage)
-        frames = (NumberedOpenAIFrames if request.resumable else OpenAIFrames)(
-            f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage
-        )
+        plain = OpenAIFrames(f"chatcmpl-{secrets.token_hex(12)}", int(time.time()), completion.model, include_usage)
+        frames = NumberedOpenAIFrames(plain) if request.resumable else plain
 
         return Call(
             provider=first.adapter.name,
@@ -496,7 +476,7 @@ class OpenAIChatDialect:
             frames=frames,
             streaming=bool(completion.stream),
             resumable=request.resumable,
-            send_answer=frames.send_answer,
+            send_answer=plain.send_answer,
             requested_model=completion.model,
         )
 

@@ -26,17 +26,9 @@ from ..chat_types import Chunk, FinishReason, RawEvent, StreamChunk
 from ..errors import GatewayError, ProviderNotConfiguredError, UpstreamError
 from ..upstream_http import response_body
 from .anthropic_request import PROVIDER
-from .anthropic_stream import (
-    KEY_ENV,
-    STOP_REASONS,
-    AnthropicStreamAdapter,
-    InputUsage,
-    TokenCounts,
-    _message_delta_decoder,
-    _start_decoder,
-    drain,
-)
+from .anthropic_stream import KEY_ENV, STOP_REASONS, AnthropicStreamAdapter, InputUsage, MessageEvents, TokenCounts
 from .stainless import AnthropicRequest, map_sdk_error, map_transport_error
+from .stream_reader import END, Ending, read
 
 #: The largest upstream error body passed on as it came (a bigger one is answered in words).
 MAX_ERROR_BODY = 64 * 1024
@@ -140,44 +132,34 @@ def event_bytes(event: sse.Event) -> bytes:
     return b"event: %b\ndata: %b\n\n" % (event.event.encode(), event.data.encode())
 
 
-async def read_events(body: AsyncIterator[bytes], model: str) -> AsyncGenerator[Chunk, None]:
-    """Each upstream event as a `RawEvent` (content deltas marked as tokens); after
-    `message_stop`, the final chunk with the stop reason and usage. Anthropic's mid-stream
-    `event: error` ends the stream with a failure carrying its data as the upstream body."""
-    decoder = sse.Decoder()
-    usage = TokenCounts()
-    stop_reason: str | None = None
-    try:
-        async for data in body:
-            for event in decoder.feed(data):
-                if type(event) is not sse.Event:
-                    continue
-                name = event.event
-                if name == "content_block_delta":
-                    yield RawEvent(event_bytes(event), True)
-                    continue
-                if name == "message_delta":
-                    message_delta = _message_delta_decoder.decode(event.data)
-                    stop_reason = message_delta.delta.stop_reason or stop_reason
-                    usage.update(message_delta.usage)
-                elif name == "message_start":
-                    usage.update(_start_decoder.decode(event.data).message.usage)
-                elif name == "error":
-                    error = UpstreamError("anthropic failed mid-stream", provider=PROVIDER)
-                    error.upstream_body = event.data.encode()[:MAX_ERROR_BODY]
-                    raise error
-                yield RawEvent(event_bytes(event))
-                if name == "message_stop":
-                    yield StreamChunk(
-                        "", STOP_REASONS.get(stop_reason, FinishReason.STOP), model, PROVIDER, usage.total()
-                    )
-                    await drain(body)
-                    return
-    except msgspec.DecodeError:
-        raise UpstreamError("anthropic sent malformed stream data", provider=PROVIDER) from None
-    except (httpx2.TransportError, sse.LineTooLongError) as error:
-        raise map_transport_error(error, provider=PROVIDER) from None
-    raise UpstreamError("anthropic ended the stream before message_stop", provider=PROVIDER)
+def read_events(body: AsyncIterator[bytes], model: str) -> AsyncGenerator[Chunk, None]:
+    """Each upstream event as a `RawEvent` (`PassthroughEvents`); after `message_stop`, the
+    final chunk with the stop reason and usage."""
+    return read(body, PassthroughEvents(model))
+
+
+class PassthroughEvents(MessageEvents):
+    """Each event as a `RawEvent` (content deltas marked as tokens), reading only the stop
+    reason and usage on the way (`MessageEvents` makes the final chunk of them). Anthropic's
+    mid-stream `event: error` ends the stream with a failure carrying its data as the
+    upstream body."""
+
+    __slots__ = ()
+
+    def on_event(self, event: sse.Event) -> Chunk | Ending | None:
+        name = event.event
+        if name == "content_block_delta":
+            return RawEvent(event_bytes(event), True)
+        if name == "message_delta" or name == "message_start":
+            self.on_message_event(name, event.data)
+        elif name == "message_stop":
+            self.more.append(RawEvent(event_bytes(event)))
+            return END
+        elif name == "error":
+            error = UpstreamError("anthropic failed mid-stream", provider=PROVIDER)
+            error.upstream_body = event.data.encode()[:MAX_ERROR_BODY]
+            raise error
+        return RawEvent(event_bytes(event))
 
 
 async def read_answer(body: AsyncIterator[bytes], model: str) -> AsyncGenerator[Chunk, None]:

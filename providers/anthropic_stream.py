@@ -46,7 +46,7 @@ import msgspec
 from anthropic._models import FinalRequestOptions
 
 from .. import keys, sse
-from ..adapter import ChunkStream, open_with_retries
+from ..adapter import ChunkStream, default_first, open_with_retries
 from ..chat_types import (
     ChatRequest,
     Chunk,
@@ -60,9 +60,10 @@ from ..chat_types import (
 )
 from ..errors import ProviderNotConfiguredError, UpstreamError
 from ..providers.anthropic_request import PROVIDER, REDACTED_SIGNATURE, WireRequest
-from ..providers.stainless import AnthropicRequest, map_sdk_error, map_transport_error
+from ..providers.stainless import AnthropicRequest, map_sdk_error
 from ..settings import Settings
 from ..upstream_http import response_body, sdk_http_client
+from .stream_reader import END, Ending, EventReader, read
 
 KEY_ENV = "ANTHROPIC_API_KEY"
 PUBLIC_BASE_URL = "https://api.anthropic.com"
@@ -219,7 +220,7 @@ class AnthropicStreamAdapter:
         self.max_retries = settings.upstream_max_retries
         self.configured = keys.first_key(settings.anthropic_api_key) is not None
         self.default_model = settings.anthropic_default_model or DEFAULT_MODEL
-        self.models = (self.default_model, *(m for m in MODELS if m != self.default_model))
+        self.models = default_first(self.default_model, MODELS)
         # The key and base URL are passed explicitly (an empty key when unset, never used:
         # `stream_chat` refuses first), so the SDK does not look for credentials elsewhere.
         self._client = anthropic.AsyncAnthropic(
@@ -270,90 +271,100 @@ class AnthropicStreamAdapter:
         await self._client.close()
 
 
-async def read_chunks(
-    body: AsyncIterator[bytes], model: str, include_reasoning: bool = False
-) -> AsyncGenerator[Chunk, None]:
-    """Anthropic's named SSE events → chunks; the final one after `message_stop`.
-
-    Text deltas are content; thinking deltas are reasoning (when asked for); a `tool_use`
-    block is a call, numbered 0, 1, … in the order the calls begin (not by block index,
-    which counts text and thinking blocks too), its `input_json_delta` fragments the
-    arguments. Signatures and redacted thinking are `SignatureChunk`s (when reasoning is
-    asked for); citations are dropped.
-    """
-    decoder = sse.Decoder()
-    usage = TokenCounts()
-    stop_reason: str | None = None
-    calls: dict[int, int] = {}  # a tool_use block's index → its call index
-    no_arguments: set[int] = set()  # tool_use blocks that sent no arguments yet
-    try:
-        async for data in body:
-            for event in decoder.feed(data):
-                if type(event) is not sse.Event:
-                    continue  # a comment
-                name = event.event
-                if name == "content_block_delta":
-                    block_delta = _delta_decoder.decode(event.data)
-                    delta = block_delta.delta
-                    kind = delta.type
-                    if kind == "text_delta":
-                        if delta.text:
-                            yield StreamChunk(delta.text, None, model, PROVIDER)
-                    elif kind == "input_json_delta":
-                        call = calls.get(block_delta.index)
-                        if delta.partial_json and call is not None:
-                            if no_arguments:
-                                no_arguments.discard(block_delta.index)
-                            yield ToolCallChunk(call, None, None, delta.partial_json)
-                    elif kind == "thinking_delta":
-                        if include_reasoning and delta.thinking:
-                            yield ReasoningChunk(delta.thinking, model, PROVIDER)
-                    elif kind == "signature_delta":
-                        if include_reasoning and delta.signature:
-                            yield SignatureChunk(signature=delta.signature)
-                elif name == "content_block_start":
-                    start = _block_start_decoder.decode(event.data)
-                    block = start.content_block
-                    if block.type == "tool_use":
-                        calls[start.index] = len(calls)
-                        no_arguments.add(start.index)
-                        yield ToolCallChunk(calls[start.index], block.id, block.name, "")
-                    elif block.type == "redacted_thinking" and include_reasoning and block.data:
-                        yield SignatureChunk(signature=REDACTED_SIGNATURE + block.data)
-                elif name == "content_block_stop":
-                    if no_arguments:
-                        index = _block_stop_decoder.decode(event.data).index
-                        if index in no_arguments:  # a call without arguments: its input is `{}`
-                            no_arguments.discard(index)
-                            yield ToolCallChunk(calls[index], arguments="{}")
-                elif name == "message_delta":
-                    message_delta = _message_delta_decoder.decode(event.data)
-                    stop_reason = message_delta.delta.stop_reason or stop_reason
-                    usage.update(message_delta.usage)
-                elif name == "message_start":
-                    usage.update(_start_decoder.decode(event.data).message.usage)
-                elif name == "message_stop":
-                    finish_reason = STOP_REASONS.get(stop_reason, FinishReason.STOP)
-                    yield StreamChunk("", finish_reason, model, PROVIDER, usage.total())
-                    await drain(body)
-                    return
-                elif name == "error":
-                    raise stream_error(event.data)
-    except msgspec.DecodeError:
-        raise UpstreamError("anthropic sent malformed stream data", provider=PROVIDER) from None
-    except (httpx2.TransportError, sse.LineTooLongError) as error:
-        raise map_transport_error(error, provider=PROVIDER) from None
-    raise UpstreamError("anthropic ended the stream before message_stop", provider=PROVIDER)
+def read_chunks(body: AsyncIterator[bytes], model: str, include_reasoning: bool = False) -> AsyncGenerator[Chunk, None]:
+    """Anthropic's named SSE events → chunks (`MessageEvents`); the final one after
+    `message_stop`."""
+    return read(body, MessageEvents(model, include_reasoning))
 
 
-async def drain(body: AsyncIterator[bytes]) -> None:
-    """Read the rest of the body (its chunked end) so the connection goes back to the
-    pool instead of being dropped; a failure there costs only its reuse, not the answer."""
-    try:
-        async for _ in body:
-            pass
-    except httpx2.HTTPError:
-        pass
+class MessageEvents(EventReader):
+    """The events of one Messages stream. Text deltas are content; thinking deltas are
+    reasoning (when asked for); a `tool_use` block is a call, numbered 0, 1, … in the order
+    the calls begin (not by block index, which counts text and thinking blocks too), its
+    `input_json_delta` fragments the arguments. Signatures and redacted thinking are
+    `SignatureChunk`s (when reasoning is asked for); citations are dropped. Usage and the
+    stop reason are kept for the final chunk, after `message_stop`."""
+
+    __slots__ = ("model", "include_reasoning", "usage", "stop_reason", "calls", "no_arguments")
+
+    def __init__(self, model: str, include_reasoning: bool = False) -> None:
+        super().__init__(PROVIDER)
+        self.model = model
+        self.include_reasoning = include_reasoning
+        self.usage = TokenCounts()
+        self.stop_reason: str | None = None
+        self.calls: dict[int, int] = {}  # a tool_use block's index → its call index
+        self.no_arguments: set[int] = set()  # tool_use blocks that sent no arguments yet
+
+    def on_event(self, event: sse.Event) -> Chunk | Ending | None:
+        if event.event != "content_block_delta":
+            return self.on_message_event(event.event, event.data)
+        block_delta = _delta_decoder.decode(event.data)
+        delta = block_delta.delta
+        kind = delta.type
+        if kind == "text_delta":
+            return StreamChunk(delta.text, None, self.model, PROVIDER) if delta.text else None
+        if kind == "input_json_delta":
+            return self.arguments(block_delta.index, delta.partial_json)
+        if not self.include_reasoning:
+            return None
+        if kind == "thinking_delta" and delta.thinking:
+            return ReasoningChunk(delta.thinking, self.model, PROVIDER)
+        if kind == "signature_delta" and delta.signature:
+            return SignatureChunk(signature=delta.signature)
+        return None
+
+    def arguments(self, index: int, partial_json: str) -> ToolCallChunk | None:
+        call = self.calls.get(index)
+        if not partial_json or call is None:
+            return None
+        self.no_arguments.discard(index)
+        return ToolCallChunk(call, None, None, partial_json)
+
+    def on_message_event(self, name: str, data: str) -> Chunk | Ending | None:
+        """Any event but a content delta: blocks starting and stopping, the message's
+        start, delta (stop reason, usage) and stop, a mid-stream error."""
+        if name == "content_block_start":
+            return self.block_start(_block_start_decoder.decode(data))
+        if name == "content_block_stop":
+            return self.block_stop(data) if self.no_arguments else None
+        if name == "message_delta":
+            message_delta = _message_delta_decoder.decode(data)
+            self.stop_reason = message_delta.delta.stop_reason or self.stop_reason
+            self.usage.update(message_delta.usage)
+        elif name == "message_start":
+            self.usage.update(_start_decoder.decode(data).message.usage)
+        elif name == "message_stop":
+            return END
+        elif name == "error":
+            raise stream_error(data)
+        return None
+
+    def block_start(self, start: ContentBlockStart) -> Chunk | None:
+        block = start.content_block
+        if block.type == "tool_use":
+            call = self.calls[start.index] = len(self.calls)
+            self.no_arguments.add(start.index)
+            return ToolCallChunk(call, block.id, block.name, "")
+        if block.type == "redacted_thinking" and self.include_reasoning and block.data:
+            return SignatureChunk(signature=REDACTED_SIGNATURE + block.data)
+        return None
+
+    def block_stop(self, data: str) -> ToolCallChunk | None:
+        index = _block_stop_decoder.decode(data).index
+        if index not in self.no_arguments:
+            return None
+        self.no_arguments.discard(index)  # a call without arguments: its input is `{}`
+        return ToolCallChunk(self.calls[index], arguments="{}")
+
+    def final(self, ended: bool) -> StreamChunk:
+        if not ended:
+            raise UpstreamError("anthropic ended the stream before message_stop", provider=PROVIDER)
+        finish_reason = STOP_REASONS.get(self.stop_reason, FinishReason.STOP)
+        return StreamChunk("", finish_reason, self.model, PROVIDER, self.usage.total())
+
+    def malformed(self, error: msgspec.DecodeError) -> UpstreamError:
+        return UpstreamError("anthropic sent malformed stream data", provider=PROVIDER)
 
 
 def stream_error(data: str) -> UpstreamError:

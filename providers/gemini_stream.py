@@ -48,7 +48,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from .. import keys
-from ..adapter import ChunkStream, open_with_retries
+from ..adapter import ChunkStream, default_first, open_with_retries
 from ..chat_types import (
     ChatMessage,
     ChatRequest,
@@ -81,8 +81,9 @@ from ..json_depth import MAX_DEPTH, nesting_depth
 from ..providers.stainless import connection_failed, map_transport_error
 from ..sdk_internals import require_internals
 from ..settings import Settings
-from ..sse import Decoder, Event, LineTooLongError
+from ..sse import Event, LineTooLongError
 from ..upstream_http import BodyTooLarge, on_close, read_at_most, response_body, sdk_http_client, transport_of
+from .stream_reader import Ending, EventReader, read
 
 PROVIDER = "gemini"
 KEY_ENV = "GEMINI_API_KEY"
@@ -336,7 +337,7 @@ class GeminiStreamAdapter:
         self.timeout_s = settings.upstream_timeout_s
         if settings.gemini_default_model:
             self.default_model = settings.gemini_default_model
-            self.models = (self.default_model, *(m for m in MODELS if m != self.default_model))
+            self.models = default_first(self.default_model, MODELS)
         self._http = http_client or sdk_http_client(settings)
         self._direct = transport_of(self._http)
         if self._direct is not None:
@@ -488,65 +489,94 @@ class GeminiStreamAdapter:
             response.request = self._http.build_request("POST", url, content=content, headers=headers)
         return response
 
-    async def _chunks(
-        self, body: AsyncIterator[bytes], model: str, include_reasoning: bool
-    ) -> AsyncGenerator[Chunk, None]:
+    def _chunks(self, body: AsyncIterator[bytes], model: str, include_reasoning: bool) -> AsyncGenerator[Chunk, None]:
         """Every non-thought text part as a chunk, thought parts as reasoning (when asked),
         each `functionCall` part as one whole tool call; after the stream ends, the final
-        chunk."""
-        decoder = Decoder()
-        finish_reason: str | None = None
-        block_reason: str | None = None
-        usage: _UsageMetadata | None = None
-        calls = 0
-        try:
-            async for data in body:
-                for event in decoder.feed(data):
-                    if type(event) is not Event:
-                        continue
-                    frame = _frame_decoder.decode(event.data)
-                    if frame.error is not None:
-                        raise error_from_status(
-                            frame.error.code, frame.error.message, provider=PROVIDER, key_env=KEY_ENV
-                        )
-                    if frame.usage_metadata is not None:
-                        usage = frame.usage_metadata
-                    if frame.prompt_feedback is not None and frame.prompt_feedback.block_reason:
-                        block_reason = frame.prompt_feedback.block_reason
-                    if frame.candidates:
-                        candidate = frame.candidates[0]
-                        if candidate.content is not None:
-                            for part in candidate.content.parts:
-                                if part.text:
-                                    if not part.thought:
-                                        yield StreamChunk(part.text, None, model, PROVIDER)
-                                    elif include_reasoning:
-                                        yield ReasoningChunk(part.text, model, PROVIDER)
-                                elif part.function_call is not None:
-                                    yield tool_call_chunk(calls, part.function_call, part.thought_signature)
-                                    calls += 1
-                                    continue  # its signature travels in the call's id
-                                if part.thought_signature:
-                                    yield SignatureChunk(part.thought_signature)
-                        if candidate.finish_reason:
-                            finish_reason = candidate.finish_reason
-        except (httpx2.TransportError, LineTooLongError) as error:
-            raise map_transport_error(error, provider=PROVIDER) from None
-        except (msgspec.DecodeError, msgspec.ValidationError, httpx2.DecodingError) as error:
-            raise UpstreamError(f"gemini sent malformed data: {error}", provider=PROVIDER) from None
-        if finish_reason is None and block_reason is None:
-            return  # the server reports a stream that ended without a finish reason
-        reason, failure = ending(finish_reason, block_reason)
-        if calls and reason is FinishReason.STOP:
-            reason = FinishReason.TOOL_CALLS
-        yield StreamChunk("", reason, model, PROVIDER, usage_of(usage))
-        if failure is not None:
-            raise failure  # after the final frame: the server adds the `event: error` frame
+        chunk (`GenerateEvents`)."""
+        return read(body, GenerateEvents(model, include_reasoning))
 
     async def aclose(self) -> None:
         if self._client is not None:
             self._client.close()  # the SDK's own sync client; ours is closed below
         await self._http.aclose()
+
+
+class GenerateEvents(EventReader):
+    """The frames of one `streamGenerateContent?alt=sse` stream: SSE events, each a whole
+    `GenerateContentResponse`; no event ends it but the body's end. The first candidate's
+    parts are chunks; the finish reason, a blocked prompt and the usage (the latest sent)
+    make the final chunk, and a failure reported after it."""
+
+    __slots__ = ("model", "include_reasoning", "finish_reason", "block_reason", "usage", "calls")
+
+    def __init__(self, model: str, include_reasoning: bool) -> None:
+        super().__init__(PROVIDER)
+        self.model = model
+        self.include_reasoning = include_reasoning
+        self.finish_reason: str | None = None
+        self.block_reason: str | None = None
+        self.usage: _UsageMetadata | None = None
+        self.calls = 0
+
+    def on_event(self, event: Event) -> Chunk | Ending | None:
+        frame = _frame_decoder.decode(event.data)
+        if frame.error is not None:
+            raise error_from_status(frame.error.code, frame.error.message, provider=PROVIDER, key_env=KEY_ENV)
+        if frame.usage_metadata is not None:
+            self.usage = frame.usage_metadata
+        if frame.prompt_feedback is not None and frame.prompt_feedback.block_reason:
+            self.block_reason = frame.prompt_feedback.block_reason
+        if not frame.candidates:
+            return None
+        candidate = frame.candidates[0]
+        if candidate.finish_reason:
+            self.finish_reason = candidate.finish_reason
+        if candidate.content is None:
+            return None
+        parts = candidate.content.parts
+        if len(parts) == 1:
+            part = parts[0]
+            if part.text and not part.thought and not part.thought_signature:
+                return StreamChunk(part.text, None, self.model, PROVIDER)
+        for part in parts:
+            self._queue(part)
+        return None
+
+    def _queue(self, part: _ResponsePart) -> None:
+        """A part's chunks: its text (or thought), or its call (whose signature travels in
+        the call's id); else its signature after its text."""
+        more = self.more
+        if part.text:
+            if not part.thought:
+                more.append(StreamChunk(part.text, None, self.model, PROVIDER))
+            elif self.include_reasoning:
+                more.append(ReasoningChunk(part.text, self.model, PROVIDER))
+        elif part.function_call is not None:
+            more.append(tool_call_chunk(self.calls, part.function_call, part.thought_signature))
+            self.calls += 1
+            return
+        if part.thought_signature:
+            more.append(SignatureChunk(part.thought_signature))
+
+    def final(self, ended: bool) -> StreamChunk | None:
+        """None when the server reports a stream that ended without a finish reason; a
+        safety stop's or an unknown reason's failure goes after the final chunk (the server
+        adds the `event: error` frame)."""
+        if self.finish_reason is None and self.block_reason is None:
+            return None
+        reason, self.failure = ending(self.finish_reason, self.block_reason)
+        if self.calls and reason is FinishReason.STOP:
+            reason = FinishReason.TOOL_CALLS
+        return StreamChunk("", reason, self.model, PROVIDER, usage_of(self.usage))
+
+    def malformed(self, error: msgspec.DecodeError | httpx2.DecodingError) -> UpstreamError:
+        return UpstreamError(f"gemini sent malformed data: {error}", provider=PROVIDER)
+
+    def broken(self, error: httpx2.RequestError | LineTooLongError) -> GatewayError:
+        """Bad gzip is malformed data; any other failure the transport's."""
+        if isinstance(error, httpx2.DecodingError):
+            return self.malformed(error)
+        return map_transport_error(error, provider=PROVIDER)
 
 
 def tool_call_chunk(index: int, call: _ResponseFunctionCall, signature: str | None) -> ToolCallChunk:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from openai import Omit
 from openai._types import Headers
 
+from ..adapter import default_first
 from ..chat_types import ChatRequest, ReasoningEffort
 from ..errors import ModelNotSupportedError
 from ..providers.openai_stream import OpenAIStreamAdapter, _WireRequest
@@ -55,7 +56,7 @@ class Llama4StreamAdapter(OpenAIStreamAdapter):
             raise SettingsError(
                 f"TOGETHER_DEFAULT_MODEL={default!r} is not valid: expected one of {', '.join(SUPPORTED_LLAMA_MODELS)}"
             )
-        return default, (default, *(model for model in SUPPORTED_LLAMA_MODELS if model != default))
+        return default, default_first(default, SUPPORTED_LLAMA_MODELS)
 
     @staticmethod
     def _upstream_headers(headers: list[tuple[bytes, bytes]], api_key: str) -> list[tuple[bytes, bytes]]:

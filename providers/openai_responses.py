@@ -25,8 +25,7 @@ takes a reasoning item back only with both). A `ThinkingPart` sent back with suc
 signature becomes that reasoning item again; one without a signature, or with another
 provider's (no `rs_` id), is dropped: OpenAI could not read it.
 
-This module imports no SDK and no HTTP client at its top (the dialects import it; the core
-imports none): the transport's exceptions are imported where a stream is read.
+This module imports no SDK (the dialects import it when a passthrough is first opened).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx2
 import msgspec
 
 from .. import sse
@@ -60,6 +60,8 @@ from ..chat_types import (
     json_encoder,
 )
 from ..errors import UpstreamError
+from .stainless import map_transport_error
+from .stream_reader import END, Ending, EventReader, read
 
 if TYPE_CHECKING:
     from .openai_stream import OpenAIStreamAdapter
@@ -252,45 +254,46 @@ def _frame(name: str, data: str) -> bytes:
     return b"event: %b\ndata: %b\n\n" % (name.encode(), data.encode())
 
 
-async def _relay(chunks: AsyncIterator[bytes], provider: str) -> AsyncGenerator[Chunk, None]:
-    """Each upstream event as a `RawEvent` (`token`: a `*.delta`), then the final chunk of
-    the terminal event. An `error` event the upstream sent without a terminal one after
-    it ends the stream with `finish_reason: error` (the client has the upstream's own
-    error); a stream cut before either is an `upstream_error`."""
-    from httpx2 import RequestError  # here: see the module's docstring
+def _relay(chunks: AsyncIterator[bytes], provider: str) -> AsyncGenerator[Chunk, None]:
+    """Each upstream event as a `RawEvent`, then the final chunk (`RelayedEvents`)."""
+    return read(chunks, RelayedEvents(provider))
 
-    from .stainless import map_transport_error
 
-    decoder = sse.Decoder()
-    failed = False
-    try:
-        async for raw in chunks:
-            for event in decoder.feed(raw):
-                if type(event) is not sse.Event:
-                    continue  # a comment
-                name, data = event.event, event.data
-                if name == "message":  # no `event:` line: the type is in the data
-                    name = _type_of(data)
-                yield RawEvent(_frame(name, data), name.endswith(".delta"))
-                if name in TERMINAL_EVENTS:
-                    yield _final(_terminal(data), provider)
-                    await _drain(chunks)
-                    return
-                if name == "error":
-                    failed = True
-    except (RequestError, sse.LineTooLongError) as error:
-        raise map_transport_error(error, provider=provider) from None
-    if not failed:
-        raise UpstreamError(f"{provider} ended the stream before its response.completed", provider=provider)
-    yield StreamChunk(content="", finish_reason=FinishReason.ERROR, model="", provider=provider)
+class RelayedEvents(EventReader):
+    """Each event as a `RawEvent` (`token`: a `*.delta`), then the final chunk of the terminal
+    event. An `error` event the upstream sent without a terminal one after it ends the
+    stream with `finish_reason: error` (the client has the upstream's own error); a stream
+    cut before either is an `upstream_error`."""
+
+    __slots__ = ("response", "failed")
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(provider)
+        self.response: _Response | None = None
+        self.failed = False
+
+    def on_event(self, event: sse.Event) -> Chunk | Ending | None:
+        name, data = event.event, event.data
+        if name == "message":  # no `event:` line: the type is in the data
+            name = _type_of(data)
+        if name in TERMINAL_EVENTS:
+            self.more.append(RawEvent(_frame(name, data), name.endswith(".delta")))
+            self.response = _terminal(data)
+            return END
+        if name == "error":
+            self.failed = True
+        return RawEvent(_frame(name, data), name.endswith(".delta"))
+
+    def final(self, ended: bool) -> StreamChunk:
+        if ended:
+            return _final(self.response, self.provider)
+        if not self.failed:
+            raise _cut(self.provider)
+        return StreamChunk(content="", finish_reason=FinishReason.ERROR, model="", provider=self.provider)
 
 
 async def _answer(chunks: AsyncIterator[bytes], provider: str) -> AsyncGenerator[Chunk, None]:
     """The whole JSON body as one `RawEvent` (up to `MAX_ANSWER_BYTES`), then the final chunk."""
-    from httpx2 import RequestError  # here: see the module's docstring
-
-    from .stainless import map_transport_error
-
     parts: list[bytes] = []
     size = 0
     try:
@@ -299,7 +302,7 @@ async def _answer(chunks: AsyncIterator[bytes], provider: str) -> AsyncGenerator
             if size > MAX_ANSWER_BYTES:
                 raise UpstreamError(f"{provider} answered with a body over {MAX_ANSWER_BYTES} bytes", provider=provider)
             parts.append(part)
-    except RequestError as error:
+    except httpx2.RequestError as error:
         raise map_transport_error(error, provider=provider) from None
     body = b"".join(parts)
     yield RawEvent(body)
@@ -329,18 +332,6 @@ def _decoded_response(body: bytes) -> _Response | None:
         return _response_decoder.decode(body)
     except msgspec.DecodeError:  # a `ValidationError` too
         return None
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows the terminal event (the end of the chunked body), so the
-    connection goes back to the pool; a failure there costs only its reuse."""
-    from httpx2 import HTTPError  # here: see the module's docstring
-
-    try:
-        async for _ in chunks:
-            pass
-    except HTTPError:
-        pass
 
 
 # --- reasoning for the native and Chat Completions endpoints: the request -----------------
@@ -547,79 +538,98 @@ async def stream_chat(adapter: OpenAIStreamAdapter, request: ChatRequest, model:
     return ChunkStream(_chat_chunks(chunks, model, adapter.name), release)
 
 
-async def _chat_chunks(chunks: AsyncIterator[bytes], model: str, provider: str) -> AsyncGenerator[Chunk, None]:
-    """The Responses events as our chunks; the final one from the terminal event. A
-    `response.failed` or an `error` event is an `upstream_error` with OpenAI's message."""
-    from httpx2 import RequestError  # here: see the module's docstring
+def _chat_chunks(chunks: AsyncIterator[bytes], model: str, provider: str) -> AsyncGenerator[Chunk, None]:
+    """The Responses events as our chunks (`ResponseEvents`); the final one from the
+    terminal event."""
+    return read(chunks, ResponseEvents(model, provider))
 
-    from .stainless import map_transport_error
 
-    decoder = sse.Decoder()
-    calls: dict[str, int] = {}  # a function_call item's id → its call index
-    silent: set[str] = set()  # function_call items whose arguments did not stream yet
-    try:
-        async for raw in chunks:
-            for event in decoder.feed(raw):
-                if type(event) is not sse.Event:
-                    continue
-                name = event.event
-                if name == "response.output_text.delta" or name == "response.refusal.delta":
-                    delta = _delta_decoder.decode(event.data).delta
-                    if delta:
-                        yield StreamChunk(content=delta, finish_reason=None, model=model, provider=provider)
-                elif name == "response.reasoning_summary_text.delta":
-                    delta = _delta_decoder.decode(event.data).delta
-                    if delta:
-                        yield ReasoningChunk(reasoning=delta, model=model, provider=provider)
-                elif name == "response.function_call_arguments.delta":
-                    data = _event_decoder.decode(event.data)
-                    index = calls.get(data.item_id)
-                    if index is not None and data.delta:
-                        silent.discard(data.item_id)
-                        yield ToolCallChunk(index=index, arguments=data.delta)
-                elif name == "response.output_item.added":
-                    item = _event_decoder.decode(event.data).item
-                    if item is not None and item.type == "function_call":
-                        calls[item.id] = len(calls)
-                        silent.add(item.id)
-                        yield ToolCallChunk(
-                            index=calls[item.id], id=item.call_id, name=item.name, arguments=item.arguments
-                        )
-                        if item.arguments:
-                            silent.discard(item.id)
-                elif name == "response.output_item.done":
-                    item = _event_decoder.decode(event.data).item
-                    if item is None:
-                        continue
-                    if item.type == "reasoning" and item.encrypted_content:
-                        yield SignatureChunk(signature=reasoning_signature(item.id, item.encrypted_content))
-                    elif item.type == "function_call" and item.id in silent:  # its arguments came whole
-                        silent.discard(item.id)
-                        if item.arguments:
-                            yield ToolCallChunk(index=calls[item.id], arguments=item.arguments)
-                elif name == "response.reasoning_summary_part.added":
-                    if _event_decoder.decode(event.data).summary_index > 0:  # a new paragraph of the summary
-                        yield ReasoningChunk(reasoning="\n\n", model=model, provider=provider)
-                elif name in TERMINAL_EVENTS:
-                    response = _event_decoder.decode(event.data).response or _Response()
-                    if name == "response.failed":
-                        raise _failed(response.error, provider)
-                    reason = finish_reason(response)
-                    if calls and reason is FinishReason.STOP:
-                        reason = FinishReason.TOOL_CALLS
-                    yield StreamChunk(
-                        content="", finish_reason=reason, model=model, provider=provider, usage=_usage(response.usage)
-                    )
-                    await _drain(chunks)
-                    return
-                elif name == "error":
-                    data = _event_decoder.decode(event.data)
-                    raise _failed(_ErrorInfo(code=data.code, message=data.message), provider)
-    except msgspec.DecodeError:
-        raise UpstreamError(f"malformed upstream data from {provider}", provider=provider) from None
-    except (RequestError, sse.LineTooLongError) as error:
-        raise map_transport_error(error, provider=provider) from None
-    raise UpstreamError(f"{provider} ended the stream before its response.completed", provider=provider)
+class ResponseEvents(EventReader):
+    """The events of one Responses stream as our chunks: text (and refusal) deltas as
+    content, reasoning summary deltas as reasoning (a summary's later parts after a blank
+    line), `function_call` items as calls, each finished reasoning item's encrypted content
+    as a signature. The final chunk is read from the terminal event; a `response.failed` or
+    an `error` event is an `upstream_error` with OpenAI's message."""
+
+    __slots__ = ("model", "calls", "silent", "response")
+
+    def __init__(self, model: str, provider: str) -> None:
+        super().__init__(provider)
+        self.model = model
+        self.calls: dict[str, int] = {}  # a function_call item's id → its call index
+        self.silent: set[str] = set()  # function_call items whose arguments did not stream yet
+        self.response = _Response()
+
+    def on_event(self, event: sse.Event) -> Chunk | Ending | None:
+        name = event.event
+        if name == "response.output_text.delta" or name == "response.refusal.delta":
+            delta = _delta_decoder.decode(event.data).delta
+            if not delta:
+                return None
+            return StreamChunk(content=delta, finish_reason=None, model=self.model, provider=self.provider)
+        if name == "response.reasoning_summary_text.delta":
+            delta = _delta_decoder.decode(event.data).delta
+            if not delta:
+                return None
+            return ReasoningChunk(reasoning=delta, model=self.model, provider=self.provider)
+        if name == "response.function_call_arguments.delta":
+            return self.arguments(_event_decoder.decode(event.data))
+        if name == "response.output_item.added":
+            return self.item_added(_event_decoder.decode(event.data).item)
+        if name == "response.output_item.done":
+            return self.item_done(_event_decoder.decode(event.data).item)
+        if name == "response.reasoning_summary_part.added":
+            if _event_decoder.decode(event.data).summary_index > 0:  # a new paragraph of the summary
+                return ReasoningChunk(reasoning="\n\n", model=self.model, provider=self.provider)
+        elif name in TERMINAL_EVENTS:
+            self.response = _event_decoder.decode(event.data).response or _Response()
+            if name == "response.failed":
+                raise _failed(self.response.error, self.provider)
+            return END
+        elif name == "error":
+            data = _event_decoder.decode(event.data)
+            raise _failed(_ErrorInfo(code=data.code, message=data.message), self.provider)
+        return None
+
+    def arguments(self, data: _Event) -> ToolCallChunk | None:
+        index = self.calls.get(data.item_id)
+        if index is None or not data.delta:
+            return None
+        self.silent.discard(data.item_id)
+        return ToolCallChunk(index=index, arguments=data.delta)
+
+    def item_added(self, item: _Item | None) -> ToolCallChunk | None:
+        if item is None or item.type != "function_call":
+            return None
+        index = self.calls[item.id] = len(self.calls)
+        if item.arguments:
+            self.silent.discard(item.id)
+        else:
+            self.silent.add(item.id)
+        return ToolCallChunk(index=index, id=item.call_id, name=item.name, arguments=item.arguments)
+
+    def item_done(self, item: _Item | None) -> Chunk | None:
+        if item is None:
+            return None
+        if item.type == "reasoning" and item.encrypted_content:
+            return SignatureChunk(signature=reasoning_signature(item.id, item.encrypted_content))
+        if item.type != "function_call" or item.id not in self.silent:
+            return None
+        self.silent.discard(item.id)  # its arguments came whole
+        return ToolCallChunk(index=self.calls[item.id], arguments=item.arguments) if item.arguments else None
+
+    def final(self, ended: bool) -> StreamChunk:
+        if not ended:
+            raise _cut(self.provider)
+        reason = finish_reason(self.response)
+        if self.calls and reason is FinishReason.STOP:
+            reason = FinishReason.TOOL_CALLS
+        usage = _usage(self.response.usage)
+        return StreamChunk(content="", finish_reason=reason, model=self.model, provider=self.provider, usage=usage)
+
+
+def _cut(provider: str) -> UpstreamError:
+    return UpstreamError(f"{provider} ended the stream before its response.completed", provider=provider)
 
 
 def _failed(error: _ErrorInfo | None, provider: str) -> UpstreamError:

@@ -36,7 +36,7 @@ from openai._models import FinalRequestOptions
 from openai._types import Headers, RequestOptions
 
 from .. import keys, sse
-from ..adapter import ChunkStream, open_with_retries
+from ..adapter import ChunkStream, default_first, open_with_retries
 from ..chat_types import (
     ChatMessage,
     ChatRequest,
@@ -54,9 +54,10 @@ from ..chat_types import (
 )
 from ..errors import GatewayError, ProviderNotConfiguredError, UpstreamError
 from ..providers import openai_responses
-from ..providers.stainless import OpenAIRequest, PreparedRequest, map_sdk_error, map_transport_error
+from ..providers.stainless import OpenAIRequest, PreparedRequest, map_sdk_error
 from ..settings import Settings
 from ..upstream_http import response_body, sdk_http_client
+from .stream_reader import END, Ending, EventReader, read
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_DEFAULT_MODEL = "gpt-4o"
@@ -269,7 +270,7 @@ class OpenAIStreamAdapter:
         """The default model (`OPENAI_DEFAULT_MODEL`, else the contract's) and the built-in
         list, the default first."""
         default = settings.openai_default_model or OPENAI_DEFAULT_MODEL
-        return default, (default, *(model for model in OPENAI_MODELS if model != default))
+        return default, default_first(default, OPENAI_MODELS)
 
     @staticmethod
     def _upstream_headers(headers: list[tuple[bytes, bytes]], api_key: str) -> list[tuple[bytes, bytes]]:
@@ -411,70 +412,75 @@ class OpenAIStreamAdapter:
             connection_error=openai.APIConnectionError,
         )
 
-    async def _chunks(
+    def _chunks(
         self, byte_chunks: AsyncIterator[bytes], model: str, include_reasoning: bool
     ) -> AsyncGenerator[Chunk, None]:
         """Content (and reasoning, tool-call) chunks as they arrive, then ONE final chunk
-        with the finish reason and the usage (OpenAI sends the usage in a later chunk with
-        empty `choices`).
-
-        After `data: [DONE]` the rest of the body is read to its end, so the connection
-        goes back to the pool instead of being dropped (a new TLS handshake next time).
-        """
-        provider = self.name
-        finish_reason: FinishReason | None = None
-        usage: Usage | None = None
-        calls: _ToolCalls | None = None
-        decoder = sse.Decoder()
-        done = False
-        try:
-            async for raw in byte_chunks:
-                for event in decoder.feed(raw):
-                    if type(event) is not sse.Event:
-                        continue  # a comment
-                    if event.data == "[DONE]":
-                        done = True
-                        break
-                    try:
-                        chunk = _chunk_decoder.decode(event.data)
-                    except msgspec.DecodeError:
-                        raise UpstreamError(f"malformed upstream data from {provider}", provider=provider) from None
-                    if chunk.error is not None:
-                        raise _stream_error(chunk.error, provider)
-                    if chunk.choices:
-                        choice = chunk.choices[0]
-                        delta = choice.delta
-                        if delta is not None:
-                            reasoning = delta.reasoning_content or delta.reasoning
-                            if include_reasoning and reasoning:  # servers that send both send the same text
-                                yield ReasoningChunk(reasoning, model, provider)
-                            if delta.content:
-                                yield StreamChunk(delta.content, None, model, provider)
-                            if delta.tool_calls:
-                                if calls is None:
-                                    calls = _ToolCalls()
-                                for call in delta.tool_calls:
-                                    piece = calls.piece(call)
-                                    if piece is not None:
-                                        yield piece
-                        if choice.finish_reason is not None:
-                            finish_reason = FINISH_REASONS.get(choice.finish_reason, FinishReason.STOP)
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
-                if done:
-                    break
-        except (httpx2.RequestError, sse.LineTooLongError) as error:  # a reset, a timeout, bad gzip, an endless line
-            raise map_transport_error(error, provider=provider) from None
-        if finish_reason is None:
-            raise UpstreamError(f"{provider} ended the stream without a finish reason", provider=provider)
-        if calls is not None and finish_reason is FinishReason.STOP:
-            finish_reason = FinishReason.TOOL_CALLS  # OpenAI ends a call forced by `tool_choice` with `stop`
-        yield StreamChunk("", finish_reason, model, provider, usage)
-        if done:
-            await _drain(byte_chunks)
+        with the finish reason and the usage (`ChatEvents`)."""
+        return read(byte_chunks, ChatEvents(self.name, model, include_reasoning))
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class ChatEvents(EventReader):
+    """The events of one Chat Completions stream: each `data:` chunk's reasoning, content
+    and tool-call deltas as chunks; `data: [DONE]` ends it. The final chunk carries the
+    finish reason and the usage (OpenAI sends the usage in a later chunk with empty
+    `choices`)."""
+
+    __slots__ = ("model", "include_reasoning", "finish_reason", "usage", "calls")
+
+    def __init__(self, provider: str, model: str, include_reasoning: bool) -> None:
+        super().__init__(provider)
+        self.model = model
+        self.include_reasoning = include_reasoning
+        self.finish_reason: FinishReason | None = None
+        self.usage: Usage | None = None
+        self.calls: _ToolCalls | None = None
+
+    def on_event(self, event: sse.Event) -> Chunk | Ending | None:
+        data = event.data
+        if data == "[DONE]":
+            return END
+        chunk = _chunk_decoder.decode(data)
+        if chunk.error is not None:
+            raise _stream_error(chunk.error, self.provider)
+        if chunk.usage is not None:
+            self.usage = _usage(chunk.usage)
+        if not chunk.choices:
+            return None
+        choice = chunk.choices[0]
+        if choice.finish_reason is not None:
+            self.finish_reason = FINISH_REASONS.get(choice.finish_reason, FinishReason.STOP)
+        delta = choice.delta
+        if delta is None:
+            return None
+        reasoning = delta.reasoning_content or delta.reasoning
+        if delta.tool_calls or (reasoning and self.include_reasoning):
+            self._queue(delta, reasoning)
+            return None
+        return StreamChunk(delta.content, None, self.model, self.provider) if delta.content else None
+
+    def _queue(self, delta: _Delta, reasoning: str | None) -> None:
+        """A delta with reasoning or tool calls: its chunks in order (reasoning, content,
+        calls)."""
+        more = self.more
+        if reasoning and self.include_reasoning:  # servers that send both send the same text
+            more.append(ReasoningChunk(reasoning, self.model, self.provider))
+        if delta.content:
+            more.append(StreamChunk(delta.content, None, self.model, self.provider))
+        if delta.tool_calls:
+            calls = self.calls = self.calls or _ToolCalls()
+            more.extend(piece for call in delta.tool_calls if (piece := calls.piece(call)) is not None)
+
+    def final(self, ended: bool) -> StreamChunk:
+        finish_reason = self.finish_reason
+        if finish_reason is None:
+            raise UpstreamError(f"{self.provider} ended the stream without a finish reason", provider=self.provider)
+        if self.calls is not None and finish_reason is FinishReason.STOP:
+            finish_reason = FinishReason.TOOL_CALLS  # OpenAI ends a call forced by `tool_choice` with `stop`
+        return StreamChunk("", finish_reason, self.model, self.provider, self.usage)
 
 
 class _ToolCalls:
@@ -527,13 +533,3 @@ def _usage(wire: _WireUsage) -> Usage:
 def _stream_error(error: _WireError | str, provider: str) -> UpstreamError:
     message = error if isinstance(error, str) else error.message
     return UpstreamError(f"{provider} failed mid-stream: {message or 'unknown error'}", provider=provider)
-
-
-async def _drain(byte_chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows `[DONE]` (the end of the chunked body, bounded by the read
-    timeout); a failure there costs only the connection's reuse, never the answer."""
-    try:
-        async for _ in byte_chunks:
-            pass
-    except httpx2.HTTPError:
-        pass

@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,12 +57,17 @@ def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def gateway(adapters: Mapping[str, Adapter] | None = None, **overrides: object) -> Iterator[str]:
+def gateway(
+    adapters: Mapping[str, Adapter] | Callable[[Settings], Mapping[str, Adapter]] | None = None, **overrides: object
+) -> Iterator[str]:
     """Our app on a loopback port (test `settings(**overrides)`, the real adapters unless
-    `adapters` are given); yields its base URL. The one way tests start a gateway in-process."""
+    `adapters` are given, or made from those settings by `adapters(settings)`: an adapter
+    over a scripted upstream's transport); yields its base URL. The one way tests start a
+    gateway in-process."""
     from streamgate.app import create_app
 
-    with serve(create_app(settings(**overrides), adapters)) as url:
+    config = settings(**overrides)
+    with serve(create_app(config, adapters(config) if callable(adapters) else adapters)) as url:
         yield url
 
 

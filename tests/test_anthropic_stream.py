@@ -9,18 +9,18 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import anthropic
 import httpx2
 import pytest
+import support
 from anthropic.types import ModelInfo
 from streamgate import sse
-from streamgate.app import create_app
 from streamgate.providers.anthropic_stream import AnthropicStreamAdapter
-from support import serve, settings
+from support import settings
 from test_anthropic_request import sdk_checked
 from wire_anthropic import (
     BLOCK_START,
@@ -101,17 +101,16 @@ def error_reply(status: int, error_type: str, message: str, **headers: str) -> h
     return httpx2.Response(status, json=body, headers=headers)
 
 
-@contextmanager
 def gateway(
     upstream: Callable[[httpx2.Request], Awaitable[httpx2.Response]] | None = None, **overrides: Any
-) -> Iterator[str]:
+) -> AbstractContextManager[str]:
     """Our app on loopback with an `anthropic` adapter whose SDK talks to `upstream`
     (through `httpx2.MockTransport`) or, without one, to `ANTHROPIC_BASE_URL`."""
-    config = settings(**{"anthropic_api_key": KEY, "upstream_max_retries": 0, **overrides})
     http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream)) if upstream else None
-    adapter = AnthropicStreamAdapter(config, http_client=http_client)
-    with serve(create_app(config, adapters={"anthropic": adapter})) as base_url:
-        yield base_url
+    return support.gateway(
+        lambda config: {"anthropic": AnthropicStreamAdapter(config, http_client=http_client)},
+        **{"anthropic_api_key": KEY, "upstream_max_retries": 0, **overrides},
+    )
 
 
 def post(base_url: str, body: dict[str, Any] = HELLO, path: str = "/api/v1/chat/stream") -> httpx2.Response:

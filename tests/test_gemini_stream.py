@@ -10,12 +10,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx2
 import msgspec
 import pytest
+import support
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from streamgate.app import create_app
@@ -100,13 +101,13 @@ def server_error(status: int = 500) -> Reply:
 # --- our side ---------------------------------------------------------------------------
 
 
-@contextmanager
-def gateway(upstream: MockUpstream | None = None, **overrides: Any) -> Iterator[str]:
+def gateway(upstream: MockUpstream | None = None, **overrides: Any) -> AbstractContextManager[str]:
     """Our app serving the `gemini` adapter (over `upstream`'s transport) on 127.0.0.1."""
-    config = settings(**{"gemini_api_key": KEY, "gemini_base_url": BASE_URL, "upstream_max_retries": 2, **overrides})
-    adapter = GeminiStreamAdapter(config, http_client=upstream.client() if upstream else None)
-    with serve(create_app(config, adapters={"gemini": adapter})) as url:
-        yield url
+    http_client = upstream.client() if upstream else None
+    return support.gateway(
+        lambda config: {"gemini": GeminiStreamAdapter(config, http_client=http_client)},
+        **{"gemini_api_key": KEY, "gemini_base_url": BASE_URL, "upstream_max_retries": 2, **overrides},
+    )
 
 
 Shared = tuple[str, MockUpstream]

@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx2
 import openai
 import pytest
+import support
 from streamgate import sse
-from streamgate.app import create_app
 from streamgate.providers.llama4_stream import SUPPORTED_LLAMA_MODELS, Llama4StreamAdapter
-from support import serve, settings
+from support import settings
 from wire_openai import (
     MockUpstream,
     Reply,
@@ -44,12 +43,13 @@ def together_completion(pieces: list[str], finish_reason: str = "eos") -> bytes:
     return sse_body([*(together_chunk(p) for p in pieces), together_chunk("", finish_reason, usage)])
 
 
-@contextmanager
-def gateway(upstream: MockUpstream, **overrides: Any) -> Iterator[str]:
-    config = settings(**{"together_api_key": KEY, "upstream_max_retries": 0, **overrides})
-    adapter = Llama4StreamAdapter(config, http_client=upstream.client())
-    with serve(create_app(config, adapters={"llama4": adapter})) as url:
-        yield url
+def gateway(upstream: MockUpstream, **overrides: Any) -> AbstractContextManager[str]:
+    """Our app serving the `llama4` adapter (over `upstream`'s transport) on 127.0.0.1."""
+    http_client = upstream.client()
+    return support.gateway(
+        lambda config: {"llama4": Llama4StreamAdapter(config, http_client=http_client)},
+        **{"together_api_key": KEY, "upstream_max_retries": 0, **overrides},
+    )
 
 
 def post(url: str, body: dict[str, Any] = HELLO) -> httpx2.Response:

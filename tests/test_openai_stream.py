@@ -8,17 +8,16 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx2
 import openai
 import pytest
-from streamgate.app import create_app
+import support
 from streamgate.errors import ProviderAuthError
 from streamgate.providers.openai_stream import OPENAI_MODELS, OpenAIStreamAdapter
-from support import Answer, closed_port, serve, settings
+from support import Answer, closed_port, settings
 from wire_openai import (
     SSE_HEAD,
     LoopbackUpstream,
@@ -49,13 +48,13 @@ TEXT = ["Hello", ", ", "世界", " 🙂🚀", "\nnew line"]
 USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
 
 
-@contextmanager
-def gateway(upstream: MockUpstream | None = None, **overrides: Any) -> Iterator[str]:
+def gateway(upstream: MockUpstream | None = None, **overrides: Any) -> AbstractContextManager[str]:
     """Our app serving the `openai` adapter (over `upstream`'s transport) on 127.0.0.1."""
-    config = settings(**{"openai_api_key": KEY, "openai_base_url": BASE_URL, "upstream_max_retries": 2, **overrides})
-    adapter = OpenAIStreamAdapter(config, http_client=upstream.client() if upstream else None)
-    with serve(create_app(config, adapters={"openai": adapter})) as url:
-        yield url
+    http_client = upstream.client() if upstream else None
+    return support.gateway(
+        lambda config: {"openai": OpenAIStreamAdapter(config, http_client=http_client)},
+        **{"openai_api_key": KEY, "openai_base_url": BASE_URL, "upstream_max_retries": 2, **overrides},
+    )
 
 
 def post(url: str, body: dict[str, Any] = HELLO, path: str = "/api/v1/chat/stream") -> Answer:

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from streamgate.app import create_app
-from support import serve, settings
+import support
 
 pytest.importorskip("streamgate.providers.openai_responses")  # the passthrough (providers/openai_responses.py)
 wire = pytest.importorskip("wire_openai_responses")
@@ -24,8 +23,9 @@ wire = pytest.importorskip("wire_openai_responses")
 def gateway() -> Iterator[tuple[str, wire.ResponsesUpstream]]:
     upstream = wire.ResponsesUpstream()
     with upstream.loopback.running():
-        config = settings(openai_api_key="sk-upstream", openai_base_url=upstream.loopback.url, upstream_max_retries=0)
-        with serve(create_app(config)) as url:
+        with support.gateway(
+            openai_api_key="sk-upstream", openai_base_url=upstream.loopback.url, upstream_max_retries=0
+        ) as url:
             yield url, upstream
 
 

@@ -10,7 +10,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,13 @@ from processes import gateways
 from resumable import resume_from, start
 from streamgate import resume, sse
 from streamgate.app import create_app
-from streamgate.chat_types import FinishReason, StreamChunk
+from streamgate.chat_types import FinishReason, ReasoningChunk, SignatureChunk, StreamChunk, ToolCallChunk
+from streamgate.dialects.anthropic_messages import MessagesFrames, NumberedMessagesFrames
 from streamgate.dialects.native import NativeFrames
-from streamgate.dialects.openai_chat import NumberedOpenAIFrames
+from streamgate.dialects.openai_chat import NumberedOpenAIFrames, OpenAIFrames
 from streamgate.errors import UpstreamError
 from streamgate.providers.echo import EchoAdapter
+from streamgate.resume import NumberedFrames
 from streamgate.stream_store import Batch
 from support import serve, settings
 
@@ -275,15 +277,46 @@ def test_sigterm_ends_an_attached_resumable_stream_in_words_after_the_grace(tmp_
 
 def test_each_dialect_s_frames_are_restored_from_their_meta_for_an_error_end() -> None:
     lost = UpstreamError("the stream's generator was lost")
-    for frames in (NativeFrames("echo", "echo"), NumberedOpenAIFrames("chatcmpl-1", 7, "echo/echo", True)):
+    for frames in (
+        NativeFrames("echo", "echo"),
+        NumberedOpenAIFrames(OpenAIFrames("chatcmpl-1", 7, "echo/echo", True)),
+        NumberedMessagesFrames(MessagesFrames("msg_1", "echo/echo")),
+    ):
         frames.content(StreamChunk("Hi", None, "echo", "echo"))
         restored = type(frames).restore(json.loads(json.dumps(frames.meta())))
         restored.last_id = frames.last_id
         assert restored.failure(lost, False, None) == frames.failure(lost, False, None)
-    openai_frames = NumberedOpenAIFrames("chatcmpl-1", 7, "echo/echo", True)
+    openai_frames = NumberedOpenAIFrames(OpenAIFrames("chatcmpl-1", 7, "echo/echo", True))
     final = openai_frames.final(StreamChunk("", FinishReason.STOP, "echo", "echo"))
     assert [line for line in final.split(b"\n") if line.startswith(b"id: ")] == [b"id: 1", b"id: 2"]
     assert openai_frames.failure(lost, True, None).startswith(b'id: 3\ndata: {"error":')
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OpenAIFrames("chatcmpl-1", 7, "echo/echo", True),
+        lambda: MessagesFrames("msg_1", "echo/echo"),
+    ],
+)
+def test_numbered_frames_are_the_dialect_s_frames_each_with_an_id_line(make: Callable[[], Any]) -> None:
+    plain, numbered = make(), NumberedFrames(make())
+    steps: list[Callable[[Any], bytes]] = [
+        lambda frames: frames.content(StreamChunk("Hi", None, "echo", "echo")),
+        lambda frames: frames.reasoning(ReasoningChunk("hm", "echo", "echo")),
+        lambda frames: frames.tool_call(ToolCallChunk(0, "call_1", "get", '{"a":')),
+        lambda frames: frames.signature(SignatureChunk("sig")),
+        lambda frames: frames.final(StreamChunk("", FinishReason.STOP, "echo", "echo")),
+        lambda frames: frames.failure(UpstreamError("late"), True, None),
+    ]
+    last_id = 0
+    for step in steps:
+        assert numbered.final_sent == plain.final_sent
+        expected, last_id = sse.numbered(step(plain), last_id)
+        assert step(numbered) == expected
+        assert numbered.last_id == last_id
+    assert numbered.final_sent and numbered.model == "echo/echo"
+    assert numbered.done() == plain.done()
 
 
 def test_a_browser_eventsource_on_the_resume_url_reads_each_frame_once_and_reconnects_with_last_event_id(

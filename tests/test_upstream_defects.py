@@ -14,19 +14,18 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx2
 import openai
 import pytest
-from streamgate.app import create_app
+import support
 from streamgate.chat_types import ChatMessage, ChatRequest
 from streamgate.errors import UpstreamError
 from streamgate.providers.openai_stream import OpenAIStreamAdapter
 from streamgate.upstream_http import sdk_http_client
-from support import Answer, serve, settings
+from support import Answer, settings
 from wire_openai import SSE_HEAD, LoopbackUpstream, completion, http_chunk
 
 KEY = "sk-test-0123456789abcdef"
@@ -100,19 +99,18 @@ async def text_of(streaming: OpenAIStreamAdapter) -> str:
         await stream.aclose()
 
 
-@contextmanager
-def gateway(upstream: LoopbackUpstream, **overrides: Any) -> Iterator[str]:
-    config = settings(
+def gateway(upstream: LoopbackUpstream, **overrides: Any) -> AbstractContextManager[str]:
+    """Our app serving the `openai` adapter, whose upstream is `upstream`, on 127.0.0.1."""
+    return support.gateway(
+        lambda config: {"openai": OpenAIStreamAdapter(config)},
         **{
             "openai_api_key": KEY,
             "openai_base_url": upstream.url,
             "upstream_max_retries": 2,
             "upstream_timeout_s": 3.0,
             **overrides,
-        }
+        },
     )
-    with serve(create_app(config, adapters={"openai": OpenAIStreamAdapter(config)})) as url:
-        yield url
 
 
 def post(url: str) -> Answer:
