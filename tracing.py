@@ -134,9 +134,9 @@ class GenAIHistogram:
     """A histogram kept here and exported as OTLP's cumulative explicit-bucket histogram.
 
     Not the SDK's `MeterProvider`: its `record` cleans and hashes the attributes and takes
-    locks each time, ~16 µs a record, five records per request (a fifth of a short request's
-    CPU); here a record is a dict lookup by the attribute set's identity (each set is made
-    once and kept: `Tracer.metric_attributes`), a bisect and four additions.
+    locks each time, five records per request (the README's Observability section has what that costs); here
+    a record is a dict lookup by the attribute set's identity (each set is made once and
+    kept: `Tracer.metric_attributes`), a bisect and four additions.
     """
 
     def __init__(
@@ -765,7 +765,7 @@ def encodable(spans: Sequence[ReadableSpan | SpanRecord]) -> bool:
 def encode_spans(spans: Sequence[ReadableSpan | SpanRecord]) -> bytes:
     """An OTLP `ExportTraceServiceRequest` holding `spans`, grouped by resource and scope,
     as the SDK's encoder writes it, at a fraction of its CPU (it builds a protobuf object per
-    attribute: ~40 µs a span; this joins bytes)."""
+    attribute; this joins bytes)."""
     groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
     for span in spans:
         resource = span.resource

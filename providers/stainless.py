@@ -40,7 +40,7 @@ class PreparedRequest:
     out (a plain API key: no request signing, no token exchange, no auth hook; `direct_ok`,
     per SDK) and its HTTP client is `sdk_http_client`'s, the headers the SDK built go
     straight to that client's `UpstreamTransport.open` (aiohttp): no `httpx2.Request`, no
-    trip through the SDK's and `httpx2`'s send layers, which cost about a sixth of a short
+    trip through the SDK's and `httpx2`'s send layers, which cost a good part of a short
     request's CPU (`docs/BENCHMARKS.md`). Otherwise each call builds an `httpx2.Request`
     and hands it to the SDK's own send path (`_send`: one subclass per SDK). These are
     internals of the SDKs' current majors, which `pyproject.toml` pins: each subclass
