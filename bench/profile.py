@@ -1,6 +1,6 @@
 """Where the server's CPU goes per short request: py-spy on streamgate under 8-token streams.
 
-    python -m bench.profile [--requests 4000] [--concurrency 16] [--top 40] [--svg FILE]
+    python -m bench.profile [--requests 4000] [--concurrency 16] [--tokens 8] [--top 40] [--svg FILE]
 
 The mock upstream and this client on core 1, the server on core 0, as in `python -m bench`;
 py-spy samples the server (`--native` off, idle frames off) while the requests run and
@@ -68,7 +68,7 @@ async def profile(args: argparse.Namespace) -> None:
         server = processes.start("streamgate", [sys.executable, "server.py"], env, SERVER_CORE)
         await wait_ready("127.0.0.1", port, "/api/v1/chat/stream/health", server, "streamgate")
         target = Target("streamgate", "127.0.0.1", port, DIALECTS[args.dialect], "openai", server.pid)
-        load = dict(concurrency=args.concurrency, tokens=8, delay_ms=0.0, timeout_s=10.0)
+        load = dict(concurrency=args.concurrency, tokens=args.tokens, delay_ms=0.0, timeout_s=60.0)
         await run_streams(target, count=500, **load)  # warm-up
         await idle_cpu_seconds(server.pid)
         collapsed = Path(tempfile.mkdtemp()) / "server.collapsed"
@@ -96,7 +96,7 @@ async def profile(args: argparse.Namespace) -> None:
         spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
         spy.wait(10)
         failed = sum(1 for outcome in outcomes if not outcome.ok)
-        print(f"{args.requests} requests at c={args.concurrency}, {failed} failed")
+        print(f"{args.requests} requests of {args.tokens} tokens at c={args.concurrency}, {failed} failed")
         print(f"server CPU per request {1e6 * spent / args.requests:.0f} µs (py-spy attached: sampling adds some)")
         print(summarize(collapsed, args.top))
         if args.svg:
@@ -109,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=8, help="tokens per stream (8: the short requests' figure)")
     parser.add_argument("--dialect", default="native", choices=sorted(DIALECTS))
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--svg", help="also keep the collapsed stacks here (for flamegraph tools)")
