@@ -19,7 +19,9 @@ import asyncio
 import os
 import statistics
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from bench.client import DIALECTS, Target, run_streams
 from bench.run import (
@@ -34,6 +36,7 @@ from bench.run import (
 )
 
 HOST = "127.0.0.1"
+T = TypeVar("T")
 #: A round's figures for one variant: ms of CPU per request, µs per frame, added TTFT p50 ms.
 Figures = tuple[float, float, float]
 
@@ -119,21 +122,30 @@ def report(rounds: list[dict[str, Figures]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
     parser.add_argument("--variant", nargs="+", action="append", type=str, required=True, metavar="NAME [K=V]")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=800, help="8-token requests per variant and round")
-    parser.add_argument("--streams", type=int, default=32, help="concurrent long streams per variant and round")
-    parser.add_argument("--tokens", type=int, default=1000, help="tokens per long stream")
+    load_options(parser)
     parser.add_argument("--c1", type=int, default=60, help="streams one at a time for the TTFT, per round")
     parser.add_argument("--env", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="for all")
     args = parser.parse_args()
     args.variant = [Variant.parse(words) for words in args.variant]
+    print(report(run(measure, args)))
+
+
+def load_options(parser: argparse.ArgumentParser) -> None:
+    """The rounds and the load of each (shared with `bench.otel`)."""
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=800, help="8-token requests per server and round")
+    parser.add_argument("--streams", type=int, default=32, help="concurrent long streams per server and round")
+    parser.add_argument("--tokens", type=int, default=1000, help="tokens per long stream")
+
+
+def run(measure: Callable[[argparse.Namespace, Processes], Coroutine[Any, Any, T]], args: argparse.Namespace) -> T:
+    """`measure` from this client's core; every process it started stopped by its PID."""
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     processes = Processes()
     try:
-        rounds = asyncio.run(measure(args, processes))
+        return asyncio.run(measure(args, processes))
     finally:
         processes.stop_all()
-    print(report(rounds))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import time
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from bench.ab import load_options, run
 from bench.client import DIALECTS, Outcome, Target, run_streams
 from bench.run import (
     CLIENT_CORE,
@@ -135,18 +135,10 @@ async def measure(args: argparse.Namespace, processes: Processes) -> list[dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.otel", description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=800, help="8-token requests per target and round")
-    parser.add_argument("--streams", type=int, default=32, help="concurrent long streams per target and round")
-    parser.add_argument("--tokens", type=int, default=1000, help="tokens per long stream")
+    load_options(parser)
     parser.add_argument("--base", help="a directory holding an older checkout as streamgate/ (for PYTHONPATH)")
     args = parser.parse_args()
-    os.sched_setaffinity(0, {int(CLIENT_CORE)})
-    processes = Processes()
-    try:
-        rounds = asyncio.run(measure(args, processes))
-    finally:
-        processes.stop_all()
+    rounds = run(measure, args)
     print(
         f"{'target':10} {'CPU ms / 8-token request':>26} {'CPU µs / content frame':>24}   "
         f"(medians of {args.rounds} rounds)"

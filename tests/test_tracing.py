@@ -452,26 +452,11 @@ def test_our_span_records_encode_as_the_sdk_encodes_their_readable_spans() -> No
     message the SDK's encoder builds from the same spans as its own `ReadableSpan`s."""
     import yarl
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from streamgate.chat_types import FinishReason, Usage
     from streamgate.pipeline import Call, StreamProgress
-    from streamgate.tracing import Tracer, encode_spans, readable
+    from streamgate.tracing import encode_spans, readable
 
-    ended: list[Any] = []
-
-    class Keep(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            ended.extend(spans)
-            return SpanExportResult.SUCCESS
-
-    tracer = Tracer.from_environment(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
-        }
-    )
-    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    tracer, ended = capturing_tracer()
     call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
     body = json.dumps({"messages": [{"role": "user", "content": "Hi"}]}).encode()
     scope = {"headers": [(b"traceparent", TRACEPARENT.encode()), (b"tracestate", b"vendor=x")]}
@@ -495,26 +480,11 @@ def test_our_span_records_encode_as_the_sdk_encodes_their_readable_spans() -> No
 def test_span_limits_cut_captured_text(monkeypatch: Any) -> None:
     """`OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT` (the SDK's) cuts every string of a recorded
     span, inside the structured content too, as the SDK's own spans are cut."""
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from streamgate.pipeline import Call, StreamProgress
-    from streamgate.tracing import Tracer, encode_spans
+    from streamgate.tracing import encode_spans
 
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
-    ended: list[Any] = []
-
-    class Keep(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            ended.extend(spans)
-            return SpanExportResult.SUCCESS
-
-    tracer = Tracer.from_environment(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
-        }
-    )
-    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    tracer, ended = capturing_tracer()
     call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
     progress = StreamProgress()
     request = tracer.request(call, {"headers": []}, progress.started_at, json.dumps({"messages": HELLO}).encode())  # type: ignore[arg-type]
@@ -563,3 +533,27 @@ def test_the_sdks_sampler_decides(monkeypatch: Any) -> None:
     assert traceparents[1].startswith(f"00-{TRACE_ID}-") and traceparents[1].endswith("-01")
     assert sorted(span.name for span in ended) == ["POST", "chat gpt-4o"]
     assert all(span.context.trace_id == int(TRACE_ID, 16) for span in ended)
+
+
+def capturing_tracer() -> tuple[Any, list[Any]]:
+    """A tracer that captures content and keeps the spans it ends (in the list) instead of
+    sending them."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from streamgate.tracing import Tracer
+
+    ended: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    tracer = Tracer.from_environment(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+        }
+    )
+    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    return tracer, ended
