@@ -225,6 +225,8 @@ def create_app(
         await keys.aclose_all()  # the shared key rests' Redis clients (REDIS_URL with several keys)
         if tracer is not None:
             await asyncio.to_thread(tracer.flush)
+        for handler in logging.getLogger().handlers:  # lines a handler holds back (the server's batches)
+            handler.flush()
 
     routes: list[BaseRoute] = [Route("/api/v1/chat/stream/health", health, methods=["GET"])]
     routes += [route for dialect in DIALECTS for route in dialect.routes(gateway)]

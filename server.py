@@ -16,6 +16,8 @@ if not __package__:  # `python server.py`: run this module as the package's `str
     raise SystemExit(0)
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import logging.config
 import os
@@ -63,6 +65,43 @@ class LineFormatter(logging.Formatter):
         return self.default_msec_format % (self._date_and_time, record.msecs)
 
 
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """`logging.StreamHandler`, but the lines logged while an event loop runs in this
+    thread reach the stream together, at most `FLUSH_S` later: under load one write carries
+    many request-log lines instead of one write (a system call) each. A warning or worse, a
+    line logged outside a loop (start-up, another thread) and `flush()` (the app's
+    shutdown, logging's at exit) write what waits at once, in order."""
+
+    FLUSH_S = 0.05
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self.waiting: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self.waiting.append(line)
+        if loop is None or record.levelno >= logging.WARNING:
+            self.flush()
+        elif len(self.waiting) == 1:
+            loop.call_later(self.FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            if self.waiting:
+                lines, self.waiting = "".join(self.waiting), []
+                self.stream.write(lines)
+            super().flush()
+
+
 #: Logging for the server and each of its workers: uvicorn's own, and every other logger
 #: (ours: the request log `streamgate.access`, warnings) at INFO on stderr; `httpx2` logs
 #: every upstream request at INFO, so only its warnings.
@@ -74,7 +113,7 @@ LOG_CONFIG: dict[str, Any] = {
     },
     "handlers": {
         **uvicorn.config.LOGGING_CONFIG["handlers"],
-        "streamgate": {"class": "logging.StreamHandler", "formatter": "streamgate", "stream": "ext://sys.stderr"},
+        "streamgate": {"()": BatchedStreamHandler, "formatter": "streamgate", "stream": "ext://sys.stderr"},
     },
     "loggers": {**uvicorn.config.LOGGING_CONFIG["loggers"], "httpx2": {"level": "WARNING"}},
     "root": {"handlers": ["streamgate"], "level": "INFO"},

@@ -3,6 +3,8 @@ dialects, streamed or not, answered or refused; nothing per frame; none with it 
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
 import re
 import time
@@ -13,7 +15,7 @@ import openai
 import pytest
 from streamgate.app import create_app
 from streamgate.providers import build_adapters
-from streamgate.server import LineFormatter
+from streamgate.server import BatchedStreamHandler, LineFormatter
 from support import gateway, serve, settings
 
 HELLO = [{"role": "user", "content": "Hello there, log"}]
@@ -139,3 +141,49 @@ def test_the_server_formatter_writes_the_time_as_logging_does(created: float) ->
         record = logging.LogRecord("streamgate.access", logging.INFO, __file__, 1, "POST /v1", None, None)
         record.created, record.msecs = when, (when - int(when)) * 1000
         assert ours.format(record) == standard.format(record)
+
+
+class CountedWrites(io.StringIO):
+    """A stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_the_server_handler_writes_a_loops_lines_together_and_warnings_at_once() -> None:
+    stream = CountedWrites()
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("streamgate.test-batched")
+    logger.propagate, logger.level = False, logging.INFO
+    logger.addHandler(handler)
+    try:
+        logger.info("before any loop")  # at once: no loop would flush it
+        assert (stream.getvalue(), stream.writes) == ("INFO before any loop\n", 1)
+
+        async def log_a_burst() -> None:
+            for n in range(100):
+                logger.info("request %d", n)
+            assert stream.writes == 1  # held back
+            await asyncio.sleep(BatchedStreamHandler.FLUSH_S * 2)
+            assert stream.writes == 2  # the hundred lines in one write
+            logger.info("one more")
+            logger.warning("a warning")  # at once, after what waited
+            assert stream.writes == 3
+            logger.info("last")
+
+        asyncio.run(log_a_burst())
+        handler.flush()  # as the app's shutdown does
+        lines = stream.getvalue().splitlines()
+        assert lines == [
+            "INFO before any loop",
+            *(f"INFO request {n}" for n in range(100)),
+            "INFO one more",
+            "WARNING a warning",
+            "INFO last",
+        ]
+    finally:
+        logger.removeHandler(handler)
