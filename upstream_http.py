@@ -1,7 +1,9 @@
 """The HTTP client every SDK is handed: an `httpx2.AsyncClient` whose transport is aiohttp.
 
-The SDK still builds, authenticates and sends each request through this client and turns
-error statuses into its exceptions; the wire belongs to aiohttp (its C HTTP/1.1 parser,
+The SDK builds and authenticates each request and turns error statuses into its
+exceptions; it sends through this client, or, when it would add nothing on the way out,
+the adapters hand its prepared request straight to `UpstreamTransport.open`
+(`transport_of`, `providers/stainless.py`). The wire belongs to aiohttp (its C HTTP/1.1 parser,
 connection pool, TLS and proxy support). Why aiohttp rather than httpx2's default
 transport (httpcore2 + h11): h11 is pure Python, costlier per request and per read, and
 httpcore2 keeps bytes that follow a response's end for the connection's next response;

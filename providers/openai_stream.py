@@ -457,10 +457,20 @@ class ChatEvents(EventReader):
         if delta is None:
             return None
         reasoning = delta.reasoning_content or delta.reasoning
-        if delta.tool_calls or (reasoning and self.include_reasoning):
-            self._queue(delta, reasoning)
-            return None
-        return StreamChunk(delta.content, None, self.model, self.provider) if delta.content else None
+        reasoned = bool(reasoning) and self.include_reasoning
+        tool_calls = delta.tool_calls
+        if not tool_calls and not reasoned:
+            return StreamChunk(delta.content, None, self.model, self.provider) if delta.content else None
+        if tool_calls and len(tool_calls) == 1 and not reasoned and not delta.content:  # the usual call fragment
+            return self._calls().piece(tool_calls[0])
+        self._queue(delta, reasoning)
+        return None
+
+    def _calls(self) -> _ToolCalls:
+        calls = self.calls
+        if calls is None:
+            calls = self.calls = _ToolCalls()
+        return calls
 
     def _queue(self, delta: _Delta, reasoning: str | None) -> None:
         """A delta with reasoning or tool calls: its chunks in order (reasoning, content,
@@ -471,7 +481,7 @@ class ChatEvents(EventReader):
         if delta.content:
             more.append(StreamChunk(delta.content, None, self.model, self.provider))
         if delta.tool_calls:
-            calls = self.calls = self.calls or _ToolCalls()
+            calls = self._calls()
             more.extend(piece for call in delta.tool_calls if (piece := calls.piece(call)) is not None)
 
     def final(self, ended: bool) -> StreamChunk:
