@@ -46,12 +46,27 @@ from .settings import Settings, SettingsError
 OPTIONS = {"host": "HOST", "port": "PORT", "workers": "WORKERS", "config": "STREAMGATE_CONFIG"}
 
 
+#: The server's log line: when, level, logger, message.
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class LineFormatter(logging.Formatter):
     """`logging.Formatter`, its `%(asctime)s` written as the default one writes it but with
-    the date and time made once per second: the request log writes a line per request."""
+    the date and time made once per second, and `LINE_FORMAT` (its default) written by one
+    f-string: the request log writes a line per request."""
 
     _second = -1
     _date_and_time = ""
+
+    def __init__(self, fmt: str | None = LINE_FORMAT, datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+        self._line_format = fmt == LINE_FORMAT and datefmt is None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self._line_format or record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.name}: {record.message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         if datefmt is not None:
@@ -109,7 +124,7 @@ LOG_CONFIG: dict[str, Any] = {
     **uvicorn.config.LOGGING_CONFIG,
     "formatters": {
         **uvicorn.config.LOGGING_CONFIG["formatters"],
-        "streamgate": {"()": LineFormatter, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "streamgate": {"()": LineFormatter},
     },
     "handlers": {
         **uvicorn.config.LOGGING_CONFIG["handlers"],

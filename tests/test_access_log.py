@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import re
+import sys
 import time
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ import openai
 import pytest
 from streamgate.app import create_app
 from streamgate.providers import build_adapters
-from streamgate.server import BatchedStreamHandler, LineFormatter
+from streamgate.server import LINE_FORMAT, BatchedStreamHandler, LineFormatter
 from support import gateway, serve, settings
 
 HELLO = [{"role": "user", "content": "Hello there, log"}]
@@ -140,6 +141,18 @@ def test_the_server_formatter_writes_the_time_as_logging_does(created: float) ->
     for when in (created, created + 0.5, created + 1.0):  # within the second it keeps, and the next
         record = logging.LogRecord("streamgate.access", logging.INFO, __file__, 1, "POST /v1", None, None)
         record.created, record.msecs = when, (when - int(when)) * 1000
+        assert ours.format(record) == standard.format(record)
+
+
+def test_the_server_formatter_writes_its_line_as_logging_does() -> None:
+    ours, standard = LineFormatter(), logging.Formatter(LINE_FORMAT)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = sys.exc_info()
+    for args, exc_info in ((None, None), (("x", 2), None), (None, failure)):
+        message = "POST /v1 %s %d" if args else "POST /v1 200 provider=echo"
+        record = logging.LogRecord("streamgate.access", logging.WARNING, __file__, 1, message, args, exc_info)
         assert ours.format(record) == standard.format(record)
 
 
