@@ -25,6 +25,7 @@ door, shared with the `/v1/responses` passthrough.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -371,7 +372,7 @@ class OpenAIStreamAdapter:
         and an `X-Request-Id` fresh per call and the same across its retries, under our
         retry policy (`open_with_retries`): the response once its status is a `2xx`, else
         the contract's error."""
-        sent = [(b"x-request-id", uuid.uuid4().hex.encode()), *headers]
+        sent = [(b"x-request-id", os.urandom(16).hex().encode()), *headers]  # 32 hex digits, as a UUID's
 
         async def open_once() -> httpx2.Response:
             try:
