@@ -933,7 +933,7 @@ def lighter_log_records() -> None:
     """Log records without the thread, process and multiprocessing names and the caller's
     file and line, which no format of ours shows: gathering them is most of making each
     request's record (logging's own "Optimization" advice)."""
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -10,7 +10,8 @@ several `data:` lines, so no raw CR or LF ever reaches a field.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 DONE = b"data: [DONE]\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
@@ -80,16 +81,14 @@ def _single_line(field: str, value: str) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     data: str
     event: str = "message"
     id: str = ""
     retry: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Comment:
+class Comment(msgspec.Struct, frozen=True):
     text: str
 
 
@@ -145,7 +144,10 @@ class Decoder:
         self._pending_cr = buffer.endswith(b"\r")
         out: list[Event | Comment] = []
         for line in lines:
-            self._line(line, out)
+            if line[:6] == b"data: ":  # the usual line, taken here without a call
+                self._data.append(line[6:])
+            else:
+                self._line(line, out)
         return out
 
     def _line(self, line: bytes, out: list[Event | Comment]) -> None:
