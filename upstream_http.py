@@ -140,7 +140,7 @@ def response_body(response: httpx2.Response) -> tuple[AsyncIterator[bytes], Call
     `response.aclose`.
     """
     stream = response.extensions.get(_RAW_STREAM)
-    if stream is not None and "content-encoding" not in response.headers:
+    if stream is not None and not stream.encoded:
         return stream.__aiter__(), stream.aclose
     return response.aiter_bytes(), response.aclose
 
@@ -452,10 +452,12 @@ class _BodyStream(httpx2.AsyncByteStream):
     """The response body as it arrives. Read to its end, its connection goes back to the
     pool; closed before its end, its connection is closed."""
 
-    __slots__ = ("_response", "closed")
+    __slots__ = ("_response", "closed", "encoded")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        #: Whether the body is content-encoded (then httpx2 decodes it: `response_body`).
+        self.encoded = "content-encoding" in response.headers
         #: Called once when the body is let go (`on_close`).
         self.closed: Callable[[], None] | None = None
 
@@ -482,6 +484,7 @@ class _BoundedBody(httpx2.AsyncByteStream):
     in bounded pieces) and ends with `BodyTooLarge` past `MAX_WHOLE_BODY_BYTES`."""
 
     __slots__ = ("_decoded", "_raw")
+    encoded = False  # decoded here
 
     def __init__(self, decoded: httpx2.Response, raw: _BodyStream) -> None:
         self._decoded = decoded
@@ -491,7 +494,7 @@ class _BoundedBody(httpx2.AsyncByteStream):
     def of(cls, status: int, raw_headers: Any, raw: _BodyStream) -> tuple[_BoundedBody, list[tuple[bytes, bytes]]]:
         """The bounded stream and the headers to show with it (no more `content-encoding`)."""
         decoded = httpx2.Response(status, headers=raw_headers, stream=raw)
-        if "content-encoding" not in decoded.headers:
+        if not raw.encoded:
             return cls(decoded, raw), list(raw_headers)
         plain = [
             (name, value) for name, value in raw_headers if name.lower() not in (b"content-encoding", b"content-length")
