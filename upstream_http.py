@@ -11,12 +11,13 @@ aiohttp closes such a connection instead (`bench/` holds the figures).
 
 What aiohttp enforces on the upstream's answer (its `ClientSession` defaults, passed to
 its parser here): `max_line_size` and `max_field_size` (8190 bytes: the status line, one
-header line), `max_headers` (128 headers), so a header block is bounded; a `1xx` reply is skipped, not
-taken as the answer; a `HEAD` answer has no body whatever its `Content-Length`; CR, LF
-or NUL in an outgoing header value is refused before anything is sent; bytes that follow
-a response's end in the same read keep its connection out of the pool. One gap is closed
-here (`_Connector`): bytes an idle pooled connection receives later would be read as the
-next request's answer, so such a connection is closed instead.
+header line), `max_headers` (128 headers), so a header block is bounded; a `1xx` reply is
+skipped, not taken as the answer; a `HEAD` answer has no body whatever its
+`Content-Length`; CR, LF or NUL in an outgoing header value is refused before anything is
+sent (its `StreamWriter`); bytes that follow a response's end in the same read keep its
+connection out of the pool. One gap is closed here (`_Connector`): bytes an idle pooled
+connection receives later would be read as the next request's answer, so such a
+connection is closed instead.
 
 Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
 `KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
@@ -399,8 +400,8 @@ class _Request(aiohttp.ClientRequest):
             writer=None,
             continue100=None,
             timer=self._timer,
-            request_info=aiohttp.RequestInfo(url, self.method, _NO_HEADERS, self.original_url),
-            traces=[],
+            request_info=tuple.__new__(aiohttp.RequestInfo, (url, self.method, _NO_HEADERS, self.original_url)),
+            traces=_NO_TRACES,  # only ever read
             loop=self.loop,
             session=None,  # type: ignore[arg-type]
             stream_writer=writer,
@@ -410,6 +411,7 @@ class _Request(aiohttp.ClientRequest):
 
 
 _NO_HEADERS: multidict.CIMultiDictProxy[str] = multidict.CIMultiDictProxy(multidict.CIMultiDict())
+_NO_TRACES: list[Any] = []
 
 
 def _forget_heads(response: aiohttp.ClientResponse) -> None:
@@ -462,8 +464,9 @@ class _BodyStream(httpx2.AsyncByteStream):
         self.closed: Callable[[], None] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = self._response.content.readany  # b"" at the end (`iter_any` is one more layer per read)
         with _MAPPED_ERRORS:
-            async for data in self._response.content.iter_any():
+            while data := await read():
                 yield data
 
     async def aclose(self) -> None:
