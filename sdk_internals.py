@@ -12,7 +12,12 @@ Why each is used (the public API has no equivalent that keeps the hot path thin)
 - google-genai: `BaseApiClient._build_request` builds the URL and headers
   (providers/gemini_stream.py).
 - aiohttp: `ClientResponse` header fields dropped once copied, and `TCPConnector._get`
-  (upstream_http.py: memory per open stream, pool hygiene).
+  (upstream_http.py: memory per open stream, pool hygiene); the steps of
+  `ClientSession._request` driven directly (`BaseConnector.connect`, the protocol's
+  `set_response_params`, `ClientRequest.send`, `ClientResponse.start`), and the
+  `ClientRequest` steps its `__init__` calls, overridden (`update_headers`,
+  `update_auto_headers`, `update_body_from_data`: the headers given, sent with the body in
+  one write by `StreamWriter`) (upstream_http.py: CPU and latency per request).
 - uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit).
 """
 
@@ -34,6 +39,15 @@ PRIVATE_MEMBERS: tuple[tuple[str, str, str], ...] = (
     ("anthropic", "anthropic._models", "FinalRequestOptions"),
     ("google-genai", "google.genai._api_client", "BaseApiClient._build_request"),
     ("aiohttp", "aiohttp", "TCPConnector._get"),
+    ("aiohttp", "aiohttp", "BaseConnector.connect"),
+    ("aiohttp", "aiohttp.client_proto", "ResponseHandler.set_response_params"),
+    ("aiohttp", "aiohttp", "ClientRequest.update_headers"),
+    ("aiohttp", "aiohttp", "ClientRequest.update_auto_headers"),
+    ("aiohttp", "aiohttp", "ClientRequest.update_body_from_data"),
+    ("aiohttp", "aiohttp", "ClientRequest.send"),
+    ("aiohttp", "aiohttp", "ClientResponse.start"),
+    ("aiohttp", "aiohttp.http", "StreamWriter.write_headers"),
+    ("aiohttp", "aiohttp.http", "StreamWriter.write_eof"),
     ("uvicorn", "uvicorn.lifespan.on", "LifespanOn"),
 )
 

@@ -9,14 +9,15 @@ transport (httpcore2 + h11): h11 is pure Python, costlier per request and per re
 httpcore2 keeps bytes that follow a response's end for the connection's next response;
 aiohttp closes such a connection instead (`bench/` holds the figures).
 
-What aiohttp enforces on the upstream's answer (its `ClientSession` defaults, kept):
-`max_line_size` and `max_field_size` (8190 bytes: the status line, one header line),
-`max_headers` (128 headers), so a header block is bounded; a `1xx` reply is skipped, not
-taken as the answer; a `HEAD` answer has no body whatever its `Content-Length`; CR, LF
-or NUL in an outgoing header value is refused before anything is sent; bytes that follow
-a response's end in the same read keep its connection out of the pool. One gap is closed
-here (`_Connector`): bytes an idle pooled connection receives later would be read as the
-next request's answer, so such a connection is closed instead.
+What aiohttp enforces on the upstream's answer (its `ClientSession` defaults, passed to
+its parser here): `max_line_size` and `max_field_size` (8190 bytes: the status line, one
+header line), `max_headers` (128 headers), so a header block is bounded; a `1xx` reply is
+skipped, not taken as the answer; a `HEAD` answer has no body whatever its
+`Content-Length`; CR, LF or NUL in an outgoing header value is refused before anything is
+sent (its `StreamWriter`); bytes that follow a response's end in the same read keep its
+connection out of the pool. One gap is closed here (`_Connector`): bytes an idle pooled
+connection receives later would be read as the next request's answer, so such a
+connection is closed instead.
 
 Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
 `KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
@@ -45,9 +46,11 @@ import aiohttp
 import httpx2
 import multidict
 import yarl
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import get_env_proxy_for_url
+from aiohttp.http import StreamWriter
 
-from .sdk_internals import require_internals
+from .sdk_internals import mismatch, require_internals
 from .settings import Settings
 from .timing import REQUEST_TIMING
 
@@ -55,8 +58,16 @@ from .timing import REQUEST_TIMING
 #: how long an idle keep-alive connection is kept.
 MAX_CONNECTIONS_PER_ORIGIN = 2_000
 KEEPALIVE_EXPIRY_S = 30.0
-#: Headers aiohttp would add to a request that lacks them.
-_AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+#: aiohttp's bounds on an answer's head (its `ClientSession` defaults): the status line and
+#: one header line (`max_line_size`, `max_field_size`), and the number of headers.
+MAX_HEAD_LINE_BYTES = 8190
+MAX_HEADERS = 128
+#: aiohttp's own defaults: the read buffer of a response's body, and the timeouts (s) past
+#: which a timer is rounded up to the second (one wake-up for many timers).
+_READ_BUFFER_BYTES = 2**16
+_TIMEOUT_CEIL_THRESHOLD = 5.0
+#: Methods a request can be sent again with when its connection drops before the answer.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 def sdk_http_client(settings: Settings) -> httpx2.AsyncClient:
@@ -130,7 +141,7 @@ def response_body(response: httpx2.Response) -> tuple[AsyncIterator[bytes], Call
     `response.aclose`.
     """
     stream = response.extensions.get(_RAW_STREAM)
-    if stream is not None and "content-encoding" not in response.headers:
+    if stream is not None and not stream.encoded:
         return stream.__aiter__(), stream.aclose
     return response.aiter_bytes(), response.aclose
 
@@ -163,31 +174,33 @@ class _NotifyingStream(httpx2.AsyncByteStream):
 
 
 class UpstreamTransport(httpx2.AsyncBaseTransport):
-    """`httpx2` requests sent by one `aiohttp.ClientSession` (made at the first request,
-    inside the running event loop)."""
+    """Requests sent through one aiohttp connection pool (made at the first request, inside
+    the running event loop), driven one level below `aiohttp.ClientSession.request`: what
+    that adds per request (cookies, redirects, auth, netrc, traces, middlewares, header
+    merging, a task to write the body) is nothing a request of ours uses (`_send`)."""
 
     def __init__(self, *, keepalive_expiry: float = KEEPALIVE_EXPIRY_S) -> None:
-        require_internals("aiohttp", aiohttp.TCPConnector, ("_get",))  # `_Connector` overrides it
+        require_internals("aiohttp", aiohttp.TCPConnector, ("_get", "connect"))  # `_Connector` overrides `_get`
+        require_internals("aiohttp", aiohttp.ClientRequest, ("send", *_Request.STEPS))
+        if missing := set(_Request.STEPS) - set(aiohttp.ClientRequest.__init__.__code__.co_names):
+            raise mismatch("aiohttp", f"ClientRequest.__init__ calling {', '.join(sorted(missing))}")
+        require_internals("aiohttp", aiohttp.ClientResponse, ("start", "close"))
+        require_internals("aiohttp", ResponseHandler, ("set_response_params", "start_timeout"))
+        require_internals("aiohttp", StreamWriter, ("write_headers", "write_eof"))
         self._keepalive_expiry = keepalive_expiry
-        self._session: aiohttp.ClientSession | None = None
+        self._connector: _Connector | None = None
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
         self._proxies: dict[tuple[str, str], tuple[yarl.URL | None, aiohttp.BasicAuth | None]] = {}
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        connector = _Connector(
+    def _open_connector(self) -> _Connector:
+        self._connector = _Connector(
             limit=0,
             limit_per_host=MAX_CONNECTIONS_PER_ORIGIN,
             keepalive_timeout=self._keepalive_expiry,
             ssl=httpx2.create_ssl_context(),
+            timeout_ceil_threshold=_TIMEOUT_CEIL_THRESHOLD,
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=_AIOHTTP_AUTO_HEADERS,  # the request carries httpx2's headers only
-        )
-        return self._session
+        return self._connector
 
     def timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx2's `connect`, `read` and `pool` (the wait for a free connection, plus
@@ -196,7 +209,9 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         timeout = self._timeouts.get(key)
         if timeout is None:
             connect, read, pool = key
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool)
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, sock_read=read, connect=pool, ceil_threshold=_TIMEOUT_CEIL_THRESHOLD
+            )
             self._timeouts[key] = timeout
         return timeout
 
@@ -216,43 +231,41 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             body = request.content
         except httpx2.RequestNotRead:
             body = await request.aread()  # the SDKs send JSON: sent whole, with its length
-        headers = [
+        headers: multidict.CIMultiDict[str] = multidict.CIMultiDict(
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in request.headers.raw
             if name.lower() != b"transfer-encoding"
-        ]
+        )
         url = yarl.URL(str(request.url), encoded=True)
         timeout = self.timeout(request.extensions.get("timeout", {}))
         return await self.open(request.method, url, headers, body, timeout)
 
     async def open(
-        self, method: str, url: yarl.URL, headers: list[tuple[str, str]], body: bytes, timeout: aiohttp.ClientTimeout
+        self,
+        method: str,
+        url: yarl.URL,
+        headers: multidict.CIMultiDict[str],
+        body: bytes,
+        timeout: aiohttp.ClientTimeout,
     ) -> httpx2.Response:
-        """Send one request (`headers` is this request's own list: a trace may add to it);
-        the response once its head arrived, its body unread. An event stream's body is
-        read as it comes (`response_body`); any other is bounded and decompressed here.
+        """Send one request: `headers` are this request's own, sent in their order (a
+        trace adds to them; a caller sending the same headers each time keeps a template
+        and passes a `.copy()`), plus `Content-Length`; without a `Host`, the URL's comes
+        first. The response once its head arrived, its body unread. An event stream's body
+        is read as it comes (`response_body`); any other is bounded and decompressed here.
         The response carries no `request`: whoever words an error from it sets one."""
-        session = self._session or self._open_session()
-        proxy, proxy_auth = self._proxy(url)
         timing = REQUEST_TIMING.get()  # a chat request's: its upstream timestamps, its attempt span
         attempt = None
         if timing is not None:
             if timing.upstream_written_at is None:
                 timing.upstream_written_at = time.monotonic()
             if timing.trace is not None:
-                attempt = timing.trace.attempt(method, url, headers)  # adds `traceparent`
+                traced: list[tuple[str, str]] = []
+                attempt = timing.trace.attempt(method, url, traced)  # its `traceparent`
+                headers.extend(traced)
         try:
             with _MAPPED_ERRORS:
-                response = await session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body or None,
-                    allow_redirects=False,
-                    timeout=timeout,
-                    proxy=proxy,
-                    proxy_auth=proxy_auth,
-                )
+                response = await self._send(method, url, headers, body, timeout)
         except BaseException as error:
             if attempt is not None:
                 attempt.end(None, error)
@@ -275,22 +288,137 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         _forget_heads(response)
         return answer
 
+    async def _send(
+        self,
+        method: str,
+        url: yarl.URL,
+        headers: multidict.CIMultiDict[str],
+        body: bytes,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """What `ClientSession._request` does for a request of ours, and nothing more: a
+        connection from the pool (or a new one, within the connect timeouts), the response
+        parser set with aiohttp's bounds and the read timeout, the request written, the
+        answer's head read. An idempotent request whose connection dropped before the
+        answer goes once more (as aiohttp's `ClientSession` does), never a `POST`."""
+        if url.scheme not in ("http", "https"):
+            raise aiohttp.NonHttpUrlClientError(url)
+        connector = self._connector or self._open_connector()
+        proxy, proxy_auth = self._proxy(url)
+        loop = asyncio.get_running_loop()
+        again = method in _IDEMPOTENT
+        while True:
+            request = _Request(method, url, headers=headers, data=body, loop=loop, proxy=proxy, proxy_auth=proxy_auth)
+            try:
+                connection = await connector.connect(request, [], timeout)
+            except TimeoutError as error:
+                raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from error
+            try:
+                protocol = connection.protocol
+                assert protocol is not None
+                protocol.set_response_params(
+                    skip_payload=method == "HEAD",
+                    read_until_eof=True,
+                    auto_decompress=False,
+                    read_timeout=timeout.sock_read,
+                    read_bufsize=_READ_BUFFER_BYTES,
+                    timeout_ceil_threshold=_TIMEOUT_CEIL_THRESHOLD,
+                    max_line_size=MAX_HEAD_LINE_BYTES,
+                    max_field_size=MAX_HEAD_LINE_BYTES,
+                    max_headers=MAX_HEADERS,
+                )
+                response = await request.send(connection)
+                try:
+                    return await response.start(connection)
+                except BaseException:
+                    response.close()
+                    raise
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError):
+                connection.close()
+                if not again:
+                    raise
+                again = False
+            except aiohttp.ClientError:
+                connection.close()
+                raise
+            except OSError as error:
+                connection.close()
+                if error.errno is None and isinstance(error, TimeoutError):
+                    raise
+                raise aiohttp.ClientOSError(*error.args) from error
+            except BaseException:
+                connection.close()
+                raise
+
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            await connector.close()
+
+
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request, but its headers are the ones given (no copy, nothing added but
+    `Content-Length`), and its head and body go out in one write from the task that sends
+    it (aiohttp writes a body from a task of its own, one more turn of the event loop)."""
+
+    #: The steps of aiohttp's `__init__` overridden here (checked by `UpstreamTransport`).
+    STEPS = ("update_headers", "update_auto_headers", "update_body_from_data")
+    _content = b""
+
+    def update_headers(self, headers: Any) -> None:
+        """`headers` (this request's own `CIMultiDict`) taken as they are; without a `Host`,
+        the URL's first (as aiohttp would)."""
+        if "Host" not in headers:
+            first: multidict.CIMultiDict[str] = multidict.CIMultiDict(Host=self.url.host_port_subcomponent or "")
+            first.extend(headers)
+            headers = first
+        self.headers = headers
+
+    def update_auto_headers(self, skip_auto_headers: Any) -> None:
+        """No header of aiohttp's own (`User-Agent`, `Accept`...): the SDK's only."""
+
+    def update_body_from_data(self, body: Any, _stacklevel: int = 3) -> None:
+        """`body` (bytes) kept for `send`, with its length (none for an empty `GET`)."""
+        self._content = body or b""
+        if body or self.method not in self.GET_METHODS:
+            self.headers["Content-Length"] = str(len(self._content))
+
+    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        """The head and the body written at once (aiohttp's `StreamWriter` serialises the
+        head and refuses CR, LF or NUL in it), then the read timeout started."""
+        protocol = conn.protocol
+        assert protocol is not None
+        writer = StreamWriter(protocol, self.loop)
+        url = self.url
+        target = str(url) if self.proxy is not None and not self.is_ssl() else url.raw_path_qs
+        await writer.write_headers(f"{self.method} {target} HTTP/1.1", self.headers)
+        await writer.write_eof(self._content)
+        protocol.start_timeout()
+        response = self.response_class(
+            self.method,
+            self.original_url,
+            writer=None,
+            continue100=None,
+            timer=self._timer,
+            request_info=tuple.__new__(aiohttp.RequestInfo, (url, self.method, _NO_HEADERS, self.original_url)),
+            traces=_NO_TRACES,  # only ever read
+            loop=self.loop,
+            session=None,  # type: ignore[arg-type]
+            stream_writer=writer,
+        )
+        self.response = response  # type: ignore[assignment]  # aiohttp's class default is None
+        return response
 
 
 _NO_HEADERS: multidict.CIMultiDictProxy[str] = multidict.CIMultiDictProxy(multidict.CIMultiDict())
+_NO_TRACES: list[Any] = []
 
 
 def _forget_heads(response: aiohttp.ClientResponse) -> None:
     """Let an open aiohttp response drop the header blocks once they are copied into the
-    `httpx2.Response`: the request's (kept in `request_info` only to word an error), its
-    own and its parser's. An open stream then holds its body reader and connection, not
-    the header strings it never reads again."""
-    info = response._request_info
-    response._request_info = aiohttp.RequestInfo(info.url, info.method, _NO_HEADERS, info.real_url)
+    `httpx2.Response`: its own and its parser's (the request's never reach it: `_Request`).
+    An open stream then holds its body reader and connection, not the header strings it
+    never reads again."""
     response._headers = _NO_HEADERS
     response._raw_headers = ()
     response._cache.clear()  # its cached properties (`headers`...): read again from the above
@@ -326,16 +454,19 @@ class _BodyStream(httpx2.AsyncByteStream):
     """The response body as it arrives. Read to its end, its connection goes back to the
     pool; closed before its end, its connection is closed."""
 
-    __slots__ = ("_response", "closed")
+    __slots__ = ("_response", "closed", "encoded")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        #: Whether the body is content-encoded (then httpx2 decodes it: `response_body`).
+        self.encoded = "content-encoding" in response.headers
         #: Called once when the body is let go (`on_close`).
         self.closed: Callable[[], None] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = self._response.content.readany  # b"" at the end (`iter_any` is one more layer per read)
         with _MAPPED_ERRORS:
-            async for data in self._response.content.iter_any():
+            while data := await read():
                 yield data
 
     async def aclose(self) -> None:
@@ -356,6 +487,7 @@ class _BoundedBody(httpx2.AsyncByteStream):
     in bounded pieces) and ends with `BodyTooLarge` past `MAX_WHOLE_BODY_BYTES`."""
 
     __slots__ = ("_decoded", "_raw")
+    encoded = False  # decoded here
 
     def __init__(self, decoded: httpx2.Response, raw: _BodyStream) -> None:
         self._decoded = decoded
@@ -365,7 +497,7 @@ class _BoundedBody(httpx2.AsyncByteStream):
     def of(cls, status: int, raw_headers: Any, raw: _BodyStream) -> tuple[_BoundedBody, list[tuple[bytes, bytes]]]:
         """The bounded stream and the headers to show with it (no more `content-encoding`)."""
         decoded = httpx2.Response(status, headers=raw_headers, stream=raw)
-        if "content-encoding" not in decoded.headers:
+        if not raw.encoded:
             return cls(decoded, raw), list(raw_headers)
         plain = [
             (name, value) for name, value in raw_headers if name.lower() not in (b"content-encoding", b"content-length")

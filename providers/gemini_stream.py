@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 import msgspec
+import multidict
 import yarl
 from google import genai
 from google.genai import errors as genai_errors
@@ -482,8 +483,8 @@ class GeminiStreamAdapter:
             built = self._http.build_request("POST", url, content=content, headers=headers)
             return await self._http.send(built, stream=True)
         sdk_headers = {name.lower(): value for name, value in headers.items()}
-        sent = [(name, value) for name, value in self._default_headers if name not in sdk_headers]
-        sent += sdk_headers.items()
+        sent = multidict.CIMultiDict((name, value) for name, value in self._default_headers if name not in sdk_headers)
+        sent.extend(sdk_headers)
         response = await direct.open("POST", yarl.URL(url), sent, content, self._direct_timeout)
         if response.status_code != 200:
             response.request = self._http.build_request("POST", url, content=content, headers=headers)

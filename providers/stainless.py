@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx2
+import multidict
 import yarl
 
 from .. import keys
@@ -105,7 +106,8 @@ class PreparedRequest:
         else:  # the key's header as the SDK built it, or as an adapter put it back
             self._headers, key_headers = keys.key_headers(self._keys, headers)
             self._key_headers = key_headers or self._key_headers
-        self._text_headers = _text(self._headers)
+        #: What `_attempt` copies per call to the transport (made once: no conversion per call).
+        self._text_headers: multidict.CIMultiDict[str] = multidict.CIMultiDict(_text(self._headers))
         self._text_key_headers = tuple(_text(self._key_headers))
 
     def url_for(self, path: str) -> httpx2.URL:
@@ -178,9 +180,11 @@ class PreparedRequest:
         direct = self._direct
         if direct is None:
             return await self._send(self._request(body, headers, method, url, key))
-        sent = [*self._text_headers, *_text(headers)]
+        sent = self._text_headers.copy()  # this call's own: a trace or a key adds to it
+        if headers:
+            sent.extend(_text(headers))
         if key is not None:
-            sent.append(self._text_key_headers[key])
+            sent.add(*self._text_key_headers[key])
         target = self._direct_url if url is None else yarl.URL(str(url), encoded=True)
         response = await direct.open(method, target, sent, body, self._direct_timeout)
         if not 200 <= response.status_code < 300:

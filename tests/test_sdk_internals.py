@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import metadata
+from typing import Any
 
 import anthropic
 import httpx2
@@ -71,3 +72,19 @@ def test_every_dependency_reached_into_has_an_upper_bound() -> None:
     pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     pins = {dep.split(">")[0].split("<")[0].split(";")[0].strip(): dep for dep in pyproject["project"]["dependencies"]}
     assert all("<" in pins[distribution] for distribution, _, _ in PRIVATE_MEMBERS)
+
+
+def test_an_aiohttp_whose_request_skips_a_step_we_override_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_Request` overrides steps `ClientRequest.__init__` calls; an aiohttp that no longer
+    calls one (its body or headers then made elsewhere) is refused when the transport is built."""
+    import aiohttp
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        self.update_headers(kwargs.get("headers"))
+
+    monkeypatch.setattr(aiohttp.ClientRequest, "__init__", init)
+    with pytest.raises(
+        SDKMismatchError,
+        match=r"^aiohttp .* has no ClientRequest.__init__ calling update_auto_headers, update_body_from_data;",
+    ):
+        UpstreamTransport()

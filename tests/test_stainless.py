@@ -268,3 +268,42 @@ def test_a_client_that_signs_its_requests_keeps_the_sdk_path() -> None:
     with upstream.loopback.running():
         asyncio.run(send_once(upstream.loopback.url))
     assert upstream.seen[0].headers["x-signature"] == "signed:2"
+
+
+def test_the_direct_paths_header_template_keeps_no_calls_headers() -> None:
+    """The direct path copies its headers once made per call: what one call adds (its
+    headers, its key, a trace's `traceparent`) reaches that call's request only."""
+    from streamgate import keys
+    from streamgate.timing import REQUEST_TIMING, RequestTiming
+    from test_tracing import capturing_tracer
+
+    tracer, _ = capturing_tracer()
+    call: Any = type("Call", (), {"provider": "openai", "model": "gpt-4o"})()
+
+    async def send_three(url: str) -> None:
+        async with loopback_client("openai", url, sdk_http_client(settings())) as client:
+            keys.attach(client, "openai", f"{KEY},sk-second-key")
+            request = prepared("openai", client)
+            timing = RequestTiming(0.0)
+            timing.trace = tracer.request(call, {"headers": []}, 0.0)
+            token = REQUEST_TIMING.set(timing)
+            try:
+                response = await request.send(b"{}", [(b"x-request-id", b"r-1")])
+            finally:
+                REQUEST_TIMING.reset(token)
+            await response.aread()
+            await response.aclose()
+            for _ in range(2):
+                response = await request.send(b"{}")
+                await response.aread()
+                await response.aclose()
+
+    upstream = ProviderUpstream().script(b"data: 1\n\n", b"data: 1\n\n", b"data: 1\n\n")
+    with upstream.loopback.running():
+        asyncio.run(send_three(upstream.loopback.url))
+    heads = [raw.partition(b"\r\n\r\n")[0].lower() for raw in upstream.loopback.requests]
+    assert [head.count(b"\r\ntraceparent: 00-") for head in heads] == [1, 0, 0]
+    assert [head.count(b"\r\nx-request-id: r-1") for head in heads] == [1, 0, 0]
+    assert [head.count(b"\r\nauthorization: bearer ") for head in heads] == [1, 1, 1]
+    assert [head.count(KEY.lower().encode()) + head.count(b"sk-second-key") for head in heads] == [1, 1, 1]
+    assert all(head.count(b"\r\ncontent-length: 2") == 1 for head in heads)

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx2
+import multidict
 import openai
 import pytest
 import trustme
@@ -214,6 +215,26 @@ async def test_chunked_response_and_the_exact_request_bytes(http: httpx2.AsyncCl
     assert response.status_code == 200 and response.http_version == "HTTP/1.1"
     assert response.headers.raw == [(b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked")]
     assert b"".join(received) == b"".join(pieces)
+
+
+async def test_open_sends_the_headers_given_in_their_order_host_first_and_the_body_once(
+    transport: UpstreamTransport,
+) -> None:
+    """`UpstreamTransport.open` (the adapters' direct path): the headers as given, nothing
+    of aiohttp's own (`User-Agent`, `Accept`...) but the URL's `Host` first when they have
+    none and the body's `Content-Length`; an empty `GET` goes without a length."""
+    async with Upstream(answer(sized(b"{}"), sized(b"{}"))) as upstream:
+        timeout = transport.timeout({"connect": 1.0, "read": 1.0, "pool": 1.0})
+        for method, body in (("POST", b'{"q": 1}'), ("GET", b"")):
+            headers = multidict.CIMultiDict([("x-b", "2"), ("X-A", "1"), ("x-b", "3")])
+            response = await transport.open(method, yarl.URL(upstream.url + "/v1/x?y=1"), headers, body, timeout)
+            assert await response.aread() == b"{}"
+    host = b"Host: 127.0.0.1:%d\r\n" % upstream.port
+    assert upstream.requests == [
+        b"POST /v1/x?y=1 HTTP/1.1\r\n" + host + b'x-b: 2\r\nX-A: 1\r\nx-b: 3\r\nContent-Length: 8\r\n\r\n{"q": 1}',
+        b"GET /v1/x?y=1 HTTP/1.1\r\n" + host + b"x-b: 2\r\nX-A: 1\r\nx-b: 3\r\n\r\n",
+    ]
+    assert upstream.accepts == 1
 
 
 async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(http: httpx2.AsyncClient) -> None:
