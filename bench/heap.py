@@ -1,6 +1,6 @@
 """Where an open stream's memory goes: the Python heap per stream, by source file.
 
-    python -m bench.heap [--streams 500] [--provider openai] [--by lineno]
+    python -m bench.heap [--streams 500] [--provider openai] [--by lineno] [--top 30]
 
 Starts the mock and streamgate under `tracemalloc` (as `python -m bench` does: server on
 core 0, mock and client on core 1), warms the server, snapshots its heap, opens
@@ -39,7 +39,7 @@ HOST = "127.0.0.1"
 REPORT = RESULTS / "heap.txt"
 
 
-def serve(streams: int, key: str) -> None:
+def serve(streams: int, key: str, top: int) -> None:
     """The server side: streamgate with a SIGUSR1 that snapshots the heap (the second
     one writes the difference to `REPORT`)."""
     tracemalloc.start(1)
@@ -49,7 +49,7 @@ def serve(streams: int, key: str) -> None:
         gc.collect()
         snapshots.append(tracemalloc.take_snapshot())
         if len(snapshots) == 2:
-            REPORT.write_text(split(snapshots[1].compare_to(snapshots[0], key), streams, key))
+            REPORT.write_text(split(snapshots[1].compare_to(snapshots[0], key), streams, key, top))
 
     signal.signal(signal.SIGUSR1, snapshot)
     from streamgate import server  # after tracemalloc.start, so the app's own objects are traced
@@ -57,10 +57,10 @@ def serve(streams: int, key: str) -> None:
     server.main([])
 
 
-def split(diff: list[tracemalloc.StatisticDiff], streams: int, key: str = "filename") -> str:
+def split(diff: list[tracemalloc.StatisticDiff], streams: int, key: str = "filename", top: int = 30) -> str:
     total = sum(stat.size_diff for stat in diff)
     lines = [f"{total / streams / 1024:.1f} KiB of Python heap per open stream ({streams} open)"]
-    for stat in diff[:30]:
+    for stat in diff[:top]:
         lines.append(
             f"{stat.size_diff / streams:8.0f} B {stat.count_diff / streams:6.1f} objects  "
             f"{short_path(stat.traceback[0].filename)}" + (f":{stat.traceback[0].lineno}" if key == "lineno" else "")
@@ -78,7 +78,7 @@ def short_path(filename: str) -> str:
     return filename.removeprefix(os.getcwd() + "/")
 
 
-async def drive(streams: int, provider: str, key: str) -> str:
+async def drive(streams: int, provider: str, key: str, top: int) -> str:
     processes = Processes()
     try:
         mock = processes.start("mock", [sys.executable, "-m", "bench.mock_upstream"], {}, CLIENT_CORE)
@@ -86,7 +86,7 @@ async def drive(streams: int, provider: str, key: str) -> str:
         port = free_port()
         server = processes.start(
             "streamgate",
-            [sys.executable, "-m", "bench.heap", "--serve", "--streams", str(streams), "--by", key],
+            [sys.executable, "-m", "bench.heap", "--serve", "--streams", str(streams), "--by", key, "--top", str(top)],
             {**provider_env(mock_port), "HOST": HOST, "PORT": str(port)},
             SERVER_CORE,
         )
@@ -115,14 +115,15 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--provider", default="openai", choices=["openai", "anthropic", "gemini"])
     parser.add_argument("--by", default="filename", choices=["filename", "lineno"], help="split by file or by line")
+    parser.add_argument("--top", type=int, default=30, help="how many files or lines to show")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.streams, args.by)
+        serve(args.streams, args.by, args.top)
         return
     raise_open_files_limit()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
-    print(asyncio.run(drive(args.streams, args.provider, args.by)), end="")
+    print(asyncio.run(drive(args.streams, args.provider, args.by, args.top)), end="")
 
 
 if __name__ == "__main__":
