@@ -18,7 +18,7 @@ import types
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, cast
+from typing import Any, ClassVar, Protocol, cast
 
 import anyio
 import msgspec
@@ -226,53 +226,92 @@ class StreamProgress(timing.RequestTiming):
 
 
 class ClientWatch:
-    """`async with ClientWatch(...)` around a request's work: a watcher task cancels the
-    work as soon as the client disconnects (also while the upstream is silent), and a
-    timer sends `: keep-alive` after `heartbeat_s` without a frame. Leaving the block
-    stops both; the cancellation the watcher caused ends the block quietly.
+    """`async with ClientWatch(...)` around a request's work: the work is cancelled as soon
+    as the client disconnects (also while the upstream is silent), and `: keep-alive` is
+    sent after `heartbeat_s` without a frame. Leaving the block stops both; the
+    cancellation the disconnect caused ends the block quietly.
 
-    One plain asyncio task that only waits for the client's messages, and one timer, not
-    an anyio task group nor a timeout per wait: per request those cost CPU and memory per
-    open stream (docs/BENCHMARKS.md). A keep-alive is sent by a task of its own, made only
-    when one is due (the frames' own sends go on meanwhile, as they did beside the watcher).
+    Neither a task nor a timer of its own, nor an anyio task group or a timeout per wait:
+    each costs memory per open stream (docs/BENCHMARKS.md). The server's `receive()` is
+    stepped by hand, from the done callback of the future it waits on (`_step`), and one
+    timer per event loop serves every stream's keep-alives (`Heartbeats`). A keep-alive is
+    sent by a task of its own, made only when one is due (the frames' own sends go on
+    meanwhile).
     """
 
-    __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "watcher", "timer", "beat")
+    __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "receiving", "heartbeats", "beat")
 
     def __init__(self, receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float) -> None:
         self.receive = receive
         self.send = send
         self.progress = progress
         self.heartbeat_s = heartbeat_s
+        self.receiving: Generator[Any, None, Any] | None = None
         self.beat: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
         work = asyncio.current_task()
         assert work is not None  # entered from a request's task
         self.work = work
-        loop = asyncio.get_running_loop()
-        self.watcher = loop.create_task(watch(self.receive, self.progress, work))
-        self.timer = loop.call_at(self.progress.last_sent_at + self.heartbeat_s, self._heartbeat)
+        self.heartbeats = Heartbeats.of(asyncio.get_running_loop(), self.heartbeat_s)
+        self.heartbeats.add(self)
+        self.receiving = self.receive().__await__()
+        self._step()
 
-    def _heartbeat(self) -> None:
-        """The timer: a keep-alive when a stream has been silent for `heartbeat_s` (none
-        while a previous one is still being sent), then the timer again."""
+    def _step(self, _: object = None) -> None:
+        """Step the `receive()` under way to its next wait (then this is the callback that
+        steps it again), or to its message: a disconnect cancels the work, anything else
+        is followed by the next `receive()`. What a task would do, without the task."""
+        while (receiving := self.receiving) is not None:  # None: the block was left
+            try:
+                waiting_on = receiving.send(None)
+            except StopIteration as done:
+                if done.value["type"] == "http.disconnect":
+                    self.receiving = None
+                    self.progress.client_gone = True
+                    self.work.cancel()
+                    return
+                self.receiving = self.receive().__await__()
+                continue
+            except Exception:  # noqa: BLE001 - nobody waits for the watcher to report it
+                self.receiving = None
+                log.exception("the client watcher failed")
+                return
+            if waiting_on is None:  # a bare `yield` (`asyncio.sleep(0)`): again at the loop's next turn
+                asyncio.get_running_loop().call_soon(self._step)
+            elif getattr(waiting_on, "_asyncio_future_blocking", None) is not None:
+                waiting_on._asyncio_future_blocking = False
+                waiting_on.add_done_callback(self._step)
+            else:
+                self.stop_receiving()
+                log.error("the client watcher stopped: receive() awaited %r, not an asyncio future", waiting_on)
+            return
+
+    def stop_receiving(self) -> None:
+        receiving, self.receiving = self.receiving, None
+        if receiving is not None:
+            try:
+                receiving.close()
+            except Exception:  # noqa: BLE001
+                log.exception("the client watcher failed")
+
+    def keep_alive_due(self, now: float) -> float:
+        """`Heartbeats`' check: a keep-alive when the stream has been silent for
+        `heartbeat_s` (none while a previous one is still being sent); the next moment one
+        may be due."""
         progress = self.progress
-        now = time.monotonic()
-        due = progress.last_sent_at + self.heartbeat_s
         if not progress.streaming:  # no response begun yet, or it has ended: nothing to keep alive
-            due = now + self.heartbeat_s
-        elif due <= now and (self.beat is None or self.beat.done()):
+            return now + self.heartbeat_s
+        due = progress.last_sent_at + self.heartbeat_s
+        if due <= now and (self.beat is None or self.beat.done()):
             progress.last_sent_at = now
             self.beat = asyncio.get_running_loop().create_task(keep_alive(self.send))
-            due = now + self.heartbeat_s
-        self.timer = asyncio.get_running_loop().call_at(max(due, now + 0.001), self._heartbeat)
+            return now + self.heartbeat_s
+        return due
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        self.timer.cancel()
-        self.watcher.cancel()
-        if self.watcher.done() and not self.watcher.cancelled() and self.watcher.exception() is not None:
-            log.error("the client watcher failed", exc_info=self.watcher.exception())
+        self.heartbeats.discard(self)
+        self.stop_receiving()
         if self.beat is not None:
             self.beat.cancel()  # waiting for a slow client to read: nothing of it was written yet
         if self.progress.client_gone and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
@@ -281,24 +320,63 @@ class ClientWatch:
         return False
 
 
+class Heartbeats:
+    """The keep-alives of every open stream (`ClientWatch`) of one event loop and one
+    `heartbeat_s`, under one timer instead of one each. The timer fires when the earliest
+    stream may be due, asks each stream (`keep_alive_due`) and waits again: at least
+    `heartbeat_s / 16`, so a keep-alive is at most that late, and N open streams cost at
+    most 16 checks of each per `heartbeat_s`. Gone once no stream is left."""
+
+    __slots__ = ("loop", "heartbeat_s", "watches", "timer")
+
+    #: Per event loop and interval: one loop per server, several servers in the tests.
+    running: ClassVar[dict[tuple[asyncio.AbstractEventLoop, float], Heartbeats]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, heartbeat_s: float) -> None:
+        self.loop = loop
+        self.heartbeat_s = heartbeat_s
+        self.watches: set[ClientWatch] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, heartbeat_s: float) -> Heartbeats:
+        heartbeats = cls.running.get((loop, heartbeat_s))
+        if heartbeats is None:
+            heartbeats = cls.running[loop, heartbeat_s] = cls(loop, heartbeat_s)
+        return heartbeats
+
+    def add(self, watch: ClientWatch) -> None:
+        """A stream to keep alive. Its first keep-alive is due `heartbeat_s` after its last
+        frame, never before the timer armed earlier fires (a frame only moves it later)."""
+        self.watches.add(watch)
+        if self.timer is None:
+            self.timer = self.loop.call_at(watch.progress.last_sent_at + self.heartbeat_s, self._tick)
+
+    def discard(self, watch: ClientWatch) -> None:
+        self.watches.discard(watch)
+        if not self.watches:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if self.running.get((self.loop, self.heartbeat_s)) is self:
+                del self.running[self.loop, self.heartbeat_s]
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        next_due = now + self.heartbeat_s
+        for watch in self.watches:
+            due = watch.keep_alive_due(now)
+            if due < next_due:
+                next_due = due
+        self.timer = self.loop.call_at(max(next_due, now + self.heartbeat_s / 16), self._tick)
+
+
 async def keep_alive(send: Send) -> None:
     """One `: keep-alive` comment (a failure is logged: nobody waits for this task)."""
     try:
         await send({"type": "http.response.body", "body": sse.KEEP_ALIVE, "more_body": True})
     except Exception:  # noqa: BLE001
         log.exception("sending a keep-alive failed")
-
-
-async def watch(receive: Receive, progress: StreamProgress, work: asyncio.Task[Any]) -> None:
-    """`ClientWatch`'s watcher. A function, not a method: the traceback of the cancellation
-    that ends it would otherwise hold the `ClientWatch` that holds this task, a cycle per
-    request (with the server's request objects) left to the cyclic garbage collector."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            progress.client_gone = True
-            work.cancel()
-            return
 
 
 #: Most frames joined into one `send` (frames wait only while the next chunk is ready).
@@ -638,6 +716,7 @@ class ChatEndpoint:
         sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
         if timing.tracer is not None:
             progress.trace = timing.tracer.request(call, scope, progress.started_at, body)
+        del body  # not kept while the answer streams
         await run_chat(
             call,
             receive,
@@ -785,7 +864,9 @@ def status_noted(send: Send, progress: StreamProgress, call: Call | None = None)
 
 async def open_stream(call: Call) -> ChunkStream:
     """`call.open()`, with any exception outside the contract (a bug, an SDK surprise)
-    answered as a 502 `upstream_error` rather than a bare 500."""
+    answered as a 502 `upstream_error` rather than a bare 500. A call opens once: the opener
+    is let go, and with it what it holds (the decoded request, a passthrough's body), which
+    an open stream would otherwise keep for as long as it streams."""
     opener = call.open
     try:
         return await opener()
@@ -795,8 +876,14 @@ async def open_stream(call: Call) -> ChunkStream:
         log.exception("opening the %s upstream failed", call.provider)
         raise UpstreamError("the gateway failed while opening the upstream", provider=call.provider) from None
     finally:
+        call.open = opened_already
         if isinstance(opener, RoutedOpen):
             call.serve(opener)
+
+
+async def opened_already() -> ChunkStream:
+    """`Call.open` once the call was opened (`open_stream`)."""
+    raise RuntimeError("a call opens its upstream once")
 
 
 class CollectedAnswer:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from typing import Any
 
-from streamgate.pipeline import ClientWatch, StreamProgress
+from streamgate import sse
+from streamgate.pipeline import ClientWatch, Heartbeats, StreamProgress
 
 
 def test_a_request_s_client_watch_leaves_no_reference_cycle() -> None:
@@ -43,3 +45,100 @@ def test_a_request_s_client_watch_leaves_no_reference_cycle() -> None:
         gc.garbage.clear()
         gc.enable()
     assert left == []
+
+
+def test_a_disconnect_cancels_the_work_and_the_block_ends_quietly() -> None:
+    """`receive()` is stepped by hand, no task: through a bare `yield` and a message that
+    is not a disconnect on to the disconnect, which cancels the work at once."""
+    left = asyncio.Event()
+    received: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        if not received:
+            await asyncio.sleep(0)  # a bare yield
+            received.append("http.request")
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await left.wait()  # an asyncio future
+        received.append("http.disconnect")
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def main() -> tuple[StreamProgress, bool]:
+        progress = StreamProgress()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, left.set)
+        finished = False
+        async with ClientWatch(receive, send, progress, 15.0):
+            await asyncio.sleep(10)
+            finished = True
+        return progress, finished
+
+    started = time.monotonic()
+    progress, finished = asyncio.run(main())
+    assert time.monotonic() - started < 5
+    assert received == ["http.request", "http.disconnect"]
+    assert progress.client_gone and not finished
+
+
+def test_leaving_the_block_stops_the_receive_under_way() -> None:
+    """The `receive()` still waiting when the work ends is closed (its `finally` runs) and
+    the loop-wide keep-alive timer is gone with the last stream."""
+    closed: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            closed.append(True)
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def main() -> None:
+        async with ClientWatch(receive, send, StreamProgress(), 15.0):
+            assert Heartbeats.running
+            await asyncio.sleep(0.01)
+        assert closed == [True]
+        assert not Heartbeats.running
+
+    asyncio.run(main())
+
+
+def test_keep_alives_share_one_timer_and_follow_each_stream_s_silence() -> None:
+    """Two silent streams and a busy one under one `Heartbeats`: keep-alives every
+    `heartbeat_s` (at most `heartbeat_s / 16` late) to the silent ones, none to the busy one."""
+    heartbeat_s = 0.1
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+    async def stream(name: str, busy: bool, sent: dict[str, list[float]]) -> None:
+        async def send(message: dict[str, Any]) -> None:
+            assert message["body"] == sse.KEEP_ALIVE
+            sent[name].append(time.monotonic())
+
+        progress = StreamProgress()
+        progress.streaming = True
+        async with ClientWatch(receive, send, progress, heartbeat_s):
+            ends = time.monotonic() + 0.55
+            while time.monotonic() < ends:
+                await asyncio.sleep(0.02)
+                if busy:
+                    progress.last_sent_at = time.monotonic()
+
+    async def main() -> dict[str, list[float]]:
+        sent: dict[str, list[float]] = {"a": [], "b": [], "busy": []}
+        await asyncio.gather(stream("a", False, sent), stream("b", False, sent), stream("busy", True, sent))
+        assert not Heartbeats.running
+        return sent
+
+    sent = asyncio.run(main())
+    assert sent["busy"] == []
+    for name in ("a", "b"):
+        assert 4 <= len(sent[name]) <= 5, sent  # at 0.1, 0.2, … 0.5 s; a loaded machine may miss the last
+        gaps = [later - earlier for earlier, later in zip(sent[name], sent[name][1:])]
+        assert all(heartbeat_s * 0.9 <= gap < heartbeat_s * 1.5 for gap in gaps), gaps
