@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -163,10 +163,11 @@ class OriginGuard:
         self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The next app's awaitable (or the refusal's), not a coroutine of its own: a
+        request passed on keeps no frame of this guard while it streams (`BearerAuth` too)."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         host = origin = None
         for name, value in scope["headers"]:
             if name == b"host":
@@ -177,17 +178,15 @@ class OriginGuard:
             shown = (host or b"").decode("latin-1")[:100]
             error: GatewayError = InvalidHostError(f"Host {shown!r} is not served here; add it to ALLOWED_HOSTS")
         elif origin is None or same_origin(origin, host, scope["scheme"]):
-            await self.without_origin(scope, receive, send)
-            return
+            return self.without_origin(scope, receive, send)
         elif self.any_origin or origin.decode("latin-1") in self.cors_origins:
-            await self.cors(scope, receive, send)
-            return
+            return self.cors(scope, receive, send)
         else:
             shown = origin.decode("latin-1")[:100]
             error = ForbiddenOriginError(
                 f"Origin {shown!r} may not call this gateway: it is neither the server's own origin nor in CORS_ORIGINS"
             )
-        await refuse(scope, send, error, self.error_shapes, self.chat_paths)
+        return refuse(scope, send, error, self.error_shapes, self.chat_paths)
 
 
 class BearerAuth:
@@ -217,7 +216,7 @@ class BearerAuth:
         self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if self.callers is not None:
             if scope["type"] == "http" and route_path(scope).startswith(self.guarded):
                 caller = self.callers.find(request_key(scope))
@@ -225,8 +224,7 @@ class BearerAuth:
                     error = UnauthorizedError(
                         "missing or unknown key; send Authorization: Bearer <your caller key> (or x-api-key)"
                     )
-                    await refuse(scope, send, error, self.error_shapes, self.chat_paths)
-                    return
+                    return refuse(scope, send, error, self.error_shapes, self.chat_paths)
                 scope[CALLER] = caller
         elif (
             self.api_key is not None
@@ -235,9 +233,8 @@ class BearerAuth:
             and not hmac.compare_digest(self._token(scope), self.api_key)
         ):
             error = UnauthorizedError("missing or wrong bearer token; send Authorization: Bearer <GATEWAY_API_KEY>")
-            await refuse(scope, send, error, self.error_shapes, self.chat_paths)
-            return
-        await self.app(scope, receive, send)
+            return refuse(scope, send, error, self.error_shapes, self.chat_paths)
+        return self.app(scope, receive, send)
 
     @staticmethod
     def _token(scope: Scope) -> bytes:
