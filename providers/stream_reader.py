@@ -79,6 +79,8 @@ async def read(body: AsyncIterator[bytes], reader: EventReader) -> AsyncGenerato
     on_event = reader.on_event
     more = reader.more
     ended = False
+    event: sse.Event | sse.Comment | None
+    chunk: Chunk | Ending | None
     try:
         async for raw in body:
             for event in feed(raw):
@@ -94,6 +96,7 @@ async def read(body: AsyncIterator[bytes], reader: EventReader) -> AsyncGenerato
                     yield more.pop(0)
             if ended:
                 break
+            raw, event, chunk = b"", None, None  # not kept while the next read is awaited (an idle stream)
     except msgspec.DecodeError as error:  # a `ValidationError` too
         raise reader.malformed(error) from None
     except (httpx2.RequestError, sse.LineTooLongError) as error:
