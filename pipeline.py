@@ -726,6 +726,7 @@ class ChatEndpoint:
             send_error=self.dialect.send_error,
             scope=scope if self.settings.access_log else None,
             progress=progress,
+            request_headers=scope["headers"],
         )
 
 
@@ -755,6 +756,7 @@ async def run_chat(
     send_error: ErrorSender,
     scope: Scope | None = None,
     progress: StreamProgress | None = None,
+    request_headers: Any = None,
 ) -> None:
     """Open the upstream and answer: into `sink` as a stream, or (not streaming) as one
     JSON object. Shared by every dialect; the client leaving cancels it at once and the
@@ -763,7 +765,8 @@ async def run_chat(
     end (`log_request`). A sink may take the stream over (a resumable stream's generation
     outlives its client): it then calls `done()`, and the metrics and the log line are the
     sink's to write when the stream ends. `progress` may be made earlier (when the request
-    arrived), else here."""
+    arrived), else here. `request_headers`: the scope's `headers`, let go once the head of
+    the answer went out (`status_noted`)."""
     progress = progress or StreamProgress()
     timing_token = timing.REQUEST_TIMING.set(progress)  # for the upstream transport's timestamps
     stream: ChunkStream | None = None
@@ -778,7 +781,7 @@ async def run_chat(
     open_requests = _open_requests.get(asyncio.get_running_loop())
     if open_requests is not None and task is not None:
         open_requests.add(task)
-    noted_send = status_noted(send, progress, call)
+    noted_send = status_noted(send, progress, call, request_headers)
     try:
         async with ClientWatch(receive, send, progress, heartbeat_s):
             try:
@@ -843,11 +846,14 @@ async def close_shielded(stream: ChunkStream) -> None:
         await _resume(step, suspended_on)
 
 
-def status_noted(send: Send, progress: StreamProgress, call: Call | None = None) -> Send:
+def status_noted(send: Send, progress: StreamProgress, call: Call | None = None, request_headers: Any = None) -> Send:
     """`send`, noting the status of the response it starts in `progress` (for the request
     log: each dialect chooses its own error statuses), adding its `Server-Timing` header,
     and with a `call`, what served it (`Call.served_headers`): on every answer, whichever
-    sink or error sender starts it."""
+    sink or error sender starts it. `request_headers` (the scope's `headers`), when the
+    server made it a list, is emptied once the head went out (CORS reads the `Origin` for
+    it; nothing reads the request's headers later): the server (uvicorn) would keep them
+    as long as the answer streams."""
 
     async def send_and_note(message: Any) -> None:
         if message["type"] == "http.response.start":
@@ -856,7 +862,10 @@ def status_noted(send: Send, progress: StreamProgress, call: Call | None = None)
             headers = [*message["headers"], (b"server-timing", progress.server_timing(now))]
             if call is not None:
                 headers += call.served_headers()
-            message = {**message, "headers": headers}
+            await send({**message, "headers": headers})
+            if type(request_headers) is list:
+                request_headers.clear()
+            return
         await send(message)
 
     return send_and_note
