@@ -1,6 +1,7 @@
 """Where an open stream's memory goes: the Python heap per stream, by source file.
 
     python -m bench.heap [--streams 500] [--provider openai] [--by lineno] [--top 30]
+    python -m bench.heap --rss [--streams 1000]
 
 Starts the mock and streamgate under `tracemalloc` (as `python -m bench` does: server on
 core 0, mock and client on core 1), warms the server, snapshots its heap, opens
@@ -8,6 +9,11 @@ core 0, mock and client on core 1), warms the server, snapshots its heap, opens
 difference per source file divided by the number of streams; then aborts the streams and
 stops both processes by their PID. `tracemalloc` slows the server: read the split, not the
 speed (the RSS figure of record is `python -m bench`'s).
+
+`--rss`: the server as `python -m bench` starts it (`server.py`, no `tracemalloc`), warmed
+the same way; its RSS once idle, then with `--streams` open (as `python -m bench`'s
+held-streams phase measures it, alone). `PYTHONPATH=<dir holding streamgate/>` measures
+another checkout.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from bench.run import (
     SERVER_CORE,
     Processes,
     free_port,
+    idle_cpu_seconds,
     provider_env,
     raise_open_files_limit,
+    tree_rss_kib,
     wait_ready,
 )
 
@@ -110,11 +118,39 @@ async def drive(streams: int, provider: str, key: str, top: int) -> str:
         processes.stop_all()
 
 
+async def drive_rss(streams: int, provider: str) -> str:
+    processes = Processes()
+    try:
+        mock = processes.start("mock", [sys.executable, "-m", "bench.mock_upstream"], {}, CLIENT_CORE)
+        mock_port = int(mock.stdout.readline().split()[1])  # type: ignore[union-attr]
+        port = free_port()
+        env = {**provider_env(mock_port), "HOST": HOST, "PORT": str(port)}
+        server = processes.start("streamgate", [sys.executable, "server.py"], env, SERVER_CORE)
+        await wait_ready(HOST, port, "/api/v1/chat/stream/health", server, "streamgate")
+        target = Target("streamgate", HOST, port, DIALECTS["native"], provider, server.pid)
+        await run_streams(target, count=200, concurrency=16, tokens=8, delay_ms=0, timeout_s=10)
+        await idle_cpu_seconds(server.pid)
+        baseline = tree_rss_kib(server.pid)
+        held = HeldStreams(target, tokens=10_000, delay_ms=500)
+        opened = await held.open(streams, concurrency=100, timeout_s=60)
+        if opened != streams:
+            raise RuntimeError(f"only {opened} of {streams} streams opened")
+        await asyncio.sleep(1.0)
+        await idle_cpu_seconds(server.pid)
+        loaded = tree_rss_kib(server.pid)
+        held.abort_all()
+        per_stream = (loaded - baseline) / streams
+        return f"{per_stream:.1f} KiB of RSS per open stream ({streams} open, {baseline} KiB before)\n"
+    finally:
+        processes.stop_all()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--provider", default="openai", choices=["openai", "anthropic", "gemini"])
     parser.add_argument("--by", default="filename", choices=["filename", "lineno"], help="split by file or by line")
+    parser.add_argument("--rss", action="store_true", help="RSS per open stream instead (no tracemalloc)")
     parser.add_argument("--top", type=int, default=30, help="how many files or lines to show")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,6 +159,9 @@ def main() -> None:
         return
     raise_open_files_limit()
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    if args.rss:
+        print(asyncio.run(drive_rss(args.streams, args.provider)), end="")
+        return
     print(asyncio.run(drive(args.streams, args.provider, args.by, args.top)), end="")
 
 
