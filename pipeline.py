@@ -854,21 +854,35 @@ def status_noted(send: Send, progress: StreamProgress, call: Call | None = None,
     server made it a list, is emptied once the head went out (CORS reads the `Origin` for
     it; nothing reads the request's headers later): the server (uvicorn) would keep them
     as long as the answer streams."""
+    return NotedSend(send, progress, call, request_headers)
 
-    async def send_and_note(message: Any) -> None:
+
+class NotedSend:
+    """`status_noted`'s `send`: an object of four slots rather than a closure (a function
+    and a cell per variable), kept by every open stream."""
+
+    __slots__ = ("send", "progress", "call", "request_headers")
+
+    def __init__(self, send: Send, progress: StreamProgress, call: Call | None, request_headers: Any) -> None:
+        self.send = send
+        self.progress = progress
+        self.call = call
+        self.request_headers = request_headers
+
+    async def __call__(self, message: Any) -> None:
         if message["type"] == "http.response.start":
+            progress = self.progress
             progress.status = message["status"]
             progress.head_sent_at = now = time.monotonic()
             headers = [*message["headers"], (b"server-timing", progress.server_timing(now))]
-            if call is not None:
-                headers += call.served_headers()
-            await send({**message, "headers": headers})
-            if type(request_headers) is list:
-                request_headers.clear()
+            if self.call is not None:
+                headers += self.call.served_headers()
+            await self.send({**message, "headers": headers})
+            if type(self.request_headers) is list:
+                self.request_headers.clear()
+            self.request_headers = None
             return
-        await send(message)
-
-    return send_and_note
+        await self.send(message)
 
 
 async def open_stream(call: Call) -> ChunkStream:
