@@ -206,6 +206,7 @@ class StreamProgress(timing.RequestTiming):
         "stream_id",
         "stop_error",
         "finish_reason",
+        "handed_over",
     )
 
     def __init__(self) -> None:
@@ -223,6 +224,11 @@ class StreamProgress(timing.RequestTiming):
         #: Why the stream is being cancelled when it is not the client leaving: a `DELETE`
         #: (`cancelled`); unset, the server is shutting down.
         self.stop_error: GatewayError | None = None
+        self.handed_over = False  # a sink took the stream over (`run_chat`)
+
+    def hand_over(self) -> None:
+        """What a sink calls when it takes the stream over (`Sink`'s `handed_over`)."""
+        self.handed_over = True
 
 
 class ClientWatch:
@@ -770,12 +776,6 @@ async def run_chat(
     progress = progress or StreamProgress()
     timing_token = timing.REQUEST_TIMING.set(progress)  # for the upstream transport's timestamps
     stream: ChunkStream | None = None
-    owned_here = True
-
-    def handed_over() -> None:
-        nonlocal owned_here
-        owned_here = False
-
     metrics.stream_started(call.provider)
     task = asyncio.current_task()
     open_requests = _open_requests.get(asyncio.get_running_loop())
@@ -789,7 +789,7 @@ async def run_chat(
                 if progress.trace is not None:  # the content capture reads the stream when it is on
                     stream = progress.trace.opened(stream)
                 if call.streaming:
-                    await sink(call, stream, noted_send, progress, handed_over, scope)
+                    await sink(call, stream, noted_send, progress, progress.hand_over, scope)
                 else:
                     answer = await collect(stream)
                     progress.upstream_done_at = time.monotonic()
@@ -809,7 +809,7 @@ async def run_chat(
         timing.REQUEST_TIMING.reset(timing_token)
         if open_requests is not None and task is not None:
             open_requests.discard(task)
-        if owned_here:
+        if not progress.handed_over:
             await end_request(call, stream, progress, scope)
 
 
