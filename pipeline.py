@@ -480,34 +480,47 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
 
 
-async def next_or_flush(chunks: AsyncIterator[Chunk], flush: Callable[[], Awaitable[None]] | None) -> Chunk:
+def next_or_flush(chunks: AsyncIterator[Chunk], flush: Callable[[], Awaitable[None]] | None) -> Awaitable[Chunk]:
     """The next chunk; but if it is not ready yet, run `flush()` first, then wait for it.
 
-    `chunks.__anext__()` is driven by hand for one step: completing without suspending
-    means the chunk came from bytes already read, so its frame may join the pending ones;
-    suspending means the upstream must be waited for, so the pending frames go out now,
-    before the wait. Batching therefore never delays a frame. Raises StopAsyncIteration
-    at the end, like `anext`.
+    `chunks.__anext__()` is driven by hand for one step (`_drive`): completing without
+    suspending means the chunk came from bytes already read, so its frame may join the
+    pending ones; suspending means the upstream must be waited for, so the pending frames
+    go out now, before the wait. Batching therefore never delays a frame. Raises
+    StopAsyncIteration at the end, like `anext`. A plain function returning `_drive`'s
+    generator: an idle stream waits in that one frame.
     """
-    step = chunks.__anext__().__await__()
-    try:
-        suspended_on = step.send(None)
-    except StopIteration as ready:
-        return ready.value  # type: ignore[no-any-return]
-    if flush is not None:
-        try:
-            await flush()
-        except BaseException as error:  # cancelled while flushing: the adapter sees it too
-            step.throw(error)
-            raise
-    return await _resume(step, suspended_on)  # type: ignore[no-any-return]
+    return _drive(chunks.__anext__().__await__(), flush)
+
+
+#: `_drive`'s `suspended_on` when the step has not been started.
+_NOT_STARTED: Any = object()
 
 
 @types.coroutine
-def _resume(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any, Any, Any]:
-    """Await the rest of a step that already suspended once on `suspended_on` (what
-    `yield from step` would do had it not been started by hand; PEP 380)."""
+def _drive(
+    step: Generator[Any, Any, Any],
+    flush: Callable[[], Awaitable[None]] | None = None,
+    suspended_on: Any = _NOT_STARTED,
+) -> Generator[Any, Any, Any]:
+    """Await `step` (an awaitable's `__await__()`). Not started yet: its first step, whose
+    value comes back at once when it completes without suspending; when it suspends,
+    `flush()` runs before the rest is awaited (a failure while flushing, such as a
+    cancellation, is thrown into the step too: the adapter sees it). Started by hand and
+    suspended on `suspended_on`: the rest, as `yield from step` would await it had it not
+    been started by hand (PEP 380)."""
     signal = suspended_on
+    if signal is _NOT_STARTED:
+        try:
+            signal = step.send(None)
+        except StopIteration as ready:
+            return ready.value
+        if flush is not None:
+            try:
+                yield from flush().__await__()
+            except BaseException as error:
+                step.throw(error)
+                raise
     while True:
         try:
             sent = yield signal
@@ -843,7 +856,7 @@ async def close_shielded(stream: ChunkStream) -> None:
     except StopIteration:
         return
     with anyio.CancelScope(shield=True):
-        await _resume(step, suspended_on)
+        await _drive(step, suspended_on=suspended_on)
 
 
 def status_noted(send: Send, progress: StreamProgress, call: Call | None = None, request_headers: Any = None) -> Send:

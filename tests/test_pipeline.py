@@ -1,14 +1,17 @@
-"""`pipeline`: what the server-level tests cannot see — the garbage a request leaves."""
+"""`pipeline` up close: the garbage a request leaves, the client watcher, the keep-alive timer, `next_or_flush`."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
+import pytest
 from streamgate import sse
-from streamgate.pipeline import ClientWatch, Heartbeats, StreamProgress
+from streamgate.chat_types import StreamChunk
+from streamgate.pipeline import ClientWatch, Heartbeats, StreamProgress, next_or_flush
 
 
 def test_a_request_s_client_watch_leaves_no_reference_cycle() -> None:
@@ -142,3 +145,62 @@ def test_keep_alives_share_one_timer_and_follow_each_stream_s_silence() -> None:
         assert 4 <= len(sent[name]) <= 5, sent  # at 0.1, 0.2, … 0.5 s; a loaded machine may miss the last
         gaps = [later - earlier for earlier, later in zip(sent[name], sent[name][1:])]
         assert all(heartbeat_s * 0.9 <= gap < heartbeat_s * 1.5 for gap in gaps), gaps
+
+
+def test_next_or_flush_flushes_only_before_a_wait() -> None:
+    """A chunk from bytes already read comes back without a flush; a chunk the upstream
+    must be waited for flushes first, once; the end is StopAsyncIteration."""
+    events: list[str] = []
+    upstream = asyncio.Event()
+
+    async def chunks() -> AsyncGenerator[StreamChunk, None]:
+        yield StreamChunk(content="ready", finish_reason=None, model="m", provider="p")
+        await upstream.wait()
+        events.append("waited")
+        yield StreamChunk(content="late", finish_reason=None, model="m", provider="p")
+
+    async def flush() -> None:
+        events.append("flushed")
+        asyncio.get_running_loop().call_soon(upstream.set)
+
+    async def main() -> None:
+        stream = chunks()
+        first = await next_or_flush(stream, flush)
+        assert first.content == "ready" and events == []
+        second = await next_or_flush(stream, flush)
+        assert second.content == "late" and events == ["flushed", "waited"]
+        with pytest.raises(StopAsyncIteration):
+            await next_or_flush(stream, flush)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("where", ["waiting", "flushing"])
+def test_next_or_flush_passes_a_cancellation_on_to_the_upstream(where: str) -> None:
+    """Cancelled while waiting for the upstream, or while flushing before that wait: the
+    chunk generator sees the cancellation (its upstream is let go), and so does the caller."""
+    seen: list[str] = []
+    flushing = asyncio.Event()
+
+    async def chunks() -> AsyncGenerator[StreamChunk, None]:
+        try:
+            await asyncio.Event().wait()
+            yield StreamChunk(content="never", finish_reason=None, model="m", provider="p")
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def flush() -> None:
+        if where == "flushing":
+            await flushing.wait()
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(next_or_flush(chunks(), flush))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert seen == ["cancelled"]
