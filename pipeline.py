@@ -247,19 +247,26 @@ class ClientWatch:
 
     __slots__ = ("receive", "send", "progress", "heartbeat_s", "work", "receiving", "heartbeats", "beat")
 
-    def __init__(self, receive: Receive, send: Send, progress: StreamProgress, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        progress: StreamProgress,
+        heartbeat_s: float,
+        work: asyncio.Task[Any] | None = None,
+    ) -> None:
         self.receive = receive
         self.send = send
         self.progress = progress
         self.heartbeat_s = heartbeat_s
+        work = work or asyncio.current_task()
+        assert work is not None  # made in a request's task
+        self.work = work  # which a disconnect cancels
         self.receiving: Generator[Any, None, Any] | None = None
         self.beat: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
-        work = asyncio.current_task()
-        assert work is not None  # entered from a request's task
-        self.work = work
-        self.heartbeats = Heartbeats.of(asyncio.get_running_loop(), self.heartbeat_s)
+        self.heartbeats = Heartbeats.of(self.work.get_loop(), self.heartbeat_s)
         self.heartbeats.add(self)
         self.receiving = self.receive().__await__()
         self._step()
@@ -791,12 +798,13 @@ async def run_chat(
     stream: ChunkStream | None = None
     metrics.stream_started(call.provider)
     task = asyncio.current_task()
-    open_requests = _open_requests.get(asyncio.get_running_loop())
-    if open_requests is not None and task is not None:
+    assert task is not None  # a request runs in a task of its own
+    open_requests = _open_requests.get(task.get_loop())  # (`get_running_loop` asks the OS for the pid on 3.11)
+    if open_requests is not None:
         open_requests.add(task)
     noted_send = status_noted(send, progress, call, request_headers)
     try:
-        async with ClientWatch(receive, send, progress, heartbeat_s):
+        async with ClientWatch(receive, send, progress, heartbeat_s, task):
             try:
                 stream = await open_stream(call)
                 if progress.trace is not None:  # the content capture reads the stream when it is on
@@ -813,14 +821,14 @@ async def run_chat(
                 progress.error_type = error.type
                 await send_error(noted_send, error)
             except asyncio.CancelledError:
-                if progress.client_gone or progress.status is not None or task is None:
+                if progress.client_gone or progress.status is not None:
                     raise
                 progress.error_type = ShuttingDownError.type
                 await send_error(noted_send, shutting_down())
                 task.uncancel()  # answered: the request ends normally
     finally:
         timing.REQUEST_TIMING.reset(timing_token)
-        if open_requests is not None and task is not None:
+        if open_requests is not None:
             open_requests.discard(task)
         if not progress.handed_over:
             await end_request(call, stream, progress, scope)
