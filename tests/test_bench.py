@@ -267,6 +267,18 @@ def test_verdicts_of_absolute_bounds() -> None:
     assert verdict("resume_redis_cpu_ratio", {"streamgate": None}, 0) == ("<= 2", "")
 
 
+def test_verdicts_of_issue_26s_bounds_against_the_tutorial_and_the_upstream() -> None:
+    both = "<= 1/4 tut and <= 0.6"
+    assert verdict("added_ttft_c1_p50_ms", {"streamgate": 0.5, "tutorial": 3.0}, 0) == (both, "yes")
+    assert verdict("added_ttft_c1_p50_ms", {"streamgate": 0.7, "tutorial": 3.0}, 0) == (both, "NO")  # 0.23 but +0.7
+    assert verdict("added_ttft_c1_p50_ms", {"streamgate": 0.5, "tutorial": 1.5}, 0) == (both, "NO")  # +0.5 but 1/3
+    assert verdict("added_ttft_c1_p50_ms", {"streamgate": 0.5}, 0) == (both, "")
+    assert verdict("cpu_ms_per_short_request", {"streamgate": 0.34, "tutorial": 5.0}, 0) == ("<= 0.07 tut", "yes")
+    assert verdict("cpu_ms_per_short_request", {"streamgate": 0.36, "tutorial": 5.0}, 0) == ("<= 0.07 tut", "NO")
+    assert verdict("ttft_c128_p50_ms", {"streamgate": 23.0, "upstream": 4.0}, 0) == ("<= 6x up", "yes")
+    assert verdict("ttft_c128_p50_ms", {"streamgate": 25.0, "upstream": 4.0}, 0) == ("<= 6x up", "NO")
+
+
 def test_an_unpinned_server_runs_on_every_core_not_on_the_benchs_own() -> None:
     own = os.sched_getaffinity(0)
     processes = Processes()
