@@ -28,7 +28,6 @@ from . import metrics, sse, timing
 from .adapter import ChunkStream
 from .callers import CALLER, Caller, Lease
 from .chat_types import (
-    Chunk,
     FinishReason,
     FunctionCall,
     RawEvent,
@@ -61,6 +60,8 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 JSON_HEADERS = [(b"content-type", b"application/json")]
+#: The head of a stream sent straight to the client (`stream_to_client`).
+SSE_HEAD = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
 
 
 # --- decode ---------------------------------------------------------------------------
@@ -396,35 +397,60 @@ async def keep_alive(send: Send) -> None:
 MAX_FRAMES_PER_SEND = 64
 
 
-async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress) -> None:
+async def stream_chunks(
+    stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress, head: Any = None
+) -> None:
     """Send every chunk as a frame, then `[DONE]`; a failure ends with the error frames.
+    With `head` (an `http.response.start` message), it goes out first and the response is
+    noted as begun (`progress.streaming`, status 200).
 
     Empty non-final chunks are dropped; the one chunk with a `finish_reason` is the final
     frame and carries the last usage the upstream reported. Frames of chunks that were
     already read (one upstream read often holds many) go out together in one `send`; a
-    frame never waits for the upstream (see `next_or_flush`). Cancelled by the server
-    (not by the client leaving), the stream still ends in words: `shutting_down`.
+    frame never waits for the upstream: `chunks.__anext__()` is stepped by hand once, and
+    completing without suspending means the chunk came from bytes already read, so its
+    frame may join the pending ones; suspending means the upstream must be waited for, so
+    the pending frames go out first, then the rest of the step is awaited (`_drive`).
+    Cancelled by the server (not by the client leaving), the stream still ends in words:
+    `shutting_down`.
+
+    What an idle stream keeps is this one frame and `_drive`'s: no closure, and neither
+    the last chunk nor its frame (docs/BENCHMARKS.md, memory per open stream).
     """
+    if head is not None:
+        await send(head)
+        progress.status = head["status"]
+        progress.last_sent_at = time.monotonic()
+        progress.streaming = True
     cut = False
     final_sent = False
     usage: Usage | None = None
     tail = frames.done()
     pending: list[bytes] = []
-
-    async def flush() -> None:
-        body = b"".join(pending)
-        progress.frames_sent += len(pending)
-        pending.clear()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        progress.last_sent_at = time.monotonic()
-
     chunks = aiter(stream)
     try:
         while True:
+            step = chunks.__anext__().__await__()
             try:
-                chunk = await next_or_flush(chunks, flush if pending else None)
+                chunk = step.send(None)  # what the step suspended on, unless it completed
+            except StopIteration as ready:
+                chunk = ready.value
             except StopAsyncIteration:
                 break
+            else:  # the upstream must be waited for: the pending frames go out first
+                data = b""  # not kept while waiting (`chunk` holds what the step waits on)
+                if pending:
+                    body = b"".join(pending)
+                    progress.frames_sent += len(pending)
+                    pending.clear()
+                    try:
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                    except BaseException as error:
+                        step.throw(error)  # the adapter sees a failure (a cancellation) too
+                        raise
+                    progress.last_sent_at = time.monotonic()
+                    del body
+                chunk = await _drive(step, chunk)
             if type(chunk) is StreamChunk:
                 if chunk.usage is not None:
                     usage = chunk.usage
@@ -462,7 +488,12 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                     progress.first_token_at = time.monotonic()
             pending.append(data)
             if len(pending) >= MAX_FRAMES_PER_SEND:
-                await flush()
+                progress.frames_sent += len(pending)
+                body = b"".join(pending)
+                pending.clear()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                progress.last_sent_at = time.monotonic()
+                del body
         if not final_sent:
             raise UpstreamError("the upstream ended the stream without a finish reason")
     except GatewayError as error:
@@ -487,47 +518,12 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
 
 
-def next_or_flush(chunks: AsyncIterator[Chunk], flush: Callable[[], Awaitable[None]] | None) -> Awaitable[Chunk]:
-    """The next chunk; but if it is not ready yet, run `flush()` first, then wait for it.
-
-    `chunks.__anext__()` is driven by hand for one step (`_drive`): completing without
-    suspending means the chunk came from bytes already read, so its frame may join the
-    pending ones; suspending means the upstream must be waited for, so the pending frames
-    go out now, before the wait. Batching therefore never delays a frame. Raises
-    StopAsyncIteration at the end, like `anext`. A plain function returning `_drive`'s
-    generator: an idle stream waits in that one frame.
-    """
-    return _drive(chunks.__anext__().__await__(), flush)
-
-
-#: `_drive`'s `suspended_on` when the step has not been started.
-_NOT_STARTED: Any = object()
-
-
 @types.coroutine
-def _drive(
-    step: Generator[Any, Any, Any],
-    flush: Callable[[], Awaitable[None]] | None = None,
-    suspended_on: Any = _NOT_STARTED,
-) -> Generator[Any, Any, Any]:
-    """Await `step` (an awaitable's `__await__()`). Not started yet: its first step, whose
-    value comes back at once when it completes without suspending; when it suspends,
-    `flush()` runs before the rest is awaited (a failure while flushing, such as a
-    cancellation, is thrown into the step too: the adapter sees it). Started by hand and
-    suspended on `suspended_on`: the rest, as `yield from step` would await it had it not
-    been started by hand (PEP 380)."""
+def _drive(step: Generator[Any, Any, Any], suspended_on: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of `step` (an awaitable's `__await__()`), which was started by hand
+    and suspended on `suspended_on`, as `yield from step` would await it had it not been
+    started by hand (PEP 380)."""
     signal = suspended_on
-    if signal is _NOT_STARTED:
-        try:
-            signal = step.send(None)
-        except StopIteration as ready:
-            return ready.value
-        if flush is not None:
-            try:
-                yield from flush().__await__()
-            except BaseException as error:
-                step.throw(error)
-                raise
     while True:
         try:
             sent = yield signal
@@ -689,7 +685,7 @@ class Sink(Protocol):
     stream's log with the client following (`resume.Streams`). A sink owns the stream
     from the call on and always closes it."""
 
-    async def __call__(
+    def __call__(
         self,
         call: Call,
         stream: ChunkStream,
@@ -697,7 +693,7 @@ class Sink(Protocol):
         progress: StreamProgress,
         handed_over: Callable[[], None],
         scope: Scope | None = None,
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
 
 class ResumableSink(Sink, Protocol):
@@ -756,20 +752,18 @@ class ChatEndpoint:
         )
 
 
-async def stream_to_client(
+def stream_to_client(
     call: Call,
     stream: ChunkStream,
     send: Send,
     progress: StreamProgress,
     handed_over: Callable[[], None],
     scope: Scope | None = None,
-) -> None:
-    """The plain sink: the `200` and the frames straight to the client."""
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    progress.status = 200
-    progress.last_sent_at = time.monotonic()
-    progress.streaming = True
-    await stream_chunks(stream, call.frames, send, progress)
+) -> Awaitable[None]:
+    """The plain sink: the `200` and the frames straight to the client. A plain function
+    returning `stream_chunks`' coroutine (which sends the head): one frame fewer per open
+    stream."""
+    return stream_chunks(stream, call.frames, send, progress, SSE_HEAD)
 
 
 async def run_chat(
@@ -864,7 +858,7 @@ async def close_shielded(stream: ChunkStream) -> None:
     except StopIteration:
         return
     with anyio.CancelScope(shield=True):
-        await _drive(step, suspended_on=suspended_on)
+        await _drive(step, suspended_on)
 
 
 def status_noted(send: Send, progress: StreamProgress, call: Call | None = None, request_headers: Any = None) -> Send:
