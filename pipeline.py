@@ -432,12 +432,10 @@ async def stream_chunks(
         while True:
             step = chunks.__anext__().__await__()
             try:
-                chunk = step.send(None)  # what the step suspended on, unless it completed
-            except StopIteration as ready:
-                chunk = ready.value
+                chunk, waiting = first_step(step)
             except StopAsyncIteration:
                 break
-            else:  # the upstream must be waited for: the pending frames go out first
+            if waiting:  # the upstream must be waited for (on `chunk`): the pending frames go out first
                 data = b""  # not kept while waiting (`chunk` holds what the step waits on)
                 if pending:
                     body = b"".join(pending)
@@ -516,6 +514,18 @@ async def stream_chunks(
     await send({"type": "http.response.body", "body": b"".join(pending) + tail, "more_body": False})
     if cut:
         asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
+
+
+def first_step(step: Generator[Any, None, Any]) -> tuple[Any, bool]:
+    """Step `step` (an awaitable's `__await__()`) once: its value and `False` when it
+    completed, or what it suspended on and `True`. The `StopIteration` of a step that
+    completed is caught here, not in the caller's frame: an exception handled in a frame
+    makes Python keep a frame object for it (`stream_chunks`' would stay for as long as the
+    stream)."""
+    try:
+        return step.send(None), True
+    except StopIteration as ready:
+        return ready.value, False
 
 
 @types.coroutine
