@@ -723,8 +723,25 @@ class ChatEndpoint:
         self.settings = settings
         self.resumable_sink = resumable_sink
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """`run_chat`'s coroutine, which reads and prepares the request first (`accept`):
+        a plain function, so that an open stream keeps no frame of it."""
         progress = StreamProgress()
+        return run_chat(
+            self.accept(scope, receive, send, progress),
+            receive,
+            send,
+            self.settings.sse_heartbeat_s,
+            sink=self.sink,
+            send_error=self.dialect.send_error,
+            scope=scope if self.settings.access_log else None,
+            progress=progress,
+            request_headers=scope["headers"],
+        )
+
+    async def accept(self, scope: Scope, receive: Receive, send: Send, progress: StreamProgress) -> Call | None:
+        """The request's `Call`; `None` when it was refused (answered and logged here) or
+        the client left before its body was read."""
         caller: Caller | None = scope.get(CALLER)
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
@@ -736,7 +753,7 @@ class ChatEndpoint:
                 caller.check_model(call.requested_model, call.provider, call.model, route)
                 call.lease = await caller.admit(call.streaming)
         except ClientGone:
-            return
+            return None
         except GatewayError as error:
             metrics.record_rejected(error.type, error.provider)
             if caller is not None:
@@ -744,22 +761,23 @@ class ChatEndpoint:
             await self.dialect.send_error(status_noted(send, progress), error)
             if self.settings.access_log:
                 log_request(scope, self.dialect.error_status(error), error.provider, None, error_type=error.type)
-            return
-        sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
+            return None
         if timing.tracer is not None:
             progress.trace = timing.tracer.request(call, scope, progress.started_at, body)
-        del body  # not kept while the answer streams
-        await run_chat(
-            call,
-            receive,
-            send,
-            self.settings.sse_heartbeat_s,
-            sink=sink,
-            send_error=self.dialect.send_error,
-            scope=scope if self.settings.access_log else None,
-            progress=progress,
-            request_headers=scope["headers"],
-        )
+        return call
+
+    def sink(
+        self,
+        call: Call,
+        stream: ChunkStream,
+        send: Send,
+        progress: StreamProgress,
+        handed_over: Callable[[], None],
+        scope: Scope | None = None,
+    ) -> Awaitable[None]:
+        """The resumable sink for a resumable call, else the client (`stream_to_client`)."""
+        sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
+        return sink(call, stream, send, progress, handed_over, scope)
 
 
 def stream_to_client(
@@ -777,7 +795,7 @@ def stream_to_client(
 
 
 async def run_chat(
-    call: Call,
+    call: Call | Awaitable[Call | None],
     receive: Receive,
     send: Send,
     heartbeat_s: float,
@@ -796,7 +814,15 @@ async def run_chat(
     outlives its client): it then calls `done()`, and the metrics and the log line are the
     sink's to write when the stream ends. `progress` may be made earlier (when the request
     arrived), else here. `request_headers`: the scope's `headers`, let go once the head of
-    the answer went out (`status_noted`)."""
+    the answer went out (`status_noted`). `call` may be an awaitable of it (`ChatEndpoint`'s
+    reading and preparing of the request, awaited in this frame rather than in one of its
+    own that would stay for as long as the stream); `None` from it: the request was
+    answered already (a refusal) or the client left."""
+    if not isinstance(call, Call):
+        accepted = await call
+        if accepted is None:
+            return
+        call = accepted
     progress = progress or StreamProgress()
     timing_token = timing.REQUEST_TIMING.set(progress)  # for the upstream transport's timestamps
     stream: ChunkStream | None = None
