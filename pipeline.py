@@ -824,7 +824,6 @@ async def run_chat(
             return
         call = accepted
     progress = progress or StreamProgress()
-    timing_token = timing.REQUEST_TIMING.set(progress)  # for the upstream transport's timestamps
     stream: ChunkStream | None = None
     metrics.stream_started(call.provider)
     task = asyncio.current_task()
@@ -836,7 +835,7 @@ async def run_chat(
     try:
         async with ClientWatch(receive, send, progress, heartbeat_s, task):
             try:
-                stream = await open_stream(call)
+                stream = await open_stream(call, progress)
                 if progress.trace is not None:  # the content capture reads the stream when it is on
                     stream = progress.trace.opened(stream)
                 if call.streaming:
@@ -857,7 +856,6 @@ async def run_chat(
                 await send_error(noted_send, shutting_down())
                 task.uncancel()  # answered: the request ends normally
     finally:
-        timing.REQUEST_TIMING.reset(timing_token)
         if open_requests is not None:
             open_requests.discard(task)
         if not progress.handed_over:
@@ -936,12 +934,15 @@ class NotedSend:
         await self.send(message)
 
 
-async def open_stream(call: Call) -> ChunkStream:
+async def open_stream(call: Call, progress: timing.RequestTiming) -> ChunkStream:
     """`call.open()`, with any exception outside the contract (a bug, an SDK surprise)
     answered as a 502 `upstream_error` rather than a bare 500. A call opens once: the opener
     is let go, and with it what it holds (the decoded request, a passthrough's body), which
-    an open stream would otherwise keep for as long as it streams."""
+    an open stream would otherwise keep for as long as it streams. `progress` is in
+    `REQUEST_TIMING` while it opens (the upstream transport notes its timestamps there), and
+    only then: the token and the context it sets are not kept by an open stream."""
     opener = call.open
+    timing_token = timing.REQUEST_TIMING.set(progress)
     try:
         return await opener()
     except GatewayError:
@@ -950,6 +951,7 @@ async def open_stream(call: Call) -> ChunkStream:
         log.exception("opening the %s upstream failed", call.provider)
         raise UpstreamError("the gateway failed while opening the upstream", provider=call.provider) from None
     finally:
+        timing.REQUEST_TIMING.reset(timing_token)
         call.open = opened_already
         if isinstance(opener, RoutedOpen):
             call.serve(opener)
