@@ -12,7 +12,7 @@ import pytest
 from streamgate import sse
 from streamgate.chat_types import FinishReason, StreamChunk
 from streamgate.dialects.native import NativeFrames
-from streamgate.pipeline import SSE_HEAD, ClientWatch, Heartbeats, StreamProgress, stream_chunks
+from streamgate.pipeline import SSE_HEAD, ClientWatch, Heartbeats, Resumed, StreamProgress, stream_chunks
 
 
 def test_a_request_s_client_watch_leaves_no_reference_cycle() -> None:
@@ -218,3 +218,46 @@ def test_stream_chunks_passes_a_cancellation_on_to_the_upstream(where: str) -> N
 
     asyncio.run(asyncio.wait_for(main(), 5))
     assert seen == ["cancelled"]
+
+
+def test_resumed_awaits_the_rest_of_a_step_started_by_hand() -> None:
+    """`Resumed` hands on what the step suspended on, then its result; a cancellation and
+    a close reach the step, as `yield from` would pass them on."""
+    seen: list[str] = []
+    steps: list[Any] = []  # held here: a step let go would be closed by the collector anyway
+
+    async def inner(future: asyncio.Future[str]) -> str:
+        try:
+            return await future
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        finally:
+            seen.append("left")
+
+    async def resumed(future: asyncio.Future[str]) -> str:
+        step = inner(future).__await__()
+        steps.append(step)
+        suspended_on = step.send(None)
+        assert suspended_on is future
+        return await Resumed(step, suspended_on)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        loop.call_soon(future.set_result, "value")
+        assert await resumed(future) == "value" and seen == ["left"]
+
+        task = loop.create_task(resumed(loop.create_future()))
+        await asyncio.sleep(0)  # the task runs to its wait (a step of its own: not a wait for a condition)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == ["left", "cancelled", "left"]
+
+        closed = resumed(loop.create_future())
+        closed.send(None)  # suspended on the future
+        closed.close()
+        assert seen == ["left", "cancelled", "left", "left"]
+
+    asyncio.run(asyncio.wait_for(main(), 5))
