@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, cast
 
 import anyio
 import msgspec
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import metrics, sse, timing
 from .adapter import ChunkStream
@@ -60,7 +60,7 @@ SSE_HEADERS = [
 ]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 #: The head of a stream sent straight to the client (`stream_to_client`).
-SSE_HEAD = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
+SSE_HEAD: Message = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
 
 
 # --- decode ---------------------------------------------------------------------------
@@ -397,11 +397,11 @@ MAX_FRAMES_PER_SEND = 64
 
 
 async def stream_chunks(
-    stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress, head: Any = None
+    stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress, head: Message | None = None
 ) -> None:
     """Send every chunk as a frame, then `[DONE]`; a failure ends with the error frames.
     With `head` (an `http.response.start` message), it goes out first and the response is
-    noted as begun (`progress.streaming`, status 200).
+    noted as begun (`progress.status`, `progress.streaming`).
 
     Empty non-final chunks are dropped; the one chunk with a `finish_reason` is the final
     frame and carries the last usage the upstream reported. Frames of chunks that were
@@ -437,16 +437,11 @@ async def stream_chunks(
             if waiting:  # the upstream must be waited for (on `chunk`): the pending frames go out first
                 data = b""  # not kept while waiting (`chunk` holds what the step waits on)
                 if pending:
-                    body = b"".join(pending)
-                    progress.frames_sent += len(pending)
-                    pending.clear()
                     try:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        await send_pending(send, pending, progress)
                     except BaseException as error:
                         step.throw(error)  # the adapter sees a failure (a cancellation) too
                         raise
-                    progress.last_sent_at = time.monotonic()
-                    del body
                 chunk = await Resumed(step, chunk)
             if type(chunk) is StreamChunk:
                 if chunk.usage is not None:
@@ -485,12 +480,7 @@ async def stream_chunks(
                     progress.first_token_at = time.monotonic()
             pending.append(data)
             if len(pending) >= MAX_FRAMES_PER_SEND:
-                progress.frames_sent += len(pending)
-                body = b"".join(pending)
-                pending.clear()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                progress.last_sent_at = time.monotonic()
-                del body
+                await send_pending(send, pending, progress)
         if not final_sent:
             raise UpstreamError("the upstream ended the stream without a finish reason")
     except GatewayError as error:
@@ -513,6 +503,15 @@ async def stream_chunks(
     await send({"type": "http.response.body", "body": b"".join(pending) + tail, "more_body": False})
     if cut:
         asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
+
+
+async def send_pending(send: Send, pending: list[bytes], progress: StreamProgress) -> None:
+    """The pending frames in one `send` (the list emptied), counted in `progress`."""
+    body = b"".join(pending)
+    progress.frames_sent += len(pending)
+    pending.clear()
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    progress.last_sent_at = time.monotonic()
 
 
 def first_step(step: Generator[Any, None, Any]) -> tuple[Any, bool]:
