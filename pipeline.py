@@ -14,7 +14,6 @@ import asyncio
 import logging
 import re
 import time
-import types
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
@@ -22,13 +21,12 @@ from typing import Any, ClassVar, Protocol, cast
 
 import anyio
 import msgspec
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from . import metrics, sse, timing
 from .adapter import ChunkStream
 from .callers import CALLER, Caller, Lease
 from .chat_types import (
-    Chunk,
     FinishReason,
     FunctionCall,
     RawEvent,
@@ -61,6 +59,8 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 JSON_HEADERS = [(b"content-type", b"application/json")]
+#: The head of a stream sent straight to the client (`stream_to_client`).
+SSE_HEAD: Message = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
 
 
 # --- decode ---------------------------------------------------------------------------
@@ -396,35 +396,53 @@ async def keep_alive(send: Send) -> None:
 MAX_FRAMES_PER_SEND = 64
 
 
-async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress) -> None:
+async def stream_chunks(
+    stream: ChunkStream, frames: Frames, send: Send, progress: StreamProgress, head: Message | None = None
+) -> None:
     """Send every chunk as a frame, then `[DONE]`; a failure ends with the error frames.
+    With `head` (an `http.response.start` message), it goes out first and the response is
+    noted as begun (`progress.status`, `progress.streaming`).
 
     Empty non-final chunks are dropped; the one chunk with a `finish_reason` is the final
     frame and carries the last usage the upstream reported. Frames of chunks that were
     already read (one upstream read often holds many) go out together in one `send`; a
-    frame never waits for the upstream (see `next_or_flush`). Cancelled by the server
-    (not by the client leaving), the stream still ends in words: `shutting_down`.
+    frame never waits for the upstream: `chunks.__anext__()` is stepped by hand once, and
+    completing without suspending means the chunk came from bytes already read, so its
+    frame may join the pending ones; suspending means the upstream must be waited for, so
+    the pending frames go out first, then the rest of the step is awaited (`Resumed`).
+    Cancelled by the server (not by the client leaving), the stream still ends in words:
+    `shutting_down`.
+
+    What an idle stream keeps is this one frame and a `Resumed`: no closure, and neither
+    the last chunk nor its frame (docs/BENCHMARKS.md, memory per open stream).
     """
+    if head is not None:
+        await send(head)
+        progress.status = head["status"]
+        progress.last_sent_at = time.monotonic()
+        progress.streaming = True
     cut = False
     final_sent = False
     usage: Usage | None = None
     tail = frames.done()
     pending: list[bytes] = []
-
-    async def flush() -> None:
-        body = b"".join(pending)
-        progress.frames_sent += len(pending)
-        pending.clear()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        progress.last_sent_at = time.monotonic()
-
     chunks = aiter(stream)
     try:
         while True:
+            step = chunks.__anext__().__await__()
             try:
-                chunk = await next_or_flush(chunks, flush if pending else None)
+                chunk, waiting = first_step(step)
             except StopAsyncIteration:
                 break
+            if waiting:  # the upstream must be waited for (on `chunk`): the pending frames go out first
+                data = b""  # not kept while waiting (`chunk` holds what the step waits on)
+                if pending:
+                    try:
+                        await send_pending(send, pending, progress)
+                    except BaseException as error:
+                        step.throw(error)  # the adapter sees a failure (a cancellation) too
+                        raise
+                chunk = await Resumed(step, chunk)
             if type(chunk) is StreamChunk:
                 if chunk.usage is not None:
                     usage = chunk.usage
@@ -462,7 +480,7 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
                     progress.first_token_at = time.monotonic()
             pending.append(data)
             if len(pending) >= MAX_FRAMES_PER_SEND:
-                await flush()
+                await send_pending(send, pending, progress)
         if not final_sent:
             raise UpstreamError("the upstream ended the stream without a finish reason")
     except GatewayError as error:
@@ -487,63 +505,66 @@ async def stream_chunks(stream: ChunkStream, frames: Frames, send: Send, progres
         asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered: the request ends normally
 
 
-def next_or_flush(chunks: AsyncIterator[Chunk], flush: Callable[[], Awaitable[None]] | None) -> Awaitable[Chunk]:
-    """The next chunk; but if it is not ready yet, run `flush()` first, then wait for it.
-
-    `chunks.__anext__()` is driven by hand for one step (`_drive`): completing without
-    suspending means the chunk came from bytes already read, so its frame may join the
-    pending ones; suspending means the upstream must be waited for, so the pending frames
-    go out now, before the wait. Batching therefore never delays a frame. Raises
-    StopAsyncIteration at the end, like `anext`. A plain function returning `_drive`'s
-    generator: an idle stream waits in that one frame.
-    """
-    return _drive(chunks.__anext__().__await__(), flush)
+async def send_pending(send: Send, pending: list[bytes], progress: StreamProgress) -> None:
+    """The pending frames in one `send` (the list emptied), counted in `progress`."""
+    body = b"".join(pending)
+    progress.frames_sent += len(pending)
+    pending.clear()
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    progress.last_sent_at = time.monotonic()
 
 
-#: `_drive`'s `suspended_on` when the step has not been started.
-_NOT_STARTED: Any = object()
+def first_step(step: Generator[Any, None, Any]) -> tuple[Any, bool]:
+    """Step `step` (an awaitable's `__await__()`) once: its value and `False` when it
+    completed, or what it suspended on and `True`. The `StopIteration` of a step that
+    completed is caught here, not in the caller's frame: an exception handled in a frame
+    makes Python keep a frame object for it (`stream_chunks`' would stay for as long as the
+    stream)."""
+    try:
+        return step.send(None), True
+    except StopIteration as ready:
+        return ready.value, False
 
 
-@types.coroutine
-def _drive(
-    step: Generator[Any, Any, Any],
-    flush: Callable[[], Awaitable[None]] | None = None,
-    suspended_on: Any = _NOT_STARTED,
-) -> Generator[Any, Any, Any]:
-    """Await `step` (an awaitable's `__await__()`). Not started yet: its first step, whose
-    value comes back at once when it completes without suspending; when it suspends,
-    `flush()` runs before the rest is awaited (a failure while flushing, such as a
-    cancellation, is thrown into the step too: the adapter sees it). Started by hand and
-    suspended on `suspended_on`: the rest, as `yield from step` would await it had it not
-    been started by hand (PEP 380)."""
-    signal = suspended_on
-    if signal is _NOT_STARTED:
-        try:
-            signal = step.send(None)
-        except StopIteration as ready:
-            return ready.value
-        if flush is not None:
-            try:
-                yield from flush().__await__()
-            except BaseException as error:
-                step.throw(error)
-                raise
-    while True:
-        try:
-            sent = yield signal
-        except GeneratorExit:
-            step.close()
-            raise
-        except BaseException as error:  # noqa: BLE001 - passed on to the step, as `yield from` does
-            try:
-                signal = step.throw(error)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                signal = step.send(sent)
-            except StopIteration as done:
-                return done.value
+class Resumed:
+    """Awaits the rest of `step` (an awaitable's `__await__()`), which was started by hand
+    and suspended on `suspended_on`, as `yield from step` would await it had it not been
+    started by hand (PEP 380): `suspended_on` is handed on first, then every value, error
+    and close goes to the step. An object of two slots rather than a generator (whose frame
+    an idle stream would keep, ~0.2 KiB more)."""
+
+    __slots__ = ("step", "suspended_on")
+
+    def __init__(self, step: Generator[Any, Any, Any], suspended_on: Any) -> None:
+        self.step = step
+        self.suspended_on = suspended_on
+
+    def __await__(self) -> Resumed:
+        return self
+
+    def __iter__(self) -> Resumed:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        suspended_on = self.suspended_on
+        if suspended_on is not _HANDED_ON:
+            self.suspended_on = _HANDED_ON
+            return suspended_on
+        return self.step.send(value)
+
+    def throw(self, error: Any, value: Any = None, traceback: Any = None) -> Any:
+        self.suspended_on = _HANDED_ON
+        return self.step.throw(error if value is None else value)
+
+    def close(self) -> None:
+        self.step.close()
+
+
+#: `Resumed.suspended_on` once it was handed on.
+_HANDED_ON: Any = object()
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -689,7 +710,7 @@ class Sink(Protocol):
     stream's log with the client following (`resume.Streams`). A sink owns the stream
     from the call on and always closes it."""
 
-    async def __call__(
+    def __call__(
         self,
         call: Call,
         stream: ChunkStream,
@@ -697,7 +718,7 @@ class Sink(Protocol):
         progress: StreamProgress,
         handed_over: Callable[[], None],
         scope: Scope | None = None,
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
 
 class ResumableSink(Sink, Protocol):
@@ -717,8 +738,25 @@ class ChatEndpoint:
         self.settings = settings
         self.resumable_sink = resumable_sink
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """`run_chat`'s coroutine, which reads and prepares the request first (`accept`):
+        a plain function, so that an open stream keeps no frame of it."""
         progress = StreamProgress()
+        return run_chat(
+            self.accept(scope, receive, send, progress),
+            receive,
+            send,
+            self.settings.sse_heartbeat_s,
+            sink=self.sink,
+            send_error=self.dialect.send_error,
+            scope=scope if self.settings.access_log else None,
+            progress=progress,
+            request_headers=scope["headers"],
+        )
+
+    async def accept(self, scope: Scope, receive: Receive, send: Send, progress: StreamProgress) -> Call | None:
+        """The request's `Call`; `None` when it was refused (answered and logged here) or
+        the client left before its body was read."""
         caller: Caller | None = scope.get(CALLER)
         try:
             body = await read_body(scope, receive, self.settings.max_body_bytes)
@@ -730,7 +768,7 @@ class ChatEndpoint:
                 caller.check_model(call.requested_model, call.provider, call.model, route)
                 call.lease = await caller.admit(call.streaming)
         except ClientGone:
-            return
+            return None
         except GatewayError as error:
             metrics.record_rejected(error.type, error.provider)
             if caller is not None:
@@ -738,42 +776,41 @@ class ChatEndpoint:
             await self.dialect.send_error(status_noted(send, progress), error)
             if self.settings.access_log:
                 log_request(scope, self.dialect.error_status(error), error.provider, None, error_type=error.type)
-            return
-        sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
+            return None
         if timing.tracer is not None:
             progress.trace = timing.tracer.request(call, scope, progress.started_at, body)
-        del body  # not kept while the answer streams
-        await run_chat(
-            call,
-            receive,
-            send,
-            self.settings.sse_heartbeat_s,
-            sink=sink,
-            send_error=self.dialect.send_error,
-            scope=scope if self.settings.access_log else None,
-            progress=progress,
-            request_headers=scope["headers"],
-        )
+        return call
+
+    def sink(
+        self,
+        call: Call,
+        stream: ChunkStream,
+        send: Send,
+        progress: StreamProgress,
+        handed_over: Callable[[], None],
+        scope: Scope | None = None,
+    ) -> Awaitable[None]:
+        """The resumable sink for a resumable call, else the client (`stream_to_client`)."""
+        sink = self.resumable_sink if call.resumable and self.resumable_sink is not None else stream_to_client
+        return sink(call, stream, send, progress, handed_over, scope)
 
 
-async def stream_to_client(
+def stream_to_client(
     call: Call,
     stream: ChunkStream,
     send: Send,
     progress: StreamProgress,
     handed_over: Callable[[], None],
     scope: Scope | None = None,
-) -> None:
-    """The plain sink: the `200` and the frames straight to the client."""
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    progress.status = 200
-    progress.last_sent_at = time.monotonic()
-    progress.streaming = True
-    await stream_chunks(stream, call.frames, send, progress)
+) -> Awaitable[None]:
+    """The plain sink: the `200` and the frames straight to the client. A plain function
+    returning `stream_chunks`' coroutine (which sends the head): one frame fewer per open
+    stream."""
+    return stream_chunks(stream, call.frames, send, progress, SSE_HEAD)
 
 
 async def run_chat(
-    call: Call,
+    call: Call | Awaitable[Call | None],
     receive: Receive,
     send: Send,
     heartbeat_s: float,
@@ -792,9 +829,16 @@ async def run_chat(
     outlives its client): it then calls `done()`, and the metrics and the log line are the
     sink's to write when the stream ends. `progress` may be made earlier (when the request
     arrived), else here. `request_headers`: the scope's `headers`, let go once the head of
-    the answer went out (`status_noted`)."""
+    the answer went out (`status_noted`). `call` may be an awaitable of it (`ChatEndpoint`'s
+    reading and preparing of the request, awaited in this frame rather than in one of its
+    own that would stay for as long as the stream); `None` from it: the request was
+    answered already (a refusal) or the client left."""
+    if not isinstance(call, Call):
+        accepted = await call
+        if accepted is None:
+            return
+        call = accepted
     progress = progress or StreamProgress()
-    timing_token = timing.REQUEST_TIMING.set(progress)  # for the upstream transport's timestamps
     stream: ChunkStream | None = None
     metrics.stream_started(call.provider)
     task = asyncio.current_task()
@@ -806,7 +850,7 @@ async def run_chat(
     try:
         async with ClientWatch(receive, send, progress, heartbeat_s, task):
             try:
-                stream = await open_stream(call)
+                stream = await open_stream(call, progress)
                 if progress.trace is not None:  # the content capture reads the stream when it is on
                     stream = progress.trace.opened(stream)
                 if call.streaming:
@@ -827,7 +871,6 @@ async def run_chat(
                 await send_error(noted_send, shutting_down())
                 task.uncancel()  # answered: the request ends normally
     finally:
-        timing.REQUEST_TIMING.reset(timing_token)
         if open_requests is not None:
             open_requests.discard(task)
         if not progress.handed_over:
@@ -864,7 +907,7 @@ async def close_shielded(stream: ChunkStream) -> None:
     except StopIteration:
         return
     with anyio.CancelScope(shield=True):
-        await _drive(step, suspended_on=suspended_on)
+        await Resumed(step, suspended_on)
 
 
 def status_noted(send: Send, progress: StreamProgress, call: Call | None = None, request_headers: Any = None) -> Send:
@@ -906,12 +949,15 @@ class NotedSend:
         await self.send(message)
 
 
-async def open_stream(call: Call) -> ChunkStream:
+async def open_stream(call: Call, progress: timing.RequestTiming) -> ChunkStream:
     """`call.open()`, with any exception outside the contract (a bug, an SDK surprise)
     answered as a 502 `upstream_error` rather than a bare 500. A call opens once: the opener
     is let go, and with it what it holds (the decoded request, a passthrough's body), which
-    an open stream would otherwise keep for as long as it streams."""
+    an open stream would otherwise keep for as long as it streams. `progress` is in
+    `REQUEST_TIMING` while it opens (the upstream transport notes its timestamps there), and
+    only then: the token and the context it sets are not kept by an open stream."""
     opener = call.open
+    timing_token = timing.REQUEST_TIMING.set(progress)
     try:
         return await opener()
     except GatewayError:
@@ -920,6 +966,7 @@ async def open_stream(call: Call) -> ChunkStream:
         log.exception("opening the %s upstream failed", call.provider)
         raise UpstreamError("the gateway failed while opening the upstream", provider=call.provider) from None
     finally:
+        timing.REQUEST_TIMING.reset(timing_token)
         call.open = opened_already
         if isinstance(opener, RoutedOpen):
             call.serve(opener)

@@ -3,7 +3,7 @@
 `RequestTiming` holds a request's timestamps (`time.monotonic()`): when it reached the
 gateway, when its first upstream request was about to be written, when the upstream's
 response head arrived, when our response head went out. The pipeline makes one per request
-(`pipeline.StreamProgress` is one) and puts it in `REQUEST_TIMING` while the request runs;
+(`pipeline.StreamProgress` is one) and puts it in `REQUEST_TIMING` while the upstream is opened;
 the upstream transport (`upstream_http.py`) finds it there and notes its two timestamps,
 so no adapter has to pass anything along. From them: the `Server-Timing` header of every
 chat answer, and the `streamgate_gateway_overhead_seconds` histogram.

@@ -1,4 +1,4 @@
-"""`pipeline` up close: the garbage a request leaves, the client watcher, the keep-alive timer, `next_or_flush`."""
+"""`pipeline` up close: the garbage a request leaves, the client watcher, the keep-alive timer, the stream pump."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from streamgate import sse
-from streamgate.chat_types import StreamChunk
-from streamgate.pipeline import ClientWatch, Heartbeats, StreamProgress, next_or_flush
+from streamgate.chat_types import FinishReason, StreamChunk
+from streamgate.dialects.native import NativeFrames
+from streamgate.pipeline import SSE_HEAD, ClientWatch, Heartbeats, Resumed, StreamProgress, stream_chunks
 
 
 def test_a_request_s_client_watch_leaves_no_reference_cycle() -> None:
@@ -147,60 +148,116 @@ def test_keep_alives_share_one_timer_and_follow_each_stream_s_silence() -> None:
         assert all(heartbeat_s * 0.9 <= gap < heartbeat_s * 1.5 for gap in gaps), gaps
 
 
-def test_next_or_flush_flushes_only_before_a_wait() -> None:
-    """A chunk from bytes already read comes back without a flush; a chunk the upstream
-    must be waited for flushes first, once; the end is StopAsyncIteration."""
+def test_stream_chunks_joins_ready_frames_and_sends_them_before_a_wait() -> None:
+    """The head first; chunks from bytes already read join one `send`; a chunk the
+    upstream must be waited for sends the pending frames first, once; then the rest and
+    the end in the last `send`."""
     events: list[str] = []
+    sent: list[dict[str, Any]] = []
     upstream = asyncio.Event()
 
     async def chunks() -> AsyncGenerator[StreamChunk, None]:
         yield StreamChunk(content="ready", finish_reason=None, model="m", provider="p")
+        yield StreamChunk(content="also", finish_reason=None, model="m", provider="p")
         await upstream.wait()
         events.append("waited")
         yield StreamChunk(content="late", finish_reason=None, model="m", provider="p")
+        yield StreamChunk(content="", finish_reason=FinishReason.STOP, model="m", provider="p")
 
-    async def flush() -> None:
-        events.append("flushed")
-        asyncio.get_running_loop().call_soon(upstream.set)
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message.get("more_body"):
+            events.append("sent")
+            asyncio.get_running_loop().call_soon(upstream.set)
 
-    async def main() -> None:
-        stream = chunks()
-        first = await next_or_flush(stream, flush)
-        assert first.content == "ready" and events == []
-        second = await next_or_flush(stream, flush)
-        assert second.content == "late" and events == ["flushed", "waited"]
-        with pytest.raises(StopAsyncIteration):
-            await next_or_flush(stream, flush)
-
-    asyncio.run(main())
+    progress = StreamProgress()
+    pump = stream_chunks(chunks(), NativeFrames("m", "p"), send, progress, SSE_HEAD)  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(pump, 5))  # a pump that waits before sending would wait forever
+    assert events == ["sent", "waited"]
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body", "http.response.body"]
+    assert sent[0]["status"] == progress.status == 200
+    first, last = sent[1]["body"], sent[2]["body"]
+    assert first.count(b"event: message") == 2 and b'"ready"' in first and b'"also"' in first
+    assert b'"late"' in last and b'"stop"' in last and last.endswith(NativeFrames("m", "p").done())
+    assert sent[2]["more_body"] is False and progress.frames_sent == 4 and not progress.streaming
 
 
 @pytest.mark.parametrize("where", ["waiting", "flushing"])
-def test_next_or_flush_passes_a_cancellation_on_to_the_upstream(where: str) -> None:
-    """Cancelled while waiting for the upstream, or while flushing before that wait: the
-    chunk generator sees the cancellation (its upstream is let go), and so does the caller."""
+def test_stream_chunks_passes_a_cancellation_on_to_the_upstream(where: str) -> None:
+    """The client gone while the pump waits for the upstream, or while it sends the frames
+    pending before that wait: the chunk generator sees the cancellation (its upstream is
+    let go), and so does the caller."""
     seen: list[str] = []
-    flushing = asyncio.Event()
+    reached = asyncio.Event()
 
     async def chunks() -> AsyncGenerator[StreamChunk, None]:
+        yield StreamChunk(content="ready", finish_reason=None, model="m", provider="p")
         try:
+            if where == "waiting":
+                reached.set()
             await asyncio.Event().wait()
             yield StreamChunk(content="never", finish_reason=None, model="m", provider="p")
         except asyncio.CancelledError:
             seen.append("cancelled")
             raise
 
-    async def flush() -> None:
-        if where == "flushing":
-            await flushing.wait()
+    async def send(message: dict[str, Any]) -> None:
+        if where == "flushing" and message.get("more_body"):
+            reached.set()
+            await asyncio.Event().wait()
 
     async def main() -> None:
-        task = asyncio.get_running_loop().create_task(next_or_flush(chunks(), flush))  # type: ignore[arg-type]
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        progress = StreamProgress()
+        progress.client_gone = True  # the cancellation is the client leaving: it ends the pump
+        pump = stream_chunks(chunks(), NativeFrames("m", "p"), send, progress)  # type: ignore[arg-type]
+        task = asyncio.get_running_loop().create_task(pump)
+        await reached.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 5))
     assert seen == ["cancelled"]
+
+
+def test_resumed_awaits_the_rest_of_a_step_started_by_hand() -> None:
+    """`Resumed` hands on what the step suspended on, then its result; a cancellation and
+    a close reach the step, as `yield from` would pass them on."""
+    seen: list[str] = []
+    steps: list[Any] = []  # held here: a step let go would be closed by the collector anyway
+
+    async def inner(future: asyncio.Future[str]) -> str:
+        try:
+            return await future
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        finally:
+            seen.append("left")
+
+    async def resumed(future: asyncio.Future[str]) -> str:
+        step = inner(future).__await__()
+        steps.append(step)
+        suspended_on = step.send(None)
+        assert suspended_on is future
+        return await Resumed(step, suspended_on)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        loop.call_soon(future.set_result, "value")
+        assert await resumed(future) == "value" and seen == ["left"]
+
+        task = loop.create_task(resumed(loop.create_future()))
+        await asyncio.sleep(0)  # the task runs to its wait (a step of its own: not a wait for a condition)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == ["left", "cancelled", "left"]
+
+        closed = resumed(loop.create_future())
+        closed.send(None)  # suspended on the future
+        closed.close()
+        assert seen == ["left", "cancelled", "left", "left"]
+
+    asyncio.run(asyncio.wait_for(main(), 5))
