@@ -22,8 +22,9 @@ connection is closed instead.
 Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
 `KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
 client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
-`request.extensions` (connect; read = the longest wait for the next bytes; pool = the
-wait for a free connection), never a total. TLS trusts `httpx2.create_ssl_context()`
+`request.extensions` (connect; read = the longest wait for the next bytes, kept for an
+open body by one timer per event loop, `_ReadWatchdog`; pool = the wait for a free
+connection), never a total. TLS trusts `httpx2.create_ssl_context()`
 (the system's store, or `SSL_CERT_FILE`). Proxies come from the environment
 (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`; not `ALL_PROXY`), read once per origin:
 aiohttp's own `trust_env` reads them, and `.netrc`, in a thread for every request. An
@@ -275,7 +276,10 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             if attempt is not None:
                 attempt.end(response.status, None)
         read_timeout = timeout.sock_read
-        raw_body = _BodyStream(response, _ReadWatchdog.of(loop, read_timeout) if read_timeout else None)
+        watchdog = None
+        if read_timeout and not response.content.is_eof():  # a body that came with its head waits for nothing
+            watchdog = _ReadWatchdog.of(loop, read_timeout)
+        raw_body = _BodyStream(response, watchdog)
         stream: httpx2.AsyncByteStream = raw_body
         raw_headers: Any = response.raw_headers
         if not _is_event_stream(response):  # read whole by someone: bounded, decompressed here
@@ -336,11 +340,12 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 except BaseException:
                     response.close()
                     raise
-                # aiohttp re-arms a timer on every read of the body; `_ReadWatchdog` watches
-                # the body's reads instead (with its read timeout None, `start_timeout` only
-                # cancels the pending timer, and no read arms one)
-                protocol.read_timeout = None
-                protocol.start_timeout()
+                if not response.content.is_eof():
+                    # aiohttp re-arms a timer on every read of the body; `_ReadWatchdog`
+                    # watches the body's reads instead (with its read timeout None,
+                    # `start_timeout` only cancels the pending timer, and no read arms one)
+                    protocol.read_timeout = None
+                    protocol.start_timeout()
                 return response, loop
             except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError):
                 connection.close()
@@ -529,7 +534,7 @@ class _ReadWatchdog:
     is read: a tick that finds a read waiting with no new bytes since an earlier tick at
     least `timeout` before fails it, so a silent upstream fails between `timeout` and
     `timeout + timeout / 16` into the wait. A body costs its read two attribute stores, no
-    clock read. Gone once no body is left."""
+    clock read. Gone at the first tick that finds no body left."""
 
     __slots__ = ("bodies", "loop", "tick_s", "timeout_s", "timer")
 
@@ -555,15 +560,13 @@ class _ReadWatchdog:
         self.bodies.add(body)
         if self.timer is None:
             self.timer = self.loop.call_later(self.tick_s, self._tick)
-            # gone if all bodies left since this one opened (then one more timer, at worst)
+            # gone if its timer stopped since this body opened (then one more timer, at worst)
             self.running.setdefault((self.loop, self.timeout_s), self)
 
     def discard(self, body: _BodyStream) -> None:
+        """`body` no longer watched; the timer stops at its next tick if no body is left (not
+        cancelled now: a new request would arm it again, a timer per request at c=1)."""
         self.bodies.discard(body)
-        if not self.bodies:
-            if self.timer is not None:
-                self.timer.cancel()
-            self._stop()
 
     def _tick(self) -> None:
         now = self.loop.time()

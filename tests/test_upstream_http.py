@@ -444,6 +444,19 @@ async def test_stall_mid_body_is_read_timeout(http: httpx2.AsyncClient) -> None:
         await eventually(lambda: upstream.eofs == 1)
 
 
+def watched_bodies() -> int:
+    """Bodies `_ReadWatchdog` watches in this event loop."""
+    loop = asyncio.get_running_loop()
+    return sum(len(dog.bodies) for key, dog in _ReadWatchdog.running.items() if key[0] is loop)
+
+
+async def watchdog_gone() -> None:
+    """No body watched now, and the watchdog's timer stopped at its next tick (0.2 / 16 s)."""
+    loop = asyncio.get_running_loop()
+    assert watched_bodies() == 0
+    await eventually(lambda: not [key for key in _ReadWatchdog.running if key[0] is loop])
+
+
 def pieces_then(gaps: list[float], end: bool) -> Respond:
     """An SSE head, then one piece after each of `gaps` (s), then its end if `end`, else silence."""
 
@@ -478,7 +491,7 @@ async def test_a_body_that_goes_silent_mid_stream_fails_within_the_read_timeout_
         assert b"".join(received) == b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n"
         assert 0.2 <= waited < 0.2 + 0.0125 + 0.05  # 0.05: the loop's own lateness
         await eventually(lambda: upstream.eofs == 1)  # the connection was closed, not pooled
-    assert not [key for key in _ReadWatchdog.running if key[0] is asyncio.get_running_loop()]
+    await watchdog_gone()
 
 
 async def test_a_slow_consumer_does_not_trip_the_read_timeout(http: httpx2.AsyncClient) -> None:
@@ -499,11 +512,6 @@ async def test_a_slow_consumer_does_not_trip_the_read_timeout(http: httpx2.Async
 async def test_bodies_leaving_every_way_leave_the_read_watchdog_empty(http: httpx2.AsyncClient) -> None:
     """Read to the end, closed mid-body, timed out, cancelled while waiting: no body stays
     registered and the watchdog's timer is gone with the last one."""
-    loop = asyncio.get_running_loop()
-
-    def watched() -> int:
-        return sum(len(dog.bodies) for key, dog in _ReadWatchdog.running.items() if key[0] is loop)
-
     async with Upstream(pieces_then([0.0, 0.05], end=False)) as upstream:
 
         async def one(n: int) -> None:
@@ -518,7 +526,7 @@ async def test_bodies_leaving_every_way_leave_the_read_watchdog_empty(http: http
                     reading = asyncio.ensure_future(body.__anext__())
                     await reading
                     reading = asyncio.ensure_future(body.__anext__())
-                    await eventually(lambda: watched() > 0)
+                    await eventually(lambda: watched_bodies() > 0)
                     reading.cancel()
                     with pytest.raises(asyncio.CancelledError):
                         await reading
@@ -529,8 +537,7 @@ async def test_bodies_leaving_every_way_leave_the_read_watchdog_empty(http: http
 
         await asyncio.gather(*(one(n) for n in range(40)))
         assert upstream.accepts == 40
-    assert watched() == 0
-    assert not [key for key in _ReadWatchdog.running if key[0] is loop]
+    await watchdog_gone()
 
 
 async def test_a_body_that_ends_in_an_error_leaves_the_read_watchdog_before_it_is_closed(
@@ -542,7 +549,7 @@ async def test_a_body_that_ends_in_an_error_leaves_the_read_watchdog_before_it_i
             with raises_exactly(httpx2.ReadError):
                 async for _ in body:
                     pass
-            assert not [key for key in _ReadWatchdog.running if key[0] is asyncio.get_running_loop()]
+            assert watched_bodies() == 0
 
 
 async def test_bodies_read_to_their_end_leave_the_read_watchdog_empty(http: httpx2.AsyncClient) -> None:
@@ -551,7 +558,7 @@ async def test_bodies_read_to_their_end_leave_the_read_watchdog_empty(http: http
             async with http.stream("GET", upstream.url, timeout=READ_TIMEOUT_0_2) as response:
                 assert await response.aread() == b"data: 1\n\ndata: 2\n\n"
         assert upstream.accepts == 1
-    assert not [key for key in _ReadWatchdog.running if key[0] is asyncio.get_running_loop()]
+    await watchdog_gone()
 
 
 @pytest.mark.parametrize(
