@@ -17,7 +17,11 @@ Why each is used (the public API has no equivalent that keeps the hot path thin)
   `set_response_params`, `ClientRequest.send`, `ClientResponse.start`), and the
   `ClientRequest` steps its `__init__` calls, overridden (`update_headers`,
   `update_auto_headers`, `update_body_from_data`: the headers given, sent with the body in
-  one write by `StreamWriter`) (upstream_http.py: CPU and latency per request).
+  one write by `StreamWriter`) (upstream_http.py: CPU and latency per request); the
+  protocol's `read_timeout` set to None and `start_timeout` once the head is read (its
+  pending read timer dropped: no timer re-armed per read of a body), and its
+  `set_exception` when `_ReadWatchdog` fails a read as aiohttp's timer would
+  (upstream_http.py: CPU per read, memory per open stream).
 - uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit).
 """
 
@@ -41,6 +45,9 @@ PRIVATE_MEMBERS: tuple[tuple[str, str, str], ...] = (
     ("aiohttp", "aiohttp", "TCPConnector._get"),
     ("aiohttp", "aiohttp", "BaseConnector.connect"),
     ("aiohttp", "aiohttp.client_proto", "ResponseHandler.set_response_params"),
+    ("aiohttp", "aiohttp.client_proto", "ResponseHandler.start_timeout"),
+    ("aiohttp", "aiohttp.client_proto", "ResponseHandler.set_exception"),
+    ("aiohttp", "aiohttp.client_proto", "ResponseHandler.read_timeout"),
     ("aiohttp", "aiohttp", "ClientRequest.update_headers"),
     ("aiohttp", "aiohttp", "ClientRequest.update_auto_headers"),
     ("aiohttp", "aiohttp", "ClientRequest.update_body_from_data"),

@@ -22,8 +22,9 @@ connection is closed instead.
 Connections are pooled per origin (`MAX_CONNECTIONS_PER_ORIGIN`, idle ones closed after
 `KEEPALIVE_EXPIRY_S`); a response closed before its end closes its connection, so a
 client that leaves frees the upstream at once. Timeouts are the ones `httpx2` puts in
-`request.extensions` (connect; read = the longest wait for the next bytes; pool = the
-wait for a free connection), never a total. TLS trusts `httpx2.create_ssl_context()`
+`request.extensions` (connect; read = the longest wait for the next bytes, kept for an
+open body by one timer per event loop, `_ReadWatchdog`; pool = the wait for a free
+connection), never a total. TLS trusts `httpx2.create_ssl_context()`
 (the system's store, or `SSL_CERT_FILE`). Proxies come from the environment
 (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`; not `ALL_PROXY`), read once per origin:
 aiohttp's own `trust_env` reads them, and `.netrc`, in a thread for every request. An
@@ -40,7 +41,7 @@ import gc
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 import httpx2
@@ -185,7 +186,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         if missing := set(_Request.STEPS) - set(aiohttp.ClientRequest.__init__.__code__.co_names):
             raise mismatch("aiohttp", f"ClientRequest.__init__ calling {', '.join(sorted(missing))}")
         require_internals("aiohttp", aiohttp.ClientResponse, ("start", "close"))
-        require_internals("aiohttp", ResponseHandler, ("set_response_params", "start_timeout"))
+        require_internals("aiohttp", ResponseHandler, ("set_response_params", "start_timeout", "set_exception"))
         require_internals("aiohttp", StreamWriter, ("write_headers", "write_eof"))
         self._keepalive_expiry = keepalive_expiry
         self._connector: _Connector | None = None
@@ -265,7 +266,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 headers.extend(traced)
         try:
             with _MAPPED_ERRORS:
-                response = await self._send(method, url, headers, body, timeout)
+                response, loop = await self._send(method, url, headers, body, timeout)
         except BaseException as error:
             if attempt is not None:
                 attempt.end(None, error)
@@ -274,7 +275,11 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             timing.upstream_head_at = time.monotonic()
             if attempt is not None:
                 attempt.end(response.status, None)
-        raw_body = _BodyStream(response)
+        read_timeout = timeout.sock_read
+        watchdog = None
+        if read_timeout and not response.content.is_eof():  # a body that came with its head waits for nothing
+            watchdog = _ReadWatchdog.of(loop, read_timeout)
+        raw_body = _BodyStream(response, watchdog)
         stream: httpx2.AsyncByteStream = raw_body
         raw_headers: Any = response.raw_headers
         if not _is_event_stream(response):  # read whole by someone: bounded, decompressed here
@@ -295,12 +300,14 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         headers: multidict.CIMultiDict[str],
         body: bytes,
         timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
+    ) -> tuple[aiohttp.ClientResponse, asyncio.AbstractEventLoop]:
         """What `ClientSession._request` does for a request of ours, and nothing more: a
         connection from the pool (or a new one, within the connect timeouts), the response
         parser set with aiohttp's bounds and the read timeout, the request written, the
-        answer's head read. An idempotent request whose connection dropped before the
-        answer goes once more (as aiohttp's `ClientSession` does), never a `POST`."""
+        answer's head read (then aiohttp's read timer is stopped: the body's reads are
+        watched by `_ReadWatchdog`); the response and its event loop. An idempotent request
+        whose connection dropped before the answer goes once more (as aiohttp's
+        `ClientSession` does), never a `POST`."""
         if url.scheme not in ("http", "https"):
             raise aiohttp.NonHttpUrlClientError(url)
         connector = self._connector or self._open_connector()
@@ -329,10 +336,17 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 )
                 response = await request.send(connection)
                 try:
-                    return await response.start(connection)
+                    await response.start(connection)
                 except BaseException:
                     response.close()
                     raise
+                if not response.content.is_eof():
+                    # aiohttp re-arms a timer on every read of the body; `_ReadWatchdog`
+                    # watches the body's reads instead (with its read timeout None,
+                    # `start_timeout` only cancels the pending timer, and no read arms one)
+                    protocol.read_timeout = None
+                    protocol.start_timeout()
+                return response, loop
             except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError):
                 connection.close()
                 if not again:
@@ -452,28 +466,133 @@ class _Connector(aiohttp.TCPConnector):
 
 class _BodyStream(httpx2.AsyncByteStream):
     """The response body as it arrives. Read to its end, its connection goes back to the
-    pool; closed before its end, its connection is closed."""
+    pool; closed before its end, its connection is closed. Its read timeout is kept by
+    `watchdog` (while the body is read), which fails a read that waits longer."""
 
-    __slots__ = ("_response", "closed", "encoded")
+    __slots__ = ("_response", "closed", "encoded", "reader", "seen", "waiting", "waiting_since", "watchdog")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, watchdog: _ReadWatchdog | None) -> None:
         self._response = response
         #: Whether the body is content-encoded (then httpx2 decodes it: `response_body`).
         self.encoded = "content-encoding" in response.headers
         #: Called once when the body is let go (`on_close`).
         self.closed: Callable[[], None] | None = None
+        self.reader = response.content
+        self.watchdog = watchdog
+        #: Whether a read waits for the upstream's next bytes now (not our consumer).
+        self.waiting = False
+        #: The watchdog's: the body's bytes at its last look, and since when (its clock) a
+        #: read has waited with no new bytes (0.0: none seen waiting).
+        self.seen = 0
+        self.waiting_since = 0.0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        read = self._response.content.readany  # b"" at the end (`iter_any` is one more layer per read)
-        with _MAPPED_ERRORS:
-            while data := await read():
-                yield data
+        read = self.reader.readany  # b"" at the end (`iter_any` is one more layer per read)
+        watchdog = self.watchdog
+        if watchdog is None:
+            with _MAPPED_ERRORS:
+                while data := await read():
+                    yield data
+            return
+        watchdog.add(self)
+        try:
+            with _MAPPED_ERRORS:
+                while True:
+                    self.waiting = True
+                    data = await read()
+                    self.waiting = False
+                    if not data:
+                        return
+                    yield data
+        finally:
+            self.waiting = False
+            watchdog.discard(self)
+
+    def time_out(self) -> None:
+        """Fail the waiting read as aiohttp's read timer would: `SocketTimeoutError` on the
+        body (raised as httpx2's `ReadTimeout`), the connection marked to close."""
+        error = aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+        protocol = self._response.connection.protocol if self._response.connection is not None else None
+        if protocol is not None:
+            protocol.set_exception(error)
+        self.reader.set_exception(error)
 
     async def aclose(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.discard(self)
         self._response.close()  # a no-op once the body was read to its end (then pooled)
         closed, self.closed = self.closed, None
         if closed is not None:
             closed()
+
+
+class _ReadWatchdog:
+    """The read timeout of every open body (`_BodyStream`) of one event loop and one
+    timeout, under one timer instead of aiohttp's timer per connection, re-armed on every
+    read. Only a read waiting for the upstream counts (as aiohttp's `sock_read`): a body
+    whose consumer is slow is not waiting. The timer ticks every `timeout / 16` while a body
+    is read: a tick that finds a read waiting with no new bytes since an earlier tick at
+    least `timeout` before fails it, so a silent upstream fails between `timeout` and
+    `timeout + timeout / 16` into the wait. A body costs its read two attribute stores, no
+    clock read. Gone at the first tick that finds no body left."""
+
+    __slots__ = ("bodies", "loop", "tick_s", "timeout_s", "timer")
+
+    #: Per event loop and read timeout (one loop per server, several in the tests).
+    running: ClassVar[dict[tuple[asyncio.AbstractEventLoop, float], _ReadWatchdog]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self.loop = loop
+        self.timeout_s = timeout_s
+        self.tick_s = timeout_s / 16
+        self.bodies: set[_BodyStream] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, timeout_s: float) -> _ReadWatchdog:
+        watchdog = cls.running.get((loop, timeout_s))
+        if watchdog is None:
+            watchdog = cls.running[loop, timeout_s] = cls(loop, timeout_s)
+        return watchdog
+
+    def add(self, body: _BodyStream) -> None:
+        body.waiting_since = 0.0
+        self.bodies.add(body)
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.tick_s, self._tick)
+            # gone if its timer stopped since this body opened (then one more timer, at worst)
+            self.running.setdefault((self.loop, self.timeout_s), self)
+
+    def discard(self, body: _BodyStream) -> None:
+        """`body` no longer watched; the timer stops at its next tick if no body is left (not
+        cancelled now: a new request would arm it again, a timer per request at c=1)."""
+        self.bodies.discard(body)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        expired: list[_BodyStream] = []
+        for body in self.bodies:
+            if not body.waiting:
+                body.waiting_since = 0.0
+                continue
+            total = body.reader.total_bytes
+            if total != body.seen or not body.waiting_since:
+                body.seen = total
+                body.waiting_since = now  # the wait began at the latest now
+            elif now - body.waiting_since >= self.timeout_s:
+                expired.append(body)
+        for body in expired:
+            self.bodies.discard(body)
+            body.time_out()
+        if self.bodies:
+            self.timer = self.loop.call_later(self.tick_s, self._tick)
+        else:
+            self._stop()
+
+    def _stop(self) -> None:
+        self.timer = None
+        if self.running.get((self.loop, self.timeout_s)) is self:
+            del self.running[self.loop, self.timeout_s]
 
 
 def _is_event_stream(response: aiohttp.ClientResponse) -> bool:

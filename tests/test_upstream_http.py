@@ -31,7 +31,7 @@ import openai
 import pytest
 import trustme
 import yarl
-from streamgate.upstream_http import UpstreamTransport, response_body, sdk_http_client
+from streamgate.upstream_http import UpstreamTransport, _ReadWatchdog, response_body, sdk_http_client
 from support import closed_port, settings
 from wire_openai import SSE_HEAD, completion, http_chunk, split
 
@@ -442,6 +442,123 @@ async def test_stall_mid_body_is_read_timeout(http: httpx2.AsyncClient) -> None:
                     received.append(piece)
         assert received == [b"data: 1\n\n"]
         await eventually(lambda: upstream.eofs == 1)
+
+
+def watched_bodies() -> int:
+    """Bodies `_ReadWatchdog` watches in this event loop."""
+    loop = asyncio.get_running_loop()
+    return sum(len(dog.bodies) for key, dog in _ReadWatchdog.running.items() if key[0] is loop)
+
+
+async def watchdog_gone() -> None:
+    """No body watched now, and the watchdog's timer stopped at its next tick (0.2 / 16 s)."""
+    loop = asyncio.get_running_loop()
+    assert watched_bodies() == 0
+    await eventually(lambda: not [key for key in _ReadWatchdog.running if key[0] is loop])
+
+
+def pieces_then(gaps: list[float], end: bool) -> Respond:
+    """An SSE head, then one piece after each of `gaps` (s), then its end if `end`, else silence."""
+
+    async def respond(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(SSE_HEAD)
+        for n, gap in enumerate(gaps):
+            await asyncio.sleep(gap)
+            writer.write(http_chunk(b"data: %d\n\n" % n))
+            await writer.drain()
+        if end:
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    return respond
+
+
+async def test_a_body_that_goes_silent_mid_stream_fails_within_the_read_timeout_and_one_tick(
+    http: httpx2.AsyncClient,
+) -> None:
+    """Bytes every 0.1 s (each gap under the 0.2 s read timeout: no error), then silence:
+    `_ReadWatchdog` fails the waiting read 0.2 s to 0.2 s + one tick (0.0125 s) later."""
+    async with Upstream(pieces_then([0.0, 0.1, 0.1, 0.1], end=False)) as upstream:
+        received: list[bytes] = []
+        async with http.stream("GET", upstream.url, timeout=READ_TIMEOUT_0_2) as response:
+            body, _ = response_body(response)
+            with raises_exactly(httpx2.ReadTimeout):
+                async for piece in body:
+                    received.append(piece)
+                    last = time.monotonic()
+            waited = time.monotonic() - last
+        assert b"".join(received) == b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n"
+        assert 0.2 <= waited < 0.2 + 0.0125 + 0.05  # 0.05: the loop's own lateness
+        await eventually(lambda: upstream.eofs == 1)  # the connection was closed, not pooled
+    await watchdog_gone()
+
+
+async def test_a_slow_consumer_does_not_trip_the_read_timeout(http: httpx2.AsyncClient) -> None:
+    """Only a read waiting for the upstream counts: a consumer that holds a piece for 0.5 s
+    (over the 0.2 s read timeout) while the upstream's next bytes are already there or
+    come within 0.15 s gets the whole body."""
+    async with Upstream(pieces_then([0.0, 0.15, 0.15], end=True)) as upstream:
+        received: list[bytes] = []
+        async with http.stream("GET", upstream.url, timeout=READ_TIMEOUT_0_2) as response:
+            body, _ = response_body(response)
+            async for piece in body:
+                received.append(piece)
+                await asyncio.sleep(0.5)  # the slow consumer (a client reading slowly)
+        assert b"".join(received) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        assert upstream.accepts == 1
+
+
+async def test_bodies_leaving_every_way_leave_the_read_watchdog_empty(http: httpx2.AsyncClient) -> None:
+    """Read to the end, closed mid-body, timed out, cancelled while waiting: no body stays
+    registered and the watchdog's timer is gone with the last one."""
+    async with Upstream(pieces_then([0.0, 0.05], end=False)) as upstream:
+
+        async def one(n: int) -> None:
+            async with http.stream("GET", upstream.url, timeout=READ_TIMEOUT_0_2) as response:
+                body, release = response_body(response)
+                if n % 4 == 0:  # closed mid-body
+                    await body.__anext__()
+                    await release()
+                elif n % 4 == 1:  # cancelled while waiting for the upstream
+                    reading = asyncio.ensure_future(body.__anext__())
+                    await reading
+                    reading = asyncio.ensure_future(body.__anext__())
+                    await reading
+                    reading = asyncio.ensure_future(body.__anext__())
+                    await eventually(lambda: watched_bodies() > 0)
+                    reading.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await reading
+                else:  # timed out
+                    with raises_exactly(httpx2.ReadTimeout):
+                        async for _ in body:
+                            pass
+
+        await asyncio.gather(*(one(n) for n in range(40)))
+        assert upstream.accepts == 40
+    await watchdog_gone()
+
+
+async def test_a_body_that_ends_in_an_error_leaves_the_read_watchdog_before_it_is_closed(
+    http: httpx2.AsyncClient,
+) -> None:
+    async with Upstream(answer(chunked(b"data: 1\n\n", end=False), close=True)) as upstream:
+        async with http.stream("GET", upstream.url, timeout=READ_TIMEOUT_0_2) as response:
+            body, _ = response_body(response)
+            with raises_exactly(httpx2.ReadError):
+                async for _ in body:
+                    pass
+            assert watched_bodies() == 0
+
+
+async def test_bodies_read_to_their_end_leave_the_read_watchdog_empty(http: httpx2.AsyncClient) -> None:
+    async with Upstream(answer(chunked(b"data: 1\n\n", b"data: 2\n\n"))) as upstream:
+        for _ in range(20):
+            async with http.stream("GET", upstream.url, timeout=READ_TIMEOUT_0_2) as response:
+                assert await response.aread() == b"data: 1\n\ndata: 2\n\n"
+        assert upstream.accepts == 1
+    await watchdog_gone()
 
 
 @pytest.mark.parametrize(
