@@ -427,14 +427,15 @@ class BlockingReads:
                 if key == self.wake_key:
                     self.wake_cursor = entries[-1][0]
                     continue
+                read_from = entry_id(streams[key])
                 for waiter in self.waiters.get(key, ()):
-                    if waiter.cursor == streams[key]:
+                    after = entry_id(waiter.cursor)
+                    if after < read_from:  # came during this read, from further back: the next read has it
+                        continue
+                    if after == read_from:
                         settle(waiter.future, entries)
-                    else:
-                        after = entry_id(waiter.cursor)
-                        newer = [entry for entry in entries if entry_id(entry[0]) > after]
-                        if newer:
-                            settle(waiter.future, newer)
+                    elif newer := [entry for entry in entries if entry_id(entry[0]) > after]:
+                        settle(waiter.future, newer)
 
 
 def settle(future: asyncio.Future[Entries], entries: Entries) -> None:

@@ -21,12 +21,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import redis.asyncio
 from processes import KEYS, ROOT, RedisServer, free_port, gateways, running_redis
 from resumable import resume_from, start
 from streamgate import sse
 from streamgate.app import create_app
 from streamgate.providers.echo import EchoAdapter
-from streamgate.stream_store import MAX_CONNECTIONS
+from streamgate.stream_store import MAX_CONNECTIONS, BlockingReads
 from support import serve, settings
 
 HEARTBEAT_S = 1.0
@@ -265,3 +266,35 @@ def test_many_readers_of_ones_own_stream_cannot_break_another_users_stream(share
     assert all(text_of(raw) == mine for raw in read)
     assert len(set(read)) == 1
     assert used <= MAX_CONNECTIONS + 1  # the pool, and the one blocking reader
+
+
+def test_a_reader_that_joins_during_a_blocking_read_from_further_back_misses_no_entry(
+    shared_redis: RedisServer,
+) -> None:
+    """One `XREAD BLOCK` serves every waiting reader. A reader that starts waiting while it
+    is under way, from an older entry than it names, must not be handed only what that read
+    returns (the entries in between would be lost): the next read serves it."""
+
+    async def scenario() -> list[bytes]:
+        shared = redis.asyncio.Redis.from_url(shared_redis.url)
+        reads = BlockingReads(redis.asyncio.Redis.from_url(shared_redis.url, single_connection_client=True), shared)
+        key = b"test:blocking-reads:" + os.urandom(4).hex().encode()
+        ids = [await shared.xadd(key, {b"n": str(n).encode()}) for n in range(5)]
+        runner = asyncio.get_running_loop().create_task(reads.run())
+        try:
+            latest = asyncio.ensure_future(reads.wait(key, ids[-1], 10))  # the read names the newest entry
+            while reads.reading is None:
+                await asyncio.sleep(0.001)
+            reads.woken = True  # the wake-up of the next reader has not landed yet
+            behind = asyncio.ensure_future(reads.wait(key, ids[0], 10))
+            await asyncio.sleep(0.01)
+            await shared.xadd(key, {b"n": b"5"})  # the read under way returns this entry alone
+            await latest
+            return [fields[b"n"] for _, fields in await behind]
+        finally:
+            runner.cancel()
+            await shared.delete(key)
+            await shared.aclose()
+            await reads.blocking.aclose()
+
+    assert asyncio.run(scenario()) == [b"1", b"2", b"3", b"4", b"5"]
