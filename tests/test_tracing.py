@@ -501,23 +501,11 @@ def test_the_sdks_sampler_decides(monkeypatch: Any) -> None:
     still goes upstream (not sampled); under a sampled client parent, parent-based sampling
     records the request and its attempt."""
     import yarl
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from streamgate.pipeline import Call, StreamProgress
-    from streamgate.tracing import Tracer
 
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
-    ended: list[Any] = []
-
-    class Keep(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            ended.extend(spans)
-            return SpanExportResult.SUCCESS
-
-    tracer = Tracer.from_environment(
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "none"}
-    )
-    tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
+    tracer, ended = capturing_tracer(content=False)
     call = Call(provider="openai", model="gpt-4o", open=None, frames=None, streaming=True, send_answer=None)  # type: ignore[arg-type]
     url = yarl.URL("http://127.0.0.1:8080/v1/chat/completions")
     traceparents = []
@@ -535,9 +523,9 @@ def test_the_sdks_sampler_decides(monkeypatch: Any) -> None:
     assert all(span.context.trace_id == int(TRACE_ID, 16) for span in ended)
 
 
-def capturing_tracer() -> tuple[Any, list[Any]]:
-    """A tracer that captures content and keeps the spans it ends (in the list) instead of
-    sending them."""
+def capturing_tracer(*, content: bool = True) -> tuple[Any, list[Any]]:
+    """A tracer (capturing content unless `content=False`) that keeps the spans it ends (in
+    the list) instead of sending them."""
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from streamgate.tracing import Tracer
 
@@ -552,7 +540,7 @@ def capturing_tracer() -> tuple[Any, list[Any]]:
         {
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
             "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true" if content else "false",
         }
     )
     tracer.processor._batch_processor._exporter = Keep()  # type: ignore[union-attr]  # kept here, not sent
