@@ -40,7 +40,7 @@ import asyncio
 import gc
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Literal
 
 import aiohttp
@@ -49,6 +49,7 @@ import multidict
 import yarl
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import get_env_proxy_for_url
+from aiohttp import http_writer
 from aiohttp.http import StreamWriter
 
 from .sdk_internals import mismatch, require_internals
@@ -182,12 +183,13 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, *, keepalive_expiry: float = KEEPALIVE_EXPIRY_S) -> None:
         require_internals("aiohttp", aiohttp.TCPConnector, ("_get", "connect"))  # `_Connector` overrides `_get`
-        require_internals("aiohttp", aiohttp.ClientRequest, ("send", *_Request.STEPS))
+        require_internals("aiohttp", aiohttp.ClientRequest, _Request.STEPS)
         if missing := set(_Request.STEPS) - set(aiohttp.ClientRequest.__init__.__code__.co_names):
             raise mismatch("aiohttp", f"ClientRequest.__init__ calling {', '.join(sorted(missing))}")
         require_internals("aiohttp", aiohttp.ClientResponse, ("start", "close"))
         require_internals("aiohttp", ResponseHandler, ("set_response_params", "start_timeout", "set_exception"))
-        require_internals("aiohttp", StreamWriter, ("write_headers", "write_eof"))
+        require_internals("aiohttp", StreamWriter, ("drain",))
+        require_internals("aiohttp", http_writer, ("_serialize_headers",))
         self._keepalive_expiry = keepalive_expiry
         self._connector: _Connector | None = None
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
@@ -248,13 +250,14 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         headers: multidict.CIMultiDict[str],
         body: bytes,
         timeout: aiohttp.ClientTimeout,
+        template: HeadTemplate | None = None,
     ) -> httpx2.Response:
-        """Send one request: `headers` are this request's own, sent in their order (a
-        trace adds to them; a caller sending the same headers each time keeps a template
-        and passes a `.copy()`), plus `Content-Length`; without a `Host`, the URL's comes
-        first. The response once its head arrived, its body unread. An event stream's body
-        is read as it comes (`response_body`); any other is bounded and decompressed here.
-        The response carries no `request`: whoever words an error from it sets one."""
+        """Send one request: `template`'s headers (the ones a caller sends every time), then
+        `headers`, this request's own (a trace adds to them), in their order, plus
+        `Content-Length`; without a `Host`, the URL's comes first. The response once its
+        head arrived, its body unread. An event stream's body is read as it comes
+        (`response_body`); any other is bounded and decompressed here. The response
+        carries no `request`: whoever words an error from it sets one."""
         timing = REQUEST_TIMING.get()  # a chat request's: its upstream timestamps, its attempt span
         attempt = None
         if timing is not None:
@@ -266,7 +269,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 headers.extend(traced)
         try:
             with _MAPPED_ERRORS:
-                response, loop = await self._send(method, url, headers, body, timeout)
+                response, loop = await self._send(method, url, headers, body, timeout, template)
         except BaseException as error:
             if attempt is not None:
                 attempt.end(None, error)
@@ -300,6 +303,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         headers: multidict.CIMultiDict[str],
         body: bytes,
         timeout: aiohttp.ClientTimeout,
+        template: HeadTemplate | None,
     ) -> tuple[aiohttp.ClientResponse, asyncio.AbstractEventLoop]:
         """What `ClientSession._request` does for a request of ours, and nothing more: a
         connection from the pool (or a new one, within the connect timeouts), the response
@@ -312,10 +316,17 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             raise aiohttp.NonHttpUrlClientError(url)
         connector = self._connector or self._open_connector()
         proxy, proxy_auth = self._proxy(url)
+        if template is not None and proxy is not None:  # aiohttp's proxy connection reads and adds to them
+            headers, template = template.followed_by(headers), None
+        if template is None and "Host" not in headers:
+            first: multidict.CIMultiDict[str] = multidict.CIMultiDict(Host=url.host_port_subcomponent or "")
+            first.extend(headers)
+            headers = first
         loop = asyncio.get_running_loop()
         again = method in _IDEMPOTENT
         while True:
             request = _Request(method, url, headers=headers, data=body, loop=loop, proxy=proxy, proxy_auth=proxy_auth)
+            request.template = template
             try:
                 connection = await connector.connect(request, [], timeout)
             except TimeoutError as error:
@@ -334,7 +345,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                     max_field_size=MAX_HEAD_LINE_BYTES,
                     max_headers=MAX_HEADERS,
                 )
-                response = await request.send(connection)
+                response = await request.write(connection)
                 try:
                     await response.start(connection)
                 except BaseException:
@@ -370,6 +381,44 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             await connector.close()
 
 
+class HeadTemplate:
+    """The headers every request of one caller sends (the SDK's prepared headers), first
+    and in their order, serialized once per request line by aiohttp's serializer (which
+    refuses CR, LF or NUL): per call only that call's own headers and its
+    `Content-Length` are serialized. A header aiohttp refuses fails each request that
+    would send it (`LocalProtocolError`), as a per-call header does."""
+
+    __slots__ = ("_heads", "headers")
+
+    #: Most request lines (method and URL) whose head is kept.
+    MAX_HEADS = 64
+
+    def __init__(self, headers: Iterable[tuple[str, str]]) -> None:
+        self.headers: multidict.CIMultiDict[str] = multidict.CIMultiDict(headers)
+        self._heads: dict[tuple[str, yarl.URL], bytes] = {}
+
+    def head(self, method: str, url: yarl.URL) -> bytes:
+        """The request line and the template's headers (the URL's `Host` first if they have
+        none), with no line end after the last: the call's own lines follow."""
+        head = self._heads.get((method, url))
+        if head is None:
+            headers = self.headers
+            if "Host" not in headers:
+                headers = multidict.CIMultiDict(Host=url.host_port_subcomponent or "")
+                headers.extend(self.headers)
+            head = http_writer._serialize_headers(f"{method} {url.raw_path_qs} HTTP/1.1", headers)[:-4]
+            if len(self._heads) >= self.MAX_HEADS:
+                self._heads.clear()
+            self._heads[method, url] = head
+        return head
+
+    def followed_by(self, headers: multidict.CIMultiDict[str]) -> multidict.CIMultiDict[str]:
+        """The template's headers and then `headers`, as one (a new) `CIMultiDict`."""
+        merged = self.headers.copy()
+        merged.extend(headers)
+        return merged
+
+
 class _Request(aiohttp.ClientRequest):
     """aiohttp's request, but its headers are the ones given (no copy, nothing added but
     `Content-Length`), and its head and body go out in one write from the task that sends
@@ -378,35 +427,47 @@ class _Request(aiohttp.ClientRequest):
     #: The steps of aiohttp's `__init__` overridden here (checked by `UpstreamTransport`).
     STEPS = ("update_headers", "update_auto_headers", "update_body_from_data")
     _content = b""
+    #: Headers sent before `headers` (`HeadTemplate`), or None.
+    template: HeadTemplate | None = None
 
     def update_headers(self, headers: Any) -> None:
-        """`headers` (this request's own `CIMultiDict`) taken as they are; without a `Host`,
-        the URL's first (as aiohttp would)."""
-        if "Host" not in headers:
-            first: multidict.CIMultiDict[str] = multidict.CIMultiDict(Host=self.url.host_port_subcomponent or "")
-            first.extend(headers)
-            headers = first
+        """`headers` (this request's own `CIMultiDict`) taken as they are."""
         self.headers = headers
 
     def update_auto_headers(self, skip_auto_headers: Any) -> None:
         """No header of aiohttp's own (`User-Agent`, `Accept`...): the SDK's only."""
 
     def update_body_from_data(self, body: Any, _stacklevel: int = 3) -> None:
-        """`body` (bytes) kept for `send`, with its length (none for an empty `GET`)."""
+        """`body` (bytes) kept for `write`, with its length (none for an empty `GET`)."""
         self._content = body or b""
         if body or self.method not in self.GET_METHODS:
             self.headers["Content-Length"] = str(len(self._content))
 
-    async def send(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
-        """The head and the body written at once (aiohttp's `StreamWriter` serialises the
-        head and refuses CR, LF or NUL in it), then the read timeout started."""
+    def message(self) -> bytes:
+        """The request's bytes: its head, serialized by aiohttp (a CR, LF or NUL in it
+        refused: `ValueError`), and its body."""
+        url = self.url
+        template = self.template
+        if template is None:
+            target = str(url) if self.proxy is not None and not self.is_ssl() else url.raw_path_qs
+            return http_writer._serialize_headers(f"{self.method} {target} HTTP/1.1", self.headers) + self._content
+        # `_serialize_headers("", h)` is "\r\n", h's lines, "\r\n": the line ends the template's head lacks
+        return b"".join(
+            (template.head(self.method, url), http_writer._serialize_headers("", self.headers), self._content)
+        )
+
+    async def write(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        """The head and the body written at once (waiting, as aiohttp's writer does, while
+        the connection's buffer is over its limit), then the read timeout started."""
         protocol = conn.protocol
         assert protocol is not None
-        writer = StreamWriter(protocol, self.loop)
-        url = self.url
-        target = str(url) if self.proxy is not None and not self.is_ssl() else url.raw_path_qs
-        await writer.write_headers(f"{self.method} {target} HTTP/1.1", self.headers)
-        await writer.write_eof(self._content)
+        message = self.message()
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        transport.write(message)
+        if transport.get_write_buffer_size():  # not all sent at once
+            await StreamWriter(protocol, self.loop).drain()
         protocol.start_timeout()
         response = self.response_class(
             self.method,
@@ -414,16 +475,24 @@ class _Request(aiohttp.ClientRequest):
             writer=None,
             continue100=None,
             timer=self._timer,
-            request_info=tuple.__new__(aiohttp.RequestInfo, (url, self.method, _NO_HEADERS, self.original_url)),
+            request_info=tuple.__new__(aiohttp.RequestInfo, (self.url, self.method, _NO_HEADERS, self.original_url)),
             traces=_NO_TRACES,  # only ever read
             loop=self.loop,
             session=None,  # type: ignore[arg-type]
-            stream_writer=writer,
+            stream_writer=_WRITTEN,  # read for its `output_size` only (the request is written)
         )
         self.response = response  # type: ignore[assignment]  # aiohttp's class default is None
         return response
 
 
+class _Written:
+    """What `ClientResponse` reads of a request already written: no `StreamWriter` made."""
+
+    __slots__ = ()
+    output_size = 0
+
+
+_WRITTEN: Any = _Written()
 _NO_HEADERS: multidict.CIMultiDictProxy[str] = multidict.CIMultiDictProxy(multidict.CIMultiDict())
 _NO_TRACES: list[Any] = []
 

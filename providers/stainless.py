@@ -24,7 +24,7 @@ from .. import keys
 from ..errors import GatewayError, UpstreamError, UpstreamTimeoutError, error_from_status
 from ..sdk_internals import require_internals
 from ..sse import LineTooLongError
-from ..upstream_http import BodyTooLarge, on_close, read_at_most, transport_of
+from ..upstream_http import BodyTooLarge, HeadTemplate, on_close, read_at_most, transport_of
 
 
 class PreparedRequest:
@@ -59,7 +59,7 @@ class PreparedRequest:
         "_direct",
         "_direct_url",
         "_direct_timeout",
-        "_text_headers",
+        "_template",
         "_text_key_headers",
     )
 
@@ -106,8 +106,9 @@ class PreparedRequest:
         else:  # the key's header as the SDK built it, or as an adapter put it back
             self._headers, key_headers = keys.key_headers(self._keys, headers)
             self._key_headers = key_headers or self._key_headers
-        #: What `_attempt` copies per call to the transport (made once: no conversion per call).
-        self._text_headers: multidict.CIMultiDict[str] = multidict.CIMultiDict(_text(self._headers))
+        #: What `_attempt` sends per call through the transport (made once: no conversion
+        #: per call; serialized once by the transport).
+        self._template = HeadTemplate(_text(self._headers))
         self._text_key_headers = tuple(_text(self._key_headers))
 
     def url_for(self, path: str) -> httpx2.URL:
@@ -180,13 +181,11 @@ class PreparedRequest:
         direct = self._direct
         if direct is None:
             return await self._send(self._request(body, headers, method, url, key))
-        sent = self._text_headers.copy()  # this call's own: a trace or a key adds to it
-        if headers:
-            sent.extend(_text(headers))
+        sent: multidict.CIMultiDict[str] = multidict.CIMultiDict(_text(headers))  # this call's own: a trace adds to it
         if key is not None:
             sent.add(*self._text_key_headers[key])
         target = self._direct_url if url is None else yarl.URL(str(url), encoded=True)
-        response = await direct.open(method, target, sent, body, self._direct_timeout)
+        response = await direct.open(method, target, sent, body, self._direct_timeout, self._template)
         if not 200 <= response.status_code < 300:
             response.request = self._request(body, headers, method, url, key)
         return response
