@@ -47,9 +47,9 @@ import aiohttp
 import httpx2
 import multidict
 import yarl
+from aiohttp import http_writer
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import get_env_proxy_for_url
-from aiohttp import http_writer
 from aiohttp.http import StreamWriter
 
 from .sdk_internals import mismatch, require_internals
