@@ -40,6 +40,7 @@ import asyncio
 import gc
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Literal
 
@@ -190,6 +191,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
         require_internals("aiohttp", ResponseHandler, ("set_response_params", "start_timeout", "set_exception"))
         require_internals("aiohttp", StreamWriter, ("drain",))
         require_internals("aiohttp", http_writer, ("_serialize_headers",))
+        _check_queues()
         self._keepalive_expiry = keepalive_expiry
         self._connector: _Connector | None = None
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
@@ -293,7 +295,8 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             stream=stream,
             extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
         )
-        _forget_heads(response)
+        if watchdog is not None:  # open for longer than this call
+            _forget_heads(response)
         return answer
 
     async def _send(
@@ -334,6 +337,8 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             try:
                 protocol = connection.protocol
                 assert protocol is not None
+                if type(protocol._buffer) is deque:  # a new connection's
+                    protocol._buffer = _LightQueue(protocol._buffer)
                 protocol.set_response_params(
                     skip_payload=method == "HEAD",
                     read_until_eof=True,
@@ -357,6 +362,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                     # `start_timeout` only cancels the pending timer, and no read arms one)
                     protocol.read_timeout = None
                     protocol.start_timeout()
+                    _lighten(response.content)
                 return response, loop
             except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError):
                 connection.close()
@@ -517,6 +523,55 @@ def _forget_parser_heads(parser: object) -> None:
     for field in gc.get_referents(parser):
         if type(field) is list and field and type(field[0]) is tuple and isinstance(field[0][0], str | bytes):
             field.clear()
+
+
+class _LightQueue(list[Any]):
+    """A `list` in place of the `collections.deque`s aiohttp keeps per connection and per
+    open body (its protocol's queue of answers; a body's buffer of reads and its chunk
+    ends): an empty `deque` holds a 64-slot block (~0.6 KiB), an empty `list` nothing.
+    They hold a few items at a time (a body's reads wait at most until the next read, the
+    chunk ends are capped by aiohttp's `_high_water_chunks`), so a `popleft` that moves
+    the rest costs little. aiohttp calls only `append`, `appendleft`, `popleft`, indexing
+    and `len` on them (checked by `UpstreamTransport`)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+#: The methods of `collections.deque` aiohttp's `StreamReader` and `DataQueue` call.
+_QUEUE_CALLS = frozenset({"append", "appendleft", "popleft"})
+
+
+def _lighten(reader: aiohttp.StreamReader) -> None:
+    """An open body's buffer and chunk ends as `_LightQueue`s (the chunk ends made now:
+    aiohttp would make them at a chunked body's first chunk; for any other body nothing
+    reads them)."""
+    reader._buffer = _LightQueue(reader._buffer)
+    reader._http_chunk_splits = _LightQueue(reader._http_chunk_splits or ())
+
+
+def _check_queues() -> None:
+    """`_LightQueue` stands for what aiohttp's `StreamReader` and `DataQueue` keep as their
+    `deque`s, and they call nothing on them it lacks."""
+    from aiohttp import streams
+
+    slots = set(getattr(streams.StreamReader, "__slots__", ()))
+    if not {"_buffer", "_http_chunk_splits"} <= slots:
+        raise mismatch("aiohttp", "StreamReader._buffer and _http_chunk_splits")
+    made_in_init = streams.DataQueue.__init__.__code__.co_names
+    if not issubclass(ResponseHandler, streams.DataQueue) or "_buffer" not in made_in_init:
+        raise mismatch("aiohttp", "DataQueue._buffer")
+    deque_only = {name for name in dir(deque) if not name.startswith("_")} - set(dir(list)) - _QUEUE_CALLS
+    for owner in (streams.StreamReader, streams.DataQueue, ResponseHandler):
+        for function in vars(owner).values():
+            code = getattr(function, "__code__", None)
+            if code is not None and (used := deque_only & set(code.co_names)):
+                raise mismatch("aiohttp", f"{owner.__name__} calling deque's {', '.join(sorted(used))}")
 
 
 class _Connector(aiohttp.TCPConnector):

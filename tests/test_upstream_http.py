@@ -238,11 +238,23 @@ async def test_open_sends_the_headers_given_in_their_order_host_first_and_the_bo
 
 
 async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(http: httpx2.AsyncClient) -> None:
-    """`_forget_heads`: once the `httpx2.Response` has the headers, the aiohttp response
-    under an open stream drops both header blocks (and its parser its copies); its body
-    and its connection work as before."""
-    pieces = [b"data: 1\n\n", b"data: [DONE]\n\n"]
-    async with Upstream(answer(chunked(*pieces), sized(b"{}"))) as upstream:
+    """`_forget_heads` and `_LightQueue`: once the `httpx2.Response` has the headers, the
+    aiohttp response under an open stream drops both header blocks (and its parser its
+    copies), and its body's and connection's queues are lists, not `deque`s; its body and
+    its connection work as before."""
+    pieces = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
+    end = asyncio.Event()
+    replies = iter([chunked(pieces[0], end=False), sized(b"{}")])
+
+    async def respond(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(next(replies))
+        if request.startswith(b"POST"):  # the rest once the test read the head: an open stream
+            await end.wait()
+            writer.write(http_chunk(pieces[1]) + http_chunk(pieces[2]) + b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async with Upstream(respond) as upstream:
         request = http.build_request(
             "POST", upstream.url + "/v1/chat/completions", content=b"{}", headers={"authorization": f"Bearer {KEY}"}
         )
@@ -253,8 +265,12 @@ async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(ht
         assert held.request_info.url == yarl.URL(upstream.url + "/v1/chat/completions")
         parser_lists = [f for f in gc.get_referents(held._protocol._parser) if type(f) is list]
         assert len(parser_lists) == 3 and not any(parser_lists)  # decoded and raw headers, pending messages
+        queues = (held.content._buffer, held.content._http_chunk_splits, held._protocol._buffer)
+        assert [type(queue).__name__ for queue in queues] == ["_LightQueue"] * 3
         assert response.headers["transfer-encoding"] == "chunked"
-        assert b"".join([piece async for piece in body]) == b"".join(pieces)
+        assert await anext(body) == pieces[0]
+        end.set()
+        assert b"".join([piece async for piece in body]) == b"".join(pieces[1:])
         await release()
         assert (await http.get(upstream.url)).content == b"{}"
         assert upstream.accepts == 1
