@@ -282,7 +282,8 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 attempt.end(response.status, None)
         read_timeout = timeout.sock_read
         watchdog = None
-        if read_timeout and not response.content.is_eof():  # a body that came with its head waits for nothing
+        is_open = not response.content.is_eof()  # a body that came with its head waits for nothing
+        if read_timeout and is_open:
             watchdog = _ReadWatchdog.of(loop, read_timeout)
         raw_body = _BodyStream(response, watchdog)
         stream: httpx2.AsyncByteStream = raw_body
@@ -295,7 +296,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             stream=stream,
             extensions={"http_version": b"HTTP/1.1", _RAW_STREAM: stream},
         )
-        if watchdog is not None:  # open for longer than this call
+        if is_open:  # kept for longer than this call
             _forget_heads(response)
         return answer
 
@@ -319,17 +320,25 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
             raise aiohttp.NonHttpUrlClientError(url)
         connector = self._connector or self._open_connector()
         proxy, proxy_auth = self._proxy(url)
+        loop = asyncio.get_running_loop()
         if template is not None and proxy is not None:  # aiohttp's proxy connection reads and adds to them
             headers, template = template.followed_by(headers), None
-        if template is None and "Host" not in headers:
+        message = b""
+        if template is not None:  # written as it is (a CR or LF in a header refused before connecting)
+            if body or method not in _Request.GET_METHODS:
+                headers["Content-Length"] = str(len(body))
+            message = template.message(method, url, headers, body)
+        elif "Host" not in headers:
             first: multidict.CIMultiDict[str] = multidict.CIMultiDict(Host=url.host_port_subcomponent or "")
             first.extend(headers)
             headers = first
-        loop = asyncio.get_running_loop()
         again = method in _IDEMPOTENT
         while True:
-            request = _Request(method, url, headers=headers, data=body, loop=loop, proxy=proxy, proxy_auth=proxy_auth)
-            request.template = template
+            request = (
+                template.request(method, url, loop)
+                if template is not None
+                else _Request(method, url, headers=headers, data=body, loop=loop, proxy=proxy, proxy_auth=proxy_auth)
+            )
             try:
                 connection = await connector.connect(request, [], timeout)
             except TimeoutError as error:
@@ -350,7 +359,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                     max_field_size=MAX_HEAD_LINE_BYTES,
                     max_headers=MAX_HEADERS,
                 )
-                response = await request.write(connection)
+                response = await request.write(connection, message or request.message(), loop)
                 try:
                     await response.start(connection)
                 except BaseException:
@@ -392,31 +401,45 @@ class HeadTemplate:
     and in their order, serialized once per request line by aiohttp's serializer (which
     refuses CR, LF or NUL): per call only that call's own headers and its
     `Content-Length` are serialized. A header aiohttp refuses fails each request that
-    would send it (`LocalProtocolError`), as a per-call header does."""
+    would send it (`LocalProtocolError`), as a per-call header does. Also keeps, per
+    request line, the `_Request` aiohttp's pool connects for (it reads only its URL)."""
 
     __slots__ = ("_heads", "headers")
 
-    #: Most request lines (method and URL) whose head is kept.
+    #: Most request lines (method and URL) kept.
     MAX_HEADS = 64
 
     def __init__(self, headers: Iterable[tuple[str, str]]) -> None:
         self.headers: multidict.CIMultiDict[str] = multidict.CIMultiDict(headers)
-        self._heads: dict[tuple[str, yarl.URL], bytes] = {}
+        self._heads: dict[tuple[str, yarl.URL], tuple[bytes, _Request]] = {}
 
-    def head(self, method: str, url: yarl.URL) -> bytes:
-        """The request line and the template's headers (the URL's `Host` first if they have
-        none), with no line end after the last: the call's own lines follow."""
-        head = self._heads.get((method, url))
-        if head is None:
+    def message(self, method: str, url: yarl.URL, headers: multidict.CIMultiDict[str], body: bytes) -> bytes:
+        """The request's bytes: the request line and the template's headers (the URL's
+        `Host` first if they have none), then `headers`, then `body`."""
+        # `_serialize_headers("", h)` is "\r\n", h's lines, "\r\n": the line ends `_head` lacks
+        return b"".join((self._head(method, url)[0], http_writer._serialize_headers("", headers), body))
+
+    def request(self, method: str, url: yarl.URL, loop: asyncio.AbstractEventLoop) -> _Request:
+        """The `_Request` to connect with for `method` to `url` (never with a proxy)."""
+        return self._head(method, url, loop)[1]
+
+    def _head(
+        self, method: str, url: yarl.URL, loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[bytes, _Request]:
+        """The request line and the template's headers with no line end after the last
+        (the call's own lines follow), and the request to connect with."""
+        kept = self._heads.get((method, url))
+        if kept is None:
             headers = self.headers
             if "Host" not in headers:
                 headers = multidict.CIMultiDict(Host=url.host_port_subcomponent or "")
                 headers.extend(self.headers)
             head = http_writer._serialize_headers(f"{method} {url.raw_path_qs} HTTP/1.1", headers)[:-4]
+            request = _Request(method, url, headers=multidict.CIMultiDict(), loop=loop or asyncio.get_running_loop())
             if len(self._heads) >= self.MAX_HEADS:
                 self._heads.clear()
-            self._heads[method, url] = head
-        return head
+            kept = self._heads[method, url] = (head, request)
+        return kept
 
     def followed_by(self, headers: multidict.CIMultiDict[str]) -> multidict.CIMultiDict[str]:
         """The template's headers and then `headers`, as one (a new) `CIMultiDict`."""
@@ -433,8 +456,6 @@ class _Request(aiohttp.ClientRequest):
     #: The steps of aiohttp's `__init__` overridden here (checked by `UpstreamTransport`).
     STEPS = ("update_headers", "update_auto_headers", "update_body_from_data")
     _content = b""
-    #: Headers sent before `headers` (`HeadTemplate`), or None.
-    template: HeadTemplate | None = None
 
     def update_headers(self, headers: Any) -> None:
         """`headers` (this request's own `CIMultiDict`) taken as they are."""
@@ -444,7 +465,7 @@ class _Request(aiohttp.ClientRequest):
         """No header of aiohttp's own (`User-Agent`, `Accept`...): the SDK's only."""
 
     def update_body_from_data(self, body: Any, _stacklevel: int = 3) -> None:
-        """`body` (bytes) kept for `write`, with its length (none for an empty `GET`)."""
+        """`body` (bytes) kept for `message`, with its length (none for an empty `GET`)."""
         self._content = body or b""
         if body or self.method not in self.GET_METHODS:
             self.headers["Content-Length"] = str(len(self._content))
@@ -453,29 +474,24 @@ class _Request(aiohttp.ClientRequest):
         """The request's bytes: its head, serialized by aiohttp (a CR, LF or NUL in it
         refused: `ValueError`), and its body."""
         url = self.url
-        template = self.template
-        if template is None:
-            target = str(url) if self.proxy is not None and not self.is_ssl() else url.raw_path_qs
-            return http_writer._serialize_headers(f"{self.method} {target} HTTP/1.1", self.headers) + self._content
-        # `_serialize_headers("", h)` is "\r\n", h's lines, "\r\n": the line ends the template's head lacks
-        return b"".join(
-            (template.head(self.method, url), http_writer._serialize_headers("", self.headers), self._content)
-        )
+        target = str(url) if self.proxy is not None and not self.is_ssl() else url.raw_path_qs
+        return http_writer._serialize_headers(f"{self.method} {target} HTTP/1.1", self.headers) + self._content
 
-    async def write(self, conn: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
-        """The head and the body written at once (waiting, as aiohttp's writer does, while
-        the connection's buffer is over its limit), then the read timeout started."""
+    async def write(
+        self, conn: aiohttp.connector.Connection, message: bytes, loop: asyncio.AbstractEventLoop
+    ) -> aiohttp.ClientResponse:
+        """`message` written at once (waiting, as aiohttp's writer does, while the
+        connection's buffer is over its limit), the read timeout started; the response."""
         protocol = conn.protocol
         assert protocol is not None
-        message = self.message()
         transport = protocol.transport
         if transport is None or transport.is_closing():
             raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
         transport.write(message)
         if transport.get_write_buffer_size():  # not all sent at once
-            await StreamWriter(protocol, self.loop).drain()
+            await StreamWriter(protocol, loop).drain()
         protocol.start_timeout()
-        response = self.response_class(
+        return self.response_class(
             self.method,
             self.original_url,
             writer=None,
@@ -483,12 +499,10 @@ class _Request(aiohttp.ClientRequest):
             timer=self._timer,
             request_info=tuple.__new__(aiohttp.RequestInfo, (self.url, self.method, _NO_HEADERS, self.original_url)),
             traces=_NO_TRACES,  # only ever read
-            loop=self.loop,
+            loop=loop,
             session=None,  # type: ignore[arg-type]
             stream_writer=_WRITTEN,  # read for its `output_size` only (the request is written)
         )
-        self.response = response  # type: ignore[assignment]  # aiohttp's class default is None
-        return response
 
 
 class _Written:
