@@ -31,7 +31,14 @@ import openai
 import pytest
 import trustme
 import yarl
-from streamgate.upstream_http import UpstreamTransport, _ReadWatchdog, response_body, sdk_http_client
+from streamgate.upstream_http import (
+    HeadTemplate,
+    UpstreamTransport,
+    _LightQueue,
+    _ReadWatchdog,
+    response_body,
+    sdk_http_client,
+)
 from support import closed_port, settings
 from wire_openai import SSE_HEAD, completion, http_chunk, split
 
@@ -235,6 +242,63 @@ async def test_open_sends_the_headers_given_in_their_order_host_first_and_the_bo
         b"GET /v1/x?y=1 HTTP/1.1\r\n" + host + b"x-b: 2\r\nX-A: 1\r\nx-b: 3\r\n\r\n",
     ]
     assert upstream.accepts == 1
+
+
+async def test_a_head_template_goes_first_then_the_calls_own_headers_and_the_length(
+    transport: UpstreamTransport,
+) -> None:
+    """`HeadTemplate` (the SDK's prepared headers, serialized once per request line): its
+    headers first, in their order (the URL's `Host` before them when they have none), then
+    the call's own and the body's `Content-Length`; another path or method has its own
+    request line; a call's headers reach that call only."""
+    template = HeadTemplate([("Authorization", "Bearer k"), ("x-b", "2"), ("X-A", "1")])
+    async with Upstream(answer(sized(b"{}"))) as upstream:
+        timeout = transport.timeout({"connect": 1.0, "read": 1.0, "pool": 1.0})
+        calls = [
+            ("POST", "/v1/x?y=1", [("x-call", "1")], b'{"q": 1}'),
+            ("POST", "/v1/x?y=1", [], b"{}"),
+            ("GET", "/v1/models", [], b""),
+        ]
+        for method, path, own, body in calls:
+            url = yarl.URL(upstream.url + path)
+            response = await transport.open(method, url, multidict.CIMultiDict(own), body, timeout, template)
+            assert await response.aread() == b"{}"
+    head = b"Host: 127.0.0.1:%d\r\nAuthorization: Bearer k\r\nx-b: 2\r\nX-A: 1\r\n" % upstream.port
+    assert upstream.requests == [
+        b"POST /v1/x?y=1 HTTP/1.1\r\n" + head + b'x-call: 1\r\nContent-Length: 8\r\n\r\n{"q": 1}',
+        b"POST /v1/x?y=1 HTTP/1.1\r\n" + head + b"Content-Length: 2\r\n\r\n{}",
+        b"GET /v1/models HTTP/1.1\r\n" + head + b"\r\n",
+    ]
+    assert upstream.accepts == 1
+
+
+async def test_a_head_templates_own_host_is_sent_in_its_place(transport: UpstreamTransport) -> None:
+    template = HeadTemplate([("accept", "*/*"), ("host", "api.example.test"), ("user-agent", "sdk")])
+    async with Upstream(answer(sized(b"{}"))) as upstream:
+        timeout = transport.timeout({"connect": 1.0, "read": 1.0, "pool": 1.0})
+        url = yarl.URL(upstream.url + "/v1")
+        response = await transport.open("GET", url, multidict.CIMultiDict(), b"", timeout, template)
+        await response.aread()
+    assert upstream.requests == [
+        b"GET /v1 HTTP/1.1\r\naccept: */*\r\nhost: api.example.test\r\nuser-agent: sdk\r\n\r\n"
+    ]
+
+
+@pytest.mark.parametrize("where", ["template", "call"])
+async def test_cr_or_lf_in_a_header_fails_every_call_before_connecting(
+    transport: UpstreamTransport, where: str
+) -> None:
+    """A header aiohttp's serializer refuses fails each call that would send it, as
+    `LocalProtocolError`, before a connection is taken: nothing reaches the upstream."""
+    bad = [("x-key", "k\r\nx-injected: 1")]
+    template = HeadTemplate(bad if where == "template" else [("x-ok", "1")])
+    async with Upstream(answer(sized(b"{}"))) as upstream:
+        timeout = transport.timeout({"connect": 1.0, "read": 1.0, "pool": 1.0})
+        for _ in range(2):
+            own = multidict.CIMultiDict(bad if where == "call" else [])
+            with pytest.raises(httpx2.LocalProtocolError):
+                await transport.open("POST", yarl.URL(upstream.url + "/v1"), own, b"{}", timeout, template)
+    assert (upstream.accepts, upstream.requests) == (0, [])
 
 
 async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(http: httpx2.AsyncClient) -> None:
@@ -731,6 +795,52 @@ async def test_a_proxy_from_the_environment_carries_the_request(monkeypatch: pyt
     assert response.content == b'{"via": "proxy"}'
     (request,) = proxy.requests
     assert request.startswith(b"GET http://api.upstream.test/v1/models HTTP/1.1\r\nHost: api.upstream.test\r\n")
+
+
+async def test_a_proxy_carries_a_head_templates_request_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a proxy the template's headers go as a call's own (aiohttp's proxy connection
+    reads the request's headers): the absolute URL, `Host` first, then all in their order."""
+    async with Upstream(proxy_answer) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        transport = UpstreamTransport()
+        timeout = transport.timeout({"connect": 1.0, "read": 1.0, "pool": 1.0})
+        template = HeadTemplate([("authorization", "Bearer k")])
+        url = yarl.URL("http://api.upstream.test/v1/chat")
+        response = await transport.open("POST", url, multidict.CIMultiDict(x_call="1"), b"{}", timeout, template)
+        assert await response.aread() == b'{"via": "proxy"}'
+        await transport.aclose()
+    assert proxy.requests == [
+        b"POST http://api.upstream.test/v1/chat HTTP/1.1\r\nHost: api.upstream.test\r\n"
+        b"authorization: Bearer k\r\nx_call: 1\r\nContent-Length: 2\r\n\r\n{}"
+    ]
+
+
+def test_a_light_queue_is_first_in_first_out_from_both_ends() -> None:
+    """`_LightQueue` stands for aiohttp's `deque`s: `append`/`popleft` are a queue,
+    `appendleft` puts an item back in front."""
+    queue = _LightQueue()
+    queue.append(b"a")
+    queue.append(b"b")
+    queue.appendleft(b"z")
+    assert (queue[0], queue[-1], len(queue)) == (b"z", b"b", 3)
+    assert [queue.popleft() for _ in range(3)] == [b"z", b"a", b"b"]
+    assert not queue
+    with pytest.raises(IndexError):
+        queue.popleft()
+
+
+def test_an_aiohttp_whose_body_reader_calls_more_of_a_deque_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_LightQueue` lacks `rotate`, `extendleft`, `maxlen`: an aiohttp release whose
+    reader or answer queue calls one is refused when the transport is made."""
+    from aiohttp import streams
+    from streamgate.sdk_internals import SDKMismatchError
+
+    def unread_many(self: Any, chunks: list[bytes]) -> None:
+        self._buffer.extendleft(chunks)
+
+    monkeypatch.setattr(streams.StreamReader, "unread_many", unread_many, raising=False)
+    with pytest.raises(SDKMismatchError, match=r"^aiohttp .* has no StreamReader calling deque's extendleft;"):
+        UpstreamTransport()
 
 
 async def test_no_proxy_in_the_environment_goes_direct(monkeypatch: pytest.MonkeyPatch) -> None:
