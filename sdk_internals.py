@@ -14,14 +14,18 @@ Why each is used (the public API has no equivalent that keeps the hot path thin)
 - aiohttp: `ClientResponse` header fields dropped once copied, and `TCPConnector._get`
   (upstream_http.py: memory per open stream, pool hygiene); the steps of
   `ClientSession._request` driven directly (`BaseConnector.connect`, the protocol's
-  `set_response_params`, `ClientRequest.send`, `ClientResponse.start`), and the
-  `ClientRequest` steps its `__init__` calls, overridden (`update_headers`,
-  `update_auto_headers`, `update_body_from_data`: the headers given, sent with the body in
-  one write by `StreamWriter`) (upstream_http.py: CPU and latency per request); the
-  protocol's `read_timeout` set to None and `start_timeout` once the head is read (its
-  pending read timer dropped: no timer re-armed per read of a body), and its
-  `set_exception` when `_ReadWatchdog` fails a read as aiohttp's timer would
-  (upstream_http.py: CPU per read, memory per open stream).
+  `set_response_params`, `ClientResponse.start`), and the `ClientRequest` steps its
+  `__init__` calls, overridden (`update_headers`, `update_auto_headers`,
+  `update_body_from_data`: the headers given); the request's head serialized by
+  `http_writer._serialize_headers` (its CR/LF/NUL check; a prepared request's headers once
+  per request line) and written with its body in one `transport.write`, no `StreamWriter`
+  (upstream_http.py: CPU and latency per request); the protocol's `read_timeout` set to
+  None and `start_timeout` once the head is read (its pending read timer dropped: no timer
+  re-armed per read of a body), and its `set_exception` when `_ReadWatchdog` fails a read
+  as aiohttp's timer would (upstream_http.py: CPU per read, memory per open stream); the
+  `deque`s of an open body (`StreamReader._buffer`, `_http_chunk_splits`) and of its
+  connection (`DataQueue._buffer`) replaced by lists (upstream_http.py `_LightQueue`:
+  memory per open stream; which `deque` methods aiohttp calls is checked there).
 - uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit).
 """
 
@@ -51,10 +55,10 @@ PRIVATE_MEMBERS: tuple[tuple[str, str, str], ...] = (
     ("aiohttp", "aiohttp", "ClientRequest.update_headers"),
     ("aiohttp", "aiohttp", "ClientRequest.update_auto_headers"),
     ("aiohttp", "aiohttp", "ClientRequest.update_body_from_data"),
-    ("aiohttp", "aiohttp", "ClientRequest.send"),
     ("aiohttp", "aiohttp", "ClientResponse.start"),
-    ("aiohttp", "aiohttp.http", "StreamWriter.write_headers"),
-    ("aiohttp", "aiohttp.http", "StreamWriter.write_eof"),
+    ("aiohttp", "aiohttp.http_writer", "_serialize_headers"),
+    ("aiohttp", "aiohttp.streams", "StreamReader._buffer"),
+    ("aiohttp", "aiohttp.streams", "StreamReader._http_chunk_splits"),
     ("uvicorn", "uvicorn.lifespan.on", "LifespanOn"),
 )
 

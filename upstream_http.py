@@ -14,7 +14,7 @@ its parser here): `max_line_size` and `max_field_size` (8190 bytes: the status l
 header line), `max_headers` (128 headers), so a header block is bounded; a `1xx` reply is
 skipped, not taken as the answer; a `HEAD` answer has no body whatever its
 `Content-Length`; CR, LF or NUL in an outgoing header value is refused before anything is
-sent (its `StreamWriter`); bytes that follow a response's end in the same read keep its
+sent (its header serializer); bytes that follow a response's end in the same read keep its
 connection out of the pool. One gap is closed here (`_Connector`): bytes an idle pooled
 connection receives later would be read as the next request's answer, so such a
 connection is closed instead.
