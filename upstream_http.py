@@ -557,15 +557,37 @@ class _LightQueue(list[Any]):
         self.insert(0, item)
 
 
+class _BodyBuffer(_LightQueue):
+    """An open body's buffer of bytes not yet read, which joins bytes that arrive while
+    it holds a short piece to that piece: aiohttp's reader takes what is buffered piece by
+    piece, each piece costing it a round of bookkeeping and a call into its parser (to
+    resume reading), so a read of a chunked body that arrived as many chunks (one per SSE
+    event) costs one round, not one per chunk. The reader counts bytes, not pieces (its
+    size, cursor, chunk ends and offset into the first piece are byte counts), so the
+    pieces' bounds mean nothing to it. A piece grows to `JOIN_BELOW` bytes at most, so a
+    slow reader's buffer is not copied over and over."""
+
+    __slots__ = ()
+
+    #: A buffered piece this long or longer is not added to.
+    JOIN_BELOW = 4096
+
+    def append(self, data: bytes) -> None:
+        if self and len(last := self[-1]) < self.JOIN_BELOW:
+            self[-1] = last + data
+        else:
+            list.append(self, data)
+
+
 #: The methods of `collections.deque` aiohttp's `StreamReader` and `DataQueue` call.
 _QUEUE_CALLS = frozenset({"append", "appendleft", "popleft"})
 
 
 def _lighten(reader: aiohttp.StreamReader) -> None:
-    """An open body's buffer and chunk ends as `_LightQueue`s (the chunk ends made now:
-    aiohttp would make them at a chunked body's first chunk; for any other body nothing
-    reads them)."""
-    reader._buffer = _LightQueue(reader._buffer)
+    """An open body's buffer (`_BodyBuffer`) and chunk ends as lists (the chunk ends made
+    now: aiohttp would make them at a chunked body's first chunk; for any other body
+    nothing reads them)."""
+    reader._buffer = _BodyBuffer(reader._buffer)
     reader._http_chunk_splits = _LightQueue(reader._http_chunk_splits or ())
 
 

@@ -25,15 +25,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import aiohttp
 import httpx2
 import multidict
 import openai
 import pytest
 import trustme
 import yarl
+from aiohttp.client_proto import ResponseHandler
 from streamgate.upstream_http import (
     HeadTemplate,
     UpstreamTransport,
+    _BodyBuffer,
+    _lighten,
     _LightQueue,
     _ReadWatchdog,
     response_body,
@@ -330,7 +334,7 @@ async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(ht
         parser_lists = [f for f in gc.get_referents(held._protocol._parser) if type(f) is list]
         assert len(parser_lists) == 3 and not any(parser_lists)  # decoded and raw headers, pending messages
         queues = (held.content._buffer, held.content._http_chunk_splits, held._protocol._buffer)
-        assert [type(queue).__name__ for queue in queues] == ["_LightQueue"] * 3
+        assert [type(queue).__name__ for queue in queues] == ["_BodyBuffer", "_LightQueue", "_LightQueue"]
         assert response.headers["transfer-encoding"] == "chunked"
         assert await anext(body) == pieces[0]
         end.set()
@@ -813,6 +817,40 @@ async def test_a_proxy_carries_a_head_templates_request_whole(monkeypatch: pytes
         b"POST http://api.upstream.test/v1/chat HTTP/1.1\r\nHost: api.upstream.test\r\n"
         b"authorization: Bearer k\r\nx_call: 1\r\nContent-Length: 2\r\n\r\n{}"
     ]
+
+
+def fed_reader(*pieces: bytes) -> aiohttp.StreamReader:
+    """aiohttp's body reader (on a protocol with no connection) with `_BodyBuffer` as its
+    buffer, fed `pieces` as the chunks of a chunked body."""
+    loop = asyncio.get_running_loop()
+    reader = aiohttp.StreamReader(ResponseHandler(loop), 2**16, loop=loop)
+    _lighten(reader)
+    reader.begin_http_chunk_receiving()
+    for piece in pieces:
+        reader.feed_data(piece)
+        reader.end_http_chunk_receiving()
+    return reader
+
+
+async def test_a_body_buffer_joins_short_pieces_and_aiohttps_reader_still_counts_bytes() -> None:
+    """`_BodyBuffer`: chunks that arrive together are one piece (one round of aiohttp's
+    bookkeeping per read, not one per chunk) until it is `JOIN_BELOW` bytes long; reads
+    of any size, and the chunk ends, are as aiohttp's own buffer gives them."""
+    events = [b"data: %d\n\n" % n for n in range(50)]
+    reader = fed_reader(*events)
+    assert len(reader._buffer) == 1
+    big = b"x" * _BodyBuffer.JOIN_BELOW
+    reader.feed_data(big)  # joined to the short piece, which is then long enough
+    reader.feed_data(b"tail")
+    assert len(reader._buffer) == 2
+    assert await reader.read(3) == b"dat"  # into the first piece
+    reader.feed_data(b"more")
+    assert await reader.readany() == b"".join(events)[3:] + big + b"tailmore"
+    reader.feed_eof()
+    assert (await reader.readany(), reader.total_bytes) == (b"", len(b"".join(events) + big) + 8)
+
+    reader = fed_reader(*events[:3])
+    assert [await reader.readchunk() for _ in range(3)] == [(event, True) for event in events[:3]]
 
 
 def test_a_light_queue_is_first_in_first_out_from_both_ends() -> None:
