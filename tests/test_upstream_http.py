@@ -706,6 +706,36 @@ async def test_slow_reader_holds_the_upstream_back_and_gets_the_whole_body(http:
     assert upstream.accepts == 1
 
 
+async def test_a_slow_reader_of_many_small_chunks_holds_the_upstream_back_and_gets_them_all(
+    http: httpx2.AsyncClient,
+) -> None:
+    """`_BodyBuffer` and the chunk ends as a list under aiohttp's flow control: a reader
+    that does not read stops aiohttp reading at its cap of buffered chunks; then the whole
+    body arrives, in order, in fewer reads than chunks."""
+    events = [b"data: %05d\n\n" % n for n in range(20_000)]
+
+    async def fast(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(SSE_HEAD)
+        for start in range(0, len(events), 500):
+            writer.write(b"".join(http_chunk(event) for event in events[start : start + 500]))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async with Upstream(fast) as upstream:
+        response = await http.send(http.build_request("POST", upstream.url, content=b"{}"), stream=True)
+        held = response.extensions["streamgate.raw_stream"]._response
+        await eventually(lambda: held._protocol._reading_paused)  # aiohttp stopped reading
+        assert held.content.total_bytes < len(b"".join(events))
+        body, release = response_body(response)
+        reads = [piece async for piece in body]
+        await release()
+    assert b"".join(reads) == b"".join(events)
+    assert len(reads) < len(events) // 10
+    assert upstream.accepts == 1
+
+
 async def test_aclose_closes_idle_pooled_connections(http: httpx2.AsyncClient, transport: UpstreamTransport) -> None:
     async with Upstream(answer(sized(b"{}"))) as upstream:
         assert (await http.get(upstream.url)).content == b"{}"
