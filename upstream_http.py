@@ -347,7 +347,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                 protocol = connection.protocol
                 assert protocol is not None
                 if type(protocol._buffer) is deque:  # a new connection's
-                    protocol._buffer = _LightQueue(protocol._buffer)
+                    protocol._buffer = _LightQueue(protocol._buffer)  # type: ignore[assignment]  # a deque's duck
                 protocol.set_response_params(
                     skip_payload=method == "HEAD",
                     read_until_eof=True,
@@ -587,8 +587,8 @@ def _lighten(reader: aiohttp.StreamReader) -> None:
     """An open body's buffer (`_BodyBuffer`) and chunk ends as lists (the chunk ends made
     now: aiohttp would make them at a chunked body's first chunk; for any other body
     nothing reads them)."""
-    reader._buffer = _BodyBuffer(reader._buffer)
-    reader._http_chunk_splits = _LightQueue(reader._http_chunk_splits or ())
+    reader._buffer = _BodyBuffer(reader._buffer)  # type: ignore[assignment]  # a deque's duck
+    reader._http_chunk_splits = _LightQueue(reader._http_chunk_splits or ())  # type: ignore[assignment]
 
 
 def _check_queues() -> None:
