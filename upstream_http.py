@@ -543,9 +543,9 @@ class _LightQueue(list[Any]):
     """A `list` in place of the `collections.deque`s aiohttp keeps per connection and per
     open body (its protocol's queue of answers; a body's buffer of reads and its chunk
     ends): an empty `deque` holds a 64-slot block (~0.6 KiB), an empty `list` nothing.
-    They hold a few items at a time (a body's reads wait at most until the next read, the
-    chunk ends are capped by aiohttp's `_high_water_chunks`), so a `popleft` that moves
-    the rest costs little. aiohttp calls only `append`, `appendleft`, `popleft`, indexing
+    They hold a few items at a time (a body's reads wait at most until the next read, and
+    are joined: `_BodyBuffer`; a long list of chunk ends is cut at once: `_ChunkEnds`), so
+    a `popleft` that moves the rest costs little. aiohttp calls only `append`, `appendleft`, `popleft`, indexing
     and `len` on them (checked by `UpstreamTransport`)."""
 
     __slots__ = ()
@@ -579,16 +579,34 @@ class _BodyBuffer(_LightQueue):
             list.append(self, data)
 
 
+class _ChunkEnds(_LightQueue):
+    """An open chunked body's chunk ends (byte offsets, for aiohttp's `readchunk`, which
+    nothing here calls; their count pauses reading at aiohttp's cap). A read drops the ends
+    it passed with one `popleft` each, which on a long list would move the rest each time
+    (a slow reader's 4,096 ends, aiohttp's cap: 5 ms), so a `popleft` on more than `KEEP`
+    ends drops all but the newest `KEEP - 1` at once (what `readchunk` would have told of
+    the older ones is lost; a read's bytes are not)."""
+
+    __slots__ = ()
+
+    KEEP = 32
+
+    def popleft(self) -> Any:
+        first = self[0]
+        del self[: max(1, len(self) - self.KEEP + 1)]
+        return first
+
+
 #: The methods of `collections.deque` aiohttp's `StreamReader` and `DataQueue` call.
 _QUEUE_CALLS = frozenset({"append", "appendleft", "popleft"})
 
 
 def _lighten(reader: aiohttp.StreamReader) -> None:
-    """An open body's buffer (`_BodyBuffer`) and chunk ends as lists (the chunk ends made
-    now: aiohttp would make them at a chunked body's first chunk; for any other body
-    nothing reads them)."""
+    """An open body's buffer (`_BodyBuffer`) and chunk ends (`_ChunkEnds`) as lists (the
+    chunk ends made now: aiohttp would make them at a chunked body's first chunk; for any
+    other body nothing reads them)."""
     reader._buffer = _BodyBuffer(reader._buffer)  # type: ignore[assignment]  # a deque's duck
-    reader._http_chunk_splits = _LightQueue(reader._http_chunk_splits or ())  # type: ignore[assignment]
+    reader._http_chunk_splits = _ChunkEnds(reader._http_chunk_splits or ())  # type: ignore[assignment]
 
 
 def _check_queues() -> None:

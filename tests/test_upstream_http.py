@@ -37,6 +37,7 @@ from streamgate.upstream_http import (
     HeadTemplate,
     UpstreamTransport,
     _BodyBuffer,
+    _ChunkEnds,
     _lighten,
     _LightQueue,
     _ReadWatchdog,
@@ -334,7 +335,7 @@ async def test_an_open_stream_keeps_no_header_block_and_still_reads_and_pools(ht
         parser_lists = [f for f in gc.get_referents(held._protocol._parser) if type(f) is list]
         assert len(parser_lists) == 3 and not any(parser_lists)  # decoded and raw headers, pending messages
         queues = (held.content._buffer, held.content._http_chunk_splits, held._protocol._buffer)
-        assert [type(queue).__name__ for queue in queues] == ["_BodyBuffer", "_LightQueue", "_LightQueue"]
+        assert [type(queue).__name__ for queue in queues] == ["_BodyBuffer", "_ChunkEnds", "_LightQueue"]
         assert response.headers["transfer-encoding"] == "chunked"
         assert await anext(body) == pieces[0]
         end.set()
@@ -881,6 +882,21 @@ async def test_a_body_buffer_joins_short_pieces_and_aiohttps_reader_still_counts
 
     reader = fed_reader(*events[:3])
     assert [await reader.readchunk() for _ in range(3)] == [(event, True) for event in events[:3]]
+
+
+async def test_a_read_past_many_chunk_ends_drops_them_at_once_and_reads_every_byte() -> None:
+    """`_ChunkEnds`: aiohttp drops the chunk ends a read passed one `popleft` at a time; on
+    more than `KEEP` that is one cut keeping the newest (not a move of the rest per end:
+    ~5 ms for aiohttp's cap of 4,096), and the read still gets every byte."""
+    events = [b"data: %04d\n\n" % n for n in range(4096)]
+    reader = fed_reader(*events)
+    assert len(reader._http_chunk_splits) == 4096
+    assert await reader.readany() == b"".join(events)
+    assert reader._http_chunk_splits == [reader.total_bytes]  # the last end, where the read stopped
+    ends = _ChunkEnds(range(100))
+    while ends[0] < 50:  # as aiohttp's `_read_nowait_chunk` drops the passed ends
+        ends.popleft()
+    assert ends == list(range(100 - _ChunkEnds.KEEP + 1, 100))
 
 
 def test_a_light_queue_is_first_in_first_out_from_both_ends() -> None:
