@@ -592,8 +592,10 @@ class _ChunkEnds(_LightQueue):
     KEEP = 32
 
     def popleft(self) -> Any:
+        if len(self) <= self.KEEP:
+            return self.pop(0)
         first = self[0]
-        del self[: max(1, len(self) - self.KEEP + 1)]
+        del self[: len(self) - self.KEEP + 1]
         return first
 
 
