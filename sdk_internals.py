@@ -22,7 +22,11 @@ Why each is used (the public API has no equivalent that keeps the hot path thin)
   pending read timer dropped: no timer re-armed per read of a body), and its
   `set_exception` when `_ReadWatchdog` fails a read as aiohttp's timer would
   (upstream_http.py: CPU per read, memory per open stream).
-- uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit).
+- uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit);
+  `HttpToolsProtocol`'s `pipeline`, `flow` and each request's
+  `RequestResponseCycle.message_event`, `ProxyHeadersMiddleware.app` (http_protocol.py: lists
+  instead of `deque`s, no suspended middleware coroutine; memory per open stream; it checks
+  what only an instance shows when imported, `require_uvicorn_internals`).
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ PRIVATE_MEMBERS: tuple[tuple[str, str, str], ...] = (
     ("aiohttp", "aiohttp.http", "StreamWriter.write_headers"),
     ("aiohttp", "aiohttp.http", "StreamWriter.write_eof"),
     ("uvicorn", "uvicorn.lifespan.on", "LifespanOn"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.connection_made"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.on_headers_complete"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.on_response_complete"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "RequestResponseCycle"),
+    ("uvicorn", "uvicorn.protocols.http.flow_control", "FlowControl"),
+    ("uvicorn", "uvicorn.middleware.proxy_headers", "ProxyHeadersMiddleware"),
 )
 
 

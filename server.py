@@ -1,6 +1,6 @@
 """The `streamgate` command and `python server.py`: settings from the command line and
-the environment, then the app (`app.create_app`) under uvicorn (uvloop, httptools,
-graceful SIGTERM), in one process or `WORKERS` of them.
+the environment, then the app (`app.create_app`) under uvicorn (uvloop, its httptools
+protocol as `http_protocol.HttpProtocol`, graceful SIGTERM), in one process or `WORKERS` of them.
 
 `uvicorn streamgate.server:app` works too: `app` is built from the environment when it
 is first asked for (nothing happens when this module is imported), or use
@@ -38,6 +38,7 @@ from . import workers
 from .app import create_app
 from .callers import load_callers
 from .config import load_config
+from .http_protocol import HttpProtocol
 from .providers import PROVIDERS
 from .routing import load_routes
 from .settings import Settings, SettingsError
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,  # uvicorn's httptools protocol, lighter per open stream (http_protocol.py)
         access_log=False,  # the request log is ours (`ACCESS_LOG`), with what uvicorn cannot know
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         log_config=LOG_CONFIG,  # uvicorn applies it in every worker process too (spawned: none inherit it)

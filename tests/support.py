@@ -17,6 +17,7 @@ from streamgate import sse
 from streamgate.adapter import Adapter, ChunkStream, open_with_retries
 from streamgate.chat_types import ChatRequest, StreamChunk
 from streamgate.errors import UpstreamError, error_from_status
+from streamgate.http_protocol import HttpProtocol
 from streamgate.settings import Settings
 
 
@@ -29,12 +30,13 @@ def closed_port() -> int:
 
 @contextmanager
 def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Run `app` under uvicorn (httptools) on 127.0.0.1 in a thread; yield its base URL."""
+    """Run `app` under uvicorn (its httptools protocol, as server.py does: `HttpProtocol`)
+    on 127.0.0.1 in a thread; yield its base URL."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
-        http="httptools",
+        http=HttpProtocol,
         loop="asyncio",
         access_log=False,
         log_level="warning",
