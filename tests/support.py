@@ -32,12 +32,19 @@ def closed_port() -> int:
 def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Run `app` under uvicorn (its httptools protocol, as server.py does: `HttpProtocol`)
     on 127.0.0.1 in a thread; yield its base URL."""
+    with served(app) as (url, _):
+        yield url
+
+
+@contextmanager
+def served(app, loop: str = "asyncio") -> Iterator[tuple[str, uvicorn.Server]]:  # type: ignore[no-untyped-def]
+    """`serve`, yielding the uvicorn server too (its connections are in `server_state`)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         http=HttpProtocol,
-        loop="asyncio",
+        loop=loop,
         access_log=False,
         log_level="warning",
         lifespan="on",
@@ -52,7 +59,7 @@ def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(10)
