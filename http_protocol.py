@@ -4,15 +4,18 @@
 and behaves as it does — pipelining, flow control, disconnects, `100-continue`, keep-alive,
 shutdown, the proxy headers are uvicorn's own code — but what each connection and request
 keeps for as long as a stream is open is made smaller:
-- three containers: the queue of pipelined requests (a `deque` per connection, in use only
-  when a client pipelines) and the waiters of two `asyncio.Event`s (the connection's
-  "writable" event, the request's "message" event), a `deque` each as asyncio makes them. An
-  empty `deque` allocates its first 64-slot block at once (0.75 KiB, past pymalloc's
-  512-byte limit, so from malloc); an empty list is 56 bytes. A list serves each, with the
-  same operations uvicorn and asyncio call on them.
+- three `deque`s: the queue of pipelined requests (one per connection, in use only when a
+  client pipelines) and the waiters of two `asyncio.Event`s (the connection's "writable"
+  event, the request's "message" event). An empty `deque` allocates its first 64-slot block
+  at once (past pymalloc's 512-byte limit, so from malloc). The queue's `deque` is made only
+  while a request waits in it (`Pipeline`); the waiters (asyncio's `Event` only appends,
+  removes and iterates them, and rarely holds more than one) are a list, which holds no
+  block while empty.
 - uvicorn's `ProxyHeadersMiddleware` (on by default) is a coroutine awaiting the app, kept
-  suspended for the whole response (0.3 KiB): `ProxyHeaders` runs the same middleware's
-  code to rewrite the scope, then hands the app's awaitable to uvicorn's task itself.
+  suspended for the whole response: `ProxyHeaders` runs the same middleware's code to
+  rewrite the scope, then hands the app's awaitable to uvicorn's task itself.
+
+The README's "Why a request's path is built as it is" has the figures.
 
 The uvicorn internals this relies on are named in `sdk_internals.PRIVATE_MEMBERS` and
 checked, with the ones only an instance shows, by `require_uvicorn_internals()` when this
@@ -40,15 +43,31 @@ from uvicorn.server import ServerState
 from .sdk_internals import SDKMismatchError, mismatch, require_private_members
 
 
-class Pipeline(list[Any]):
-    """The requests a client pipelined behind the one being answered, as uvicorn's `deque`
-    holds them: `appendleft` the newest, `pop` the oldest. Rarely more than one or two (the
-    connection stops reading while one waits), so `insert(0, ...)` costs nothing that counts."""
+class Pipeline:
+    """The requests a client pipelined behind the one being answered, in a `deque` as
+    uvicorn keeps them (`appendleft` the newest, `pop` the oldest), made only while one
+    waits: most connections never pipeline."""
 
-    __slots__ = ()
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting: deque[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.waiting) if self.waiting is not None else 0
 
     def appendleft(self, item: Any) -> None:
-        self.insert(0, item)
+        if self.waiting is None:
+            self.waiting = deque()
+        self.waiting.appendleft(item)
+
+    def pop(self) -> Any:
+        if self.waiting is None:
+            raise IndexError("pop from an empty pipeline")
+        item = self.waiting.pop()
+        if not self.waiting:
+            self.waiting = None
+        return item
 
 
 def with_list_waiters(event: asyncio.Event) -> asyncio.Event:
@@ -76,7 +95,7 @@ def _done(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) ->
 
 class ProxyHeaders:
     """uvicorn's `ProxyHeadersMiddleware` returning the app's awaitable instead of a
-    coroutine that awaits it (and stays suspended, 0.3 KiB, while the response streams).
+    coroutine that awaits it (and stays suspended while the response streams).
     The scope is rewritten by the middleware's own code (`client` and `scheme` from a
     trusted proxy's `X-Forwarded-For` and `-Proto`): its coroutine, over an app that is done
     at once, is stepped to its end here."""

@@ -256,10 +256,15 @@ def test_an_asyncio_event_without_a_deque_of_waiters_fails_at_start_up(monkeypat
         http_protocol.require_uvicorn_internals()
 
 
-def test_pipeline_keeps_uvicorn_s_deque_order() -> None:
-    """`appendleft` then `pop` is first in, first out, as on uvicorn's deque."""
+def test_pipeline_keeps_uvicorn_s_deque_order_and_holds_no_deque_while_empty() -> None:
+    """`appendleft` then `pop` is first in, first out, as on uvicorn's deque; the deque
+    exists only while a request waits."""
     pipeline = Pipeline()
+    assert not pipeline and pipeline.waiting is None
     for request in ("first", "second", "third"):
         pipeline.appendleft(request)
+    assert len(pipeline) == 3
     assert [pipeline.pop(), pipeline.pop(), pipeline.pop()] == ["first", "second", "third"]
-    assert not pipeline
+    assert not pipeline and pipeline.waiting is None
+    with pytest.raises(IndexError):
+        pipeline.pop()
