@@ -268,3 +268,15 @@ def test_pipeline_keeps_uvicorn_s_deque_order_and_holds_no_deque_while_empty() -
     assert not pipeline and pipeline.waiting is None
     with pytest.raises(IndexError):
         pipeline.pop()
+
+
+def test_a_uvicorn_whose_proxy_headers_middleware_keeps_its_app_elsewhere_fails_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Renamed:
+        def __init__(self, app: object, trusted_hosts: object = "127.0.0.1") -> None:
+            self.inner = app
+
+    monkeypatch.setattr(http_protocol, "ProxyHeadersMiddleware", Renamed)
+    with pytest.raises(SDKMismatchError, match=r"^uvicorn \S+ has no ProxyHeadersMiddleware.app"):
+        http_protocol.require_uvicorn_internals()
