@@ -98,12 +98,15 @@ class ProxyHeaders:
     coroutine that awaits it (and stays suspended while the response streams).
     The scope is rewritten by the middleware's own code (`client` and `scheme` from a
     trusted proxy's `X-Forwarded-For` and `-Proto`): its coroutine, over an app that is done
-    at once, is stepped to its end here."""
+    at once, is stepped to its end here. The app is reached through the middleware, held
+    weakly: `_PROXY_HEADERS` keeps this as long as its server's middleware lives, and must
+    not keep a stopped server's app (a cycle, as Starlette's are) past the collection that
+    frees the server."""
 
-    __slots__ = ("rewrite", "app")
+    __slots__ = ("rewrite", "middleware")
 
     def __init__(self, middleware: ProxyHeadersMiddleware) -> None:
-        self.app = middleware.app
+        self.middleware = weakref.ref(middleware)
         self.rewrite = copy.copy(middleware)
         self.rewrite.app = _done
 
@@ -112,7 +115,9 @@ class ProxyHeaders:
         try:
             rewriting.send(None)
         except StopIteration:
-            return self.app(scope, receive, send)
+            middleware = self.middleware()
+            assert middleware is not None  # a connection's protocol holds its config, which holds it
+            return middleware.app(scope, receive, send)
         rewriting.close()
         raise mismatch("uvicorn", "ProxyHeadersMiddleware that is done when its app is")
 
