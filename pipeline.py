@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol
 
 import anyio
 import msgspec
@@ -464,18 +464,20 @@ async def stream_chunks(
                 data = frames.raw(chunk)
                 if chunk.token and progress.first_token_at is None:
                     progress.first_token_at = time.monotonic()
+            elif type(chunk) is ToolCallChunk:
+                if final_sent:
+                    continue
+                data = frames.tool_call(chunk)
+                if progress.first_token_at is None:
+                    progress.first_token_at = time.monotonic()
             elif final_sent:
                 continue
             elif type(chunk) is SignatureChunk:
                 data = frames.signature(chunk)
                 if not data:
                     continue
-            else:  # a reasoning or tool-call piece
-                data = (
-                    frames.reasoning(chunk)
-                    if type(chunk) is ReasoningChunk
-                    else frames.tool_call(cast(ToolCallChunk, chunk))
-                )
+            else:  # a reasoning piece
+                data = frames.reasoning(chunk)
                 if progress.first_token_at is None:
                     progress.first_token_at = time.monotonic()
             pending.append(data)
