@@ -25,7 +25,7 @@ door, shared with the `/v1/responses` passthrough.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -376,18 +376,40 @@ class OpenAIStreamAdapter:
         and an `X-Request-Id` fresh per call and the same across its retries, under our
         retry policy (`open_with_retries`): the response once its status is a `2xx`, else
         the contract's error."""
-        sent = [(b"x-request-id", os.urandom(16).hex().encode()), *headers]  # 32 hex digits, as a UUID's
+        sent = [(b"x-request-id", b"%032x" % random.getrandbits(128)), *headers]  # 32 hex digits, as a UUID's
+        try:  # the first attempt without a closure and the retry loop's coroutine: it mostly succeeds
+            return await self._send_once(prepared, body, sent, method, url, keep_error_body)
+        except GatewayError as error:
+            if not error.retryable or self._max_retries <= 0:
+                raise
+            first_failure: GatewayError | None = error
 
         async def open_once() -> httpx2.Response:
-            try:
-                return await prepared.send(body, sent, method=method, url=url)
-            except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
-                mapped = self._gateway_error(error)
-                if keep_error_body and isinstance(error, openai.APIStatusError) and error.status_code >= 400:
-                    mapped.upstream_body = error.response.content
-                raise mapped from None
+            nonlocal first_failure
+            if first_failure is not None:  # the first attempt's failure, given to the retry loop as its own
+                failure, first_failure = first_failure, None
+                raise failure
+            return await self._send_once(prepared, body, sent, method, url, keep_error_body)
 
         return await open_with_retries(open_once, max_retries=self._max_retries)
+
+    async def _send_once(
+        self,
+        prepared: PreparedRequest,
+        body: bytes,
+        sent: list[tuple[bytes, bytes]],
+        method: str,
+        url: httpx2.URL | None,
+        keep_error_body: bool,
+    ) -> httpx2.Response:
+        """One attempt of `_send`: the SDK's exceptions mapped to the contract's errors."""
+        try:
+            return await prepared.send(body, sent, method=method, url=url)
+        except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
+            mapped = self._gateway_error(error)
+            if keep_error_body and isinstance(error, openai.APIStatusError) and error.status_code >= 400:
+                mapped.upstream_body = error.response.content
+            raise mapped from None
 
     async def list_models(self) -> list[str]:
         """`GET /models` through the SDK's own `get` (not `models.list()`: its page type
