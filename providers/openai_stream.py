@@ -117,7 +117,7 @@ _NO_KEY = "unset"
 #
 # What is decoded from the stream (`_WireChunk` and below) is made with `gc=False`: one
 # decode per upstream event makes several of them, they never hold a cycle, and the
-# collector need not track them (cheaper to make, and fewer young collections).
+# collector need not track them (cheaper to make).
 
 
 class _StreamOptions(msgspec.Struct):
@@ -483,13 +483,13 @@ class ChatEvents(EventReader):
         delta = choice.delta
         if delta is None:
             return None
-        tool_calls = delta.tool_calls
-        reasoning = (delta.reasoning_content or delta.reasoning) if self.include_reasoning else None
-        if reasoning:
+        if self.include_reasoning and (reasoning := delta.reasoning_content or delta.reasoning):
             self._queue(delta, reasoning)
-        elif not tool_calls:
+            return None
+        tool_calls = delta.tool_calls
+        if not tool_calls:
             return StreamChunk(delta.content, None, self.model, self.provider) if delta.content else None
-        elif len(tool_calls) == 1 and not delta.content:  # the usual call fragment
+        if len(tool_calls) == 1 and not delta.content:  # the usual call fragment
             call = tool_calls[0]
             calls = self.calls
             if calls is not None and call.id is None:  # most often the next arguments of a call begun
@@ -498,8 +498,7 @@ class ChatEvents(EventReader):
                 if known is not None and function is not None and function.arguments:
                     return ToolCallChunk(known[0], None, None, function.arguments)
             return (calls or self._calls()).piece(call)
-        else:
-            self._queue(delta, None)
+        self._queue(delta, None)
         return None
 
     def _calls(self) -> _ToolCalls:
