@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -117,11 +117,12 @@ def observer(child: Histogram) -> Add:
     """`child.observe` for a labelled child, without its checks per call and with the bucket
     found by bisection instead of a loop over the bounds (the same bucket for any number:
     the first whose bound is not below it). `child.observe` if its parts are not found."""
-    total, bounds, buckets = (getattr(child, name, None) for name in ("_sum", "_upper_bounds", "_buckets"))
-    values = [total, *buckets] if isinstance(buckets, list) else []
-    if not values or not isinstance(bounds, list) or len(bounds) != len(buckets):
+    total: Any = getattr(child, "_sum", None)
+    bounds: Any = getattr(child, "_upper_bounds", None)
+    buckets: Any = getattr(child, "_buckets", None)
+    if not isinstance(bounds, list) or not isinstance(buckets, list) or len(bounds) != len(buckets):
         return child.observe
-    if not all(callable(getattr(value, "inc", None)) for value in values):
+    if not all(callable(getattr(value, "inc", None)) for value in (total, *buckets)):
         return child.observe
     add_to_total: Add = total.inc
     bucket_adds: list[Add] = [bucket.inc for bucket in buckets]
