@@ -963,22 +963,26 @@ class NotedSend:
         self.call = call
         self.request_headers = request_headers
 
-    async def __call__(self, message: Any) -> None:
+    def __call__(self, message: Any) -> Awaitable[None]:
+        """The server's own `send` of a body (no coroutine of ours per frame sent), or the
+        head with what is noted of it (`start`)."""
         if message["type"] == "http.response.start":
-            progress = self.progress
-            progress.status = message["status"]
-            progress.head_sent_at = now = time.monotonic()
-            timing_header = (b"server-timing", progress.server_timing(now))
-            if self.call is not None:
-                headers = [*message["headers"], timing_header, *self.call.served_headers()]
-            else:
-                headers = [*message["headers"], timing_header]
-            await self.send({**message, "headers": headers})
-            if type(self.request_headers) is list:
-                self.request_headers.clear()
-            self.request_headers = None
-            return
-        await self.send(message)
+            return self.start(message)
+        return self.send(message)
+
+    async def start(self, message: Any) -> None:
+        progress = self.progress
+        progress.status = message["status"]
+        progress.head_sent_at = now = time.monotonic()
+        timing_header = (b"server-timing", progress.server_timing(now))
+        if self.call is not None:
+            headers = [*message["headers"], timing_header, *self.call.served_headers()]
+        else:
+            headers = [*message["headers"], timing_header]
+        await self.send({**message, "headers": headers})
+        if type(self.request_headers) is list:
+            self.request_headers.clear()
+        self.request_headers = None
 
 
 async def open_stream(call: Call, progress: timing.RequestTiming) -> ChunkStream:
