@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -34,6 +36,8 @@ from .resume import Streams, store_for
 from .route_path import route_path
 from .routing import build_routes, load_routes
 from .settings import Settings
+
+P = ParamSpec("P")
 
 log = logging.getLogger("streamgate")
 
@@ -143,6 +147,15 @@ def no_such_endpoint(routes: list[BaseRoute], shapes: ErrorShapes) -> Callable[[
     return handler
 
 
+def asgi3(method: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+    """`method`, which returns an awaitable, marked as a coroutine function: servers (uvicorn,
+    with `interface="auto"`, its default) take an app whose `__call__` is not one for ASGI 2."""
+    if sys.version_info >= (3, 12):
+        return inspect.markcoroutinefunction(method)
+    method._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]  # what 3.11 checks
+    return method
+
+
 class GatewayApp(Starlette):
     """Starlette, with a direct path for the chat endpoints: a `POST` to one of them goes
     to its own origin-guard → bearer-auth → endpoint chain, past Starlette's router and its
@@ -154,14 +167,16 @@ class GatewayApp(Starlette):
         super().__init__(*args, **kwargs)
         self.direct = direct
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @asgi3
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+        """The endpoint's (or Starlette's) awaitable, not a coroutine of its own: a request
+        keeps no frame of this while it streams (the README's issue 26 section has the figures)."""
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self.direct.get(route_path(scope))
             if endpoint is not None:
                 scope["app"] = self
-                await endpoint(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+                return endpoint(scope, receive, send)
+        return super().__call__(scope, receive, send)
 
 
 def direct_chains(routes: list[BaseRoute], middleware: list[Middleware]) -> dict[str, ASGIApp]:

@@ -160,6 +160,9 @@ class OriginGuard:
         any_ip = ANY_IP.lower()
         self.allow_ip_hosts = any_ip in hosts
         self.allowed_hosts = None if not hosts or "*" in hosts else frozenset(hosts - {any_ip})
+        #: `Host` values accepted already, as sent (`127.0.0.1:8000`): a few, asked again on
+        #: every request; at most `MAX_ACCEPTED_HOSTS` (a refused one is never kept).
+        self.accepted_hosts: set[bytes] = set()
         self.error_shapes = error_shapes or ErrorShapes()
         self.chat_paths = chat_paths
 
@@ -174,7 +177,7 @@ class OriginGuard:
                 host = value
             elif name == b"origin":
                 origin = value
-        if self.allowed_hosts is not None and not host_allowed(host, self.allowed_hosts, self.allow_ip_hosts):
+        if self.allowed_hosts is not None and host not in self.accepted_hosts and not self.host_allowed(host):
             shown = (host or b"").decode("latin-1")[:100]
             error: GatewayError = InvalidHostError(f"Host {shown!r} is not served here; add it to ALLOWED_HOSTS")
         elif origin is None or same_origin(origin, host, scope["scheme"]):
@@ -187,6 +190,20 @@ class OriginGuard:
                 f"Origin {shown!r} may not call this gateway: it is neither the server's own origin nor in CORS_ORIGINS"
             )
         return refuse(scope, send, error, self.error_shapes, self.chat_paths)
+
+    def host_allowed(self, host: bytes | None) -> bool:
+        """`host_allowed` against `allowed_hosts`, an accepted `host` remembered."""
+        assert self.allowed_hosts is not None
+        if not host_allowed(host, self.allowed_hosts, self.allow_ip_hosts):
+            return False
+        if host is not None and len(self.accepted_hosts) < MAX_ACCEPTED_HOSTS:
+            self.accepted_hosts.add(host)
+        return True
+
+
+#: The most `Host` values an `OriginGuard` remembers as accepted (with `ANY_IP`, every IP
+#: address and port a client sends would be one).
+MAX_ACCEPTED_HOSTS = 256
 
 
 class BearerAuth:

@@ -20,12 +20,13 @@ process collectors have no meaning summed, so they are left out there).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import os
 import threading
 import time
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -99,8 +100,44 @@ class StreamStats(Protocol):
     def gateway_overhead(self) -> float | None: ...
 
 
+Add = Callable[[float], None]
+
+
+def adder(child: Counter | Gauge) -> Add:
+    """`child.inc` for a labelled child, without prometheus-client's checks per call (is the
+    child observable, is the amount not negative: both hold for every call here): its
+    value's own `inc`, which holds the lock (or, with `PROMETHEUS_MULTIPROC_DIR`, writes
+    the worker's file) as `inc` would. `child.inc` itself if the value is not found."""
+    value = getattr(child, "_value", None)
+    inc = getattr(value, "inc", None)
+    return inc if callable(inc) else child.inc
+
+
+def observer(child: Histogram) -> Add:
+    """`child.observe` for a labelled child, without its checks per call and with the bucket
+    found by bisection instead of a loop over the bounds (the same bucket for any number:
+    the first whose bound is not below it). `child.observe` if its parts are not found."""
+    total: Any = getattr(child, "_sum", None)
+    bounds: Any = getattr(child, "_upper_bounds", None)
+    buckets: Any = getattr(child, "_buckets", None)
+    if not isinstance(bounds, list) or not isinstance(buckets, list) or len(bounds) != len(buckets):
+        return child.observe
+    if not all(callable(getattr(value, "inc", None)) for value in (total, *buckets)):
+        return child.observe
+    add_to_total: Add = total.inc
+    bucket_adds: list[Add] = [bucket.inc for bucket in buckets]
+
+    def observe(amount: float) -> None:
+        add_to_total(amount)
+        bucket_adds[bisect.bisect_left(bounds, amount)](1)
+
+    return observe
+
+
 class ProviderSeries:
-    """One provider's labelled series, looked up once (a `labels()` call is not free)."""
+    """One provider's labelled series, looked up once (a `labels()` call is not free), and
+    how each is added to per request (`adder`, `observer`: every request adds to six of
+    them and observes three)."""
 
     __slots__ = (
         "requests",
@@ -110,6 +147,13 @@ class ProviderSeries:
         "stream_duration",
         "tokens",
         "gateway_overhead",
+        "add_request",
+        "add_in_flight",
+        "add_frames_sent",
+        "observe_time_to_first_token",
+        "observe_stream_duration",
+        "add_tokens",
+        "observe_gateway_overhead",
     )
 
     def __init__(self, provider: str) -> None:
@@ -120,6 +164,13 @@ class ProviderSeries:
         self.stream_duration = STREAM_DURATION.labels(provider)
         self.tokens = tuple(TOKENS.labels(provider, kind) for kind in TOKEN_TYPES)
         self.gateway_overhead = GATEWAY_OVERHEAD.labels(provider)
+        self.add_request = adder(self.requests)
+        self.add_in_flight = adder(self.in_flight)
+        self.add_frames_sent = adder(self.frames_sent)
+        self.observe_time_to_first_token = observer(self.time_to_first_token)
+        self.observe_stream_duration = observer(self.stream_duration)
+        self.add_tokens = tuple(adder(child) for child in self.tokens)
+        self.observe_gateway_overhead = observer(self.gateway_overhead)
 
 
 _series_by_provider: dict[str, ProviderSeries] = {}
@@ -142,37 +193,37 @@ def declare(providers: Iterable[str]) -> None:
 
 def stream_started(provider: str) -> None:
     provider_series = series(provider)
-    provider_series.requests.inc()
-    provider_series.in_flight.inc()
+    provider_series.add_request(1)
+    provider_series.add_in_flight(1)
 
 
 def record_stream(provider: str, stats: StreamStats, *, upstream_opened: bool) -> None:
     """Record one finished (or abandoned) stream, once, at its end."""
     ended_at = time.monotonic()
     provider_series = series(provider)
-    provider_series.in_flight.dec()
+    provider_series.add_in_flight(-1)
     if stats.error_type is not None:
         ERRORS.labels(provider, stats.error_type).inc()
     if stats.frames_sent:
-        provider_series.frames_sent.inc(stats.frames_sent)
+        provider_series.add_frames_sent(stats.frames_sent)
     if stats.first_token_at is not None:
-        provider_series.time_to_first_token.observe(stats.first_token_at - stats.started_at)
+        provider_series.observe_time_to_first_token(stats.first_token_at - stats.started_at)
     if upstream_opened:
-        provider_series.stream_duration.observe(ended_at - stats.started_at)
+        provider_series.observe_stream_duration(ended_at - stats.started_at)
     overhead = stats.gateway_overhead()
     if overhead is not None:
-        provider_series.gateway_overhead.observe(overhead)
+        provider_series.observe_gateway_overhead(overhead)
     usage = stats.usage
     if usage is not None:
-        prompt, completion, cached, creation, reasoning = provider_series.tokens
-        prompt.inc(usage.prompt_tokens)
-        completion.inc(usage.completion_tokens)
+        prompt, completion, cached, creation, reasoning = provider_series.add_tokens
+        prompt(usage.prompt_tokens)
+        completion(usage.completion_tokens)
         if usage.cached_tokens:
-            cached.inc(usage.cached_tokens)
+            cached(usage.cached_tokens)
         if usage.cache_creation_tokens:
-            creation.inc(usage.cache_creation_tokens)
+            creation(usage.cache_creation_tokens)
         if usage.reasoning_tokens:
-            reasoning.inc(usage.reasoning_tokens)
+            reasoning(usage.reasoning_tokens)
 
 
 def record_rejected(error_type: str, provider: str | None = None) -> None:

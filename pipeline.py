@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol
 
 import anyio
 import msgspec
@@ -266,6 +266,10 @@ class ClientWatch:
         self.beat: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
+        self.enter()
+
+    def enter(self) -> None:
+        """What `async with` does on entering: without a coroutine (`run_chat` calls it)."""
         self.heartbeats = Heartbeats.of(self.work.get_loop(), self.heartbeat_s)
         self.heartbeats.add(self)
         self.receiving = self.receive().__await__()
@@ -323,6 +327,11 @@ class ClientWatch:
         return due
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        return self.exit(exc_type)
+
+    def exit(self, exc_type: type[BaseException] | None) -> bool:
+        """What `async with` does on leaving (`run_chat` calls it): stop watching; `True`
+        (the exception is handled) for the cancellation the client's leaving caused."""
         self.heartbeats.discard(self)
         self.stop_receiving()
         if self.beat is not None:
@@ -464,18 +473,20 @@ async def stream_chunks(
                 data = frames.raw(chunk)
                 if chunk.token and progress.first_token_at is None:
                     progress.first_token_at = time.monotonic()
+            elif type(chunk) is ToolCallChunk:
+                if final_sent:
+                    continue
+                data = frames.tool_call(chunk)
+                if progress.first_token_at is None:
+                    progress.first_token_at = time.monotonic()
             elif final_sent:
                 continue
             elif type(chunk) is SignatureChunk:
                 data = frames.signature(chunk)
                 if not data:
                     continue
-            else:  # a reasoning or tool-call piece
-                data = (
-                    frames.reasoning(chunk)
-                    if type(chunk) is ReasoningChunk
-                    else frames.tool_call(cast(ToolCallChunk, chunk))
-                )
+            else:  # a reasoning piece
+                data = frames.reasoning(chunk)
                 if progress.first_token_at is None:
                     progress.first_token_at = time.monotonic()
             pending.append(data)
@@ -675,12 +686,24 @@ class Call:
             serve(provider, model)
 
     def served_headers(self) -> list[tuple[bytes, bytes]]:
-        """`X-Streamgate-Provider`, `-Model`, `-Attempts`: what served this answer."""
-        return [
-            (b"x-streamgate-provider", header_value(self.provider)),
-            (b"x-streamgate-model", header_value(self.model)),
-            (b"x-streamgate-attempts", b"%d" % self.attempts),
-        ]
+        """`X-Streamgate-Provider`, `-Model`, `-Attempts`: what served this answer (made
+        once per provider, model and attempts while `_SERVED_HEADERS` has room)."""
+        key = (self.provider, self.model, self.attempts)
+        headers = _SERVED_HEADERS.get(key)
+        if headers is None:
+            headers = [
+                (b"x-streamgate-provider", header_value(self.provider)),
+                (b"x-streamgate-model", header_value(self.model)),
+                (b"x-streamgate-attempts", b"%d" % self.attempts),
+            ]
+            if len(_SERVED_HEADERS) < MAX_SERVED_HEADERS:  # model names come from requests: bounded
+                _SERVED_HEADERS[key] = headers
+        return headers
+
+
+#: `Call.served_headers` made already, by provider, model and attempts; never changed once made.
+_SERVED_HEADERS: dict[tuple[str, str, int], list[tuple[bytes, bytes]]] = {}
+MAX_SERVED_HEADERS = 1024
 
 
 def header_value(text: str) -> bytes:
@@ -846,9 +869,11 @@ async def run_chat(
     open_requests = _open_requests.get(task.get_loop())  # (`get_running_loop` asks the OS for the pid on 3.11)
     if open_requests is not None:
         open_requests.add(task)
-    noted_send = status_noted(send, progress, call, request_headers)
+    noted_send = NotedSend(send, progress, call, request_headers)
+    watch = ClientWatch(receive, send, progress, heartbeat_s, task)
     try:
-        async with ClientWatch(receive, send, progress, heartbeat_s, task):
+        watch.enter()  # `async with watch:` without the two coroutines of its `__aenter__` and `__aexit__`
+        try:
             try:
                 stream = await open_stream(call, progress)
                 if progress.trace is not None:  # the content capture reads the stream when it is on
@@ -870,6 +895,11 @@ async def run_chat(
                 progress.error_type = ShuttingDownError.type
                 await send_error(noted_send, shutting_down())
                 task.uncancel()  # answered: the request ends normally
+        except BaseException as failure:
+            if not watch.exit(type(failure)):
+                raise
+        else:
+            watch.exit(None)
     finally:
         if open_requests is not None:
             open_requests.discard(task)
@@ -933,20 +963,26 @@ class NotedSend:
         self.call = call
         self.request_headers = request_headers
 
-    async def __call__(self, message: Any) -> None:
+    def __call__(self, message: Any) -> Awaitable[None]:
+        """The server's own `send` of a body (no coroutine of ours per frame sent), or the
+        head with what is noted of it (`start`)."""
         if message["type"] == "http.response.start":
-            progress = self.progress
-            progress.status = message["status"]
-            progress.head_sent_at = now = time.monotonic()
-            headers = [*message["headers"], (b"server-timing", progress.server_timing(now))]
-            if self.call is not None:
-                headers += self.call.served_headers()
-            await self.send({**message, "headers": headers})
-            if type(self.request_headers) is list:
-                self.request_headers.clear()
-            self.request_headers = None
-            return
-        await self.send(message)
+            return self.start(message)
+        return self.send(message)
+
+    async def start(self, message: Any) -> None:
+        progress = self.progress
+        progress.status = message["status"]
+        progress.head_sent_at = now = time.monotonic()
+        timing_header = (b"server-timing", progress.server_timing(now))
+        if self.call is not None:
+            headers = [*message["headers"], timing_header, *self.call.served_headers()]
+        else:
+            headers = [*message["headers"], timing_header]
+        await self.send({**message, "headers": headers})
+        if type(self.request_headers) is list:
+            self.request_headers.clear()
+        self.request_headers = None
 
 
 async def open_stream(call: Call, progress: timing.RequestTiming) -> ChunkStream:
@@ -1146,38 +1182,33 @@ def log_request(
     `stream=` a resumable stream's id, `error=` the contract's error type or
     `client_gone`, then the dialect's own fields (`LOG_FIELDS`). Fields a client chooses
     are escaped and cut (`log_field`). A request cut by the shutdown is a warning."""
-    fields = [
-        log_field(scope["method"]),
-        log_field(scope["path"]),
-        str(status or "-"),
-        f"provider={log_field(provider or '-')}",
-        f"model={log_field(model or '-')}",
-    ]
+    line = (
+        f"{log_field(scope['method'])} {log_field(scope['path'])} {status or '-'}"
+        f" provider={log_field(provider or '-')} model={log_field(model or '-')}"
+    )
     if route is not None:
-        fields += [f"route={log_field(route)}", f"attempts={attempts}"]
+        line += f" route={log_field(route)} attempts={attempts}"
     if progress is not None:
-        ended_at = time.monotonic()
+        started_at = progress.started_at
         first = progress.first_token_at
         usage = progress.usage
-        fields += [
-            f"ttft={first - progress.started_at:.3f}s" if first is not None else "ttft=-",
-            f"duration={ended_at - progress.started_at:.3f}s",
-            f"tokens={usage.prompt_tokens}+{usage.completion_tokens}" if usage is not None else "tokens=-",
-        ]
+        ttft = f"{first - started_at:.3f}s" if first is not None else "-"
+        tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage is not None else "-"
+        line += f" ttft={ttft} duration={time.monotonic() - started_at:.3f}s tokens={tokens}"
         if usage is not None and usage.cached_tokens:
-            fields.append(f"cached={usage.cached_tokens}")
+            line += f" cached={usage.cached_tokens}"
         # A resumable stream's generation goes on without its client: no error in that.
         gone = progress.client_gone and progress.stream_id is None
         error_type = progress.error_type or ("client_gone" if gone else None)
         if progress.stream_id is not None:
-            fields.append(f"stream={progress.stream_id}")
+            line += f" stream={progress.stream_id}"
     if error_type is not None:
-        fields.append(f"error={log_field(error_type)}")
+        line += f" error={log_field(error_type)}"
     caller: Caller | None = scope.get(CALLER)
     if caller is not None:
-        fields.append(f"caller={caller.name}")
+        line += f" caller={caller.name}"
     extra = scope.get(LOG_FIELDS)
     if extra is not None:
-        fields.append(extra)
+        line += " " + extra
     level = logging.WARNING if error_type == ShuttingDownError.type else logging.INFO
-    access_log.log(level, " ".join(fields))
+    access_log.log(level, line)

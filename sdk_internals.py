@@ -26,7 +26,11 @@ Why each is used (the public API has no equivalent that keeps the hot path thin)
   `deque`s of an open body (`StreamReader._buffer`, `_http_chunk_splits`) and of its
   connection (`DataQueue._buffer`) replaced by lists (upstream_http.py `_LightQueue`:
   memory per open stream; which `deque` methods aiohttp calls is checked there).
-- uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit).
+- uvicorn: `uvicorn.lifespan.on.LifespanOn` (server.py: the app's shutdown on a forced exit);
+  `HttpToolsProtocol`'s `pipeline`, `flow` and each request's
+  `RequestResponseCycle.message_event`, `ProxyHeadersMiddleware.app` (http_protocol.py: lists
+  instead of `deque`s, no suspended middleware coroutine; memory per open stream; it checks
+  what only an instance shows when imported, `require_uvicorn_internals`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ PRIVATE_MEMBERS: tuple[tuple[str, str, str], ...] = (
     ("aiohttp", "aiohttp.streams", "StreamReader._buffer"),
     ("aiohttp", "aiohttp.streams", "StreamReader._http_chunk_splits"),
     ("uvicorn", "uvicorn.lifespan.on", "LifespanOn"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.connection_made"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.on_headers_complete"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol.on_response_complete"),
+    ("uvicorn", "uvicorn.protocols.http.httptools_impl", "RequestResponseCycle"),
+    ("uvicorn", "uvicorn.protocols.http.flow_control", "FlowControl"),
+    ("uvicorn", "uvicorn.middleware.proxy_headers", "ProxyHeadersMiddleware"),
 )
 
 

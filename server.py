@@ -1,6 +1,6 @@
 """The `streamgate` command and `python server.py`: settings from the command line and
-the environment, then the app (`app.create_app`) under uvicorn (uvloop, httptools,
-graceful SIGTERM), in one process or `WORKERS` of them.
+the environment, then the app (`app.create_app`) under uvicorn (uvloop, its httptools
+protocol as `http_protocol.HttpProtocol`, graceful SIGTERM), in one process or `WORKERS` of them.
 
 `uvicorn streamgate.server:app` works too: `app` is built from the environment when it
 is first asked for (nothing happens when this module is imported), or use
@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
@@ -38,6 +39,7 @@ from . import workers
 from .app import create_app
 from .callers import load_callers
 from .config import load_config
+from .http_protocol import HttpProtocol
 from .providers import PROVIDERS
 from .routing import load_routes
 from .settings import Settings, SettingsError
@@ -92,6 +94,11 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self.waiting: list[str] = []
+        #: The event loop that will flush what waits, and its thread (nothing waits: `None`).
+        #: A line from that thread while it runs joins the batch without asking for the
+        #: running loop (on Python 3.11 `get_running_loop` asks the OS for the pid: a
+        #: system call per line).
+        self.batching: tuple[asyncio.AbstractEventLoop, int] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -99,20 +106,28 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
             return
+        waiting = self.waiting
+        waiting.append(line)
+        if record.levelno >= logging.WARNING:
+            self.flush()
+            return
+        batching = self.batching
+        if batching is not None and batching[1] == threading.get_ident() and batching[0].is_running():
+            return  # the batch's flush is due already, from this thread's running loop
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        self.waiting.append(line)
-        if loop is None or record.levelno >= logging.WARNING:
             self.flush()
-        elif len(self.waiting) == 1:
+            return
+        if len(waiting) == 1:
             loop.call_later(self.FLUSH_S, self.flush)
+            self.batching = (loop, threading.get_ident())
 
     def flush(self) -> None:
         with self.lock or contextlib.nullcontext():
             if self.waiting:
                 lines, self.waiting = "".join(self.waiting), []
+                self.batching = None
                 self.stream.write(lines)
             super().flush()
 
@@ -227,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,  # uvicorn's httptools protocol, lighter per open stream (http_protocol.py)
         access_log=False,  # the request log is ours (`ACCESS_LOG`), with what uvicorn cannot know
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         log_config=LOG_CONFIG,  # uvicorn applies it in every worker process too (spawned: none inherit it)

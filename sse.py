@@ -81,14 +81,17 @@ def _single_line(field: str, value: str) -> str:
     return value
 
 
-class Event(msgspec.Struct, frozen=True):
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One event (`gc=False`: it holds only strings and a number, so never a cycle, and one
+    is made per upstream event without the collector tracking it)."""
+
     data: str
     event: str = "message"
     id: str = ""
     retry: int | None = None
 
 
-class Comment(msgspec.Struct, frozen=True):
+class Comment(msgspec.Struct, frozen=True, gc=False):
     text: str
 
 
@@ -143,11 +146,19 @@ class Decoder:
             _refuse_long_lines([*lines, self._buffer])
         self._pending_cr = buffer.endswith(b"\r")
         out: list[Event | Comment] = []
+        data = self._data
         for line in lines:
             if line[:6] == b"data: ":  # the usual line, taken here without a call
-                self._data.append(line[6:])
-            else:
+                data.append(line[6:])
+            elif line or not data:
                 self._line(line, out)
+                data = self._data
+            else:  # the blank line ending an event with data: the usual end, here without a call
+                text = (data[0] if len(data) == 1 else b"\n".join(data)).decode("utf-8", "replace")
+                event = self._event.decode("utf-8", "replace") if self._event else "message"
+                out.append(Event(text, event, self._last_id, self._retry))
+                data = self._data = []
+                self._event, self._retry = b"", None
         return out
 
     def _line(self, line: bytes, out: list[Event | Comment]) -> None:

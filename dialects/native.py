@@ -33,6 +33,9 @@ from ..pipeline import AnswerSender, Call, ChatEndpoint, CollectedAnswer, decode
 from ..request_checks import check_request
 from ..resume import CancelEndpoint, ResumeEndpoint
 
+#: The one encoder's `encode`, bound once (no attribute lookups per frame).
+_encode = json_encoder.encode
+
 
 class NativeFrames:
     """The `/api/v1/chat/stream` dialect: `id`, `event: message`, StreamChunk JSON."""
@@ -46,8 +49,9 @@ class NativeFrames:
         self.final_sent = False
 
     def content(self, chunk: StreamChunk) -> bytes:
+        """`sse.message_frame` of the chunk, written here (one call fewer per frame)."""
         self.last_id += 1
-        return sse.message_frame(self.last_id, json_encoder.encode(chunk))
+        return b"id: %d\nevent: message\ndata: %b\n\n" % (self.last_id, _encode(chunk))
 
     def final(self, chunk: StreamChunk) -> bytes:
         self.final_sent = True
@@ -58,8 +62,9 @@ class NativeFrames:
         return sse.event_frame(self.last_id, b"reasoning", json_encoder.encode(chunk))
 
     def tool_call(self, chunk: ToolCallChunk) -> bytes:
+        """`sse.event_frame` of the chunk as a `tool_call`, written here (as `content`)."""
         self.last_id += 1
-        return sse.event_frame(self.last_id, b"tool_call", json_encoder.encode(chunk))
+        return b"id: %d\nevent: tool_call\ndata: %b\n\n" % (self.last_id, _encode(chunk))
 
     def signature(self, chunk: SignatureChunk) -> bytes:
         return b""  # the dialect has no place for it

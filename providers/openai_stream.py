@@ -25,7 +25,7 @@ door, shared with the `/v1/responses` passthrough.
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -114,6 +114,10 @@ _NO_KEY = "unset"
 
 
 # --- the wire: the request we send, and a `chat.completion.chunk` (only what we read) -----
+#
+# What is decoded from the stream (`_WireChunk` and below) is made with `gc=False`: one
+# decode per upstream event makes several of them, they never hold a cycle, and the
+# collector need not track them (cheaper to make).
 
 
 class _StreamOptions(msgspec.Struct):
@@ -149,12 +153,12 @@ class _OpenAIRequest(_WireRequest):
     max_tokens: int | None = msgspec.field(default=None, name="max_completion_tokens")
 
 
-class _FunctionDelta(msgspec.Struct):
+class _FunctionDelta(msgspec.Struct, gc=False):
     name: str | None = None
     arguments: str | None = None
 
 
-class _ToolCallDelta(msgspec.Struct):
+class _ToolCallDelta(msgspec.Struct, gc=False):
     """A piece of a streamed call: `id`, `function.name` on its first delta, then
     `function.arguments` fragments; `index` tells the calls apart."""
 
@@ -163,27 +167,27 @@ class _ToolCallDelta(msgspec.Struct):
     function: _FunctionDelta | None = None
 
 
-class _Delta(msgspec.Struct):
+class _Delta(msgspec.Struct, gc=False):
     content: str | None = None
     reasoning_content: str | None = None  # DeepSeek, vLLM
     reasoning: str | None = None  # Together, vLLM, OpenRouter
     tool_calls: list[_ToolCallDelta] | None = None
 
 
-class _Choice(msgspec.Struct):
+class _Choice(msgspec.Struct, gc=False):
     delta: _Delta | None = None
     finish_reason: str | None = None
 
 
-class _CompletionTokensDetails(msgspec.Struct):
+class _CompletionTokensDetails(msgspec.Struct, gc=False):
     reasoning_tokens: int | None = None
 
 
-class _PromptTokensDetails(msgspec.Struct):
+class _PromptTokensDetails(msgspec.Struct, gc=False):
     cached_tokens: int | None = None
 
 
-class _WireUsage(msgspec.Struct):
+class _WireUsage(msgspec.Struct, gc=False):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int | None = None
@@ -191,11 +195,11 @@ class _WireUsage(msgspec.Struct):
     prompt_tokens_details: _PromptTokensDetails | None = None
 
 
-class _WireError(msgspec.Struct):
+class _WireError(msgspec.Struct, gc=False):
     message: str = ""
 
 
-class _WireChunk(msgspec.Struct):
+class _WireChunk(msgspec.Struct, gc=False):
     """One `data:` payload. `model` and `id` are not read: frames carry the requested
     model (as the contract's example and the error frames do), and skipping unknown
     fields is cheaper than decoding them."""
@@ -372,18 +376,40 @@ class OpenAIStreamAdapter:
         and an `X-Request-Id` fresh per call and the same across its retries, under our
         retry policy (`open_with_retries`): the response once its status is a `2xx`, else
         the contract's error."""
-        sent = [(b"x-request-id", os.urandom(16).hex().encode()), *headers]  # 32 hex digits, as a UUID's
+        sent = [(b"x-request-id", b"%032x" % random.getrandbits(128)), *headers]  # 32 hex digits, as a UUID's
+        try:  # the first attempt without a closure and the retry loop's coroutine: it mostly succeeds
+            return await self._send_once(prepared, body, sent, method, url, keep_error_body)
+        except GatewayError as error:
+            if not error.retryable or self._max_retries <= 0:
+                raise
+            first_failure: GatewayError | None = error
 
         async def open_once() -> httpx2.Response:
-            try:
-                return await prepared.send(body, sent, method=method, url=url)
-            except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
-                mapped = self._gateway_error(error)
-                if keep_error_body and isinstance(error, openai.APIStatusError) and error.status_code >= 400:
-                    mapped.upstream_body = error.response.content
-                raise mapped from None
+            nonlocal first_failure
+            if first_failure is not None:  # the first attempt's failure, given to the retry loop as its own
+                failure, first_failure = first_failure, None
+                raise failure
+            return await self._send_once(prepared, body, sent, method, url, keep_error_body)
 
         return await open_with_retries(open_once, max_retries=self._max_retries)
+
+    async def _send_once(
+        self,
+        prepared: PreparedRequest,
+        body: bytes,
+        sent: list[tuple[bytes, bytes]],
+        method: str,
+        url: httpx2.URL | None,
+        keep_error_body: bool,
+    ) -> httpx2.Response:
+        """One attempt of `_send`: the SDK's exceptions mapped to the contract's errors."""
+        try:
+            return await prepared.send(body, sent, method=method, url=url)
+        except (openai.APIStatusError, openai.APIConnectionError, httpx2.RequestError) as error:
+            mapped = self._gateway_error(error)
+            if keep_error_body and isinstance(error, openai.APIStatusError) and error.status_code >= 400:
+                mapped.upstream_body = error.response.content
+            raise mapped from None
 
     async def list_models(self) -> list[str]:
         """`GET /models` through the SDK's own `get` (not `models.list()`: its page type
@@ -457,14 +483,22 @@ class ChatEvents(EventReader):
         delta = choice.delta
         if delta is None:
             return None
-        reasoning = delta.reasoning_content or delta.reasoning
-        reasoned = bool(reasoning) and self.include_reasoning
+        if self.include_reasoning and (reasoning := delta.reasoning_content or delta.reasoning):
+            self._queue(delta, reasoning)
+            return None
         tool_calls = delta.tool_calls
-        if not tool_calls and not reasoned:
+        if not tool_calls:
             return StreamChunk(delta.content, None, self.model, self.provider) if delta.content else None
-        if tool_calls and len(tool_calls) == 1 and not reasoned and not delta.content:  # the usual call fragment
-            return self._calls().piece(tool_calls[0])
-        self._queue(delta, reasoning)
+        if len(tool_calls) == 1 and not delta.content:  # the usual call fragment
+            call = tool_calls[0]
+            calls = self.calls
+            if calls is not None and call.id is None:  # most often the next arguments of a call begun
+                known = calls.ours.get(call.index)
+                function = call.function
+                if known is not None and function is not None and function.arguments:
+                    return ToolCallChunk(known[0], None, None, function.arguments)
+            return (calls or self._calls()).piece(call)
+        self._queue(delta, None)
         return None
 
     def _calls(self) -> _ToolCalls:
@@ -474,10 +508,10 @@ class ChatEvents(EventReader):
         return calls
 
     def _queue(self, delta: _Delta, reasoning: str | None) -> None:
-        """A delta with reasoning or tool calls: its chunks in order (reasoning, content,
-        calls)."""
+        """A delta with reasoning (to be sent) or tool calls: its chunks in order
+        (reasoning, content, calls)."""
         more = self.more
-        if reasoning and self.include_reasoning:  # servers that send both send the same text
+        if reasoning:  # servers that send both send the same text
             more.append(ReasoningChunk(reasoning, self.model, self.provider))
         if delta.content:
             more.append(StreamChunk(delta.content, None, self.model, self.provider))
@@ -499,22 +533,22 @@ class _ToolCalls:
     the calls began; normally the upstream's own). A delta with a new `id` at an index
     already seen starts a new call (servers that number every call 0)."""
 
-    __slots__ = ("_ours", "_began")
+    __slots__ = ("ours", "_began")
 
     def __init__(self) -> None:
-        self._ours: dict[int, tuple[int, str]] = {}  # upstream index → (our index, call id)
+        self.ours: dict[int, tuple[int, str]] = {}  # upstream index → (our index, call id)
         self._began = 0
 
     def piece(self, delta: _ToolCallDelta) -> ToolCallChunk | None:
         """The chunk for one `delta.tool_calls` entry (`None`: nothing new in it)."""
         function = delta.function
         arguments = function.arguments if function is not None else None
-        known = self._ours.get(delta.index)
+        known = self.ours.get(delta.index)
         if known is None or (delta.id is not None and delta.id != known[1]):
             call_id = delta.id or "call_" + uuid.uuid4().hex[:24]
             index = self._began
             self._began += 1
-            self._ours[delta.index] = (index, call_id)
+            self.ours[delta.index] = (index, call_id)
             name = function.name if function is not None else None
             return ToolCallChunk(index, call_id, name or "", arguments or "")
         if arguments:

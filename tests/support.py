@@ -17,6 +17,7 @@ from streamgate import sse
 from streamgate.adapter import Adapter, ChunkStream, open_with_retries
 from streamgate.chat_types import ChatRequest, StreamChunk
 from streamgate.errors import UpstreamError, error_from_status
+from streamgate.http_protocol import HttpProtocol
 from streamgate.settings import Settings
 
 
@@ -29,13 +30,21 @@ def closed_port() -> int:
 
 @contextmanager
 def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Run `app` under uvicorn (httptools) on 127.0.0.1 in a thread; yield its base URL."""
+    """Run `app` under uvicorn (its httptools protocol, as server.py does: `HttpProtocol`)
+    on 127.0.0.1 in a thread; yield its base URL."""
+    with served(app) as (url, _):
+        yield url
+
+
+@contextmanager
+def served(app, loop: str = "asyncio") -> Iterator[tuple[str, uvicorn.Server]]:  # type: ignore[no-untyped-def]
+    """`serve`, yielding the uvicorn server too (its connections are in `server_state`)."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
-        http="httptools",
-        loop="asyncio",
+        http=HttpProtocol,
+        loop=loop,
         access_log=False,
         log_level="warning",
         lifespan="on",
@@ -50,7 +59,7 @@ def serve(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(10)

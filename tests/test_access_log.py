@@ -200,3 +200,23 @@ def test_the_server_handler_writes_a_loops_lines_together_and_warnings_at_once()
         ]
     finally:
         logger.removeHandler(handler)
+
+
+def test_the_server_handler_writes_at_once_once_the_loop_that_would_flush_has_stopped() -> None:
+    stream = CountedWrites()
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("streamgate.test-batched-stopped")
+    logger.propagate, logger.level = False, logging.INFO
+    logger.addHandler(handler)
+    try:
+
+        async def log_and_leave() -> None:
+            logger.info("in the loop")  # waits for a flush the loop will never run
+
+        asyncio.run(log_and_leave())
+        assert stream.writes == 0
+        logger.info("after the loop")  # no loop: what waited and this line, at once
+        assert (stream.getvalue(), stream.writes) == ("in the loop\nafter the loop\n", 1)
+    finally:
+        logger.removeHandler(handler)

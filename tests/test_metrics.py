@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from streamgate import metrics
 from streamgate.adapter import ChunkStream
@@ -230,3 +231,36 @@ def test_the_gc_callback_is_registered_once_while_any_app_runs() -> None:
             assert gc.callbacks.count(metrics.GC_PAUSES) == 1
         assert gc.callbacks.count(metrics.GC_PAUSES) == 1
     assert gc.callbacks == callbacks
+
+
+def test_the_direct_adders_count_as_prometheus_clients_own_methods() -> None:
+    """`metrics.adder` and `observer` step past prometheus-client's per-call checks through
+    its children's values: each must leave exactly what the public `inc` and `observe`
+    leave, for every bucket edge (a bound itself falls in its own bucket)."""
+    registry = CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    ours = Histogram("ours", "", ["provider"], buckets=buckets, registry=registry).labels("p")
+    public = Histogram("public", "", ["provider"], buckets=buckets, registry=registry).labels("p")
+    observe = metrics.observer(ours)
+    assert observe != ours.observe  # the direct path, not the fallback
+    for amount in (0.0, 0.0005, 0.001, 0.0011, 0.01, 0.5, 1.0, 1.5, 1e9):
+        observe(amount)
+        public.observe(amount)
+    counted = Counter("counted", "", ["provider"], registry=registry).labels("p")
+    gauge = Gauge("gauge", "", ["provider"], registry=registry).labels("p")
+    add, add_to_gauge = metrics.adder(counted), metrics.adder(gauge)
+    add(1)
+    add(41)
+    add_to_gauge(3)
+    add_to_gauge(-1)
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+    }
+    for (name, le), value in samples.items():
+        if name.startswith("public"):
+            assert samples["ours" + name.removeprefix("public"), le] == value, (name, le)
+    assert samples["ours_bucket", "0.001"] == 3  # 0.0, 0.0005 and 0.001 itself
+    assert samples["counted_total", None] == 42
+    assert samples["gauge", None] == 2

@@ -24,7 +24,7 @@ from processes import ROOT, wait_until_answering
 from streamgate.app import create_app
 from streamgate.chat_types import chat_request_decoder
 from streamgate.errors import InvalidJSONError
-from streamgate.http_guards import host_allowed, same_origin, split_host
+from streamgate.http_guards import MAX_ACCEPTED_HOSTS, OriginGuard, host_allowed, same_origin, split_host
 from streamgate.json_depth import MAX_DEPTH, nesting_depth
 from streamgate.pipeline import MAX_LOG_FIELD, decode_json
 from streamgate.providers.echo import EchoAdapter
@@ -187,6 +187,33 @@ def test_a_host_outside_allowed_hosts_is_refused_on_every_route() -> None:
         )
         for host in (f"localhost:{port}", f"LOCALHOST:{port}", "127.0.0.1", f"[::1]:{port}"):
             assert post(url, headers={"host": host}).status_code == 200, host
+
+
+def test_the_host_guard_remembers_only_hosts_it_accepted_and_a_bounded_number() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = OriginGuard(app, LOOPBACK_HOSTS)
+
+    def status(host: bytes) -> int:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http", "headers": [(b"host", host)]}
+        asyncio.run(guard(scope, None, send))  # type: ignore[arg-type]
+        return int(sent[0]["status"])
+
+    for _ in range(2):  # the second time from what the guard remembers
+        assert status(b"localhost:8000") == 204
+        assert status(b"evil.example:8000") == 400
+    assert guard.accepted_hosts == {b"localhost:8000"}
+    for port in range(MAX_ACCEPTED_HOSTS + 10):
+        assert status(b"127.0.0.1:%d" % port) == 204
+    assert len(guard.accepted_hosts) == MAX_ACCEPTED_HOSTS
+    assert status(b"evil.example:8000") == 400
 
 
 def test_behind_a_tls_proxy_the_page_is_same_origin_with_x_forwarded_proto() -> None:
