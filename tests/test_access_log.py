@@ -4,6 +4,7 @@ dialects, streamed or not, answered or refused; nothing per frame; none with it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import re
@@ -166,14 +167,23 @@ class CountedWrites(io.StringIO):
         return super().write(text)
 
 
-def test_the_server_handler_writes_a_loops_lines_together_and_warnings_at_once() -> None:
+@contextlib.contextmanager
+def batched_logger(name: str, line_format: str) -> Iterator[tuple[logging.Logger, BatchedStreamHandler, CountedWrites]]:
+    """A logger of its own writing through the server's handler to a `CountedWrites`."""
     stream = CountedWrites()
     handler = BatchedStreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.getLogger("streamgate.test-batched")
+    handler.setFormatter(logging.Formatter(line_format))
+    logger = logging.getLogger(name)
     logger.propagate, logger.level = False, logging.INFO
     logger.addHandler(handler)
     try:
+        yield logger, handler, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_the_server_handler_writes_a_loops_lines_together_and_warnings_at_once() -> None:
+    with batched_logger("streamgate.test-batched", "%(levelname)s %(message)s") as (logger, handler, stream):
         logger.info("before any loop")  # at once: no loop would flush it
         assert (stream.getvalue(), stream.writes) == ("INFO before any loop\n", 1)
 
@@ -198,18 +208,10 @@ def test_the_server_handler_writes_a_loops_lines_together_and_warnings_at_once()
             "WARNING a warning",
             "INFO last",
         ]
-    finally:
-        logger.removeHandler(handler)
 
 
 def test_the_server_handler_writes_at_once_once_the_loop_that_would_flush_has_stopped() -> None:
-    stream = CountedWrites()
-    handler = BatchedStreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("streamgate.test-batched-stopped")
-    logger.propagate, logger.level = False, logging.INFO
-    logger.addHandler(handler)
-    try:
+    with batched_logger("streamgate.test-batched-stopped", "%(message)s") as (logger, _, stream):
 
         async def log_and_leave() -> None:
             logger.info("in the loop")  # waits for a flush the loop will never run
@@ -218,5 +220,3 @@ def test_the_server_handler_writes_at_once_once_the_loop_that_would_flush_has_st
         assert stream.writes == 0
         logger.info("after the loop")  # no loop: what waited and this line, at once
         assert (stream.getvalue(), stream.writes) == ("in the loop\nafter the loop\n", 1)
-    finally:
-        logger.removeHandler(handler)
