@@ -11,6 +11,11 @@ keeps for as long as a stream is open is made smaller:
   while a request waits in it (`Pipeline`); the waiters (asyncio's `Event` only appends,
   removes and iterates them, and rarely holds more than one) are a list, which holds no
   block while empty.
+- a response's head and its first body go out in one system call (`HeldHead`): uvicorn
+  writes the head as soon as the app sends it, and the body in a write of its own, though
+  most responses' bodies follow in the same turn of the event loop (a short stream's every
+  frame, a JSON answer). The head waits for the next write, or for the loop's next turn
+  if none comes in this one (a stream waiting on its upstream); a body never waits.
 - uvicorn's `ProxyHeadersMiddleware` (on by default) is a coroutine awaiting the app, kept
   suspended for the whole response: `ProxyHeaders` runs the same middleware's code to
   rewrite the scope, then hands the app's awaitable to uvicorn's task itself.
@@ -126,6 +131,48 @@ class ProxyHeaders:
 _PROXY_HEADERS: weakref.WeakKeyDictionary[ProxyHeadersMiddleware, ProxyHeaders] = weakref.WeakKeyDictionary()
 
 
+class HeldHead:
+    """A request cycle's transport until its first write is out: that write (the response's
+    head, or a `100 Continue`) is held until the cycle's next write, which carries it in the
+    same system call, or until the event loop's next turn, whichever comes first; a close
+    writes it first. Then the cycle has the connection's transport back, so an open stream
+    keeps nothing of this, and no later write passes through here."""
+
+    __slots__ = ("cycle", "transport", "held")
+
+    def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport) -> None:
+        self.cycle = cycle
+        self.transport = transport
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is None:
+            self.held = data
+            asyncio.get_running_loop().call_soon(self.flush)
+            return
+        self.held = None
+        self.cycle.transport = transport = self.transport
+        transport.write(held + data)
+
+    def flush(self) -> None:
+        """Write what is held (the loop's next turn came first)."""
+        held = self.held
+        if held is None:
+            return
+        self.held = None
+        self.cycle.transport = transport = self.transport
+        if not transport.is_closing():
+            transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol; the module's docstring says what differs and why."""
 
@@ -154,12 +201,13 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not cycle:  # a new request (not a WebSocket upgrade): nothing waits on it yet
             with_list_waiters(self.cycle.message_event)
+            self.cycle.transport = HeldHead(self.cycle, self.transport)  # type: ignore[assignment]
 
 
 def require_uvicorn_internals() -> None:
     """Raise `SDKMismatchError` unless uvicorn (and asyncio) still have what `HttpProtocol`
     relies on: the members `PRIVATE_MEMBERS` lists, `FlowControl._is_writable_event`,
-    `RequestResponseCycle`'s `message_event`, `ProxyHeadersMiddleware.app`, and an
+    `RequestResponseCycle`'s `message_event` and `transport`, `ProxyHeadersMiddleware.app`, and an
     `asyncio.Event` keeping its waiters in a `deque` named `_waiters`."""
     require_private_members(["uvicorn"])
     if not isinstance(getattr(asyncio.Event(), "_waiters", None), deque):
@@ -170,8 +218,9 @@ def require_uvicorn_internals() -> None:
     event = getattr(FlowControl(None), "_is_writable_event", None)  # type: ignore[arg-type]
     if not isinstance(event, asyncio.Event):
         raise mismatch("uvicorn", "FlowControl._is_writable_event (an asyncio.Event)")
-    if "message_event" not in inspect.signature(RequestResponseCycle).parameters:
-        raise mismatch("uvicorn", "message_event argument of RequestResponseCycle")
+    for argument in ("message_event", "transport"):
+        if argument not in inspect.signature(RequestResponseCycle).parameters:
+            raise mismatch("uvicorn", f"{argument} argument of RequestResponseCycle")
     if getattr(ProxyHeadersMiddleware(_done), "app", None) is not _done:
         raise mismatch("uvicorn", "ProxyHeadersMiddleware.app")
 

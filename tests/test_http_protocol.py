@@ -1,6 +1,7 @@
 """http_protocol: uvicorn's httptools protocol with lighter containers behaves as uvicorn's —
 pipelined requests answered in order, a slow reader holding the app's sends back, a client
-that leaves seen as `http.disconnect`, `100-continue`, keep-alive, the proxy headers — over
+that leaves seen as `http.disconnect`, `100-continue`, keep-alive, the proxy headers — and
+a response's head held for the body that follows it in the same turn of the loop, over
 raw sockets, under both event loops; and the start-up check of the uvicorn internals it uses."""
 
 from __future__ import annotations
@@ -189,6 +190,65 @@ def test_100_continue_is_sent_when_the_app_asks_for_the_body(loop: str) -> None:
         client.sendall(b"ab")
         client.sendall(b"cde")
         assert read_until(client, b"edcba").startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+CHUNKED_HEAD = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_head_goes_out_with_the_body_sent_in_the_same_turn_of_the_loop(loop: str) -> None:
+    """The app works 50 ms between its head and its first body, without yielding to the
+    loop: a head written at once would reach the client alone; held, it comes in the
+    same read as the body. The next body goes out alone."""
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(CHUNKED_HEAD)
+        time.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"second"})
+
+    with connected(handler, loop) as (client, _):
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        first_read = client.recv(65536)
+        assert first_read.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert first_read.endswith(b"\r\n\r\n5\r\nfirst\r\n")
+        assert read_until(client, b"0\r\n\r\n") == b"6\r\nsecond\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_head_whose_body_is_not_ready_goes_out_alone_on_the_loop_s_next_turn(loop: str) -> None:
+    """The app waits (as a stream waits on its upstream) until the client has the head."""
+    head_received = threading.Event()
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(CHUNKED_HEAD)
+        await until(head_received.is_set)
+        await send({"type": "http.response.body", "body": b"late"})
+
+    with connected(handler, loop) as (client, _):
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = read_until(client, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+        head_received.set()
+        assert read_until(client, b"0\r\n\r\n") == b"4\r\nlate\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_held_head_is_written_before_the_connection_is_closed(loop: str) -> None:
+    """The app fails right after its head: uvicorn closes the connection in the same turn,
+    and the client still gets the head, then the end of the connection."""
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(CHUNKED_HEAD)
+        raise RuntimeError("the app failed after its head")
+
+    with connected(handler, loop) as (client, _):
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = read_until(client, b"\r\n\r\n")
+        while data := client.recv(65536):
+            received += data
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(b"transfer-encoding: chunked\r\n\r\n")
 
 
 def test_the_proxy_headers_are_applied_and_the_app_is_awaited_by_uvicorn_s_task_itself() -> None:
