@@ -52,6 +52,7 @@ from aiohttp import http_writer
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.helpers import get_env_proxy_for_url
 from aiohttp.http import StreamWriter
+from aiohttp.streams import EMPTY_PAYLOAD
 
 from .sdk_internals import mismatch, require_internals
 from .settings import Settings
@@ -371,6 +372,7 @@ class UpstreamTransport(httpx2.AsyncBaseTransport):
                     # `start_timeout` only cancels the pending timer, and no read arms one)
                     protocol.read_timeout = None
                     protocol.start_timeout()
+                if response.content is not EMPTY_PAYLOAD:  # a body read with its head (at its end already) too
                     _lighten(response.content)
                 return response, loop
             except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError):
@@ -572,6 +574,15 @@ class _BodyBuffer(_LightQueue):
     #: A buffered piece this long or longer is not added to.
     JOIN_BELOW = 4096
 
+    @classmethod
+    def of(cls, pieces: Iterable[bytes]) -> _BodyBuffer:
+        """A buffer of `pieces` (what aiohttp buffered before this one took over, such as a
+        short answer's whole body, read with its head), joined as if they came now."""
+        buffer = cls()
+        for piece in pieces:
+            buffer.append(piece)
+        return buffer
+
     def append(self, data: bytes) -> None:
         if self and len(last := self[-1]) < self.JOIN_BELOW:
             self[-1] = last + data
@@ -604,10 +615,11 @@ _QUEUE_CALLS = frozenset({"append", "appendleft", "popleft"})
 
 
 def _lighten(reader: aiohttp.StreamReader) -> None:
-    """An open body's buffer (`_BodyBuffer`) and chunk ends (`_ChunkEnds`) as lists (the
+    """An open body's buffer (`_BodyBuffer`, what is buffered already joined) and chunk
+    ends (`_ChunkEnds`) as lists (the
     chunk ends made now: aiohttp would make them at a chunked body's first chunk; for any
     other body nothing reads them)."""
-    reader._buffer = _BodyBuffer(reader._buffer)  # type: ignore[assignment]  # a deque's duck
+    reader._buffer = _BodyBuffer.of(reader._buffer)  # type: ignore[assignment]  # a deque's duck
     reader._http_chunk_splits = _ChunkEnds(reader._http_chunk_splits or ())  # type: ignore[assignment]
 
 

@@ -884,6 +884,25 @@ async def test_a_body_buffer_joins_short_pieces_and_aiohttps_reader_still_counts
     assert [await reader.readchunk() for _ in range(3)] == [(event, True) for event in events[:3]]
 
 
+async def test_a_body_read_with_its_head_is_joined_when_the_body_buffer_takes_over() -> None:
+    """A short answer's whole body often comes in the read that brought its head: aiohttp
+    buffers its chunks before `_lighten` runs, and they are joined then (one round of
+    aiohttp's bookkeeping for the first read, not one per chunk), every byte and chunk
+    end kept."""
+    events = [b"data: %d\n\n" % n for n in range(12)]
+    loop = asyncio.get_running_loop()
+    reader = aiohttp.StreamReader(ResponseHandler(loop), 2**16, loop=loop)
+    reader.begin_http_chunk_receiving()
+    for event in events:
+        reader.feed_data(event)
+        reader.end_http_chunk_receiving()
+    assert len(reader._buffer) == len(events)
+    _lighten(reader)
+    assert type(reader._buffer) is _BodyBuffer and len(reader._buffer) == 1
+    assert list(reader._http_chunk_splits) == list(itertools.accumulate(map(len, events)))
+    assert await reader.readany() == b"".join(events)
+
+
 async def test_a_read_past_many_chunk_ends_drops_them_at_once_and_reads_every_byte() -> None:
     """`_ChunkEnds`: aiohttp drops the chunk ends a read passed one `popleft` at a time; on
     more than `KEEP` that is one cut keeping the newest (not a move of the rest per end:
