@@ -138,18 +138,21 @@ class HeldHead:
     writes it first. Then the cycle has the connection's transport back, so an open stream
     keeps nothing of this, and no later write passes through here."""
 
-    __slots__ = ("cycle", "transport", "held")
+    __slots__ = ("cycle", "transport", "loop", "held")
 
-    def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport) -> None:
+    def __init__(
+        self, cycle: RequestResponseCycle, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.cycle = cycle
         self.transport = transport
+        self.loop = loop
         self.held: bytes | None = None
 
     def write(self, data: bytes) -> None:
         held = self.held
         if held is None:
             self.held = data
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.loop.call_soon(self.flush)
             return
         self.held = None
         self.cycle.transport = transport = self.transport
@@ -201,7 +204,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not cycle:  # a new request (not a WebSocket upgrade): nothing waits on it yet
             with_list_waiters(self.cycle.message_event)
-            self.cycle.transport = HeldHead(self.cycle, self.transport)  # type: ignore[assignment]
+            self.cycle.transport = HeldHead(self.cycle, self.transport, self.loop)  # type: ignore[assignment]
 
 
 def require_uvicorn_internals() -> None:
