@@ -1,13 +1,15 @@
 """Where the server's CPU goes per short request: py-spy on streamgate under 8-token streams.
 
     python -m bench.profile [--requests 4000] [--concurrency 16] [--tokens 8] [--top 40] [--svg FILE]
+    python -m bench.profile --syscalls [--requests 3000]    # strace -c: system calls per request
 
 The mock upstream and this client on core 1, the server on core 0, as in `python -m bench`;
 py-spy samples the server (`--native` off, idle frames off) while the requests run and
 the collapsed stacks are summed here: each function's own share of the samples and its
 share with what it calls. CPU per request (the server's utime + stime over the requests)
-is printed beside, so a profile and its figure come from one run. Every process started
-here is stopped by its PID.
+is printed beside, so a profile and its figure come from one run. With `--syscalls`,
+strace counts the server's system calls instead (it slows the server: read the counts,
+not the CPU figure). Every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -58,6 +60,26 @@ def summarize(collapsed: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def py_spy_command(pid: int, output: Path) -> list[str]:
+    """py-spy sampling `pid` at 500 Hz into collapsed stacks (`--native` off, idle off)."""
+    return ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "500", "--function", "-o", str(output)]
+
+
+def strace_command(pid: int, output: Path) -> list[str]:
+    """strace counting the system calls of `pid`'s threads."""
+    return ["strace", "-c", "-f", "-p", str(pid), "-o", str(output)]
+
+
+def per_request(table: str, requests: int) -> str:
+    """strace's `-c` table: each system call's count per request."""
+    lines = ["calls per request  system call"]
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[3].isdigit() and fields[-1] != "total":
+            lines.append(f"{int(fields[3]) / requests:17.2f}  {fields[-1]}")
+    return "\n".join(lines)
+
+
 async def profile(args: argparse.Namespace) -> None:
     processes = Processes()
     try:
@@ -71,36 +93,27 @@ async def profile(args: argparse.Namespace) -> None:
         load = dict(concurrency=args.concurrency, tokens=args.tokens, delay_ms=0.0, timeout_s=60.0)
         await run_streams(target, count=500, **load)  # warm-up
         await idle_cpu_seconds(server.pid)
-        collapsed = Path(tempfile.mkdtemp()) / "server.collapsed"
+        output = Path(tempfile.mkdtemp()) / ("server.strace" if args.syscalls else "server.collapsed")
         spy = subprocess.Popen(
-            [
-                "py-spy",
-                "record",
-                "--pid",
-                str(server.pid),
-                "--format",
-                "raw",
-                "--rate",
-                "500",
-                "--function",
-                "-o",
-                str(collapsed),
-            ],
+            (strace_command if args.syscalls else py_spy_command)(server.pid, output),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        await asyncio.sleep(1.0)  # py-spy attached
+        await asyncio.sleep(1.0)  # attached
         before = cpu_seconds(server.pid)
         outcomes = await run_streams(target, count=args.requests, **load)
         spent = cpu_seconds(server.pid) - before
-        spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        spy.send_signal(signal.SIGINT)  # py-spy and strace write their output on Ctrl-C
         spy.wait(10)
         failed = sum(1 for outcome in outcomes if not outcome.ok)
         print(f"{args.requests} requests of {args.tokens} tokens at c={args.concurrency}, {failed} failed")
-        print(f"server CPU per request {1e6 * spent / args.requests:.0f} µs (py-spy attached: sampling adds some)")
-        print(summarize(collapsed, args.top))
+        print(f"server CPU per request {1e6 * spent / args.requests:.0f} µs ({spy.args[0]} attached adds some)")
+        if args.syscalls:
+            print(per_request(output.read_text(), args.requests))
+            return
+        print(summarize(collapsed=output, top=args.top))
         if args.svg:
-            shutil.copy(collapsed, args.svg)
+            shutil.copy(output, args.svg)
     finally:
         processes.stop_all()
 
@@ -114,9 +127,11 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--svg", help="also keep the collapsed stacks here (for flamegraph tools)")
     parser.add_argument("--env", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("--syscalls", action="store_true", help="count system calls (strace -c), not samples")
     args = parser.parse_args()
-    if shutil.which("py-spy") is None:
-        raise SystemExit("bench.profile: py-spy is not installed (pip install py-spy)")
+    tool = "strace" if args.syscalls else "py-spy"
+    if shutil.which(tool) is None:
+        raise SystemExit(f"bench.profile: {tool} is not installed (strace: apt-get install strace; py-spy: pip)")
     asyncio.run(profile(args))
 
 
