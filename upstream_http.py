@@ -615,10 +615,9 @@ _QUEUE_CALLS = frozenset({"append", "appendleft", "popleft"})
 
 
 def _lighten(reader: aiohttp.StreamReader) -> None:
-    """An open body's buffer (`_BodyBuffer`, what is buffered already joined) and chunk
-    ends (`_ChunkEnds`) as lists (the
-    chunk ends made now: aiohttp would make them at a chunked body's first chunk; for any
-    other body nothing reads them)."""
+    """A body's buffer (`_BodyBuffer`, what is buffered already joined) and chunk ends
+    (`_ChunkEnds`) as lists (the chunk ends made now: aiohttp would make them at a chunked
+    body's first chunk; for any other body nothing reads them)."""
     reader._buffer = _BodyBuffer.of(reader._buffer)  # type: ignore[assignment]  # a deque's duck
     reader._http_chunk_splits = _ChunkEnds(reader._http_chunk_splits or ())  # type: ignore[assignment]
 
